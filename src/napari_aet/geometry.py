@@ -1,0 +1,258 @@
+"""The one projection geometry: rotations, frames, the forward projector and its adjoint.
+
+Conventions (see ``docs/conventions.md``):
+
+* Specimen frame: x along image columns, y along image rows, z along the beam at 0° tilt.
+* Arrays are ``(nz, ny, nx)`` volumes and ``(n_angles, ny, nx)`` projections.
+* The rotation centre is index ``n // 2`` on every axis (the FFT centre).
+* Orientation ``(phi, theta, psi)`` are GENFIRE's ZYZ Euler angles in degrees; a single
+  tilt ``theta`` is ``(0, theta, 0)``. The rotation matrix ``M`` carries a specimen point
+  ``r = (x, y, z)`` to ``(u, v, w) = M r``: image column coordinate ``u``, image row
+  coordinate ``v`` and depth ``w`` along the beam. For a single tilt,
+  ``u = x cos(theta) - z sin(theta)`` and ``v = y``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import sparse
+from scipy.special import erf
+
+from .model import InputError
+
+
+def euler_angles(angles) -> np.ndarray:
+    """``(n, 3)`` Euler angles (phi, theta, psi) in degrees from ``(n,)`` tilts or ``(n, 3)``."""
+    angles = np.asarray(angles, dtype=np.float64)
+    if angles.ndim == 1:
+        return np.stack([np.zeros_like(angles), angles, np.zeros_like(angles)], axis=1)
+    if angles.ndim == 2 and angles.shape[1] == 3:
+        return angles
+    raise InputError(f"angles must have shape (n,) or (n, 3), got {angles.shape}")
+
+
+def rotation_matrices(angles) -> np.ndarray:
+    """``(n, 3, 3)`` matrices M with ``(u, v, w) = M @ (x, y, z)``; angles in degrees."""
+    phi, theta, psi = np.deg2rad(euler_angles(angles)).T
+    cf, sf, ct, st, cp, sp = np.cos(phi), np.sin(phi), np.cos(theta), np.sin(theta), np.cos(psi), np.sin(psi)
+    m = np.empty((len(phi), 3, 3))
+    m[:, 0] = np.stack([cp * ct * cf - sp * sf, cp * ct * sf + sp * cf, -cp * st], axis=1)
+    m[:, 1] = np.stack([-sp * ct * cf - cp * sf, -sp * ct * sf + cp * cf, sp * st], axis=1)
+    m[:, 2] = np.stack([st * cf, st * sf, ct], axis=1)
+    return m
+
+
+def is_single_axis(angles) -> bool:
+    """True when every orientation is a rotation about the y axis (v = y exactly)."""
+    m = rotation_matrices(angles)
+    return bool(np.allclose(m[:, 1], [0.0, 1.0, 0.0], atol=1e-12))
+
+
+def in_plane_rotation(tilt_axis) -> np.ndarray:
+    """2x2 matrix taking (u, v) with the tilt axis along v to image (x, y) when the tilt
+    axis makes ``tilt_axis`` degrees with the image y axis (direction ``(sin a, cos a)``)."""
+    a = np.deg2rad(tilt_axis)
+    return np.array([[np.cos(a), np.sin(a)], [-np.sin(a), np.cos(a)]])
+
+
+def centre(shape) -> np.ndarray:
+    """Index of the rotation centre on each axis: ``n // 2``."""
+    return np.array([n // 2 for n in shape], dtype=np.float64)
+
+
+def specimen_to_voxel(positions, shape, voxel_size) -> np.ndarray:
+    """Specimen (x, y, z) in Å ``(N, 3)`` to fractional voxel indices (z, y, x) ``(N, 3)``."""
+    positions = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
+    return positions[:, ::-1] / voxel_size + centre(shape)
+
+
+def voxel_to_specimen(indices, shape, voxel_size) -> np.ndarray:
+    """Fractional voxel indices (z, y, x) ``(N, 3)`` to specimen (x, y, z) in Å ``(N, 3)``."""
+    indices = np.asarray(indices, dtype=np.float64).reshape(-1, 3)
+    return ((indices - centre(shape)) * voxel_size)[:, ::-1]
+
+
+class Projector:
+    """The forward projector (line integrals, one voxel = one unit of path) and its exact adjoint.
+
+    Voxel-driven: each voxel centre is rotated by M and its value split between the
+    neighbouring detector pixels by linear (single axis) or bilinear (general) weights.
+    Mass is conserved: ``forward(v).sum(axis=(1, 2)) == v.sum()`` when nothing leaves
+    the detector. Single-axis orientations use a cached sparse matrix acting on every
+    y row at once; general Euler angles use the same weights computed per angle.
+
+    shape : volume shape ``(nz, ny, nx)``; detector_shape : ``(ny_d, nx_d)``, default
+    ``(ny, nx)``; angles : ``(n,)`` tilts or ``(n, 3)`` Euler angles, degrees.
+    """
+
+    def __init__(self, shape, angles, detector_shape=None):
+        self.shape = tuple(int(s) for s in shape)
+        if len(self.shape) != 3:
+            raise InputError(f"volume shape must be (nz, ny, nx), got {shape}")
+        self.detector_shape = tuple(detector_shape or self.shape[1:])
+        self.matrices = rotation_matrices(angles)
+        self.single_axis = is_single_axis(angles) and self.detector_shape[0] == self.shape[1]
+        self._matrix = self._tilt_matrix() if self.single_axis else None
+
+    @property
+    def projection_shape(self):
+        return (len(self.matrices), *self.detector_shape)
+
+    def _tilt_matrix(self):
+        """Sparse ``(n * nx_d, nz * nx)`` matrix of the tilt about y, one slice at a time."""
+        nz, _, nx = self.shape
+        nxd = self.detector_shape[1]
+        z = np.arange(nz) - nz // 2
+        x = np.arange(nx) - nx // 2
+        cos, sin = self.matrices[:, 0, 0], self.matrices[:, 0, 2]
+        u = cos[:, None, None] * x[None, None, :] + sin[:, None, None] * z[None, :, None] + nxd // 2
+        j0 = np.floor(u)
+        frac = (u - j0).astype(np.float32)
+        j0 = j0.astype(np.int64)
+        col = np.broadcast_to(np.arange(nz * nx).reshape(1, nz, nx), u.shape)
+        row0 = np.arange(len(cos))[:, None, None] * nxd + j0
+        rows, cols, vals = [], [], []
+        for dj, w in ((0, 1 - frac), (1, frac)):
+            ok = (j0 + dj >= 0) & (j0 + dj < nxd)
+            rows.append((row0 + dj)[ok])
+            cols.append(col[ok])
+            vals.append(w[ok])
+        return sparse.csr_matrix(
+            (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+            shape=(len(cos) * nxd, nz * nx), dtype=np.float32)
+
+    def _check(self, array, shape, what):
+        array = np.asarray(array, dtype=np.float32)
+        if array.shape != shape:
+            raise InputError(f"{what} has shape {array.shape}, expected {shape}")
+        return array
+
+    def forward(self, volume) -> np.ndarray:
+        """Projections ``(n, ny_d, nx_d)`` float32 of a volume ``(nz, ny, nx)``."""
+        volume = self._check(volume, self.shape, "volume")
+        nz, ny, nx = self.shape
+        if self.single_axis:
+            flat = np.ascontiguousarray(volume.transpose(0, 2, 1)).reshape(nz * nx, ny)
+            out = self._matrix @ flat
+            return np.ascontiguousarray(out.reshape(-1, self.detector_shape[1], ny).transpose(0, 2, 1))
+        out = np.empty(self.projection_shape, dtype=np.float32)
+        for i in range(len(self.matrices)):
+            index, weights = self._splat_weights(i)
+            out[i] = np.bincount(index.ravel(), (weights * volume.reshape(1, -1)).ravel(),
+                                 minlength=out[i].size).reshape(self.detector_shape)
+        return out
+
+    def adjoint(self, projections) -> np.ndarray:
+        """Back-projection ``(nz, ny, nx)`` float32: the exact transpose of :meth:`forward`."""
+        projections = self._check(projections, self.projection_shape, "projections")
+        nz, ny, nx = self.shape
+        if self.single_axis:
+            flat = np.ascontiguousarray(projections.transpose(0, 2, 1)).reshape(-1, ny)
+            out = self._matrix.T @ flat
+            return np.ascontiguousarray(out.reshape(nz, nx, ny).transpose(0, 2, 1))
+        out = np.zeros(nz * ny * nx, dtype=np.float32)
+        for i in range(len(self.matrices)):
+            index, weights = self._splat_weights(i)
+            out += (weights * projections[i].ravel()[index]).sum(axis=0)
+        return out.reshape(self.shape)
+
+    def _splat_weights(self, i):
+        """Detector pixel index and bilinear weight ``(4, n_voxels)`` for orientation i."""
+        nz, ny, nx = self.shape
+        nyd, nxd = self.detector_shape
+        m = self.matrices[i].astype(np.float32)
+        z, y, x = (np.arange(n, dtype=np.float32) - n // 2 for n in self.shape)
+        u = (m[0, 0] * x[None, None, :] + m[0, 1] * y[None, :, None] + m[0, 2] * z[:, None, None]).ravel() + nxd // 2
+        v = (m[1, 0] * x[None, None, :] + m[1, 1] * y[None, :, None] + m[1, 2] * z[:, None, None]).ravel() + nyd // 2
+        ju, jv = np.floor(u), np.floor(v)
+        fu, fv = u - ju, v - jv
+        ju, jv = ju.astype(np.int64), jv.astype(np.int64)
+        index = np.empty((4, u.size), dtype=np.int64)
+        weights = np.empty((4, u.size), dtype=np.float32)
+        for k, (dv, du, w) in enumerate(((0, 0, (1 - fv) * (1 - fu)), (0, 1, (1 - fv) * fu),
+                                        (1, 0, fv * (1 - fu)), (1, 1, fv * fu))):
+            ok = (jv + dv >= 0) & (jv + dv < nyd) & (ju + du >= 0) & (ju + du < nxd)
+            index[k] = np.where(ok, (jv + dv) * nxd + ju + du, 0)
+            weights[k] = np.where(ok, w, 0)
+        return index, weights
+
+
+def project(volume, angles, detector_shape=None) -> np.ndarray:
+    """Projections ``(n, ny, nx)`` of ``volume`` ``(nz, ny, nx)`` at ``angles`` (degrees)."""
+    return Projector(np.shape(volume), angles, detector_shape).forward(volume)
+
+
+def backproject(projections, angles, shape) -> np.ndarray:
+    """Adjoint of :func:`project`: a volume of ``shape`` from ``(n, ny, nx)`` projections."""
+    return Projector(shape, angles, np.shape(projections)[1:]).adjoint(projections)
+
+
+def _pixel_integrals(centres, sigma, n, half):
+    """Per-atom Gaussian integrals over ``2*half+1`` pixels around each centre.
+
+    centres : ``(N,)`` fractional pixel coordinates; sigma ``(N,)`` in pixels.
+    Returns indices ``(N, w)`` and weights ``(N, w)`` (zero weight outside ``[0, n)``).
+    """
+    start = np.floor(centres).astype(np.int64) - half
+    index = start[:, None] + np.arange(2 * half + 1)[None, :]
+    scale = 1.0 / (np.sqrt(2.0) * sigma[:, None])
+    edges = (index - centres[:, None] - 0.5) * scale
+    weights = 0.5 * (erf(edges + scale) - erf(edges))
+    inside = (index >= 0) & (index < n)
+    return np.where(inside, index, 0), np.where(inside, weights, 0.0)
+
+
+def project_atoms(positions, amplitudes, sigma, angles, detector_shape, pixel_size,
+                  tilt_axis=0.0, offsets=None) -> np.ndarray:
+    """Projections ``(n, ny, nx)`` float32 of Gaussian atoms, integrated over each pixel.
+
+    positions : ``(N, 3)`` specimen (x, y, z) in Å, origin at the rotation centre.
+    amplitudes : ``(N,)`` integrated intensity of each atom per projection.
+    sigma : Gaussian width in Å, scalar or ``(N,)``.
+    angles : ``(n,)`` tilts or ``(n, 3)`` Euler angles in degrees.
+    tilt_axis : in-plane tilt-axis direction in degrees (see :func:`in_plane_rotation`).
+    offsets : ``(n, 2)`` displacement (dy, dx) in pixels of the particle in each image.
+    """
+    positions = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
+    amplitudes = np.broadcast_to(np.asarray(amplitudes, dtype=np.float64), len(positions))
+    sig = np.broadcast_to(np.asarray(sigma, dtype=np.float64) / pixel_size, len(positions))
+    ny, nx = detector_shape
+    matrices = rotation_matrices(angles)
+    offsets = np.zeros((len(matrices), 2)) if offsets is None else np.asarray(offsets, float)
+    to_image = in_plane_rotation(tilt_axis)
+    half = int(np.ceil(4 * sig.max())) + 1 if len(sig) else 0
+    out = np.zeros((len(matrices), ny, nx), dtype=np.float32)
+    for i, m in enumerate(matrices):
+        uv = positions @ m[:2].T / pixel_size
+        xy = uv @ to_image.T
+        cx = xy[:, 0] + nx // 2 + offsets[i, 1]
+        cy = xy[:, 1] + ny // 2 + offsets[i, 0]
+        ix, wx = _pixel_integrals(cx, sig, nx, half)
+        iy, wy = _pixel_integrals(cy, sig, ny, half)
+        flat = (iy[:, :, None] * nx + ix[:, None, :]).ravel()
+        w = (amplitudes[:, None, None] * wy[:, :, None] * wx[:, None, :]).ravel()
+        out[i] = np.bincount(flat, w, minlength=ny * nx).reshape(ny, nx)
+    return out
+
+
+def render_atoms(positions, amplitudes, sigma, shape, voxel_size) -> np.ndarray:
+    """A volume ``shape`` = (nz, ny, nx) float32 of Gaussian atoms integrated over each voxel.
+
+    positions : ``(N, 3)`` specimen (x, y, z) Å; amplitudes ``(N,)`` integrated intensity;
+    sigma : Gaussian width in Å (scalar or ``(N,)``).
+    """
+    idx = specimen_to_voxel(positions, shape, voxel_size)
+    amplitudes = np.broadcast_to(np.asarray(amplitudes, dtype=np.float64), len(idx))
+    sig = np.broadcast_to(np.asarray(sigma, dtype=np.float64) / voxel_size, len(idx))
+    half = int(np.ceil(4 * sig.max())) + 1 if len(sig) else 0
+    nz, ny, nx = shape
+    out = np.zeros(nz * ny * nx, dtype=np.float64)
+    for start in range(0, len(idx), 2048):
+        part = slice(start, start + 2048)
+        (iz, wz), (iy, wy), (ix, wx) = (_pixel_integrals(idx[part, a], sig[part], shape[a], half)
+                                        for a in range(3))
+        flat = ((iz[:, :, None, None] * ny + iy[:, None, :, None]) * nx + ix[:, None, None, :]).ravel()
+        w = (amplitudes[part, None, None, None] * wz[:, :, None, None] * wy[:, None, :, None]
+             * wx[:, None, None, :]).ravel()
+        out += np.bincount(flat, w, minlength=out.size)
+    return out.reshape(shape).astype(np.float32)

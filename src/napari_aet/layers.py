@@ -1,0 +1,107 @@
+"""How the data types appear as napari layers (no Qt, no napari import).
+
+World coordinates in the viewer are the specimen frame in Å, in napari's (z, y, x)
+order with the rotation centre at the origin:
+
+* a tilt series is an Image layer ``(n_angles, ny, nx)`` with scale ``(1, px, px)``;
+* a volume is an Image layer ``(nz, ny, nx)`` with scale ``voxel_size`` and a
+  translate that puts voxel ``n // 2`` at 0;
+* atoms are a Points layer in voxel units (z, y, x) with the volume's scale and
+  translate, per-atom columns in ``features`` (``element`` first).
+
+Every layer made here carries ``metadata["aet"]`` with what is needed to rebuild the
+data type: angles, pixel size, tilt axis, shifts; voxel size; method and errors.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .geometry import centre, specimen_to_voxel, voxel_to_specimen
+from .model import AtomModel, InputError, Reconstruction, TiltSeries
+
+#: Face colours of the elements (RGBA); others get a grey.
+ELEMENT_COLOURS = {
+    "Fe": (0.95, 0.55, 0.15, 1.0), "Pt": (0.45, 0.65, 1.0, 1.0), "Au": (1.0, 0.85, 0.2, 1.0),
+    "Pd": (0.3, 0.8, 0.8, 1.0), "Ni": (0.4, 0.9, 0.4, 1.0), "Co": (0.9, 0.3, 0.6, 1.0),
+    "W": (0.7, 0.5, 0.9, 1.0), "": (0.9, 0.9, 0.9, 1.0),
+}
+OTHER_COLOUR = (0.6, 0.6, 0.6, 1.0)
+
+
+def tilt_series_layer(series: TiltSeries, name="tilt series"):
+    """Layer data tuple of a tilt series."""
+    px = series.pixel_size
+    return (series.projections, {
+        "name": name, "scale": (1.0, px, px),
+        "metadata": {"aet": {"kind": "tilt_series", "angles": series.angles.tolist(),
+                             "pixel_size": px, "tilt_axis": series.tilt_axis,
+                             "shifts": series.shifts.tolist(), "info": series.metadata}},
+    }, "image")
+
+
+def tilt_series_from_layer(layer) -> TiltSeries:
+    """The TiltSeries behind an Image layer made by :func:`tilt_series_layer` or a reader."""
+    meta = layer.metadata.get("aet", {})
+    if meta.get("kind") != "tilt_series":
+        raise InputError(f"layer {layer.name!r} is not a tilt series: open one with File > Open "
+                         "or File > Open Sample > napari-aet")
+    return TiltSeries(np.asarray(layer.data), np.asarray(meta["angles"]), meta["pixel_size"],
+                      meta.get("tilt_axis", 0.0), np.asarray(meta["shifts"]), dict(meta.get("info", {})))
+
+
+def _volume_placement(shape, voxel_size):
+    scale = (voxel_size,) * 3
+    return scale, tuple(-centre(shape) * voxel_size)
+
+
+def volume_layer(reconstruction: Reconstruction, name="reconstruction"):
+    """Layer data tuple of a reconstructed volume, placed in specimen Å."""
+    scale, translate = _volume_placement(reconstruction.volume.shape, reconstruction.voxel_size)
+    return (reconstruction.volume, {
+        "name": name, "scale": scale, "translate": translate, "rendering": "mip",
+        "colormap": "magma",
+        "metadata": {"aet": {"kind": "volume", "voxel_size": reconstruction.voxel_size,
+                             "method": reconstruction.method, "parameters": reconstruction.parameters,
+                             "errors": reconstruction.errors}},
+    }, "image")
+
+
+def reconstruction_from_layer(layer) -> Reconstruction:
+    """The Reconstruction behind a volume Image layer (3D; voxel size from metadata or scale)."""
+    data = np.asarray(layer.data)
+    if data.ndim != 3:
+        raise InputError(f"layer {layer.name!r} is not a volume: expected 3D data, got shape {data.shape}")
+    meta = layer.metadata.get("aet", {})
+    voxel = meta.get("voxel_size", float(layer.scale[-1]))
+    return Reconstruction(data, voxel, meta.get("method", ""), dict(meta.get("parameters", {})),
+                          dict(meta.get("errors", {})))
+
+
+def element_colours(species) -> np.ndarray:
+    """``(N, 4)`` RGBA face colours for element symbols."""
+    return np.array([ELEMENT_COLOURS.get(s, OTHER_COLOUR) for s in species], dtype=float).reshape(-1, 4)
+
+
+def atoms_layer(atoms: AtomModel, volume_shape, voxel_size, name="atoms"):
+    """Layer data tuple of an atom model over a volume of ``volume_shape`` (nz, ny, nx)."""
+    scale, translate = _volume_placement(volume_shape, voxel_size)
+    frame = atoms.to_frame().drop(columns=["x", "y", "z"])
+    return (specimen_to_voxel(atoms.positions, volume_shape, voxel_size), {
+        "name": name, "scale": scale, "translate": translate, "features": frame,
+        "face_color": element_colours(atoms.species), "size": 2.0 / voxel_size,
+        "border_width": 0.0, "out_of_slice_display": True,
+        "metadata": {"aet": {"kind": "atoms", "volume_shape": list(volume_shape),
+                             "voxel_size": voxel_size}},
+    }, "points")
+
+
+def atoms_from_layer(layer) -> AtomModel:
+    """The AtomModel behind a Points layer made by :func:`atoms_layer` (including user edits)."""
+    meta = layer.metadata.get("aet", {})
+    if meta.get("kind") != "atoms":
+        raise InputError(f"layer {layer.name!r} is not an atom model made by napari-aet")
+    frame = layer.features.copy()
+    positions = voxel_to_specimen(np.asarray(layer.data), meta["volume_shape"], meta["voxel_size"])
+    species = frame.pop("element").fillna("").astype(str).to_numpy(object) if "element" in frame else None
+    return AtomModel(positions, species, {c: frame[c].to_numpy() for c in frame.columns})
