@@ -1,0 +1,215 @@
+"""The ``napari-aet`` command: ``run``, ``simulate`` and ``demo``.
+
+Bad input ends with one line ``napari-aet: error: …`` and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .model import InputError, check_elements
+
+
+class ConsoleProgress:
+    """Progress on stderr: a redrawn bar on a terminal, a line per 10 % otherwise."""
+
+    def __init__(self, stream=sys.stderr):
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.last_step = -1
+        self.last_message = ""
+
+    def __call__(self, fraction, message=""):
+        step = int(fraction * 10)
+        if self.tty:
+            bar = "#" * int(fraction * 30)
+            self.stream.write(f"\r[{bar:<30}] {fraction:4.0%} {message[:60]:<60}")
+            if fraction >= 1:
+                self.stream.write("\n")
+        elif step != self.last_step or (message != self.last_message and message.endswith(("…", "done"))):
+            self.stream.write(f"[{fraction:4.0%}] {message}\n")
+        self.last_step, self.last_message = step, message
+        self.stream.flush()
+
+
+def parse_tilt_axis(text) -> float:
+    """``y`` -> 0°, ``x`` -> 90°, else a number of degrees from the image y axis."""
+    named = {"y": 0.0, "x": 90.0}
+    if text.lower() in named:
+        return named[text.lower()]
+    try:
+        return float(text)
+    except ValueError:
+        raise InputError(f"--tilt-axis must be y, x or a number of degrees, got {text!r}") from None
+
+
+def _add_common(parser):
+    parser.add_argument("--seed", type=int, default=0, help="seed for every random step (default 0)")
+    parser.add_argument("--method", default="resire", help="reconstruction: resire, genfire or wbp (default resire)")
+    parser.add_argument("--iterations", type=int, default=None, help="reconstruction iterations (method default)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="napari-aet", description=(
+        "Atomic electron tomography: tilt series -> aligned -> reconstruction -> traced, classified atoms."))
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the whole chain on a tilt series file")
+    run.add_argument("tilt_series", help="TIFF, MRC/ST/ALI, NPY, EMD, DM3/DM4 or GENFIRE .mat/.npy")
+    run.add_argument("--pixel-size", type=float, default=None, help="pixel size in Å (else from the file)")
+    run.add_argument("--elements", required=True, help="species lightest first, e.g. Fe,Pt (one = tracing only)")
+    run.add_argument("--out", required=True, help="output directory")
+    run.add_argument("--angles", default=None, help="tilt angle file (one per line, or phi theta psi columns)")
+    run.add_argument("--tilt-axis", default=None, help="y, x or degrees from the image y axis (default y)")
+    run.add_argument("--no-align", action="store_true", help="the series is already aligned")
+    _add_common(run)
+
+    sim = sub.add_parser("simulate", help="write a synthetic FePt tilt series, its angles and ground truth")
+    sim.add_argument("--out", required=True, help="output directory")
+    sim.add_argument("--size", type=int, default=128, help="image size in pixels (default 128)")
+    sim.add_argument("--radius", type=float, default=16.0, help="particle radius in Å (default 16)")
+    sim.add_argument("--pixel-size", type=float, default=0.4, help="pixel size in Å (default 0.4)")
+    sim.add_argument("--dose", type=float, default=400.0,
+                     help="counts per Pt atom per projection (default 400; 0 = noiseless)")
+    sim.add_argument("--n-angles", type=int, default=51, help="number of tilts (default 51)")
+    sim.add_argument("--max-angle", type=float, default=70.0, help="tilt range ±degrees (default 70)")
+    sim.add_argument("--max-shift", type=float, default=3.0, help="random shifts ±pixels (default 3)")
+    sim.add_argument("--elements", default="Fe,Pt", help="light,heavy (default Fe,Pt)")
+    sim.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+
+    demo = sub.add_parser("demo", help="simulate the sample, run the whole chain, compare with the truth")
+    demo.add_argument("--gui", action="store_true", help="open napari with every layer at the end")
+    demo.add_argument("--out", default=None, help="also write the results here")
+    _add_common(demo)
+    return parser
+
+
+def command_run(args) -> int:
+    from .io import read_tilt_series
+    from .pipeline import check_writable, run_pipeline, write_results
+
+    elements = check_elements(args.elements)
+    check_writable(args.out)
+    tilt_axis = None if args.tilt_axis is None else parse_tilt_axis(args.tilt_axis)
+    series = read_tilt_series(args.tilt_series, angles=args.angles, pixel_size=args.pixel_size,
+                              tilt_axis=tilt_axis)
+    print(f"Read {args.tilt_series}: {series.n_angles} projections of {series.projections.shape[1:]} px, "
+          f"{series.pixel_size:g} Å/px, tilts {np.min(series.angles):.1f}° to {np.max(series.angles):.1f}°")
+    result = run_pipeline(series, elements, align=not args.no_align, method=args.method,
+                          reconstruct_options=_iterations(args), seed=args.seed, progress=ConsoleProgress())
+    report = write_results(result, args.out)
+    print_summary(report)
+    print(f"Results in {Path(args.out).resolve()}")
+    return 0
+
+
+def _iterations(args):
+    return {} if args.iterations is None else {"iterations": args.iterations}
+
+
+def command_simulate(args) -> int:
+    from .io import write_atoms, write_tilt_series
+    from .pipeline import check_writable
+    from .simulate import fcc_particle, simulate_tilt_series
+
+    out = check_writable(args.out)
+    if args.n_angles < 2 or not 0 < args.max_angle <= 90:
+        raise InputError("--n-angles must be at least 2 and --max-angle within (0, 90] degrees")
+    atoms = fcc_particle(radius=args.radius, elements=check_elements(args.elements), seed=args.seed)
+    angles = np.linspace(-args.max_angle, args.max_angle, args.n_angles)
+    sim = simulate_tilt_series(atoms, angles, shape=(args.size, args.size), pixel_size=args.pixel_size,
+                               dose=args.dose or None, max_shift=args.max_shift, seed=args.seed)
+    write_tilt_series(out / "tilt_series.tif", sim.tilt_series)
+    write_atoms(out / "truth_atoms.csv", sim.atoms)
+    (out / "truth.json").write_text(json.dumps({
+        "true_shifts_dy_dx_px": sim.true_shifts.tolist(), "pixel_size_A": args.pixel_size,
+        "dose": args.dose, "seed": args.seed, "n_atoms": len(atoms)}, indent=2))
+    print(f"Wrote {len(atoms)}-atom particle, {args.n_angles} projections of {args.size}x{args.size} px "
+          f"to {out.resolve()} (tilt_series.tif + .tlt, truth_atoms.csv, truth.json)")
+    return 0
+
+
+def command_demo(args) -> int:
+    from .analysis.atom_metrics import compare_atoms
+    from .pipeline import real_atoms, run_pipeline, write_results
+    from .simulate import sample_fept
+
+    start = time.perf_counter()
+    sim = sample_fept(seed=args.seed)
+    series = sim.tilt_series
+    print(f"Simulated FePt particle: {len(sim.atoms)} atoms, {series.n_angles} projections of "
+          f"{series.projections.shape[1]}x{series.projections.shape[2]} px at {series.pixel_size} Å, "
+          f"tilts ±{np.max(series.angles):.0f}°, random shifts, Poisson noise")
+    result = run_pipeline(series, ("Fe", "Pt"), method=args.method, reconstruct_options=_iterations(args),
+                          seed=args.seed, progress=ConsoleProgress())
+    truth = compare_atoms(real_atoms(result.atoms), sim.atoms)
+    result.report["truth_comparison"] = truth
+    if args.out:
+        write_results(result, args.out)
+    print_summary(result.report)
+    print(f"Against the simulator's truth: {truth['recall']:.1%} of atoms found, "
+          f"{truth['precision']:.1%} of traced atoms real, RMS position error {truth['rms_error_pm']:.1f} pm, "
+          f"species correct for {truth['species_accuracy']:.1%} (match: mutual nearest neighbours "
+          f"within 1 Å after removing a global translation)")
+    print(f"Demo finished in {time.perf_counter() - start:.1f} s")
+    if args.gui:
+        show_in_napari(result, sim.atoms)
+    return 0
+
+
+def show_in_napari(result, truth=None):
+    """Open napari with every layer of a pipeline result (blocks until the window closes)."""
+    import napari
+
+    from .layers import atoms_layer, tilt_series_layer, volume_layer
+
+    viewer = napari.Viewer(title="napari-aet demo")
+    recon = result.reconstruction
+    layers = [tilt_series_layer(result.raw, "tilt series"), tilt_series_layer(result.aligned, "aligned"),
+              volume_layer(recon), atoms_layer(result.atoms, recon.volume.shape, recon.voxel_size)]
+    if truth is not None:
+        layers.append(atoms_layer(truth, recon.volume.shape, recon.voxel_size, name="ground truth atoms"))
+        layers[-1][1]["visible"] = False
+    for data, kwargs, kind in layers:
+        getattr(viewer, f"add_{kind}")(data, **kwargs)
+    viewer.layers["tilt series"].visible = viewer.layers["aligned"].visible = False
+    viewer.dims.ndisplay = 3
+    napari.run()
+
+
+def print_summary(report):
+    atoms = report["atoms"]
+    recon = report["reconstruction"]
+    timings = ", ".join(f"{k} {v:.1f} s" for k, v in report["timings_s"].items())
+    per_element = ", ".join(f"{n} {e}" for e, n in atoms["per_element"].items())
+    print(f"Atoms: {atoms['n_atoms']} ({per_element}); {atoms['n_ambiguous']} ambiguous; "
+          f"{atoms['n_rejected_peaks']} peaks rejected as noise")
+    r = recon.get("final_r_factor")
+    print(f"Reconstruction: {recon['method']}, {recon['shape']} voxels"
+          + (f", final R-factor {r:.3f}" if r is not None else ""))
+    print(f"Timings: {timings}")
+
+
+COMMANDS = {"run": command_run, "simulate": command_simulate, "demo": command_demo}
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except InputError as error:
+        print(f"napari-aet: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("napari-aet: interrupted; no results written", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

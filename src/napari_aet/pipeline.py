@@ -1,0 +1,187 @@
+"""The headless chain: tilt series -> aligned -> reconstruction -> traced, classified atoms.
+
+The CLI, the demo and batch scripts call :func:`run_pipeline` and :func:`write_results`;
+the widgets call the same stage functions one by one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .model import AtomModel, InputError, Reconstruction, TiltSeries, check_elements
+from .progress import ProgressCallback, report, sub_progress
+
+#: Share of the total progress bar given to each stage.
+STAGE_WEIGHTS = {"align": 0.25, "reconstruct": 0.55, "trace": 0.1, "classify": 0.1}
+
+
+@dataclass
+class PipelineResult:
+    """Everything one run produced; ``report`` is what goes to ``report.json``."""
+
+    raw: TiltSeries
+    aligned: TiltSeries
+    reconstruction: Reconstruction
+    atoms: AtomModel
+    report: dict = field(default_factory=dict)
+
+
+def run_pipeline(series: TiltSeries, elements, *, align=True, method="resire", reconstruct_options=None,
+                 align_options=None, trace_options=None, classify_options=None, seed=0,
+                 progress: ProgressCallback = None) -> PipelineResult:
+    """Run every stage on ``series``.
+
+    elements : element symbols, lightest first ("Fe,Pt"); a single element means
+        tracing only (every traced atom gets that element).
+    align : estimate and apply shifts and tilt axis (:func:`napari_aet.align.align_auto`).
+    method : reconstruction method, one of :data:`napari_aet.reconstruct.METHODS`.
+    *_options : keyword parameters passed to each stage.
+    seed : for every random step (R-free selection, mixture-model initialisation).
+    progress : ``progress(fraction, message)`` over the whole chain.
+    """
+    from .align import align_auto, apply_alignment
+    from .classify import classify_atoms
+    from .reconstruct import reconstruct
+    from .trace import trace_atoms
+
+    elements = check_elements(elements)
+    timings, parameters = {}, {"elements": list(elements), "align": bool(align), "method": method,
+                               "seed": seed}
+    bounds = np.cumsum([0.0, *STAGE_WEIGHTS.values()])
+    stage_progress = {name: sub_progress(progress, lo, hi)
+                      for name, lo, hi in zip(STAGE_WEIGHTS, bounds[:-1], bounds[1:])}
+
+    def timed(name, function, *args, **kwargs):
+        report(stage_progress[name], 0.0, f"{name}…")
+        start = time.perf_counter()
+        out = function(*args, progress=stage_progress[name], **kwargs)
+        timings[name] = round(time.perf_counter() - start, 3)
+        report(stage_progress[name], 1.0, f"{name} done in {timings[name]:.1f} s")
+        return out
+
+    alignment = {}
+    aligned = series
+    if align:
+        options = dict(align_options or {})
+        parameters["align_options"] = options
+        estimated, alignment = timed("align", align_auto, series, **options)
+        aligned = apply_alignment(estimated)
+
+    options = {"seed": seed, **(reconstruct_options or {})}
+    parameters["reconstruct_options"] = options
+    reconstruction = timed("reconstruct", reconstruct, aligned, method=method, **options)
+
+    options = dict(trace_options or {})
+    parameters["trace_options"] = options
+    atoms = timed("trace", trace_atoms, reconstruction, **options)
+
+    options = {"seed": seed, **(classify_options or {})}
+    parameters["classify_options"] = options
+    if len(elements) > 1:
+        atoms = timed("classify", classify_atoms, reconstruction, atoms, elements, **options)
+    else:
+        atoms = AtomModel(atoms.positions, np.full(len(atoms), elements[0], dtype=object), atoms.features)
+
+    result = PipelineResult(series, aligned, reconstruction, atoms)
+    result.report = build_report(result, parameters, timings, alignment)
+    return result
+
+
+def real_atoms(atoms: AtomModel) -> AtomModel:
+    """The atoms without the peaks classified as noise (``non_atom``)."""
+    non_atom = atoms.features.get("non_atom")
+    return atoms if non_atom is None else atoms.subset(~non_atom.astype(bool))
+
+
+def _jsonable(value):
+    """Convert numpy values and arrays inside a report to plain JSON types."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
+def build_report(result: PipelineResult, parameters, timings, alignment) -> dict:
+    """The content of ``report.json``: versions, parameters, timings, counts, error metrics."""
+    atoms = real_atoms(result.atoms)
+    elements, counts = np.unique(atoms.species.astype(str), return_counts=True)
+    errors = result.reconstruction.errors
+    ambiguous = atoms.features.get("ambiguous")
+    summary = {
+        "napari_aet_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "input": {"shape": list(result.raw.projections.shape), "pixel_size_A": result.raw.pixel_size,
+                  "angles_deg": [float(np.min(result.raw.angles)), float(np.max(result.raw.angles))],
+                  "source": result.raw.metadata.get("source", "")},
+        "parameters": parameters,
+        "timings_s": {**timings, "total": round(sum(timings.values()), 3)},
+        "alignment": {k: v for k, v in alignment.items() if np.size(v) < 1000},
+        "reconstruction": {"method": result.reconstruction.method,
+                           "shape": list(result.reconstruction.volume.shape),
+                           "voxel_size_A": result.reconstruction.voxel_size,
+                           **{f"final_{k}": (v[-1] if v else None) for k, v in errors.items()}},
+        "atoms": {"n_atoms": len(atoms), "n_rejected_peaks": len(result.atoms) - len(atoms),
+                  "per_element": dict(zip(elements.tolist(), counts.tolist())),
+                  "n_ambiguous": int(np.count_nonzero(ambiguous)) if ambiguous is not None else 0},
+    }
+    return _jsonable(summary)
+
+
+def check_writable(out_dir) -> Path:
+    """Create ``out_dir`` if needed and check that files can be written there."""
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out_dir):
+            pass
+    except OSError as error:
+        raise InputError(f"cannot write to output directory {out_dir}: {error.strerror or error}") from None
+    return out_dir
+
+
+def write_results(result: PipelineResult, out_dir, extra_report=None) -> dict:
+    """Write ``atoms.csv``, ``reconstruction.mrc``, ``aligned.tif``, ``report.json`` and
+    ``project.aet`` into ``out_dir``. Files are written to a hidden staging folder and
+    moved in only when all succeeded, ``report.json`` last, so a failed run leaves no
+    half-written result. Returns the report written."""
+    from .io import write_atoms, write_tilt_series, write_volume
+    from .project import Project, TimePoint, save_project
+
+    out_dir = check_writable(out_dir)
+    full_report = _jsonable({**result.report, **(extra_report or {})})
+    staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=out_dir))
+    try:
+        write_atoms(staging / "atoms.csv", real_atoms(result.atoms))
+        write_volume(staging / "reconstruction.mrc", result.reconstruction)
+        write_tilt_series(staging / "aligned.tif", result.aligned)
+        point = TimePoint(name="t0", raw=result.raw, aligned=result.aligned,
+                          reconstruction=result.reconstruction, atoms=result.atoms,
+                          parameters=full_report.get("parameters", {}), report=full_report, edits=[])
+        save_project(staging / "project.aet", Project(time_points=[point], provenance={
+            "napari_aet_version": __version__, "created": full_report.get("created", "")}))
+        (staging / "report.json").write_text(json.dumps(full_report, indent=2))
+        for path in sorted(staging.iterdir(), key=lambda p: p.name == "report.json"):
+            os.replace(path, out_dir / path.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return full_report
