@@ -1,0 +1,76 @@
+"""The napari-aet command: the contract that batch users and outside checks rely on."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_aet.cli import main, parse_tilt_axis
+from napari_aet.io import read_atoms, read_volume
+from napari_aet.model import InputError
+
+
+@pytest.fixture(scope="module")
+def simulated(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sim")
+    assert main(["simulate", "--out", str(out), "--size", "64", "--radius", "9", "--n-angles", "31",
+                 "--seed", "3"]) == 0
+    return out
+
+
+def test_simulate_writes_series_angles_and_truth(simulated):
+    assert tifffile.imread(simulated / "tilt_series.tif").shape == (31, 64, 64)
+    assert len(np.loadtxt(simulated / "tilt_series.tlt")) == 31
+    truth = json.loads((simulated / "truth.json").read_text())
+    assert len(truth["true_shifts_dy_dx_px"]) == 31
+    assert len(read_atoms(simulated / "truth_atoms.csv")) == truth["n_atoms"]
+
+
+def test_run_writes_every_result(simulated, tmp_path, capsys):
+    out = tmp_path / "result"
+    assert main(["run", str(simulated / "tilt_series.tif"), "--pixel-size", "0.4", "--elements", "Fe,Pt",
+                 "--out", str(out), "--seed", "1"]) == 0
+    names = {p.name for p in out.iterdir()}
+    assert {"atoms.csv", "reconstruction.mrc", "aligned.tif", "report.json", "project.aet"} <= names
+    assert not [n for n in names if n.startswith(".partial")]
+    header = (out / "atoms.csv").read_text().splitlines()[0].split(",")
+    assert header[:4] == ["x", "y", "z", "element"]
+    report = json.loads((out / "report.json").read_text())
+    assert report["atoms"]["n_atoms"] == len(read_atoms(out / "atoms.csv")) > 0
+    assert set(report["timings_s"]) >= {"align", "reconstruct", "trace", "classify", "total"}
+    assert read_volume(out / "reconstruction.mrc").voxel_size == pytest.approx(0.4)
+    assert "Atoms:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "missing.tif", "--pixel-size", "0.4", "--elements", "Fe,Pt"], "missing.tif"),
+    (["run", "{sim}/tilt_series.tif", "--pixel-size", "0", "--elements", "Fe,Pt"], "pixel size"),
+    (["run", "{sim}/tilt_series.tif", "--pixel-size", "0.4", "--elements", "Fe,Xx"], "unknown element"),
+    (["run", "{sim}/tilt_series.tif", "--pixel-size", "0.4", "--elements", "Fe,Pt", "--angles",
+      "{sim}/short.tlt"], "angles"),
+    (["run", "{sim}/tilt_series.tif", "--pixel-size", "0.4", "--elements", "Fe,Pt", "--tilt-axis", "left"],
+     "--tilt-axis"),
+])
+def test_bad_input_is_one_clear_line(simulated, tmp_path, capsys, args, message):
+    np.savetxt(simulated / "short.tlt", np.linspace(-60, 60, 10))
+    args = [a.format(sim=simulated) for a in args] + ["--out", str(tmp_path / "o")]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("napari-aet: error:") and message in err[0]
+    assert not (tmp_path / "o" / "report.json").exists()
+
+
+def test_unwritable_output_directory(simulated, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    code = main(["run", str(simulated / "tilt_series.tif"), "--pixel-size", "0.4", "--elements", "Fe,Pt",
+                 "--out", str(blocker / "out")])
+    assert code == 2 and "cannot write to output directory" in capsys.readouterr().err
+
+
+def test_parse_tilt_axis():
+    assert parse_tilt_axis("y") == 0.0 and parse_tilt_axis("X") == 90.0 and parse_tilt_axis("-12.5") == -12.5
+    with pytest.raises(InputError):
+        parse_tilt_axis("diagonal")

@@ -1,0 +1,63 @@
+"""Data types <-> napari layer data: round trips without a viewer, placement in Å."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from napari_aet._sample_data import sample_fept_layers
+from napari_aet.layers import (atoms_from_layer, atoms_layer, reconstruction_from_layer, tilt_series_from_layer,
+                               tilt_series_layer, volume_layer)
+from napari_aet.model import AtomModel, InputError, Reconstruction, TiltSeries
+
+
+def as_layer(data_tuple):
+    """A stand-in for the napari layer a tuple would create."""
+    data, kwargs, _ = data_tuple
+    return SimpleNamespace(data=data, name=kwargs["name"], metadata=kwargs["metadata"],
+                           features=kwargs.get("features"), scale=kwargs["scale"])
+
+
+def test_tilt_series_round_trip():
+    series = TiltSeries(np.random.default_rng(0).random((4, 16, 16)), [-30, -10, 10, 30], 0.35,
+                        shifts=np.ones((4, 2)), metadata={"source": "x"})
+    back = tilt_series_from_layer(as_layer(tilt_series_layer(series)))
+    assert np.array_equal(back.projections, series.projections)
+    assert np.array_equal(back.angles, series.angles) and back.pixel_size == 0.35
+    assert np.array_equal(back.shifts, series.shifts) and back.metadata == {"source": "x"}
+
+
+def test_volume_is_placed_with_the_rotation_centre_at_the_origin():
+    recon = Reconstruction(np.zeros((10, 12, 14)), 0.5, "wbp", {"a": 1}, {"r_factor": [0.3]})
+    data, kwargs, kind = volume_layer(recon)
+    assert kind == "image" and kwargs["scale"] == (0.5, 0.5, 0.5)
+    assert kwargs["translate"] == (-2.5, -3.0, -3.5)
+    back = reconstruction_from_layer(as_layer((data, kwargs, kind)))
+    assert back.voxel_size == 0.5 and back.method == "wbp" and back.errors == {"r_factor": [0.3]}
+
+
+def test_atoms_round_trip_and_world_position_in_angstrom():
+    atoms = AtomModel([[1.0, 2.0, 3.0], [-4.0, 0.5, 0.0]], ["Fe", "Pt"], {"intensity": [1.0, 6.0]})
+    data, kwargs, kind = atoms_layer(atoms, (20, 20, 20), 0.4)
+    world = data * np.array(kwargs["scale"]) + np.array(kwargs["translate"])
+    assert np.allclose(world, atoms.positions[:, ::-1])  # napari (z, y, x) in Å
+    assert kwargs["face_color"].shape == (2, 4)
+    back = atoms_from_layer(as_layer((data, kwargs, kind)))
+    assert np.allclose(back.positions, atoms.positions) and list(back.species) == ["Fe", "Pt"]
+    assert np.array_equal(back.features["intensity"], [1.0, 6.0])
+
+
+def test_wrong_layer_kind_is_reported():
+    layer = SimpleNamespace(data=np.zeros((3, 8, 8)), name="plain", metadata={}, scale=(1, 1, 1))
+    with pytest.raises(InputError, match="not a tilt series"):
+        tilt_series_from_layer(layer)
+    with pytest.raises(InputError, match="not an atom model"):
+        atoms_from_layer(layer)
+
+
+def test_sample_data_is_a_ready_tilt_series_with_hidden_truth():
+    (series_tuple, truth_tuple) = sample_fept_layers()
+    series = tilt_series_from_layer(as_layer(series_tuple))
+    assert series.projections.shape == (51, 128, 128) and series.pixel_size == 0.4
+    assert truth_tuple[2] == "points" and truth_tuple[1]["visible"] is False
+    assert len(truth_tuple[0]) > 900
