@@ -1,0 +1,316 @@
+"""The frame every stage widget shares: input layers, parameters, Run / Cancel, progress, messages.
+
+A stage widget declares its inputs with :meth:`StageWidget.add_input` (a layer list filtered by
+``layer.metadata["aet"]["kind"]``) and its parameters as magicgui widgets, then implements:
+
+* ``prepare()`` — GUI thread: read the inputs into core types and return ``job(progress)``, a
+  callable run in a :func:`napari.qt.threading.create_worker` thread. Bad input raises
+  :class:`~napari_aet.model.InputError`, shown as a message.
+* ``finish(result)`` — GUI thread: add or update the output layers and plots with ``job``'s result.
+* optionally ``show_partial(value)`` — GUI thread: live view of what ``job`` sent with
+  :meth:`StageWidget.publish` (e.g. the current iterate), and ``discard()`` — undo it on Cancel.
+
+``job`` reports through ``progress(fraction, message)``, which raises
+:class:`~napari_aet.progress.Cancelled` once Cancel is pressed; iterative jobs also poll
+:attr:`StageWidget.stop_requested` ("Stop and keep current") and then return what they have.
+Errors never reach the user as a traceback: they become a message in the widget and a napari
+notification (unexpected ones are also logged with their traceback).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from magicgui.widgets import Container
+from napari.qt.threading import create_worker
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import Signal
+from qtpy.QtWidgets import (QComboBox, QFormLayout, QHBoxLayout, QLabel, QProgressBar, QPushButton,
+                            QVBoxLayout, QWidget)
+
+from ..model import InputError
+from ..progress import Cancelled
+
+logger = logging.getLogger(__name__)
+
+#: Steps of the progress bar.
+_PROGRESS_STEPS = 1000
+
+
+def layer_kind(layer) -> str | None:
+    """The napari-aet kind of a layer ("tilt_series", "volume", "atoms", ...) or None."""
+    return layer.metadata.get("aet", {}).get("kind")
+
+
+def is_tilt_series(layer) -> bool:
+    return layer_kind(layer) == "tilt_series"
+
+
+def is_volume(layer) -> bool:
+    """A napari-aet volume, or any 3D image without a napari-aet kind (e.g. opened by another reader)."""
+    kind = layer_kind(layer)
+    return layer._type_string == "image" and (kind == "volume" or (kind is None and layer.ndim == 3))
+
+
+def is_atoms(layer) -> bool:
+    return layer_kind(layer) == "atoms"
+
+
+class LayerSelector(QComboBox):
+    """A drop-down list of the viewer's layers accepted by ``accepts(layer)``, kept up to date.
+
+    A newly added matching layer becomes the selection, so the output of one stage is the
+    default input of the next.
+    """
+
+    def __init__(self, viewer, accepts, parent=None):
+        super().__init__(parent)
+        self.viewer = viewer
+        self.accepts = accepts
+        viewer.layers.events.inserted.connect(self._on_inserted)
+        viewer.layers.events.removed.connect(self.refresh)
+        for layer in viewer.layers:
+            layer.events.name.connect(self.refresh)
+        self.refresh()
+
+    def _on_inserted(self, event):
+        event.value.events.name.connect(self.refresh)
+        self.refresh(select=event.value.name if self.accepts(event.value) else None)
+
+    def refresh(self, event=None, select=None):
+        """Re-list the accepted layers, keeping the selection (or selecting ``select``)."""
+        current = select or self.currentText()
+        names = [layer.name for layer in self.viewer.layers if self.accepts(layer)]
+        self.blockSignals(True)
+        self.clear()
+        self.addItems(names)
+        if current in names:
+            self.setCurrentText(current)
+        self.blockSignals(False)
+
+    def layer(self):
+        """The selected layer, or None."""
+        name = self.currentText()
+        return self.viewer.layers[name] if name in self.viewer.layers else None
+
+
+def show_layer(viewer, layer_data, **overrides):
+    """Add a layer from a ``(data, kwargs, type)`` tuple, or update the layer of that name.
+
+    Updating keeps what the user set on the layer (colormap, rendering, visibility) and
+    replaces the data, placement, metadata, features and point colours.
+    """
+    data, kwargs, layer_type = layer_data
+    kwargs = {**kwargs, **overrides}
+    name = kwargs["name"]
+    if name in viewer.layers and viewer.layers[name]._type_string == layer_type:
+        layer = viewer.layers[name]
+        layer.data = data
+        for key in ("scale", "translate", "metadata", "features", "face_color", "size"):
+            if key in kwargs:
+                setattr(layer, key, kwargs[key])
+        if layer_type == "image":
+            layer.reset_contrast_limits()
+        return layer
+    if name in viewer.layers:
+        viewer.layers.remove(name)
+    return getattr(viewer, f"add_{layer_type}")(data, **kwargs)
+
+
+class StageWidget(QWidget):
+    """Base of the stage widgets: inputs, parameters, Run / Cancel (/ Stop and keep), progress, message.
+
+    Parameters
+    ----------
+    napari_viewer : the viewer.
+    parameters : magicgui value widgets, each with a ``name``; read with :meth:`values`.
+    run_text : label of the Run button.
+    stoppable : add "Stop and keep current" (for iterative jobs that poll :attr:`stop_requested`).
+    """
+
+    progressed = Signal(float, str)
+    published = Signal(object)
+
+    def __init__(self, napari_viewer, parameters=(), run_text="Run", stoppable=False):
+        super().__init__()
+        self.viewer = napari_viewer
+        self.stop_requested = False
+        self._cancel_requested = False
+        self._worker = None
+        self.last_outcome = None
+
+        self.inputs = QFormLayout()
+        self.parameters = Container(widgets=list(parameters), labels=True)
+        self.run_button = QPushButton(run_text)
+        self.cancel_button = QPushButton("Cancel")
+        self.stop_button = QPushButton("Stop and keep current") if stoppable else None
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setRange(0, _PROGRESS_STEPS)
+        self.message = QLabel("")
+        self.message.setWordWrap(True)
+
+        buttons = QHBoxLayout()
+        for button in (self.run_button, self.cancel_button, self.stop_button):
+            if button is not None:
+                buttons.addWidget(button)
+        layout = QVBoxLayout(self)
+        layout.addLayout(self.inputs)
+        layout.addWidget(self.parameters.native)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress_bar)
+        layout.addWidget(self.message)
+        self.extra = QVBoxLayout()  # stage-specific controls and plots go here
+        layout.addLayout(self.extra)
+        layout.addStretch()
+
+        self.run_button.clicked.connect(self.run)
+        self.cancel_button.clicked.connect(self.cancel)
+        if self.stop_button is not None:
+            self.stop_button.clicked.connect(self.stop_and_keep)
+        self.progressed.connect(self._show_progress)
+        self.published.connect(self.show_partial)
+        self._set_running(False)
+
+    # --- declared by subclasses -------------------------------------------------------------
+    def prepare(self):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def finish(self, result):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def show_partial(self, value):
+        """Show an intermediate result sent with :meth:`publish` (GUI thread)."""
+
+    def discard(self):
+        """Remove what :meth:`show_partial` showed, after a Cancel (GUI thread)."""
+
+    # --- helpers for subclasses -------------------------------------------------------------
+    def add_input(self, label, accepts) -> LayerSelector:
+        """Add a layer selector listing the layers for which ``accepts(layer)`` is true."""
+        selector = LayerSelector(self.viewer, accepts)
+        self.inputs.addRow(label, selector)
+        return selector
+
+    @staticmethod
+    def selected(selector: LayerSelector, what: str):
+        """The layer chosen in ``selector``; InputError naming ``what`` is needed if none."""
+        layer = selector.layer()
+        if layer is None:
+            raise InputError(f"no {what} layer to work on: open or compute one first "
+                             "(File > Open Sample > napari-aet gives a tilt series)")
+        return layer
+
+    def values(self) -> dict:
+        """Current parameter values by name."""
+        return self.parameters.asdict()
+
+    def publish(self, value):
+        """Send an intermediate result to :meth:`show_partial` (call from the job; honours Cancel)."""
+        self._check_cancel()
+        self.published.emit(value)
+
+    # --- running ----------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self._worker is not None
+
+    def run(self):
+        """Read the inputs and start the job in a worker thread (returns at once)."""
+        if self.running:
+            return
+        try:
+            job = self.prepare()
+        except InputError as err:
+            self.show_error(str(err))
+            return
+        self._cancel_requested = False
+        self.stop_requested = False
+        self.last_outcome = None
+        self.progress_bar.setValue(0)
+        self.message.setText("running…")
+        worker = create_worker(self._guarded, job, _start_thread=False)
+        worker.returned.connect(self._done)
+        worker.finished.connect(lambda: self._set_running(False))
+        self._worker = worker
+        self._set_running(True)
+        worker.start()
+
+    def cancel(self):
+        """Stop the running job and discard its result."""
+        if self.running:
+            self._cancel_requested = True
+            self.message.setText("cancelling…")
+
+    def stop_and_keep(self):
+        """Ask an iterative job to stop after the current iteration and keep its result."""
+        if self.running:
+            self.stop_requested = True
+            self.message.setText("stopping after this iteration…")
+
+    def _check_cancel(self):
+        if self._cancel_requested:
+            raise Cancelled("cancelled by the user")
+
+    def _progress(self, fraction, message=""):
+        """The progress callback given to the job (worker thread)."""
+        self._check_cancel()
+        self.progressed.emit(float(fraction), str(message))
+
+    def _guarded(self, job):
+        """Run ``job`` in the worker thread; return (outcome, value) instead of raising."""
+        try:
+            return "done", job(self._progress)
+        except Cancelled:
+            return "cancelled", None
+        except InputError as err:
+            return "error", err
+        except Exception as err:  # a bug: keep the traceback in the log, show a message
+            logger.exception("napari-aet job failed")
+            return "failed", err
+
+    def _done(self, outcome):
+        status, value = outcome
+        self.last_outcome = status
+        if status == "done":
+            try:
+                self.finish(value)
+            except InputError as err:
+                self.last_outcome = "error"
+                self.show_error(str(err))
+            else:
+                self.progress_bar.setValue(_PROGRESS_STEPS)
+        elif status == "cancelled":
+            self.discard()
+            self.progress_bar.setValue(0)
+            self.message.setText("cancelled: nothing was changed")
+        elif status == "error":
+            self.discard()
+            self.show_error(str(value))
+        else:
+            self.discard()
+            self.show_error(f"failed with an unexpected {type(value).__name__}: {value} "
+                            "(details in the log)")
+
+    def _set_running(self, running):
+        if not running:
+            self._worker = None
+        self.run_button.setEnabled(not running)
+        self.cancel_button.setEnabled(running)
+        if self.stop_button is not None:
+            self.stop_button.setEnabled(running)
+
+    def _show_progress(self, fraction, message):
+        self.progress_bar.setValue(round(fraction * _PROGRESS_STEPS))
+        if message and not (self._cancel_requested or self.stop_requested):
+            self.message.setText(message)
+
+    # --- messages ---------------------------------------------------------------------------
+    def show_error(self, text):
+        """Show a problem in the widget and as a napari notification."""
+        self.message.setText(f"⚠ {text}")
+        show_error(text)
+
+    def show_done(self, text):
+        """Show a result summary in the widget and as a napari notification."""
+        self.message.setText(text)
+        show_info(text)

@@ -1,0 +1,57 @@
+"""A matplotlib figure docked in a widget, styled to sit in napari's dark theme."""
+
+from __future__ import annotations
+
+from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+from matplotlib.figure import Figure
+from qtpy.QtWidgets import QSizePolicy, QVBoxLayout, QWidget
+
+_FOREGROUND = "#d0d0d0"
+_BACKGROUND = "#262930"
+
+
+class PlotCanvas(QWidget):
+    """A matplotlib canvas; draw with :meth:`subplots`, then :meth:`draw`.
+
+    Parameters
+    ----------
+    height : figure height in inches (width follows the dock).
+    """
+
+    def __init__(self, height=2.6, parent=None):
+        super().__init__(parent)
+        self.figure = Figure(figsize=(4.0, height), facecolor=_BACKGROUND, layout="constrained")
+        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.canvas.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+        self.canvas.setMinimumHeight(int(height * 60))
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.canvas)
+
+    def subplots(self, ncols=1):
+        """Clear the figure and return ``ncols`` fresh axes (a list), styled for the dark theme."""
+        self.figure.clear()
+        axes = [self.figure.add_subplot(1, ncols, i + 1) for i in range(ncols)]
+        for ax in axes:
+            ax.set_facecolor(_BACKGROUND)
+            ax.tick_params(colors=_FOREGROUND, labelsize=7)
+            for spine in ax.spines.values():
+                spine.set_color(_FOREGROUND)
+            ax.xaxis.label.set_color(_FOREGROUND)
+            ax.yaxis.label.set_color(_FOREGROUND)
+            ax.title.set_color(_FOREGROUND)
+        return axes
+
+    def draw(self):
+        """Render the figure (legends get the dark style too)."""
+        for ax in self.figure.axes:
+            legend = ax.get_legend()
+            if legend is not None:
+                legend.get_frame().set_facecolor(_BACKGROUND)
+                for text in legend.get_texts():
+                    text.set_color(_FOREGROUND)
+        self.canvas.draw_idle()
+
+    def has_data(self) -> bool:
+        """Whether any axes hold plotted lines, bars or images."""
+        return any(ax.lines or ax.patches or ax.images or ax.collections for ax in self.figure.axes)

@@ -1,0 +1,62 @@
+"""Trace atoms in a volume layer -> the Points layer "atoms"."""
+
+from __future__ import annotations
+
+import numpy as np
+from magicgui.widgets import FloatSpinBox, SpinBox
+
+from ..layers import atoms_layer, reconstruction_from_layer
+from ..trace import trace_atoms
+from ._base import StageWidget, is_atoms, is_volume, show_layer
+
+#: Name of the output layer.
+ATOMS_LAYER = "atoms"
+
+
+def has_manual_edits(layer) -> bool:
+    """Whether a Points layer holds atoms the user edited or locked."""
+    features = layer.features
+    return any(name in features and bool(np.any(features[name].to_numpy(bool)))
+               for name in ("edited", "locked"))
+
+
+def free_atoms_name(viewer) -> str:
+    """"atoms", unless that layer holds manual edits: then the first unused "atoms N"."""
+    name, k = ATOMS_LAYER, 1
+    while name in viewer.layers and (not is_atoms(viewer.layers[name]) or has_manual_edits(viewer.layers[name])):
+        k += 1
+        name = f"{ATOMS_LAYER} {k}"
+    return name
+
+
+class TraceWidget(StageWidget):
+    """Find atoms in a reconstructed volume (:func:`napari_aet.trace.trace_atoms`).
+
+    The result is the Points layer "atoms" (Å, over the volume; per-atom ``peak`` and
+    ``fit_quality`` in its features). A layer holding manual edits is never overwritten: the new
+    atoms then go to "atoms 2", "atoms 3", ...
+    """
+
+    def __init__(self, napari_viewer):
+        super().__init__(napari_viewer, [
+            FloatSpinBox(name="min_distance", label="min distance (Å)", value=2.0, min=0.5, max=10.0,
+                         step=0.1),
+            FloatSpinBox(name="threshold", label="threshold (0 = auto)", value=0.0, min=0.0, max=1e12,
+                         step=0.01),
+            SpinBox(name="peel_iterations", label="peel-off rounds", value=0, min=0, max=5),
+        ], run_text="Trace atoms")
+        self.volume_input = self.add_input("volume", is_volume)
+
+    def prepare(self):
+        layer = self.selected(self.volume_input, "volume")
+        recon = reconstruction_from_layer(layer)
+        params = self.values()
+        params["threshold"] = params["threshold"] or None
+        self._grid = (recon.volume.shape, recon.voxel_size)
+        return lambda progress: trace_atoms(recon, progress=progress, **params)
+
+    def finish(self, atoms):
+        name = free_atoms_name(self.viewer)
+        show_layer(self.viewer, atoms_layer(atoms, *self._grid, name=name))
+        self.show_done(f"traced {len(atoms)} atoms into layer {name!r}")
+
