@@ -1,0 +1,88 @@
+"""Tilt-angle files: IMOD ``.tlt``/``.rawtlt`` (one angle per line) and GENFIRE Euler tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..model import InputError
+from .files import atomic_write, existing_file
+
+#: Sidecar names searched beside a data file ``<stem>.<ext>``, in this order.
+SIDECAR_PATTERNS = ("{stem}.tlt", "{stem}.rawtlt", "{stem}_angles.txt", "{stem}.angles.txt")
+
+
+def _parse_text(path: Path) -> np.ndarray:
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        try:
+            rows.append([float(v) for v in line.replace(",", " ").split()])
+        except ValueError:
+            raise InputError(f"angle file {path.name}, line {number}: {line!r} is not a number; "
+                             "expected one angle (degrees) or three Euler angles per line") from None
+        if len(rows[-1]) != len(rows[0]):
+            raise InputError(f"angle file {path.name}, line {number}: {len(rows[-1])} values where "
+                             f"earlier lines have {len(rows[0])}")
+    if not rows:
+        raise InputError(f"angle file {path.name} holds no angles")
+    return np.array(rows, dtype=np.float64)
+
+
+def _load_array(path: Path) -> np.ndarray:
+    if path.suffix.lower() == ".npy":
+        return np.load(path, allow_pickle=False)
+    from .arrays import read_mat
+
+    return read_mat(path)
+
+
+def read_angles(path) -> np.ndarray:
+    """Tilt angles in degrees from a file.
+
+    Text files (``.tlt``, ``.rawtlt``, ``.txt``, ``.csv`` ...) hold one angle per line or
+    three Euler angles (phi, theta, psi; GENFIRE's ZYZ convention) per line, separated by
+    spaces or commas; blank lines and ``#`` comments are skipped. GENFIRE ``.npy``/``.mat``
+    tables of shape ``(n, 3)`` (or ``(3, n)``) are read too.
+
+    Returns ``(n,)`` single-axis tilts or ``(n, 3)`` Euler angles, float64.
+    """
+    path = existing_file(path)
+    if path.suffix.lower() in (".npy", ".mat"):
+        try:
+            angles = np.asarray(_load_array(path), dtype=np.float64)
+        except (OSError, ValueError, TypeError) as exc:
+            raise InputError(f"cannot read angles from {path.name}: {exc}") from None
+    else:
+        angles = _parse_text(path)
+    angles = np.squeeze(angles)
+    if angles.ndim == 2 and angles.shape[0] == 3 and angles.shape[1] != 3:
+        angles = angles.T
+    angles = np.atleast_1d(angles)
+    if not (angles.ndim == 1 or (angles.ndim == 2 and angles.shape[1] == 3)):
+        raise InputError(f"angle file {path.name} has shape {angles.shape}: expected one angle per "
+                         "line or three Euler angles (phi theta psi) per line")
+    if not np.all(np.isfinite(angles)):
+        raise InputError(f"angle file {path.name} contains NaN or Inf values")
+    return angles
+
+
+def write_angles(path, angles) -> Path:
+    """Write angles (degrees) as text, one angle or one Euler triple per line, atomically."""
+    angles = np.asarray(angles, dtype=np.float64)
+    with atomic_write(path) as temporary:
+        np.savetxt(temporary, angles.reshape(len(angles), -1), fmt="%.10g")
+    return Path(path)
+
+
+def find_angle_file(path) -> Path | None:
+    """The first existing angle sidecar of data file ``path`` (see SIDECAR_PATTERNS), or None."""
+    path = Path(path)
+    for pattern in SIDECAR_PATTERNS:
+        candidate = path.with_name(pattern.format(stem=path.stem))
+        if candidate.is_file():
+            return candidate
+    return None

@@ -1,0 +1,157 @@
+"""napari reader and writers (contributions in napari.yaml).
+
+Opening a file gives layers built by :mod:`napari_aet.layers`, in specimen Å:
+
+* a tilt series (any format with angles) -> tilt-series Image layer;
+* a volume -> volume Image layer. A file is taken as a volume when it is ``.rec``, or when
+  it has no angle sidecar and its header says volume (MRC ispg 1, napari-aet TIFF) or its
+  3D array is cubic. ``.mat`` volumes are read in GENFIRE's [x, y, z] layout;
+* ``.csv``/``.xyz`` atoms -> Points layer. No volume is known, so the layer uses 1 Å voxels
+  and the smallest odd cube about the origin that encloses the atoms with one voxel to spare;
+* an ``.aet`` project -> every layer of every time point.
+
+A missing pixel/voxel size does not stop napari from showing the data: 1 Å is used, a
+warning says so and the layer's metadata carries ``pixel_size_unknown`` /
+``voxel_size_unknown``. Every problem surfaces as one InputError sentence.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+from .. import layers
+from ..model import AtomModel, InputError
+from ..project import TimePoint, load_project
+from .angles import find_angle_file
+from .arrays import READERS, read_image_file
+from .atoms import read_atoms
+from .atoms import write_atoms as write_atom_file
+from .tilt_series import tilt_series_from_image, write_tilt_series
+from .volumes import reconstruction_from_image
+from .volumes import write_volume as write_volume_file
+
+ATOM_EXTENSIONS = (".csv", ".xyz")
+READABLE = {*READERS, *ATOM_EXTENSIONS, ".aet"}
+TILT_SERIES_ONLY = {".st", ".ali", ".emd", ".dm3", ".dm4"}
+
+
+def get_reader(path):
+    """The napari-aet reader for ``path`` (one file of a known extension), else None."""
+    if isinstance(path, (list, tuple)):
+        if len(path) != 1:
+            return None
+        path = path[0]
+    if not isinstance(path, (str, os.PathLike)) or Path(path).suffix.lower() not in READABLE:
+        return None
+    return read_layers
+
+
+def enclosing_shape(atoms: AtomModel) -> tuple[int, int, int]:
+    """Odd cube ``(n, n, n)`` of 1 Å voxels, centred on the origin, enclosing every atom."""
+    half = int(np.ceil(np.abs(atoms.positions).max())) + 1 if len(atoms) else 1
+    return (2 * half + 1,) * 3
+
+
+def _atoms_layer(atoms, reconstruction=None, name="atoms"):
+    if reconstruction is None:
+        return layers.atoms_layer(atoms, enclosing_shape(atoms), 1.0, name=name)
+    return layers.atoms_layer(atoms, reconstruction.volume.shape, reconstruction.voxel_size, name=name)
+
+
+def _is_volume(path: Path, image) -> bool:
+    suffix = path.suffix.lower()
+    if suffix == ".rec":
+        return True
+    if suffix in TILT_SERIES_ONLY or find_angle_file(path) is not None or image.data.ndim != 3:
+        return False
+    return image.kind == "volume" or len(set(image.data.shape)) == 1
+
+
+def _warn_unknown(path: Path, what: str):
+    warnings.warn(f"{path.name} has no {what} in its metadata: it is shown with 1 Å per pixel; "
+                  f"set the {what} before measuring anything", stacklevel=3)
+
+
+def time_point_layers(point: TimePoint) -> list[tuple]:
+    """Layer data tuples of every stage a time point holds."""
+    out = []
+    if point.raw is not None:
+        out.append(layers.tilt_series_layer(point.raw, name=f"{point.name}: raw tilt series"))
+    if point.aligned is not None:
+        out.append(layers.tilt_series_layer(point.aligned, name=f"{point.name}: aligned tilt series"))
+    if point.reconstruction is not None:
+        out.append(layers.volume_layer(point.reconstruction, name=f"{point.name}: reconstruction"))
+    if point.atoms is not None:
+        out.append(_atoms_layer(point.atoms, point.reconstruction, name=f"{point.name}: atoms"))
+    return out
+
+
+def read_layers(path) -> list[tuple]:
+    """Layer data tuples of one file (see the module docstring)."""
+    path = Path(path[0] if isinstance(path, (list, tuple)) else path)
+    suffix = path.suffix.lower()
+    if suffix == ".aet":
+        return [layer for point in load_project(path).time_points for layer in time_point_layers(point)]
+    if suffix in ATOM_EXTENSIONS:
+        return [_atoms_layer(read_atoms(path), name=path.stem)]
+    image = read_image_file(path)
+    if _is_volume(path, image):
+        layout = "genfire" if suffix == ".mat" else "zyx"
+        reconstruction = reconstruction_from_image(image, path, layout=layout, missing_voxel_size=1.0)
+        layer = layers.volume_layer(reconstruction, name=path.stem)
+        if reconstruction.metadata.get("voxel_size_unknown"):
+            _warn_unknown(path, "voxel size")
+            layer[1]["metadata"]["aet"]["voxel_size_unknown"] = True
+        return [layer]
+    series = tilt_series_from_image(image, path, missing_pixel_size=1.0)
+    if series.metadata.get("pixel_size_unknown"):
+        _warn_unknown(path, "pixel size")
+    return [layers.tilt_series_layer(series, name=path.stem)]
+
+
+def _layer(data, attributes) -> SimpleNamespace:
+    """A stand-in for a napari layer, built from a writer's (data, attributes)."""
+    data = np.asarray(data)
+    return SimpleNamespace(data=data, name=attributes.get("name", "layer"),
+                           metadata=attributes.get("metadata") or {},
+                           scale=np.asarray(attributes.get("scale", np.ones(3)), dtype=float),
+                           translate=np.asarray(attributes.get("translate", np.zeros(3)), dtype=float),
+                           features=attributes.get("features"))
+
+
+def write_volume(path, data, attributes) -> list[str]:
+    """napari writer for Image layers: a volume to ``.mrc``/``.tif``; a napari-aet tilt-series
+    layer to the same formats plus its ``.tlt``."""
+    layer = _layer(data, attributes)
+    if layer.metadata.get("aet", {}).get("kind") == "tilt_series":
+        return [str(p) for p in write_tilt_series(path, layers.tilt_series_from_layer(layer))]
+    return [str(write_volume_file(path, layers.reconstruction_from_layer(layer)))]
+
+
+def _foreign_atoms(layer) -> AtomModel:
+    """Atoms from any 3D Points layer: world coordinates (z, y, x) are specimen Å."""
+    if layer.data.ndim != 2 or layer.data.shape[1] != 3:
+        raise InputError(f"layer {layer.name!r} holds {layer.data.shape[-1]}D points: atoms need 3D "
+                         "points (z, y, x)")
+    world = layer.data * layer.scale[-3:] + layer.translate[-3:]
+    features = layer.features.copy() if layer.features is not None else None
+    species = None
+    if features is not None and "element" in features:
+        species = features.pop("element").fillna("").astype(str).to_numpy(object)
+    columns = {} if features is None else {c: features[c].to_numpy() for c in features.columns}
+    return AtomModel(world[:, ::-1], species, columns)
+
+
+def write_atoms(path, data, attributes) -> list[str]:
+    """napari writer for Points layers: atoms to ``.csv`` or ``.xyz`` in specimen Å."""
+    layer = _layer(data, attributes)
+    if layer.metadata.get("aet", {}).get("kind") == "atoms":
+        atoms = layers.atoms_from_layer(layer)
+    else:
+        atoms = _foreign_atoms(layer)
+    return [str(write_atom_file(path, atoms))]

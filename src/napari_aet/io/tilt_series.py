@@ -1,0 +1,145 @@
+"""Tilt series and frame stacks: read from any supported format, write as TIFF or MRC + .tlt.
+
+Array layouts
+-------------
+``"stack"`` (default): ``(n_angles, ny, nx)``, image rows = y, columns = x.
+``"genfire"``: GENFIRE-Python's ``(nx, ny, n_angles)`` arrays indexed ``[x, y, angle]``
+(its gridding takes projection axis 0 as x and axis 1 as y); read as
+``data.transpose(2, 1, 0)``. It is detected automatically when the last axis has one entry
+per angle and the first two do not.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..model import InputError, TiltSeries
+from .angles import find_angle_file, read_angles, write_angles
+from .arrays import ImageFile, read_image_file
+from .files import atomic_write, suffix_of
+
+LAYOUTS = ("stack", "genfire")
+WRITE_EXTENSIONS = {".tif", ".tiff", ".mrc", ".st", ".ali"}
+
+
+def _angles_for(path: Path, angles, metadata_angles):
+    """(angles, where they came from): explicit, sidecar, then file metadata."""
+    if angles is None:
+        sidecar = find_angle_file(path)
+        if sidecar is not None:
+            return read_angles(sidecar), str(sidecar)
+        if metadata_angles is not None:
+            return np.asarray(metadata_angles, dtype=np.float64), "file metadata"
+        raise InputError(f"no tilt angles for {path.name}: give --angles FILE or put {path.stem}.tlt "
+                         "beside it")
+    if isinstance(angles, (str, os.PathLike)):
+        return read_angles(angles), str(angles)
+    return np.asarray(angles, dtype=np.float64), "given"
+
+
+def _frames_hint(name, shape):
+    return InputError(f"{name} holds 4D data of shape {shape}, i.e. several frames per tilt: read it with "
+                      "napari_aet.io.read_frames and merge the frames with "
+                      "napari_aet.preprocess.register_frames")
+
+
+def projection_order(data, n_angles, layout=None, name="data") -> np.ndarray:
+    """``(n_angles, ny, nx)`` view of a 3D array stored in ``layout`` (None: auto-detect)."""
+    data = np.asarray(data)
+    if data.ndim == 4:
+        raise _frames_hint(name, data.shape)
+    if data.ndim != 3:
+        raise InputError(f"{name} holds a {data.ndim}D array of shape {data.shape}: expected a stack of "
+                         "projections (n_angles, ny, nx)")
+    if layout is None:
+        layout = "genfire" if data.shape[2] == n_angles and n_angles not in data.shape[:2] else "stack"
+    if layout not in LAYOUTS:
+        raise InputError(f"unknown layout {layout!r}: expected one of {', '.join(LAYOUTS)}")
+    return data.transpose(2, 1, 0) if layout == "genfire" else data
+
+
+def read_tilt_series(path, *, angles=None, pixel_size=None, tilt_axis=None, layout=None,
+                     missing_pixel_size=None) -> TiltSeries:
+    """Read a tilt series from TIFF, MRC (.mrc .st .ali), NPY, MAT, EMD or DM3/DM4.
+
+    Parameters
+    ----------
+    path : the data file.
+    angles : None (a sidecar ``<stem>.tlt``, ``.rawtlt``, ``_angles.txt``, ``.angles.txt``,
+        else angles in the file's metadata), an angle file path, or an array in degrees,
+        ``(n,)`` tilts or ``(n, 3)`` Euler angles.
+    pixel_size : Å; None takes it from the file's calibration.
+    tilt_axis : degrees from the image y axis; None means 0.
+    layout : ``"stack"`` ``(n, ny, nx)``, ``"genfire"`` ``(nx, ny, n)``, or None to detect.
+    missing_pixel_size : Å to use, flagged by ``metadata["pixel_size_unknown"] = True``, when
+        neither ``pixel_size`` nor the file gives one; None raises InputError instead.
+    """
+    return tilt_series_from_image(read_image_file(path), Path(path), angles=angles, pixel_size=pixel_size,
+                                  tilt_axis=tilt_axis, layout=layout, missing_pixel_size=missing_pixel_size)
+
+
+def tilt_series_from_image(image: ImageFile, path: Path, *, angles=None, pixel_size=None, tilt_axis=None,
+                           layout=None, missing_pixel_size=None) -> TiltSeries:
+    """The TiltSeries in an already read file (see :func:`read_tilt_series` for the parameters)."""
+    if image.data.ndim == 4:
+        raise _frames_hint(path.name, image.data.shape)
+    angles, angles_from = _angles_for(path, angles, image.angles)
+    data = projection_order(image.data, len(angles), layout, path.name)
+    if len(data) != len(angles):
+        raise InputError(f"{path.name} holds {len(data)} projections but {len(angles)} angles were found "
+                         f"({angles_from}): there must be one angle per projection")
+    info = {**image.info, "angles_from": angles_from}
+    if pixel_size is None:
+        pixel_size = image.pixel_size
+        info["pixel_size_from"] = "file metadata"
+    if pixel_size is None:
+        if missing_pixel_size is None:
+            raise InputError(f"{path.name} has no pixel size in its metadata: give the pixel size in Å "
+                             "(pixel_size=..., --pixel-size on the command line)")
+        pixel_size, info["pixel_size_unknown"] = missing_pixel_size, True
+    try:
+        return TiltSeries(data, angles, pixel_size, 0.0 if tilt_axis is None else tilt_axis, metadata=info)
+    except InputError as exc:
+        raise InputError(f"{path.name}: {exc}") from None
+
+
+def read_frames(path) -> np.ndarray:
+    """Frames per tilt, float32 ``(n_angles, n_frames, ny, nx)``, from a 4D TIFF, NPY or MRC file."""
+    path = Path(path)
+    data = read_image_file(path, extensions=(".tif", ".tiff", ".npy", ".mrc", ".st")).data
+    if data.ndim != 4:
+        raise InputError(f"{path.name} holds a {data.ndim}D array of shape {data.shape}: expected frames "
+                         "shaped (n_angles, n_frames, ny, nx)")
+    if not np.all(np.isfinite(data)):
+        raise InputError(f"{path.name} contains NaN or Inf pixels")
+    return data.astype(np.float32, copy=False)
+
+
+def write_tilt_series(path, series: TiltSeries) -> list[Path]:
+    """Write the projections and their angles; returns the paths written.
+
+    ``.tif``/``.tiff``: ImageJ-compatible float32 stack, pixel size as the ImageJ calibration
+    (in nm). ``.mrc``/``.st``/``.ali``: MRC image stack (ispg 0) with the pixel size in the
+    header (Å). The angles go to ``<stem>.tlt`` beside it, one tilt (or Euler triple) per line.
+    Tilt axis and shifts are kept only in the project file (:mod:`napari_aet.project`).
+    """
+    path = Path(path)
+    suffix = suffix_of(path, WRITE_EXTENSIONS, "a tilt series")
+    with atomic_write(path) as temporary:
+        if suffix in (".tif", ".tiff"):
+            import tifffile
+
+            per_nm = 10.0 / series.pixel_size
+            tifffile.imwrite(temporary, series.projections, imagej=True, resolution=(per_nm, per_nm),
+                             metadata={"unit": "nm", "axes": "ZYX", "aet_kind": "stack"})
+        else:
+            import mrcfile
+
+            with mrcfile.new(temporary, overwrite=True) as mrc:
+                mrc.set_data(series.projections)
+                mrc.set_image_stack()
+                mrc.voxel_size = series.pixel_size
+    return [path, write_angles(path.with_suffix(".tlt"), series.angles)]

@@ -1,0 +1,176 @@
+"""The project file: a whole run (time points, intermediates, parameters, edits, provenance)
+in one HDF5 file with the extension ``.aet``.
+
+Layout (see docs/formats.md)::
+
+    /                    attrs format="napari-aet project", format_version, provenance (JSON)
+    /time_points/NNNN    one group per time point, in order; attrs name, parameters, report,
+                         edits (JSON)
+        raw/, aligned/   projections, angles, shifts; attrs pixel_size, tilt_axis, metadata
+        reconstruction/  volume; attrs voxel_size, method, parameters, errors, metadata
+        atoms/           positions (N, 3) Å, species; features/<column> in column order
+
+Dicts are stored as JSON, so numpy arrays inside ``parameters``/``report``/``metadata``
+come back as lists.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from . import __version__
+from .io.files import atomic_write, existing_file, suffix_of
+from .model import AtomModel, InputError, Reconstruction, TiltSeries
+
+FORMAT = "napari-aet project"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class TimePoint:
+    """One particle state: its data at every stage, how they were made, and manual edits.
+
+    edits : log of manual changes, one dict per edit (e.g. ``{"action": "delete", ...}``).
+    """
+
+    name: str
+    raw: TiltSeries | None = None
+    aligned: TiltSeries | None = None
+    reconstruction: Reconstruction | None = None
+    atoms: AtomModel | None = None
+    parameters: dict = field(default_factory=dict)
+    report: dict = field(default_factory=dict)
+    edits: list[dict] = field(default_factory=list)
+
+
+def provenance(command: str | None = None) -> dict:
+    """What made a result: package and library versions, UTC date, command line, platform."""
+    import scipy
+
+    return {"package": "napari-aet", "version": __version__,
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "command": " ".join(sys.argv) if command is None else command,
+            "python": platform.python_version(), "numpy": np.__version__, "scipy": scipy.__version__,
+            "h5py": h5py.__version__, "platform": platform.platform()}
+
+
+@dataclass
+class Project:
+    """A run: its time points in order and its provenance."""
+
+    time_points: list[TimePoint] = field(default_factory=list)
+    provenance: dict = field(default_factory=provenance)
+
+
+def _jsonable(value):
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (Path, set, tuple)):
+        return str(value) if isinstance(value, Path) else list(value)
+    raise TypeError(f"cannot store {type(value).__name__} in a project file")
+
+
+def _dumps(value) -> str:
+    try:
+        return json.dumps(value, default=_jsonable)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"project holds a value that cannot be saved: {exc}") from None
+
+
+def _put_tilt_series(group, series: TiltSeries):
+    group.create_dataset("projections", data=series.projections)
+    group.create_dataset("angles", data=series.angles)
+    group.create_dataset("shifts", data=series.shifts)
+    group.attrs.update(pixel_size=series.pixel_size, tilt_axis=series.tilt_axis,
+                       metadata=_dumps(series.metadata))
+
+
+def _get_tilt_series(group) -> TiltSeries:
+    return TiltSeries(group["projections"][()], group["angles"][()], float(group.attrs["pixel_size"]),
+                      float(group.attrs["tilt_axis"]), group["shifts"][()], json.loads(group.attrs["metadata"]))
+
+
+def _put_reconstruction(group, reconstruction: Reconstruction):
+    group.create_dataset("volume", data=reconstruction.volume)
+    group.attrs.update(voxel_size=reconstruction.voxel_size, method=reconstruction.method,
+                       parameters=_dumps(reconstruction.parameters), errors=_dumps(reconstruction.errors),
+                       metadata=_dumps(reconstruction.metadata))
+
+
+def _get_reconstruction(group) -> Reconstruction:
+    a = group.attrs
+    return Reconstruction(group["volume"][()], float(a["voxel_size"]), str(a["method"]),
+                          json.loads(a["parameters"]), json.loads(a["errors"]), json.loads(a["metadata"]))
+
+
+def _put_atoms(group, atoms: AtomModel):
+    text = h5py.string_dtype()
+    group.create_dataset("positions", data=atoms.positions)
+    group.create_dataset("species", data=atoms.species.astype(str).astype(object), dtype=text)
+    features = group.create_group("features", track_order=True)
+    for name, column in atoms.features.items():
+        if column.dtype.kind in "biuf":
+            features.create_dataset(name, data=column)
+        else:
+            features.create_dataset(name, data=column.astype(str).astype(object), dtype=text)
+
+
+def _get_atoms(group) -> AtomModel:
+    def column(dataset):
+        return dataset.asstr()[()].astype(object) if h5py.check_string_dtype(dataset.dtype) else dataset[()]
+
+    return AtomModel(group["positions"][()], column(group["species"]),
+                     {name: column(dataset) for name, dataset in group["features"].items()})
+
+
+STAGES = {"raw": (_put_tilt_series, _get_tilt_series), "aligned": (_put_tilt_series, _get_tilt_series),
+          "reconstruction": (_put_reconstruction, _get_reconstruction), "atoms": (_put_atoms, _get_atoms)}
+
+
+def save_project(path, project: Project) -> Path:
+    """Write ``project`` to one HDF5 file ``path`` (extension ``.aet``), atomically."""
+    path = Path(path)
+    suffix_of(path, {".aet"}, "a napari-aet project")
+    with atomic_write(path) as temporary, h5py.File(temporary, "w", track_order=True) as handle:
+        handle.attrs.update(format=FORMAT, format_version=FORMAT_VERSION, provenance=_dumps(project.provenance))
+        time_points = handle.create_group("time_points", track_order=True)
+        for index, point in enumerate(project.time_points):
+            group = time_points.create_group(f"{index:04d}")
+            group.attrs.update(name=point.name, parameters=_dumps(point.parameters),
+                               report=_dumps(point.report), edits=_dumps(point.edits))
+            for stage, (put, _) in STAGES.items():
+                if getattr(point, stage) is not None:
+                    put(group.create_group(stage), getattr(point, stage))
+    return path
+
+
+def load_project(path) -> Project:
+    """Read a project written by :func:`save_project`."""
+    path = existing_file(path)
+    try:
+        handle = h5py.File(path, "r")
+    except OSError:
+        raise InputError(f"cannot read {path.name}: it is not an HDF5 file, so not a napari-aet project") from None
+    with handle:
+        if handle.attrs.get("format") != FORMAT:
+            raise InputError(f"{path.name} is an HDF5 file but not a napari-aet project")
+        if int(handle.attrs["format_version"]) > FORMAT_VERSION:
+            raise InputError(f"{path.name} was written by a newer napari-aet (project format "
+                             f"{handle.attrs['format_version']}): update napari-aet to open it")
+        points = []
+        for group in handle["time_points"].values():
+            a = group.attrs
+            stages = {stage: get(group[stage]) for stage, (_, get) in STAGES.items() if stage in group}
+            points.append(TimePoint(str(a["name"]), parameters=json.loads(a["parameters"]),
+                                    report=json.loads(a["report"]), edits=json.loads(a["edits"]), **stages))
+        return Project(points, json.loads(handle.attrs["provenance"]))
