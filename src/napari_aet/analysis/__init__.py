@@ -1,0 +1,1 @@
+"""Analysis of results: atom-model metrics, volume metrics."""

@@ -1,0 +1,248 @@
+"""Species classification of traced atoms, with every doubt made visible.
+
+1. Each atom's local profile: the ``box**3`` voxels around its sub-voxel position
+   (trilinear interpolation); its sum is the integrated intensity.
+2. Initial classes from a 1D Gaussian mixture of the integrated intensities: one class per
+   element plus a "non-atom" class for noise peaks, kept only when the Bayesian information
+   criterion (BIC) says the data need it.
+3. Unbiased iterative re-classification: each atom goes to the class whose average profile
+   (leave-one-out, so an atom never votes for itself) is nearest; repeat until no atom moves.
+4. Local re-classification: class averages taken over atoms within ``local_radius``
+   (shrunk towards the global average where few neighbours exist), which cancels slow
+   intensity drift across the particle; repeat until no atom moves.
+5. Confidence: the posterior margin between the best and the second-best class, from the
+   spread of the profiles along the direction separating those two classes.
+
+Atoms whose feature ``locked`` is True keep their species and still count in the averages.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage, sparse
+from scipy.spatial import cKDTree
+
+from .geometry import specimen_to_voxel
+from .model import AtomModel, InputError, Reconstruction, check_elements
+from .progress import report, sub_progress
+
+#: Neighbours' weight of the global class average in a local average (pseudo-count of atoms).
+_SHRINK = 5.0
+
+
+def _box_offsets(box):
+    if int(box) != box or box < 1:
+        raise InputError(f"box must be a positive whole number of voxels, got {box}")
+    r = np.arange(box) - (box - 1) / 2
+    return np.stack(np.meshgrid(r, r, r, indexing="ij"), -1).reshape(-1, 3)
+
+
+def local_profiles(volume, atoms: AtomModel, voxel_size, *, box=5) -> np.ndarray:
+    """Profiles ``(N, box**3)`` float32: the volume on a ``box``-voxel cube centred on each atom.
+
+    Sampled by trilinear interpolation at the atom's sub-voxel position (zero outside).
+    volume : ``(nz, ny, nx)``; atoms : positions in Å; voxel_size : Å.
+    """
+    volume = np.asarray(volume, dtype=np.float32)
+    if volume.ndim != 3:
+        raise InputError(f"expected a 3D volume (nz, ny, nx), got an array of shape {volume.shape}")
+    centres = specimen_to_voxel(atoms.positions, volume.shape, voxel_size)
+    points = (centres[:, None, :] + _box_offsets(box)[None]).reshape(-1, 3).T
+    values = ndimage.map_coordinates(volume, points, order=1, mode="constant", cval=0.0)
+    return values.reshape(len(centres), -1).astype(np.float32)
+
+
+def integrated_intensities(volume, atoms: AtomModel, voxel_size, *, box=5) -> np.ndarray:
+    """Integrated intensity ``(N,)`` of each atom: the sum of its ``box**3`` profile (volume units)."""
+    return local_profiles(volume, atoms, voxel_size, box=box).sum(axis=1, dtype=np.float64)
+
+
+def _fit_mixture(values, k, iterations=300):
+    """1D Gaussian mixture by EM, started from k-means on sorted quantiles.
+
+    Returns means, variances, weights (sorted by mean) and the BIC.
+    """
+    x = values.astype(np.float64)
+    spread = max(np.var(x), 1e-30)
+    means = np.quantile(x, (np.arange(k) + 0.5) / k)
+    for _ in range(50):  # k-means
+        label = np.argmin(np.abs(x[:, None] - means[None]), axis=1)
+        means = np.array([x[label == c].mean() if np.any(label == c) else means[c] for c in range(k)])
+    variances = np.array([np.var(x[label == c]) if np.count_nonzero(label == c) > 1 else spread
+                          for c in range(k)]) + 1e-6 * spread
+    weights = np.bincount(label, minlength=k) / len(x) + 1e-3
+    weights /= weights.sum()
+    log_lik = -np.inf
+    for _ in range(iterations):
+        log_p = (np.log(weights) - 0.5 * np.log(2 * np.pi * variances)
+                 - 0.5 * (x[:, None] - means) ** 2 / variances)
+        top = log_p.max(axis=1, keepdims=True)
+        total = top[:, 0] + np.log(np.exp(log_p - top).sum(axis=1))
+        resp = np.exp(log_p - total[:, None])
+        n_c = resp.sum(axis=0) + 1e-12
+        weights = n_c / len(x)
+        means = (resp * x[:, None]).sum(axis=0) / n_c
+        variances = (resp * (x[:, None] - means) ** 2).sum(axis=0) / n_c + 1e-6 * spread
+        new = total.sum()
+        if new - log_lik < 1e-8 * abs(new):
+            break
+        log_lik = new
+    order = np.argsort(means)
+    bic = -2 * new + (3 * k - 1) * np.log(len(x))
+    return means[order], variances[order], weights[order], bic
+
+
+def _initial_classes(intensity, n_elements):
+    """Class index per atom (0 = non-atom, 1.. = elements) from the intensity mixture."""
+    n_max = n_elements + 1
+    if len(intensity) < 3 * n_max:
+        raise InputError(f"only {len(intensity)} atoms: too few to estimate {n_elements} element class(es) "
+                         "and a non-atom class")
+    fits = {k: _fit_mixture(intensity, k) for k in range(1, n_max + 1)}
+    best = min(fits, key=lambda k: fits[k][3])
+    if best < n_elements:
+        raise InputError(f"{n_elements} elements requested but the integrated intensities show only {best} "
+                         "distinct class(es): check the element list or the reconstruction")
+    means, variances, weights, _ = fits[best]
+    log_p = np.log(weights) - 0.5 * np.log(variances) - 0.5 * (intensity[:, None] - means) ** 2 / variances
+    label = np.argmax(log_p, axis=1)
+    return label + (1 if best == n_elements else 0), best > n_elements
+
+
+def _class_means(profiles, label, n_classes, neighbours):
+    """Leave-one-out class average profiles seen by each atom ``(N, C, M)`` and member counts ``(N, C)``.
+
+    neighbours : sparse ``(N, N)`` 0/1 matrix (no diagonal) for local averages, or None (global).
+    """
+    onehot = np.eye(n_classes, dtype=np.float32)[label]  # (N, C)
+    sums = onehot.T @ profiles  # (C, M)
+    counts = onehot.sum(axis=0)  # (C,)
+    own = onehot[:, :, None] * profiles[:, None, :]  # (N, C, M): the atom's own contribution
+    global_sum = sums[None] - own
+    global_count = counts[None] - onehot
+    global_mean = global_sum / np.maximum(global_count, 1)[..., None]
+    if neighbours is None:
+        return global_mean, global_count
+    n, m = profiles.shape
+    local_sum = (neighbours @ own.reshape(n, -1)).reshape(n, n_classes, m)
+    local_count = neighbours @ onehot
+    mean = (local_sum + _SHRINK * global_mean) / (local_count + _SHRINK)[..., None]
+    return mean, local_count
+
+
+def _distances(profiles, means):
+    """Squared distances ``(N, C)`` of each atom's profile to each class average it sees."""
+    return np.einsum("ncm,ncm->nc", profiles[:, None] - means, profiles[:, None] - means)
+
+
+def _reassign(profiles, label, active, locked, neighbours, max_iterations, progress, stage):
+    """Nearest-average re-assignment among ``active`` classes until no atom changes."""
+    n_classes = len(active)
+    for iteration in range(max_iterations):
+        report(progress, min(0.99, iteration / max_iterations), f"{stage}: iteration {iteration + 1}")
+        means, counts = _class_means(profiles, label, n_classes, neighbours)
+        dist = np.where(active[None], _distances(profiles, means), np.inf)
+        new = np.where(locked, label, np.argmin(dist, axis=1))
+        changed = int(np.count_nonzero(new != label))
+        label = new
+        if changed == 0:
+            break
+    return label
+
+
+def _confidence(profiles, label, active, neighbours):
+    """Posterior margin ``(N,)`` between the best and the second-best class.
+
+    For a pair of classes (a, b) the log-odds of an atom is ``(d_b - d_a) / (2 s_ab**2)`` where
+    d are squared distances to the class averages and ``s_ab**2`` is the variance of the
+    profiles, about their own class average, along the direction a -> b (pooled over the
+    members of a and b). The margin is ``tanh(log_odds / 2)`` = p_best - p_second of the pair.
+    """
+    n_classes = len(active)
+    means, _ = _class_means(profiles, label, n_classes, neighbours)
+    dist = _distances(profiles, means)  # (N, C)
+    gap = np.sqrt(np.maximum(np.einsum("nacm,nacm->nac", means[:, :, None] - means[:, None],
+                                       means[:, :, None] - means[:, None]), 1e-30))  # (N, C, C)
+    rows = np.arange(len(label))
+    own_gap = gap[rows, label]  # (N, C): |mu_own - mu_c|
+    # projection of the atom on the own -> c axis, measured from its own class average
+    along = (dist - dist[rows, label][:, None] - own_gap ** 2) / (2 * own_gap)  # (N, C), minus sign folded
+    var = np.full((n_classes, n_classes), np.inf)
+    for a in np.flatnonzero(active):
+        for b in np.flatnonzero(active):
+            residuals = np.concatenate([along[label == a, b], along[label == b, a]])
+            if a != b and residuals.size > 1:
+                var[a, b] = max(np.mean(residuals ** 2), 1e-30)
+    log_odds = (dist - dist[rows, label][:, None]) / (2 * var[label])
+    log_odds[rows, label] = np.inf
+    log_odds[:, ~active] = np.inf
+    margin = np.tanh(np.min(log_odds, axis=1) / 2)
+    return np.where(np.isfinite(margin), margin, 1.0)
+
+
+def classify_atoms(reconstruction: Reconstruction, atoms: AtomModel, elements, *, box=5, local_radius=10.0,
+                   ambiguity_threshold=0.8, max_iterations=30, progress=None) -> AtomModel:
+    """Species of traced atoms from their local volume profiles, with confidence and doubts.
+
+    reconstruction : the volume and voxel size (Å) the atoms were traced in.
+    atoms : positions (x, y, z Å); atoms whose feature ``locked`` is True keep their species
+        ("" = a non-atom) and still shape the class averages.
+    elements : element symbols lightest first, e.g. ``("Fe", "Pt")`` or ``"Fe,Pt"``.
+    box : edge (voxels) of the cube of each atom's profile and integrated intensity.
+    local_radius : radius (Å) of the neighbourhood of the local class averages; 0 = global only.
+    ambiguity_threshold : atoms whose confidence is below it are flagged ``ambiguous``.
+    max_iterations : cap on each re-assignment loop.
+    progress : ``progress(fraction, message)``; raise :class:`~napari_aet.progress.Cancelled` to stop.
+
+    Returns a copy of ``atoms`` with ``species`` set ("" for non-atoms) and features
+    ``intensity`` (box-integrated), ``class_index`` (0 = non-atom, i = ``elements[i-1]``),
+    ``non_atom``, ``confidence`` (0..1) and ``ambiguous``.
+    """
+    elements = check_elements(elements)
+    if not isinstance(reconstruction, Reconstruction):
+        raise InputError("classify_atoms needs a Reconstruction (volume and voxel size); got "
+                         f"{type(reconstruction).__name__}")
+    if len(atoms) == 0:
+        raise InputError("no atoms to classify: trace atoms first")
+    report(progress, 0.0, "measuring atom profiles")
+    profiles = local_profiles(reconstruction.volume, atoms, reconstruction.voxel_size, box=box)
+    intensity = profiles.sum(axis=1, dtype=np.float64)
+    locked = atoms.features["locked"].astype(bool)
+    species_index = {"": 0, **{e: i + 1 for i, e in enumerate(elements)}}
+    unknown = set(atoms.species[locked].tolist()) - set(species_index)
+    if unknown:
+        raise InputError(f"locked atoms carry species {sorted(unknown)} not among the elements {elements}")
+    locked_class = np.array([species_index[s] for s in atoms.species[locked]], dtype=np.int64)
+
+    report(progress, 0.05, "initial classes from the intensity histogram")
+    free = ~locked
+    label = np.zeros(len(atoms), dtype=np.int64)
+    label[locked] = locked_class
+    has_non_atoms = np.any(locked_class == 0)
+    if np.count_nonzero(free):
+        label[free], found_non_atoms = _initial_classes(intensity[free], len(elements))
+        has_non_atoms |= found_non_atoms
+    active = np.ones(len(elements) + 1, dtype=bool)
+    active[0] = has_non_atoms
+
+    report(progress, 0.15, "re-classifying by profile")
+    label = _reassign(profiles, label, active, locked, None, max_iterations, sub_progress(progress, 0.15, 0.45),
+                      "global re-classification")
+    neighbours = None
+    if local_radius > 0:
+        report(progress, 0.45, "re-classifying against local class averages")
+        neighbours = cKDTree(atoms.positions).sparse_distance_matrix(
+            cKDTree(atoms.positions), local_radius, output_type="coo_matrix")
+        neighbours = sparse.csr_matrix((np.ones(neighbours.nnz, np.float32), (neighbours.row, neighbours.col)),
+                                       shape=(len(atoms),) * 2)
+        neighbours.setdiag(0)
+        neighbours.eliminate_zeros()
+        label = _reassign(profiles, label, active, locked, neighbours, max_iterations,
+                          sub_progress(progress, 0.45, 0.9), "local re-classification")
+    report(progress, 0.9, "confidence")
+    confidence = np.where(locked, 1.0, _confidence(profiles, label, active, neighbours))
+    species = np.array([""] + list(elements), dtype=object)[label]
+    report(progress, 1.0, "classified")
+    return AtomModel(atoms.positions, species, {
+        **atoms.features, "intensity": intensity, "class_index": label, "non_atom": label == 0,
+        "confidence": confidence, "ambiguous": ~locked & (confidence < ambiguity_threshold)})

@@ -1,0 +1,127 @@
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from napari_aet.analysis.atom_metrics import compare_atoms
+from napari_aet.classify import classify_atoms, integrated_intensities
+from napari_aet.geometry import render_atoms
+from napari_aet.model import AtomModel, InputError, Reconstruction
+from napari_aet.progress import Cancelled
+from napari_aet.simulate import adf_amplitudes, fcc_particle
+from napari_aet.trace import trace_atoms
+
+VOXEL = 0.4
+SHAPE = (64, 64, 64)
+
+
+@pytest.fixture(scope="module")
+def truth():
+    return fcc_particle(radius=10.0, seed=2)
+
+
+def _volume(truth, noise=0.0, drift=0.0, seed=1):
+    volume = render_atoms(truth.positions, adf_amplitudes(truth.species, 1.0), 0.6, SHAPE, VOXEL)
+    volume = ndimage.gaussian_filter(volume, (1.2, 0.3, 0.3))
+    if drift:  # intensity falling linearly along x by `drift` across the particle
+        x = (np.arange(SHAPE[2]) - SHAPE[2] // 2) * VOXEL / 20.0
+        volume = volume * (1 - drift * x)[None, None, :].astype(np.float32)
+    rng = np.random.default_rng(seed)
+    return volume + rng.normal(0, noise * volume.max(), SHAPE).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def noisy(truth):
+    reconstruction = Reconstruction(_volume(truth, noise=0.02), VOXEL)
+    return reconstruction, trace_atoms(reconstruction)
+
+
+def test_integrated_intensity_of_isolated_atoms():
+    positions = np.array([[0.0, 0, 0], [5.0, 2, -3]])
+    volume = render_atoms(positions, [3.0, 1.0], 0.5, (40, 40, 40), 0.5)
+    found = integrated_intensities(volume, AtomModel(positions), 0.5, box=9)
+    assert np.allclose(found, [3.0, 1.0], rtol=0.01)
+
+
+def test_two_species_and_non_atoms(truth, noisy):
+    reconstruction, traced = noisy
+    atoms = classify_atoms(reconstruction, traced, ("Fe", "Pt"))
+    result = compare_atoms(atoms, truth)
+    assert atoms.features["non_atom"].sum() >= 5  # the noise peaks were found ...
+    assert result["precision"] >= 0.99  # ... and flagged
+    assert result["recall"] >= 0.97
+    assert result["species_accuracy"] >= 0.99
+    assert set(atoms.species[~atoms.features["non_atom"]]) == {"Fe", "Pt"}
+    assert np.all(atoms.species[atoms.features["non_atom"]] == "")
+    assert np.all((atoms.features["confidence"] >= 0) & (atoms.features["confidence"] <= 1))
+    assert np.array_equal(atoms.features["ambiguous"], atoms.features["confidence"] < 0.8)
+
+
+def test_ideal_volume_has_no_non_atoms(truth):
+    reconstruction = Reconstruction(_volume(truth), VOXEL)
+    atoms = classify_atoms(reconstruction, trace_atoms(reconstruction), "Fe,Pt")
+    assert not atoms.features["non_atom"].any()
+    assert compare_atoms(atoms, truth)["species_accuracy"] == 1.0
+
+
+def test_one_element_labels_every_real_atom(truth, noisy):
+    reconstruction, traced = noisy
+    atoms = classify_atoms(reconstruction, traced, ["Pt"])
+    real = ~atoms.features["non_atom"]
+    assert set(atoms.species[real]) == {"Pt"}
+    assert compare_atoms(atoms, truth)["precision"] >= 0.99
+
+
+def test_local_classes_cancel_intensity_drift(truth):
+    reconstruction = Reconstruction(_volume(truth, noise=0.01, drift=1.2), VOXEL)
+    traced = trace_atoms(reconstruction)
+    local = compare_atoms(classify_atoms(reconstruction, traced, "Fe,Pt"), truth)
+    global_only = compare_atoms(classify_atoms(reconstruction, traced, "Fe,Pt", local_radius=0), truth)
+    assert local["species_accuracy"] >= 0.99
+    assert global_only["species_accuracy"] < local["species_accuracy"]
+
+
+def test_locked_atoms_keep_their_species(truth, noisy):
+    reconstruction, traced = noisy
+    first = classify_atoms(reconstruction, traced, "Fe,Pt")
+    locked = np.zeros(len(first), bool)
+    locked[:10] = True
+    species = first.species.copy()
+    species[:10] = np.where(first.features["class_index"][:10] == 1, "Pt", "Fe")  # deliberately wrong
+    edited = AtomModel(first.positions, species, {**first.features, "locked": locked})
+    again = classify_atoms(reconstruction, edited, "Fe,Pt")
+    assert np.array_equal(again.species[:10], species[:10])
+    assert np.all(again.features["confidence"][:10] == 1.0)
+    assert np.mean(again.species[10:] == first.species[10:]) >= 0.99
+
+
+def test_progress_and_cancel(noisy):
+    reconstruction, traced = noisy
+    seen = []
+    classify_atoms(reconstruction, traced, "Fe,Pt", progress=lambda f, m: seen.append(f))
+    assert seen[-1] == 1.0
+
+    def cancel(fraction, message):
+        if fraction > 0.2:
+            raise Cancelled
+
+    with pytest.raises(Cancelled):
+        classify_atoms(reconstruction, traced, "Fe,Pt", progress=cancel)
+
+
+def test_bad_input(truth, noisy):
+    reconstruction, traced = noisy
+    pure = AtomModel(truth.positions, np.full(len(truth), "Pt", dtype=object))
+    volume = render_atoms(pure.positions, 1.0, 0.6, SHAPE, VOXEL)
+    pure_reconstruction = Reconstruction(volume, VOXEL)
+    with pytest.raises(InputError, match="only 1 distinct class"):
+        classify_atoms(pure_reconstruction, trace_atoms(pure_reconstruction), "Fe,Pt")
+    with pytest.raises(InputError, match="no atoms"):
+        classify_atoms(reconstruction, AtomModel(np.zeros((0, 3))), "Fe,Pt")
+    with pytest.raises(InputError, match="unknown element"):
+        classify_atoms(reconstruction, traced, "Fe,Xx")
+    locked = traced.with_features(locked=np.ones(len(traced), bool))
+    with pytest.raises(InputError, match="not among the elements"):
+        classify_atoms(reconstruction, AtomModel(locked.positions, np.full(len(traced), "Au", dtype=object),
+                                                 locked.features), "Fe,Pt")
+    with pytest.raises(InputError, match="box"):
+        classify_atoms(reconstruction, traced, "Fe,Pt", box=0)
