@@ -1,0 +1,410 @@
+"""Tilt-series alignment: each method measures shifts, the projections stay untouched.
+
+Every ``*_shifts`` function returns ``(n, 2)`` translations (dy, dx) in pixels that
+align projection i when applied with :func:`scipy.ndimage.shift`, measured on the raw
+projections (``series.shifts`` is ignored, except by projection matching which refines
+it). :func:`apply_alignment` resamples the data once, at the end.
+
+Axis frame: (u, v) pixel coordinates about the image centre ``(ny//2, nx//2)`` with the
+tilt axis along v; :func:`napari_aet.geometry.in_plane_rotation` maps (u, v) to image
+(x, y). A shift perpendicular to the axis moves along u, a shift along the axis along v.
+
+Shifts are defined up to a rigid translation of the particle in 3D (a common shift along
+the axis and ``tx cos(theta) - tz sin(theta)`` across it); the centre of mass fixes that
+gauge by putting the particle's centroid on the rotation centre. A *constant* shift
+across the axis is not a gauge: it is the tilt-axis offset, and it must be measured.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+from skimage.registration import phase_cross_correlation
+
+from .geometry import Projector, in_plane_rotation
+from .model import InputError, TiltSeries
+from .progress import report, sub_progress
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def _signal(projections) -> np.ndarray:
+    """Projections minus each one's background level (median of a 2-pixel border)."""
+    p = np.asarray(projections, dtype=np.float32)
+    border = np.concatenate([p[:, :2].reshape(len(p), -1), p[:, -2:].reshape(len(p), -1),
+                             p[:, :, :2].reshape(len(p), -1), p[:, :, -2:].reshape(len(p), -1)], axis=1)
+    return p - np.median(border, axis=1)[:, None, None]
+
+
+def _pixel_coordinates(shape):
+    """Pixel x (columns) and y (rows) relative to the centre ``n // 2``."""
+    ny, nx = shape
+    return np.arange(nx, dtype=np.float64) - nx // 2, np.arange(ny, dtype=np.float64) - ny // 2
+
+
+def _to_image(du, dv, tilt_axis) -> np.ndarray:
+    """Shifts (dy, dx) in the image from components (du, dv) in the axis frame."""
+    x, y = in_plane_rotation(tilt_axis) @ np.stack([du, dv])
+    return np.stack([y, x], axis=1)
+
+
+def _to_axis(shifts, tilt_axis):
+    """Components (du, dv) in the axis frame of image shifts (dy, dx) ``(n, 2)``."""
+    du, dv = in_plane_rotation(tilt_axis).T @ np.stack([shifts[:, 1], shifts[:, 0]])
+    return du, dv
+
+
+def _single_axis(series: TiltSeries, what: str):
+    if not series.is_single_axis:
+        raise InputError(f"{what} needs single-axis tilt angles (n,), got Euler angles {series.angles.shape}")
+
+
+def _centre_of_mass(signal):
+    """Centre of mass (x, y) in pixels about the image centre, ``(n,)`` each."""
+    total = signal.sum(axis=(1, 2), dtype=np.float64)
+    if np.any(total <= 0):
+        bad = np.flatnonzero(total <= 0)
+        raise InputError(f"projection(s) {bad.tolist()} hold no signal above the background: "
+                         "check the data or remove those tilts")
+    x, y = _pixel_coordinates(signal.shape[1:])
+    cx = np.einsum("iyx,x->i", signal, x, dtype=np.float64) / total
+    cy = np.einsum("iyx,y->i", signal, y, dtype=np.float64) / total
+    return cx, cy
+
+
+def _rigid_fit(values, angles):
+    """Least-squares fit ``A cos(theta) + B sin(theta) + C`` of ``values`` ``(n,)``; returns (fit, C)."""
+    t = np.deg2rad(angles)
+    design = np.stack([np.cos(t), np.sin(t), np.ones_like(t)], axis=1)
+    coef = np.linalg.lstsq(design, values, rcond=None)[0]
+    return design @ coef, coef[2]
+
+
+def _register(reference, moving, precision) -> np.ndarray:
+    """Shift (pixels, per axis) that registers ``moving`` onto ``reference`` (plain cross-correlation)."""
+    return phase_cross_correlation(reference, moving, upsample_factor=int(round(1 / precision)),
+                                   normalization=None)[0]
+
+
+# ------------------------------------------------------------- common-line profiles
+
+
+class _Profiles:
+    """Projections summed perpendicular to a tilt-axis direction, in Fourier space.
+
+    ``spectra[i, m]`` is the Fourier transform of the profile of projection i along the
+    axis at ``m / length`` cycles per pixel, computed exactly from the pixels (the
+    Fourier-slice theorem, no interpolation), so no direction is favoured; frequencies
+    above ``max_frequency`` (cycles/px) are left out (zero).
+    """
+
+    def __init__(self, signal, tilt_axis, max_frequency=0.5):
+        ny, nx = signal.shape[1:]
+        self.length = 2 * int(np.ceil(np.hypot(ny, nx) / 2)) + 2
+        x, y = _pixel_coordinates((ny, nx))
+        k = np.arange(int(max_frequency * self.length) + 1) / self.length
+        a = np.deg2rad(tilt_axis)
+        ex = np.exp(-2j * np.pi * k[:, None] * x[None, :] * np.sin(a))  # (K, nx)
+        ey = np.exp(-2j * np.pi * k[:, None] * y[None, :] * np.cos(a))  # (K, ny)
+        partial = signal.astype(np.float64) @ ex.T  # (n, ny, K)
+        self.k = k
+        self.spectra = np.einsum("iyk,ky->ik", partial, ey)
+
+    def shifted(self, dv) -> np.ndarray:
+        """Spectra of the profiles shifted by ``dv`` pixels ``(n,)``."""
+        return self.spectra * np.exp(-2j * np.pi * self.k[None, :] * np.asarray(dv)[:, None])
+
+    def register(self, reference, moving, upsample) -> np.ndarray:
+        """Shifts ``(n,)`` (pixels) carrying each ``moving`` spectrum onto ``reference`` (both ``(n, K)``)."""
+        cross = reference * np.conj(moving)
+        cross[:, 0] = 0
+        n_fine = self.length * upsample
+        corr = np.fft.irfft(cross, n=n_fine, axis=1)
+        peak = np.argmax(corr, axis=1)
+        rows = np.arange(len(corr))
+        left, mid, right = corr[rows, peak - 1], corr[rows, peak], corr[rows, (peak + 1) % n_fine]
+        curvature = left - 2 * mid + right
+        frac = np.where(curvature < 0, 0.5 * (left - right) / np.where(curvature < 0, curvature, 1), 0.0)
+        shift = (peak + frac) / upsample
+        return np.where(shift >= self.length / 2, shift - self.length, shift)
+
+    def align(self, precision, iterations=3) -> np.ndarray:
+        """Shifts ``(n,)`` aligning every profile to the mean of the others (leave-one-out)."""
+        upsample = int(np.ceil(1 / precision))
+        n = len(self.spectra)
+        dv = np.zeros(n)
+        reference = np.broadcast_to(self.spectra[np.argmax(np.abs(self.spectra[:, 0]))], self.spectra.shape)
+        for _ in range(iterations):
+            dv = self.register(reference, self.spectra, upsample)
+            aligned = self.shifted(dv)
+            reference = (aligned.sum(axis=0) - aligned) / (n - 1)
+        return dv
+
+    def consistency(self, dv) -> float:
+        """Mean normalised cross-power of the shifted profiles (1 = identical), DC excluded."""
+        aligned = self.shifted(dv)[:, 1:]
+        power = np.sum(np.abs(aligned) ** 2)
+        return float((np.sum(np.abs(aligned.sum(axis=0)) ** 2) - power) / ((len(aligned) - 1) * power))
+
+    def real_space(self, dv) -> tuple[np.ndarray, np.ndarray]:
+        """Profiles ``(n, length)`` shifted by ``dv`` and their coordinate v (pixels about the centre)."""
+        profiles = np.fft.fftshift(np.fft.irfft(self.shifted(dv), n=self.length, axis=1), axes=1)
+        return profiles, np.arange(self.length) - self.length // 2
+
+
+def _common_line(signal, tilt_axis, precision):
+    """Along-axis shifts dv ``(n,)`` centring the mean profile, and the profiles object."""
+    profiles = _Profiles(signal, tilt_axis)
+    dv = profiles.align(precision)
+    mean, v = profiles.real_space(dv)
+    mean = mean.mean(axis=0)
+    centroid = np.sum(v * mean) / np.sum(mean)
+    return dv - centroid, profiles
+
+
+# ------------------------------------------------------------------ public methods
+
+
+def center_of_mass_shifts(series: TiltSeries) -> np.ndarray:
+    """Shifts (dy, dx) ``(n, 2)`` px putting each projection's centre of mass on the tilt axis.
+
+    Only the component perpendicular to the tilt axis (``series.tilt_axis``) is set; the
+    one along the axis is 0 (for ``tilt_axis = 0``: dx set, dy 0). For Euler-angle series
+    both components centre the mass. The background level (border median) is removed
+    first; a slowly varying background should be subtracted beforehand
+    (:func:`napari_aet.preprocess.subtract_background`).
+    """
+    cx, cy = _centre_of_mass(_signal(series.projections))
+    if not series.is_single_axis:
+        return np.stack([-cy, -cx], axis=1)
+    du, _ = _to_axis(np.stack([cy, cx], axis=1), series.tilt_axis)
+    return _to_image(-du, np.zeros_like(du), series.tilt_axis)
+
+
+def common_line_shifts(series: TiltSeries, *, precision=0.05) -> np.ndarray:
+    """Shifts (dy, dx) ``(n, 2)`` px along the tilt axis by the common-line method.
+
+    Each projection summed perpendicular to the tilt axis gives the same 1D profile at
+    every tilt; the profiles are cross-correlated (leave-one-out mean as reference,
+    sub-sample peak to ``precision`` px) and the mean profile is centred. The component
+    perpendicular to the axis is 0.
+    """
+    _single_axis(series, "the common-line method")
+    dv, _ = _common_line(_signal(series.projections), series.tilt_axis, precision)
+    return _to_image(np.zeros_like(dv), dv, series.tilt_axis)
+
+
+def cross_correlation_shifts(series: TiltSeries, *, precision=0.1) -> np.ndarray:
+    """Coarse shifts (dy, dx) ``(n, 2)`` px from cross-correlating neighbouring tilts.
+
+    Starting at the smallest tilt, each projection is registered to its already-aligned
+    neighbour; errors accumulate, so use it as a start only. Mean shift removed.
+    """
+    signal = _signal(series.projections)
+    tilt = series.angles if series.is_single_axis else series.angles[:, 1]
+    order = np.argsort(tilt)
+    start = int(np.argmin(np.abs(tilt[order])))
+    shifts = np.zeros((len(tilt), 2))
+    for path in (order[start:], order[start::-1]):
+        for previous, current in zip(path[:-1], path[1:]):
+            shifts[current] = shifts[previous] + _register(signal[previous], signal[current], precision)
+    return shifts - shifts.mean(axis=0)
+
+
+def _search_tilt_axis(signal, prior, search, progress=None):
+    """Tilt-axis angle maximising the common-line consistency; also the score curve."""
+    coarse = prior + np.arange(-search, search, 3.0)
+    report(progress, 0.0, "tilt axis: coarse search")
+    scores = []
+    for j, a in enumerate(coarse):
+        profiles = _Profiles(signal, a, max_frequency=0.15)
+        scores.append(profiles.consistency(profiles.align(0.25, 2)))
+        report(progress, 0.6 * (j + 1) / len(coarse), "tilt axis: coarse search")
+    best = coarse[int(np.argmax(scores))]
+    fine = best + np.arange(-3.0, 3.01, 0.25)
+    fine_scores = []
+    for j, a in enumerate(fine):
+        profiles = _Profiles(signal, a)
+        fine_scores.append(profiles.consistency(profiles.align(0.05, 2)))
+        report(progress, 0.6 + 0.4 * (j + 1) / len(fine), "tilt axis: fine search")
+    fine_scores = np.array(fine_scores)
+    top = int(np.argmax(fine_scores))
+    near = slice(max(top - 4, 0), top + 5)
+    c2, c1, _ = np.polyfit(fine[near] - fine[top], fine_scores[near], 2)
+    angle = fine[top] - c1 / (2 * c2) if c2 < 0 else fine[top]
+    angle = float(np.clip(angle, fine[near][0], fine[near][-1]))
+    curve = {"angles": np.concatenate([coarse, fine]), "scores": np.concatenate([scores, fine_scores])}
+    order = np.argsort(curve["angles"])
+    return angle, {k: v[order] for k, v in curve.items()}
+
+
+def _axis_offset(signal, shifts, angles, tilt_axis):
+    """Offset (px) across the axis of the rotation axis, and the rigid-fit of the centroid track."""
+    cx, cy = _centre_of_mass(signal)
+    du, _ = _to_axis(np.stack([cy, cx], axis=1) + shifts, tilt_axis)
+    fit, offset = _rigid_fit(du, angles)
+    return float(offset), fit
+
+
+def estimate_tilt_axis(series: TiltSeries, *, search=90.0, progress=None) -> tuple[float, float]:
+    """In-plane tilt-axis angle (degrees, ``TiltSeries.tilt_axis`` convention) and offset (px).
+
+    The angle maximises the consistency of the common-line profiles (projections summed
+    perpendicular to the candidate axis, aligned along it), searched within ``search``
+    degrees of ``series.tilt_axis``; it is insensitive to the shifts. The direction is
+    only defined modulo 180° (the sign is fixed by the tilt angles' sense), so the answer
+    closest to ``series.tilt_axis`` is given.
+
+    The offset is the distance (px, along u) of the rotation axis from the image centre in
+    the series *as aligned by* ``series.shifts``: the centre of mass of a projection at
+    tilt theta follows ``X cos(theta) - Z sin(theta) + offset``, fitted over all tilts.
+    """
+    _single_axis(series, "tilt-axis estimation")
+    signal = _signal(series.projections)
+    angle, _ = _search_tilt_axis(signal, series.tilt_axis, search, progress)
+    offset, _ = _axis_offset(signal, series.shifts, series.angles, angle)
+    return angle, offset
+
+
+# ---------------------------------------------------------------- applying shifts
+
+
+def apply_alignment(series: TiltSeries, *, order=3) -> TiltSeries:
+    """The series resampled with its shifts applied and its tilt axis turned onto image y.
+
+    Sub-pixel spline interpolation of ``order``; pixels from outside the field of view
+    take the projection's background level. The result has zero shifts and
+    ``tilt_axis = 0``; what was applied is recorded in ``metadata["alignment"]``.
+    """
+    ny, nx = series.projections.shape[1:]
+    x, y = _pixel_coordinates((ny, nx))
+    u, v = np.meshgrid(x, y)
+    rot = in_plane_rotation(series.tilt_axis)
+    src_x = rot[0, 0] * u + rot[0, 1] * v + nx // 2
+    src_y = rot[1, 0] * u + rot[1, 1] * v + ny // 2
+    background = series.projections - _signal(series.projections)
+    out = np.empty_like(series.projections)
+    for i, (dy, dx) in enumerate(series.shifts):
+        out[i] = ndimage.map_coordinates(series.projections[i], [src_y - dy, src_x - dx], order=order,
+                                         mode="grid-constant", cval=float(background[i, 0, 0]))
+    record = {"shifts": series.shifts.tolist(), "tilt_axis": series.tilt_axis, "order": order}
+    if "alignment" in series.metadata:
+        record["previous"] = series.metadata["alignment"]
+    metadata = {**series.metadata, "alignment": record}
+    return series.replace(projections=out, shifts=np.zeros_like(series.shifts), tilt_axis=0.0,
+                          metadata=metadata)
+
+
+# ------------------------------------------------------------ projection matching
+
+
+def _sirt(projections, angles, iterations):
+    """A few non-negative SIRT iterations ``(nx, ny, nx)`` with the one projector."""
+    n, ny, nx = projections.shape
+    projector = Projector((nx, ny, nx), angles)
+    ones = np.ones((nx, ny, nx), dtype=np.float32)
+    row = projector.forward(ones)
+    row = np.where(row > 0, 1 / np.maximum(row, 1e-6), 0).astype(np.float32)
+    col = projector.adjoint(np.ones_like(projections))
+    col = np.where(col > 0, 1 / np.maximum(col, 1e-6), 0).astype(np.float32)
+    volume = np.zeros_like(ones)
+    for _ in range(iterations):
+        volume += col * projector.adjoint(row * (projections - projector.forward(volume)))
+        np.maximum(volume, 0, out=volume)
+    return volume, projector.forward(volume)
+
+
+def projection_matching_shifts(series: TiltSeries, *, iterations=6, sirt_iterations=8, precision=0.05,
+                               tolerance=0.02, history=None, progress=None) -> np.ndarray:
+    """Shifts (dy, dx) ``(n, 2)`` px refined by projection matching, starting from ``series.shifts``.
+
+    Each iteration applies the current alignment, reconstructs (SIRT, ``sirt_iterations``),
+    re-projects, and registers each measured projection onto its re-projection
+    (cross-correlation to ``precision`` px). The update's rigid-translation part (the
+    gauge) is removed, so the particle stays where the start put it. Stops when the
+    largest update is below ``tolerance`` px. ``history``, if a list, receives one dict
+    per iteration (``rms_update``, ``max_update``, ``r_factor``).
+    """
+    _single_axis(series, "projection matching")
+    signal = series.replace(projections=_signal(series.projections))
+    shifts = series.shifts.copy()
+    for it in range(iterations):
+        step = sub_progress(progress, it / iterations, (it + 1) / iterations)
+        report(step, 0.0, f"projection matching {it + 1}/{iterations}: reconstructing")
+        aligned = apply_alignment(signal.replace(shifts=shifts)).projections
+        _, reprojection = _sirt(aligned, series.angles, sirt_iterations)
+        report(step, 0.8, f"projection matching {it + 1}/{iterations}: registering")
+        update = np.array([_register(reprojection[i], aligned[i], precision) for i in range(len(aligned))])
+        gauge, offset = _rigid_fit(update[:, 1], series.angles)
+        du = update[:, 1] - gauge + offset
+        dv = update[:, 0] - update[:, 0].mean()
+        shifts = shifts + _to_image(du, dv, series.tilt_axis)
+        size = np.hypot(du, dv)
+        if history is not None:
+            history.append({"rms_update": float(np.sqrt(np.mean(size ** 2))), "max_update": float(size.max()),
+                            "r_factor": float(np.abs(aligned - reprojection).sum() / np.abs(aligned).sum())})
+        report(step, 1.0, f"projection matching {it + 1}/{iterations}: max update {size.max():.3f} px")
+        if size.max() < tolerance:
+            break
+    return shifts
+
+
+# ------------------------------------------------------------------------- chain
+
+
+def align_auto(series: TiltSeries, *, tilt_axis=None, axis_tolerance=1.0, precision=0.05,
+               projection_matching=True, iterations=6, progress=None) -> tuple[TiltSeries, dict]:
+    """Align a single-axis tilt series end to end; returns it with shifts and tilt axis set, and a report.
+
+    1. tilt-axis angle from common-line consistency (``tilt_axis=None``), or the given
+       angle (degrees), which is checked against the data: an angle more than
+       ``axis_tolerance`` degrees from the estimate raises :class:`InputError`;
+    2. centre of mass across the axis + common line along it (absolute, any shift size);
+    3. projection matching (``iterations``), if ``projection_matching``;
+    4. the rigid part of the centroid track and the tilt-axis offset are removed, so the
+       centroid lies on the rotation centre and the axis through ``nx // 2``.
+
+    The report holds ``steps`` (name, rms change in px), ``shifts`` per step ``(n, 2)``,
+    ``tilt_axis`` (estimate, given, ``angles``/``scores`` curve), ``offset`` (px),
+    ``common_line`` (``v``, ``raw`` and ``aligned`` profiles ``(n, L)``) and
+    ``projection_matching`` (per-iteration dicts). The projections are not modified.
+    """
+    _single_axis(series, "automatic alignment")
+    signal = _signal(series.projections)
+    rep = {"steps": [], "shifts": {}, "angles": series.angles.tolist()}
+
+    def record(name, shifts, previous):
+        rep["shifts"][name] = shifts
+        rep["steps"].append({"name": name, "rms_change": float(np.sqrt(np.mean(np.sum((shifts - previous) ** 2, 1))))})
+
+    prior = series.tilt_axis if tilt_axis is None else float(tilt_axis)
+    estimate, curve = _search_tilt_axis(signal, prior, 90.0, sub_progress(progress, 0.0, 0.25))
+    if tilt_axis is not None and abs(estimate - prior) > axis_tolerance:
+        raise InputError(f"the given tilt axis {prior:.2f}° disagrees with the data, which indicate "
+                         f"{estimate:.2f}°: check the angle, or pass tilt_axis=None to estimate it")
+    axis = estimate if tilt_axis is None else prior
+    rep["tilt_axis"] = {"estimate": estimate, "given": tilt_axis, "used": axis, **curve}
+
+    report(progress, 0.25, "centre of mass and common line")
+    oriented = series.replace(tilt_axis=axis, projections=signal)
+    dv, profiles = _common_line(signal, axis, precision)
+    shifts = center_of_mass_shifts(oriented) + _to_image(np.zeros_like(dv), dv, axis)
+    raw, v = profiles.real_space(np.zeros_like(dv))
+    rep["common_line"] = {"v": v, "raw": raw, "aligned": profiles.real_space(dv)[0]}
+    record("centre of mass + common line", shifts, np.zeros_like(shifts))
+
+    history = []
+    if projection_matching:
+        refined = projection_matching_shifts(oriented.replace(shifts=shifts), iterations=iterations,
+                                             precision=precision, history=history,
+                                             progress=sub_progress(progress, 0.3, 0.95))
+        record("projection matching", refined, shifts)
+        shifts = refined
+    rep["projection_matching"] = history
+
+    offset, fit = _axis_offset(signal, shifts, series.angles, axis)
+    centred = shifts + _to_image(-fit, np.zeros_like(fit), axis)
+    record("centroid and axis offset", centred, shifts)
+    rep["offset"] = offset
+    report(progress, 1.0, "aligned")
+    return series.replace(shifts=centred, tilt_axis=axis), rep

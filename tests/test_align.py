@@ -1,0 +1,140 @@
+"""Alignment methods against simulated tilt series with known shifts, axis and offset."""
+
+import numpy as np
+import pytest
+
+from napari_aet import align
+from napari_aet.model import InputError, TiltSeries
+from napari_aet.progress import Cancelled
+from napari_aet.simulate import fcc_particle, simulate_tilt_series
+
+AXIS = 12.3  # degrees
+OFFSET = 3  # pixels, an integer roll of every projection along x
+
+
+@pytest.fixture(scope="module")
+def atoms():
+    return fcc_particle(radius=14.0, seed=3)
+
+
+@pytest.fixture(scope="module")
+def tilted(atoms):
+    """Noisy series, tilt axis AXIS, ±5 px shifts, rotation axis moved OFFSET px along x."""
+    data = simulate_tilt_series(atoms, shape=(112, 112), dose=300, max_shift=5, tilt_axis=AXIS, seed=3)
+    rolled = np.roll(data.tilt_series.projections, OFFSET, axis=2)
+    true = data.true_shifts - [0, OFFSET]
+    return data.tilt_series.replace(projections=rolled), true
+
+
+def rigid_residual(estimate, true, angles):
+    """Per-projection error (dy, dx) after removing a rigid 3D translation of the particle
+    (common dy; dx of the form A cos + B sin) — the one freedom alignment cannot fix.
+    Valid for a tilt axis along y; the tilt-axis offset (a constant dx) stays in the error."""
+    err = estimate - true
+    t = np.deg2rad(angles)
+    design = np.stack([np.cos(t), np.sin(t)], axis=1)
+    dx = err[:, 1] - design @ np.linalg.lstsq(design, err[:, 1], rcond=None)[0]
+    return np.stack([err[:, 0] - err[:, 0].mean(), dx], axis=1)
+
+
+def rms(a):
+    return float(np.sqrt(np.mean(np.sum(np.square(a), axis=-1))))
+
+
+def test_centre_of_mass_and_common_line_recover_shifts(atoms):
+    data = simulate_tilt_series(atoms, shape=(112, 112), dose=300, max_shift=5, seed=4)
+    series = data.tilt_series
+    com = align.center_of_mass_shifts(series)
+    line = align.common_line_shifts(series)
+    assert np.all(com[:, 0] == 0) and np.all(line[:, 1] == 0)
+    err = rigid_residual(com + line, data.true_shifts, series.angles)
+    assert rms(err[:, :1]) < 0.06  # along the axis: common line
+    assert rms(err[:, 1:]) < 0.1   # across: centre of mass
+    assert abs(err[:, 1].mean()) < 0.05  # no spurious axis offset
+
+
+def test_common_line_is_exact_on_noiseless_data(atoms):
+    data = simulate_tilt_series(atoms, shape=(96, 96), dose=None, max_shift=4, seed=5)
+    line = align.common_line_shifts(data.tilt_series, precision=0.02)
+    err = line[:, 0] - data.true_shifts[:, 0]
+    assert np.std(err) < 0.02
+
+
+def test_cross_correlation_is_a_coarse_start(atoms):
+    data = simulate_tilt_series(atoms, shape=(96, 96), dose=300, max_shift=5, seed=6)
+    cc = align.cross_correlation_shifts(data.tilt_series)
+    err = cc - data.true_shifts
+    raw = data.true_shifts - data.true_shifts.mean(axis=0)
+    assert rms(err - err.mean(axis=0)) < 0.5 * rms(raw)
+
+
+def test_tilt_axis_angle_and_offset(tilted):
+    series, true = tilted
+    angle, _ = align.estimate_tilt_axis(series)
+    assert abs(angle - AXIS) < 0.2
+    # with the true relative shifts applied the rotation axis sits OFFSET px across the axis
+    aligned_but_offset = series.replace(shifts=true + [0, OFFSET], tilt_axis=AXIS)
+    _, offset = align.estimate_tilt_axis(aligned_but_offset)
+    assert abs(offset - OFFSET * np.cos(np.deg2rad(AXIS))) < 0.15
+
+
+def test_apply_alignment_matches_an_aligned_simulation(atoms):
+    kwargs = dict(shape=(96, 96), dose=None, seed=7, angles=np.linspace(-60, 60, 7))
+    moved = simulate_tilt_series(atoms, max_shift=4, tilt_axis=-20.0, **kwargs)
+    ideal = simulate_tilt_series(atoms, max_shift=0, **kwargs).tilt_series.projections
+    series = moved.tilt_series.replace(shifts=moved.true_shifts, tilt_axis=-20.0)
+    out = align.apply_alignment(series)
+    assert out.tilt_axis == 0 and not np.any(out.shifts)
+    assert out.metadata["alignment"]["tilt_axis"] == -20.0
+    np.testing.assert_allclose(out.metadata["alignment"]["shifts"], moved.true_shifts)
+    assert np.abs(out.projections - ideal).sum() < 0.03 * ideal.sum()
+    assert series.projections is moved.tilt_series.projections  # input untouched
+
+
+def test_align_auto_reaches_sub_tenth_pixel(tilted):
+    series, true = tilted
+    steps = []
+    aligned, report = align.align_auto(series, iterations=3, progress=lambda f, m: steps.append(f))
+    assert abs(aligned.tilt_axis - AXIS) < 0.2
+    assert aligned.projections is series.projections
+    # compare in the axis frame, where the rigid-translation freedom is simple
+    du, dv = align._to_axis(aligned.shifts - true, AXIS)
+    err = rigid_residual(np.stack([dv, du], axis=1), 0, series.angles)
+    assert rms(err) < 0.1
+    assert abs(err[:, 1].mean()) < 0.1  # tilt-axis offset recovered
+    assert report["steps"][0]["name"].startswith("centre of mass")
+    assert report["common_line"]["aligned"].shape == report["common_line"]["raw"].shape
+    assert len(report["tilt_axis"]["angles"]) == len(report["tilt_axis"]["scores"])
+    assert steps[-1] == 1.0 and np.all(np.diff(steps) >= 0)
+
+
+def test_align_auto_rejects_an_inconsistent_tilt_axis(tilted):
+    series, _ = tilted
+    with pytest.raises(InputError, match="disagrees with the data"):
+        align.align_auto(series, tilt_axis=AXIS + 15, projection_matching=False)
+
+
+def test_projection_matching_can_be_cancelled(tilted):
+    series, _ = tilted
+
+    def cancel(fraction, message):
+        if fraction > 0.1:
+            raise Cancelled
+
+    with pytest.raises(Cancelled):
+        align.projection_matching_shifts(series.replace(tilt_axis=AXIS), progress=cancel)
+
+
+def test_single_axis_methods_reject_euler_angles():
+    rng = np.random.default_rng(0)
+    series = TiltSeries(rng.random((3, 16, 16)) + 1, np.array([[0, -30, 0], [10, 0, 0], [0, 30, 5.0]]))
+    with pytest.raises(InputError, match="single-axis"):
+        align.common_line_shifts(series)
+
+
+def test_empty_projection_is_reported():
+    data = np.ones((3, 16, 16), dtype=np.float32)
+    data[[0, 2], 8, 8] = 5  # a particle in projections 0 and 2 ...
+    data[1] = 0  # ... but nothing in projection 1
+    with pytest.raises(InputError, match=r"projection\(s\) \[1\] hold no signal"):
+        align.center_of_mass_shifts(TiltSeries(data, [-10.0, 0.0, 10.0]))
