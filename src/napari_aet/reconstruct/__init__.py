@@ -1,0 +1,82 @@
+"""Tomographic reconstruction of an aligned tilt series: GENFIRE, RESIRE and WBP.
+
+``iterate(series, method, **params)`` yields an :class:`IterationState` after every
+iteration (for live display); ``reconstruct`` runs it to the end with a progress callback.
+To stop early and keep the current result, stop consuming the generator and pass the last
+state to :func:`to_reconstruction`.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Iterator
+
+import numpy as np
+
+from ..model import InputError, Reconstruction, TiltSeries
+from ..progress import ProgressCallback, report
+from ._common import IterationState
+from .genfire import iterate_genfire
+from .resire import iterate_resire
+from .wbp import iterate_wbp, weighted_backprojection
+
+__all__ = ["METHODS", "IterationState", "iterate", "reconstruct", "to_reconstruction", "parameters",
+           "weighted_backprojection"]
+
+METHODS = ("genfire", "resire", "wbp")
+_ITERATORS = {"genfire": iterate_genfire, "resire": iterate_resire, "wbp": iterate_wbp}
+
+
+def parameters(method="genfire", **params) -> dict:
+    """Every parameter ``method`` will use: its defaults updated with ``params``.
+
+    Raises InputError for an unknown method or parameter name.
+    """
+    if method not in _ITERATORS:
+        raise InputError(f"unknown reconstruction method {method!r}: expected one of {', '.join(METHODS)}")
+    signature = inspect.signature(_ITERATORS[method])
+    accepted = [name for name in signature.parameters if name != "series"]
+    unknown = sorted(set(params) - set(accepted))
+    if unknown:
+        raise InputError(f"{method} does not take parameter(s) {', '.join(unknown)}: it accepts "
+                         f"{', '.join(accepted)}")
+    return {name: params.get(name, signature.parameters[name].default) for name in accepted}
+
+
+def iterate(series: TiltSeries, method="genfire", **params) -> Iterator[IterationState]:
+    """Yield an :class:`IterationState` after each iteration of ``method`` on an aligned series.
+
+    The last state of a completed run has ``final=True`` and holds the method's result.
+    See :func:`parameters` for the accepted keyword parameters of each method.
+    """
+    parameters(method, **params)
+    return _ITERATORS[method](series, **params)
+
+
+def _recordable(value):
+    if isinstance(value, np.ndarray):
+        return f"array of shape {value.shape}"
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def to_reconstruction(state: IterationState, series: TiltSeries, method: str, params: dict) -> Reconstruction:
+    """The Reconstruction holding ``state``'s volume (e.g. the current one when stopping early)."""
+    used = {k: _recordable(v) for k, v in parameters(method, **params).items()}
+    return Reconstruction(state.volume, series.pixel_size, method, used, state.errors,
+                          {"iterations_run": state.iteration, "completed": state.final})
+
+
+def reconstruct(series: TiltSeries, method="genfire", *, progress: ProgressCallback = None,
+                **params) -> Reconstruction:
+    """Reconstruct an aligned tilt series; volume ``(nz, ny, nx)`` float32, voxel = pixel size.
+
+    method : one of :data:`METHODS`. progress : ``progress(fraction, message)`` after each
+    iteration; raising :class:`~napari_aet.progress.Cancelled` from it cancels the run.
+    params : the method's parameters (see :func:`parameters`); all used values are recorded.
+    """
+    state = None
+    for state in iterate(series, method, **params):
+        errors = ", ".join(f"{k} {v[-1]:.4f}" for k, v in state.errors.items() if v)
+        report(progress, state.iteration / state.n_iterations,
+               f"{method}: iteration {state.iteration}/{state.n_iterations} ({errors})")
+    return to_reconstruction(state, series, method, params)
