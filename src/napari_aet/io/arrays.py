@@ -67,8 +67,9 @@ def _read_mrc(path: Path) -> ImageFile:
         size = float(mrc.voxel_size.x)
         ispg = int(mrc.header.ispg)
         angles = None
-        if bytes(mrc.header.exttyp).startswith(b"FEI"):
-            tilts = np.asarray(mrc.indexed_extended_header["Alpha tilt"], dtype=np.float64)
+        extended = mrc.indexed_extended_header if bytes(mrc.header.exttyp).startswith(b"FEI") else None
+        if extended is not None and "Alpha tilt" in extended.dtype.names:
+            tilts = np.asarray(extended["Alpha tilt"], dtype=np.float64)
             angles = tilts if len(np.unique(tilts)) == len(tilts) else None
     kind = "stack" if ispg == 0 else "volume" if ispg == 1 else None
     return ImageFile(data, size if size > 0 else None, angles, kind, {"format": "MRC", "ispg": ispg})
@@ -136,8 +137,8 @@ def read_image_file(path, extensions=tuple(READERS)) -> ImageFile:
         raise
     except Exception as exc:  # every library has its own errors; the user needs one sentence
         detail = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"cannot read {path.name} as a {FORMAT_NAMES[suffix]} file ({detail}): "
-                         "is it complete and of the type its extension says?") from exc
+        raise InputError(f"cannot read {path.name} as {FORMAT_NAMES[suffix]} data ({detail}): "
+                         "is the file complete and of the type its extension says?") from exc
     data = np.asarray(image.data)
     if data.dtype.kind not in "biuf":
         raise InputError(f"{path.name} holds {data.dtype} data: expected real-valued pixels")

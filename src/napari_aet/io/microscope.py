@@ -104,8 +104,11 @@ def read_velox_emd(path):
 
 def read_emd(path):
     """An EMD file, Berkeley format first, then Velox."""
+    import h5py
     from ncempy.io import emd
 
+    if not h5py.is_hdf5(path):
+        raise ValueError("not an HDF5 file")
     try:
         return read_berkeley_emd(path)
     except emd.NoEmdDataSets:
