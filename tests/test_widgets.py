@@ -14,11 +14,15 @@ import pytest
 from scipy.spatial import cKDTree
 
 from napari_aet.geometry import render_atoms
-from napari_aet.layers import atoms_from_layer, volume_layer
+from napari_aet.layers import atoms_from_layer, atoms_layer, tilt_series_from_layer, tilt_series_layer, volume_layer
 from napari_aet.model import Reconstruction
-from napari_aet.simulate import adf_amplitudes, fcc_particle
+from napari_aet.simulate import adf_amplitudes, fcc_particle, simulate_tilt_series
+from napari_aet._widgets import reconstruct as reconstruct_module
 from napari_aet._widgets import trace as trace_module
-from napari_aet._widgets._base import is_atoms, show_layer
+from napari_aet._widgets._base import is_atoms, layer_kind, show_layer
+from napari_aet._widgets.align import AlignWidget
+from napari_aet._widgets.classify import ClassifyWidget, class_boundaries
+from napari_aet._widgets.reconstruct import ReconstructWidget
 from napari_aet._widgets.trace import TraceWidget
 
 VOXEL = 0.4  # Å
@@ -33,6 +37,19 @@ def particle():
     rng = np.random.default_rng(1)
     volume += rng.normal(scale=0.003 * volume.max(), size=volume.shape).astype(np.float32)
     return atoms, Reconstruction(volume, VOXEL, "ideal")
+
+
+@pytest.fixture(scope="module")
+def tilt_series():
+    """A small FePt particle (55 atoms) and its noisy tilt series: 31 tilts over ±70°, 40² pixels of 0.4 Å.
+
+    Returns (truth atoms, aligned series, the same series misaligned, the true aligning shifts).
+    """
+    atoms = fcc_particle(radius=6.0, seed=2)
+    angles = np.linspace(-70, 70, 31)
+    aligned = simulate_tilt_series(atoms, angles, shape=(40, 40), max_shift=0, seed=2).tilt_series
+    shifted = simulate_tilt_series(atoms, angles, shape=(40, 40), max_shift=3, seed=2)
+    return atoms, aligned, shifted.tilt_series, shifted.true_shifts
 
 
 def run_and_wait(qtbot, widget):
@@ -73,6 +90,11 @@ def cancel_mid_run(qtbot, widget, reached, release):
 def nearest_distances(found_xyz, true_xyz):
     """Distance (Å) from each true atom to the nearest found atom."""
     return cKDTree(found_xyz).query(true_xyz)[0]
+
+
+def is_hidden(field):
+    """Whether a parameter field is hidden (``visible`` is False for any widget not on screen)."""
+    return field.native.isHidden()
 
 
 def changed_fraction(image, background):
@@ -154,3 +176,237 @@ def test_trace_screenshot_shows_volume_and_atoms(make_napari_viewer, qtbot, part
     assert changed_fraction(both, empty) > 0.02
     assert changed_fraction(atoms_only, empty) > 0.02
     assert changed_fraction(both, atoms_only) > 0.01
+
+
+# --- align ----------------------------------------------------------------------------------------
+
+def test_align_widget_adds_an_aligned_layer(make_napari_viewer, qtbot, tilt_series):
+    _, _, misaligned, true_shifts = tilt_series
+    viewer = make_napari_viewer()
+    original = show_layer(viewer, tilt_series_layer(misaligned, name="series"))
+    before = original.data.copy()
+    widget = AlignWidget(viewer)
+    qtbot.addWidget(widget)
+    assert run_and_wait(qtbot, widget) == "done"
+    layer = viewer.layers["series aligned"]
+    assert layer_kind(layer) == "tilt_series" and layer.data.shape == misaligned.projections.shape
+    np.testing.assert_allclose(layer.scale, (1.0, 0.4, 0.4))
+    np.testing.assert_array_equal(original.data, before)  # the original is untouched
+    aligned = tilt_series_from_layer(layer)
+    assert not np.any(aligned.shifts) and aligned.tilt_axis == 0
+    applied = np.asarray(aligned.metadata["alignment"]["shifts"])
+    error = applied - true_shifts
+    error -= error.mean(axis=0)  # shifts are defined up to a common translation
+    assert np.sqrt(np.mean(np.sum(error ** 2, axis=1))) < 0.5  # px
+    assert viewer.grid.enabled and widget.plot.has_data()
+    widget.apply()
+    assert not viewer.grid.enabled and "series aligned" in viewer.layers
+    assert run_and_wait(qtbot, widget) == "done"
+    widget.discard_result()
+    assert "series aligned" not in viewer.layers and "series" in viewer.layers
+
+
+def test_align_single_step_method(make_napari_viewer, qtbot, tilt_series):
+    _, _, misaligned, _ = tilt_series
+    viewer = make_napari_viewer()
+    show_layer(viewer, tilt_series_layer(misaligned, name="series"))
+    widget = AlignWidget(viewer)
+    qtbot.addWidget(widget)
+    widget.parameters.method.value = "cross-correlation"
+    assert is_hidden(widget.parameters.projection_matching)
+    assert run_and_wait(qtbot, widget) == "done"
+    assert layer_kind(viewer.layers["series aligned"]) == "tilt_series"
+
+
+def test_align_bad_input_shows_a_message(make_napari_viewer, qtbot, tilt_series):
+    _, aligned, _, _ = tilt_series
+    viewer = make_napari_viewer()
+    data, kwargs, _ = tilt_series_layer(aligned, name="series")
+    kwargs["metadata"]["aet"]["angles"] = kwargs["metadata"]["aet"]["angles"][:-1]  # one angle missing
+    viewer.add_image(data, **kwargs)
+    widget = AlignWidget(viewer)
+    qtbot.addWidget(widget)
+    widget.run()
+    assert not widget.running and "angle" in widget.message.text()
+    assert "series aligned" not in viewer.layers
+
+
+# --- reconstruct ----------------------------------------------------------------------------------
+
+def pause_after_first_iteration(monkeypatch):
+    """Wrap the widget's ``iterate`` so the run blocks after its first iteration until released."""
+    reached, release = threading.Event(), threading.Event()
+    real = reconstruct_module.iterate
+
+    def paused(*args, **kwargs):
+        for k, state in enumerate(real(*args, **kwargs)):
+            yield state
+            if k == 0:
+                reached.set()
+                release.wait(WAIT_MS / 1000)
+
+    monkeypatch.setattr(reconstruct_module, "iterate", paused)
+    return reached, release
+
+
+def correlation(a, b):
+    return np.corrcoef(np.ravel(a), np.ravel(b))[0, 1]
+
+
+@pytest.fixture(scope="module")
+def truth_volume(tilt_series):
+    atoms = tilt_series[0]
+    return render_atoms(atoms.positions, adf_amplitudes(atoms.species, 1.0), 0.55, (40, 40, 40), 0.4)
+
+
+def test_reconstruct_widget_genfire(make_napari_viewer, qtbot, tilt_series, truth_volume):
+    _, aligned, _, _ = tilt_series
+    viewer = make_napari_viewer()
+    show_layer(viewer, tilt_series_layer(aligned, name="series"))
+    widget = ReconstructWidget(viewer)
+    qtbot.addWidget(widget)
+    widget.parameters.n_iterations.value = 30
+    assert run_and_wait(qtbot, widget) == "done"
+    layer = viewer.layers["series genfire"]
+    assert layer_kind(layer) == "volume" and layer.data.shape == (40, 40, 40)
+    np.testing.assert_allclose(layer.scale, (0.4,) * 3)
+    np.testing.assert_allclose(layer.translate, (-8.0,) * 3)  # voxel n // 2 at the origin (Å)
+    assert correlation(layer.data, truth_volume) > 0.85
+    errors = layer.metadata["aet"]["errors"]
+    assert len(errors["r_factor"]) == 30 and errors["r_factor"][-1] < errors["r_factor"][0]
+    assert layer.metadata["aet"]["parameters"]["n_iterations"] == 30
+    assert "series genfire (running)" not in viewer.layers
+    fourier = viewer.layers["series genfire |FFT|"]
+    assert layer_kind(fourier) == "fourier" and fourier.data.shape == (40, 40, 40)
+    assert widget.plot.has_data()
+
+
+def test_reconstruct_wbp_hides_iterative_parameters(make_napari_viewer, qtbot, tilt_series, truth_volume):
+    _, aligned, _, _ = tilt_series
+    viewer = make_napari_viewer()
+    show_layer(viewer, tilt_series_layer(aligned, name="series"))
+    widget = ReconstructWidget(viewer)
+    qtbot.addWidget(widget)
+    widget.parameters.method.value = "wbp"
+    assert is_hidden(widget.parameters.n_iterations) and not is_hidden(widget.parameters.thickness)
+    widget.parameters.fourier.value = False
+    assert run_and_wait(qtbot, widget) == "done"
+    assert correlation(viewer.layers["series wbp"].data, truth_volume) > 0.8
+    assert "series wbp |FFT|" not in viewer.layers
+
+
+def test_reconstruct_live_update_then_cancel(make_napari_viewer, qtbot, tilt_series, monkeypatch):
+    _, aligned, _, _ = tilt_series
+    viewer = make_napari_viewer()
+    show_layer(viewer, tilt_series_layer(aligned, name="series"))
+    widget = ReconstructWidget(viewer)
+    qtbot.addWidget(widget)
+    reached, release = pause_after_first_iteration(monkeypatch)
+    widget.run()
+    qtbot.waitUntil(reached.is_set, timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: "series genfire (running)" in viewer.layers, timeout=WAIT_MS)
+    live = viewer.layers["series genfire (running)"]
+    assert live.data.shape == (40, 40, 40) and np.any(live.data) and widget.plot.has_data()
+    widget.cancel()
+    release.set()
+    qtbot.waitUntil(lambda: not widget.running, timeout=WAIT_MS)
+    assert widget.last_outcome == "cancelled"
+    assert not [layer.name for layer in viewer.layers if layer.name.startswith("series genfire")]
+
+
+def test_reconstruct_stop_and_keep_current(make_napari_viewer, qtbot, tilt_series, monkeypatch):
+    _, aligned, _, _ = tilt_series
+    viewer = make_napari_viewer()
+    show_layer(viewer, tilt_series_layer(aligned, name="series"))
+    widget = ReconstructWidget(viewer)
+    qtbot.addWidget(widget)
+    widget.parameters.method.value = "resire"
+    reached, release = pause_after_first_iteration(monkeypatch)
+    widget.run()
+    qtbot.waitUntil(reached.is_set, timeout=WAIT_MS)
+    widget.stop_and_keep()
+    release.set()
+    qtbot.waitUntil(lambda: not widget.running, timeout=WAIT_MS)
+    assert widget.last_outcome == "done" and "stopped early" in widget.message.text()
+    layer = viewer.layers["series resire"]
+    assert len(layer.metadata["aet"]["errors"]["r_factor"]) == 2  # the iteration running when asked
+    assert "series resire (running)" not in viewer.layers
+
+
+def test_reconstruct_bad_input_shows_a_message(make_napari_viewer, qtbot, tilt_series):
+    _, _, misaligned, true_shifts = tilt_series
+    viewer = make_napari_viewer()
+    show_layer(viewer, tilt_series_layer(misaligned.replace(shifts=true_shifts), name="series"))
+    widget = ReconstructWidget(viewer)
+    qtbot.addWidget(widget)
+    assert run_and_wait(qtbot, widget) == "error"
+    assert "not aligned" in widget.message.text()
+    assert not [layer.name for layer in viewer.layers if layer.name.startswith("series genfire")]
+
+
+# --- classify -------------------------------------------------------------------------------------
+
+def test_class_boundaries_separate_two_classes():
+    intensity = np.array([1.0, 1.2, 0.9, 5.0, 5.5, 6.0, 1.1])
+    classes = np.array([1, 1, 1, 2, 2, 2, 1])
+    ((lower, upper, threshold),) = class_boundaries(intensity, classes)
+    assert (lower, upper) == (1, 2) and 1.2 < threshold < 5.0
+    overlapping = np.array([1.0, 2.0, 3.0, 2.5, 4.0, 5.0])
+    ((_, _, threshold),) = class_boundaries(overlapping, np.array([1, 1, 1, 2, 2, 2]))
+    assert 2.0 < threshold < 3.0  # one misassignment either way; never 0
+
+
+@pytest.fixture
+def traced(make_napari_viewer, particle):
+    """A viewer with the ideal volume and its traced atoms (via the core, not the widget)."""
+    from napari_aet.trace import trace_atoms
+
+    _, recon = particle
+    viewer = make_napari_viewer()
+    show_layer(viewer, volume_layer(recon, name="volume"))
+    show_layer(viewer, atoms_layer(trace_atoms(recon), recon.volume.shape, recon.voxel_size))
+    return viewer
+
+
+def species_accuracy(found, truth):
+    distance, index = cKDTree(truth.positions).query(found.positions)
+    real = distance < 0.5
+    return np.mean(found.species[real] == truth.species[index[real]])
+
+
+def test_classify_widget_labels_species(qtbot, traced, particle):
+    truth, _ = particle
+    widget = ClassifyWidget(traced)
+    qtbot.addWidget(widget)
+    layer = traced.layers["atoms"]
+    assert widget.atoms_input.currentText() == "atoms" and widget.volume_input.currentText() == "volume"
+    assert run_and_wait(qtbot, widget) == "done"
+    assert traced.layers["atoms"] is layer  # updated in place, not replaced
+    found = atoms_from_layer(layer)
+    assert species_accuracy(found, truth) > 0.95
+    assert {"intensity", "confidence", "ambiguous", "non_atom"} <= set(layer.features.columns)
+    pt = found.species == "Pt"
+    np.testing.assert_allclose(layer.face_color[pt], [[0.45, 0.65, 1.0, 1.0]] * pt.sum())
+    assert widget.plot.has_data()
+
+
+def test_classify_never_relabels_locked_atoms(qtbot, traced):
+    layer = traced.layers["atoms"]
+    locked = np.arange(5)
+    layer.features.loc[locked, "element"] = "Fe"
+    layer.features.loc[locked, "locked"] = True
+    widget = ClassifyWidget(traced)
+    qtbot.addWidget(widget)
+    widget.parameters.elements.value = "Fe,Pt"
+    assert run_and_wait(qtbot, widget) == "done"
+    assert list(layer.features["element"][locked]) == ["Fe"] * 5
+    assert layer.features["locked"][locked].all()
+
+
+def test_classify_bad_input_shows_a_message(qtbot, traced):
+    widget = ClassifyWidget(traced)
+    qtbot.addWidget(widget)
+    widget.parameters.elements.value = "Fe,Xx"
+    widget.run()
+    assert not widget.running and "Xx" in widget.message.text()
+    assert "element" in traced.layers["atoms"].features and not any(traced.layers["atoms"].features["element"])

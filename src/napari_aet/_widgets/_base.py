@@ -60,13 +60,15 @@ class LayerSelector(QComboBox):
     """A drop-down list of the viewer's layers accepted by ``accepts(layer)``, kept up to date.
 
     A newly added matching layer becomes the selection, so the output of one stage is the
-    default input of the next.
+    default input of the next, unless its name is in ``own_outputs`` (the names the owning
+    widget writes: a stage does not switch its input to its own output).
     """
 
-    def __init__(self, viewer, accepts, parent=None):
+    def __init__(self, viewer, accepts, own_outputs=(), parent=None):
         super().__init__(parent)
         self.viewer = viewer
         self.accepts = accepts
+        self.own_outputs = own_outputs
         viewer.layers.events.inserted.connect(self._on_inserted)
         viewer.layers.events.removed.connect(self.refresh)
         for layer in viewer.layers:
@@ -75,7 +77,8 @@ class LayerSelector(QComboBox):
 
     def _on_inserted(self, event):
         event.value.events.name.connect(self.refresh)
-        self.refresh(select=event.value.name if self.accepts(event.value) else None)
+        new = event.value
+        self.refresh(select=new.name if self.accepts(new) and new.name not in self.own_outputs else None)
 
     def refresh(self, event=None, select=None):
         """Re-list the accepted layers, keeping the selection (or selecting ``select``)."""
@@ -137,6 +140,7 @@ class StageWidget(QWidget):
         self.stop_requested = False
         self._cancel_requested = False
         self._worker = None
+        self._outputs = set()
         self.last_outcome = None
 
         self.inputs = QFormLayout()
@@ -187,9 +191,14 @@ class StageWidget(QWidget):
     # --- helpers for subclasses -------------------------------------------------------------
     def add_input(self, label, accepts) -> LayerSelector:
         """Add a layer selector listing the layers for which ``accepts(layer)`` is true."""
-        selector = LayerSelector(self.viewer, accepts)
+        selector = LayerSelector(self.viewer, accepts, own_outputs=self._outputs)
         self.inputs.addRow(label, selector)
         return selector
+
+    def show_output(self, layer_data, **overrides):
+        """:func:`show_layer` for this stage's outputs (which its own inputs do not switch to)."""
+        self._outputs.add(overrides.get("name", layer_data[1]["name"]))
+        return show_layer(self.viewer, layer_data, **overrides)
 
     @staticmethod
     def selected(selector: LayerSelector, what: str):

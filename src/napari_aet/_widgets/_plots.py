@@ -28,10 +28,10 @@ class PlotCanvas(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.canvas)
 
-    def subplots(self, ncols=1):
-        """Clear the figure and return ``ncols`` fresh axes (a list), styled for the dark theme."""
+    def subplots(self, nrows=1, ncols=1):
+        """Clear the figure and return ``nrows * ncols`` fresh axes (a flat list, row by row)."""
         self.figure.clear()
-        axes = [self.figure.add_subplot(1, ncols, i + 1) for i in range(ncols)]
+        axes = [self.figure.add_subplot(nrows, ncols, i + 1) for i in range(nrows * ncols)]
         for ax in axes:
             ax.set_facecolor(_BACKGROUND)
             ax.tick_params(colors=_FOREGROUND, labelsize=7)

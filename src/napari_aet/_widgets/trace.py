@@ -7,7 +7,7 @@ from magicgui.widgets import FloatSpinBox, SpinBox
 
 from ..layers import atoms_layer, reconstruction_from_layer
 from ..trace import trace_atoms
-from ._base import StageWidget, is_atoms, is_volume, show_layer
+from ._base import StageWidget, is_atoms, is_volume
 
 #: Name of the output layer.
 ATOMS_LAYER = "atoms"
@@ -57,6 +57,6 @@ class TraceWidget(StageWidget):
 
     def finish(self, atoms):
         name = free_atoms_name(self.viewer)
-        show_layer(self.viewer, atoms_layer(atoms, *self._grid, name=name))
+        self.show_output(atoms_layer(atoms, *self._grid, name=name))
         self.show_done(f"traced {len(atoms)} atoms into layer {name!r}")
 

@@ -1,0 +1,96 @@
+"""Classify the species of the atoms in a Points layer, with a histogram of their intensities."""
+
+from __future__ import annotations
+
+import numpy as np
+from magicgui.widgets import FloatSpinBox, LineEdit, SpinBox
+
+from ..classify import classify_atoms
+from ..layers import ELEMENT_COLOURS, OTHER_COLOUR, atoms_from_layer, atoms_layer, reconstruction_from_layer
+from ..model import InputError, check_elements
+from ._base import StageWidget, is_atoms, is_volume
+from ._plots import PlotCanvas
+
+
+def class_boundaries(intensity, class_index) -> list[tuple[int, int, float]]:
+    """Intensity thresholds between classes adjacent in median intensity.
+
+    For each pair (lower, upper) the threshold is the value that misassigns the fewest of
+    their atoms if intensity alone decided. Returns (lower, upper, threshold) triples.
+    """
+    intensity, class_index = np.asarray(intensity, float), np.asarray(class_index)
+    classes = sorted(np.unique(class_index), key=lambda c: np.median(intensity[class_index == c]))
+    bounds = []
+    for lower, upper in zip(classes[:-1], classes[1:]):
+        pair = np.isin(class_index, (lower, upper))
+        values, is_upper = intensity[pair], class_index[pair] == upper
+        order = np.argsort(values)
+        values, is_upper = values[order], is_upper[order]
+        # misassigned if the threshold falls after position k: uppers below + lowers above
+        errors = np.concatenate([[0], np.cumsum(is_upper)]) + np.concatenate(
+            [np.cumsum((~is_upper)[::-1])[::-1], [0]])
+        k = int(np.argmin(errors))
+        threshold = values[0] if k == 0 else values[-1] if k == len(values) else 0.5 * (values[k - 1] + values[k])
+        bounds.append((int(lower), int(upper), float(threshold)))
+    return bounds
+
+
+class ClassifyWidget(StageWidget):
+    """Species of traced atoms (:func:`napari_aet.classify.classify_atoms`).
+
+    Updates the atoms layer in place: species (``element``), per-atom ``intensity``,
+    ``confidence``, ``ambiguous``, ``non_atom`` and the point colours. Atoms whose ``locked``
+    feature is True keep their species. The plot is a histogram of the integrated intensities
+    coloured by class, with the intensity thresholds between neighbouring classes.
+    """
+
+    def __init__(self, napari_viewer):
+        super().__init__(napari_viewer, [
+            LineEdit(name="elements", label="elements (lightest first)", value="Fe,Pt"),
+            SpinBox(name="box", label="box (voxels)", value=5, min=1, max=21, step=2),
+            FloatSpinBox(name="local_radius", label="local radius (Å, 0 = global)", value=10.0, min=0.0,
+                         max=100.0, step=1.0),
+            FloatSpinBox(name="ambiguity_threshold", label="ambiguous below confidence", value=0.8, min=0.0,
+                         max=1.0, step=0.05),
+        ], run_text="Classify")
+        self.volume_input = self.add_input("volume", is_volume)
+        self.atoms_input = self.add_input("atoms", is_atoms)
+        self.plot = PlotCanvas()
+        self.extra.addWidget(self.plot)
+        self._target = None
+
+    def prepare(self):
+        recon = reconstruction_from_layer(self.selected(self.volume_input, "volume"))
+        layer = self.selected(self.atoms_input, "atoms")
+        atoms = atoms_from_layer(layer)
+        params = self.values()
+        elements = check_elements(params.pop("elements"))
+        self._target = (layer, len(atoms), elements)
+        return lambda progress: classify_atoms(recon, atoms, elements, progress=progress, **params)
+
+    def finish(self, atoms):
+        layer, n_atoms, elements = self._target
+        if layer not in self.viewer.layers or len(layer.data) != n_atoms:
+            raise InputError(f"the atoms layer {layer.name!r} changed while classifying: run Classify again")
+        meta = layer.metadata["aet"]
+        self.show_output(atoms_layer(atoms, meta["volume_shape"], meta["voxel_size"], name=layer.name))
+        self.plot_histogram(atoms.features["intensity"], atoms.features["class_index"], elements)
+        counts = ", ".join(f"{np.count_nonzero(atoms.species == e)} {e}" for e in elements)
+        self.show_done(f"{counts}, {np.count_nonzero(atoms.features['non_atom'])} non-atoms; "
+                       f"{np.count_nonzero(atoms.features['ambiguous'])} ambiguous")
+
+    def plot_histogram(self, intensity, class_index, elements):
+        """Stacked histogram of integrated intensity by class, with the class boundaries."""
+        (ax,) = self.plot.subplots()
+        names = ["non-atom", *elements]
+        classes = [c for c in range(len(names)) if np.any(class_index == c)]
+        bins = np.histogram_bin_edges(intensity, bins=min(60, max(10, len(intensity) // 10)))
+        ax.hist([intensity[class_index == c] for c in classes], bins=bins, stacked=True,
+                color=[OTHER_COLOUR if c == 0 else ELEMENT_COLOURS.get(names[c], OTHER_COLOUR) for c in classes],
+                label=[names[c] for c in classes])
+        for _, _, threshold in class_boundaries(intensity, class_index):
+            ax.axvline(threshold, color="white", lw=1, ls="--")
+        ax.set_xlabel("integrated intensity")
+        ax.set_ylabel("atoms")
+        ax.legend(fontsize=7)
+        self.plot.draw()
