@@ -91,11 +91,11 @@ def tilt_series_from_image(image: ImageFile, path: Path, *, angles=None, pixel_s
     if len(data) != len(angles):
         raise InputError(f"{path.name} holds {len(data)} projections but {len(angles)} angles were found "
                          f"({angles_from}): there must be one angle per projection")
-    info = {**image.info, "angles_from": angles_from}
+    info = {**image.info, "angles_from": angles_from, "pixel_size_from": "given"}
+    if pixel_size is None and image.pixel_size is not None:
+        pixel_size, info["pixel_size_from"] = image.pixel_size, "file metadata"
     if pixel_size is None:
-        pixel_size = image.pixel_size
-        info["pixel_size_from"] = "file metadata"
-    if pixel_size is None:
+        info["pixel_size_from"] = "unknown"
         if missing_pixel_size is None:
             raise InputError(f"{path.name} has no pixel size in its metadata: give the pixel size in Å "
                              "(pixel_size=..., --pixel-size on the command line)")

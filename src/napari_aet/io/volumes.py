@@ -1,8 +1,9 @@
 """Reconstructed volumes: MRC (.mrc .rec) with the voxel size in the header, ImageJ TIFF, NPY, MAT.
 
 Layouts: ``"zyx"`` (default) is ``(nz, ny, nx)``; ``"genfire"`` is GENFIRE-Python's
-``[x, y, z]`` indexing (its .npy/.mat volumes, and its own MRC writer, which stores the
-array's first axis as MRC x), read as ``data.transpose(2, 1, 0)``.
+``[x, y, z]`` indexing, read as ``data.transpose(2, 1, 0)``. It applies to GENFIRE's .npy and
+.mat volumes and to cubic .mrc files from GENFIRE's own MRC writer, which dumps the array's
+bytes in C order so that they read back still indexed ``[x, y, z]``.
 """
 
 from __future__ import annotations
