@@ -1,0 +1,249 @@
+"""Pre-processing of tilt series before alignment: frames, background, intensity, noise, scan distortion.
+
+Every function returns new data and records what it did in ``metadata``; the input is
+never modified. Intensities are detector counts unless stated otherwise.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+from scipy import ndimage, stats
+from skimage.registration import phase_cross_correlation
+from skimage.restoration import denoise_nl_means, denoise_wavelet
+
+from .model import InputError, TiltSeries
+from .progress import report
+
+# ------------------------------------------------------------------ frame stacks
+
+
+def _band_pass(images, fine=1.0, coarse=8.0):
+    """Difference of Gaussian blurs (px) over the last two axes: keeps atom-sized features,
+    suppresses pixel noise and slowly varying backgrounds."""
+    images = np.asarray(images, dtype=np.float32)
+    lead = (0,) * (images.ndim - 2)
+    return (ndimage.gaussian_filter(images, lead + (fine, fine))
+            - ndimage.gaussian_filter(images, lead + (coarse, coarse)))
+
+
+def _frame_drift(frames, upsample, iterations):
+    """Displacement (dy, dx) ``(f, 2)`` of each frame of one tilt, mean zero."""
+    spectra = np.fft.fft2(_band_pass(frames))
+    ky = np.fft.fftfreq(frames.shape[1])[:, None]
+    kx = np.fft.fftfreq(frames.shape[2])[None, :]
+    drift = np.zeros((len(frames), 2))
+    for _ in range(iterations):
+        aligned = spectra * np.exp(2j * np.pi * (ky[None] * drift[:, :1, None] + kx[None] * drift[:, 1:, None]))
+        total = aligned.sum(axis=0)
+        for f in range(len(frames)):  # leave-one-out reference: no bias towards zero drift
+            drift[f] = -phase_cross_correlation(total - aligned[f], spectra[f], space="fourier",
+                                                upsample_factor=upsample, normalization=None)[0]
+        drift -= drift.mean(axis=0)
+    return drift
+
+
+def register_frames(frames, *, upsample=20, iterations=3, progress=None) -> tuple[np.ndarray, np.ndarray]:
+    """Register the fast frames of every tilt and sum them.
+
+    frames : ``(n_angles, n_frames, ny, nx)`` counts.
+    upsample : sub-pixel precision is ``1 / upsample`` px.
+
+    Each frame is cross-correlated (band-passed to atom-sized features) with the sum of the
+    other frames of its tilt, ``iterations`` times. Returns the registered frames
+    *summed* ``(n_angles, ny, nx)`` float32 (a sum keeps Poisson counts; divide by
+    ``n_frames`` for the mean) and the drift ``(n_angles, n_frames, 2)``: displacement
+    (dy, dx) px of each frame from its tilt's mean position.
+    """
+    frames = np.asarray(frames)
+    if frames.ndim != 4:
+        raise InputError(f"expected frame stacks (n_angles, n_frames, ny, nx), got shape {frames.shape}: "
+                         "a single frame per angle needs no registration, open it as a tilt series")
+    if frames.shape[1] < 2:
+        raise InputError(f"only one frame per angle in shape {frames.shape}: nothing to register, "
+                         "use frames[:, 0] as the tilt series")
+    out = np.empty((frames.shape[0], *frames.shape[2:]), dtype=np.float32)
+    drift = np.empty(frames.shape[:2] + (2,))
+    for i, stack in enumerate(frames):
+        drift[i] = _frame_drift(stack.astype(np.float32), upsample, iterations)
+        out[i] = sum(ndimage.shift(frame.astype(np.float32), -d, order=3, mode="nearest")
+                     for frame, d in zip(stack, drift[i]))
+        report(progress, (i + 1) / len(frames), f"registered frames of tilt {i + 1}/{len(frames)}")
+    return out, drift
+
+
+def tilt_series_from_frames(frames, angles, *, pixel_size=1.0, tilt_axis=0.0, metadata=None,
+                            upsample=20, progress=None) -> TiltSeries:
+    """A TiltSeries from frame stacks ``(n_angles, n_frames, ny, nx)``, registered with
+    :func:`register_frames`; the drift is kept in ``metadata["frame_drift"]`` (px, (dy, dx))."""
+    projections, drift = register_frames(frames, upsample=upsample, progress=progress)
+    metadata = {**(metadata or {}), "frame_drift": drift.tolist(), "n_frames": int(np.shape(frames)[1])}
+    return TiltSeries(projections, angles, pixel_size, tilt_axis, metadata=metadata)
+
+
+# ----------------------------------------------------------------- background
+
+
+def particle_mask(image, *, threshold=3.0, margin=4, smooth=2.0) -> np.ndarray:
+    """Boolean ``(ny, nx)`` mask of the particle: the smoothed image more than ``threshold``
+    noise deviations above the border level, grown by ``margin`` px."""
+    blurred = ndimage.gaussian_filter(np.asarray(image, dtype=np.float64), smooth)
+    border = np.concatenate([blurred[:2].ravel(), blurred[-2:].ravel(), blurred[:, :2].ravel(),
+                             blurred[:, -2:].ravel()])
+    level = np.median(border)
+    noise = 1.4826 * np.median(np.abs(border - level)) + 1e-12
+    return ndimage.binary_dilation(blurred - level > threshold * noise, iterations=margin)
+
+
+def _polynomial_design(shape, degree):
+    """Monomials x^i y^j (i + j <= degree) on coordinates scaled to [-1, 1], ``(ny*nx, terms)``."""
+    y, x = np.mgrid[0:shape[0], 0:shape[1]]
+    x, y = (2 * x / (shape[1] - 1) - 1).ravel(), (2 * y / (shape[0] - 1) - 1).ravel()
+    return np.stack([x ** i * y ** j for i in range(degree + 1) for j in range(degree + 1 - i)], axis=1)
+
+
+def subtract_background(series: TiltSeries, *, method="constant", degree=3, threshold=3.0,
+                        margin=4) -> TiltSeries:
+    """Subtract a background estimated outside the particle in every projection.
+
+    method : ``"constant"`` (mean of the pixels outside the particle) or ``"smooth"``
+        (a 2D polynomial of ``degree`` fitted to them, then a second pass with the
+        particle mask recomputed on the corrected image).
+    threshold, margin : particle mask, see :func:`particle_mask`.
+
+    The image border must show background: at least 10% of the image must lie outside
+    the particle mask, else :class:`InputError`.
+
+    The background levels (mean per projection, counts) go to ``metadata["background"]``.
+    """
+    if method not in ("constant", "smooth"):
+        raise InputError(f"background method {method!r} is unknown: expected 'constant' or 'smooth'")
+    shape = series.projections.shape[1:]
+    design = _polynomial_design(shape, degree if method == "smooth" else 0)
+    out = np.empty_like(series.projections)
+    levels = []
+    for i, image in enumerate(series.projections):
+        background = np.zeros(shape)
+        for _ in range(2 if method == "smooth" else 1):
+            outside = ~particle_mask(image - background, threshold=threshold, margin=margin).ravel()
+            if outside.mean() < 0.1:
+                raise InputError(f"projection {i}: the particle fills the field of view ({outside.mean():.0%} "
+                                 "background left); crop less tightly or skip background subtraction")
+            coef = np.linalg.lstsq(design[outside], image.ravel()[outside], rcond=None)[0]
+            background = (design @ coef).reshape(shape)
+        out[i] = image - background
+        levels.append(float(background.mean()))
+    record = {"method": method, "levels": levels, **({"degree": degree} if method == "smooth" else {})}
+    return series.replace(projections=out, metadata={**series.metadata, "background": record})
+
+
+def normalise_intensity(series: TiltSeries) -> TiltSeries:
+    """Scale every projection to the mean total intensity (ADF mass conservation).
+
+    Run after :func:`subtract_background`, or the background is counted as mass. The
+    factors ``(n,)`` go to ``metadata["normalisation"]["factors"]``.
+    """
+    totals = series.projections.sum(axis=(1, 2), dtype=np.float64)
+    if np.any(totals <= 0):
+        raise InputError(f"projection(s) {np.flatnonzero(totals <= 0).tolist()} have no positive total "
+                         "intensity: check the background subtraction or remove those tilts")
+    factors = totals.mean() / totals
+    out = (series.projections * factors[:, None, None]).astype(np.float32)
+    return series.replace(projections=out, metadata={**series.metadata,
+                                                     "normalisation": {"factors": factors.tolist()}})
+
+
+# -------------------------------------------------------------------- denoising
+
+#: Counts above which the unbiased inverse Anscombe transform uses its asymptotic form.
+_EXACT_INVERSE_LIMIT = 400.0
+
+
+def anscombe(counts) -> np.ndarray:
+    """Variance-stabilising transform ``2 sqrt(counts + 3/8)``: Poisson counts -> unit variance."""
+    return 2.0 * np.sqrt(np.maximum(counts, 0) + 0.375)
+
+
+def inverse_anscombe(values) -> np.ndarray:
+    """Exact unbiased inverse of :func:`anscombe` (Mäkitalo & Foi 2011).
+
+    Returns the Poisson mean ``lam`` whose transform has expectation ``values``:
+    ``E[anscombe(Poisson(lam))]`` is tabulated exactly for ``lam <= 400`` and inverted
+    by interpolation; above, its asymptotic inverse ``values**2 / 4 - 1/8`` is used.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    lam = np.linspace(0, np.sqrt(_EXACT_INVERSE_LIMIT), 2001) ** 2
+    k = np.arange(int(_EXACT_INVERSE_LIMIT + 12 * np.sqrt(_EXACT_INVERSE_LIMIT) + 30))
+    expected = stats.poisson.pmf(k[None, :], lam[:, None]) @ anscombe(k)
+    exact = np.interp(values, expected, lam, left=0.0)
+    return np.where(values <= expected[-1], exact, values ** 2 / 4 - 0.125)
+
+
+_DENOISERS = {
+    "nlmeans": lambda image, options: denoise_nl_means(
+        image, **{"sigma": 1.0, "h": 0.8, "patch_size": 5, "patch_distance": 6, "fast_mode": True, **options}),
+    "wavelet": lambda image, options: denoise_wavelet(
+        image, **{"sigma": 1.0, "method": "BayesShrink", "mode": "soft", "rescale_sigma": True, **options}),
+}
+
+
+def denoise(series: TiltSeries, *, method="none", gain=1.0, progress=None, **options) -> TiltSeries:
+    """Poisson-aware denoising: Anscombe transform, a scikit-image denoiser, exact unbiased inverse.
+
+    method : ``"none"`` (the series unchanged), ``"nlmeans"``
+        (:func:`skimage.restoration.denoise_nl_means`) or ``"wavelet"``
+        (:func:`skimage.restoration.denoise_wavelet`); ``options`` go to that function
+        (the noise sigma after the transform is 1).
+    gain : detector units per count; the projections must be raw counts times ``gain``,
+        so denoise *before* background subtraction.
+    """
+    if method == "none":
+        return series
+    if method not in _DENOISERS:
+        raise InputError(f"denoising method {method!r} is unknown: expected 'none', 'nlmeans' or 'wavelet'")
+    counts = series.projections / float(gain)
+    if counts.min() < -1:
+        raise InputError(f"denoising expects raw counts, but the projections go down to {counts.min():.1f}: "
+                         "denoise before background subtraction, or set the detector gain")
+    if method == "wavelet" and importlib.util.find_spec("pywt") is None:
+        raise InputError("wavelet denoising needs PyWavelets: pip install PyWavelets, or use 'nlmeans'")
+    out = np.empty_like(series.projections)
+    for i, image in enumerate(anscombe(counts)):
+        out[i] = inverse_anscombe(_DENOISERS[method](image, options)) * gain
+        report(progress, (i + 1) / len(out), f"denoised projection {i + 1}/{len(out)}")
+    record = {"method": method, "gain": float(gain), "options": options}
+    return series.replace(projections=out, metadata={**series.metadata, "denoise": record})
+
+
+# ------------------------------------------------------------ scan distortion
+
+
+def correct_scan_distortion(series_or_frames, matrix):
+    """Apply an affine correction ``matrix`` (2x2, acting on (x, y) about the image centre).
+
+    A feature measured at (x, y) relative to the centre ``(nx//2, ny//2)`` moves to
+    ``matrix @ (x, y)``; e.g. ``matrix = true_lattice @ inv(measured_lattice)`` with
+    lattice vectors as columns. Accepts a TiltSeries (the matrix is recorded in
+    ``metadata["scan_distortion"]``) or an array whose last two axes are (ny, nx), such
+    as frames ``(n_angles, n_frames, ny, nx)``; returns the same type.
+    """
+    matrix = np.asarray(matrix, dtype=np.float64)
+    if matrix.shape != (2, 2) or not np.all(np.isfinite(matrix)) or np.linalg.det(matrix) <= 0:
+        raise InputError(f"scan-distortion correction must be a finite 2x2 matrix with positive "
+                         f"determinant, got {matrix.tolist()}")
+    is_series = isinstance(series_or_frames, TiltSeries)
+    data = np.asarray(series_or_frames.projections if is_series else series_or_frames)
+    if data.ndim < 2:
+        raise InputError(f"expected images (..., ny, nx), got shape {data.shape}")
+    ny, nx = data.shape[-2:]
+    swap = np.array([[0, 1], [1, 0]])
+    inverse = swap @ np.linalg.inv(matrix) @ swap  # output (row, col) -> input (row, col)
+    centre = np.array([ny // 2, nx // 2], dtype=np.float64)
+    images = data.reshape(-1, ny, nx).astype(np.float32)
+    out = np.stack([ndimage.affine_transform(im, inverse, offset=centre - inverse @ centre, order=3,
+                                             mode="nearest") for im in images]).reshape(data.shape)
+    if not is_series:
+        return out
+    return series_or_frames.replace(projections=out, metadata={
+        **series_or_frames.metadata, "scan_distortion": matrix.tolist()})

@@ -1,0 +1,118 @@
+"""Pre-processing against simulated data with known drift, background and noise-free truth."""
+
+import numpy as np
+import pytest
+
+from napari_aet import preprocess
+from napari_aet.model import InputError
+from napari_aet.simulate import fcc_particle, simulate_tilt_series
+
+ANGLES = np.linspace(-60, 60, 7)
+SHAPE = (96, 96)
+
+
+@pytest.fixture(scope="module")
+def atoms():
+    return fcc_particle(radius=12.0, seed=2)
+
+
+def smooth_background(level, shape=SHAPE):
+    """The simulator's background map (counts per pixel)."""
+    yy, xx = np.mgrid[0:shape[0], 0:shape[1]] / max(shape)
+    return level * (1 + 0.5 * np.sin(2 * np.pi * (0.7 * xx + 0.3 * yy)))
+
+
+def clean_projections(atoms, dose, **kwargs):
+    noiseless = simulate_tilt_series(atoms, angles=ANGLES, shape=SHAPE, dose=None, seed=1, **kwargs)
+    return noiseless.tilt_series.projections * dose
+
+
+def test_register_frames_recovers_drift(atoms):
+    data = simulate_tilt_series(atoms, angles=ANGLES, shape=SHAPE, dose=300, max_shift=1, n_frames=5,
+                                frame_drift=0.7, background=10, seed=1)
+    summed, drift = preprocess.register_frames(data.frames)
+    assert summed.shape == data.tilt_series.projections.shape and drift.shape == data.frame_drift.shape
+    assert np.sqrt(np.mean(np.sum((drift - data.frame_drift) ** 2, axis=-1))) < 0.1
+    assert abs(summed.sum() / data.frames.sum() - 1) < 0.01  # counts kept
+    series = preprocess.tilt_series_from_frames(data.frames, ANGLES, pixel_size=0.4)
+    np.testing.assert_allclose(series.metadata["frame_drift"], drift)
+
+
+def test_register_frames_rejects_single_frames():
+    with pytest.raises(InputError, match="frame stacks"):
+        preprocess.register_frames(np.ones((3, 16, 16)))
+    with pytest.raises(InputError, match="only one frame"):
+        preprocess.register_frames(np.ones((3, 1, 16, 16)))
+
+
+def test_smooth_background_is_removed(atoms):
+    data = simulate_tilt_series(atoms, angles=ANGLES, shape=SHAPE, dose=300, max_shift=1, background=10, seed=1)
+    truth = smooth_background(10)
+    for method, tolerance in (("constant", 4.0), ("smooth", 0.5)):
+        out = preprocess.subtract_background(data.tilt_series, method=method)
+        estimated = data.tilt_series.projections - out.projections
+        assert np.sqrt(np.mean((estimated - truth) ** 2)) < tolerance
+        assert len(out.metadata["background"]["levels"]) == len(ANGLES)
+    with pytest.raises(InputError, match="unknown"):
+        preprocess.subtract_background(data.tilt_series, method="rolling ball")
+
+
+def test_background_needs_room_outside_the_particle(atoms):
+    data = simulate_tilt_series(atoms, angles=ANGLES, shape=(62, 62), dose=300, max_shift=0, seed=1)
+    with pytest.raises(InputError, match="fills the field of view"):
+        preprocess.subtract_background(data.tilt_series)
+
+
+def test_normalise_intensity_equalises_totals(atoms):
+    data = simulate_tilt_series(atoms, angles=ANGLES, shape=SHAPE, dose=None, max_shift=1, seed=1)
+    scale = np.linspace(0.7, 1.3, len(ANGLES))
+    series = data.tilt_series.replace(projections=data.tilt_series.projections * scale[:, None, None])
+    out = preprocess.normalise_intensity(series)
+    totals = out.projections.sum(axis=(1, 2))
+    assert np.ptp(totals) < 1e-4 * totals.mean()
+    factors = np.array(out.metadata["normalisation"]["factors"])
+    assert np.ptp(factors * scale) < 1e-3 * np.mean(factors * scale)  # the factors undo the scaling
+
+
+@pytest.mark.parametrize("method", ["nlmeans", "wavelet"])
+def test_denoise_reduces_error_without_bias(atoms, method):
+    if method == "wavelet":
+        pytest.importorskip("pywt")
+    dose, level = 150, 2.0
+    data = simulate_tilt_series(atoms, angles=ANGLES, shape=SHAPE, dose=dose, max_shift=0, background=level,
+                                seed=1)
+    truth = clean_projections(atoms, dose, max_shift=0) + smooth_background(level)
+    out = preprocess.denoise(data.tilt_series, method=method)
+    noisy_error = np.mean((data.tilt_series.projections - truth) ** 2)
+    assert np.mean((out.projections - truth) ** 2) < 0.5 * noisy_error
+    background = truth < 2 * level
+    assert abs(out.projections[background].mean() / truth[background].mean() - 1) < 0.05
+    assert out.metadata["denoise"]["method"] == method
+    assert preprocess.denoise(data.tilt_series) is data.tilt_series  # "none" is the default
+
+
+def test_inverse_anscombe_is_unbiased():
+    rng = np.random.default_rng(0)
+    lam = np.array([0.2, 1.0, 4.0, 30.0, 1000.0])
+    mean_transform = [preprocess.anscombe(rng.poisson(m, 400_000)).mean() for m in lam]
+    np.testing.assert_allclose(preprocess.inverse_anscombe(mean_transform), lam, rtol=0.02)
+
+
+def test_denoise_rejects_background_subtracted_data(atoms):
+    data = simulate_tilt_series(atoms, angles=ANGLES, shape=SHAPE, dose=100, max_shift=0, background=5, seed=1)
+    subtracted = preprocess.subtract_background(data.tilt_series)
+    with pytest.raises(InputError, match="raw counts"):
+        preprocess.denoise(subtracted, method="nlmeans")
+
+
+def test_scan_distortion_correction_moves_features_by_the_matrix():
+    image = np.zeros((2, 64, 64), dtype=np.float32)
+    image[:, 32 + 10, 32 + 20] = 1  # a point at (x, y) = (20, 10) about the centre
+    matrix = np.array([[1.05, 0.02], [0.0, 0.97]])
+    out = preprocess.correct_scan_distortion(image, matrix)
+    assert out.shape == image.shape
+    cy, cx = (np.array(np.unravel_index(np.argmax(out[0]), (64, 64))) - 32)
+    expected_x, expected_y = matrix @ [20, 10]
+    assert abs(cx - expected_x) <= 0.5 and abs(cy - expected_y) <= 0.5
+    with pytest.raises(InputError, match="2x2"):
+        preprocess.correct_scan_distortion(image, np.eye(3))
