@@ -310,6 +310,22 @@ def test_extended_xyz_layout(tmp_path, sample):
     assert lines[2].split()[0] == "X" and lines[5].split()[0] in ("Fe", "Pt")
 
 
+def test_ase_reads_our_xyz(tmp_path, sample):
+    ase_io = pytest.importorskip("ase.io")
+    atoms = atoms_with_columns(sample)
+    write_atoms(tmp_path / "a.xyz", atoms)
+    theirs = ase_io.read(tmp_path / "a.xyz")
+    np.testing.assert_allclose(theirs.positions, atoms.positions, atol=1e-12)
+    assert theirs.get_chemical_symbols() == [s or "X" for s in atoms.species]
+    np.testing.assert_array_equal(theirs.arrays["intensity"], atoms.features["intensity"])
+    np.testing.assert_array_equal(theirs.arrays["ordered"], atoms.features["ordered"])
+    ase_io.write(tmp_path / "ase.xyz", theirs, format="extxyz")
+    back = read_atoms(tmp_path / "ase.xyz")
+    np.testing.assert_allclose(back.positions, atoms.positions, atol=1e-7)
+    np.testing.assert_array_equal(back.species, atoms.species)
+    np.testing.assert_array_equal(back.features["label"], atoms.features["label"])
+
+
 def test_plain_xyz(tmp_path):
     (tmp_path / "p.xyz").write_text("2\nplain\nPt 0.0 1.0 2.0\nFe -1.5 0 3\n")
     atoms = read_atoms(tmp_path / "p.xyz")
