@@ -467,6 +467,15 @@ def test_interrupted_write_leaves_nothing_behind(tmp_path, sample, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_written_files_follow_the_umask(tmp_path, sample):
+    old = os.umask(0o022)
+    try:
+        write_atoms(tmp_path / "a.csv", sample.atoms)
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.csv").stat().st_mode & 0o777 == 0o644
+
+
 def test_tilt_series_model_is_checked(tmp_path, series):
     """Duplicate angles are caught by TiltSeries and reported with the file name."""
     np.save(tmp_path / "dup.npy", series.projections[:3])

@@ -75,8 +75,8 @@ def _jsonable(value):
         return value.tolist()
     if isinstance(value, np.generic):
         return value.item()
-    if isinstance(value, (Path, set, tuple)):
-        return str(value) if isinstance(value, Path) else list(value)
+    if isinstance(value, Path):
+        return str(value)
     raise TypeError(f"cannot store {type(value).__name__} in a project file")
 
 

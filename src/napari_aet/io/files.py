@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -33,21 +33,20 @@ def suffix_of(path, allowed, what) -> str:
 def atomic_write(path):
     """Yield a temporary path beside ``path``; on success move it over ``path`` with os.replace.
 
-    Nothing is left at ``path`` (and the temporary file is removed) if writing fails, so a
-    half-written file never looks like a result. The temporary path keeps the extension.
+    If writing fails, ``path`` stays as it was (absent, or the previous file) and the
+    temporary file is removed, so a half-written file never looks like a result. The
+    temporary path keeps the extension; the file gets the usual umask permissions.
     """
     path = Path(path).expanduser()
-    directory = path.parent if str(path.parent) else Path(".")
+    directory = path.parent
     if not directory.is_dir():
         raise InputError(f"cannot write {path}: directory {directory} does not exist")
+    temporary = directory / f".{path.stem}.{secrets.token_hex(4)}.part{path.suffix}"
     try:
-        handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".part{path.suffix}",
-                                             dir=directory)
+        temporary.touch(exist_ok=False)  # unlike mkstemp, honours the umask, so results stay readable
     except OSError as exc:
         raise InputError(f"cannot write {path}: directory {directory} is not writable "
                          f"({exc.strerror})") from exc
-    os.close(handle)
-    temporary = Path(temporary)
     try:
         yield temporary
         os.replace(temporary, path)
