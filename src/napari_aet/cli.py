@@ -110,7 +110,7 @@ def command_run(args) -> int:
 
 
 def _iterations(args):
-    return {} if args.iterations is None else {"iterations": args.iterations}
+    return {} if args.iterations is None else {"n_iterations": args.iterations}
 
 
 def command_simulate(args) -> int:

@@ -52,6 +52,7 @@ def run_pipeline(series: TiltSeries, elements, *, align=True, method="resire", r
     """
     from .align import align_auto, apply_alignment
     from .classify import classify_atoms
+    from .reconstruct import parameters as method_parameters
     from .reconstruct import reconstruct
     from .trace import trace_atoms
 
@@ -78,7 +79,9 @@ def run_pipeline(series: TiltSeries, elements, *, align=True, method="resire", r
         estimated, alignment = timed("align", align_auto, series, **options)
         aligned = apply_alignment(estimated)
 
-    options = {"seed": seed, **(reconstruct_options or {})}
+    options = dict(reconstruct_options or {})
+    if "seed" in method_parameters(method):
+        options.setdefault("seed", seed)
     parameters["reconstruct_options"] = options
     reconstruction = timed("reconstruct", reconstruct, aligned, method=method, **options)
 
