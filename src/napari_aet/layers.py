@@ -90,7 +90,7 @@ def atoms_layer(atoms: AtomModel, volume_shape, voxel_size, name="atoms"):
     return (specimen_to_voxel(atoms.positions, volume_shape, voxel_size), {
         "name": name, "scale": scale, "translate": translate, "features": frame,
         "face_color": element_colours(atoms.species), "size": 2.0 / voxel_size,
-        "border_width": 0.0, "out_of_slice_display": True,
+        "border_width": 0.0, "projection_mode": "none",
         "metadata": {"aet": {"kind": "atoms", "volume_shape": list(volume_shape),
                              "voxel_size": voxel_size}},
     }, "points")
