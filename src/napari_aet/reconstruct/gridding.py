@@ -58,14 +58,15 @@ def centred_spectrum(projection, n) -> np.ndarray:
     return fft.rfft2(padded, workers=-1).astype(np.complex64, copy=False)
 
 
-def _plane_samples(spectrum, n):
-    """Every sample of the 2D plane strictly inside Nyquist: (ku, kv) and value, the rfft half plus
-    the Hermitian mates of its interior columns (0 < ku < n/2)."""
+def _plane_frequencies(n):
+    """The 2D frequencies (ku, kv) ``(P, 2)`` strictly inside Nyquist that one rfft2 spectrum
+    ``(n, n//2 + 1)`` gives: its own samples (mask ``own``) then the Hermitian mates of its interior
+    columns 0 < ku < n/2 (mask ``mate``, value ``conj``)."""
     kv, ku = np.meshgrid(fft.fftfreq(n, 1 / n), np.arange(n // 2 + 1), indexing="ij")
-    inside = ku**2 + kv**2 < (n / 2) ** 2
-    mate = inside & (ku > 0)
-    q = np.concatenate([np.stack([ku[inside], kv[inside]], 1), -np.stack([ku[mate], kv[mate]], 1)])
-    return q, np.concatenate([spectrum[inside], np.conj(spectrum[mate])])
+    own = ku**2 + kv**2 < (n / 2) ** 2
+    mate = own & (ku > 0)
+    q = np.concatenate([np.stack([ku[own], kv[own]], 1), -np.stack([ku[mate], kv[mate]], 1)])
+    return q, own, mate
 
 
 def grid_projections(projections, angles, n, cutoff=0.5) -> GriddedData:
@@ -78,21 +79,27 @@ def grid_projections(projections, angles, n, cutoff=0.5) -> GriddedData:
         raise InputError(f"interpolation cutoff must be a positive distance in voxels, got {cutoff}")
     matrices = rotation_matrices(angles)
     half = n // 2 + 1
-    offsets = np.array(list(product(range(int(np.floor(2 * cutoff)) + 1), repeat=3)))
+    q, own, mate = _plane_frequencies(n)
+    # grid points within the cutoff of k lie in [k - cutoff, k + cutoff]: ceil(2 cutoff) per axis
+    offsets = np.array(list(product(range(int(np.ceil(2 * cutoff))), repeat=3)), dtype=np.float64)
     index, weight, value = [], [], []
     for m, projection in zip(matrices, projections):
-        q, samples = _plane_samples(centred_spectrum(projection, n), n)
+        spectrum = centred_spectrum(projection, n)
+        samples = np.concatenate([spectrum[own], np.conj(spectrum[mate])])
         k = q @ m[:2]  # (kx, ky, kz) of every sample
         near = k[:, 0] > -cutoff
         k, samples = k[near], samples[near]
-        grid = np.ceil(k - cutoff).astype(np.int64)[:, None, :] + offsets[None]
-        distance = np.sqrt(((grid - k[:, None, :]) ** 2).sum(axis=2))
-        ok = (distance <= cutoff) & (grid[..., 0] >= 0) & ((grid**2).sum(axis=2) <= (n // 2) ** 2)
-        point, which = np.nonzero(ok)
-        g = grid[point, which] % n
-        index.append((g[:, 2] * n + g[:, 1]) * half + g[:, 0])
-        weight.append(1.0 / np.maximum(distance[point, which], 1e-3))
-        value.append(samples[point])
+        base = np.ceil(k - cutoff)
+        for offset in offsets:
+            grid = base + offset
+            diff = grid - k
+            distance = np.sqrt(diff[:, 0] ** 2 + diff[:, 1] ** 2 + diff[:, 2] ** 2)
+            ok = ((distance <= cutoff) & (grid[:, 0] >= 0)
+                  & (grid[:, 0] ** 2 + grid[:, 1] ** 2 + grid[:, 2] ** 2 <= (n // 2) ** 2))
+            g = grid[ok].astype(np.int64) % n
+            index.append((g[:, 2] * n + g[:, 1]) * half + g[:, 0])
+            weight.append(1.0 / np.maximum(distance[ok], 1e-3))
+            value.append(samples[ok])
     index, weight, value = np.concatenate(index), np.concatenate(weight), np.concatenate(value)
     unique, inverse = np.unique(index, return_inverse=True)
     total = np.bincount(inverse, weight)
