@@ -9,7 +9,7 @@ from napari_aet.model import AtomModel, InputError
 from napari_aet.progress import Cancelled
 from napari_aet.reconstruct import METHODS, iterate, parameters, reconstruct, to_reconstruction
 from napari_aet.reconstruct.genfire import BoxFFT, grid_size, r_free_selection
-from napari_aet.reconstruct.gridding import grid_projections
+from napari_aet.reconstruct.gridding import fourier_coverage, grid_projections
 from napari_aet.simulate import adf_amplitudes, fcc_particle, simulate_tilt_series
 
 N = 32
@@ -158,6 +158,8 @@ def test_euler_and_single_axis_paths_agree(particle, truth, full_series):
         single = reconstruct(full_series, method, **params).volume
         assert relative_error(general, single) < (0.25 if method == "wbp" else 0.1), method
         assert relative_error(general, truth) < (0.2 if method == "wbp" else 0.08), method
+    errors = reconstruct(series, "genfire", n_iterations=4).errors  # general path: final R-factor only
+    assert len(errors["fourier_error"]) == 4 and len(errors["r_factor"]) == 1 and errors["r_factor"][0] < 0.2
 
 
 def test_limited_range_keeps_support_thickness_and_wbp_start(particle, truth):
@@ -227,3 +229,13 @@ def test_bad_angles_are_refused_by_the_series(particle):
         series.replace(angles=np.r_[np.linspace(-60, 50, 10), 50.0])
     with pytest.raises(InputError, match="step must lie in"):
         reconstruct(series, "resire", step=2.5)
+
+
+def test_fourier_coverage_shows_the_missing_wedge(particle):
+    series = simulate(particle, np.linspace(-60, 60, 41))
+    coverage = fourier_coverage(series.replace(shifts=np.ones((41, 2))))  # amplitudes: alignment-free
+    c = N // 2
+    assert coverage.shape == (N, N, N) and coverage[c, c, c] > 0
+    assert np.all(coverage[c, c, c + 1:c + 12] > 0)  # along kx (in every tilt plane): measured
+    assert not np.any(coverage[c + 3:, c, c]) and not np.any(coverage[:c - 3, c, c])  # along kz: the wedge
+    assert np.array_equal(coverage > 0, (coverage > 0)[::-1, ::-1, ::-1][np.ix_(*[np.roll(np.arange(N), 1)] * 3)])

@@ -17,11 +17,12 @@ from ..model import InputError, Reconstruction, TiltSeries
 from ..progress import ProgressCallback, report
 from ._common import IterationState
 from .genfire import iterate_genfire
+from .gridding import fourier_coverage
 from .resire import iterate_resire
 from .wbp import iterate_wbp, weighted_backprojection
 
 __all__ = ["METHODS", "IterationState", "iterate", "reconstruct", "to_reconstruction", "parameters",
-           "weighted_backprojection"]
+           "weighted_backprojection", "fourier_coverage"]
 
 METHODS = ("genfire", "resire", "wbp")
 _ITERATORS = {"genfire": iterate_genfire, "resire": iterate_resire, "wbp": iterate_wbp}

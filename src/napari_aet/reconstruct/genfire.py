@@ -111,7 +111,7 @@ def _stage_limits(schedule, n_iterations) -> np.ndarray:
 
 def iterate_genfire(series: TiltSeries, n_iterations=50, oversampling=3.0, cutoff=0.5, support=None,
                     positivity=True, resolution="extension_suppression", r_free_fraction=0.05, seed=0, initial="zeros",
-                    thickness=None):
+                    thickness=None, track_r_factor=None):
     """Yield an :class:`IterationState` after each GENFIRE iteration, then the final result.
 
     series : aligned TiltSeries, single tilts or Euler angles.
@@ -122,9 +122,12 @@ def iterate_genfire(series: TiltSeries, n_iterations=50, oversampling=3.0, cutof
     r_free_fraction : fraction of measured points withheld (per resolution shell) for R-free; 0 = off.
     seed : for the R-free choice. initial : "zeros", "wbp" or an ``(nz, ny, nx)`` array.
     thickness : nz in voxels (default nx).
+    track_r_factor : re-project every iteration for the real-space R-factor; None = only when
+        the tilts share one axis (fast projector), else only the final volume gets one.
 
     errors : "r_factor" (real-space, re-projected vs measured), "fourier_error" (on the working
-    measured points) and "r_free" (on the withheld points). The final state (``final=True``)
+    measured points) and "r_free" (on the withheld points), one value per iteration (for an
+    untracked R-factor, one value: the final volume's). The final state (``final=True``)
     holds the best iterate of the schedule's final stage with the withheld points restored.
     """
     check_aligned(series)
@@ -163,6 +166,8 @@ def iterate_genfire(series: TiltSeries, n_iterations=50, oversampling=3.0, cutof
         return volume
 
     projector = Projector(shape, series.angles, series.projections.shape[1:])
+    if track_r_factor is None:
+        track_r_factor = projector.single_axis
     if isinstance(initial, str):
         start = np.zeros(shape, np.float32) if initial == "zeros" else weighted_backprojection(series, thickness)
     else:
@@ -179,7 +184,8 @@ def iterate_genfire(series: TiltSeries, n_iterations=50, oversampling=3.0, cutof
         errors["fourier_error"].append(relative_residual(work_values, flat[work_index]))
         if len(free_index):
             errors["r_free"].append(relative_residual(free_values, flat[free_index]))
-        errors["r_factor"].append(relative_residual(series.projections, projector.forward(volume)))
+        if track_r_factor:
+            errors["r_factor"].append(relative_residual(series.projections, projector.forward(volume)))
         if iteration >= final_stage and errors["fourier_error"][-1] < best_error:
             best, best_error = volume, errors["fourier_error"][-1]
         yield IterationState(iteration, n_iterations, volume, {k: list(v) for k, v in errors.items()})
@@ -189,6 +195,8 @@ def iterate_genfire(series: TiltSeries, n_iterations=50, oversampling=3.0, cutof
         flat[work_index[: n_enforced[-1]]] = work_values[: n_enforced[-1]]
         flat[free_index[:n_free_final]] = free_values[:n_free_final]
         best = constrain(box.inverse(spectrum))
+    if not track_r_factor:
+        errors["r_factor"].append(relative_residual(series.projections, projector.forward(best)))
     yield IterationState(n_iterations, n_iterations, best, errors, final=True)
 
 

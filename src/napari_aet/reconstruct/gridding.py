@@ -105,3 +105,20 @@ def grid_projections(projections, angles, n, cutoff=0.5) -> GriddedData:
     total = np.bincount(inverse, weight)
     values = (np.bincount(inverse, weight * value.real) + 1j * np.bincount(inverse, weight * value.imag)) / total
     return GriddedData(unique, values.astype(np.complex64), n)
+
+
+def fourier_coverage(series) -> np.ndarray:
+    """Where the tilt series samples Fourier space: ``log(1 + |F|)`` of its gridded data on the
+    ``(n, n, n)`` grid of the volume (n = the larger image side, made even), zero frequency at
+    index n//2 (fftshifted), axes (kz, ky, kx), 0 where nothing is measured, so the missing wedge
+    shows as an empty region. Amplitudes do not depend on alignment shifts.
+    """
+    n = max(series.projections.shape[1:]) + max(series.projections.shape[1:]) % 2
+    data = grid_projections(series.projections, series.angles, n)
+    half = np.zeros((n, n, n // 2 + 1), np.float32)
+    half.reshape(-1)[data.index] = np.log1p(np.abs(data.values))
+    full = np.empty((n, n, n), np.float32)
+    full[..., : n // 2 + 1] = half
+    mate = -np.arange(n) % n  # |F(-k)| = |F(k)| fills the kx < 0 half
+    full[..., n // 2 + 1:] = half[np.ix_(mate, mate, n - np.arange(n // 2 + 1, n))]
+    return np.fft.fftshift(full)
