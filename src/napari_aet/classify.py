@@ -57,14 +57,26 @@ def integrated_intensities(volume, atoms: AtomModel, voxel_size, *, box=5) -> np
     return local_profiles(volume, atoms, voxel_size, box=box).sum(axis=1, dtype=np.float64)
 
 
-def _fit_mixture(values, k, iterations=300):
-    """1D Gaussian mixture by EM, started from k-means on sorted quantiles.
+def _fit_mixture(values, k, rng, n_init=4, iterations=300):
+    """1D Gaussian mixture of ``k`` components by EM, best of ``n_init`` starts.
 
-    Returns means, variances, weights (sorted by mean) and the BIC.
+    The first start is k-means from evenly spaced quantiles, the others k-means from random
+    data points (``rng``). Returns means, variances, weights (sorted by mean) and the BIC.
     """
     x = values.astype(np.float64)
+    starts = [np.quantile(x, (np.arange(k) + 0.5) / k)] + [np.sort(rng.choice(x, k, replace=False))
+                                                          for _ in range(n_init - 1)]
+    best = max((_em(x, k, means, iterations) for means in starts), key=lambda fit: fit[3])
+    means, variances, weights, log_lik = best
+    order = np.argsort(means)
+    bic = -2 * log_lik + (3 * k - 1) * np.log(len(x))
+    return means[order], variances[order], weights[order], bic
+
+
+def _em(x, k, means, iterations):
+    """EM for a 1D Gaussian mixture from k-means started at ``means``; returns means, variances,
+    weights and the log-likelihood."""
     spread = max(np.var(x), 1e-30)
-    means = np.quantile(x, (np.arange(k) + 0.5) / k)
     for _ in range(50):  # k-means
         label = np.argmin(np.abs(x[:, None] - means[None]), axis=1)
         means = np.array([x[label == c].mean() if np.any(label == c) else means[c] for c in range(k)])
@@ -87,18 +99,16 @@ def _fit_mixture(values, k, iterations=300):
         if new - log_lik < 1e-8 * abs(new):
             break
         log_lik = new
-    order = np.argsort(means)
-    bic = -2 * new + (3 * k - 1) * np.log(len(x))
-    return means[order], variances[order], weights[order], bic
+    return means, variances, weights, new
 
 
-def _initial_classes(intensity, n_elements):
+def _initial_classes(intensity, n_elements, rng):
     """Class index per atom (0 = non-atom, 1.. = elements) from the intensity mixture."""
     n_max = n_elements + 1
     if len(intensity) < 3 * n_max:
         raise InputError(f"only {len(intensity)} atoms: too few to estimate {n_elements} element class(es) "
                          "and a non-atom class")
-    fits = {k: _fit_mixture(intensity, k) for k in range(1, n_max + 1)}
+    fits = {k: _fit_mixture(intensity, k, rng) for k in range(1, n_max + 1)}
     best = min(fits, key=lambda k: fits[k][3])
     if best < n_elements:
         raise InputError(f"{n_elements} elements requested but the integrated intensities show only {best} "
@@ -181,7 +191,7 @@ def _confidence(profiles, label, active, neighbours):
 
 
 def classify_atoms(reconstruction: Reconstruction, atoms: AtomModel, elements, *, box=5, local_radius=10.0,
-                   ambiguity_threshold=0.8, max_iterations=30, progress=None) -> AtomModel:
+                   ambiguity_threshold=0.8, max_iterations=30, seed=0, progress=None) -> AtomModel:
     """Species of traced atoms from their local volume profiles, with confidence and doubts.
 
     reconstruction : the volume and voxel size (Å) the atoms were traced in.
@@ -192,6 +202,7 @@ def classify_atoms(reconstruction: Reconstruction, atoms: AtomModel, elements, *
     local_radius : radius (Å) of the neighbourhood of the local class averages; 0 = global only.
     ambiguity_threshold : atoms whose confidence is below it are flagged ``ambiguous``.
     max_iterations : cap on each re-assignment loop.
+    seed : for the random starts of the intensity mixture model.
     progress : ``progress(fraction, message)``; raise :class:`~napari_aet.progress.Cancelled` to stop.
 
     Returns a copy of ``atoms`` with ``species`` set ("" for non-atoms) and features
@@ -220,7 +231,8 @@ def classify_atoms(reconstruction: Reconstruction, atoms: AtomModel, elements, *
     label[locked] = locked_class
     has_non_atoms = np.any(locked_class == 0)
     if np.count_nonzero(free):
-        label[free], found_non_atoms = _initial_classes(intensity[free], len(elements))
+        label[free], found_non_atoms = _initial_classes(intensity[free], len(elements),
+                                                               np.random.default_rng(seed))
         has_non_atoms |= found_non_atoms
     active = np.ones(len(elements) + 1, dtype=bool)
     active[0] = has_non_atoms

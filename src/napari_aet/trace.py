@@ -12,11 +12,12 @@ about the rotation centre.
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
+from scipy import fft, ndimage
 from scipy.spatial import cKDTree
 from skimage.filters import threshold_otsu
 
-from .geometry import render_atoms, voxel_to_specimen
+from .classify import integrated_intensities
+from .geometry import voxel_to_specimen
 from .model import AtomModel, InputError, Reconstruction
 from .progress import report, sub_progress
 
@@ -43,21 +44,51 @@ def particle_support(volume, *, sigma=2.0, dilation=2.0, voxel_size=1.0, min_fra
         blurs the atoms into one blob, so weak surface atoms are not cut off.
     dilation : distance (Å) added around the thresholded region.
     min_fraction : connected regions smaller than this fraction of the largest are dropped.
-    Holes inside the particle are filled.
+    Holes inside the particle are filled. The mask is smooth on the scale of ``sigma``, so
+    it is computed on a grid binned to at most ``sigma / 2`` and expanded back.
     """
     volume = _check_volume(volume)
-    smooth = ndimage.gaussian_filter(volume, sigma / voxel_size)
+    factor = max(1, int(sigma / (2 * voxel_size)))
+    binned = _bin(volume, factor)
+    smooth = ndimage.gaussian_filter(binned, sigma / (voxel_size * factor))
     mask = smooth > threshold_otsu(smooth)
     labels, n = ndimage.label(mask)
     if n > 1:
         sizes = np.bincount(labels.ravel())[1:]
         mask = np.isin(labels, 1 + np.flatnonzero(sizes >= min_fraction * sizes.max()))
-    radius = int(round(dilation / voxel_size))
-    if radius > 0:
-        r = np.arange(-radius, radius + 1)
-        ball = (r[:, None, None] ** 2 + r[None, :, None] ** 2 + r[None, None, :] ** 2) <= radius ** 2
-        mask = ndimage.binary_dilation(mask, ball)
-    return ndimage.binary_fill_holes(mask)
+    mask = ndimage.binary_fill_holes(mask)
+    radius = dilation / (voxel_size * factor)
+    if radius >= 1:
+        mask = _dilate(mask, radius)
+    for axis in range(3):
+        mask = np.repeat(mask, factor, axis=axis)
+    return mask[:volume.shape[0], :volume.shape[1], :volume.shape[2]]
+
+
+def _bin(volume, factor):
+    """Block means of ``factor**3`` voxels (the volume edge-padded to a multiple of ``factor``)."""
+    if factor == 1:
+        return volume
+    pad = [(0, -n % factor) for n in volume.shape]
+    v = np.pad(volume, pad, mode="edge")
+    nz, ny, nx = (n // factor for n in v.shape)
+    return v.reshape(nz, factor, ny, factor, nx, factor).mean(axis=(1, 3, 5))
+
+
+def _dilate(mask, radius):
+    """Dilation of ``mask`` by a ball of ``radius`` voxels, as an FFT convolution (fast for big balls)."""
+    shape = mask.shape
+    r = int(np.ceil(radius))
+    padded_shape = tuple(n + r + 1 for n in shape)  # padding absorbs the wrap-around of the FFT
+    g = np.arange(-r, r + 1)
+    ball = np.zeros(padded_shape, np.float32)  # the ball centred on voxel 0 (periodically)
+    ball[np.ix_(*(g % n for n in padded_shape))] = (g[:, None, None] ** 2 + g[None, :, None] ** 2
+                                                   + g[None, None, :] ** 2) <= radius ** 2
+    padded = np.zeros(padded_shape, np.float32)
+    padded[:shape[0], :shape[1], :shape[2]] = mask
+    spectrum = fft.rfftn(padded, workers=-1) * fft.rfftn(ball, workers=-1)
+    out = fft.irfftn(spectrum, padded_shape, workers=-1)
+    return out[:shape[0], :shape[1], :shape[2]] > 0.5
 
 
 def _background_threshold(volume, support, n_sigma=3.0):
@@ -88,12 +119,13 @@ def _patches(volume, centres, half):
     return volume[idx[..., 0], idx[..., 1], idx[..., 2]]
 
 
-def _fit_gaussians(values, offsets, iterations=20):
+def _fit_gaussians(values, offsets, iterations=30):
     """Fit ``b + A exp(-sum_k (r_k - c_k)^2 / (2 s_k^2))`` to every row of ``values`` at once.
 
-    values : ``(N, M)`` patch values at ``offsets`` ``(M, 3)`` voxels from the peak voxel.
-    Returns centre ``(N, 3)`` (voxels, relative to the peak voxel), background ``b``,
-    amplitude ``A``, widths ``(N, 3)`` (voxels) and R² of the fit.
+    Levenberg-Marquardt, vectorised over atoms. values : ``(N, M)`` patch values at
+    ``offsets`` ``(M, 3)`` voxels from the patch centre. Returns centre ``(N, 3)`` (voxels,
+    relative to the patch centre), background ``b``, amplitude ``A``, widths ``(N, 3)``
+    (voxels) and R² of the fit.
     """
     values = values.astype(np.float64)
     r = offsets.astype(np.float64)[None]  # (1, M, 3)
@@ -104,54 +136,90 @@ def _fit_gaussians(values, offsets, iterations=20):
     damping = np.full(n, 1e-3)
 
     def model(p):
-        d = r - p[:, None, 2:5]
-        q = d / p[:, None, 5:]
+        q = (r - p[:, None, 2:5]) / p[:, None, 5:]
         e = np.exp(-0.5 * np.sum(q * q, axis=2))
-        return d, q, e, p[:, None, 0] + p[:, None, 1] * e
+        return q, e, p[:, None, 0] + p[:, None, 1] * e
 
     def cost(p):
-        return np.sum((model(p)[3] - values) ** 2, axis=1)
+        return np.sum((model(p)[2] - values) ** 2, axis=1)
 
     current = cost(params)
     for _ in range(iterations):
-        d, q, e, f = model(params)
-        ae = params[:, 1, None] * e
-        jac = np.concatenate([np.ones_like(e)[..., None], e[..., None],
-                              (ae[..., None] * q / params[:, None, 5:]),
-                              (ae[..., None] * q * q / params[:, None, 5:])], axis=2)
+        q, e, f = model(params)
+        ae = (params[:, 1, None] * e)[..., None]
+        jac = np.concatenate([np.ones_like(e)[..., None], e[..., None], ae * q / params[:, None, 5:],
+                              ae * q * q / params[:, None, 5:]], axis=2)
         jtj = np.einsum("nmi,nmj->nij", jac, jac)
         jtr = np.einsum("nmi,nm->ni", jac, values - f)
-        diag = np.einsum("nii->ni", jtj)
-        step = np.linalg.solve(jtj + (damping[:, None] * (diag + 1e-12))[..., None] * np.eye(8), jtr[..., None])[..., 0]
-        trial = params + step
+        damped = jtj + (damping[:, None] * (np.einsum("nii->ni", jtj) + 1e-12))[..., None] * np.eye(8)
+        trial = params + np.linalg.solve(damped, jtr[..., None])[..., 0]
         trial[:, 5:] = np.clip(np.abs(trial[:, 5:]), 0.2, 10.0)
         new = cost(trial)
         better = new < current
+        gain = np.where(better, current - new, 0.0)
         params[better], current[better] = trial[better], new[better]
         damping = np.where(better, damping * 0.3, damping * 10.0)
+        if np.all(gain <= 1e-9 * np.maximum(current, 1e-30)) and np.all(damping > 1e-3):
+            break
     total = np.sum((values - values.mean(axis=1, keepdims=True)) ** 2, axis=1)
     quality = np.clip(1.0 - current / np.maximum(total, 1e-30), 0.0, 1.0)
     return params[:, 2:5], params[:, 0], params[:, 1], params[:, 5:], quality
 
 
-def _fit_peaks(volume, peaks, half, progress=None):
-    """Sub-voxel centres ``(N, 3)`` (z, y, x voxels), backgrounds, amplitudes, widths, fit quality."""
+def _gaussians(points, centres, amplitude, widths):
+    """Values ``(N, M)`` at ``points`` ``(N, M, 3)`` of each atom's fitted Gaussian (no background)."""
+    q = (points - centres[:, None]) / widths[:, None]
+    return amplitude[:, None] * np.exp(-0.5 * np.sum(q * q, axis=2))
+
+
+def _fit_peaks(volume, peaks, half, own=None, progress=None):
+    """Fit a Gaussian around each integer peak ``(N, 3)`` (z, y, x voxels) of ``volume``.
+
+    own : ``(centres, amplitudes, widths)`` of Gaussians added back to each atom's patch
+        (refitting an atom on a residual from which every fitted atom was subtracted).
+    Returns centres ``(N, 3)`` (voxels), backgrounds, amplitudes, widths ``(N, 3)`` and fit quality.
+    A fit whose centre leaves the peak voxel's neighbourhood or whose amplitude is not positive
+    failed: it keeps the peak voxel with quality 0.
+    """
     offsets = _patch_offsets(half)
     results = []
     for start in range(0, len(peaks), _BATCH):
         report(progress, start / len(peaks), "fitting atoms")
-        part = peaks[start:start + _BATCH]
-        centre, background, amplitude, width, quality = _fit_gaussians(_patches(volume, part, half), offsets)
-        # a fit whose centre leaves the peak voxel's neighbourhood or whose amplitude is not positive failed
+        part = slice(start, start + _BATCH)
+        values = _patches(volume, peaks[part], half)
+        if own is not None:
+            c, a, w = (x[part] for x in own)
+            values = values + _gaussians(peaks[part, None] + offsets[None], c, a, w)
+        centre, background, amplitude, width, quality = _fit_gaussians(values, offsets)
         failed = (np.abs(centre).max(axis=1) > 1.0) | (amplitude <= 0)
-        peak_value = _patches(volume, part, 0)[:, 0]
         centre[failed], quality[failed], background[failed] = 0.0, 0.0, 0.0
-        amplitude[failed] = peak_value[failed]
-        results.append((part + centre, background, amplitude, width, quality))
+        amplitude[failed] = values[failed, len(offsets) // 2]
+        results.append((peaks[part] + centre, background, amplitude, width, quality))
     report(progress, 1.0, "fitting atoms")
     if not results:
         return np.zeros((0, 3)), np.zeros(0), np.zeros(0), np.zeros((0, 3)), np.zeros(0)
     return tuple(np.concatenate(x) for x in zip(*results))
+
+
+def _common_width(widths, quality):
+    """``(N, 3)`` copies of the median widths of the better half of the fits: the reconstruction's
+    blur is shared by all atoms, while one small patch constrains a single atom's width poorly."""
+    good = quality >= np.median(quality)
+    return np.broadcast_to(np.median(widths[good], axis=0), widths.shape)
+
+
+def _render(shape, centres, amplitude, widths):
+    """A volume ``shape`` of the fitted Gaussians (centres, widths in voxels), each cut at 3 sigma."""
+    half = int(np.ceil(3 * widths.max())) if len(widths) else 0
+    offsets = _patch_offsets(min(half, 8))
+    out = np.zeros(int(np.prod(shape)))
+    for start in range(0, len(centres), _BATCH):
+        part = slice(start, start + _BATCH)
+        points = np.round(centres[part])[:, None].astype(np.int64) + offsets[None]
+        inside = np.all((points >= 0) & (points < np.array(shape)), axis=2)
+        values = _gaussians(points, centres[part], amplitude[part], widths[part])
+        out += np.bincount(np.ravel_multi_index(tuple(points[inside].T), shape), values[inside], out.size)
+    return out.reshape(shape).astype(np.float32)
 
 
 def enforce_min_distance(positions, score, min_distance) -> np.ndarray:
@@ -188,20 +256,23 @@ def trace_atoms(reconstruction: Reconstruction, *, min_distance=2.0, threshold=N
     """Atoms of a reconstruction: positions to sub-voxel precision with per-atom fit quality.
 
     reconstruction : the volume ``(nz, ny, nx)`` and its voxel size (Å).
-    min_distance : smallest allowed interatomic distance, Å (the brighter fitted peak of a
-        too-close pair is kept; the result is independent of processing order).
+    min_distance : smallest allowed interatomic distance, Å. Of a too-close pair the one with
+        the larger integrated intensity (a cube of the fit's size around the fitted centre) is
+        kept, resolved globally so the result does not depend on the processing order.
     threshold : smallest peak value (volume units) of a candidate; ``None`` = robust noise
         level outside the support (median + 3 x 1.4826 x MAD).
     support : boolean mask ``(nz, ny, nx)`` where atoms may be; ``None`` = :func:`particle_support`.
-    fit_radius : half-width (Å) of the cube fitted around each peak; ``None`` = 0.4 x min_distance
-        (at least one voxel).
-    peel_iterations : rounds of "peel-off": subtract the fitted atoms (Gaussians) and search
-        the residual for further peaks at least ``min_distance`` from every atom found.
+    fit_radius : half-width (Å) of the cube fitted around each peak (at least one voxel);
+        ``None`` = min_distance / 4, which keeps bright neighbours out of the fit.
+    peel_iterations : rounds of "peel-off": subtract every fitted atom (its Gaussian), search
+        the residual for further peaks at least ``min_distance`` from every atom found, and
+        finally refit each atom with all the others subtracted.
     progress : ``progress(fraction, message)``; raise :class:`~napari_aet.progress.Cancelled` to stop.
 
     Returns an AtomModel (x, y, z Å about the rotation centre, species ""), features
     ``peak`` (fitted peak height), ``fit_quality`` (R² of the fit, 0 = failed fit),
-    ``width`` (mean fitted Gaussian sigma, Å) and ``peel_round`` (0 = direct detection).
+    ``width`` (geometric mean of the fitted Gaussian sigmas, Å) and ``peel_round``
+    (0 = found directly, k = found in the k-th residual).
     """
     if not isinstance(reconstruction, Reconstruction):
         raise InputError("trace_atoms needs a Reconstruction (volume and voxel size), e.g. "
@@ -218,39 +289,39 @@ def trace_atoms(reconstruction: Reconstruction, *, min_distance=2.0, threshold=N
         raise InputError(f"support has shape {support.shape}, expected the volume's shape {volume.shape}")
     if threshold is None:
         threshold = _background_threshold(volume, support)
-    half = max(1, int(round((0.4 * min_distance if fit_radius is None else fit_radius) / voxel)))
+    half = max(1, int(round((min_distance / 4 if fit_radius is None else fit_radius) / voxel)))
     rounds = int(peel_iterations) + 1
     residual = volume
-    found = []  # per round: centres (voxels), peak height, amplitude, widths (voxels), fit quality
+    peaks = np.zeros((0, 3), dtype=np.int64)
+    fits = [np.zeros((0, 3)), np.zeros(0), np.zeros(0), np.zeros((0, 3)), np.zeros(0)]
+    peel_round = np.zeros(0, dtype=np.int64)
     for k in range(rounds):
-        stage = sub_progress(progress, 0.05 + 0.9 * k / rounds, 0.05 + 0.9 * (k + 1) / rounds)
-        report(stage, 0.0, "finding peaks")
-        peaks = _local_maxima(residual, support, threshold)
-        if k == 0 and len(peaks) == 0:
+        stage = sub_progress(progress, 0.05 + 0.85 * k / rounds, 0.05 + 0.85 * (k + 1) / rounds)
+        report(stage, 0.0, f"finding peaks (round {k + 1} of {rounds})")
+        new_peaks = _local_maxima(residual, support, threshold)
+        if k == 0 and len(new_peaks) == 0:
             raise InputError(f"no peak above the threshold {threshold:.4g} inside the particle support: "
                              "lower the threshold or check the support")
-        centres, background, amplitude, width, quality = _fit_peaks(residual, peaks, half,
-                                                                    sub_progress(stage, 0.1, 0.9))
-        height = background + amplitude
-        keep = enforce_min_distance(centres * voxel, height, min_distance)
-        if found:
-            previous = np.concatenate([f[0] for f in found])
-            keep &= cKDTree(previous * voxel).query(centres * voxel, distance_upper_bound=min_distance)[0] > min_distance
-        found.append((centres[keep], height[keep], amplitude[keep], width[keep], quality[keep]))
-        if k + 1 < rounds:
-            c, _, a, w, _ = found[-1]
-            residual = residual - render_atoms(voxel_to_specimen(c, volume.shape, voxel), _gauss_mass(a, w),
-                                               w.mean(axis=1) * voxel, volume.shape, voxel)
+        new = _fit_peaks(residual, new_peaks, half, progress=sub_progress(stage, 0.1, 0.9))
+        atoms = AtomModel(voxel_to_specimen(new[0], volume.shape, voxel))
+        keep = enforce_min_distance(atoms.positions, integrated_intensities(residual, atoms, voxel, box=2 * half + 1),
+                                    min_distance)
+        if len(peaks):
+            previous = voxel_to_specimen(fits[0], volume.shape, voxel)
+            keep &= cKDTree(previous).query(atoms.positions)[0] >= min_distance
+        peaks = np.concatenate([peaks, new_peaks[keep]])
+        fits = [np.concatenate([old, x[keep]]) for old, x in zip(fits, new)]
+        peel_round = np.concatenate([peel_round, np.full(np.count_nonzero(keep), k)])
+        if rounds > 1:
+            models = (fits[0], fits[2], _common_width(fits[3], fits[4]))
+            residual = volume - _render(volume.shape, *models)
+    if rounds > 1:
+        report(progress, 0.9, "refitting every atom with its neighbours subtracted")
+        fits = list(_fit_peaks(residual, peaks, half, own=models))
     report(progress, 0.97, "building the atom model")
-    centres, height, _, width, quality = (np.concatenate(x) for x in zip(*found))
-    peel_round = np.concatenate([np.full(len(f[0]), k) for k, f in enumerate(found)])
+    centres, background, amplitude, width, quality = fits
     atoms = AtomModel(voxel_to_specimen(centres, volume.shape, voxel), None, {
-        "peak": height.astype(np.float64), "fit_quality": quality, "width": width.mean(axis=1) * voxel,
-        "peel_round": peel_round})
+        "peak": background + amplitude, "fit_quality": quality,
+        "width": np.exp(np.log(width).mean(axis=1)) * voxel, "peel_round": peel_round})
     report(progress, 1.0, f"traced {len(atoms)} atoms")
     return atoms
-
-
-def _gauss_mass(amplitude, width):
-    """Integrated intensity (volume units x voxels) of Gaussians of peak ``amplitude`` and widths (voxels)."""
-    return amplitude * (2 * np.pi) ** 1.5 * np.prod(width, axis=1)
