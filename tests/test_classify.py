@@ -113,7 +113,7 @@ def test_bad_input(truth, noisy):
     pure = AtomModel(truth.positions, np.full(len(truth), "Pt", dtype=object))
     volume = render_atoms(pure.positions, 1.0, 0.6, SHAPE, VOXEL)
     pure_reconstruction = Reconstruction(volume, VOXEL)
-    with pytest.raises(InputError, match="only 1 distinct class"):
+    with pytest.raises(InputError, match="do not show that many distinct classes"):
         classify_atoms(pure_reconstruction, trace_atoms(pure_reconstruction), "Fe,Pt")
     with pytest.raises(InputError, match="no atoms"):
         classify_atoms(reconstruction, AtomModel(np.zeros((0, 3))), "Fe,Pt")

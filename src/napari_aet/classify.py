@@ -23,8 +23,11 @@ from scipy import ndimage, sparse
 from scipy.spatial import cKDTree
 
 from .geometry import specimen_to_voxel
-from .model import AtomModel, InputError, Reconstruction, check_elements
+from .model import ATOMIC_NUMBERS, AtomModel, InputError, Reconstruction, check_elements
 from .progress import report, sub_progress
+
+#: Lower end of the ADF contrast exponent (intensity ~ Z**exponent is 1.6-1.8 for ADF-STEM).
+_MIN_CONTRAST_EXPONENT = 1.6
 
 #: Neighbours' weight of the global class average in a local average (pseudo-count of atoms).
 _SHRINK = 5.0
@@ -102,21 +105,36 @@ def _em(x, k, means, iterations):
     return means, variances, weights, new
 
 
-def _initial_classes(intensity, n_elements, rng):
-    """Class index per atom (0 = non-atom, 1.. = elements) from the intensity mixture."""
+def _initial_classes(intensity, elements, rng):
+    """Class index per atom (0 = non-atom, 1.. = elements) from the intensity mixture, and
+    whether a non-atom class was found.
+
+    Mixtures of 1 .. len(elements) + 1 components are ranked by BIC. The element components
+    are the heaviest ``len(elements)``; a mixture is accepted only if each pair of adjacent
+    element components differs at least by the square root of the ADF contrast expected
+    between those elements, (Z2/Z1)**1.6 (half the expected contrast in log scale), so
+    that e.g. surface and bulk atoms of one element are not taken for two elements.
+    """
+    n_elements = len(elements)
     n_max = n_elements + 1
     if len(intensity) < 3 * n_max:
         raise InputError(f"only {len(intensity)} atoms: too few to estimate {n_elements} element class(es) "
                          "and a non-atom class")
+    z = np.array([ATOMIC_NUMBERS[e] for e in elements], dtype=np.float64)
+    needed = np.sqrt((z[1:] / z[:-1]) ** _MIN_CONTRAST_EXPONENT)
     fits = {k: _fit_mixture(intensity, k, rng) for k in range(1, n_max + 1)}
-    best = min(fits, key=lambda k: fits[k][3])
-    if best < n_elements:
-        raise InputError(f"{n_elements} elements requested but the integrated intensities show only {best} "
-                         "distinct class(es): check the element list or the reconstruction")
-    means, variances, weights, _ = fits[best]
+    for k in sorted(fits, key=lambda k: fits[k][3]):
+        means = fits[k][0][-n_elements:]
+        if k >= n_elements and np.all(means > 0) and np.all(means[1:] / means[:-1] >= needed):
+            break
+    else:
+        raise InputError(f"{n_elements} elements ({', '.join(elements)}) requested but the integrated "
+                         "intensities do not show that many distinct classes with the contrast expected "
+                         "between them: check the element list or the reconstruction")
+    means, variances, weights, _ = fits[k]
     log_p = np.log(weights) - 0.5 * np.log(variances) - 0.5 * (intensity[:, None] - means) ** 2 / variances
     label = np.argmax(log_p, axis=1)
-    return label + (1 if best == n_elements else 0), best > n_elements
+    return label + (1 if k == n_elements else 0), k > n_elements
 
 
 def _class_means(profiles, label, n_classes, neighbours):
@@ -231,7 +249,7 @@ def classify_atoms(reconstruction: Reconstruction, atoms: AtomModel, elements, *
     label[locked] = locked_class
     has_non_atoms = np.any(locked_class == 0)
     if np.count_nonzero(free):
-        label[free], found_non_atoms = _initial_classes(intensity[free], len(elements),
+        label[free], found_non_atoms = _initial_classes(intensity[free], elements,
                                                                np.random.default_rng(seed))
         has_non_atoms |= found_non_atoms
     active = np.ones(len(elements) + 1, dtype=bool)
