@@ -8,9 +8,11 @@ progress report, pressing Cancel, then letting it continue.
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
+from qtpy.QtCore import QTimer
 from scipy.spatial import cKDTree
 
 from napari_aet.geometry import render_atoms
@@ -18,6 +20,7 @@ from napari_aet.layers import atoms_from_layer, atoms_layer, tilt_series_from_la
 from napari_aet.model import Reconstruction
 from napari_aet.simulate import adf_amplitudes, fcc_particle, simulate_tilt_series
 from napari_aet._widgets import reconstruct as reconstruct_module
+from napari_aet._widgets import screenshot
 from napari_aet._widgets import trace as trace_module
 from napari_aet._widgets._base import is_atoms, layer_kind, show_layer
 from napari_aet._widgets.align import AlignWidget
@@ -26,6 +29,7 @@ from napari_aet._widgets.reconstruct import ReconstructWidget
 from napari_aet._widgets.trace import TraceWidget
 
 VOXEL = 0.4  # Å
+SERIES_SIZE = 48  # pixels of the small tilt series, and voxels of its reconstructions
 WAIT_MS = 60_000
 
 
@@ -41,14 +45,14 @@ def particle():
 
 @pytest.fixture(scope="module")
 def tilt_series():
-    """A small FePt particle (55 atoms) and its noisy tilt series: 31 tilts over ±70°, 40² pixels of 0.4 Å.
+    """A small FePt particle (55 atoms) and its noisy tilt series: 31 tilts over ±70°, 48² pixels of 0.4 Å.
 
     Returns (truth atoms, aligned series, the same series misaligned, the true aligning shifts).
     """
     atoms = fcc_particle(radius=6.0, seed=2)
     angles = np.linspace(-70, 70, 31)
-    aligned = simulate_tilt_series(atoms, angles, shape=(40, 40), max_shift=0, seed=2).tilt_series
-    shifted = simulate_tilt_series(atoms, angles, shape=(40, 40), max_shift=3, seed=2)
+    aligned = simulate_tilt_series(atoms, angles, shape=(SERIES_SIZE,) * 2, max_shift=0, seed=2).tilt_series
+    shifted = simulate_tilt_series(atoms, angles, shape=(SERIES_SIZE,) * 2, max_shift=3, seed=2)
     return atoms, aligned, shifted.tilt_series, shifted.true_shifts
 
 
@@ -158,20 +162,21 @@ def test_trace_bad_input_shows_a_message(make_napari_viewer, qtbot):
     assert "empty" in widget.message.text() and "atoms" not in viewer.layers
 
 
-def test_trace_screenshot_shows_volume_and_atoms(make_napari_viewer, qtbot, particle):
+def test_trace_screenshot_shows_volume_and_atoms(make_napari_viewer, qtbot, particle, tmp_path):
     _, recon = particle
-    viewer = make_napari_viewer(show=True)  # the canvas renders only when shown (under Xvfb)
+    viewer = make_napari_viewer()  # show=False: screenshot() shows the window, else the canvas is black
     volume = show_layer(viewer, volume_layer(recon, name="volume"))
     widget = TraceWidget(viewer)
     qtbot.addWidget(widget)
     assert run_and_wait(qtbot, widget) == "done"
     viewer.dims.ndisplay = 3
     viewer.reset_view()
-    both = viewer.screenshot(canvas_only=True, flash=False)
+    both = screenshot(viewer, tmp_path / "both.png")
+    assert (tmp_path / "both.png").stat().st_size > 1000
     volume.visible = False
-    atoms_only = viewer.screenshot(canvas_only=True, flash=False)
+    atoms_only = screenshot(viewer)
     viewer.layers["atoms"].visible = False
-    empty = viewer.screenshot(canvas_only=True, flash=False)
+    empty = screenshot(viewer)
     assert changed_fraction(empty, empty[:1, :1]) == 0  # nothing drawn: uniform background
     assert changed_fraction(both, empty) > 0.02
     assert changed_fraction(atoms_only, empty) > 0.02
@@ -206,16 +211,24 @@ def test_align_widget_adds_an_aligned_layer(make_napari_viewer, qtbot, tilt_seri
     assert "series aligned" not in viewer.layers and "series" in viewer.layers
 
 
-def test_align_single_step_method(make_napari_viewer, qtbot, tilt_series):
-    _, _, misaligned, _ = tilt_series
+def test_align_single_step_method_with_preprocessing(make_napari_viewer, qtbot, tilt_series):
+    atoms = tilt_series[0]
+    series = simulate_tilt_series(atoms, np.linspace(-70, 70, 31), shape=(64, 64), background=5.0,
+                                  seed=3).tilt_series
     viewer = make_napari_viewer()
-    show_layer(viewer, tilt_series_layer(misaligned, name="series"))
+    show_layer(viewer, tilt_series_layer(series, name="series"))
     widget = AlignWidget(viewer)
     qtbot.addWidget(widget)
     widget.parameters.method.value = "cross-correlation"
     assert is_hidden(widget.parameters.projection_matching)
+    widget.parameters.background.value = "constant"
+    widget.parameters.normalise.value = True
     assert run_and_wait(qtbot, widget) == "done"
-    assert layer_kind(viewer.layers["series aligned"]) == "tilt_series"
+    layer = viewer.layers["series aligned"]
+    assert layer_kind(layer) == "tilt_series"
+    assert {"background", "normalisation", "alignment"} <= set(layer.metadata["aet"]["info"])
+    corner = layer.data[:, :8, :8].mean()
+    assert abs(corner) < 0.2 * series.projections[:, :8, :8].mean()  # background removed
 
 
 def test_align_bad_input_shows_a_message(make_napari_viewer, qtbot, tilt_series):
@@ -256,7 +269,7 @@ def correlation(a, b):
 @pytest.fixture(scope="module")
 def truth_volume(tilt_series):
     atoms = tilt_series[0]
-    return render_atoms(atoms.positions, adf_amplitudes(atoms.species, 1.0), 0.55, (40, 40, 40), 0.4)
+    return render_atoms(atoms.positions, adf_amplitudes(atoms.species, 1.0), 0.55, (SERIES_SIZE,) * 3, 0.4)
 
 
 def test_reconstruct_widget_genfire(make_napari_viewer, qtbot, tilt_series, truth_volume):
@@ -266,18 +279,27 @@ def test_reconstruct_widget_genfire(make_napari_viewer, qtbot, tilt_series, trut
     widget = ReconstructWidget(viewer)
     qtbot.addWidget(widget)
     widget.parameters.n_iterations.value = 30
+    ticks, live_updates = [], []
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks.append(time.monotonic()))
+    widget.published.connect(live_updates.append)
+    timer.start(20)
     assert run_and_wait(qtbot, widget) == "done"
+    timer.stop()
+    assert len(ticks) >= 5 and live_updates  # the GUI kept running and showed iterates meanwhile
+    print(f"GUI timer: {len(ticks)} ticks, largest gap {np.diff(ticks).max():.3f} s; "
+          f"{len(live_updates)} live updates")
     layer = viewer.layers["series genfire"]
-    assert layer_kind(layer) == "volume" and layer.data.shape == (40, 40, 40)
+    assert layer_kind(layer) == "volume" and layer.data.shape == (SERIES_SIZE,) * 3
     np.testing.assert_allclose(layer.scale, (0.4,) * 3)
-    np.testing.assert_allclose(layer.translate, (-8.0,) * 3)  # voxel n // 2 at the origin (Å)
+    np.testing.assert_allclose(layer.translate, (-SERIES_SIZE // 2 * VOXEL,) * 3)  # voxel n // 2 at 0 Å
     assert correlation(layer.data, truth_volume) > 0.85
     errors = layer.metadata["aet"]["errors"]
     assert len(errors["r_factor"]) == 30 and errors["r_factor"][-1] < errors["r_factor"][0]
     assert layer.metadata["aet"]["parameters"]["n_iterations"] == 30
     assert "series genfire (running)" not in viewer.layers
-    fourier = viewer.layers["series genfire |FFT|"]
-    assert layer_kind(fourier) == "fourier" and fourier.data.shape == (40, 40, 40)
+    fourier = viewer.layers["series genfire reconstruction |FFT|"]
+    assert layer_kind(fourier) == "fourier" and fourier.data.shape == (SERIES_SIZE,) * 3
     assert widget.plot.has_data()
 
 
@@ -289,10 +311,18 @@ def test_reconstruct_wbp_hides_iterative_parameters(make_napari_viewer, qtbot, t
     qtbot.addWidget(widget)
     widget.parameters.method.value = "wbp"
     assert is_hidden(widget.parameters.n_iterations) and not is_hidden(widget.parameters.thickness)
-    widget.parameters.fourier.value = False
+    widget.parameters.fourier.value = "measured coverage"
+    widget.parameters.fsc.value = True
     assert run_and_wait(qtbot, widget) == "done"
-    assert correlation(viewer.layers["series wbp"].data, truth_volume) > 0.8
-    assert "series wbp |FFT|" not in viewer.layers
+    layer = viewer.layers["series wbp"]
+    assert correlation(layer.data, truth_volume) > 0.8
+    coverage = viewer.layers["series wbp measured coverage"].data  # (kz, ky, kx), zero frequency at c
+    assert layer_kind(viewer.layers["series wbp measured coverage"]) == "fourier"
+    c = SERIES_SIZE // 2
+    assert np.all(coverage[c + 4:, c, c] == 0) and np.all(coverage[c, c, c + 1:] > 0)  # wedge about kz
+    fsc = layer.metadata["aet"]["fsc"]
+    assert fsc["fsc"][1] > 0.8 and 0.8 < fsc["resolution"] < 5  # Å; Nyquist is 0.8 Å
+    assert "FSC" in widget.message.text() and len(widget.plot.figure.axes) == 2
 
 
 def test_reconstruct_live_update_then_cancel(make_napari_viewer, qtbot, tilt_series, monkeypatch):
@@ -306,7 +336,7 @@ def test_reconstruct_live_update_then_cancel(make_napari_viewer, qtbot, tilt_ser
     qtbot.waitUntil(reached.is_set, timeout=WAIT_MS)
     qtbot.waitUntil(lambda: "series genfire (running)" in viewer.layers, timeout=WAIT_MS)
     live = viewer.layers["series genfire (running)"]
-    assert live.data.shape == (40, 40, 40) and np.any(live.data) and widget.plot.has_data()
+    assert live.data.shape == (SERIES_SIZE,) * 3 and np.any(live.data) and widget.plot.has_data()
     widget.cancel()
     release.set()
     qtbot.waitUntil(lambda: not widget.running, timeout=WAIT_MS)
@@ -321,6 +351,7 @@ def test_reconstruct_stop_and_keep_current(make_napari_viewer, qtbot, tilt_serie
     widget = ReconstructWidget(viewer)
     qtbot.addWidget(widget)
     widget.parameters.method.value = "resire"
+    widget.parameters.support.value = "automatic (from WBP)"
     reached, release = pause_after_first_iteration(monkeypatch)
     widget.run()
     qtbot.waitUntil(reached.is_set, timeout=WAIT_MS)
@@ -330,6 +361,8 @@ def test_reconstruct_stop_and_keep_current(make_napari_viewer, qtbot, tilt_serie
     assert widget.last_outcome == "done" and "stopped early" in widget.message.text()
     layer = viewer.layers["series resire"]
     assert len(layer.metadata["aet"]["errors"]["r_factor"]) == 2  # the iteration running when asked
+    assert layer.metadata["aet"]["parameters"]["support"].startswith("array")
+    assert np.count_nonzero(layer.data == 0) > 0.3 * layer.data.size  # outside the support
     assert "series resire (running)" not in viewer.layers
 
 
@@ -410,3 +443,39 @@ def test_classify_bad_input_shows_a_message(qtbot, traced):
     widget.run()
     assert not widget.running and "Xx" in widget.message.text()
     assert "element" in traced.layers["atoms"].features and not any(traced.layers["atoms"].features["element"])
+
+
+# --- the whole workflow, as a user runs it --------------------------------------------------------
+
+def test_workflow_from_the_sample_through_the_docked_widgets(make_napari_viewer, qtbot, monkeypatch):
+    """File > Open Sample, then the four docked widgets in order, each input chosen automatically."""
+    from napari_aet import _sample_data
+    from napari_aet.analysis.atom_metrics import compare_atoms
+
+    small = _sample_data.sample_fept(size=64, radius=8.0)  # the sample, smaller for speed
+    monkeypatch.setattr(_sample_data, "sample_fept", lambda: small)
+    viewer = make_napari_viewer()
+    widgets = {}
+    for key in ("1 Align", "2 Reconstruct", "3 Trace atoms", "4 Classify species"):
+        _, widgets[key] = viewer.window.add_plugin_dock_widget("napari-aet", key)
+    viewer.open_sample("napari-aet", "fept")
+    assert [layer.name for layer in viewer.layers] == ["FePt tilt series", "ground truth atoms"]
+
+    align, recon, trace, classify = widgets.values()
+    assert isinstance(align, AlignWidget) and isinstance(classify, ClassifyWidget)
+    assert run_and_wait(qtbot, align) == "done"
+    align.apply()
+    assert recon.series_input.currentText() == "FePt tilt series aligned"
+    recon.parameters.method.value = "resire"
+    recon.parameters.n_iterations.value = 30
+    assert run_and_wait(qtbot, recon) == "done"
+    assert trace.volume_input.currentText() == "FePt tilt series aligned resire"
+    assert run_and_wait(qtbot, trace) == "done"
+    assert classify.atoms_input.currentText() == "atoms"
+    assert run_and_wait(qtbot, classify) == "done"
+
+    found = atoms_from_layer(viewer.layers["atoms"])
+    truth = atoms_from_layer(viewer.layers["ground truth atoms"])
+    metrics = compare_atoms(found, truth)
+    assert metrics["recall"] > 0.8 and metrics["precision"] > 0.9 and metrics["species_accuracy"] > 0.9
+    assert metrics["rms_error_pm"] < 60

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 from magicgui.widgets import Container
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
@@ -110,7 +111,8 @@ def show_layer(viewer, layer_data, **overrides):
         layer = viewer.layers[name]
         layer.data = data
         for key in ("scale", "translate", "metadata", "features", "face_color", "size"):
-            if key in kwargs:
+            unchanged = key in ("scale", "translate") and np.allclose(getattr(layer, key), kwargs.get(key, 0))
+            if key in kwargs and not unchanged:
                 setattr(layer, key, kwargs[key])
         if layer_type == "image":
             layer.reset_contrast_limits()

@@ -8,6 +8,7 @@ from qtpy.QtWidgets import QHBoxLayout, QPushButton
 
 from ..align import align_auto, apply_alignment, center_of_mass_shifts, common_line_shifts, cross_correlation_shifts
 from ..layers import tilt_series_from_layer, tilt_series_layer
+from ..preprocess import denoise, normalise_intensity, subtract_background
 from ..progress import sub_progress
 from ._base import StageWidget, is_tilt_series
 from ._plots import PlotCanvas
@@ -22,18 +23,30 @@ def _single_step_shifts(series, method, precision):
     return center_of_mass_shifts(series) + common_line_shifts(series, precision=precision)
 
 
+def preprocess(series, *, denoising="none", background="none", normalise=False, progress=None):
+    """Optional pre-processing, in the order the noise model needs: Poisson-aware denoising of the
+    raw counts, then background subtraction, then intensity normalisation (:mod:`napari_aet.preprocess`)."""
+    series = denoise(series, method=denoising, progress=progress)
+    if background != "none":
+        series = subtract_background(series, method=background)
+    return normalise_intensity(series) if normalise else series
+
+
 def align(series, method="automatic", *, estimate_axis=True, tilt_axis=0.0, projection_matching=True,
-          iterations=6, precision=0.05, progress=None):
-    """Measure the alignment of ``series`` and apply it.
+          iterations=6, precision=0.05, denoising="none", background="none", normalise=False, progress=None):
+    """Pre-process ``series``, measure its alignment and apply it.
 
     "automatic" is :func:`napari_aet.align.align_auto` (tilt axis, centre of mass, common line,
     projection matching); the other methods measure shifts with one function and keep the
-    series' tilt axis. Returns (series with shifts and tilt axis set, report, aligned series).
+    series' tilt axis. Returns (pre-processed series with shifts and tilt axis set, report,
+    aligned series).
     """
+    series = preprocess(series, denoising=denoising, background=background, normalise=normalise,
+                        progress=sub_progress(progress, 0.0, 0.2))
     if method == "automatic":
         measured, report = align_auto(series, tilt_axis=None if estimate_axis else tilt_axis,
                                       projection_matching=projection_matching, iterations=iterations,
-                                      precision=precision, progress=sub_progress(progress, 0.0, 0.9))
+                                      precision=precision, progress=sub_progress(progress, 0.2, 0.9))
     else:
         measured = series.replace(shifts=_single_step_shifts(series, method, precision))
         report = {"shifts": {method: measured.shifts}, "angles": series.angles.tolist()}
@@ -43,7 +56,7 @@ def align(series, method="automatic", *, estimate_axis=True, tilt_axis=0.0, proj
 
 
 class AlignWidget(StageWidget):
-    """Align a tilt series (:mod:`napari_aet.align`); the original layer is never modified.
+    """Pre-process and align a tilt series (:mod:`napari_aet.align`); the original layer is never modified.
 
     The aligned series appears as "<name> aligned", side by side with the original (grid view)
     until Apply (keep it) or Discard (remove it). The plot shows the shifts per tilt, the
@@ -59,6 +72,11 @@ class AlignWidget(StageWidget):
             CheckBox(name="projection_matching", label="projection matching", value=True),
             SpinBox(name="iterations", label="matching iterations", value=6, min=1, max=50),
             FloatSpinBox(name="precision", label="precision (px)", value=0.05, min=0.01, max=1.0, step=0.01),
+            ComboBox(name="denoising", label="denoise (Poisson-aware)", choices=["none", "nlmeans", "wavelet"],
+                     value="none"),
+            ComboBox(name="background", label="background", choices=["none", "constant", "smooth"],
+                     value="none"),
+            CheckBox(name="normalise", label="normalise total intensity", value=False),
         ], run_text="Align")
         self.series_input = self.add_input("tilt series", is_tilt_series)
         self.apply_button = QPushButton("Apply")

@@ -8,16 +8,23 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox, SpinBox
 from scipy import fft
 
+from ..analysis.volume_metrics import half_set_fsc, resolution_from_fsc
 from ..layers import tilt_series_from_layer, volume_layer
 from ..model import Reconstruction
+from ..progress import sub_progress
 from ..reconstruct import METHODS, iterate, parameters, to_reconstruction, weighted_backprojection
 from ..reconstruct.genfire import RESOLUTION_SCHEDULES
+from ..reconstruct.gridding import fourier_coverage
 from ..trace import particle_support
 from ._base import StageWidget, is_tilt_series
 from ._plots import PlotCanvas
 
 #: Shortest time (s) between two live updates of the viewer.
-LIVE_INTERVAL = 0.25
+LIVE_INTERVAL = 0.5
+
+
+#: Fourier-space views offered: none, the result's |FFT|, or where the data sample Fourier space.
+FOURIER_VIEWS = ("none", "reconstruction |FFT|", "measured coverage")
 
 
 def fourier_view(volume) -> np.ndarray:
@@ -26,15 +33,15 @@ def fourier_view(volume) -> np.ndarray:
     return np.log1p(np.abs(spectrum)).astype(np.float32)
 
 
-def fourier_layer(reconstruction: Reconstruction, name):
-    """Layer data tuple of a volume's Fourier magnitude, placed beside the volume along x."""
-    data = fourier_view(reconstruction.volume)
-    _, kwargs, layer_type = volume_layer(reconstruction, name=name)
-    translate = list(kwargs["translate"])
-    translate[2] += 1.1 * data.shape[2] * reconstruction.voxel_size
-    kwargs.update(translate=tuple(translate), colormap="viridis",
-                  metadata={"aet": {"kind": "fourier", "voxel_size": reconstruction.voxel_size}})
-    return data, kwargs, layer_type
+def fourier_layer(data, voxel_size, volume_nx, name):
+    """Layer data tuple of a Fourier-space view ``(kz, ky, kx)`` (zero frequency at ``n // 2``),
+    drawn with the volume's voxel size beside the volume (``volume_nx`` voxels wide) along +x."""
+    shape = np.array(data.shape)
+    translate = -(shape // 2) * voxel_size
+    translate[2] += 1.1 * max(volume_nx, shape[2]) * voxel_size
+    return data, {"name": name, "scale": (voxel_size,) * 3, "translate": tuple(translate),
+                  "rendering": "mip", "colormap": "viridis",
+                  "metadata": {"aet": {"kind": "fourier", "voxel_size": voxel_size}}}, "image"
 
 
 class ReconstructWidget(StageWidget):
@@ -42,28 +49,31 @@ class ReconstructWidget(StageWidget):
 
     While it runs, the layer "<series> <method> (running)" shows the current iterate and the plot
     the error curves; Cancel discards the run, "Stop and keep current" keeps the current iterate.
-    The result is the volume layer "<series> <method>" and, if asked, its Fourier magnitude
-    "<series> <method> |FFT|" beside it, where the missing wedge is the empty wedge seen when
-    looking along the tilt axis (y).
+    The result is the volume layer "<series> <method>" and, if asked, a Fourier-space view beside
+    it: the result's ``log(1 + |FFT|)`` ("<series> <method> reconstruction |FFT|") or where the
+    measured projections sample Fourier space ("... measured coverage", 0 where unmeasured).
+    The missing wedge is the empty wedge seen when looking along the tilt axis (y).
     """
 
     def __init__(self, napari_viewer):
+        default = {**parameters("resire"), **parameters("genfire")}  # the core's defaults
         super().__init__(napari_viewer, [
             ComboBox(name="method", choices=METHODS, value="genfire"),
-            SpinBox(name="n_iterations", label="iterations", value=50, min=1, max=10_000),
-            FloatSpinBox(name="oversampling", value=3.0, min=1.0, max=6.0, step=0.5),
-            FloatSpinBox(name="cutoff", label="interpolation cutoff (voxels)", value=0.5, min=0.05, max=3.0,
-                         step=0.05),
+            SpinBox(name="n_iterations", label="iterations", value=default["n_iterations"], min=1, max=10_000),
+            FloatSpinBox(name="oversampling", value=default["oversampling"], min=1.0, max=6.0, step=0.5),
+            FloatSpinBox(name="cutoff", label="interpolation cutoff (voxels)", value=default["cutoff"], min=0.05,
+                         max=3.0, step=0.05),
             ComboBox(name="resolution", label="resolution extension", choices=list(RESOLUTION_SCHEDULES),
-                     value="full"),
-            FloatSpinBox(name="r_free_fraction", label="R-free fraction", value=0.05, min=0.0, max=0.5,
-                         step=0.01),
-            FloatSpinBox(name="step", label="step (0-2)", value=1.8, min=0.05, max=1.99, step=0.05),
+                     value=default["resolution"]),
+            FloatSpinBox(name="r_free_fraction", label="R-free fraction", value=default["r_free_fraction"],
+                         min=0.0, max=0.5, step=0.01),
+            FloatSpinBox(name="step", label="step (0-2)", value=default["step"], min=0.05, max=1.99, step=0.05),
             ComboBox(name="support", choices=["none", "automatic (from WBP)"], value="none"),
-            CheckBox(name="positivity", value=True),
-            ComboBox(name="initial", label="start from", choices=["zeros", "wbp"], value="zeros"),
+            CheckBox(name="positivity", value=default["positivity"]),
+            ComboBox(name="initial", label="start from", choices=["zeros", "wbp"], value=default["initial"]),
             SpinBox(name="thickness", label="thickness (voxels, 0 = nx)", value=0, min=0, max=4096),
-            CheckBox(name="fourier", label="show Fourier magnitude", value=True),
+            ComboBox(name="fourier", label="Fourier view", choices=FOURIER_VIEWS, value=FOURIER_VIEWS[1]),
+            CheckBox(name="fsc", label="half-set FSC (2 more runs)", value=False),
         ], run_text="Reconstruct", stoppable=True)
         self.series_input = self.add_input("aligned tilt series", is_tilt_series)
         self.plot = PlotCanvas()
@@ -71,11 +81,12 @@ class ReconstructWidget(StageWidget):
         self.parameters.method.changed.connect(self._show_method_parameters)
         self._show_method_parameters()
         self._names = None
+        self._lines = {}
 
     def _show_method_parameters(self):
         accepted = set(parameters(self.parameters.method.value))
         for widget in self.parameters:
-            if widget.name not in ("method", "fourier"):
+            if widget.name not in ("method", "fourier", "fsc"):
                 widget.visible = widget.name in accepted
 
     def method_parameters(self) -> dict:
@@ -95,25 +106,33 @@ class ReconstructWidget(StageWidget):
         automatic_support = params.pop("support", "none") != "none"
         iterate(series, method, **params)  # validates names now (runs nothing: a generator)
         base = f"{layer.name} {method}"
-        self._names = {"result": base, "live": f"{base} (running)", "fourier": f"{base} |FFT|"}
-        self._show_fourier = self.parameters.fourier.value
+        fourier, with_fsc = self.parameters.fourier.value, self.parameters.fsc.value
+        self._names = {"result": base, "live": f"{base} (running)", "fourier": f"{base} {fourier}"}
+        self._lines = {}
 
         def job(progress):
             if automatic_support:
                 progress(0.0, "support: particle mask of a weighted back-projection")
                 params["support"] = particle_support(weighted_backprojection(series, params.get("thickness")),
                                                      voxel_size=series.pixel_size)
+            main = sub_progress(progress, 0.0, 1 / 3 if with_fsc else 1.0)
             state, shown = None, 0.0
             for state in iterate(series, method, **params):
                 errors = ", ".join(f"{k} {v[-1]:.4f}" for k, v in state.errors.items() if v)
-                progress(state.iteration / state.n_iterations,
-                         f"{method}: iteration {state.iteration}/{state.n_iterations} ({errors})")
+                main(state.iteration / state.n_iterations,
+                     f"{method}: iteration {state.iteration}/{state.n_iterations} ({errors})")
                 if time.monotonic() - shown >= LIVE_INTERVAL:
                     self.publish((state, series.pixel_size, method))
                     shown = time.monotonic()
                 if self.stop_requested:
                     break
-            return to_reconstruction(state, series, method, params), state.final
+            recon = to_reconstruction(state, series, method, params)
+            fsc = None
+            if with_fsc and not self.stop_requested:
+                fsc = half_set_fsc(series, method, progress=sub_progress(progress, 1 / 3, 1.0), **params)
+            views = {"none": lambda: None, "measured coverage": lambda: fourier_coverage(series),
+                     "reconstruction |FFT|": lambda: fourier_view(recon.volume)}
+            return recon, state.final, fsc, views[fourier]()
 
         return job
 
@@ -128,26 +147,49 @@ class ReconstructWidget(StageWidget):
             self.viewer.layers.remove(self._names["live"])
 
     def finish(self, result):
-        recon, completed = result
+        recon, completed, fsc, fourier = result
         self.discard()
-        self.show_output(volume_layer(recon, name=self._names["result"]))
-        if self._show_fourier:
-            self.show_output(fourier_layer(recon, self._names["fourier"]))
-        self.plot_errors(recon.errors)
+        layer = self.show_output(volume_layer(recon, name=self._names["result"]))
+        if fourier is not None:
+            self.show_output(fourier_layer(fourier, recon.voxel_size, recon.volume.shape[2],
+                                           self._names["fourier"]))
         n_run = len(next(iter(recon.errors.values()), []))
         summary = ", ".join(f"{k} {v[-1]:.4f}" for k, v in recon.errors.items() if v)
         state = "done" if completed else "stopped early, current iterate kept"
+        if fsc is not None:
+            resolution = resolution_from_fsc(*fsc)
+            layer.metadata["aet"]["fsc"] = {"frequency": fsc[0].tolist(), "fsc": fsc[1].tolist(),
+                                            "resolution": resolution}
+            summary += f"; half-set FSC 0.143 at {resolution:.2f} Å"
+        self.plot_errors(recon.errors, fsc)
         self.show_done(f"{recon.method}: {n_run} iteration(s), {state}; {summary}")
 
-    def plot_errors(self, errors):
-        """Error curves (R-factor, R-free, ...) against the iteration number."""
-        (ax,) = self.plot.subplots()
-        for name, curve in errors.items():
-            if curve:
-                ax.plot(np.arange(1, len(curve) + 1), curve, marker="o" if len(curve) == 1 else None,
-                        label=name.replace("_", " "))
-        ax.set_xlabel("iteration")
-        ax.set_ylabel("relative error")
-        ax.set_yscale("log")
-        ax.legend(fontsize=7)
+    def plot_errors(self, errors, fsc=None):
+        """Error curves (R-factor, R-free, ...) against the iteration number, and the FSC if given.
+
+        During a run the curves are updated in place (cheap), not redrawn from scratch.
+        """
+        curves = {name: curve for name, curve in errors.items() if curve}
+        if fsc is None and curves and curves.keys() == self._lines.keys():
+            for name, curve in curves.items():
+                self._lines[name].set_data(np.arange(1, len(curve) + 1), curve)
+            self._lines[name].axes.relim()
+            self._lines[name].axes.autoscale_view()
+            self.plot.draw(relayout=False)
+            return
+        axes = self.plot.subplots(1, 1 if fsc is None else 2)
+        if fsc is not None:
+            frequency, correlation = fsc
+            axes[1].plot(frequency, correlation, ".-")
+            axes[1].axhline(0.143, color="tab:red", lw=1, ls="--")
+            axes[1].set_xlabel("spatial frequency (1/Å)")
+            axes[1].set_ylabel("half-set FSC")
+        self._lines = {name: axes[0].plot(np.arange(1, len(curve) + 1), curve,
+                                          marker="o" if len(curve) == 1 else None,
+                                          label=name.replace("_", " "))[0]
+                       for name, curve in curves.items()}
+        axes[0].set_xlabel("iteration")
+        axes[0].set_ylabel("relative error")
+        axes[0].set_yscale("log")
+        axes[0].legend(fontsize=7)
         self.plot.draw()
