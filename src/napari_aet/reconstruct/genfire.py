@@ -55,12 +55,13 @@ class BoxFFT:
     def forward(self, volume) -> np.ndarray:
         """``(n, n, n//2 + 1)`` complex64 spectrum of a float32 box: the internal buffer, valid
         until the next call."""
-        nz = self.shape[0]
-        a = fft.rfft(volume, n=self.n, axis=2, workers=-1)
-        a = fft.fft(a, n=self.n, axis=1, workers=-1, overwrite_x=True)
+        nz, ny, _ = self.shape
         if self._grid is None:
             self._grid = np.zeros((self.n, self.n, self.n // 2 + 1), np.complex64)
-        self._grid[:nz] = a
+        planes = self._grid[:nz]
+        planes[:, :ny] = fft.rfft(volume, n=self.n, axis=2, workers=-1)
+        planes[:, ny:] = 0
+        _in_place(fft.fft(planes, axis=1, workers=-1, overwrite_x=True), planes)
         self._grid[nz:] = 0
         self._grid = fft.fft(self._grid, axis=0, workers=-1, overwrite_x=True)
         return self._grid
@@ -68,9 +69,16 @@ class BoxFFT:
     def inverse(self, spectrum) -> np.ndarray:
         """The float32 box of the inverse transform; ``spectrum`` is overwritten."""
         nz, ny, nx = self.shape
-        a = fft.ifft(spectrum, axis=0, workers=-1, overwrite_x=True)[:nz]
-        a = fft.ifft(a, axis=1, workers=-1)[:, :ny]
-        return np.ascontiguousarray(fft.irfft(a, n=self.n, axis=2, workers=-1)[:, :, :nx])
+        planes = fft.ifft(spectrum, axis=0, workers=-1, overwrite_x=True)[:nz]
+        planes = _in_place(fft.ifft(planes, axis=1, workers=-1, overwrite_x=True), planes)[:, :ny]
+        return np.ascontiguousarray(fft.irfft(planes, n=self.n, axis=2, workers=-1)[:, :, :nx])
+
+
+def _in_place(result, target):
+    """``target`` holding ``result`` (scipy may or may not have transformed in place)."""
+    if not np.shares_memory(result, target):
+        target[...] = result
+    return target
 
 
 def grid_size(shape, oversampling) -> int:
@@ -88,15 +96,14 @@ def r_free_selection(frequency, eligible, nyquist_shells, fraction, seed) -> np.
     (GENFIRE uses one per voxel of the unpadded half-size). Random, deterministic per seed.
     """
     shell = np.minimum((frequency * nyquist_shells).astype(np.int64), nyquist_shells)
-    shell = np.where(eligible, shell, -1)
-    key = np.random.default_rng(seed).random(len(shell))
-    order = np.lexsort((key, shell))
     counts = np.bincount(shell[eligible], minlength=nyquist_shells + 1)
-    starts = np.concatenate([[0], np.cumsum(counts)])[:-1] + np.count_nonzero(~eligible)
-    rank = np.empty(len(shell), np.int64)
-    rank[order] = np.arange(len(shell))
-    safe = np.maximum(shell, 0)
-    return eligible & (rank - starts[safe] < np.floor(fraction * counts[safe]))
+    # eligible points sorted by shell and randomly within a shell (ineligible ones sort last)
+    key = np.where(eligible, shell + np.random.default_rng(seed).random(len(shell)), np.inf)
+    order = np.argsort(key)[: counts.sum()]
+    rank_in_shell = np.arange(len(order)) - np.repeat(np.cumsum(counts) - counts, counts)
+    chosen = np.zeros(len(shell), bool)
+    chosen[order[rank_in_shell < np.repeat(np.floor(fraction * counts), counts)]] = True
+    return chosen
 
 
 def _stage_limits(schedule, n_iterations) -> np.ndarray:
