@@ -151,6 +151,21 @@ def test_trace_cancel_mid_run(make_napari_viewer, qtbot, particle, monkeypatch):
     assert "atoms" not in viewer.layers
 
 
+def test_closing_the_widget_cancels_its_job(make_napari_viewer, qtbot, particle, monkeypatch):
+    _, recon = particle
+    viewer = make_napari_viewer()
+    show_layer(viewer, volume_layer(recon, name="volume"))
+    widget = TraceWidget(viewer)
+    qtbot.addWidget(widget)
+    reached, release = pause_at_first_progress(monkeypatch, trace_module, "trace_atoms")
+    widget.run()
+    qtbot.waitUntil(reached.is_set, timeout=WAIT_MS)
+    widget.close()
+    release.set()
+    qtbot.waitUntil(lambda: not widget.running, timeout=WAIT_MS)
+    assert widget.last_outcome == "cancelled" and "atoms" not in viewer.layers
+
+
 def test_trace_bad_input_shows_a_message(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     widget = TraceWidget(viewer)

@@ -252,6 +252,11 @@ class StageWidget(QWidget):
             self._cancel_requested = True
             self.message.setText("cancelling…")
 
+    def closeEvent(self, event):
+        """Closing the widget cancels its running job."""
+        self.cancel()
+        super().closeEvent(event)
+
     def stop_and_keep(self):
         """Ask an iterative job to stop after the current iteration and keep its result."""
         if self.running:
