@@ -1,0 +1,177 @@
+"""Atom tracing and classification benchmark: accuracy on the full chain, and speed/memory at scale.
+
+Accuracy: FePt particles from :mod:`napari_aet.simulate` (~1,000 and ~8,000 atoms), 51 tilts
+over ±70°, Poisson noise at two doses, random per-projection shifts; each run goes through
+the whole chain of :func:`napari_aet.pipeline.run_pipeline` (align -> reconstruct -> trace ->
+classify) and is scored by :func:`napari_aet.analysis.atom_metrics.compare_atoms` against the
+true atoms (match rule: mutual nearest neighbours within 1 Å after removing one global
+translation; atoms classified as non-atoms are left out).
+
+Scale: an FePt particle of ~20,000 atoms rendered into a 300³ volume (0.4 Å voxels, elongated
+along z like a missing-wedge reconstruction, Gaussian noise) is traced and classified in a
+fresh process, which reports wall time and its peak resident memory.
+
+    python benchmarks/bench_atoms.py --quick          # ~1,000 atoms, high dose only
+    python benchmarks/bench_atoms.py                  # both sizes, both doses, and the scale test
+    python benchmarks/bench_atoms.py --scale-only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+#: (label, particle radius Å, image size px): ~1,100 and ~8,000 atoms at 0.4 Å pixels.
+SIZES = {"1k": (16.0, 128), "8k": (31.0, 192)}
+
+
+def accuracy_run(size, dose, method, seed=0, peel_iterations=0):
+    from scipy import ndimage
+    from scipy.spatial import cKDTree
+
+    from napari_aet.analysis.atom_metrics import compare_atoms, mutual_nearest_pairs
+    from napari_aet.geometry import voxel_to_specimen
+    from napari_aet.pipeline import run_pipeline
+    from napari_aet.simulate import fcc_particle, simulate_tilt_series
+
+    radius, pixels = SIZES[size]
+    truth = fcc_particle(radius=radius, seed=seed)
+    data = simulate_tilt_series(truth, shape=(pixels, pixels), dose=dose, seed=seed)
+    start = time.perf_counter()
+    result = run_pipeline(data.tilt_series, "Fe,Pt", method=method, seed=seed,
+                          trace_options={"peel_iterations": peel_iterations})
+    wall = time.perf_counter() - start
+    metrics = compare_atoms(result.atoms, truth, max_distance=1.0)
+    atoms = result.atoms.features
+    # upper bound for any peak-based tracer: true atoms with a local maximum of the volume within 1 Å
+    # (after the same global translation as the comparison)
+    volume = result.reconstruction.volume
+    maxima = np.argwhere((ndimage.maximum_filter(volume, size=3) == volume) & (volume > 0))
+    maxima = voxel_to_specimen(maxima, volume.shape, result.reconstruction.voxel_size)
+    nearest = cKDTree(maxima + metrics["translation"]).query(truth.positions)[0]
+    fe = truth.species == "Fe"
+    # doubts made visible: of the atoms the classifier got wrong (true atoms called non-atoms, noise
+    # peaks called atoms, wrong species), the fraction flagged ambiguous
+    i, j = mutual_nearest_pairs(result.atoms.positions + metrics["translation"], truth.positions, 1.0)
+    real = np.zeros(len(result.atoms), bool)
+    real[i] = True
+    wrong = np.zeros(len(result.atoms), bool)
+    wrong[i] = result.atoms.species[i] != truth.species[j]
+    wrong |= ~real & ~atoms["non_atom"]
+    return {"size": size, "n_true": len(truth), "dose": dose, "method": method, "peel_iterations": peel_iterations,
+            "wall_s": round(wall, 1), "timings_s": result.report.get("timings_s", {}),
+            "n_non_atoms": int(np.count_nonzero(atoms["non_atom"])),
+            "n_ambiguous": int(np.count_nonzero(atoms["ambiguous"] & ~atoms["non_atom"])),
+            "n_wrong": int(np.count_nonzero(wrong)),
+            "wrong_flagged_ambiguous": float(np.mean(atoms["ambiguous"][wrong])) if wrong.any() else float("nan"),
+            "maxima_near_true_fe": float(np.mean(nearest[fe] <= 1.0)),
+            "maxima_near_true_pt": float(np.mean(nearest[~fe] <= 1.0)),
+            **{k: v for k, v in metrics.items() if k != "translation"}}
+
+
+def scale_worker(volume_path, truth_path):
+    """Trace and classify the saved volume; print timings, peak memory and accuracy as JSON."""
+    import pickle
+
+    from napari_aet.analysis.atom_metrics import compare_atoms
+    from napari_aet.classify import classify_atoms
+    from napari_aet.model import Reconstruction
+    from napari_aet.trace import trace_atoms
+
+    reconstruction = Reconstruction(np.load(volume_path), 0.4)
+    with open(truth_path, "rb") as f:
+        truth = pickle.load(f)
+    loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    start = time.perf_counter()
+    traced = trace_atoms(reconstruction)
+    trace_s = time.perf_counter() - start
+    start = time.perf_counter()
+    atoms = classify_atoms(reconstruction, traced, "Fe,Pt")
+    classify_s = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    metrics = compare_atoms(atoms, truth)
+    print(json.dumps({"n_true": len(truth), "n_traced": len(traced), "shape": list(reconstruction.volume.shape),
+                      "trace_s": round(trace_s, 1), "classify_s": round(classify_s, 1),
+                      "total_s": round(trace_s + classify_s, 1), "peak_rss_mb": round(peak),
+                      "rss_after_loading_mb": round(loaded),
+                      **{k: v for k, v in metrics.items() if k != "translation"}}))
+
+
+def scale_run(seed=5):
+    import pickle
+
+    from scipy import ndimage
+
+    from napari_aet.geometry import render_atoms
+    from napari_aet.simulate import adf_amplitudes, fcc_particle
+
+    truth = fcc_particle(radius=44.6, seed=seed)
+    volume = render_atoms(truth.positions, adf_amplitudes(truth.species, 1.0), 0.6, (300, 300, 300), 0.4)
+    volume = ndimage.gaussian_filter(volume, (1.2, 0.3, 0.3))
+    volume += np.random.default_rng(seed).normal(0, 0.01 * volume.max(), volume.shape).astype(np.float32)
+    with tempfile.TemporaryDirectory() as tmp:
+        volume_path, truth_path = os.path.join(tmp, "volume.npy"), os.path.join(tmp, "truth.pkl")
+        np.save(volume_path, volume)
+        with open(truth_path, "wb") as f:
+            pickle.dump(truth, f)
+        del volume
+        out = subprocess.run([sys.executable, __file__, "--scale-worker", volume_path, truth_path],
+                             check=True, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "2"})
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _row(r):
+    pct = lambda v: f"{100 * v:.2f}%"  # noqa: E731
+    stages = ", ".join(f"{k} {v:.0f}" for k, v in r["timings_s"].items())
+    return (f"| {r['size']} ({r['n_true']}) | {r['dose']:g} | {r['method']} | {pct(r['recall'])} | "
+            f"{pct(r['precision'])} | {r['rms_error_pm']:.1f} | {pct(r['species_accuracy'])} | "
+            f"{r['n_non_atoms']} | {r['n_ambiguous']} | {r['n_wrong']} ({pct(r['wrong_flagged_ambiguous'])}) | "
+            f"{pct(r['maxima_near_true_fe'])} / "
+            f"{pct(r['maxima_near_true_pt'])} | {stages} |")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="~1,000 atoms at the high dose only")
+    parser.add_argument("--doses", type=float, nargs="+", default=[400.0, 2000.0],
+                        help="counts per Pt atom per projection (default 400 2000)")
+    parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
+    parser.add_argument("--method", default="resire", help="reconstruction method (default resire)")
+    parser.add_argument("--peel", type=int, default=0, help="peel-off rounds in tracing (default 0)")
+    parser.add_argument("--scale-only", action="store_true", help="only the 20,000-atom speed/memory test")
+    parser.add_argument("--no-scale", action="store_true", help="skip the 20,000-atom speed/memory test")
+    parser.add_argument("--json", help="also write all results to this JSON file")
+    parser.add_argument("--scale-worker", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.scale_worker:
+        return scale_worker(*args.scale_worker)
+    results = {"accuracy": [], "scale": None}
+    if not args.scale_only:
+        sizes, doses = (["1k"], [max(args.doses)]) if args.quick else (args.sizes, args.doses)
+        print("| particle (atoms) | dose | method | recall | precision | RMS error (pm) | species accuracy "
+              "| non-atoms | ambiguous | wrong (flagged ambiguous) | true Fe / Pt with a volume maximum ≤ 1 Å "
+              "| stage times (s) |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for size in sizes:
+            for dose in doses:
+                r = accuracy_run(size, dose, args.method, peel_iterations=args.peel)
+                results["accuracy"].append(r)
+                print(_row(r), flush=True)
+    if not (args.quick or args.no_scale):
+        results["scale"] = scale_run()
+        print("scale test:", json.dumps(results["scale"]), flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
