@@ -126,6 +126,27 @@ def test_trace_widget_finds_the_atoms(make_napari_viewer, qtbot, particle):
     assert {"peak", "fit_quality", "edited", "locked"} <= set(layer.features.columns)
 
 
+def test_trace_uses_an_edited_support(make_napari_viewer, qtbot, particle):
+    truth, recon = particle
+    viewer = make_napari_viewer()
+    show_layer(viewer, volume_layer(recon, name="volume"))
+    widget = TraceWidget(viewer)
+    qtbot.addWidget(widget)
+    assert widget.support_input.currentText() == "automatic"
+    widget.show_support()
+    support = viewer.layers["volume support"]
+    assert support._type_string == "labels" and support.data.shape == recon.volume.shape
+    assert widget.support_input.currentText() == "volume support"
+    assert support.data[24, 24, 24] == 1 and support.data[0, 0, 0] == 0  # particle inside, not outside
+    edited = support.data.copy()
+    edited[:, :, :24] = 0  # the user erases the half x < 0
+    support.data = edited
+    assert run_and_wait(qtbot, widget) == "done"
+    found = atoms_from_layer(viewer.layers["atoms"])
+    assert found.positions[:, 0].min() > -VOXEL  # x (Å): nothing where the support was erased
+    assert len(found) > 0.3 * len(truth)
+
+
 def test_trace_rerun_keeps_manual_edits(make_napari_viewer, qtbot, particle):
     _, recon = particle
     viewer = make_napari_viewer()

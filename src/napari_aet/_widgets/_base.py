@@ -57,6 +57,11 @@ def is_atoms(layer) -> bool:
     return layer_kind(layer) == "atoms"
 
 
+def is_support(layer) -> bool:
+    """A particle mask: a 3D Labels layer made by napari-aet or drawn by the user."""
+    return layer._type_string == "labels" and layer.ndim == 3 and layer_kind(layer) in ("support", None)
+
+
 class LayerSelector(QComboBox):
     """A drop-down list of the viewer's layers accepted by ``accepts(layer)``, kept up to date.
 
@@ -65,11 +70,12 @@ class LayerSelector(QComboBox):
     widget writes: a stage does not switch its input to its own output).
     """
 
-    def __init__(self, viewer, accepts, own_outputs=(), parent=None):
+    def __init__(self, viewer, accepts, own_outputs=(), none_text=None, parent=None):
         super().__init__(parent)
         self.viewer = viewer
         self.accepts = accepts
         self.own_outputs = own_outputs
+        self.none_text = none_text  # first entry meaning "no layer" (e.g. "automatic"), if given
         viewer.layers.events.inserted.connect(self._on_inserted)
         viewer.layers.events.removed.connect(self.refresh)
         for layer in viewer.layers:
@@ -87,7 +93,7 @@ class LayerSelector(QComboBox):
         names = [layer.name for layer in self.viewer.layers if self.accepts(layer)]
         self.blockSignals(True)
         self.clear()
-        self.addItems(names)
+        self.addItems(([self.none_text] if self.none_text else []) + names)
         if current in names:
             self.setCurrentText(current)
         self.blockSignals(False)
@@ -191,9 +197,10 @@ class StageWidget(QWidget):
         """Remove what :meth:`show_partial` showed, after a Cancel (GUI thread)."""
 
     # --- helpers for subclasses -------------------------------------------------------------
-    def add_input(self, label, accepts) -> LayerSelector:
-        """Add a layer selector listing the layers for which ``accepts(layer)`` is true."""
-        selector = LayerSelector(self.viewer, accepts, own_outputs=self._outputs)
+    def add_input(self, label, accepts, none_text=None) -> LayerSelector:
+        """Add a layer selector listing the layers for which ``accepts(layer)`` is true (after an
+        entry ``none_text`` meaning "no layer", if given)."""
+        selector = LayerSelector(self.viewer, accepts, own_outputs=self._outputs, none_text=none_text)
         self.inputs.addRow(label, selector)
         return selector
 

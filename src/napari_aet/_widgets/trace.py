@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 from magicgui.widgets import FloatSpinBox, SpinBox
+from qtpy.QtWidgets import QPushButton
 
-from ..layers import atoms_layer, reconstruction_from_layer
-from ..trace import trace_atoms
-from ._base import StageWidget, is_atoms, is_volume
+from ..layers import atoms_layer, reconstruction_from_layer, volume_layer
+from ..model import InputError
+from ..trace import particle_support, trace_atoms
+from ._base import StageWidget, is_atoms, is_support, is_volume
 
 #: Name of the output layer.
 ATOMS_LAYER = "atoms"
@@ -35,6 +37,10 @@ class TraceWidget(StageWidget):
     The result is the Points layer "atoms" (Å, over the volume; per-atom ``peak`` and
     ``fit_quality`` in its features). A layer holding manual edits is never overwritten: the new
     atoms then go to "atoms 2", "atoms 3", ...
+
+    Atoms are searched inside a particle support: "automatic" (computed from the volume), or a 3D
+    Labels layer (non-zero = particle); "Show support" adds the automatic one as a Labels layer
+    "<volume> support" to inspect and paint.
     """
 
     def __init__(self, napari_viewer):
@@ -46,12 +52,35 @@ class TraceWidget(StageWidget):
             SpinBox(name="peel_iterations", label="peel-off rounds", value=0, min=0, max=5),
         ], run_text="Trace atoms")
         self.volume_input = self.add_input("volume", is_volume)
+        self.support_input = self.add_input("support", is_support, none_text="automatic")
+        self.support_button = QPushButton("Show support")
+        self.support_button.clicked.connect(self.show_support)
+        self.extra.addWidget(self.support_button)
+
+    def show_support(self):
+        """Add (or update) "<volume> support": the automatic particle mask as an editable Labels layer."""
+        try:
+            layer = self.selected(self.volume_input, "volume")
+            recon = reconstruction_from_layer(layer)
+            mask = particle_support(recon.volume, voxel_size=recon.voxel_size)
+        except InputError as err:
+            self.show_error(str(err))
+            return
+        _, kwargs, _ = volume_layer(recon)
+        self.show_output((mask.astype(np.uint8), {
+            "name": f"{layer.name} support", "scale": kwargs["scale"], "translate": kwargs["translate"],
+            "opacity": 0.3, "metadata": {"aet": {"kind": "support"}}}, "labels"))
+        self.support_input.setCurrentText(f"{layer.name} support")
+        self.message.setText("support shown: paint or erase it (label 1 = particle), then trace")
 
     def prepare(self):
         layer = self.selected(self.volume_input, "volume")
         recon = reconstruction_from_layer(layer)
         params = self.values()
         params["threshold"] = params["threshold"] or None
+        support = self.support_input.layer()
+        if support is not None:
+            params["support"] = np.asarray(support.data) > 0
         self._grid = (recon.volume.shape, recon.voxel_size)
         return lambda progress: trace_atoms(recon, progress=progress, **params)
 
