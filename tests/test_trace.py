@@ -95,3 +95,16 @@ def test_bad_input(ideal):
         trace_atoms(ideal)
     with pytest.raises(InputError, match="support has shape"):
         trace_atoms(Reconstruction(ideal, VOXEL), support=np.ones((4, 4, 4), bool))
+
+
+def test_peel_off_finds_an_atom_hidden_by_a_bright_neighbour():
+    positions = np.array([[0.0, 0, 0], [2.2, 0, 0]])  # the weak atom is only a shoulder of the bright one
+    volume = render_atoms(positions, [8.0, 1.0], 0.9, (40, 40, 40), VOXEL)
+    reconstruction = Reconstruction(volume, VOXEL)
+    support = np.ones(volume.shape, bool)
+    direct = trace_atoms(reconstruction, support=support, threshold=0.01 * volume.max())
+    peeled = trace_atoms(reconstruction, support=support, threshold=0.01 * volume.max(), peel_iterations=1)
+    assert len(direct) == 1
+    assert len(peeled) == 2 and peeled.features["peel_round"].tolist() == [0, 1]
+    error = np.linalg.norm(peeled.positions - positions, axis=1)
+    assert error.max() < 0.15
