@@ -124,6 +124,11 @@ def test_trace_widget_finds_the_atoms(make_napari_viewer, qtbot, particle):
     assert np.sqrt(np.mean(distances[distances < 0.5] ** 2)) < 0.1  # Å
     assert len(found) <= 1.25 * len(truth)  # spurious noise peaks are the classifier's "non_atom" job
     assert {"peak", "fit_quality", "edited", "locked"} <= set(layer.features.columns)
+    widget.parameters.min_distance.value = 4.0  # a re-run updates the layer (no manual edits in it)
+    assert run_and_wait(qtbot, widget) == "done"
+    assert viewer.layers["atoms"] is layer and "atoms 2" not in viewer.layers
+    assert 0 < len(layer.data) < len(found) and len(layer.features) == len(layer.data)
+    assert len(layer.face_color) == len(layer.data)
 
 
 def test_trace_uses_an_edited_support(make_napari_viewer, qtbot, particle):

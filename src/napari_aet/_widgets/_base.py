@@ -117,7 +117,7 @@ def show_layer(viewer, layer_data, **overrides):
         layer = viewer.layers[name]
         layer.data = data
         for key in ("scale", "translate", "metadata", "features", "face_color", "size"):
-            unchanged = key in ("scale", "translate") and np.allclose(getattr(layer, key), kwargs.get(key, 0))
+            unchanged = key in ("scale", "translate") and np.array_equal(getattr(layer, key), kwargs.get(key))
             if key in kwargs and not unchanged:
                 setattr(layer, key, kwargs[key])
         if layer_type == "image":

@@ -104,7 +104,6 @@ class ReconstructWidget(StageWidget):
         method = self.parameters.method.value
         params = self.method_parameters()
         automatic_support = params.pop("support", "none") != "none"
-        iterate(series, method, **params)  # validates names now (runs nothing: a generator)
         base = f"{layer.name} {method}"
         fourier, with_fsc = self.parameters.fourier.value, self.parameters.fsc.value
         self._names = {"result": base, "live": f"{base} (running)", "fourier": f"{base} {fourier}"}
