@@ -203,6 +203,24 @@ def test_trace_bad_input_shows_a_message(make_napari_viewer, qtbot):
     assert "empty" in widget.message.text() and "atoms" not in viewer.layers
 
 
+def test_an_unexpected_failure_is_a_message_and_a_log_entry(make_napari_viewer, qtbot, particle, monkeypatch,
+                                                            caplog):
+    _, recon = particle
+    viewer = make_napari_viewer()
+    show_layer(viewer, volume_layer(recon, name="volume"))
+    widget = TraceWidget(viewer)
+    qtbot.addWidget(widget)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr(trace_module, "trace_atoms", broken)
+    assert run_and_wait(qtbot, widget) == "failed"
+    assert "RuntimeError: simulated bug" in widget.message.text() and "atoms" not in viewer.layers
+    assert "simulated bug" in caplog.text  # the traceback is in the log
+    assert widget.run_button.isEnabled()  # ready for another run
+
+
 def test_trace_screenshot_shows_volume_and_atoms(make_napari_viewer, qtbot, particle, tmp_path):
     _, recon = particle
     viewer = make_napari_viewer()  # show=False: screenshot() shows the window, else the canvas is black

@@ -293,23 +293,25 @@ class StageWidget(QWidget):
 
     def _done(self, outcome):
         status, value = outcome
-        self.last_outcome = status
         if status == "done":
             try:
                 self.finish(value)
             except InputError as err:
-                self.last_outcome = "error"
-                self.show_error(str(err))
+                status, value = "error", err
+            except Exception as err:  # a bug while showing the result
+                logger.exception("napari-aet could not show the result")
+                status, value = "failed", err
             else:
                 self.progress_bar.setValue(_PROGRESS_STEPS)
-        elif status == "cancelled":
+        self.last_outcome = status
+        if status == "cancelled":
             self.discard()
             self.progress_bar.setValue(0)
             self.message.setText("cancelled: nothing was changed")
         elif status == "error":
             self.discard()
             self.show_error(str(value))
-        else:
+        elif status == "failed":
             self.discard()
             self.show_error(f"failed with an unexpected {type(value).__name__}: {value} "
                             "(details in the log)")
