@@ -69,13 +69,15 @@ def test_rotation_agrees_with_genfire_and_single_tilt_is_about_y():
     assert np.allclose(m[:2] @ [x, y, z], [x * np.cos(np.pi / 6) - z * np.sin(np.pi / 6), y])
 
 
-def test_off_centre_atom_comes_back_where_it_was():
+@pytest.mark.parametrize("shape, thickness", [((N, N), None), ((31, 40), 21)])
+def test_off_centre_atom_comes_back_where_it_was(shape, thickness):
+    """No flip, mirror or off-by-one on any axis, also for odd, non-square images and a thin volume."""
     atom = AtomModel([[3.2, -1.6, 2.4]], ["Pt"])
-    series = simulate(atom, np.linspace(-70, 70, 29))
-    expected = np.round(specimen_to_voxel(atom.positions, (N, N, N), series.pixel_size)[0])
+    series = simulate(atom, np.linspace(-70, 70, 29), shape)
     for method in METHODS:
-        volume = reconstruct(series, method, n_iterations=10).volume if method != "wbp" else \
-            reconstruct(series, method).volume
+        params = {"thickness": thickness} | ({} if method == "wbp" else {"n_iterations": 10})
+        volume = reconstruct(series, method, **params).volume
+        expected = np.round(specimen_to_voxel(atom.positions, volume.shape, series.pixel_size)[0])
         assert np.array_equal(np.unravel_index(np.argmax(volume), volume.shape), expected), method
 
 
