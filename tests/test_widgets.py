@@ -22,7 +22,7 @@ from napari_aet.simulate import adf_amplitudes, fcc_particle, simulate_tilt_seri
 from napari_aet._widgets import reconstruct as reconstruct_module
 from napari_aet._widgets import screenshot
 from napari_aet._widgets import trace as trace_module
-from napari_aet._widgets._base import is_atoms, layer_kind, show_layer
+from napari_aet._widgets._base import is_atoms, layer_kind, layer_type, show_layer
 from napari_aet._widgets.align import AlignWidget
 from napari_aet._widgets.classify import ClassifyWidget, class_boundaries
 from napari_aet._widgets.reconstruct import ReconstructWidget
@@ -116,7 +116,7 @@ def test_trace_widget_finds_the_atoms(make_napari_viewer, qtbot, particle):
     assert widget.volume_input.currentText() == "volume"
     assert run_and_wait(qtbot, widget) == "done"
     layer = viewer.layers["atoms"]
-    assert is_atoms(layer) and layer._type_string == "points"
+    assert is_atoms(layer) and layer_type(layer) == "points"
     np.testing.assert_allclose(layer.scale, (VOXEL,) * 3)
     found = atoms_from_layer(layer)
     distances = nearest_distances(found.positions, truth.positions)
@@ -140,7 +140,7 @@ def test_trace_uses_an_edited_support(make_napari_viewer, qtbot, particle):
     assert widget.support_input.currentText() == "automatic"
     widget.show_support()
     support = viewer.layers["volume support"]
-    assert support._type_string == "labels" and support.data.shape == recon.volume.shape
+    assert layer_type(support) == "labels" and support.data.shape == recon.volume.shape
     assert widget.support_input.currentText() == "volume support"
     assert support.data[24, 24, 24] == 1 and support.data[0, 0, 0] == 0  # particle inside, not outside
     edited = support.data.copy()

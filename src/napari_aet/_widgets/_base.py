@@ -38,6 +38,11 @@ logger = logging.getLogger(__name__)
 _PROGRESS_STEPS = 1000
 
 
+def layer_type(layer) -> str:
+    """napari's name of a layer's type: "image", "points", "labels", ..."""
+    return type(layer).__name__.lower()
+
+
 def layer_kind(layer) -> str | None:
     """The napari-aet kind of a layer ("tilt_series", "volume", "atoms", ...) or None."""
     return layer.metadata.get("aet", {}).get("kind")
@@ -50,7 +55,7 @@ def is_tilt_series(layer) -> bool:
 def is_volume(layer) -> bool:
     """A napari-aet volume, or any 3D image without a napari-aet kind (e.g. opened by another reader)."""
     kind = layer_kind(layer)
-    return layer._type_string == "image" and (kind == "volume" or (kind is None and layer.ndim == 3))
+    return layer_type(layer) == "image" and (kind == "volume" or (kind is None and layer.ndim == 3))
 
 
 def is_atoms(layer) -> bool:
@@ -59,7 +64,7 @@ def is_atoms(layer) -> bool:
 
 def is_support(layer) -> bool:
     """A particle mask: a 3D Labels layer made by napari-aet or drawn by the user."""
-    return layer._type_string == "labels" and layer.ndim == 3 and layer_kind(layer) in ("support", None)
+    return layer_type(layer) == "labels" and layer.ndim == 3 and layer_kind(layer) in ("support", None)
 
 
 class LayerSelector(QComboBox):
@@ -110,22 +115,22 @@ def show_layer(viewer, layer_data, **overrides):
     Updating keeps what the user set on the layer (colormap, rendering, visibility) and
     replaces the data, placement, metadata, features and point colours.
     """
-    data, kwargs, layer_type = layer_data
+    data, kwargs, kind = layer_data
     kwargs = {**kwargs, **overrides}
     name = kwargs["name"]
-    if name in viewer.layers and viewer.layers[name]._type_string == layer_type:
+    if name in viewer.layers and layer_type(viewer.layers[name]) == kind:
         layer = viewer.layers[name]
         layer.data = data
         for key in ("scale", "translate", "metadata", "features", "face_color", "size"):
             unchanged = key in ("scale", "translate") and np.array_equal(getattr(layer, key), kwargs.get(key))
             if key in kwargs and not unchanged:
                 setattr(layer, key, kwargs[key])
-        if layer_type == "image":
+        if kind == "image":
             layer.reset_contrast_limits()
         return layer
     if name in viewer.layers:
         viewer.layers.remove(name)
-    return getattr(viewer, f"add_{layer_type}")(data, **kwargs)
+    return getattr(viewer, f"add_{kind}")(data, **kwargs)
 
 
 class StageWidget(QWidget):
@@ -160,6 +165,7 @@ class StageWidget(QWidget):
         self.progress_bar.setRange(0, _PROGRESS_STEPS)
         self.message = QLabel("")
         self.message.setWordWrap(True)
+        self.message.setMinimumHeight(3 * self.message.fontMetrics().height())  # never clipped to a line
 
         buttons = QHBoxLayout()
         for button in (self.run_button, self.cancel_button, self.stop_button):

@@ -150,7 +150,8 @@ class AlignWidget(StageWidget):
             axis_ax.plot(curve["angles"], curve["scores"], ".-")
             axis_ax.axvline(curve["used"], color="tab:red", lw=1)
             axis_ax.set_xlabel("tilt-axis angle (°)")
-            axis_ax.set_ylabel("common-line score")
+            axis_ax.set_title("common-line consistency", fontsize=8)
+            axis_ax.set_ylabel("score")
         else:
             axis_ax.set_visible(False)
         if "common_line" in report:
