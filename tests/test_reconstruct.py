@@ -4,10 +4,21 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from napari_aet.geometry import Projector, render_atoms, rotation_matrices, specimen_to_voxel
+from napari_aet.geometry import (
+    Projector,
+    render_atoms,
+    rotation_matrices,
+    specimen_to_voxel,
+)
 from napari_aet.model import AtomModel, InputError
 from napari_aet.progress import Cancelled
-from napari_aet.reconstruct import METHODS, iterate, parameters, reconstruct, to_reconstruction
+from napari_aet.reconstruct import (
+    METHODS,
+    iterate,
+    parameters,
+    reconstruct,
+    to_reconstruction,
+)
 from napari_aet.reconstruct.genfire import BoxFFT, grid_size, r_free_selection
 from napari_aet.reconstruct.gridding import fourier_coverage, grid_projections
 from napari_aet.simulate import adf_amplitudes, fcc_particle, simulate_tilt_series
@@ -220,7 +231,7 @@ def test_parameters_record_defaults_and_reject_unknown():
 def test_bad_input_is_explained(particle, change, params, message):
     series = simulate(particle, np.linspace(-60, 60, 11)).replace(**change)
     with pytest.raises(InputError, match=message):
-        reconstruct(series, "genfire", **params)
+        iterate(series, "genfire", **params)  # at once, before the first step is asked for
 
 
 def test_bad_angles_are_refused_by_the_series(particle):

@@ -9,7 +9,7 @@ state to :func:`to_reconstruction`.
 from __future__ import annotations
 
 import inspect
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -21,8 +21,16 @@ from .gridding import fourier_coverage
 from .resire import iterate_resire
 from .wbp import iterate_wbp, weighted_backprojection
 
-__all__ = ["METHODS", "IterationState", "iterate", "reconstruct", "to_reconstruction", "parameters",
-           "weighted_backprojection", "fourier_coverage"]
+__all__ = [
+    "METHODS",
+    "IterationState",
+    "fourier_coverage",
+    "iterate",
+    "parameters",
+    "reconstruct",
+    "to_reconstruction",
+    "weighted_backprojection",
+]
 
 METHODS = ("genfire", "resire", "wbp")
 _ITERATORS = {"genfire": iterate_genfire, "resire": iterate_resire, "wbp": iterate_wbp}
@@ -45,9 +53,11 @@ def parameters(method="genfire", **params) -> dict:
 
 
 def iterate(series: TiltSeries, method="genfire", **params) -> Iterator[IterationState]:
-    """Yield an :class:`IterationState` after each iteration of ``method`` on an aligned series.
+    """A generator of :class:`IterationState`, one per iteration of ``method`` on an aligned series.
 
-    The last state of a completed run has ``final=True`` and holds the method's result.
+    The input is checked and the data prepared (GENFIRE's gridding, WBP entirely) on the call,
+    so bad input raises InputError here. The last state of a completed run has ``final=True``
+    and holds the method's result.
     See :func:`parameters` for the accepted keyword parameters of each method.
     """
     parameters(method, **params)

@@ -31,7 +31,14 @@ from scipy import fft
 
 from ..geometry import Projector
 from ..model import InputError, TiltSeries
-from ._common import IterationState, check_aligned, check_count, check_volume, relative_residual, volume_shape
+from ._common import (
+    IterationState,
+    check_aligned,
+    check_count,
+    check_volume,
+    relative_residual,
+    volume_shape,
+)
 from .gridding import GriddedData, grid_projections
 from .wbp import weighted_backprojection
 
@@ -119,7 +126,9 @@ def _stage_limits(schedule, n_iterations) -> np.ndarray:
 def iterate_genfire(series: TiltSeries, n_iterations=50, oversampling=3.0, cutoff=0.5, support=None,
                     positivity=True, resolution="extension_suppression", r_free_fraction=0.05, seed=0, initial="zeros",
                     thickness=None, track_r_factor=None):
-    """Yield an :class:`IterationState` after each GENFIRE iteration, then the final result.
+    """A generator of :class:`IterationState`, one per GENFIRE iteration, then the final result.
+
+    Checks the input and grids the data at once (InputError is raised here, not at the first step).
 
     series : aligned TiltSeries, single tilts or Euler angles.
     n_iterations : iterations. oversampling : padded cube size / volume size (>= 1).
@@ -179,32 +188,37 @@ def iterate_genfire(series: TiltSeries, n_iterations=50, oversampling=3.0, cutof
         start = np.zeros(shape, np.float32) if initial == "zeros" else weighted_backprojection(series, thickness)
     else:
         start = check_volume("initial volume", initial, shape)
-    spectrum = box.forward(constrain(start))
-    errors = {"r_factor": [], "fourier_error": []} | ({"r_free": []} if len(free_index) else {})
-    best, best_error = None, np.inf
-    for iteration in range(1, n_iterations + 1):
-        flat = spectrum.reshape(-1)
-        flat[work_index[: n_enforced[iteration - 1]]] = work_values[: n_enforced[iteration - 1]]
-        volume = constrain(box.inverse(spectrum))
-        spectrum = box.forward(volume)
-        flat = spectrum.reshape(-1)
-        errors["fourier_error"].append(relative_residual(work_values, flat[work_index]))
+
+    def steps():
+        """The iterations; validation and gridding above run when iterate_genfire is called."""
+        spectrum = box.forward(constrain(start))
+        errors = {"r_factor": [], "fourier_error": []} | ({"r_free": []} if len(free_index) else {})
+        best, best_error = None, np.inf
+        for iteration in range(1, n_iterations + 1):
+            flat = spectrum.reshape(-1)
+            flat[work_index[: n_enforced[iteration - 1]]] = work_values[: n_enforced[iteration - 1]]
+            volume = constrain(box.inverse(spectrum))
+            spectrum = box.forward(volume)
+            flat = spectrum.reshape(-1)
+            errors["fourier_error"].append(relative_residual(work_values, flat[work_index]))
+            if len(free_index):
+                errors["r_free"].append(relative_residual(free_values, flat[free_index]))
+            if track_r_factor:
+                errors["r_factor"].append(relative_residual(series.projections, projector.forward(volume)))
+            if iteration >= final_stage and errors["fourier_error"][-1] < best_error:
+                best, best_error = volume, errors["fourier_error"][-1]
+            yield IterationState(iteration, n_iterations, volume, {k: list(v) for k, v in errors.items()})
         if len(free_index):
-            errors["r_free"].append(relative_residual(free_values, flat[free_index]))
-        if track_r_factor:
-            errors["r_factor"].append(relative_residual(series.projections, projector.forward(volume)))
-        if iteration >= final_stage and errors["fourier_error"][-1] < best_error:
-            best, best_error = volume, errors["fourier_error"][-1]
-        yield IterationState(iteration, n_iterations, volume, {k: list(v) for k, v in errors.items()})
-    if len(free_index):
-        spectrum = box.forward(best)
-        flat = spectrum.reshape(-1)
-        flat[work_index[: n_enforced[-1]]] = work_values[: n_enforced[-1]]
-        flat[free_index[:n_free_final]] = free_values[:n_free_final]
-        best = constrain(box.inverse(spectrum))
-    if not track_r_factor:
-        errors["r_factor"].append(relative_residual(series.projections, projector.forward(best)))
-    yield IterationState(n_iterations, n_iterations, best, errors, final=True)
+            spectrum = box.forward(best)
+            flat = spectrum.reshape(-1)
+            flat[work_index[: n_enforced[-1]]] = work_values[: n_enforced[-1]]
+            flat[free_index[:n_free_final]] = free_values[:n_free_final]
+            best = constrain(box.inverse(spectrum))
+        if not track_r_factor:
+            errors["r_factor"].append(relative_residual(series.projections, projector.forward(best)))
+        yield IterationState(n_iterations, n_iterations, best, errors, final=True)
+
+    return steps()
 
 
 def _shift_to_box_corner(data: GriddedData, shape) -> GriddedData:

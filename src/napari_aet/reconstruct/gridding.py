@@ -39,7 +39,7 @@ class GriddedData:
         half = self.n // 2 + 1
         kz, rest = np.divmod(self.index, self.n * half)
         ky, kx = np.divmod(rest, half)
-        signed = lambda k: np.where(k > self.n // 2, k - self.n, k)  # noqa: E731
+        signed = lambda k: np.where(k > self.n // 2, k - self.n, k)
         return np.stack([kx, signed(ky), signed(kz)], axis=1)
 
     @property

@@ -14,7 +14,14 @@ import numpy as np
 
 from ..geometry import Projector
 from ..model import InputError, TiltSeries
-from ._common import IterationState, check_aligned, check_count, check_volume, relative_residual, volume_shape
+from ._common import (
+    IterationState,
+    check_aligned,
+    check_count,
+    check_volume,
+    relative_residual,
+    volume_shape,
+)
 from .wbp import weighted_backprojection
 
 
@@ -26,7 +33,7 @@ def _inverse(a):
 
 def iterate_resire(series: TiltSeries, n_iterations=50, step=1.8, support=None, positivity=True,
                    initial="zeros", thickness=None):
-    """Yield an :class:`IterationState` after each RESIRE iteration.
+    """A generator of :class:`IterationState`, one per RESIRE iteration (input checked at once).
 
     series : aligned TiltSeries. n_iterations : iterations to run.
     step : relaxation in (0, 2); larger converges faster.
@@ -52,14 +59,18 @@ def iterate_resire(series: TiltSeries, n_iterations=50, step=1.8, support=None, 
     row = _inverse(projector.forward(np.ones(shape, np.float32)))
     col = step * _inverse(projector.adjoint(np.ones(b.shape, np.float32)))
     residual = projector.forward(x) - b
-    errors = {"r_factor": []}
-    for iteration in range(1, n_iterations + 1):
-        x = x - col * projector.adjoint(row * residual)
-        if mask is not None:
-            x *= mask
-        if positivity:
-            np.maximum(x, 0, out=x)
-        residual = projector.forward(x) - b
-        errors["r_factor"].append(relative_residual(b, b + residual))
-        yield IterationState(iteration, n_iterations, x, {k: list(v) for k, v in errors.items()},
-                             final=iteration == n_iterations)
+
+    def steps(x, residual):
+        errors = {"r_factor": []}
+        for iteration in range(1, n_iterations + 1):
+            x = x - col * projector.adjoint(row * residual)
+            if mask is not None:
+                x *= mask
+            if positivity:
+                np.maximum(x, 0, out=x)
+            residual = projector.forward(x) - b
+            errors["r_factor"].append(relative_residual(b, b + residual))
+            yield IterationState(iteration, n_iterations, x, {k: list(v) for k, v in errors.items()},
+                                 final=iteration == n_iterations)
+
+    return steps(x, residual)

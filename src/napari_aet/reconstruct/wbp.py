@@ -51,8 +51,8 @@ def weighted_backprojection(series: TiltSeries, thickness=None) -> np.ndarray:
 
 
 def iterate_wbp(series: TiltSeries, thickness=None):
-    """WBP as a one-step iteration (so every method shares one generator API)."""
+    """WBP as a one-step iteration (so every method shares one generator API); computed at once."""
     volume = weighted_backprojection(series, thickness)
     reprojected = Projector(volume.shape, series.angles, series.projections.shape[1:]).forward(volume)
     errors = {"r_factor": [relative_residual(series.projections, reprojected)]}
-    yield IterationState(1, 1, volume, errors, final=True)
+    return iter([IterationState(1, 1, volume, errors, final=True)])
