@@ -19,7 +19,12 @@ from napari_aet.reconstruct import (
     reconstruct,
     to_reconstruction,
 )
-from napari_aet.reconstruct.genfire import BoxFFT, grid_size, r_free_selection
+from napari_aet.reconstruct.genfire import (
+    BoxFFT,
+    _stage_limits,
+    grid_size,
+    r_free_selection,
+)
 from napari_aet.reconstruct.gridding import fourier_coverage, grid_projections
 from napari_aet.simulate import adf_amplitudes, fcc_particle, simulate_tilt_series
 
@@ -252,3 +257,18 @@ def test_fourier_coverage_shows_the_missing_wedge(particle):
     assert np.all(coverage[c, c, c + 1:c + 12] > 0)  # along kx (in every tilt plane): measured
     assert not np.any(coverage[c + 3:, c, c]) and not np.any(coverage[:c - 3, c, c])  # along kz: the wedge
     assert np.array_equal(coverage > 0, (coverage > 0)[::-1, ::-1, ::-1][np.ix_(*[np.roll(np.arange(N), 1)] * 3)])
+
+
+def test_genfire_result_is_best_of_final_stage_with_r_free_points_restored(full_series):
+    states = list(iterate(full_series, "genfire", n_iterations=12, resolution="full", r_free_fraction=0))
+    assert [s.final for s in states] == [False] * 12 + [True]
+    best = int(np.argmin(states[-1].errors["fourier_error"]))
+    assert states[-1].volume is states[best].volume  # no R-free: the best iterate itself
+
+    states = list(iterate(full_series, "genfire", n_iterations=12, resolution="extension_suppression"))
+    errors = states[-1].errors["fourier_error"]
+    limits = _stage_limits("extension_suppression", 12)
+    final_stage = [i for i in range(12) if np.all(limits[i:] == limits[-1])]
+    chosen = min(final_stage, key=lambda i: errors[i])
+    assert not any(states[-1].volume is s.volume for s in states[:-1])  # withheld points put back
+    assert relative_error(states[-1].volume, states[chosen].volume) < 0.05
