@@ -15,10 +15,6 @@ import pytest
 from qtpy.QtCore import QTimer
 from scipy.spatial import cKDTree
 
-from napari_aet.geometry import render_atoms
-from napari_aet.layers import atoms_from_layer, atoms_layer, tilt_series_from_layer, tilt_series_layer, volume_layer
-from napari_aet.model import Reconstruction
-from napari_aet.simulate import adf_amplitudes, fcc_particle, simulate_tilt_series
 from napari_aet._widgets import reconstruct as reconstruct_module
 from napari_aet._widgets import screenshot
 from napari_aet._widgets import trace as trace_module
@@ -27,6 +23,10 @@ from napari_aet._widgets.align import AlignWidget
 from napari_aet._widgets.classify import ClassifyWidget, class_boundaries
 from napari_aet._widgets.reconstruct import ReconstructWidget
 from napari_aet._widgets.trace import TraceWidget
+from napari_aet.geometry import render_atoms
+from napari_aet.layers import atoms_from_layer, atoms_layer, tilt_series_from_layer, tilt_series_layer, volume_layer
+from napari_aet.model import Reconstruction
+from napari_aet.simulate import adf_amplitudes, fcc_particle, simulate_tilt_series
 
 VOXEL = 0.4  # Å
 SERIES_SIZE = 48  # pixels of the small tilt series, and voxels of its reconstructions

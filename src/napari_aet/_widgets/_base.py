@@ -26,8 +26,7 @@ from magicgui.widgets import Container
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import Signal
-from qtpy.QtWidgets import (QComboBox, QFormLayout, QHBoxLayout, QLabel, QProgressBar, QPushButton,
-                            QVBoxLayout, QWidget)
+from qtpy.QtWidgets import QComboBox, QFormLayout, QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
 from ..model import InputError
 from ..progress import Cancelled
@@ -106,7 +105,7 @@ class LayerSelector(QComboBox):
     def layer(self):
         """The selected layer, or None."""
         name = self.currentText()
-        return self.viewer.layers[name] if name in self.viewer.layers else None
+        return self.viewer.layers[name] if name in self.viewer.layers else None  # noqa: SIM401 (no LayerList.get)
 
 
 def show_layer(viewer, layer_data, **overrides):

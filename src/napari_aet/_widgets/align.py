@@ -13,7 +13,7 @@ from ..progress import sub_progress
 from ._base import StageWidget, is_tilt_series
 from ._plots import PlotCanvas
 
-#: Alignment methods offered, and the shift functions of the single-step ones.
+#: Alignment methods offered: align_auto, or one shift-measuring function.
 METHODS = ("automatic", "centre of mass + common line", "cross-correlation")
 
 

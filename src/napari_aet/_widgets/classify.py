@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 from magicgui.widgets import FloatSpinBox, LineEdit, SpinBox
 
@@ -21,7 +23,7 @@ def class_boundaries(intensity, class_index) -> list[tuple[int, int, float]]:
     intensity, class_index = np.asarray(intensity, float), np.asarray(class_index)
     classes = sorted(np.unique(class_index), key=lambda c: np.median(intensity[class_index == c]))
     bounds = []
-    for lower, upper in zip(classes[:-1], classes[1:]):
+    for lower, upper in pairwise(classes):
         pair = np.isin(class_index, (lower, upper))
         values, is_upper = intensity[pair], class_index[pair] == upper
         order = np.argsort(values)
