@@ -124,9 +124,10 @@ def run_child(python, args, timeout):
 
 
 def errors_against(volume, truth):
+    volume, truth = volume.astype(np.float64), truth.astype(np.float64)
     relative = np.linalg.norm(volume - truth) / np.linalg.norm(truth)
-    scale = float((volume * truth).sum() / max((volume * volume).sum(), 1e-30))
-    return relative, np.linalg.norm(scale * volume - truth) / np.linalg.norm(truth)
+    scale = (volume * truth).sum() / max((volume * volume).sum(), 1e-30)
+    return float(relative), float(np.linalg.norm(scale * volume - truth) / np.linalg.norm(truth))
 
 
 def table_row(r) -> str:
