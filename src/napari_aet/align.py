@@ -23,17 +23,27 @@ from skimage.registration import phase_cross_correlation
 
 from .geometry import Projector, in_plane_rotation
 from .model import InputError, TiltSeries
+from .preprocess import particle_mask, subtract_background
 from .progress import report, sub_progress
+from .reconstruct import reconstruct
 
 # ---------------------------------------------------------------------------- helpers
 
 
-def _signal(projections) -> np.ndarray:
-    """Projections minus each one's background level (median of a 2-pixel border)."""
-    p = np.asarray(projections, dtype=np.float32)
+def _border_level(projections) -> np.ndarray:
+    """Background level ``(n,)`` of each projection: the median of its 2-pixel border."""
+    p = np.asarray(projections)
     border = np.concatenate([p[:, :2].reshape(len(p), -1), p[:, -2:].reshape(len(p), -1),
                              p[:, :, :2].reshape(len(p), -1), p[:, :, -2:].reshape(len(p), -1)], axis=1)
-    return p - np.median(border, axis=1)[:, None, None]
+    return np.median(border, axis=1)
+
+
+def _signal(projections) -> np.ndarray:
+    """What the measurements use: each projection minus its border level, zero outside the
+    particle (:func:`napari_aet.preprocess.particle_mask`), so noise and background residue
+    far from the particle do not bias centres of mass and profiles."""
+    p = np.asarray(projections, dtype=np.float32) - _border_level(projections)[:, None, None].astype(np.float32)
+    return p * np.stack([particle_mask(image) for image in p])
 
 
 def _pixel_coordinates(shape):
@@ -171,7 +181,8 @@ def center_of_mass_shifts(series: TiltSeries) -> np.ndarray:
     Only the component perpendicular to the tilt axis (``series.tilt_axis``) is set; the
     one along the axis is 0 (for ``tilt_axis = 0``: dx set, dy 0). For Euler-angle series
     both components centre the mass. The background level (border median) is removed
-    first; a slowly varying background should be subtracted beforehand
+    and pixels outside the particle are ignored; a slowly varying background should be
+    subtracted beforehand
     (:func:`napari_aet.preprocess.subtract_background`).
     """
     cx, cy = _centre_of_mass(_signal(series.projections))
@@ -282,11 +293,11 @@ def apply_alignment(series: TiltSeries, *, order=3) -> TiltSeries:
     rot = in_plane_rotation(series.tilt_axis)
     src_x = rot[0, 0] * u + rot[0, 1] * v + nx // 2
     src_y = rot[1, 0] * u + rot[1, 1] * v + ny // 2
-    background = series.projections - _signal(series.projections)
+    background = _border_level(series.projections)
     out = np.empty_like(series.projections)
     for i, (dy, dx) in enumerate(series.shifts):
         out[i] = ndimage.map_coordinates(series.projections[i], [src_y - dy, src_x - dx], order=order,
-                                         mode="grid-constant", cval=float(background[i, 0, 0]))
+                                         mode="grid-constant", cval=float(background[i]))
     record = {"shifts": series.shifts.tolist(), "tilt_axis": series.tilt_axis, "order": order}
     if "alignment" in series.metadata:
         record["previous"] = series.metadata["alignment"]
@@ -298,31 +309,17 @@ def apply_alignment(series: TiltSeries, *, order=3) -> TiltSeries:
 # ------------------------------------------------------------ projection matching
 
 
-def _sirt(projections, angles, iterations):
-    """A few non-negative SIRT iterations ``(nx, ny, nx)`` with the one projector."""
-    n, ny, nx = projections.shape
-    projector = Projector((nx, ny, nx), angles)
-    ones = np.ones((nx, ny, nx), dtype=np.float32)
-    row = projector.forward(ones)
-    row = np.where(row > 0, 1 / np.maximum(row, 1e-6), 0).astype(np.float32)
-    col = projector.adjoint(np.ones_like(projections))
-    col = np.where(col > 0, 1 / np.maximum(col, 1e-6), 0).astype(np.float32)
-    volume = np.zeros_like(ones)
-    for _ in range(iterations):
-        volume += col * projector.adjoint(row * (projections - projector.forward(volume)))
-        np.maximum(volume, 0, out=volume)
-    return volume, projector.forward(volume)
-
-
-def projection_matching_shifts(series: TiltSeries, *, iterations=6, sirt_iterations=8, precision=0.05,
-                               tolerance=0.02, history=None, progress=None) -> np.ndarray:
+def projection_matching_shifts(series: TiltSeries, *, iterations=6, reconstruction_iterations=8, precision=0.05,
+                               tolerance=0.02, along_axis=True, history=None, progress=None) -> np.ndarray:
     """Shifts (dy, dx) ``(n, 2)`` px refined by projection matching, starting from ``series.shifts``.
 
-    Each iteration applies the current alignment, reconstructs (SIRT, ``sirt_iterations``),
-    re-projects, and registers each measured projection onto its re-projection
+    Each iteration applies the current alignment, reconstructs (RESIRE,
+    ``reconstruction_iterations``, :func:`napari_aet.reconstruct.reconstruct`),
+    re-projects with the same projector, and registers each measured projection onto its re-projection
     (cross-correlation to ``precision`` px). The update's rigid-translation part (the
     gauge) is removed, so the particle stays where the start put it. Stops when the
-    largest update is below ``tolerance`` px. ``history``, if a list, receives one dict
+    largest update is below ``tolerance`` px. ``along_axis=False`` refines only the
+    component across the tilt axis (keep the common-line result along it). ``history``, if a list, receives one dict
     per iteration (``rms_update``, ``max_update``, ``r_factor``).
     """
     _single_axis(series, "projection matching")
@@ -331,13 +328,16 @@ def projection_matching_shifts(series: TiltSeries, *, iterations=6, sirt_iterati
     for it in range(iterations):
         step = sub_progress(progress, it / iterations, (it + 1) / iterations)
         report(step, 0.0, f"projection matching {it + 1}/{iterations}: reconstructing")
-        aligned = apply_alignment(signal.replace(shifts=shifts)).projections
-        _, reprojection = _sirt(aligned, series.angles, sirt_iterations)
+        aligned = apply_alignment(signal.replace(shifts=shifts))
+        volume = reconstruct(aligned, "resire", n_iterations=reconstruction_iterations,
+                             progress=sub_progress(step, 0.0, 0.8)).volume
+        reprojection = Projector(volume.shape, series.angles).forward(volume)
+        aligned = aligned.projections
         report(step, 0.8, f"projection matching {it + 1}/{iterations}: registering")
         update = np.array([_register(reprojection[i], aligned[i], precision) for i in range(len(aligned))])
         gauge, offset = _rigid_fit(update[:, 1], series.angles)
         du = update[:, 1] - gauge + offset
-        dv = update[:, 0] - update[:, 0].mean()
+        dv = update[:, 0] - update[:, 0].mean() if along_axis else np.zeros(len(update))
         shifts = shifts + _to_image(du, dv, series.tilt_axis)
         size = np.hypot(du, dv)
         if history is not None:
@@ -353,16 +353,22 @@ def projection_matching_shifts(series: TiltSeries, *, iterations=6, sirt_iterati
 
 
 def align_auto(series: TiltSeries, *, tilt_axis=None, axis_tolerance=1.0, precision=0.05,
-               projection_matching=True, iterations=6, progress=None) -> tuple[TiltSeries, dict]:
+               projection_matching=True, iterations=6, background="smooth",
+               progress=None) -> tuple[TiltSeries, dict]:
     """Align a single-axis tilt series end to end; returns it with shifts and tilt axis set, and a report.
 
     1. tilt-axis angle from common-line consistency (``tilt_axis=None``), or the given
        angle (degrees), which is checked against the data: an angle more than
        ``axis_tolerance`` degrees from the estimate raises :class:`InputError`;
     2. centre of mass across the axis + common line along it (absolute, any shift size);
-    3. projection matching (``iterations``), if ``projection_matching``;
+    3. projection matching (``iterations``) across the axis, if ``projection_matching``
+       (along the axis the common line is exact: profile invariance holds for any object);
     4. the rigid part of the centroid track and the tilt-axis offset are removed, so the
        centroid lies on the rotation centre and the axis through ``nx // 2``.
+
+    All measurements use a copy with the background removed (``background``: "smooth",
+    "constant" or "none", see :func:`napari_aet.preprocess.subtract_background`): a
+    background left in biases the centre of mass.
 
     The report holds ``steps`` (name, rms change in px), ``shifts`` per step ``(n, 2)``,
     ``tilt_axis`` (estimate, given, ``angles``/``scores`` curve), ``offset`` (px),
@@ -370,7 +376,8 @@ def align_auto(series: TiltSeries, *, tilt_axis=None, axis_tolerance=1.0, precis
     ``projection_matching`` (per-iteration dicts). The projections are not modified.
     """
     _single_axis(series, "automatic alignment")
-    signal = _signal(series.projections)
+    measured = series if background == "none" else subtract_background(series, method=background)
+    signal = _signal(measured.projections)
     rep = {"steps": [], "shifts": {}, "angles": series.angles.tolist()}
 
     def record(name, shifts, previous):
@@ -396,7 +403,7 @@ def align_auto(series: TiltSeries, *, tilt_axis=None, axis_tolerance=1.0, precis
     history = []
     if projection_matching:
         refined = projection_matching_shifts(oriented.replace(shifts=shifts), iterations=iterations,
-                                             precision=precision, history=history,
+                                             precision=precision, along_axis=False, history=history,
                                              progress=sub_progress(progress, 0.3, 0.95))
         record("projection matching", refined, shifts)
         shifts = refined
