@@ -85,6 +85,7 @@ def reconstruct(series: TiltSeries, method="genfire", *, progress: ProgressCallb
     iteration; raising :class:`~napari_aet.progress.Cancelled` from it cancels the run.
     params : the method's parameters (see :func:`parameters`); all used values are recorded.
     """
+    report(progress, 0.0, f"{method}: preparing")
     state = None
     for state in iterate(series, method, **params):
         errors = ", ".join(f"{k} {v[-1]:.4f}" for k, v in state.errors.items() if v)
