@@ -13,7 +13,8 @@ oversampling 3, cutoff 0.5, resolution extension/suppression). Examples::
 
     python benchmarks/bench_reconstruct.py --quick            # 64^3, ours only, < 1 minute
     python benchmarks/bench_reconstruct.py                    # 64^3 and 128^3, with GENFIRE-Python
-    python benchmarks/bench_reconstruct.py --sizes 256 --n-angles 60 --no-genfire   # the 256^3 run
+    python benchmarks/bench_reconstruct.py --sizes 256 --n-angles 60 --no-genfire --methods genfire resire wbp
+    python benchmarks/bench_reconstruct.py --methods genfire:oversampling=2 --no-genfire   # any parameters
 
 The table reports, per run: wall time, CPU time (all threads; less sensitive to other load on a
 shared machine), time per iteration, the time of one forward + inverse real
@@ -130,6 +131,16 @@ def errors_against(volume, truth):
     return float(relative), float(np.linalg.norm(scale * volume - truth) / np.linalg.norm(truth))
 
 
+def method_and_params(spec, iterations):
+    """``("genfire", '{"n_iterations": 50, ...}')`` from ``"genfire:key=value,..."``."""
+    name, _, extra = spec.partition(":")
+    params = {} if name == "wbp" else {"n_iterations": iterations}
+    for item in filter(None, extra.split(",")):
+        key, _, value = item.partition("=")
+        params[key] = json.loads(value)
+    return name, json.dumps(params)
+
+
 def table_row(r) -> str:
     """One markdown row of the results table."""
     pair, per = r.get("fft_pair_s"), r["iteration_s"]
@@ -152,8 +163,10 @@ def main(argv=None):
     parser.add_argument("--iterations", type=int, default=50, help="iterations of every iterative method")
     parser.add_argument("--dose", type=float, default=400.0,
                         help="counts per Pt atom per projection, Poisson noise; 0 = noiseless (default 400)")
-    parser.add_argument("--methods", nargs="+", default=["genfire", "resire", "wbp"],
-                        help="our methods to run (default genfire resire wbp)")
+    parser.add_argument("--methods", nargs="+", default=["genfire", "genfire:r_free_fraction=0", "resire", "wbp"],
+                        help="our methods to run, each 'name' or 'name:param=value,...' (values in JSON); "
+                             "default: genfire, genfire without R-free (like-for-like with GENFIRE-Python), "
+                             "resire, wbp")
     parser.add_argument("--genfire-venv", default=os.environ.get("GENFIRE_VENV", "/tmp/genfire-venv"),
                         help="virtual environment with the genfire package (env GENFIRE_VENV)")
     parser.add_argument("--no-genfire", action="store_true", help="skip GENFIRE-Python")
@@ -181,13 +194,12 @@ def main(argv=None):
         for size in args.sizes:
             case = make_case(size, args.n_angles, args.max_angle, args.dose, args.seed, folder)
             truth = np.load(case)["truth"]
-            runs = [(m, sys.executable, ["ours", str(case), m,
-                                         json.dumps({} if m == "wbp" else {"n_iterations": args.iterations})])
-                    for m in args.methods]
+            runs = [(spec, sys.executable, ["ours", str(case), *method_and_params(spec, args.iterations)])
+                    for spec in args.methods]
             if not args.no_genfire:
                 runs.append(("GENFIRE-Python", str(genfire_python), ["genfire", str(case), str(args.iterations)]))
             for name, python, child_args in runs:
-                out = folder / f"{name}_{size}.npy"
+                out = folder / f"run{len(rows)}.npy"
                 result = run_child(python, child_args + [str(out)], timeout=3600)
                 relative, scaled = errors_against(np.load(out), truth)
                 result.update(size=size, method=name, relative_error=relative, scaled_error=scaled)
