@@ -40,7 +40,7 @@ from ._common import (
     volume_shape,
 )
 from .gridding import GriddedData, grid_projections
-from .wbp import weighted_backprojection
+from .wbp import starting_volume
 
 #: Enforced resolution (fraction of Nyquist) of each stage, GENFIRE's schedules.
 RESOLUTION_SCHEDULES = {
@@ -155,8 +155,7 @@ def iterate_genfire(series: TiltSeries, n_iterations=50, oversampling=3.0, cutof
     limits = _stage_limits(resolution, n_iterations)
     shape = volume_shape(series, thickness)
     mask = check_volume("support", support, shape, bool)
-    if isinstance(initial, str) and initial not in ("zeros", "wbp"):
-        raise InputError(f"initial must be 'zeros', 'wbp' or a volume, got {initial!r}")
+    start = starting_volume(series, initial, shape, thickness)
     n = grid_size(shape, oversampling)
     box = BoxFFT(shape, n)
     data = grid_projections(series.projections, series.angles, n, cutoff)
@@ -184,10 +183,6 @@ def iterate_genfire(series: TiltSeries, n_iterations=50, oversampling=3.0, cutof
     projector = Projector(shape, series.angles, series.projections.shape[1:])
     if track_r_factor is None:
         track_r_factor = projector.single_axis
-    if isinstance(initial, str):
-        start = np.zeros(shape, np.float32) if initial == "zeros" else weighted_backprojection(series, thickness)
-    else:
-        start = check_volume("initial volume", initial, shape)
 
     def steps():
         """The iterations; validation and gridding above run when iterate_genfire is called."""

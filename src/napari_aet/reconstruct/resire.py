@@ -22,7 +22,7 @@ from ._common import (
     relative_residual,
     volume_shape,
 )
-from .wbp import weighted_backprojection
+from .wbp import starting_volume
 
 
 def _inverse(a):
@@ -48,12 +48,7 @@ def iterate_resire(series: TiltSeries, n_iterations=50, step=1.8, support=None, 
         raise InputError(f"step must lie in (0, 2) for the iteration to converge, got {step}")
     shape = volume_shape(series, thickness)
     mask = check_volume("support", support, shape, bool)
-    if isinstance(initial, str):
-        if initial not in ("zeros", "wbp"):
-            raise InputError(f"initial must be 'zeros', 'wbp' or a volume, got {initial!r}")
-        x = np.zeros(shape, np.float32) if initial == "zeros" else weighted_backprojection(series, thickness)
-    else:
-        x = check_volume("initial volume", initial, shape)
+    x = starting_volume(series, initial, shape, thickness)
     b = series.projections
     projector = Projector(shape, series.angles, b.shape[1:])
     row = _inverse(projector.forward(np.ones(shape, np.float32)))

@@ -14,8 +14,14 @@ import numpy as np
 from scipy import fft
 
 from ..geometry import Projector, rotation_matrices
-from ..model import TiltSeries
-from ._common import IterationState, check_aligned, relative_residual, volume_shape
+from ..model import InputError, TiltSeries
+from ._common import (
+    IterationState,
+    check_aligned,
+    check_volume,
+    relative_residual,
+    volume_shape,
+)
 
 
 def weighting_filters(angles, pad_shape, diameter) -> np.ndarray:
@@ -33,7 +39,7 @@ def weighting_filters(angles, pad_shape, diameter) -> np.ndarray:
     weights = np.empty((len(m), kv.shape[1], ku.shape[2]), dtype=np.float32)
     for i in range(len(m)):
         overlap = np.sinc(diameter * (ku * c[i, :, 0, None, None] + kv * c[i, :, 1, None, None]))
-        weights[i] = 1.0 / (diameter * np.maximum(overlap.sum(axis=0), 1.0))
+        weights[i] = 1.0 / (diameter * np.maximum(overlap.sum(axis=0), 1.0))  # >= the plane's own share
     return weights
 
 
@@ -56,3 +62,12 @@ def iterate_wbp(series: TiltSeries, thickness=None):
     reprojected = Projector(volume.shape, series.angles, series.projections.shape[1:]).forward(volume)
     errors = {"r_factor": [relative_residual(series.projections, reprojected)]}
     return iter([IterationState(1, 1, volume, errors, final=True)])
+
+
+def starting_volume(series: TiltSeries, initial, shape, thickness=None) -> np.ndarray:
+    """The first estimate of an iterative method: ``initial`` = "zeros", "wbp" or a volume of ``shape``."""
+    if not isinstance(initial, str):
+        return check_volume("initial volume", initial, shape)
+    if initial not in ("zeros", "wbp"):
+        raise InputError(f"initial must be 'zeros', 'wbp' or a volume, got {initial!r}")
+    return np.zeros(shape, np.float32) if initial == "zeros" else weighted_backprojection(series, thickness)
