@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox, SpinBox
 from qtpy.QtWidgets import QHBoxLayout, QPushButton
@@ -15,6 +17,8 @@ from ._plots import PlotCanvas
 
 #: Alignment methods offered: align_auto, or one shift-measuring function.
 METHODS = ("automatic", "centre of mass + common line", "cross-correlation")
+#: Background removed before measuring, by default: the core's default.
+BACKGROUND_DEFAULT = inspect.signature(align_auto).parameters["background"].default
 
 
 def _single_step_shifts(series, method, precision):
@@ -24,8 +28,9 @@ def _single_step_shifts(series, method, precision):
 
 
 def preprocess(series, *, denoising="none", background="none", normalise=False, progress=None):
-    """Optional pre-processing, in the order the noise model needs: Poisson-aware denoising of the
-    raw counts, then background subtraction, then intensity normalisation (:mod:`napari_aet.preprocess`)."""
+    """Optional pre-processing of the data, in the order the noise model needs: Poisson-aware
+    denoising of the raw counts, then background subtraction, then intensity normalisation
+    (:mod:`napari_aet.preprocess`)."""
     series = denoise(series, method=denoising, progress=progress)
     if background != "none":
         series = subtract_background(series, method=background)
@@ -33,22 +38,29 @@ def preprocess(series, *, denoising="none", background="none", normalise=False, 
 
 
 def align(series, method="automatic", *, estimate_axis=True, tilt_axis=0.0, projection_matching=True,
-          iterations=6, precision=0.05, denoising="none", background="none", normalise=False, progress=None):
+          iterations=6, precision=0.05, background=BACKGROUND_DEFAULT, subtract_background_from_result=False,
+          denoising="none", normalise=False, progress=None):
     """Pre-process ``series``, measure its alignment and apply it.
 
     "automatic" is :func:`napari_aet.align.align_auto` (tilt axis, centre of mass, common line,
     projection matching); the other methods measure shifts with one function and keep the
-    series' tilt axis. Returns (pre-processed series with shifts and tilt axis set, report,
-    aligned series).
+    series' tilt axis. The measurements always use a copy with the ``background`` ("none",
+    "constant", "smooth") removed; ``subtract_background_from_result`` removes it from the
+    result too. Returns (pre-processed series with shifts and tilt axis set, report, aligned
+    series).
     """
-    series = preprocess(series, denoising=denoising, background=background, normalise=normalise,
+    from_result = background if subtract_background_from_result else "none"
+    series = preprocess(series, denoising=denoising, background=from_result, normalise=normalise,
                         progress=sub_progress(progress, 0.0, 0.2))
+    to_measure = "none" if subtract_background_from_result else background
     if method == "automatic":
         measured, report = align_auto(series, tilt_axis=None if estimate_axis else tilt_axis,
                                       projection_matching=projection_matching, iterations=iterations,
-                                      precision=precision, progress=sub_progress(progress, 0.2, 0.9))
+                                      precision=precision, background=to_measure,
+                                      progress=sub_progress(progress, 0.2, 0.9))
     else:
-        measured = series.replace(shifts=_single_step_shifts(series, method, precision))
+        clean = series if to_measure == "none" else subtract_background(series, method=to_measure)
+        measured = series.replace(shifts=_single_step_shifts(clean, method, precision))
         report = {"shifts": {method: measured.shifts}, "angles": series.angles.tolist()}
     if progress is not None:
         progress(0.9, "applying the shifts")
@@ -72,9 +84,11 @@ class AlignWidget(StageWidget):
             CheckBox(name="projection_matching", label="projection matching", value=True),
             SpinBox(name="iterations", label="matching iterations", value=6, min=1, max=50),
             FloatSpinBox(name="precision", label="precision (px)", value=0.05, min=0.01, max=1.0, step=0.01),
-            ComboBox(name="denoising", label="denoise (Poisson-aware)", choices=["none", "nlmeans", "wavelet"],
-                     value="none"),
             ComboBox(name="background", label="background", choices=["none", "constant", "smooth"],
+                     value=BACKGROUND_DEFAULT),
+            CheckBox(name="subtract_background_from_result", label="subtract the background from the result",
+                     value=False),
+            ComboBox(name="denoising", label="denoise (Poisson-aware)", choices=["none", "nlmeans", "wavelet"],
                      value="none"),
             CheckBox(name="normalise", label="normalise total intensity", value=False),
         ], run_text="Align")
