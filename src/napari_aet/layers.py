@@ -89,7 +89,7 @@ def atoms_layer(atoms: AtomModel, volume_shape, voxel_size, name="atoms"):
     frame = atoms.to_frame().drop(columns=["x", "y", "z"])
     return (specimen_to_voxel(atoms.positions, volume_shape, voxel_size), {
         "name": name, "scale": scale, "translate": translate, "features": frame,
-        "face_color": element_colours(atoms.species), "size": 2.0 / voxel_size,
+        "face_color": element_colours(atoms.species), "size": 1.4 / voxel_size,
         "border_width": 0.0, "projection_mode": "none",
         "metadata": {"aet": {"kind": "atoms", "volume_shape": list(volume_shape),
                              "voxel_size": voxel_size}},
