@@ -163,12 +163,9 @@ def iterate_genfire(series: TiltSeries, n_iterations=50, oversampling=3.0, cutof
     frequency = data.frequency / (n / 2)
     kx = data.coordinates[:, 0]
     withheld = r_free_selection(frequency, (kx > 0) & (kx < n // 2), max(shape) // 2, r_free_fraction, seed)
-    order = np.argsort(frequency[~withheld], kind="stable")
-    work_index, work_values = data.index[~withheld][order], data.values[~withheld][order]
-    n_enforced = np.searchsorted(frequency[~withheld][order], limits, side="right")
-    free_order = np.argsort(frequency[withheld], kind="stable")
-    free_index, free_values = data.index[withheld][free_order], data.values[withheld][free_order]
-    n_free_final = np.searchsorted(frequency[withheld][free_order], limits[-1], side="right")
+    work_index, work_values, n_enforced = _by_stage(data, frequency, ~withheld, limits)
+    free_index, free_values, n_free = _by_stage(data, frequency, withheld, limits)
+    n_free_final = n_free[-1]
     changes = np.nonzero(limits != limits[-1])[0]
     final_stage = changes[-1] + 2 if len(changes) else 1  # first iteration of the last stage
     del data
@@ -214,6 +211,18 @@ def iterate_genfire(series: TiltSeries, n_iterations=50, oversampling=3.0, cutof
         yield IterationState(n_iterations, n_iterations, best, errors, final=True)
 
     return steps()
+
+
+def _by_stage(data: GriddedData, frequency, selected, limits):
+    """Indices and values of the ``selected`` points ordered so that the points enforced at
+    resolution ``limits[t]`` are the first ``count[t]``: grouped by the stage limits, and by
+    memory position within a group (sequential access for the scatter and gather)."""
+    steps = np.unique(limits)
+    group = np.searchsorted(steps, frequency[selected], side="left")
+    index = data.index[selected]
+    order = np.lexsort((index, group))
+    count = np.searchsorted(group[order], np.searchsorted(steps, limits), side="right")
+    return index[order], data.values[selected][order], count
 
 
 def _shift_to_box_corner(data: GriddedData, shape) -> GriddedData:
