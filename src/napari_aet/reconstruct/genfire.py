@@ -184,7 +184,7 @@ def iterate_genfire(series: TiltSeries, n_iterations=50, oversampling=3.0, cutof
     def steps():
         """The iterations; validation and gridding above run when iterate_genfire is called."""
         spectrum = box.forward(constrain(start))
-        errors = {"r_factor": [], "fourier_error": []} | ({"r_free": []} if len(free_index) else {})
+        errors = {"fourier_error": []} | ({"r_free": []} if len(free_index) else {}) | {"r_factor": []}
         best, best_error = None, np.inf
         for iteration in range(1, n_iterations + 1):
             flat = spectrum.reshape(-1)
