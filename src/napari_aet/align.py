@@ -11,7 +11,7 @@ tilt axis along v; :func:`napari_aet.geometry.in_plane_rotation` maps (u, v) to 
 
 Shifts are defined up to a rigid translation of the particle in 3D (a common shift along
 the axis and ``tx cos(theta) - tz sin(theta)`` across it); the centre of mass fixes that
-gauge by putting the particle's centroid on the rotation centre. A *constant* shift
+gauge by putting the particle's intensity centroid on the rotation centre. A *constant* shift
 across the axis is not a gauge: it is the tilt-axis offset, and it must be measured.
 """
 
@@ -223,7 +223,9 @@ def cross_correlation_shifts(series: TiltSeries, *, precision=0.1) -> np.ndarray
 
 
 def _search_tilt_axis(signal, prior, search, progress=None):
-    """Tilt-axis angle maximising the common-line consistency; also the score curve."""
+    """Tilt-axis angle maximising the common-line consistency, and the score curves: coarse
+    (3° steps over ``prior ± search``, frequencies up to 0.15 cycles/px) and fine (0.25°
+    steps, all frequencies; scores on a different scale)."""
     coarse = prior + np.arange(-search, search, 3.0)
     report(progress, 0.0, "tilt axis: coarse search")
     scores = []
@@ -244,9 +246,7 @@ def _search_tilt_axis(signal, prior, search, progress=None):
     c2, c1, _ = np.polyfit(fine[near] - fine[top], fine_scores[near], 2)
     angle = fine[top] - c1 / (2 * c2) if c2 < 0 else fine[top]
     angle = float(np.clip(angle, fine[near][0], fine[near][-1]))
-    curve = {"angles": np.concatenate([coarse, fine]), "scores": np.concatenate([scores, fine_scores])}
-    order = np.argsort(curve["angles"])
-    return angle, {k: v[order] for k, v in curve.items()}
+    return angle, {"angles": coarse, "scores": np.array(scores), "fine_angles": fine, "fine_scores": fine_scores}
 
 
 def _axis_offset(signal, shifts, angles, tilt_axis):
@@ -371,7 +371,8 @@ def align_auto(series: TiltSeries, *, tilt_axis=None, axis_tolerance=1.0, precis
     background left in biases the centre of mass.
 
     The report holds ``steps`` (name, rms change in px), ``shifts`` per step ``(n, 2)``,
-    ``tilt_axis`` (estimate, given, ``angles``/``scores`` curve), ``offset`` (px),
+    ``tilt_axis`` (estimate, given, used; score curves ``angles``/``scores`` over ±90° and
+    ``fine_angles``/``fine_scores`` near the optimum), ``offset`` (px),
     ``common_line`` (``v``, ``raw`` and ``aligned`` profiles ``(n, L)``) and
     ``projection_matching`` (per-iteration dicts). The projections are not modified.
     """
