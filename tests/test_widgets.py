@@ -539,7 +539,12 @@ def test_workflow_from_the_sample_through_the_docked_widgets(make_napari_viewer,
     assert trace.volume_input.currentText() == "FePt tilt series aligned resire"
     assert run_and_wait(qtbot, trace) == "done"
     assert classify.atoms_input.currentText() == "atoms"
+    traced = viewer.layers["atoms"]
     assert run_and_wait(qtbot, classify) == "done"
+    # docked widgets see the viewer through napari's public-only proxy: the layer is still
+    # updated in place, and the inputs keep their selection
+    assert viewer.layers["atoms"] is traced and classify.atoms_input.currentText() == "atoms"
+    assert trace.volume_input.currentText() == "FePt tilt series aligned resire"
 
     found = atoms_from_layer(viewer.layers["atoms"])
     truth = atoms_from_layer(viewer.layers["ground truth atoms"])

@@ -23,6 +23,7 @@ import logging
 
 import numpy as np
 from magicgui.widgets import Container
+from napari.layers import Image, Labels, Points
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import Signal
@@ -37,9 +38,17 @@ logger = logging.getLogger(__name__)
 _PROGRESS_STEPS = 1000
 
 
+#: The napari layer types the widgets read or write, by napari's name for them.
+_LAYER_TYPES = {"image": Image, "labels": Labels, "points": Points}
+
+
 def layer_type(layer) -> str:
-    """napari's name of a layer's type: "image", "points", "labels", ..."""
-    return type(layer).__name__.lower()
+    """napari's name of a layer's type ("image", "labels", "points"; "other" for the rest).
+
+    By ``isinstance``: docked plugin widgets see layers through napari's public-only proxy,
+    whose ``type()`` is the proxy's.
+    """
+    return next((name for name, cls in _LAYER_TYPES.items() if isinstance(layer, cls)), "other")
 
 
 def layer_kind(layer) -> str | None:
