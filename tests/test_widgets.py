@@ -265,6 +265,9 @@ def test_align_widget_adds_an_aligned_layer(make_napari_viewer, qtbot, tilt_seri
     error -= error.mean(axis=0)  # shifts are defined up to a common translation
     assert np.sqrt(np.mean(np.sum(error ** 2, axis=1))) < 0.5  # px
     assert viewer.grid.enabled and widget.plot.has_data()
+    shifts_axes, axis_axes = widget.plot.figure.axes[:2]
+    np.testing.assert_allclose(shifts_axes.lines[0].get_ydata(), applied[:, 1])  # dx per tilt
+    assert len(axis_axes.lines) == 3  # coarse and fine tilt-axis scores, and the chosen angle
     widget.apply()
     assert not viewer.grid.enabled and "series aligned" in viewer.layers
     widget.parameters.projection_matching.value = False

@@ -151,7 +151,8 @@ class AlignWidget(StageWidget):
         self.message.setText("alignment discarded")
 
     def plot_report(self, measured, report):
-        """Shifts per tilt, tilt-axis score, common-line profiles before and after."""
+        """Shifts per tilt, tilt-axis score curves (coarse and fine search), common-line profiles
+        before and after."""
         shifts_ax, axis_ax, raw_ax, aligned_ax = self.plot.subplots(2, 2)
         angles = np.asarray(report["angles"])
         shifts_ax.plot(angles, measured.shifts[:, 1], ".-", label="dx")
@@ -161,7 +162,10 @@ class AlignWidget(StageWidget):
         shifts_ax.legend(fontsize=7)
         if "tilt_axis" in report:
             curve = report["tilt_axis"]
-            axis_ax.plot(curve["angles"], curve["scores"], ".-")
+            axis_ax.plot(curve["angles"], curve["scores"], ".-", label="coarse")
+            if "fine_angles" in curve:
+                axis_ax.plot(curve["fine_angles"], curve["fine_scores"], ".-", label="fine")
+                axis_ax.legend(fontsize=7)
             axis_ax.axvline(curve["used"], color="tab:red", lw=1)
             axis_ax.set_xlabel("tilt-axis angle (°)")
             axis_ax.set_title("common-line consistency", fontsize=8)
