@@ -15,6 +15,8 @@ import pytest
 from qtpy.QtCore import QTimer
 from scipy.spatial import cKDTree
 
+from napari_aet._widgets import align as align_module
+from napari_aet._widgets import classify as classify_module
 from napari_aet._widgets import reconstruct as reconstruct_module
 from napari_aet._widgets import screenshot
 from napari_aet._widgets import trace as trace_module
@@ -35,7 +37,7 @@ WAIT_MS = 60_000
 
 @pytest.fixture(scope="module")
 def particle():
-    """A small FePt particle (~170 atoms) and a noisy ideal volume of it, 48³ voxels of 0.4 Å."""
+    """A small FePt particle (201 atoms) and a noisy ideal volume of it, 48³ voxels of 0.4 Å."""
     atoms = fcc_particle(radius=9.0, seed=1)
     volume = render_atoms(atoms.positions, adf_amplitudes(atoms.species, 1.0), 0.45, (48, 48, 48), VOXEL)
     rng = np.random.default_rng(1)
@@ -297,6 +299,17 @@ def test_align_single_step_method_with_preprocessing(make_napari_viewer, qtbot, 
     assert abs(corner) < 0.2 * series.projections[:, :8, :8].mean()  # background removed
 
 
+def test_align_cancel_mid_run(make_napari_viewer, qtbot, tilt_series, monkeypatch):
+    _, _, misaligned, _ = tilt_series
+    viewer = make_napari_viewer()
+    show_layer(viewer, tilt_series_layer(misaligned, name="series"))
+    widget = AlignWidget(viewer)
+    qtbot.addWidget(widget)
+    reached, release = pause_at_first_progress(monkeypatch, align_module, "align")
+    cancel_mid_run(qtbot, widget, reached, release)
+    assert [layer.name for layer in viewer.layers] == ["series"] and not viewer.grid.enabled
+
+
 def test_align_bad_input_shows_a_message(make_napari_viewer, qtbot, tilt_series):
     _, aligned, _, _ = tilt_series
     viewer = make_napari_viewer()
@@ -500,6 +513,16 @@ def test_classify_never_relabels_locked_atoms(qtbot, traced):
     assert run_and_wait(qtbot, widget) == "done"
     assert list(layer.features["element"][locked]) == ["Fe"] * 5
     assert layer.features["locked"][locked].all()
+
+
+def test_classify_cancel_mid_run(qtbot, traced, monkeypatch):
+    layer = traced.layers["atoms"]
+    before = layer.features.copy()
+    widget = ClassifyWidget(traced)
+    qtbot.addWidget(widget)
+    reached, release = pause_at_first_progress(monkeypatch, classify_module, "classify_atoms")
+    cancel_mid_run(qtbot, widget, reached, release)
+    assert layer.features.equals(before)  # nothing relabelled
 
 
 def test_classify_bad_input_shows_a_message(qtbot, traced):
