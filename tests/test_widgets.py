@@ -430,7 +430,7 @@ def test_reconstruct_stop_and_keep_current(make_napari_viewer, qtbot, tilt_serie
     widget = ReconstructWidget(viewer)
     qtbot.addWidget(widget)
     widget.parameters.method.value = "resire"
-    widget.parameters.support.value = "automatic (from WBP)"
+    widget.support_input.setCurrentText("automatic (from WBP)")
     reached, release = pause_after_first_iteration(monkeypatch)
     widget.run()
     qtbot.waitUntil(reached.is_set, timeout=WAIT_MS)
@@ -443,6 +443,27 @@ def test_reconstruct_stop_and_keep_current(make_napari_viewer, qtbot, tilt_serie
     assert layer.metadata["aet"]["parameters"]["support"].startswith("array")
     assert np.count_nonzero(layer.data == 0) > 0.3 * layer.data.size  # outside the support
     assert "series resire (running)" not in viewer.layers
+
+
+def test_reconstruct_with_a_labels_support(make_napari_viewer, qtbot, tilt_series):
+    _, aligned, _, _ = tilt_series
+    viewer = make_napari_viewer()
+    show_layer(viewer, tilt_series_layer(aligned, name="series"))
+    widget = ReconstructWidget(viewer)
+    qtbot.addWidget(widget)
+    widget.parameters.method.value = "resire"
+    widget.parameters.n_iterations.value = 5
+    z, y, x = np.indices((SERIES_SIZE,) * 3) - SERIES_SIZE // 2
+    ball = (x ** 2 + y ** 2 + z ** 2 <= 16 ** 2).astype(np.uint8)  # radius 6.4 Å: holds the particle
+    viewer.add_labels(ball, name="ball")
+    assert widget.support_input.currentText() == "none"  # a new Labels layer is not chosen for the user
+    widget.support_input.setCurrentText("ball")
+    assert run_and_wait(qtbot, widget) == "done"
+    volume = viewer.layers["series resire"].data
+    assert not np.any(volume[ball == 0]) and np.count_nonzero(volume[ball == 1]) > 0.5 * ball.sum()
+    viewer.add_labels(np.ones((8, 8, 8), np.uint8), name="small")
+    widget.support_input.setCurrentText("small")
+    assert run_and_wait(qtbot, widget) == "error" and "support" in widget.message.text()
 
 
 def test_reconstruct_bad_input_shows_a_message(make_napari_viewer, qtbot, tilt_series):

@@ -78,17 +78,18 @@ def is_support(layer) -> bool:
 class LayerSelector(QComboBox):
     """A drop-down list of the viewer's layers accepted by ``accepts(layer)``, kept up to date.
 
-    A newly added matching layer becomes the selection, so the output of one stage is the
-    default input of the next, unless its name is in ``own_outputs`` (the names the owning
-    widget writes: a stage does not switch its input to its own output).
+    With ``follow_new``, a newly added matching layer becomes the selection, so the output of one
+    stage is the default input of the next, unless its name is in ``own_outputs`` (the names
+    the owning widget writes: a stage does not switch its input to its own output).
     """
 
-    def __init__(self, viewer, accepts, own_outputs=(), none_text=None, parent=None):
+    def __init__(self, viewer, accepts, own_outputs=(), choices=(), follow_new=True, parent=None):
         super().__init__(parent)
         self.viewer = viewer
         self.accepts = accepts
         self.own_outputs = own_outputs
-        self.none_text = none_text  # first entry meaning "no layer" (e.g. "automatic"), if given
+        self.follow_new = follow_new
+        self.choices = tuple(choices)  # entries before the layers that are not layers (e.g. "automatic")
         viewer.layers.events.inserted.connect(self._on_inserted)
         viewer.layers.events.removed.connect(self.refresh)
         for layer in viewer.layers:
@@ -98,7 +99,8 @@ class LayerSelector(QComboBox):
     def _on_inserted(self, event):
         event.value.events.name.connect(self.refresh)
         new = event.value
-        self.refresh(select=new.name if self.accepts(new) and new.name not in self.own_outputs else None)
+        follow = self.follow_new and self.accepts(new) and new.name not in self.own_outputs
+        self.refresh(select=new.name if follow else None)
 
     def refresh(self, event=None, select=None):
         """Re-list the accepted layers, keeping the selection (or selecting ``select``)."""
@@ -106,7 +108,7 @@ class LayerSelector(QComboBox):
         names = [layer.name for layer in self.viewer.layers if self.accepts(layer)]
         self.blockSignals(True)
         self.clear()
-        self.addItems(([self.none_text] if self.none_text else []) + names)
+        self.addItems([*self.choices, *names])
         if current in names:
             self.setCurrentText(current)
         self.blockSignals(False)
@@ -211,10 +213,12 @@ class StageWidget(QWidget):
         """Remove what :meth:`show_partial` showed, after a Cancel (GUI thread)."""
 
     # --- helpers for subclasses -------------------------------------------------------------
-    def add_input(self, label, accepts, none_text=None) -> LayerSelector:
-        """Add a layer selector listing the layers for which ``accepts(layer)`` is true (after an
-        entry ``none_text`` meaning "no layer", if given)."""
-        selector = LayerSelector(self.viewer, accepts, own_outputs=self._outputs, none_text=none_text)
+    def add_input(self, label, accepts, choices=(), follow_new=True) -> LayerSelector:
+        """Add a layer selector listing the layers for which ``accepts(layer)`` is true, after
+        ``choices``: entries that are not layers (e.g. "automatic"), for which it returns None.
+        ``follow_new``: select a newly added matching layer (see :class:`LayerSelector`)."""
+        selector = LayerSelector(self.viewer, accepts, own_outputs=self._outputs, choices=choices,
+                                 follow_new=follow_new)
         self.inputs.addRow(label, selector)
         return selector
 

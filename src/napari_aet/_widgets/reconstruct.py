@@ -16,13 +16,15 @@ from ..reconstruct import METHODS, iterate, parameters, to_reconstruction, weigh
 from ..reconstruct.genfire import RESOLUTION_SCHEDULES
 from ..reconstruct.gridding import fourier_coverage
 from ..trace import particle_support
-from ._base import StageWidget, is_tilt_series
+from ._base import StageWidget, is_support, is_tilt_series
 from ._plots import PlotCanvas
 
 #: Shortest time (s) between two live updates of the viewer.
 LIVE_INTERVAL = 0.5
 
 
+#: Supports offered besides Labels layers (non-zero = object), e.g. from Trace's "Show support".
+SUPPORT_CHOICES = ("none", "automatic (from WBP)")
 #: Fourier-space views offered: none, the result's |FFT|, or where the data sample Fourier space.
 FOURIER_VIEWS = ("none", "reconstruction |FFT|", "measured coverage")
 
@@ -68,7 +70,6 @@ class ReconstructWidget(StageWidget):
             FloatSpinBox(name="r_free_fraction", label="R-free fraction", value=default["r_free_fraction"],
                          min=0.0, max=0.5, step=0.01),
             FloatSpinBox(name="step", label="step (0-2)", value=default["step"], min=0.05, max=1.99, step=0.05),
-            ComboBox(name="support", choices=["none", "automatic (from WBP)"], value="none"),
             CheckBox(name="positivity", value=default["positivity"]),
             ComboBox(name="initial", label="start from", choices=["zeros", "wbp"], value=default["initial"]),
             SpinBox(name="thickness", label="thickness (voxels, 0 = nx)", value=0, min=0, max=4096),
@@ -76,6 +77,7 @@ class ReconstructWidget(StageWidget):
             CheckBox(name="fsc", label="half-set FSC (2 more runs)", value=False),
         ], run_text="Reconstruct", stoppable=True)
         self.series_input = self.add_input("aligned tilt series", is_tilt_series)
+        self.support_input = self.add_input("support", is_support, choices=SUPPORT_CHOICES, follow_new=False)
         self.plot = PlotCanvas()
         self.extra.addWidget(self.plot)
         self.parameters.method.changed.connect(self._show_method_parameters)
@@ -88,9 +90,10 @@ class ReconstructWidget(StageWidget):
         for widget in self.parameters:
             if widget.name not in ("method", "fourier", "fsc"):
                 widget.visible = widget.name in accepted
+        self.support_input.setEnabled("support" in accepted)
 
     def method_parameters(self) -> dict:
-        """The selected method's core parameters from the fields (support still as a choice)."""
+        """The selected method's core parameters from the fields (without the support)."""
         values = self.values()
         accepted = parameters(values["method"])
         params = {name: values[name] for name in accepted if name in values}
@@ -103,7 +106,11 @@ class ReconstructWidget(StageWidget):
         series = tilt_series_from_layer(layer)
         method = self.parameters.method.value
         params = self.method_parameters()
-        automatic_support = params.pop("support", "none") != "none"
+        takes_support = "support" in parameters(method)
+        automatic_support = takes_support and self.support_input.currentText() == SUPPORT_CHOICES[1]
+        support_layer = self.support_input.layer()
+        if takes_support and support_layer is not None:
+            params["support"] = np.asarray(support_layer.data) > 0
         base = f"{layer.name} {method}"
         fourier, with_fsc = self.parameters.fourier.value, self.parameters.fsc.value
         self._names = {"result": base, "live": f"{base} (running)", "fourier": f"{base} {fourier}"}

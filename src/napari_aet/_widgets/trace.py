@@ -52,7 +52,7 @@ class TraceWidget(StageWidget):
             SpinBox(name="peel_iterations", label="peel-off rounds", value=0, min=0, max=5),
         ], run_text="Trace atoms")
         self.volume_input = self.add_input("volume", is_volume)
-        self.support_input = self.add_input("support", is_support, none_text="automatic")
+        self.support_input = self.add_input("support", is_support, choices=["automatic"], follow_new=False)
         self.support_button = QPushButton("Show support")
         self.support_button.clicked.connect(self.show_support)
         self.extra.addWidget(self.support_button)
