@@ -272,3 +272,11 @@ def test_genfire_result_is_best_of_final_stage_with_r_free_points_restored(full_
     chosen = min(final_stage, key=lambda i: errors[i])
     assert not any(states[-1].volume is s.volume for s in states[:-1])  # withheld points put back
     assert relative_error(states[-1].volume, states[chosen].volume) < 0.05
+
+
+def test_accelerated_resire_fits_the_data_sooner(full_series):
+    plain = reconstruct(full_series, "resire", n_iterations=12, step=1.0).errors["r_factor"]
+    fast = reconstruct(full_series, "resire", n_iterations=12, step=1.0, accelerate=True).errors["r_factor"]
+    assert fast[-1] < 0.7 * plain[-1]
+    with pytest.raises(InputError, match=r"\(0, 1\] with accelerate=True"):
+        reconstruct(full_series, "resire", accelerate=True, step=1.5)
