@@ -138,7 +138,7 @@ class ReconstructWidget(StageWidget):
                 fsc = half_set_fsc(series, method, progress=sub_progress(progress, 1 / 3, 1.0), **params)
             views = {"none": lambda: None, "measured coverage": lambda: fourier_coverage(series),
                      "reconstruction |FFT|": lambda: fourier_view(recon.volume)}
-            return recon, state.final, fsc, views[fourier]()
+            return recon, fsc, views[fourier]()
 
         return job
 
@@ -153,22 +153,22 @@ class ReconstructWidget(StageWidget):
             self.viewer.layers.remove(self._names["live"])
 
     def finish(self, result):
-        recon, completed, fsc, fourier = result
+        recon, fsc, fourier = result
         self.discard()
-        layer = self.show_output(volume_layer(recon, name=self._names["result"]))
+        output = volume_layer(recon, name=self._names["result"])
+        summary = ", ".join(f"{k} {v[-1]:.4f}" for k, v in recon.errors.items() if v)
+        if fsc is not None:
+            resolution = resolution_from_fsc(*fsc)
+            output[1]["metadata"]["aet"]["fsc"] = {"frequency": fsc[0].tolist(), "fsc": fsc[1].tolist(),
+                                                   "resolution": resolution}
+            summary += f"; half-set FSC 0.143 at {resolution:.2f} Å"
+        self.show_output(output)
         if fourier is not None:
             self.show_output(fourier_layer(fourier, recon.voxel_size, recon.volume.shape[2],
                                            self._names["fourier"]))
-        n_run = len(next(iter(recon.errors.values()), []))
-        summary = ", ".join(f"{k} {v[-1]:.4f}" for k, v in recon.errors.items() if v)
-        state = "done" if completed else "stopped early, current iterate kept"
-        if fsc is not None:
-            resolution = resolution_from_fsc(*fsc)
-            layer.metadata["aet"]["fsc"] = {"frequency": fsc[0].tolist(), "fsc": fsc[1].tolist(),
-                                            "resolution": resolution}
-            summary += f"; half-set FSC 0.143 at {resolution:.2f} Å"
         self.plot_errors(recon.errors, fsc)
-        self.show_done(f"{recon.method}: {n_run} iteration(s), {state}; {summary}")
+        state = "done" if recon.metadata["completed"] else "stopped early, current iterate kept"
+        self.show_done(f"{recon.method}: {recon.metadata['iterations_run']} iteration(s), {state}; {summary}")
 
     def plot_errors(self, errors, fsc=None):
         """Error curves (R-factor, R-free, ...) against the iteration number, and the FSC if given.
