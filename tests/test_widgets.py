@@ -453,6 +453,8 @@ def test_reconstruct_with_a_labels_support(make_napari_viewer, qtbot, tilt_serie
     qtbot.addWidget(widget)
     widget.parameters.method.value = "resire"
     widget.parameters.n_iterations.value = 5
+    widget.parameters.accelerate.value = True
+    widget.parameters.step.value = 1.0
     z, y, x = np.indices((SERIES_SIZE,) * 3) - SERIES_SIZE // 2
     ball = (x ** 2 + y ** 2 + z ** 2 <= 16 ** 2).astype(np.uint8)  # radius 6.4 Å: holds the particle
     viewer.add_labels(ball, name="ball")
