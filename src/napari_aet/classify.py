@@ -29,6 +29,9 @@ from .progress import report, sub_progress
 #: Lower end of the ADF contrast exponent (intensity ~ Z**exponent is 1.6-1.8 for ADF-STEM).
 _MIN_CONTRAST_EXPONENT = 1.6
 
+#: A mixture component at most 1/this as bright as the lightest element's is a non-atom class.
+_NON_ATOM_CONTRAST = 2.0
+
 #: Neighbours' weight of the global class average in a local average (pseudo-count of atoms).
 _SHRINK = 5.0
 
@@ -109,32 +112,42 @@ def _initial_classes(intensity, elements, rng):
     """Class index per atom (0 = non-atom, 1.. = elements) from the intensity mixture, and
     whether a non-atom class was found.
 
-    Mixtures of 1 .. len(elements) + 1 components are ranked by BIC. The element components
-    are the heaviest ``len(elements)``; a mixture is accepted only if each pair of adjacent
-    element components differs at least by the square root of the ADF contrast expected
-    between those elements, (Z2/Z1)**1.6 (half the expected contrast in log scale), so
-    that e.g. surface and bulk atoms of one element are not taken for two elements.
+    Mixtures of 1 .. len(elements) + 2 components are tried in order of BIC. Going down from
+    the brightest component, a component joins the current element's group unless it is
+    dimmer than the group's brightest by at least the square root of the ADF contrast expected
+    between that element and the next lighter one, (Z2/Z1)**1.6 (half the expected contrast
+    in log scale): then it starts the next element's group. Below the lightest element, a
+    component at most 1/2 as bright as that group's brightest starts the non-atom class. The first mixture that yields a group for every element is used, so e.g.
+    surface and bulk atoms of one element are neither taken for two elements nor stop the
+    non-atom class from being found.
     """
     n_elements = len(elements)
-    n_max = n_elements + 1
+    n_max = n_elements + 2
     if len(intensity) < 3 * n_max:
         raise InputError(f"only {len(intensity)} atoms: too few to estimate {n_elements} element class(es) "
                          "and a non-atom class")
     z = np.array([ATOMIC_NUMBERS[e] for e in elements], dtype=np.float64)
     needed = np.sqrt((z[1:] / z[:-1]) ** _MIN_CONTRAST_EXPONENT)
-    fits = {k: _fit_mixture(intensity, k, rng) for k in range(1, n_max + 1)}
-    for k in sorted(fits, key=lambda k: fits[k][3]):
-        means = fits[k][0][-n_elements:]
-        if k >= n_elements and np.all(means > 0) and np.all(means[1:] / means[:-1] >= needed):
+    fits = [_fit_mixture(intensity, k, rng) for k in range(1, n_max + 1)]
+    for means, variances, weights, _ in sorted(fits, key=lambda fit: fit[3]):
+        group = np.zeros(len(means), dtype=np.int64)  # 0 = non-atom, i = elements[i - 1]
+        element, top = n_elements, means[-1]
+        for c in range(len(means) - 1, -1, -1):
+            contrast = needed[element - 2] if element >= 2 else _NON_ATOM_CONTRAST
+            if means[c] * contrast <= top:  # clearly dimmer than this group's brightest: next class
+                element, top = element - 1, means[c]
+                if element == 0:
+                    break
+            group[c] = element
+        if np.all(np.isin(np.arange(1, n_elements + 1), group)) and np.all(means[group > 0] > 0):
             break
     else:
         raise InputError(f"{n_elements} elements ({', '.join(elements)}) requested but the integrated "
                          "intensities do not show that many distinct classes with the contrast expected "
                          "between them: check the element list or the reconstruction")
-    means, variances, weights, _ = fits[k]
     log_p = np.log(weights) - 0.5 * np.log(variances) - 0.5 * (intensity[:, None] - means) ** 2 / variances
-    label = np.argmax(log_p, axis=1)
-    return label + (1 if k == n_elements else 0), k > n_elements
+    label = group[np.argmax(log_p, axis=1)]
+    return label, bool(np.any(group == 0))
 
 
 def _class_means(profiles, label, n_classes, neighbours):
