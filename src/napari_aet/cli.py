@@ -51,7 +51,7 @@ def parse_tilt_axis(text) -> float:
 
 def _add_common(parser):
     parser.add_argument("--seed", type=int, default=0, help="seed for every random step (default 0)")
-    parser.add_argument("--method", default="resire", help="reconstruction: resire, genfire or wbp (default resire)")
+    parser.add_argument("--method", default="genfire", help="reconstruction: genfire, resire or wbp (default genfire)")
     parser.add_argument("--iterations", type=int, default=None, help="reconstruction iterations (method default)")
 
 

@@ -22,6 +22,13 @@ from . import __version__
 from .model import AtomModel, InputError, Reconstruction, TiltSeries, check_elements
 from .progress import ProgressCallback, report, sub_progress
 
+#: Reconstruction parameters the chain uses unless told otherwise. GENFIRE with 2x
+#: oversampling and 150 iterations: on the built-in sample it traced as many atoms as 3x
+#: oversampling at about half the time, and 50 iterations missed ~5% more atoms
+#: (docs/reconstruction.md).
+DEFAULT_RECONSTRUCTION = {"genfire": {"n_iterations": 150, "oversampling": 2.0},
+                          "resire": {"n_iterations": 300}}
+
 #: Share of the total progress bar given to each stage.
 STAGE_WEIGHTS = {"align": 0.25, "reconstruct": 0.55, "trace": 0.1, "classify": 0.1}
 
@@ -37,7 +44,7 @@ class PipelineResult:
     report: dict = field(default_factory=dict)
 
 
-def run_pipeline(series: TiltSeries, elements, *, align=True, method="resire", reconstruct_options=None,
+def run_pipeline(series: TiltSeries, elements, *, align=True, method="genfire", reconstruct_options=None,
                  align_options=None, trace_options=None, classify_options=None, seed=0,
                  progress: ProgressCallback = None) -> PipelineResult:
     """Run every stage on ``series``.
@@ -46,7 +53,8 @@ def run_pipeline(series: TiltSeries, elements, *, align=True, method="resire", r
         tracing only (every traced atom gets that element).
     align : estimate and apply shifts and tilt axis (:func:`napari_aet.align.align_auto`).
     method : reconstruction method, one of :data:`napari_aet.reconstruct.METHODS`.
-    *_options : keyword parameters passed to each stage.
+    *_options : keyword parameters passed to each stage; reconstruction options update
+        :data:`DEFAULT_RECONSTRUCTION` of the method.
     seed : for every random step (R-free selection, mixture-model initialisation).
     progress : ``progress(fraction, message)`` over the whole chain.
     """
@@ -79,7 +87,7 @@ def run_pipeline(series: TiltSeries, elements, *, align=True, method="resire", r
         estimated, alignment = timed("align", align_auto, series, **options)
         aligned = apply_alignment(estimated)
 
-    options = dict(reconstruct_options or {})
+    options = {**DEFAULT_RECONSTRUCTION.get(method, {}), **(reconstruct_options or {})}
     if "seed" in method_parameters(method):
         options.setdefault("seed", seed)
     parameters["reconstruct_options"] = options
