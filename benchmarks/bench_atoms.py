@@ -221,7 +221,8 @@ def main(argv=None):
     parser.add_argument("--doses", type=float, nargs="+", default=[400.0, 2000.0],
                         help="counts per Pt atom per projection (default 400 2000)")
     parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
-    parser.add_argument("--method", default="resire", help="reconstruction method (default resire)")
+    parser.add_argument("--method", default="genfire",
+                        help="reconstruction method (default genfire, with the pipeline's default parameters)")
     parser.add_argument("--peel", type=int, default=0, help="peel-off rounds in tracing (default 0)")
     parser.add_argument("--scale-only", action="store_true", help="only the 20,000-atom speed/memory test")
     parser.add_argument("--no-scale", action="store_true", help="skip the 20,000-atom speed/memory test")
