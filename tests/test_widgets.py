@@ -445,6 +445,14 @@ def test_reconstruct_stop_and_keep_current(make_napari_viewer, qtbot, tilt_serie
     assert "series resire (running)" not in viewer.layers
 
 
+def test_error_plot_puts_a_final_only_curve_at_the_last_iteration(make_napari_viewer, qtbot):
+    widget = ReconstructWidget(make_napari_viewer())
+    qtbot.addWidget(widget)
+    widget.plot_errors({"fourier_error": [0.5, 0.4, 0.3], "r_factor": [0.2]})
+    lines = {line.get_label(): line for line in widget.plot.figure.axes[0].lines}
+    assert list(lines["fourier error"].get_xdata()) == [1, 2, 3] and list(lines["r factor"].get_xdata()) == [3]
+
+
 def test_reconstruct_with_a_labels_support(make_napari_viewer, qtbot, tilt_series):
     _, aligned, _, _ = tilt_series
     viewer = make_napari_viewer()

@@ -175,12 +175,19 @@ class ReconstructWidget(StageWidget):
     def plot_errors(self, errors, fsc=None):
         """Error curves (R-factor, R-free, ...) against the iteration number, and the FSC if given.
 
-        During a run the curves are updated in place (cheap), not redrawn from scratch.
+        A curve shorter than the others (e.g. an R-factor computed for the final volume only)
+        is drawn at the last iterations. During a run the curves are updated in place (cheap),
+        not redrawn from scratch.
         """
         curves = {name: curve for name, curve in errors.items() if curve}
+        last = max((len(curve) for curve in curves.values()), default=0)
+
+        def iterations(curve):
+            return np.arange(last - len(curve), last) + 1
+
         if fsc is None and curves and curves.keys() == self._lines.keys():
             for name, curve in curves.items():
-                self._lines[name].set_data(np.arange(1, len(curve) + 1), curve)
+                self._lines[name].set_data(iterations(curve), curve)
             self._lines[name].axes.relim()
             self._lines[name].axes.autoscale_view()
             self.plot.draw(relayout=False)
@@ -192,8 +199,7 @@ class ReconstructWidget(StageWidget):
             axes[1].axhline(0.143, color="tab:red", lw=1, ls="--")
             axes[1].set_xlabel("spatial frequency (1/Å)")
             axes[1].set_ylabel("half-set FSC")
-        self._lines = {name: axes[0].plot(np.arange(1, len(curve) + 1), curve,
-                                          marker="o" if len(curve) == 1 else None,
+        self._lines = {name: axes[0].plot(iterations(curve), curve, marker="o" if len(curve) == 1 else None,
                                           label=name.replace("_", " "))[0]
                        for name, curve in curves.items()}
         axes[0].set_xlabel("iteration")
