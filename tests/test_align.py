@@ -140,3 +140,10 @@ def test_empty_projection_is_reported():
     data[1] = 0  # ... but nothing in projection 1
     with pytest.raises(InputError, match=r"projection\(s\) \[1\] hold no signal"):
         align.center_of_mass_shifts(TiltSeries(data, [-10.0, 0.0, 10.0]))
+
+
+def test_tilt_axis_of_a_large_image_is_found_on_binned_data(atoms):
+    data = simulate_tilt_series(atoms, angles=np.linspace(-70, 70, 31), shape=(200, 200), pixel_size=0.26,
+                                dose=300, max_shift=5, tilt_axis=-8.0, seed=8)
+    angle, _ = align.estimate_tilt_axis(data.tilt_series)  # searched on 2x2-binned images
+    assert abs(angle + 8.0) < 0.2

@@ -105,13 +105,13 @@ class _Profiles:
     ``spectra[i, m]`` is the Fourier transform of the profile of projection i along the
     axis at ``m / length`` cycles per pixel, computed exactly from the pixels (the
     Fourier-slice theorem, no interpolation), so no direction is favoured; frequencies
-    above ``max_frequency`` (cycles/px) are left out (zero).
+    above ``max_frequency`` (cycles/px) are left out (zero). ``coordinates`` (x, y) of
+    the pixel centres about the image centre (default: unit pixels) serve binned images.
     """
 
-    def __init__(self, signal, tilt_axis, max_frequency=0.5):
-        ny, nx = signal.shape[1:]
-        self.length = 2 * int(np.ceil(np.hypot(ny, nx) / 2)) + 2
-        x, y = _pixel_coordinates((ny, nx))
+    def __init__(self, signal, tilt_axis, max_frequency=0.5, coordinates=None):
+        x, y = _pixel_coordinates(signal.shape[1:]) if coordinates is None else coordinates
+        self.length = 2 * int(np.ceil(np.hypot(np.ptp(x) + 1, np.ptp(y) + 1) / 2)) + 2
         k = np.arange(int(max_frequency * self.length) + 1) / self.length
         a = np.deg2rad(tilt_axis)
         ex = np.exp(-2j * np.pi * k[:, None] * x[None, :] * np.sin(a))  # (K, nx)
@@ -222,22 +222,37 @@ def cross_correlation_shifts(series: TiltSeries, *, precision=0.1) -> np.ndarray
     return shifts - shifts.mean(axis=0)
 
 
+def _binned(signal, largest=160):
+    """``signal`` summed over b x b pixel blocks so no side exceeds ``largest`` px, the
+    block centres (x, y) in original pixels about the image centre, and b."""
+    n, ny, nx = signal.shape
+    b = max(1, int(np.ceil(max(ny, nx) / largest)))
+    if b == 1:
+        return signal, _pixel_coordinates((ny, nx)), 1
+    my, mx = ny // b, nx // b
+    binned = signal[:, :my * b, :mx * b].reshape(n, my, b, mx, b).sum(axis=(2, 4))
+    x, y = _pixel_coordinates((ny, nx))
+    return binned, (x[:mx * b].reshape(mx, b).mean(axis=1), y[:my * b].reshape(my, b).mean(axis=1)), b
+
+
 def _search_tilt_axis(signal, prior, search, progress=None):
     """Tilt-axis angle maximising the common-line consistency, and the score curves: coarse
     (3° steps over ``prior ± search``, frequencies up to 0.15 cycles/px) and fine (0.25°
-    steps, all frequencies; scores on a different scale)."""
+    steps, all frequencies; scores on a different scale). Images larger than 160 px are
+    binned for the search."""
+    signal, coordinates, factor = _binned(signal)
     coarse = prior + np.arange(-search, search, 3.0)
     report(progress, 0.0, "tilt axis: coarse search")
     scores = []
     for j, a in enumerate(coarse):
-        profiles = _Profiles(signal, a, max_frequency=0.15)
+        profiles = _Profiles(signal, a, max_frequency=0.15 / factor, coordinates=coordinates)
         scores.append(profiles.consistency(profiles.align(0.25, 2)))
         report(progress, 0.6 * (j + 1) / len(coarse), "tilt axis: coarse search")
     best = coarse[int(np.argmax(scores))]
     fine = best + np.arange(-3.0, 3.01, 0.25)
     fine_scores = []
     for j, a in enumerate(fine):
-        profiles = _Profiles(signal, a)
+        profiles = _Profiles(signal, a, max_frequency=0.5 / factor, coordinates=coordinates)
         fine_scores.append(profiles.consistency(profiles.align(0.05, 2)))
         report(progress, 0.6 + 0.4 * (j + 1) / len(fine), "tilt axis: fine search")
     fine_scores = np.array(fine_scores)
