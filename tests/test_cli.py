@@ -15,7 +15,7 @@ from napari_aet.model import InputError
 @pytest.fixture(scope="module")
 def simulated(tmp_path_factory):
     out = tmp_path_factory.mktemp("sim")
-    assert main(["simulate", "--out", str(out), "--size", "64", "--radius", "9", "--n-angles", "31",
+    assert main(["simulate", "--out", str(out), "--size", "64", "--radius", "7", "--n-angles", "31",
                  "--seed", "3"]) == 0
     return out
 
