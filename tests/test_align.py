@@ -147,3 +147,13 @@ def test_tilt_axis_of_a_large_image_is_found_on_binned_data(atoms):
                                 dose=300, max_shift=5, tilt_axis=-8.0, seed=8)
     angle, _ = align.estimate_tilt_axis(data.tilt_series)  # searched on 2x2-binned images
     assert abs(angle + 8.0) < 0.2
+
+
+def test_align_auto_without_room_for_a_background_fit():
+    small = fcc_particle(radius=9.0, seed=3)
+    data = simulate_tilt_series(small, angles=np.linspace(-60, 60, 21), shape=(64, 64), dose=400, max_shift=3,
+                                seed=9)
+    aligned, report = align.align_auto(data.tilt_series, projection_matching=False)
+    assert report["background"].startswith("none (projection")
+    err, offset = rigid_residual(aligned.shifts, data.true_shifts, data.tilt_series.angles)
+    assert rms(err) < 0.15 and abs(offset) < 0.15

@@ -383,18 +383,26 @@ def align_auto(series: TiltSeries, *, tilt_axis=None, axis_tolerance=1.0, precis
 
     All measurements use a copy with the background removed (``background``: "smooth",
     "constant" or "none", see :func:`napari_aet.preprocess.subtract_background`): a
-    background left in biases the centre of mass.
+    background left in biases the centre of mass. Where the particle leaves too little
+    background for that, only the border level is removed and ``report["background"]``
+    says why.
 
-    The report holds ``steps`` (name, rms change in px), ``shifts`` per step ``(n, 2)``,
+    The report holds ``background`` (what was removed), ``steps`` (name, rms change in px),
+    ``shifts`` per step ``(n, 2)``,
     ``tilt_axis`` (estimate, given, used; score curves ``angles``/``scores`` over ±90° and
     ``fine_angles``/``fine_scores`` near the optimum), ``offset`` (px),
     ``common_line`` (``v``, ``raw`` and ``aligned`` profiles ``(n, L)``) and
     ``projection_matching`` (per-iteration dicts). The projections are not modified.
     """
     _single_axis(series, "automatic alignment")
-    measured = series if background == "none" else subtract_background(series, method=background)
+    rep = {"steps": [], "shifts": {}, "angles": series.angles.tolist(), "background": background}
+    measured = series
+    if background != "none":
+        try:
+            measured = subtract_background(series, method=background)
+        except InputError as error:  # too little background to fit: the border level is used
+            rep["background"] = f"none ({error})"
     signal = _signal(measured.projections)
-    rep = {"steps": [], "shifts": {}, "angles": series.angles.tolist()}
 
     def record(name, shifts, previous):
         rep["shifts"][name] = shifts
