@@ -52,55 +52,31 @@ RESOLUTION_SCHEDULES = {
 
 class BoxFFT:
     """Real FFT pair between a volume box ``(nz, ny, nx)`` and the rfft half grid of an ``n^3``
-    cube that holds the box at its corner, pruned axis by axis: zero rows are never transformed,
-    rows outside the box never computed, and along z only the grid columns (ky, kx) that hold
-    measured data. A column without data is left as it is between the forward and the inverse
-    transform, and transforming it along z and back is the identity on the box, so skipping it
-    is exact; the same holds for data columns whose points are not enforced in a stage.
+    cube that holds the box at its corner, pruned axis by axis (zero rows are never transformed,
+    rows outside the box never computed). The spectrum lives in one reused complex64 buffer."""
 
-    columns : sorted flat column indices ``ky * (n//2 + 1) + kx`` (ky wrapped) of the data.
-    The spectrum is stored compactly as ``(n, len(columns))`` complex64 (see :meth:`compact`).
-    """
-
-    def __init__(self, shape, n, columns):
-        self.shape, self.n, self.columns = tuple(shape), n, np.asarray(columns, np.int64)
-        self._planes = np.zeros((self.shape[0], n, n // 2 + 1), np.complex64)  # box after x, y
-        self._grid = np.zeros((n, len(self.columns)), np.complex64)
-
-    def compact(self, index) -> np.ndarray:
-        """Flat indices into the compact spectrum of half-grid flat indices ``(kz, ky, kx)``."""
-        kz, column = np.divmod(index, self.n * (self.n // 2 + 1))
-        return kz * len(self.columns) + np.searchsorted(self.columns, column)
-
-    def columns_of(self, compact_index):
-        """Positions of the columns holding these compact indices, or None when that is all."""
-        used = np.unique(compact_index % len(self.columns))
-        return None if len(used) == len(self.columns) else used
+    def __init__(self, shape, n):
+        self.shape, self.n = tuple(shape), n
+        self._grid = None
 
     def forward(self, volume) -> np.ndarray:
-        """Compact ``(n, len(columns))`` complex64 spectrum of a float32 box: an internal
-        buffer, valid until the next call."""
+        """``(n, n, n//2 + 1)`` complex64 spectrum of a float32 box: the internal buffer, valid
+        until the next call."""
         nz, ny, _ = self.shape
-        planes = self._planes
+        if self._grid is None:
+            self._grid = np.zeros((self.n, self.n, self.n // 2 + 1), np.complex64)
+        planes = self._grid[:nz]
         planes[:, :ny] = fft.rfft(volume, n=self.n, axis=2, workers=-1)
         planes[:, ny:] = 0
         _in_place(fft.fft(planes, axis=1, workers=-1, overwrite_x=True), planes)
-        self._grid[:nz] = planes.reshape(nz, -1)[:, self.columns]
         self._grid[nz:] = 0
         self._grid = fft.fft(self._grid, axis=0, workers=-1, overwrite_x=True)
         return self._grid
 
-    def inverse(self, spectrum, active=None) -> np.ndarray:
-        """The float32 box of the inverse transform of ``spectrum`` (overwritten), the spectrum
-        of the last :meth:`forward` changed only in the ``active`` columns (positions; None = all)."""
+    def inverse(self, spectrum) -> np.ndarray:
+        """The float32 box of the inverse transform; ``spectrum`` is overwritten."""
         nz, ny, nx = self.shape
-        if active is None:
-            changed, columns = fft.ifft(spectrum, axis=0, workers=-1, overwrite_x=True)[:nz], self.columns
-        else:
-            changed = fft.ifft(spectrum[:, active], axis=0, workers=-1, overwrite_x=True)[:nz]
-            columns = self.columns[active]
-        planes = self._planes
-        planes.reshape(nz, -1)[:, columns] = changed
+        planes = fft.ifft(spectrum, axis=0, workers=-1, overwrite_x=True)[:nz]
         planes = _in_place(fft.ifft(planes, axis=1, workers=-1, overwrite_x=True), planes)[:, :ny]
         return np.ascontiguousarray(fft.irfft(planes, n=self.n, axis=2, workers=-1)[:, :, :nx])
 
@@ -182,17 +158,15 @@ def iterate_genfire(series: TiltSeries, n_iterations=50, oversampling=3.0, cutof
     mask = check_volume("support", support, shape, bool)
     start = starting_volume(series, initial, shape, thickness)
     n = grid_size(shape, oversampling)
+    box = BoxFFT(shape, n)
     data = grid_projections(series.projections, series.angles, n, cutoff)
     data = _shift_to_box_corner(data, shape)
-    box = BoxFFT(shape, n, np.unique(data.index % (n * (n // 2 + 1))))
     frequency = data.frequency / (n / 2)
     kx = data.coordinates[:, 0]
     withheld = r_free_selection(frequency, (kx > 0) & (kx < n // 2), max(shape) // 2, r_free_fraction, seed)
     work_index, work_values, n_enforced = _by_stage(data, frequency, ~withheld, limits)
     free_index, free_values, n_free = _by_stage(data, frequency, withheld, limits)
     n_free_final = n_free[-1]
-    work_index, free_index = box.compact(work_index), box.compact(free_index)
-    active = {count: box.columns_of(work_index[:count]) for count in np.unique(n_enforced)}
     changes = np.nonzero(limits != limits[-1])[0]
     final_stage = changes[-1] + 2 if len(changes) else 1  # first iteration of the last stage
     del data
@@ -214,9 +188,9 @@ def iterate_genfire(series: TiltSeries, n_iterations=50, oversampling=3.0, cutof
         errors = {"fourier_error": []} | ({"r_free": []} if len(free_index) else {}) | {"r_factor": []}
         best, best_error = None, np.inf
         for iteration in range(1, n_iterations + 1):
-            count = n_enforced[iteration - 1]
-            spectrum.reshape(-1)[work_index[:count]] = work_values[:count]
-            volume = constrain(box.inverse(spectrum, active[count]))
+            flat = spectrum.reshape(-1)
+            flat[work_index[: n_enforced[iteration - 1]]] = work_values[: n_enforced[iteration - 1]]
+            volume = constrain(box.inverse(spectrum))
             spectrum = box.forward(volume)
             flat = spectrum.reshape(-1)
             errors["fourier_error"].append(relative_residual(work_values, flat[work_index]))
