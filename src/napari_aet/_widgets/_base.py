@@ -210,7 +210,7 @@ class StageWidget(QWidget):
         """Show an intermediate result sent with :meth:`publish` (GUI thread)."""
 
     def discard(self):
-        """Remove what :meth:`show_partial` showed, after a Cancel (GUI thread)."""
+        """Remove what :meth:`show_partial` showed, after a Cancel or a failure (GUI thread)."""
 
     # --- helpers for subclasses -------------------------------------------------------------
     def add_input(self, label, accepts, choices=(), follow_new=True) -> LayerSelector:
