@@ -76,7 +76,7 @@ def test_tilt_axis_angle_and_offset(tilted):
     assert abs(angle - AXIS) < 0.2
     # with the true relative shifts applied the rotation axis sits OFFSET px across the axis
     aligned_but_offset = series.replace(shifts=true + [0, OFFSET], tilt_axis=AXIS)
-    _, offset = align.estimate_tilt_axis(aligned_but_offset)
+    _, offset = align.estimate_tilt_axis(aligned_but_offset, search=3.0)
     assert abs(offset - OFFSET * np.cos(np.deg2rad(AXIS))) < 0.15
 
 
