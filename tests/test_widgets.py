@@ -531,6 +531,11 @@ def test_classify_widget_labels_species(qtbot, traced, particle):
     pt = found.species == "Pt"
     np.testing.assert_allclose(layer.face_color[pt], [[0.45, 0.65, 1.0, 1.0]] * pt.sum())
     assert widget.plot.has_data()
+    non_atom = found.features["non_atom"].astype(bool)
+    assert non_atom.any()  # the traced noise peaks
+    np.testing.assert_array_equal(layer.shown, ~non_atom)  # noise peaks hidden, still in the data
+    widget.show_non_atoms.setChecked(True)
+    assert layer.shown.all()
 
 
 def test_classify_never_relabels_locked_atoms(qtbot, traced):

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
 from itertools import pairwise
 
 import numpy as np
 from magicgui.widgets import FloatSpinBox, LineEdit, SpinBox
+from qtpy.QtWidgets import QCheckBox
 
 from ..classify import classify_atoms
 from ..layers import ELEMENT_COLOURS, OTHER_COLOUR, atoms_from_layer, atoms_layer, reconstruction_from_layer
@@ -43,23 +45,34 @@ class ClassifyWidget(StageWidget):
     Updates the atoms layer in place: species (``element``), per-atom ``intensity``,
     ``confidence``, ``ambiguous``, ``non_atom`` and the point colours. Atoms whose ``locked``
     feature is True keep their species. The plot is a histogram of the integrated intensities
-    coloured by class, with the intensity thresholds between neighbouring classes.
+    coloured by class, with the intensity thresholds between neighbouring classes. Points
+    classified as non-atoms are hidden (not deleted) unless "show non-atoms" is ticked.
     """
 
     def __init__(self, napari_viewer):
+        default = {name: p.default for name, p in inspect.signature(classify_atoms).parameters.items()}
         super().__init__(napari_viewer, [
             LineEdit(name="elements", label="elements (lightest first)", value="Fe,Pt"),
-            SpinBox(name="box", label="box (voxels)", value=5, min=1, max=21, step=2),
-            FloatSpinBox(name="local_radius", label="local radius (Å, 0 = global)", value=10.0, min=0.0,
-                         max=100.0, step=1.0),
-            FloatSpinBox(name="ambiguity_threshold", label="ambiguous below confidence", value=0.8, min=0.0,
-                         max=1.0, step=0.05),
+            SpinBox(name="box", label="box (voxels)", value=default["box"], min=1, max=21, step=2),
+            FloatSpinBox(name="local_radius", label="local radius (Å, 0 = global)", value=default["local_radius"],
+                         min=0.0, max=100.0, step=1.0),
+            FloatSpinBox(name="ambiguity_threshold", label="ambiguous below confidence",
+                         value=default["ambiguity_threshold"], min=0.0, max=1.0, step=0.05),
         ], run_text="Classify")
         self.volume_input = self.add_input("volume", is_volume)
         self.atoms_input = self.add_input("atoms", is_atoms)
+        self.show_non_atoms = QCheckBox("show non-atoms (noise peaks)")
+        self.show_non_atoms.toggled.connect(lambda: self.apply_non_atom_visibility(self.atoms_input.layer()))
+        self.extra.addWidget(self.show_non_atoms)
         self.plot = PlotCanvas()
         self.extra.addWidget(self.plot)
         self._target = None
+
+    def apply_non_atom_visibility(self, layer):
+        """Hide the points classified as non-atoms unless "show non-atoms" is ticked (data kept)."""
+        if layer is not None and "non_atom" in layer.features:
+            non_atom = layer.features["non_atom"].to_numpy(bool)
+            layer.shown = self.show_non_atoms.isChecked() | ~non_atom
 
     def prepare(self):
         recon = reconstruction_from_layer(self.selected(self.volume_input, "volume"))
@@ -75,7 +88,8 @@ class ClassifyWidget(StageWidget):
         if layer not in self.viewer.layers or len(layer.data) != n_atoms:
             raise InputError(f"the atoms layer {layer.name!r} changed while classifying: run Classify again")
         meta = layer.metadata["aet"]
-        self.show_output(atoms_layer(atoms, meta["volume_shape"], meta["voxel_size"], name=layer.name))
+        updated = self.show_output(atoms_layer(atoms, meta["volume_shape"], meta["voxel_size"], name=layer.name))
+        self.apply_non_atom_visibility(updated)
         self.plot_histogram(atoms.features["intensity"], atoms.features["class_index"], elements)
         counts = ", ".join(f"{np.count_nonzero(atoms.species == e)} {e}" for e in elements)
         self.show_done(f"{counts}, {np.count_nonzero(atoms.features['non_atom'])} non-atoms; "
