@@ -128,7 +128,9 @@ def test_trace_widget_finds_the_atoms(make_napari_viewer, qtbot, particle):
     assert len(found) <= 1.25 * len(truth)  # spurious noise peaks are the classifier's "non_atom" job
     assert {"peak", "fit_quality", "edited", "locked"} <= set(layer.features.columns)
     widget.parameters.min_distance.value = 4.0  # a re-run updates the layer (no manual edits in it)
+    layer.shown = np.zeros(len(layer.data), bool)  # e.g. non-atoms hidden after a classification
     assert run_and_wait(qtbot, widget) == "done"
+    assert layer.shown.all()
     assert viewer.layers["atoms"] is layer and "atoms 2" not in viewer.layers
     assert 0 < len(layer.data) < len(found) and len(layer.features) == len(layer.data)
     assert len(layer.face_color) == len(layer.data)

@@ -137,6 +137,8 @@ def show_layer(viewer, layer_data, **overrides):
                 setattr(layer, key, kwargs[key])
         if kind == "image":
             layer.reset_contrast_limits()
+        if kind == "points":
+            layer.shown = np.ones(len(layer.data), dtype=bool)  # new points: no stale hiding
         return layer
     if name in viewer.layers:
         viewer.layers.remove(name)
