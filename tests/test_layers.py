@@ -55,9 +55,8 @@ def test_wrong_layer_kind_is_reported():
         atoms_from_layer(layer)
 
 
-def test_sample_data_is_a_ready_tilt_series_with_hidden_truth():
-    (series_tuple, truth_tuple) = sample_fept_layers()
+def test_sample_data_is_a_ready_tilt_series():
+    (series_tuple,) = sample_fept_layers()
     series = tilt_series_from_layer(as_layer(series_tuple))
     assert series.projections.shape == (51, 128, 128) and series.pixel_size == 0.4
-    assert truth_tuple[2] == "points" and truth_tuple[1]["visible"] is False
-    assert len(truth_tuple[0]) > 900
+    assert len(np.unique(series.angles)) == 51 and series.angles.min() == -70.0
