@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 
 import numpy as np
 
@@ -138,6 +139,8 @@ def read_dm(path):
     in DM tags, so angles come from a sidecar; the stage alpha is kept in ``info``."""
     from ncempy.io import dm
 
+    if os.path.getsize(path) == 0:  # ncempy cannot map it and its half-built reader prints a traceback
+        raise ValueError("the file is empty")
     with _quiet(), dm.fileDM(path) as handle:
         dataset = handle.getDataset(0)
         tags = handle.getMetadata(0)
