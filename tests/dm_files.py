@@ -17,10 +17,9 @@ import struct
 
 import numpy as np
 
-#: numpy dtype -> (DM image ``DataType``, tag encoded type of its pixels).
-PIXEL_TYPES = {np.dtype(np.int16): (1, 2), np.dtype(np.float32): (2, 6), np.dtype(np.uint8): (6, 10),
-               np.dtype(np.int32): (7, 3), np.dtype(np.uint16): (10, 4), np.dtype(np.uint32): (11, 5),
-               np.dtype(np.float64): (12, 7)}
+#: numpy dtype -> DM image ``DataType``.
+PIXEL_TYPES = {np.dtype(np.int16): 1, np.dtype(np.float32): 2, np.dtype(np.uint8): 6, np.dtype(np.int32): 7,
+               np.dtype(np.uint16): 10, np.dtype(np.uint32): 11, np.dtype(np.float64): 12}
 #: Tag encoded types of scalars and array items.
 ENCODED_TYPES = {np.dtype(np.int16): 2, np.dtype(np.int32): 3, np.dtype(np.uint16): 4, np.dtype(np.uint32): 5,
                  np.dtype(np.float32): 6, np.dtype(np.float64): 7, np.dtype(np.uint8): 10}
@@ -97,7 +96,7 @@ def dm_bytes(data, pixel_size_nm: float, version: int = 3, tilt_angle: float | N
     scales, units = [pixel_size_nm, pixel_size_nm, 1.0][:data.ndim], ["nm", "nm", ""][:data.ndim]
     tags = {} if tilt_angle is None else {
         "Microscope Info": {"Stage Position": {"Stage Alpha": np.float32(tilt_angle)}}}
-    images = [_image(data, PIXEL_TYPES[data.dtype][0], scales, units, tags, "data")]
+    images = [_image(data, PIXEL_TYPES[data.dtype], scales, units, tags, "data")]
     if thumbnail:
         rgba = np.full((4, 4), 0xFF808080, dtype=np.uint32)
         images.insert(0, _image(rgba, RGB_THUMBNAIL, [1.0, 1.0], ["", ""], {}, "thumbnail"))
