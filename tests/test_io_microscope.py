@@ -1,8 +1,8 @@
 """EMD (Berkeley, Velox) and DM3/DM4 metadata.
 
 Berkeley EMD files are written with ncempy's own writer and Velox files as minimal HDF5
-files with Velox's layout (Data/Image/<id>/Data + JSON Metadata). No DM3/DM4 writer is
-available here, so the DM metadata extraction is tested on dicts shaped like ncempy's.
+files with Velox's layout (Data/Image/<id>/Data + JSON Metadata). The DM metadata extraction
+is tested here on dicts shaped like ncempy's; whole DM3/DM4 files in tests/test_io_dm.py.
 """
 
 import json
