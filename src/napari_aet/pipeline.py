@@ -49,8 +49,8 @@ def run_pipeline(series: TiltSeries, elements, *, align=True, method="genfire", 
                  progress: ProgressCallback = None) -> PipelineResult:
     """Run every stage on ``series``.
 
-    elements : element symbols, lightest first ("Fe,Pt"); a single element means
-        tracing only (every traced atom gets that element).
+    elements : element symbols, lightest first ("Fe,Pt"); with a single element every
+        traced peak gets it, except those classified as noise (``non_atom``).
     align : estimate and apply shifts and tilt axis (:func:`napari_aet.align.align_auto`).
     method : reconstruction method, one of :data:`napari_aet.reconstruct.METHODS`.
     *_options : keyword parameters passed to each stage; reconstruction options update
@@ -99,10 +99,7 @@ def run_pipeline(series: TiltSeries, elements, *, align=True, method="genfire", 
 
     options = {"seed": seed, **(classify_options or {})}
     parameters["classify_options"] = options
-    if len(elements) > 1:
-        atoms = timed("classify", classify_atoms, reconstruction, atoms, elements, **options)
-    else:
-        atoms = AtomModel(atoms.positions, np.full(len(atoms), elements[0], dtype=object), atoms.features)
+    atoms = timed("classify", classify_atoms, reconstruction, atoms, elements, **options)
 
     result = PipelineResult(series, aligned, reconstruction, atoms)
     result.report = build_report(result, parameters, timings, alignment)
