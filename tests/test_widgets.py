@@ -26,8 +26,15 @@ from napari_aet._widgets.classify import ClassifyWidget, class_boundaries
 from napari_aet._widgets.reconstruct import ReconstructWidget
 from napari_aet._widgets.trace import TraceWidget
 from napari_aet.geometry import render_atoms
-from napari_aet.layers import atoms_from_layer, atoms_layer, tilt_series_from_layer, tilt_series_layer, volume_layer
+from napari_aet.layers import (
+    atoms_from_layer,
+    atoms_layer,
+    tilt_series_from_layer,
+    tilt_series_layer,
+    volume_layer,
+)
 from napari_aet.model import Reconstruction
+from napari_aet.reconstruct import RECOMMENDED
 from napari_aet.simulate import adf_amplitudes, fcc_particle, simulate_tilt_series
 
 VOXEL = 0.4  # Å
@@ -390,6 +397,10 @@ def test_reconstruct_wbp_hides_iterative_parameters(make_napari_viewer, qtbot, t
     show_layer(viewer, tilt_series_layer(aligned, name="series"))
     widget = ReconstructWidget(viewer)
     qtbot.addWidget(widget)
+    assert widget.parameters.n_iterations.value == RECOMMENDED["genfire"]["n_iterations"]  # as the pipeline
+    assert widget.parameters.oversampling.value == RECOMMENDED["genfire"]["oversampling"]
+    widget.parameters.method.value = "resire"
+    assert widget.parameters.n_iterations.value == RECOMMENDED["resire"]["n_iterations"]
     widget.parameters.method.value = "wbp"
     assert is_hidden(widget.parameters.n_iterations) and not is_hidden(widget.parameters.thickness)
     widget.parameters.fourier.value = "measured coverage"

@@ -22,13 +22,6 @@ from . import __version__
 from .model import AtomModel, InputError, Reconstruction, TiltSeries, check_elements
 from .progress import ProgressCallback, report, sub_progress
 
-#: Reconstruction parameters the chain uses unless told otherwise. GENFIRE with 2x
-#: oversampling: on the built-in sample it traced as many atoms as 3x oversampling in about
-#: half the time; 50 iterations found 90% of the atoms, 150 found 95.6%, 250 found 96.1%
-#: (benchmarks/RESULTS.md).
-DEFAULT_RECONSTRUCTION = {"genfire": {"n_iterations": 250, "oversampling": 2.0},
-                          "resire": {"n_iterations": 300}}
-
 #: Share of the total progress bar given to each stage.
 STAGE_WEIGHTS = {"align": 0.25, "reconstruct": 0.55, "trace": 0.1, "classify": 0.1}
 
@@ -54,14 +47,14 @@ def run_pipeline(series: TiltSeries, elements, *, align=True, method="genfire", 
     align : estimate and apply shifts and tilt axis (:func:`napari_aet.align.align_auto`).
     method : reconstruction method, one of :data:`napari_aet.reconstruct.METHODS`.
     *_options : keyword parameters passed to each stage; reconstruction options update
-        :data:`DEFAULT_RECONSTRUCTION` of the method.
+        the method's :data:`napari_aet.reconstruct.RECOMMENDED` parameters.
     seed : for every random step (R-free selection, mixture-model initialisation).
     progress : ``progress(fraction, message)`` over the whole chain.
     """
     from .align import align_auto, apply_alignment
     from .classify import classify_atoms
+    from .reconstruct import RECOMMENDED, reconstruct
     from .reconstruct import parameters as method_parameters
-    from .reconstruct import reconstruct
     from .trace import trace_atoms
 
     elements = check_elements(elements)
@@ -87,7 +80,7 @@ def run_pipeline(series: TiltSeries, elements, *, align=True, method="genfire", 
         estimated, alignment = timed("align", align_auto, series, **options)
         aligned = apply_alignment(estimated)
 
-    options = {**DEFAULT_RECONSTRUCTION.get(method, {}), **(reconstruct_options or {})}
+    options = {**RECOMMENDED.get(method, {}), **(reconstruct_options or {})}
     if "seed" in method_parameters(method):
         options.setdefault("seed", seed)
     parameters["reconstruct_options"] = options

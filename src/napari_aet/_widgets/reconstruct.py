@@ -12,7 +12,7 @@ from ..analysis.volume_metrics import half_set_fsc, resolution_from_fsc
 from ..layers import tilt_series_from_layer, volume_layer
 from ..model import Reconstruction
 from ..progress import sub_progress
-from ..reconstruct import METHODS, iterate, parameters, to_reconstruction, weighted_backprojection
+from ..reconstruct import METHODS, iterate, parameters, recommended_parameters, to_reconstruction, weighted_backprojection
 from ..reconstruct.genfire import RESOLUTION_SCHEDULES
 from ..reconstruct.gridding import fourier_coverage
 from ..trace import particle_support
@@ -58,7 +58,7 @@ class ReconstructWidget(StageWidget):
     """
 
     def __init__(self, napari_viewer):
-        default = {**parameters("resire"), **parameters("genfire")}  # the core's defaults
+        default = {**recommended_parameters("resire"), **recommended_parameters("genfire")}
         super().__init__(napari_viewer, [
             ComboBox(name="method", choices=METHODS, value="genfire"),
             SpinBox(name="n_iterations", label="iterations", value=default["n_iterations"], min=1, max=10_000),
@@ -88,7 +88,10 @@ class ReconstructWidget(StageWidget):
         self._lines = {}
 
     def _show_method_parameters(self):
-        accepted = set(parameters(self.parameters.method.value))
+        recommended = recommended_parameters(self.parameters.method.value)
+        if "n_iterations" in recommended:
+            self.parameters.n_iterations.value = recommended["n_iterations"]
+        accepted = set(recommended)
         for widget in self.parameters:
             if widget.name not in ("method", "fourier", "fsc"):
                 widget.visible = widget.name in accepted
