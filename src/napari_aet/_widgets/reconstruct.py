@@ -12,7 +12,14 @@ from ..analysis.volume_metrics import half_set_fsc, resolution_from_fsc
 from ..layers import tilt_series_from_layer, volume_layer
 from ..model import Reconstruction
 from ..progress import sub_progress
-from ..reconstruct import METHODS, iterate, parameters, recommended_parameters, to_reconstruction, weighted_backprojection
+from ..reconstruct import (
+    METHODS,
+    iterate,
+    parameters,
+    recommended_parameters,
+    to_reconstruction,
+    weighted_backprojection,
+)
 from ..reconstruct.genfire import RESOLUTION_SCHEDULES
 from ..reconstruct.gridding import fourier_coverage
 from ..trace import particle_support
