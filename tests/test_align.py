@@ -150,7 +150,7 @@ def test_tilt_axis_of_a_large_image_is_found_on_binned_data(atoms):
 
 
 def test_align_auto_without_room_for_a_background_fit():
-    small = fcc_particle(radius=9.0, seed=3)
+    small = fcc_particle(radius=11.5, seed=3)
     data = simulate_tilt_series(small, angles=np.linspace(-60, 60, 21), shape=(64, 64), dose=400, max_shift=3,
                                 seed=9)
     aligned, report = align.align_auto(data.tilt_series, projection_matching=False)

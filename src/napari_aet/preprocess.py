@@ -85,15 +85,17 @@ def tilt_series_from_frames(frames, angles, *, pixel_size=1.0, tilt_axis=0.0, me
 # ----------------------------------------------------------------- background
 
 
-def particle_mask(image, *, threshold=3.0, margin=4, smooth=2.0) -> np.ndarray:
+def particle_mask(image, *, threshold=3.0, margin=4, smooth=2.0, floor=0.01) -> np.ndarray:
     """Boolean ``(ny, nx)`` mask of the particle: the smoothed image more than ``threshold``
-    noise deviations above the border level, grown by ``margin`` px."""
+    noise deviations, and more than ``floor`` times its peak, above the border level, grown
+    by ``margin`` px. The floor matters where the border has no noise (e.g. zero counts)."""
     blurred = ndimage.gaussian_filter(np.asarray(image, dtype=np.float64), smooth)
     border = np.concatenate([blurred[:2].ravel(), blurred[-2:].ravel(), blurred[:, :2].ravel(),
                              blurred[:, -2:].ravel()])
     level = np.median(border)
-    noise = 1.4826 * np.median(np.abs(border - level)) + 1e-12
-    return ndimage.binary_dilation(blurred - level > threshold * noise, iterations=margin)
+    noise = 1.4826 * np.median(np.abs(border - level))
+    cut = max(threshold * noise, floor * (blurred.max() - level), 1e-12)
+    return ndimage.binary_dilation(blurred - level > cut, iterations=margin)
 
 
 def _polynomial_design(shape, degree):
