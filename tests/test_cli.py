@@ -31,7 +31,7 @@ def test_simulate_writes_series_angles_and_truth(simulated):
 def test_run_writes_every_result(simulated, tmp_path, capsys):
     out = tmp_path / "result"
     assert main(["run", str(simulated / "tilt_series.tif"), "--pixel-size", "0.4", "--elements", "Fe,Pt",
-                 "--out", str(out), "--seed", "1"]) == 0
+                 "--out", str(out), "--seed", "1", "--fsc", "--iterations", "60"]) == 0
     names = {p.name for p in out.iterdir()}
     assert {"atoms.csv", "reconstruction.mrc", "aligned.tif", "report.json", "project.aet"} <= names
     assert not [n for n in names if n.startswith(".partial")]
@@ -39,7 +39,12 @@ def test_run_writes_every_result(simulated, tmp_path, capsys):
     assert header[:4] == ["x", "y", "z", "element"]
     report = json.loads((out / "report.json").read_text())
     assert report["atoms"]["n_atoms"] == len(read_atoms(out / "atoms.csv")) > 0
-    assert set(report["timings_s"]) >= {"align", "reconstruct", "trace", "classify", "total"}
+    assert set(report["timings_s"]) >= {"align", "reconstruct", "fsc", "trace", "classify", "total"}
+    recon = report["reconstruction"]
+    assert recon["method"] == "genfire" and report["parameters"]["reconstruct_options"]["n_iterations"] == 60
+    assert len(recon["errors_per_iteration"]["r_free"]) == 60 and 0 < recon["final_r_free"] < 1
+    fsc = recon["half_set_fsc"]
+    assert fsc["fsc"][0] > 0.9 and 0.8 < fsc["resolution_A_at_0.143"] < 5.0
     assert read_volume(out / "reconstruction.mrc").voxel_size == pytest.approx(0.4)
     assert "Atoms:" in capsys.readouterr().out
 

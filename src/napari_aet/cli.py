@@ -68,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--angles", default=None, help="tilt angle file (one per line, or phi theta psi columns)")
     run.add_argument("--tilt-axis", default=None, help="y, x or degrees from the image y axis (default y)")
     run.add_argument("--no-align", action="store_true", help="the series is already aligned")
+    run.add_argument("--fsc", action="store_true",
+                     help="also report the half-set Fourier shell correlation (two more reconstructions)")
     _add_common(run)
 
     sim = sub.add_parser("simulate", help="write a synthetic FePt tilt series, its angles and ground truth")
@@ -102,7 +104,8 @@ def command_run(args) -> int:
     print(f"Read {args.tilt_series}: {series.n_angles} projections of {series.projections.shape[1:]} px, "
           f"{series.pixel_size:g} Å/px, tilts {np.min(series.angles):.1f}° to {np.max(series.angles):.1f}°")
     result = run_pipeline(series, elements, align=not args.no_align, method=args.method,
-                          reconstruct_options=_iterations(args), seed=args.seed, progress=ConsoleProgress())
+                          reconstruct_options=_iterations(args), fsc=args.fsc, seed=args.seed,
+                          progress=ConsoleProgress())
     report = write_results(result, args.out)
     print_summary(report)
     print(f"Results in {Path(args.out).resolve()}")
@@ -190,9 +193,12 @@ def print_summary(report):
     per_element = ", ".join(f"{n} {e}" for e, n in atoms["per_element"].items())
     print(f"Atoms: {atoms['n_atoms']} ({per_element}); {atoms['n_ambiguous']} ambiguous; "
           f"{atoms['n_rejected_peaks']} peaks rejected as noise")
-    r = recon.get("final_r_factor")
-    print(f"Reconstruction: {recon['method']}, {recon['shape']} voxels"
-          + (f", final R-factor {r:.3f}" if r is not None else ""))
+    metrics = [f"final {name.replace('_', '-')} {recon[f'final_{key}']:.3f}"
+               for key, name in (("r_factor", "R_factor"), ("r_free", "R_free"))
+               if recon.get(f"final_{key}") is not None]
+    if "half_set_fsc" in recon:
+        metrics.append(f"half-set FSC resolution {recon['half_set_fsc']['resolution_A_at_0.143']:.2f} Å")
+    print(f"Reconstruction: {recon['method']}, {recon['shape']} voxels" + "".join(f", {m}" for m in metrics))
     print(f"Timings: {timings}")
 
 

@@ -23,7 +23,7 @@ from .model import AtomModel, InputError, Reconstruction, TiltSeries, check_elem
 from .progress import ProgressCallback, report, sub_progress
 
 #: Share of the total progress bar given to each stage.
-STAGE_WEIGHTS = {"align": 0.25, "reconstruct": 0.55, "trace": 0.1, "classify": 0.1}
+STAGE_WEIGHTS = {"align": 0.2, "reconstruct": 0.5, "fsc": 0.1, "trace": 0.1, "classify": 0.1}
 
 
 @dataclass
@@ -38,7 +38,7 @@ class PipelineResult:
 
 
 def run_pipeline(series: TiltSeries, elements, *, align=True, method="genfire", reconstruct_options=None,
-                 align_options=None, trace_options=None, classify_options=None, seed=0,
+                 align_options=None, trace_options=None, classify_options=None, fsc=False, seed=0,
                  progress: ProgressCallback = None) -> PipelineResult:
     """Run every stage on ``series``.
 
@@ -48,10 +48,13 @@ def run_pipeline(series: TiltSeries, elements, *, align=True, method="genfire", 
     method : reconstruction method, one of :data:`napari_aet.reconstruct.METHODS`.
     *_options : keyword parameters passed to each stage; reconstruction options update
         the method's :data:`napari_aet.reconstruct.RECOMMENDED` parameters.
+    fsc : also reconstruct the even and odd projections and report their Fourier shell
+        correlation and the resolution where it drops below 0.143 (two more reconstructions).
     seed : for every random step (R-free selection, mixture-model initialisation).
     progress : ``progress(fraction, message)`` over the whole chain.
     """
     from .align import align_auto, apply_alignment
+    from .analysis.volume_metrics import half_set_fsc, resolution_from_fsc
     from .classify import classify_atoms
     from .reconstruct import RECOMMENDED, reconstruct
     from .reconstruct import parameters as method_parameters
@@ -85,6 +88,11 @@ def run_pipeline(series: TiltSeries, elements, *, align=True, method="genfire", 
         options.setdefault("seed", seed)
     parameters["reconstruct_options"] = options
     reconstruction = timed("reconstruct", reconstruct, aligned, method=method, **options)
+    if fsc:
+        frequency, correlation = timed("fsc", half_set_fsc, aligned, method, **options)
+        reconstruction.metadata["fsc"] = {
+            "frequency_per_A": frequency.tolist(), "fsc": correlation.tolist(),
+            "resolution_A_at_0.143": float(resolution_from_fsc(frequency, correlation))}
 
     options = dict(trace_options or {})
     parameters["trace_options"] = options
@@ -140,7 +148,10 @@ def build_report(result: PipelineResult, parameters, timings, alignment) -> dict
         "reconstruction": {"method": result.reconstruction.method,
                            "shape": list(result.reconstruction.volume.shape),
                            "voxel_size_A": result.reconstruction.voxel_size,
-                           **{f"final_{k}": (v[-1] if v else None) for k, v in errors.items()}},
+                           **{f"final_{k}": (v[-1] if v else None) for k, v in errors.items()},
+                           "errors_per_iteration": errors,
+                           **({"half_set_fsc": result.reconstruction.metadata["fsc"]}
+                              if "fsc" in result.reconstruction.metadata else {})},
         "atoms": {"n_atoms": len(atoms), "n_rejected_peaks": len(result.atoms) - len(atoms),
                   "per_element": dict(zip(elements.tolist(), counts.tolist())),
                   "n_ambiguous": int(np.count_nonzero(ambiguous)) if ambiguous is not None else 0},
