@@ -101,6 +101,16 @@ def cancel_mid_run(qtbot, widget, reached, release):
     assert widget.message.text().startswith("cancelled")
 
 
+def docked(make_napari_viewer, qtbot, widget_class, *layers):
+    """A viewer holding ``layers`` (layer data tuples) and a ``widget_class`` widget on it."""
+    viewer = make_napari_viewer()
+    for layer in layers:
+        show_layer(viewer, layer)
+    widget = widget_class(viewer)
+    qtbot.addWidget(widget)
+    return viewer, widget
+
+
 def nearest_distances(found_xyz, true_xyz):
     """Distance (Å) from each true atom to the nearest found atom."""
     return cKDTree(found_xyz).query(true_xyz)[0]
@@ -119,10 +129,7 @@ def changed_fraction(image, background):
 
 def test_trace_widget_finds_the_atoms(make_napari_viewer, qtbot, particle):
     truth, recon = particle
-    viewer = make_napari_viewer()
-    show_layer(viewer, volume_layer(recon, name="volume"))
-    widget = TraceWidget(viewer)
-    qtbot.addWidget(widget)
+    viewer, widget = docked(make_napari_viewer, qtbot, TraceWidget, volume_layer(recon, name="volume"))
     assert widget.volume_input.currentText() == "volume"
     assert run_and_wait(qtbot, widget) == "done"
     layer = viewer.layers["atoms"]
@@ -145,10 +152,7 @@ def test_trace_widget_finds_the_atoms(make_napari_viewer, qtbot, particle):
 
 def test_trace_uses_an_edited_support(make_napari_viewer, qtbot, particle):
     truth, recon = particle
-    viewer = make_napari_viewer()
-    show_layer(viewer, volume_layer(recon, name="volume"))
-    widget = TraceWidget(viewer)
-    qtbot.addWidget(widget)
+    viewer, widget = docked(make_napari_viewer, qtbot, TraceWidget, volume_layer(recon, name="volume"))
     assert widget.support_input.currentText() == "automatic"
     widget.show_support()
     support = viewer.layers["volume support"]
@@ -166,10 +170,7 @@ def test_trace_uses_an_edited_support(make_napari_viewer, qtbot, particle):
 
 def test_trace_rerun_keeps_manual_edits(make_napari_viewer, qtbot, particle):
     _, recon = particle
-    viewer = make_napari_viewer()
-    show_layer(viewer, volume_layer(recon, name="volume"))
-    widget = TraceWidget(viewer)
-    qtbot.addWidget(widget)
+    viewer, widget = docked(make_napari_viewer, qtbot, TraceWidget, volume_layer(recon, name="volume"))
     assert run_and_wait(qtbot, widget) == "done"
     edited = viewer.layers["atoms"]
     edited.features.loc[0, "locked"] = True
@@ -180,10 +181,7 @@ def test_trace_rerun_keeps_manual_edits(make_napari_viewer, qtbot, particle):
 
 def test_trace_cancel_mid_run(make_napari_viewer, qtbot, particle, monkeypatch):
     _, recon = particle
-    viewer = make_napari_viewer()
-    show_layer(viewer, volume_layer(recon, name="volume"))
-    widget = TraceWidget(viewer)
-    qtbot.addWidget(widget)
+    viewer, widget = docked(make_napari_viewer, qtbot, TraceWidget, volume_layer(recon, name="volume"))
     reached, release = pause_at_first_progress(monkeypatch, trace_module, "trace_atoms")
     cancel_mid_run(qtbot, widget, reached, release)
     assert "atoms" not in viewer.layers
@@ -191,10 +189,7 @@ def test_trace_cancel_mid_run(make_napari_viewer, qtbot, particle, monkeypatch):
 
 def test_closing_the_widget_cancels_its_job(make_napari_viewer, qtbot, particle, monkeypatch):
     _, recon = particle
-    viewer = make_napari_viewer()
-    show_layer(viewer, volume_layer(recon, name="volume"))
-    widget = TraceWidget(viewer)
-    qtbot.addWidget(widget)
+    viewer, widget = docked(make_napari_viewer, qtbot, TraceWidget, volume_layer(recon, name="volume"))
     reached, release = pause_at_first_progress(monkeypatch, trace_module, "trace_atoms")
     widget.run()
     qtbot.waitUntil(reached.is_set, timeout=WAIT_MS)
@@ -205,9 +200,7 @@ def test_closing_the_widget_cancels_its_job(make_napari_viewer, qtbot, particle,
 
 
 def test_trace_bad_input_shows_a_message(make_napari_viewer, qtbot):
-    viewer = make_napari_viewer()
-    widget = TraceWidget(viewer)
-    qtbot.addWidget(widget)
+    viewer, widget = docked(make_napari_viewer, qtbot, TraceWidget)
     widget.run()  # no volume at all
     assert not widget.running and "no volume" in widget.message.text()
     viewer.add_image(np.zeros((16, 16, 16), np.float32), name="empty")
@@ -218,10 +211,7 @@ def test_trace_bad_input_shows_a_message(make_napari_viewer, qtbot):
 def test_an_unexpected_failure_is_a_message_and_a_log_entry(make_napari_viewer, qtbot, particle, monkeypatch,
                                                             caplog):
     _, recon = particle
-    viewer = make_napari_viewer()
-    show_layer(viewer, volume_layer(recon, name="volume"))
-    widget = TraceWidget(viewer)
-    qtbot.addWidget(widget)
+    viewer, widget = docked(make_napari_viewer, qtbot, TraceWidget, volume_layer(recon, name="volume"))
 
     def broken(*args, **kwargs):
         raise RuntimeError("simulated bug")
@@ -291,10 +281,7 @@ def test_align_single_step_method_with_preprocessing(make_napari_viewer, qtbot, 
     atoms = tilt_series[0]
     series = simulate_tilt_series(atoms, np.linspace(-70, 70, 31), shape=(64, 64), background=5.0,
                                   seed=3).tilt_series
-    viewer = make_napari_viewer()
-    show_layer(viewer, tilt_series_layer(series, name="series"))
-    widget = AlignWidget(viewer)
-    qtbot.addWidget(widget)
+    viewer, widget = docked(make_napari_viewer, qtbot, AlignWidget, tilt_series_layer(series, name="series"))
     widget.parameters.method.value = "cross-correlation"
     assert is_hidden(widget.parameters.projection_matching)
     widget.parameters.background.value = "constant"
@@ -310,10 +297,7 @@ def test_align_single_step_method_with_preprocessing(make_napari_viewer, qtbot, 
 
 def test_align_cancel_mid_run(make_napari_viewer, qtbot, tilt_series, monkeypatch):
     _, _, misaligned, _ = tilt_series
-    viewer = make_napari_viewer()
-    show_layer(viewer, tilt_series_layer(misaligned, name="series"))
-    widget = AlignWidget(viewer)
-    qtbot.addWidget(widget)
+    viewer, widget = docked(make_napari_viewer, qtbot, AlignWidget, tilt_series_layer(misaligned, name="series"))
     reached, release = pause_at_first_progress(monkeypatch, align_module, "align")
     cancel_mid_run(qtbot, widget, reached, release)
     assert [layer.name for layer in viewer.layers] == ["series"] and not viewer.grid.enabled
@@ -362,10 +346,7 @@ def truth_volume(tilt_series):
 
 def test_reconstruct_widget_genfire(make_napari_viewer, qtbot, tilt_series, truth_volume):
     _, aligned, _, _ = tilt_series
-    viewer = make_napari_viewer()
-    show_layer(viewer, tilt_series_layer(aligned, name="series"))
-    widget = ReconstructWidget(viewer)
-    qtbot.addWidget(widget)
+    viewer, widget = docked(make_napari_viewer, qtbot, ReconstructWidget, tilt_series_layer(aligned, name="series"))
     widget.parameters.n_iterations.value = 30
     ticks, live_updates = [], []
     timer = QTimer()
@@ -393,10 +374,7 @@ def test_reconstruct_widget_genfire(make_napari_viewer, qtbot, tilt_series, trut
 
 def test_reconstruct_wbp_hides_iterative_parameters(make_napari_viewer, qtbot, tilt_series, truth_volume):
     _, aligned, _, _ = tilt_series
-    viewer = make_napari_viewer()
-    show_layer(viewer, tilt_series_layer(aligned, name="series"))
-    widget = ReconstructWidget(viewer)
-    qtbot.addWidget(widget)
+    viewer, widget = docked(make_napari_viewer, qtbot, ReconstructWidget, tilt_series_layer(aligned, name="series"))
     assert widget.parameters.n_iterations.value == RECOMMENDED["genfire"]["n_iterations"]  # as the pipeline
     assert widget.parameters.oversampling.value == RECOMMENDED["genfire"]["oversampling"]
     widget.parameters.method.value = "resire"
@@ -419,10 +397,7 @@ def test_reconstruct_wbp_hides_iterative_parameters(make_napari_viewer, qtbot, t
 
 def test_reconstruct_live_update_then_cancel(make_napari_viewer, qtbot, tilt_series, monkeypatch):
     _, aligned, _, _ = tilt_series
-    viewer = make_napari_viewer()
-    show_layer(viewer, tilt_series_layer(aligned, name="series"))
-    widget = ReconstructWidget(viewer)
-    qtbot.addWidget(widget)
+    viewer, widget = docked(make_napari_viewer, qtbot, ReconstructWidget, tilt_series_layer(aligned, name="series"))
     reached, release = pause_after_first_iteration(monkeypatch)
     widget.run()
     qtbot.waitUntil(reached.is_set, timeout=WAIT_MS)
@@ -438,10 +413,7 @@ def test_reconstruct_live_update_then_cancel(make_napari_viewer, qtbot, tilt_ser
 
 def test_reconstruct_stop_and_keep_current(make_napari_viewer, qtbot, tilt_series, monkeypatch):
     _, aligned, _, _ = tilt_series
-    viewer = make_napari_viewer()
-    show_layer(viewer, tilt_series_layer(aligned, name="series"))
-    widget = ReconstructWidget(viewer)
-    qtbot.addWidget(widget)
+    viewer, widget = docked(make_napari_viewer, qtbot, ReconstructWidget, tilt_series_layer(aligned, name="series"))
     widget.parameters.method.value = "resire"
     widget.support_input.setCurrentText("automatic (from WBP)")
     reached, release = pause_after_first_iteration(monkeypatch)
@@ -468,10 +440,7 @@ def test_error_plot_puts_a_final_only_curve_at_the_last_iteration(make_napari_vi
 
 def test_reconstruct_with_a_labels_support(make_napari_viewer, qtbot, tilt_series):
     _, aligned, _, _ = tilt_series
-    viewer = make_napari_viewer()
-    show_layer(viewer, tilt_series_layer(aligned, name="series"))
-    widget = ReconstructWidget(viewer)
-    qtbot.addWidget(widget)
+    viewer, widget = docked(make_napari_viewer, qtbot, ReconstructWidget, tilt_series_layer(aligned, name="series"))
     widget.parameters.method.value = "resire"
     widget.parameters.n_iterations.value = 5
     widget.parameters.accelerate.value = True
@@ -491,10 +460,7 @@ def test_reconstruct_with_a_labels_support(make_napari_viewer, qtbot, tilt_serie
 
 def test_reconstruct_bad_input_shows_a_message(make_napari_viewer, qtbot, tilt_series):
     _, _, misaligned, true_shifts = tilt_series
-    viewer = make_napari_viewer()
-    show_layer(viewer, tilt_series_layer(misaligned.replace(shifts=true_shifts), name="series"))
-    widget = ReconstructWidget(viewer)
-    qtbot.addWidget(widget)
+    viewer, widget = docked(make_napari_viewer, qtbot, ReconstructWidget, tilt_series_layer(misaligned.replace(shifts=true_shifts), name="series"))
     assert run_and_wait(qtbot, widget) == "error"
     assert "not aligned" in widget.message.text()
     assert not [layer.name for layer in viewer.layers if layer.name.startswith("series genfire")]
