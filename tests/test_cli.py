@@ -79,3 +79,20 @@ def test_parse_tilt_axis():
     assert parse_tilt_axis("y") == 0.0 and parse_tilt_axis("X") == 90.0 and parse_tilt_axis("-12.5") == -12.5
     with pytest.raises(InputError):
         parse_tilt_axis("diagonal")
+
+
+def test_demo_gui_layers(make_napari_viewer):
+    """What ``napari-aet demo --gui`` shows: tilt series, aligned series, volume, atoms, truth."""
+    from napari_aet.cli import add_result_layers
+    from napari_aet.pipeline import run_pipeline
+    from napari_aet.simulate import sample_fept
+
+    sim = sample_fept(size=64, radius=7.0)
+    result = run_pipeline(sim.tilt_series, "Fe,Pt", reconstruct_options={"n_iterations": 20})
+    viewer = make_napari_viewer()
+    add_result_layers(viewer, result, sim.atoms)
+    names = [layer.name for layer in viewer.layers]
+    assert names == ["tilt series", "aligned", "reconstruction", "atoms", "ground truth atoms"]
+    assert viewer.dims.ndisplay == 3 and viewer.layers["reconstruction"].visible
+    assert not viewer.layers["ground truth atoms"].visible
+    assert len(viewer.layers["atoms"].data) == len(result.atoms)

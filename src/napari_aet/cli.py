@@ -166,23 +166,28 @@ def command_demo(args) -> int:
     return 0
 
 
-def show_in_napari(result, truth=None):
-    """Open napari with every layer of a pipeline result (blocks until the window closes)."""
-    import napari
-
+def add_result_layers(viewer, result, truth=None):
+    """Add every layer of a pipeline result (and optionally the true atoms, hidden) to a viewer."""
     from .layers import atoms_layer, tilt_series_layer, volume_layer
 
-    viewer = napari.Viewer(title="napari-aet demo")
     recon = result.reconstruction
     layers = [tilt_series_layer(result.raw, "tilt series"), tilt_series_layer(result.aligned, "aligned"),
               volume_layer(recon), atoms_layer(result.atoms, recon.volume.shape, recon.voxel_size)]
     if truth is not None:
         layers.append(atoms_layer(truth, recon.volume.shape, recon.voxel_size, name="ground truth atoms"))
-        layers[-1][1]["visible"] = False
     for data, kwargs, kind in layers:
         getattr(viewer, f"add_{kind}")(data, **kwargs)
-    viewer.layers["tilt series"].visible = viewer.layers["aligned"].visible = False
+    for name in ("tilt series", "aligned", "ground truth atoms"):
+        if name in viewer.layers:
+            viewer.layers[name].visible = False
     viewer.dims.ndisplay = 3
+
+
+def show_in_napari(result, truth=None):
+    """Open napari with every layer of a pipeline result (blocks until the window closes)."""
+    import napari
+
+    add_result_layers(napari.Viewer(title="napari-aet demo"), result, truth)
     napari.run()
 
 
