@@ -1,7 +1,6 @@
 """The napari-aet command: the contract that batch users and outside checks rely on."""
 
 import json
-import os
 
 import numpy as np
 import pytest
