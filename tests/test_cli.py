@@ -94,4 +94,6 @@ def test_demo_gui_layers(make_napari_viewer):
     assert names == ["tilt series", "aligned", "reconstruction", "atoms", "ground truth atoms"]
     assert viewer.dims.ndisplay == 3 and viewer.layers["reconstruction"].visible
     assert not viewer.layers["ground truth atoms"].visible
-    assert len(viewer.layers["atoms"].data) == len(result.atoms)
+    atoms = viewer.layers["atoms"]
+    assert len(atoms.data) == len(result.atoms)
+    assert np.array_equal(atoms.shown, ~result.atoms.features["non_atom"].astype(bool))  # noise hidden

@@ -84,10 +84,15 @@ def element_colours(species) -> np.ndarray:
 
 
 def atoms_layer(atoms: AtomModel, volume_shape, voxel_size, name="atoms"):
-    """Layer data tuple of an atom model over a volume of ``volume_shape`` (nz, ny, nx)."""
+    """Layer data tuple of an atom model over a volume of ``volume_shape`` (nz, ny, nx).
+
+    Peaks classified as noise (feature ``non_atom``) are kept in the layer but hidden.
+    """
     scale, translate = _volume_placement(volume_shape, voxel_size)
     frame = atoms.to_frame().drop(columns=["x", "y", "z"])
+    non_atom = atoms.features.get("non_atom", np.zeros(len(atoms), bool)).astype(bool)
     return (specimen_to_voxel(atoms.positions, volume_shape, voxel_size), {
+        "shown": ~non_atom,
         "name": name, "scale": scale, "translate": translate, "features": frame,
         "face_color": element_colours(atoms.species), "size": 1.4 / voxel_size,
         "border_width": 0.0, "projection_mode": "none",
