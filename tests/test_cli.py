@@ -66,6 +66,13 @@ def test_bad_input_is_one_clear_line(simulated, tmp_path, capsys, args, message)
     assert not (tmp_path / "o" / "report.json").exists()
 
 
+def test_tilt_axis_inconsistent_with_the_data(simulated, tmp_path, capsys):
+    code = main(["run", str(simulated / "tilt_series.tif"), "--pixel-size", "0.4", "--elements", "Fe,Pt",
+                 "--out", str(tmp_path / "o"), "--tilt-axis", "x"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "tilt axis" in err[0]
+
+
 def test_unwritable_output_directory(simulated, tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")

@@ -66,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--elements", required=True, help="species lightest first, e.g. Fe,Pt (one = tracing only)")
     run.add_argument("--out", required=True, help="output directory")
     run.add_argument("--angles", default=None, help="tilt angle file (one per line, or phi theta psi columns)")
-    run.add_argument("--tilt-axis", default=None, help="y, x or degrees from the image y axis (default y)")
+    run.add_argument("--tilt-axis", default=None,
+                     help="y, x or degrees from the image y axis; checked against the data (default: estimated)")
     run.add_argument("--no-align", action="store_true", help="the series is already aligned")
     run.add_argument("--fsc", action="store_true",
                      help="also report the half-set Fourier shell correlation (two more reconstructions)")
@@ -103,9 +104,10 @@ def command_run(args) -> int:
                               tilt_axis=tilt_axis)
     print(f"Read {args.tilt_series}: {series.n_angles} projections of {series.projections.shape[1:]} px, "
           f"{series.pixel_size:g} Å/px, tilts {np.min(series.angles):.1f}° to {np.max(series.angles):.1f}°")
+    align_options = {} if tilt_axis is None else {"tilt_axis": tilt_axis}  # checked against the data
     result = run_pipeline(series, elements, align=not args.no_align, method=args.method,
-                          reconstruct_options=_iterations(args), fsc=args.fsc, seed=args.seed,
-                          progress=ConsoleProgress())
+                          align_options=align_options, reconstruct_options=_iterations(args), fsc=args.fsc,
+                          seed=args.seed, progress=ConsoleProgress())
     report = write_results(result, args.out)
     print_summary(report)
     print(f"Results in {Path(args.out).resolve()}")
