@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .model import InputError, check_elements
+from .reconstruct import METHODS
 
 
 class ConsoleProgress:
@@ -51,8 +52,9 @@ def parse_tilt_axis(text) -> float:
 
 def _add_common(parser):
     parser.add_argument("--seed", type=int, default=0, help="seed for every random step (default 0)")
-    parser.add_argument("--method", default="genfire", help="reconstruction: genfire, resire or wbp (default genfire)")
-    parser.add_argument("--iterations", type=int, default=None, help="reconstruction iterations (method default)")
+    parser.add_argument("--method", default="genfire", choices=METHODS, help="reconstruction (default genfire)")
+    parser.add_argument("--iterations", type=int, default=None,
+                        help="reconstruction iterations (default: reconstruct.RECOMMENDED)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the whole chain on a tilt series file")
     run.add_argument("tilt_series", help="TIFF, MRC/ST/ALI, NPY, EMD, DM3/DM4 or GENFIRE .mat/.npy")
     run.add_argument("--pixel-size", type=float, default=None, help="pixel size in Å (else from the file)")
-    run.add_argument("--elements", required=True, help="species lightest first, e.g. Fe,Pt (one = tracing only)")
+    run.add_argument("--elements", required=True, help="species lightest first, e.g. Fe,Pt (one element: every real atom gets it)")
     run.add_argument("--out", required=True, help="output directory")
     run.add_argument("--angles", default=None, help="tilt angle file (one per line, or phi theta psi columns)")
     run.add_argument("--tilt-axis", default=None,
