@@ -204,8 +204,21 @@ def test_frames(tmp_path, ext):
             mrc.set_data(frames)
     np.testing.assert_array_equal(read_frames(path), frames)
     np.savetxt(tmp_path / "frames.tlt", [-10, 0, 10])
-    with pytest.raises(InputError, match="several frames per tilt: read it with napari_aet.io.read_frames"):
-        read_tilt_series(path, pixel_size=1)
+    series = read_tilt_series(path, pixel_size=1)  # 4D: frames registered and summed
+    assert series.projections.shape == (3, 16, 16) and series.metadata["n_frames"] == 4
+    assert np.shape(series.metadata["frame_drift"]) == (3, 4, 2)
+
+
+def test_frame_stacks_are_registered_on_reading(tmp_path):
+    from napari_aet.simulate import fcc_particle, simulate_tilt_series
+
+    sim = simulate_tilt_series(fcc_particle(radius=7.0, seed=2), angles=[-40.0, 0.0, 40.0], shape=(48, 48),
+                               dose=2000.0, n_frames=4, frame_drift=0.8, max_shift=0.0, seed=4)
+    np.save(tmp_path / "frames.npy", sim.frames)
+    series = read_tilt_series(tmp_path / "frames.npy", angles=[-40, 0, 40], pixel_size=0.4)
+    drift = np.asarray(series.metadata["frame_drift"])
+    assert np.sqrt(np.mean((drift - sim.frame_drift) ** 2)) < 0.15  # px
+    assert np.allclose(series.projections.sum(axis=(1, 2)), sim.frames.sum(axis=(1, 2, 3)), rtol=0.02)
 
 
 def test_frames_need_4d(tmp_path, series):

@@ -40,17 +40,9 @@ def _angles_for(path: Path, angles, metadata_angles):
     return np.asarray(angles, dtype=np.float64), "given"
 
 
-def _frames_hint(name, shape):
-    return InputError(f"{name} holds 4D data of shape {shape}, i.e. several frames per tilt: read it with "
-                      "napari_aet.io.read_frames and merge the frames with "
-                      "napari_aet.preprocess.register_frames")
-
-
 def projection_order(data, n_angles, layout=None, name="data") -> np.ndarray:
     """``(n_angles, ny, nx)`` view of a 3D array stored in ``layout`` (None: auto-detect)."""
     data = np.asarray(data)
-    if data.ndim == 4:
-        raise _frames_hint(name, data.shape)
     if data.ndim != 3:
         raise InputError(f"{name} holds a {data.ndim}D array of shape {data.shape}: expected a stack of "
                          "projections (n_angles, ny, nx)")
@@ -64,6 +56,10 @@ def projection_order(data, n_angles, layout=None, name="data") -> np.ndarray:
 def read_tilt_series(path, *, angles=None, pixel_size=None, tilt_axis=None, layout=None,
                      missing_pixel_size=None) -> TiltSeries:
     """Read a tilt series from TIFF, MRC (.mrc .st .ali), NPY, MAT, EMD or DM3/DM4.
+
+    A 4D file ``(n_angles, n_frames, ny, nx)`` holds several fast frames per tilt: they are
+    registered and summed (:func:`napari_aet.preprocess.register_frames`), and the drift of
+    every frame (px, (dy, dx)) is kept in ``metadata["frame_drift"]``.
 
     Parameters
     ----------
@@ -84,14 +80,18 @@ def read_tilt_series(path, *, angles=None, pixel_size=None, tilt_axis=None, layo
 def tilt_series_from_image(image: ImageFile, path: Path, *, angles=None, pixel_size=None, tilt_axis=None,
                            layout=None, missing_pixel_size=None) -> TiltSeries:
     """The TiltSeries in an already read file (see :func:`read_tilt_series` for the parameters)."""
-    if image.data.ndim == 4:
-        raise _frames_hint(path.name, image.data.shape)
     angles, angles_from = _angles_for(path, angles, image.angles)
-    data = projection_order(image.data, len(angles), layout, path.name)
+    data, frame_info = image.data, {}
+    if data.ndim == 4:
+        from ..preprocess import register_frames
+
+        data, drift = register_frames(data)
+        frame_info = {"frame_drift": drift.tolist(), "n_frames": int(image.data.shape[1])}
+    data = projection_order(data, len(angles), layout, path.name)
     if len(data) != len(angles):
         raise InputError(f"{path.name} holds {len(data)} projections but {len(angles)} angles were found "
                          f"({angles_from}): there must be one angle per projection")
-    info = {**image.info, "angles_from": angles_from, "pixel_size_from": "given"}
+    info = {**image.info, **frame_info, "angles_from": angles_from, "pixel_size_from": "given"}
     if pixel_size is None and image.pixel_size is not None:
         pixel_size, info["pixel_size_from"] = image.pixel_size, "file metadata"
     if pixel_size is None:
