@@ -182,11 +182,6 @@ def project(volume, angles, detector_shape=None) -> np.ndarray:
     return Projector(np.shape(volume), angles, detector_shape).forward(volume)
 
 
-def backproject(projections, angles, shape) -> np.ndarray:
-    """Adjoint of :func:`project`: a volume of ``shape`` from ``(n, ny, nx)`` projections."""
-    return Projector(shape, angles, np.shape(projections)[1:]).adjoint(projections)
-
-
 def _pixel_integrals(centres, sigma, n, half):
     """Per-atom Gaussian integrals over ``2*half+1`` pixels around each centre.
 

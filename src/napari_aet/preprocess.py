@@ -73,13 +73,11 @@ def register_frames(frames, *, upsample=20, iterations=3, progress=None) -> tupl
     return out, drift
 
 
-def tilt_series_from_frames(frames, angles, *, pixel_size=1.0, tilt_axis=0.0, metadata=None,
-                            upsample=20, progress=None) -> TiltSeries:
-    """A TiltSeries from frame stacks ``(n_angles, n_frames, ny, nx)``, registered with
-    :func:`register_frames`; the drift is kept in ``metadata["frame_drift"]`` (px, (dy, dx))."""
+def merge_frames(frames, *, upsample=20, progress=None) -> tuple[np.ndarray, dict]:
+    """Frame stacks ``(n_angles, n_frames, ny, nx)`` registered and summed (:func:`register_frames`),
+    with the metadata a TiltSeries keeps of them: ``frame_drift`` (px, (dy, dx)) and ``n_frames``."""
     projections, drift = register_frames(frames, upsample=upsample, progress=progress)
-    metadata = {**(metadata or {}), "frame_drift": drift.tolist(), "n_frames": int(np.shape(frames)[1])}
-    return TiltSeries(projections, angles, pixel_size, tilt_axis, metadata=metadata)
+    return projections, {"frame_drift": drift.tolist(), "n_frames": int(np.shape(frames)[1])}
 
 
 # ----------------------------------------------------------------- background

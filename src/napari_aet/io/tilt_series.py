@@ -83,10 +83,9 @@ def tilt_series_from_image(image: ImageFile, path: Path, *, angles=None, pixel_s
     angles, angles_from = _angles_for(path, angles, image.angles)
     data, frame_info = image.data, {}
     if data.ndim == 4:
-        from ..preprocess import register_frames
+        from ..preprocess import merge_frames
 
-        data, drift = register_frames(data)
-        frame_info = {"frame_drift": drift.tolist(), "n_frames": int(image.data.shape[1])}
+        data, frame_info = merge_frames(data)
     data = projection_order(data, len(angles), layout, path.name)
     if len(data) != len(angles):
         raise InputError(f"{path.name} holds {len(data)} projections but {len(angles)} angles were found "
