@@ -9,6 +9,7 @@ import tifffile
 from napari_aet.cli import main, parse_tilt_axis
 from napari_aet.io import read_atoms, read_volume
 from napari_aet.model import InputError
+from napari_aet.project import load_project
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +39,12 @@ def test_run_writes_every_result(simulated, tmp_path, capsys):
     assert header[:4] == ["x", "y", "z", "element"]
     report = json.loads((out / "report.json").read_text())
     assert report["atoms"]["n_atoms"] == len(read_atoms(out / "atoms.csv")) > 0
-    assert set(report["timings_s"]) >= {"align", "reconstruct", "fsc", "trace", "classify", "total"}
+    assert set(report["timings_s"]) >= {"align", "reconstruct", "fsc", "trace", "classify", "refine", "total"}
+    refinement = report["refinement"]
+    assert set(refinement["heights"]) == {"Fe", "Pt"} and refinement["heights"]["Pt"] > refinement["heights"]["Fe"]
+    assert 0.3 < refinement["widths_A"]["Pt"] < 1.0 and 0 < refinement["final_r_factor"] < 1
+    assert "refine_shift" in (out / "atoms.csv").read_text().splitlines()[0]
+    assert load_project(out / "project.aet").time_points[0].traced is not None
     recon = report["reconstruction"]
     assert recon["method"] == "genfire" and report["parameters"]["reconstruct_options"]["n_iterations"] == 60
     assert len(recon["errors_per_iteration"]["r_free"]) == 60 and 0 < recon["final_r_free"] < 1
@@ -56,6 +62,8 @@ def test_run_writes_every_result(simulated, tmp_path, capsys):
       "{sim}/short.tlt"], "angles"),
     (["run", "{sim}/tilt_series.tif", "--pixel-size", "0.4", "--elements", "Fe,Pt", "--tilt-axis", "left"],
      "--tilt-axis"),
+    (["run", "{sim}/tilt_series.tif", "--pixel-size", "0.4", "--elements", "Fe,Pt", "--refine-iterations", "-1"],
+     "--refine-iterations"),
 ])
 def test_bad_input_is_one_clear_line(simulated, tmp_path, capsys, args, message):
     np.savetxt(simulated / "short.tlt", np.linspace(-60, 60, 10))
@@ -64,6 +72,16 @@ def test_bad_input_is_one_clear_line(simulated, tmp_path, capsys, args, message)
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("napari-aet: error:") and message in err[0]
     assert not (tmp_path / "o" / "report.json").exists()
+
+
+def test_run_without_refinement(simulated, tmp_path):
+    out = tmp_path / "result"
+    assert main(["run", str(simulated / "tilt_series.tif"), "--pixel-size", "0.4", "--elements", "Fe,Pt",
+                 "--out", str(out), "--iterations", "20", "--no-refine"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert "refinement" not in report and "refine" not in report["timings_s"]
+    assert "refine_shift" not in (out / "atoms.csv").read_text().splitlines()[0]
+    assert load_project(out / "project.aet").time_points[0].traced is None
 
 
 def test_tilt_axis_inconsistent_with_the_data(simulated, tmp_path, capsys):
@@ -88,7 +106,8 @@ def test_parse_tilt_axis():
 
 
 def test_demo_gui_layers(make_napari_viewer):
-    """What ``napari-aet demo --gui`` shows: tilt series, aligned series, volume, atoms, truth."""
+    """What ``napari-aet demo --gui`` shows: tilt series, aligned series, volume, refined atoms,
+    atoms before refinement, truth."""
     from napari_aet.cli import add_result_layers
     from napari_aet.pipeline import run_pipeline
     from napari_aet.simulate import sample_fept
@@ -98,9 +117,9 @@ def test_demo_gui_layers(make_napari_viewer):
     viewer = make_napari_viewer()
     add_result_layers(viewer, result, sim.atoms)
     names = [layer.name for layer in viewer.layers]
-    assert names == ["tilt series", "aligned", "reconstruction", "atoms", "ground truth atoms"]
+    assert names == ["tilt series", "aligned", "reconstruction", "atoms", "traced atoms", "ground truth atoms"]
     assert viewer.dims.ndisplay == 3 and viewer.layers["reconstruction"].visible
-    assert not viewer.layers["ground truth atoms"].visible
+    assert not viewer.layers["ground truth atoms"].visible and not viewer.layers["traced atoms"].visible
     atoms = viewer.layers["atoms"]
     assert len(atoms.data) == len(result.atoms)
     assert np.array_equal(atoms.shown, ~result.atoms.features["non_atom"].astype(bool))  # noise hidden

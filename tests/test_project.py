@@ -24,7 +24,7 @@ def project():
              {"action": "set_element", "index": 7, "from": "Fe", "to": "Pt"}]
     return Project([
         TimePoint("t0 (0 s)", raw, aligned, rec, atoms, {"align": {"max_shift": 5}, "elements": ["Fe", "Pt"]},
-                  {"n_atoms": len(atoms), "fsc": np.linspace(1, 0, 5)}, edits),
+                  {"n_atoms": len(atoms), "fsc": np.linspace(1, 0, 5)}, edits, traced=first.atoms),
         TimePoint("t1 (annealed)", second.tilt_series, parameters={"note": "ünïcode ok"}),
     ], provenance(command="napari-aet run data.mrc --elements Fe,Pt"))
 
@@ -56,12 +56,13 @@ def test_round_trip(tmp_path, project):
     for name, column in saved.atoms.features.items():
         np.testing.assert_array_equal(loaded.atoms.features[name], column)
         assert loaded.atoms.features[name].dtype.kind == column.dtype.kind
+    np.testing.assert_array_equal(loaded.traced.positions, saved.traced.positions)
     assert loaded.edits == saved.edits
     assert loaded.parameters == saved.parameters
     assert loaded.report == {"n_atoms": len(saved.atoms), "fsc": [1.0, 0.75, 0.5, 0.25, 0.0]}
     second = back.time_points[1]
     assert_series_equal(second.raw, project.time_points[1].raw)
-    assert (second.aligned, second.reconstruction, second.atoms, second.edits) == (None, None, None, [])
+    assert (second.aligned, second.reconstruction, second.atoms, second.traced, second.edits) == (None,) * 4 + ([],)
     assert second.parameters == {"note": "ünïcode ok"}
 
 
@@ -79,7 +80,7 @@ def test_layout_is_plain_hdf5(tmp_path, project):
         assert handle.attrs["format"] == "napari-aet project"
         assert list(handle["time_points"]) == ["0000", "0001"]
         group = handle["time_points/0000"]
-        assert set(group) == {"raw", "aligned", "reconstruction", "atoms"}
+        assert set(group) == {"raw", "aligned", "reconstruction", "atoms", "traced"}
         assert group["reconstruction/volume"].shape == (64, 64, 64)
         assert group["atoms/positions"].shape == (len(project.time_points[0].atoms), 3)
 

@@ -18,12 +18,14 @@ from scipy.spatial import cKDTree
 from napari_aet._widgets import align as align_module
 from napari_aet._widgets import classify as classify_module
 from napari_aet._widgets import reconstruct as reconstruct_module
+from napari_aet._widgets import refine as refine_module
 from napari_aet._widgets import screenshot
 from napari_aet._widgets import trace as trace_module
 from napari_aet._widgets._base import is_atoms, layer_kind, layer_type, show_layer
 from napari_aet._widgets.align import AlignWidget
 from napari_aet._widgets.classify import ClassifyWidget, class_boundaries
 from napari_aet._widgets.reconstruct import ReconstructWidget
+from napari_aet._widgets.refine import RefineWidget
 from napari_aet._widgets.trace import TraceWidget
 from napari_aet.geometry import render_atoms
 from napari_aet.layers import (
@@ -33,7 +35,7 @@ from napari_aet.layers import (
     tilt_series_layer,
     volume_layer,
 )
-from napari_aet.model import Reconstruction
+from napari_aet.model import AtomModel, Reconstruction
 from napari_aet.reconstruct import RECOMMENDED
 from napari_aet.simulate import adf_amplitudes, fcc_particle, simulate_tilt_series
 
@@ -549,10 +551,67 @@ def test_classify_bad_input_shows_a_message(qtbot, traced):
     assert "element" in traced.layers["atoms"].features and not any(traced.layers["atoms"].features["element"])
 
 
+# --- refine ---------------------------------------------------------------------------------------
+
+@pytest.fixture
+def to_refine(make_napari_viewer, qtbot, tilt_series):
+    """A viewer with the aligned series and the true atoms displaced by 0.2 Å rms, and a RefineWidget."""
+    truth, aligned, _, _ = tilt_series
+    noise = np.random.default_rng(0).normal(scale=0.2, size=truth.positions.shape)
+    start = AtomModel(truth.positions + noise, truth.species)
+    viewer, widget = docked(make_napari_viewer, qtbot, RefineWidget, tilt_series_layer(aligned, "aligned"),
+                            atoms_layer(start, (SERIES_SIZE,) * 3, VOXEL))
+    return viewer, widget, truth, start
+
+
+def test_refine_widget_adds_refined_atoms_model_and_residual(qtbot, to_refine, tmp_path):
+    viewer, widget, truth, start = to_refine
+    assert widget.series_input.currentText() == "aligned" and widget.atoms_input.currentText() == "atoms"
+    assert run_and_wait(qtbot, widget) == "done"
+    refined = atoms_from_layer(viewer.layers["atoms refined"])
+
+    def rms(atoms):
+        return np.sqrt(np.mean(np.sum((atoms.positions - truth.positions) ** 2, axis=1)))
+
+    assert rms(refined) < 0.3 * rms(start)
+    np.testing.assert_allclose(atoms_from_layer(viewer.layers["atoms"]).positions, start.positions)  # input kept
+    assert {"refine_shift", "height_ratio"} <= set(viewer.layers["atoms refined"].features.columns)
+    model, residual = viewer.layers["atoms model projections"], viewer.layers["atoms residual"]
+    aligned = viewer.layers["aligned"].data
+    np.testing.assert_allclose(np.asarray(model.data) + np.asarray(residual.data), aligned, atol=1e-3)
+    assert not model.visible and widget.plot.has_data() and "R-factor" in widget.message.text()
+
+    for name in ("aligned", "atoms", "atoms model projections", "atoms residual"):
+        viewer.layers[name].visible = False
+    viewer.dims.ndisplay = 3
+    viewer.reset_view()
+    shown = screenshot(viewer, tmp_path / "refined.png")
+    viewer.layers["atoms refined"].visible = False
+    empty = screenshot(viewer)
+    assert changed_fraction(shown, empty) > 0.01  # the refined atoms really render
+
+
+def test_refine_cancel_mid_run(qtbot, to_refine, monkeypatch):
+    viewer, widget, _, _ = to_refine
+    reached, release = pause_at_first_progress(monkeypatch, refine_module, "refine_atoms")
+    cancel_mid_run(qtbot, widget, reached, release)
+    assert [layer.name for layer in viewer.layers] == ["aligned", "atoms"]
+
+
+def test_refine_bad_input_shows_a_message(qtbot, to_refine):
+    viewer, widget, _, _ = to_refine
+    viewer.layers["atoms"].features["element"] = ""
+    widget.run()
+    assert not widget.running and "classify the atoms first" in widget.message.text()
+    viewer.layers.remove("atoms")
+    widget.run()
+    assert "no atoms layer" in widget.message.text()
+
+
 # --- the whole workflow, as a user runs it --------------------------------------------------------
 
 def test_workflow_from_the_sample_through_the_docked_widgets(make_napari_viewer, qtbot, monkeypatch):
-    """File > Open Sample, then the four docked widgets in order, each input chosen automatically."""
+    """File > Open Sample, then the five docked widgets in order, each input chosen automatically."""
     from napari_aet import _sample_data
     from napari_aet.analysis.atom_metrics import compare_atoms
 
@@ -560,12 +619,12 @@ def test_workflow_from_the_sample_through_the_docked_widgets(make_napari_viewer,
     monkeypatch.setattr(_sample_data, "sample_fept", lambda: small)
     viewer = make_napari_viewer()
     widgets = {}
-    for key in ("1 Align", "2 Reconstruct", "3 Trace atoms", "4 Classify species"):
+    for key in ("1 Align", "2 Reconstruct", "3 Trace atoms", "4 Classify species", "5 Refine atoms"):
         _, widgets[key] = viewer.window.add_plugin_dock_widget("napari-aet", key)
     viewer.open_sample("napari-aet", "fept")
     assert [layer.name for layer in viewer.layers] == ["FePt tilt series"]
 
-    align, recon, trace, classify = widgets.values()
+    align, recon, trace, classify, refine = widgets.values()
     assert isinstance(align, AlignWidget) and isinstance(classify, ClassifyWidget)
     # The simulated sample has no background at all: its border holds no noise from which
     # napari_aet.preprocess.particle_mask could tell the particle apart, so nothing is subtracted.
@@ -590,3 +649,8 @@ def test_workflow_from_the_sample_through_the_docked_widgets(make_napari_viewer,
     metrics = compare_atoms(atoms_from_layer(viewer.layers["atoms"]), small.atoms)
     assert metrics["recall"] > 0.8 and metrics["precision"] > 0.9 and metrics["species_accuracy"] > 0.9
     assert metrics["rms_error_pm"] < 60
+
+    assert (refine.series_input.currentText(), refine.atoms_input.currentText()) == ("FePt tilt series aligned", "atoms")
+    assert run_and_wait(qtbot, refine) == "done"
+    refined = compare_atoms(atoms_from_layer(viewer.layers["atoms refined"]), small.atoms)
+    assert refined["rms_error_pm"] < metrics["rms_error_pm"] and refined["recall"] >= metrics["recall"] - 0.01

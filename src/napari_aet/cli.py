@@ -55,11 +55,16 @@ def _add_common(parser):
     parser.add_argument("--method", default="genfire", choices=METHODS, help="reconstruction (default genfire)")
     parser.add_argument("--iterations", type=int, default=None,
                         help="reconstruction iterations (default: reconstruct.RECOMMENDED)")
+    parser.add_argument("--no-refine", action="store_true",
+                        help="keep the traced positions (skip refinement against the projections)")
+    parser.add_argument("--refine-iterations", type=int, default=None,
+                        help="refinement iterations at most (default: refine.refine_atoms' default)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="napari-aet", description=(
-        "Atomic electron tomography: tilt series -> aligned -> reconstruction -> traced, classified atoms."))
+        "Atomic electron tomography: tilt series -> aligned -> reconstruction -> traced, classified atoms "
+        "-> atoms refined against the projections."))
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the whole chain on a tilt series file")
@@ -108,7 +113,7 @@ def command_run(args) -> int:
           f"{series.pixel_size:g} Å/px, tilts {np.min(series.angles):.1f}° to {np.max(series.angles):.1f}°")
     align_options = {} if tilt_axis is None else {"tilt_axis": tilt_axis}  # checked against the data
     result = run_pipeline(series, elements, align=not args.no_align, method=args.method,
-                          align_options=align_options, reconstruct_options=_iterations(args), fsc=args.fsc,
+                          align_options=align_options, **_stage_options(args), fsc=args.fsc,
                           seed=args.seed, progress=ConsoleProgress())
     report = write_results(result, args.out)
     print_summary(report)
@@ -116,8 +121,13 @@ def command_run(args) -> int:
     return 0
 
 
-def _iterations(args):
-    return {} if args.iterations is None else {"n_iterations": args.iterations}
+def _stage_options(args) -> dict:
+    """run_pipeline's keyword arguments for the options shared by ``run`` and ``demo``."""
+    if args.refine_iterations is not None and args.refine_iterations < 0:
+        raise InputError(f"--refine-iterations must be 0 or more, got {args.refine_iterations}")
+    return {"reconstruct_options": {} if args.iterations is None else {"n_iterations": args.iterations},
+            "refine": not args.no_refine,
+            "refine_options": {} if args.refine_iterations is None else {"iterations": args.refine_iterations}}
 
 
 def command_simulate(args) -> int:
@@ -153,10 +163,13 @@ def command_demo(args) -> int:
     print(f"Simulated FePt particle: {len(sim.atoms)} atoms, {series.n_angles} projections of "
           f"{series.projections.shape[1]}x{series.projections.shape[2]} px at {series.pixel_size} Å, "
           f"tilts ±{np.max(series.angles):.0f}°, random shifts, Poisson noise")
-    result = run_pipeline(series, ("Fe", "Pt"), method=args.method, reconstruct_options=_iterations(args),
-                          seed=args.seed, progress=ConsoleProgress())
+    result = run_pipeline(series, ("Fe", "Pt"), method=args.method, **_stage_options(args), seed=args.seed,
+                          progress=ConsoleProgress())
     truth = compare_atoms(real_atoms(result.atoms), sim.atoms)
     result.report["truth_comparison"] = truth
+    if result.traced is not None:
+        before = compare_atoms(real_atoms(result.traced), sim.atoms)
+        result.report["truth_comparison_before_refinement"] = before
     if args.out:
         write_results(result, args.out)
     print_summary(result.report)
@@ -164,6 +177,9 @@ def command_demo(args) -> int:
           f"{truth['precision']:.1%} of traced atoms real, RMS position error {truth['rms_error_pm']:.1f} pm, "
           f"species correct for {truth['species_accuracy']:.1%} (match: mutual nearest neighbours "
           f"within 1 Å after removing a global translation)")
+    if result.traced is not None:
+        print(f"Before refinement: {before['recall']:.1%} found, {before['precision']:.1%} real, "
+              f"RMS position error {before['rms_error_pm']:.1f} pm")
     print(f"Demo finished in {time.perf_counter() - start:.1f} s")
     if args.gui:
         show_in_napari(result, sim.atoms)
@@ -177,11 +193,13 @@ def add_result_layers(viewer, result, truth=None):
     recon = result.reconstruction
     layers = [tilt_series_layer(result.raw, "tilt series"), tilt_series_layer(result.aligned, "aligned"),
               volume_layer(recon), atoms_layer(result.atoms, recon.volume.shape, recon.voxel_size)]
+    if result.traced is not None:
+        layers.append(atoms_layer(result.traced, recon.volume.shape, recon.voxel_size, name="traced atoms"))
     if truth is not None:
         layers.append(atoms_layer(truth, recon.volume.shape, recon.voxel_size, name="ground truth atoms"))
     for data, kwargs, kind in layers:
         getattr(viewer, f"add_{kind}")(data, **kwargs)
-    for name in ("tilt series", "aligned", "ground truth atoms"):
+    for name in ("tilt series", "aligned", "traced atoms", "ground truth atoms"):
         if name in viewer.layers:
             viewer.layers[name].visible = False
     viewer.dims.ndisplay = 3
@@ -208,6 +226,12 @@ def print_summary(report):
     if "half_set_fsc" in recon:
         metrics.append(f"half-set FSC resolution {recon['half_set_fsc']['resolution_A_at_0.143']:.2f} Å")
     print(f"Reconstruction: {recon['method']}, {recon['shape']} voxels" + "".join(f", {m}" for m in metrics))
+    if "refinement" in report:
+        refined = report["refinement"]
+        species = ", ".join(f"{e} height {h:.4g}, width {refined['widths_A'][e]:.2f} Å"
+                            for e, h in refined["heights"].items())
+        print(f"Refinement against the projections: {species}; final R-factor {refined['final_r_factor']:.3f}; "
+              f"atoms moved by {refined['shift_A'].get('median', 0):.2f} Å (median)")
     print(f"Timings: {timings}")
 
 

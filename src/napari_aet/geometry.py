@@ -14,6 +14,8 @@ Conventions (see ``docs/conventions.md``):
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy import sparse
 from scipy.special import erf
@@ -182,19 +184,83 @@ def project(volume, angles, detector_shape=None) -> np.ndarray:
     return Projector(np.shape(volume), angles, detector_shape).forward(volume)
 
 
-def _pixel_integrals(centres, sigma, n, half):
+def _pixel_integrals(centres, sigma, n, half, derivative=False):
     """Per-atom Gaussian integrals over ``2*half+1`` pixels around each centre.
 
     centres : ``(N,)`` fractional pixel coordinates; sigma ``(N,)`` in pixels.
-    Returns indices ``(N, w)`` and weights ``(N, w)`` (zero weight outside ``[0, n)``).
+    Returns indices ``(N, w)`` and weights ``(N, w)`` (zero weight outside ``[0, n)``), and
+    with ``derivative`` also the weights' derivative with respect to the centre ``(N, w)``.
     """
     start = np.floor(centres).astype(np.int64) - half
     index = start[:, None] + np.arange(2 * half + 1)[None, :]
     scale = 1.0 / (np.sqrt(2.0) * sigma[:, None])
-    edges = (index - centres[:, None] - 0.5) * scale
-    weights = 0.5 * (erf(edges + scale) - erf(edges))
+    edges = (start[:, None] + np.arange(2 * half + 2)[None, :] - centres[:, None] - 0.5) * scale
     inside = (index >= 0) & (index < n)
-    return np.where(inside, index, 0), np.where(inside, weights, 0.0)
+    out = (np.where(inside, index, 0), np.where(inside, 0.5 * np.diff(erf(edges), axis=1), 0.0))
+    if not derivative:
+        return out
+    # d/dc [Phi((i + 1/2 - c)/s) - Phi((i - 1/2 - c)/s)] = (phi(lower edge) - phi(upper edge)) / s
+    slope = -np.diff(np.exp(-edges ** 2), axis=1) * scale / np.sqrt(np.pi)
+    return (*out, np.where(inside, slope, 0.0))
+
+
+@dataclass
+class Footprints:
+    """Where the Gaussian atoms of one projection fall on the detector (separable in y and x).
+
+    iy, wy : ``(N, w)`` row indices and pixel-integrated weights; ix, wx likewise for columns.
+    dwy, dwx : derivatives of the weights with respect to the atom's image position (per pixel),
+        or None. jacobian : ``(2, 3)`` d(image x, image y) px / d(specimen x, y, z) Å.
+    An atom of amplitude a adds ``a * wy[:, :, None] * wx[:, None, :]`` at ``(iy, ix)``.
+    """
+
+    iy: np.ndarray
+    wy: np.ndarray
+    ix: np.ndarray
+    wx: np.ndarray
+    jacobian: np.ndarray
+    dwy: np.ndarray | None = None
+    dwx: np.ndarray | None = None
+
+    def flat_index(self, nx) -> np.ndarray:
+        """Raveled detector index ``(N, w, w)`` of every footprint pixel."""
+        return self.iy[:, :, None] * nx + self.ix[:, None, :]
+
+    def splat(self, amplitudes, detector_shape) -> np.ndarray:
+        """The image ``(ny, nx)`` float64 of the atoms with ``amplitudes`` ``(N,)``."""
+        ny, nx = detector_shape
+        w = amplitudes[:, None, None] * self.wy[:, :, None] * self.wx[:, None, :]
+        return np.bincount(self.flat_index(nx).ravel(), w.ravel(), minlength=ny * nx).reshape(ny, nx)
+
+    def gather(self, image) -> np.ndarray:
+        """The values ``(N, w, w)`` of ``image`` ``(ny, nx)`` under every footprint."""
+        return image[self.iy[:, :, None], self.ix[:, None, :]]
+
+
+def atom_footprints(positions, sigma, angles, detector_shape, pixel_size, tilt_axis=0.0, offsets=None,
+                    derivatives=False):
+    """Yield the :class:`Footprints` of Gaussian atoms in each projection, in angle order.
+
+    positions : ``(N, 3)`` specimen (x, y, z) in Å, origin at the rotation centre.
+    sigma : Gaussian width in Å, scalar or ``(N,)``.
+    angles : ``(n,)`` tilts or ``(n, 3)`` Euler angles in degrees.
+    tilt_axis : in-plane tilt-axis direction in degrees (see :func:`in_plane_rotation`).
+    offsets : ``(n, 2)`` displacement (dy, dx) in pixels of the particle in each image.
+    derivatives : also give the weights' derivatives (for fitting positions).
+    """
+    positions = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
+    sig = np.broadcast_to(np.asarray(sigma, dtype=np.float64) / pixel_size, len(positions))
+    ny, nx = detector_shape
+    matrices = rotation_matrices(angles)
+    offsets = np.zeros((len(matrices), 2)) if offsets is None else np.asarray(offsets, float)
+    to_image = in_plane_rotation(tilt_axis)
+    half = int(np.ceil(4 * sig.max())) + 1 if len(sig) else 0
+    for i, m in enumerate(matrices):
+        jacobian = to_image @ m[:2] / pixel_size
+        xy = positions @ jacobian.T
+        x = _pixel_integrals(xy[:, 0] + nx // 2 + offsets[i, 1], sig, nx, half, derivatives)
+        y = _pixel_integrals(xy[:, 1] + ny // 2 + offsets[i, 0], sig, ny, half, derivatives)
+        yield Footprints(y[0], y[1], x[0], x[1], jacobian, *((y[2], x[2]) if derivatives else ()))
 
 
 def project_atoms(positions, amplitudes, sigma, angles, detector_shape, pixel_size,
@@ -204,30 +270,12 @@ def project_atoms(positions, amplitudes, sigma, angles, detector_shape, pixel_si
     positions : ``(N, 3)`` specimen (x, y, z) in Å, origin at the rotation centre.
     amplitudes : ``(N,)`` integrated intensity of each atom per projection.
     sigma : Gaussian width in Å, scalar or ``(N,)``.
-    angles : ``(n,)`` tilts or ``(n, 3)`` Euler angles in degrees.
-    tilt_axis : in-plane tilt-axis direction in degrees (see :func:`in_plane_rotation`).
-    offsets : ``(n, 2)`` displacement (dy, dx) in pixels of the particle in each image.
+    angles, tilt_axis, offsets : as in :func:`atom_footprints`.
     """
     positions = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
     amplitudes = np.broadcast_to(np.asarray(amplitudes, dtype=np.float64), len(positions))
-    sig = np.broadcast_to(np.asarray(sigma, dtype=np.float64) / pixel_size, len(positions))
-    ny, nx = detector_shape
-    matrices = rotation_matrices(angles)
-    offsets = np.zeros((len(matrices), 2)) if offsets is None else np.asarray(offsets, float)
-    to_image = in_plane_rotation(tilt_axis)
-    half = int(np.ceil(4 * sig.max())) + 1 if len(sig) else 0
-    out = np.zeros((len(matrices), ny, nx), dtype=np.float32)
-    for i, m in enumerate(matrices):
-        uv = positions @ m[:2].T / pixel_size
-        xy = uv @ to_image.T
-        cx = xy[:, 0] + nx // 2 + offsets[i, 1]
-        cy = xy[:, 1] + ny // 2 + offsets[i, 0]
-        ix, wx = _pixel_integrals(cx, sig, nx, half)
-        iy, wy = _pixel_integrals(cy, sig, ny, half)
-        flat = (iy[:, :, None] * nx + ix[:, None, :]).ravel()
-        w = (amplitudes[:, None, None] * wy[:, :, None] * wx[:, None, :]).ravel()
-        out[i] = np.bincount(flat, w, minlength=ny * nx).reshape(ny, nx)
-    return out
+    footprints = atom_footprints(positions, sigma, angles, detector_shape, pixel_size, tilt_axis, offsets)
+    return np.stack([f.splat(amplitudes, detector_shape) for f in footprints]).astype(np.float32)
 
 
 def render_atoms(positions, amplitudes, sigma, shape, voxel_size) -> np.ndarray:

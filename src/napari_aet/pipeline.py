@@ -1,4 +1,5 @@
-"""The headless chain: tilt series -> aligned -> reconstruction -> traced, classified atoms.
+"""The headless chain: tilt series -> aligned -> reconstruction -> traced, classified atoms
+-> atoms refined against the projections.
 
 The CLI, the demo and batch scripts call :func:`run_pipeline` and :func:`write_results`;
 the widgets call the same stage functions one by one.
@@ -21,31 +22,42 @@ import numpy as np
 from . import __version__
 from .model import AtomModel, InputError, Reconstruction, TiltSeries, check_elements
 from .progress import ProgressCallback, report, sub_progress
+from .refine import Refinement, refine_atoms
 
 #: Share of the total progress bar given to each stage.
-STAGE_WEIGHTS = {"align": 0.2, "reconstruct": 0.5, "fsc": 0.1, "trace": 0.1, "classify": 0.1}
+STAGE_WEIGHTS = {"align": 0.15, "reconstruct": 0.45, "fsc": 0.1, "trace": 0.05, "classify": 0.05,
+                 "refine": 0.2}
 
 
 @dataclass
 class PipelineResult:
-    """Everything one run produced; ``report`` is what goes to ``report.json``."""
+    """Everything one run produced; ``report`` is what goes to ``report.json``.
+
+    atoms : the final atoms (refined when refinement ran); traced : the classified atoms
+    before refinement (None without refinement); refinement : its species heights, widths,
+    per-projection scale and background (None without refinement).
+    """
 
     raw: TiltSeries
     aligned: TiltSeries
     reconstruction: Reconstruction
     atoms: AtomModel
+    traced: AtomModel | None = None
+    refinement: Refinement | None = None
     report: dict = field(default_factory=dict)
 
 
 def run_pipeline(series: TiltSeries, elements, *, align=True, method="genfire", reconstruct_options=None,
-                 align_options=None, trace_options=None, classify_options=None, fsc=False, seed=0,
-                 progress: ProgressCallback = None) -> PipelineResult:
+                 align_options=None, trace_options=None, classify_options=None, refine=True, refine_options=None,
+                 fsc=False, seed=0, progress: ProgressCallback = None) -> PipelineResult:
     """Run every stage on ``series``.
 
     elements : element symbols, lightest first ("Fe,Pt"); with a single element every
         traced peak gets it, except those classified as noise (``non_atom``).
     align : estimate and apply shifts and tilt axis (:func:`napari_aet.align.align_auto`).
     method : reconstruction method, one of :data:`napari_aet.reconstruct.METHODS`.
+    refine : refine the classified atoms' positions, and each species' height and width, against
+        the aligned projections (:func:`napari_aet.refine.refine_atoms`).
     *_options : keyword parameters passed to each stage; reconstruction options update
         the method's :data:`napari_aet.reconstruct.RECOMMENDED` parameters.
     fsc : also reconstruct the even and odd projections and report their Fourier shell
@@ -102,7 +114,15 @@ def run_pipeline(series: TiltSeries, elements, *, align=True, method="genfire", 
     parameters["classify_options"] = options
     atoms = timed("classify", classify_atoms, reconstruction, atoms, elements, **options)
 
-    result = PipelineResult(series, aligned, reconstruction, atoms)
+    traced = refinement = None
+    if refine:
+        options = dict(refine_options or {})
+        parameters["refine_options"] = options
+        traced = atoms
+        refinement = timed("refine", refine_atoms, aligned, atoms, elements=elements, **options)
+        atoms = refinement.atoms
+
+    result = PipelineResult(series, aligned, reconstruction, atoms, traced, refinement)
     result.report = build_report(result, parameters, timings, alignment)
     return result
 
@@ -152,11 +172,22 @@ def build_report(result: PipelineResult, parameters, timings, alignment) -> dict
                            "errors_per_iteration": errors,
                            **({"half_set_fsc": result.reconstruction.metadata["fsc"]}
                               if "fsc" in result.reconstruction.metadata else {})},
+        **({"refinement": _refinement_report(result.refinement)} if result.refinement is not None else {}),
         "atoms": {"n_atoms": len(atoms), "n_rejected_peaks": len(result.atoms) - len(atoms),
                   "per_element": dict(zip(elements.tolist(), counts.tolist())),
                   "n_ambiguous": int(np.count_nonzero(ambiguous)) if ambiguous is not None else 0},
     }
     return _jsonable(summary)
+
+
+def _refinement_report(refinement: Refinement) -> dict:
+    """Species heights (counts per projection) and widths (Å), error curves and atom movement."""
+    shift = refinement.atoms.features["refine_shift"][refinement.atoms.species != ""]
+    return {"heights": refinement.heights, "widths_A": refinement.widths,
+            "final_r_factor": refinement.errors["r_factor"][-1] if refinement.errors["r_factor"] else None,
+            "errors_per_iteration": refinement.errors,
+            "shift_A": {"median": float(np.median(shift)), "max": float(np.max(shift))} if len(shift) else {},
+            "scale_range": [float(refinement.scale.min()), float(refinement.scale.max())]}
 
 
 def check_writable(out_dir) -> Path:
@@ -187,7 +218,7 @@ def write_results(result: PipelineResult, out_dir, extra_report=None) -> dict:
         write_volume(staging / "reconstruction.mrc", result.reconstruction)
         write_tilt_series(staging / "aligned.tif", result.aligned)
         point = TimePoint(name="t0", raw=result.raw, aligned=result.aligned,
-                          reconstruction=result.reconstruction, atoms=result.atoms,
+                          reconstruction=result.reconstruction, atoms=result.atoms, traced=result.traced,
                           parameters=full_report.get("parameters", {}), report=full_report, edits=[])
         save_project(staging / "project.aet", Project(time_points=[point], provenance={
             "napari_aet_version": __version__, "created": full_report.get("created", "")}))

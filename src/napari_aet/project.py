@@ -38,6 +38,8 @@ FORMAT_VERSION = 1
 class TimePoint:
     """One particle state: its data at every stage, how they were made, and manual edits.
 
+    traced : the classified atoms before refinement against the projections (``atoms`` are
+        the final ones); None when no refinement ran.
     edits : log of manual changes, one dict per edit (e.g. ``{"action": "delete", ...}``).
     """
 
@@ -49,6 +51,7 @@ class TimePoint:
     parameters: dict = field(default_factory=dict)
     report: dict = field(default_factory=dict)
     edits: list[dict] = field(default_factory=list)
+    traced: AtomModel | None = None
 
 
 def provenance(command: str | None = None) -> dict:
@@ -134,7 +137,8 @@ def _get_atoms(group) -> AtomModel:
 
 
 STAGES = {"raw": (_put_tilt_series, _get_tilt_series), "aligned": (_put_tilt_series, _get_tilt_series),
-          "reconstruction": (_put_reconstruction, _get_reconstruction), "atoms": (_put_atoms, _get_atoms)}
+          "reconstruction": (_put_reconstruction, _get_reconstruction), "atoms": (_put_atoms, _get_atoms),
+          "traced": (_put_atoms, _get_atoms)}
 
 
 def save_project(path, project: Project) -> Path:

@@ -1,0 +1,87 @@
+"""Refine an atoms layer against a tilt series -> "<atoms> refined", model and residual projections."""
+
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+from magicgui.widgets import SpinBox
+
+from ..layers import (ELEMENT_COLOURS, OTHER_COLOUR, atoms_from_layer, atoms_layer, tilt_series_from_layer,
+                      tilt_series_layer)
+from ..refine import check_inputs, refine_atoms
+from ._base import StageWidget, is_atoms, is_tilt_series
+from ._plots import PlotCanvas
+
+
+class RefineWidget(StageWidget):
+    """Refine positions and per-species height and width against the measured projections
+    (:func:`napari_aet.refine.refine_atoms`).
+
+    Reads an (aligned) tilt series and a classified atoms layer; never changes them. Adds the
+    Points layer "<atoms> refined" (features ``refine_shift`` in Å and ``height_ratio``), the
+    model's simulated projections "<atoms> model projections" and the residual "<atoms> residual"
+    (measured − model: missing atoms show as bright spots, spurious ones as dark). The plot shows
+    the R-factor per iteration and each species' ``height_ratio`` histogram: atoms far from 1
+    are candidates for another species, or for deletion.
+    """
+
+    def __init__(self, napari_viewer):
+        default = {name: p.default for name, p in inspect.signature(refine_atoms).parameters.items()}
+        super().__init__(napari_viewer, [
+            SpinBox(name="iterations", label="iterations", value=default["iterations"], min=0, max=500),
+            SpinBox(name="width_every", label="fit widths every (0 = never)", value=default["width_every"],
+                    min=0, max=100),
+        ], run_text="Refine atoms")
+        self.series_input = self.add_input("tilt series", is_tilt_series)
+        self.atoms_input = self.add_input("atoms", is_atoms)
+        self.plot = PlotCanvas(height=3.0)
+        self.extra.addWidget(self.plot)
+        self._target = None
+
+    def prepare(self):
+        series = tilt_series_from_layer(self.selected(self.series_input, "tilt series"))
+        layer = self.selected(self.atoms_input, "atoms")
+        atoms = atoms_from_layer(layer)
+        check_inputs(series, atoms)
+        self._target = (layer.name, dict(layer.metadata["aet"]), series)
+        params = self.values()
+
+        def job(progress):
+            refinement = refine_atoms(series, atoms, progress=progress, **params)
+            return refinement, refinement.model_projections(series)
+
+        return job
+
+    def finish(self, result):
+        refinement, model = result
+        name, meta, series = self._target
+        self.show_output(atoms_layer(refinement.atoms, meta["volume_shape"], meta["voxel_size"],
+                                     name=f"{name} refined"))
+        for suffix, data in (("model projections", model), ("residual", series.projections - model)):
+            self.show_output(tilt_series_layer(series.replace(projections=data), name=f"{name} {suffix}"),
+                             visible=False)
+        self.plot_refinement(refinement)
+        species = ", ".join(f"{e} height {h:.4g}, width {refinement.widths[e]:.2f} Å"
+                            for e, h in refinement.heights.items())
+        moved = refinement.atoms.features["refine_shift"][refinement.atoms.species != ""]
+        self.show_done(f"R-factor {refinement.errors['r_factor'][0]:.3f} → {refinement.errors['r_factor'][-1]:.3f}; "
+                       f"{species}; atoms moved {np.median(moved):.2f} Å (median), {moved.max():.2f} Å (max)")
+
+    def plot_refinement(self, refinement):
+        """R-factor per iteration, and the height ratio of each species' atoms."""
+        curve, ratios = self.plot.subplots(1, 2)
+        curve.plot(refinement.errors["r_factor"], color=ELEMENT_COLOURS["Pt"], marker=".")
+        curve.set_xlabel("iteration")
+        curve.set_ylabel("R-factor")
+        atoms = refinement.atoms
+        ratio = atoms.features["height_ratio"]
+        for element in refinement.heights:
+            values = ratio[atoms.species == element]
+            ratios.hist(values, bins=40, range=(0.0, 2.5), alpha=0.7, label=element,
+                        color=ELEMENT_COLOURS.get(element, OTHER_COLOUR))
+        ratios.axvline(1.0, color="white", lw=1, ls="--")
+        ratios.set_xlabel("height / species height")
+        ratios.set_ylabel("atoms")
+        ratios.legend(fontsize=7)
+        self.plot.draw()

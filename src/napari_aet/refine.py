@@ -1,0 +1,301 @@
+"""Atomic-model refinement against the measured projections.
+
+The model: every atom is a Gaussian of its species' height ``A_s`` (integrated counts per
+projection) and width ``sigma_s`` (Å), projected through the one geometry of
+:mod:`napari_aet.geometry`; projection i is ``k_i * sum(atoms) + b_i`` with a per-projection
+intensity scale ``k_i`` (mean 1) and background ``b_i``. The refinement minimises the squared
+difference between these simulated projections and the measured ones:
+
+* heights, scales and backgrounds are linear: solved exactly in every iteration;
+* positions: Gauss-Newton with preconditioned conjugate directions: each atom's 3x3 normal
+  matrix (summed over all projections) preconditions the gradient, and the step length along
+  the conjugate direction is the exact minimiser of the linearised error, since atoms that
+  overlap in projection must share the residual between them;
+* widths: a parabolic line search in log(sigma) per species every few iterations.
+
+Unlike the reconstruction, the projections carry no missing wedge, so a faint atom next to
+a bright one is no longer pulled along the beam by its neighbour's elongated image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .geometry import atom_footprints
+from .model import ATOMIC_NUMBERS, AtomModel, InputError, TiltSeries
+from .progress import report
+
+#: Largest position change of one atom in one iteration (Å): keeps a step inside the basin.
+_MAX_STEP = 0.25
+
+#: Widths tried first (Å); the best one starts the per-species search.
+_START_WIDTHS = (0.3, 0.4, 0.55, 0.75, 1.0)
+
+
+@dataclass
+class Refinement:
+    """What :func:`refine_atoms` found.
+
+    atoms : the refined model (non-atoms and locked atoms unmoved) with features
+        ``refine_shift`` (Å moved) and ``height_ratio`` (the atom's own best-fitting height
+        over its species' height: about 1 for a right species, far from 1 for a wrong one).
+    heights, widths : per element, integrated counts per projection and Gaussian sigma (Å).
+    scale, background : ``(n_angles,)`` per-projection intensity scale and background (counts/px).
+    errors : ``r_factor`` (sum |measured - model| / sum |measured - background|) before each
+        iteration and at the end, and ``rms_step`` (Å) of the positions in each iteration.
+    """
+
+    atoms: AtomModel
+    heights: dict
+    widths: dict
+    scale: np.ndarray
+    background: np.ndarray
+    errors: dict = field(default_factory=dict)
+
+    def model_projections(self, series: TiltSeries) -> np.ndarray:
+        """The simulated projections ``(n_angles, ny, nx)`` float32 of the refined model."""
+        model = _Model.from_refinement(self, series)
+        return model.combine(model.species_projections(model.positions)).astype(np.float32)
+
+
+class _Model:
+    """The atoms being refined, the measured projections and the model's parameters."""
+
+    def __init__(self, series: TiltSeries, positions, species_index, heights, widths, scale, background):
+        self.series = series
+        self.data = series.projections
+        self.positions = positions
+        self.species_index = species_index
+        self.heights = heights
+        self.widths = widths
+        self.scale = scale
+        self.background = background
+
+    @classmethod
+    def from_refinement(cls, refinement: Refinement, series: TiltSeries):
+        atoms = refinement.atoms.subset(refinement.atoms.species != "")
+        elements = list(refinement.heights)
+        index = np.array([elements.index(s) for s in atoms.species])
+        return cls(series, atoms.positions, index, np.array([refinement.heights[e] for e in elements]),
+                   np.array([refinement.widths[e] for e in elements]), refinement.scale, refinement.background)
+
+    def footprints(self, positions, widths=None, derivatives=False):
+        s = self.series
+        sigma = (self.widths if widths is None else widths)[self.species_index]
+        return atom_footprints(positions, sigma, s.angles, self.data.shape[1:], s.pixel_size, s.tilt_axis,
+                               -s.shifts, derivatives)
+
+    def species_projections(self, positions, widths=None) -> np.ndarray:
+        """Unit-height projections ``(S, n, ny, nx)`` float32 of each species' atoms."""
+        shape = self.data.shape
+        out = np.empty((len(self.heights), *shape), dtype=np.float32)
+        members = [np.flatnonzero(self.species_index == s) for s in range(len(self.heights))]
+        for i, f in enumerate(self.footprints(positions, widths)):
+            index, weights = f.flat_index(shape[2]), f.wy[:, :, None] * f.wx[:, None, :]
+            for s, rows in enumerate(members):
+                out[s, i] = np.bincount(index[rows].ravel(), weights[rows].ravel(),
+                                        minlength=shape[1] * shape[2]).reshape(shape[1:])
+        return out
+
+    def combine(self, species) -> np.ndarray:
+        """Model projections ``(n, ny, nx)`` from species projections and the current parameters."""
+        return (self.scale[:, None, None] * np.einsum("s,snyx->nyx", self.heights, species)
+                + self.background[:, None, None])
+
+    def r_factor(self, residual) -> float:
+        """sum |model - data| / sum |data - background| over every pixel."""
+        return float(np.abs(residual).sum() / np.abs(self.data - self.background[:, None, None]).sum())
+
+    def solve_linear(self, species, rounds=3) -> float:
+        """Heights, scales and backgrounds that best fit the data given the species projections
+        ``(S, n, ny, nx)``; returns the squared error."""
+        n_species = len(species)
+        flat_p = species.reshape(n_species, len(self.data), -1).astype(np.float64)
+        flat_d = self.data.reshape(len(self.data), -1).astype(np.float64)
+        p_mean, d_mean = flat_p.mean(axis=2), flat_d.mean(axis=1)
+        p_c, d_c = flat_p - p_mean[..., None], flat_d - d_mean[:, None]
+        for _ in range(rounds):
+            design = (self.scale[None, :, None] * p_c).reshape(n_species, -1)
+            self.heights = np.linalg.lstsq(design @ design.T, design @ d_c.ravel(), rcond=None)[0]
+            atoms = np.einsum("s,snm->nm", self.heights, p_c)
+            self.scale = np.einsum("nm,nm->n", atoms, d_c) / np.maximum(np.einsum("nm,nm->n", atoms, atoms), 1e-30)
+            mean_scale = self.scale.mean()
+            self.scale, self.heights = self.scale / mean_scale, self.heights * mean_scale
+        self.background = d_mean - self.scale * (self.heights @ p_mean)
+        model = self.scale[:, None] * np.einsum("s,snm->nm", self.heights, flat_p) + self.background[:, None]
+        return float(np.sum((model - flat_d) ** 2))
+
+    def gradient(self, residual):
+        """From ``residual`` = model - data ``(n, ny, nx)``: the gradient ``(N, 3)`` of half the
+        squared error with respect to the positions (Å), each atom's own Gauss-Newton normal
+        matrix ``(N, 3, 3)`` (the preconditioner) and its height ratio ``(N,)``."""
+        n = len(self.positions)
+        gradient, normal = np.zeros((n, 3)), np.zeros((n, 3, 3))
+        height_grad, height_norm = np.zeros(n), np.zeros(n)
+        amplitude = self.heights[self.species_index]
+        for i, f in enumerate(self.footprints(self.positions, derivatives=True)):
+            patch = f.gather(residual[i])
+            c = self.scale[i] * amplitude
+            gx = c * np.einsum("ap,apq,aq->a", f.wy, patch, f.dwx)
+            gy = c * np.einsum("ap,apq,aq->a", f.dwy, patch, f.wx)
+            syy, sxx = np.sum(f.wy ** 2, 1), np.sum(f.wx ** 2, 1)
+            hxx = c ** 2 * syy * np.sum(f.dwx ** 2, 1)
+            hyy = c ** 2 * np.sum(f.dwy ** 2, 1) * sxx
+            hxy = c ** 2 * np.sum(f.wy * f.dwy, 1) * np.sum(f.wx * f.dwx, 1)
+            image_normal = np.stack([np.stack([hxx, hxy], -1), np.stack([hxy, hyy], -1)], -2)
+            gradient += np.stack([gx, gy], -1) @ f.jacobian
+            normal += f.jacobian.T @ image_normal @ f.jacobian
+            height_grad += self.scale[i] * np.einsum("ap,apq,aq->a", f.wy, patch, f.wx)
+            height_norm += self.scale[i] ** 2 * syy * sxx
+        height_ratio = 1.0 - height_grad / np.maximum(height_norm, 1e-30) / np.maximum(amplitude, 1e-30)
+        return gradient, normal, height_ratio
+
+    def directional(self, direction) -> np.ndarray:
+        """The model's change ``(n, ny, nx)`` per unit step of the atoms along ``direction`` ``(N, 3)`` Å."""
+        out = np.empty(self.data.shape)
+        amplitude = self.heights[self.species_index]
+        for i, f in enumerate(self.footprints(self.positions, derivatives=True)):
+            dx, dy = (direction @ f.jacobian.T).T * self.scale[i] * amplitude
+            w = (f.wy[:, :, None] * f.dwx[:, None, :] * dx[:, None, None]
+                 + f.dwy[:, :, None] * f.wx[:, None, :] * dy[:, None, None])
+            out[i] = np.bincount(f.flat_index(self.data.shape[2]).ravel(), w.ravel(),
+                                 minlength=out[i].size).reshape(out.shape[1:])
+        return out
+
+    def search_width(self, s, species, error, log_step=0.1) -> tuple[np.ndarray, float]:
+        """Parabolic line search of species ``s``'s width in log(sigma); returns the species
+        projections and error at the accepted width."""
+        trials = {}
+        for sign in (-1, 1):
+            widths = self.widths.copy()
+            widths[s] *= np.exp(sign * log_step)
+            images = species.copy()
+            images[s] = self.species_projections(self.positions, widths)[s]
+            trials[sign] = (widths, images, self._trial_error(images))
+        e_minus, e_plus = trials[-1][2], trials[1][2]
+        curvature = e_minus + e_plus - 2 * error
+        if curvature > 0:
+            offset = np.clip(0.5 * (e_minus - e_plus) / curvature, -2.0, 2.0)
+            widths = self.widths.copy()
+            widths[s] *= np.exp(offset * log_step)
+            images = species.copy()
+            images[s] = self.species_projections(self.positions, widths)[s]
+            trials[0] = (widths, images, self._trial_error(images))
+        best = min(trials.values(), key=lambda t: t[2])
+        if best[2] < error:
+            self.widths = best[0]
+            return best[1], self.solve_linear(best[1])
+        self.solve_linear(species)
+        return species, error
+
+    def _trial_error(self, species):
+        saved = self.heights.copy(), self.scale.copy(), self.background.copy()
+        error = self.solve_linear(species)
+        self.heights, self.scale, self.background = saved
+        return error
+
+
+def check_inputs(series, atoms, elements=None) -> tuple[np.ndarray, list]:
+    """Raise :class:`InputError` unless ``atoms`` can be refined against ``series``; returns the mask
+    of real (classified) atoms and the elements present, lightest first (or in ``elements``' order)."""
+    if not isinstance(series, TiltSeries):
+        raise InputError(f"refine_atoms needs the TiltSeries the atoms were reconstructed from, got "
+                         f"{type(series).__name__}")
+    if not isinstance(atoms, AtomModel):
+        raise InputError(f"refine_atoms needs an AtomModel, got {type(atoms).__name__}")
+    real = atoms.species != ""
+    if not np.any(real):
+        raise InputError("no classified atoms to refine: classify the atoms first (every atom has species '')")
+    present = sorted(set(atoms.species[real].tolist()), key=ATOMIC_NUMBERS.get)
+    if elements is not None:
+        missing = set(present) - set(elements)
+        if missing:
+            raise InputError(f"atoms carry species {sorted(missing)} not among the elements {list(elements)}")
+        present = [e for e in elements if e in present]
+    return real, present
+
+
+def refine_atoms(series: TiltSeries, atoms: AtomModel, *, elements=None, iterations=15, width_every=3,
+                 tolerance=0.002, progress=None) -> Refinement:
+    """Refine atom positions, per-species heights and widths against the measured projections.
+
+    series : the tilt series the atoms come from, with its alignment (``shifts`` in pixels,
+        ``tilt_axis`` in degrees; an aligned series has both zero). Positions are specimen
+        (x, y, z) Å about the rotation centre, as in reconstruction and tracing.
+    atoms : classified atoms; non-atoms (species "") are left out of the model and unmoved;
+        atoms whose feature ``locked`` is True stay where they are but take part in the model.
+    elements : element order for the report (default: the species present).
+    iterations : position updates at most; stops earlier when the RMS step < ``tolerance`` Å.
+    width_every : the species widths are searched every this many iterations (0 = fixed widths
+        after the initial choice).
+    progress : ``progress(fraction, message)``; raise :class:`~napari_aet.progress.Cancelled` to stop.
+    """
+    real, present = check_inputs(series, atoms, None if elements is None else list(elements))
+    if int(iterations) != iterations or iterations < 0:
+        raise InputError(f"iterations must be a whole number of 0 or more, got {iterations}")
+    fixed = atoms.features["locked"].astype(bool)[real]
+    model = _Model(series, atoms.positions[real].copy(), np.array([present.index(s) for s in atoms.species[real]]),
+                   np.ones(len(present)), np.ones(len(present)), np.ones(series.n_angles), np.zeros(series.n_angles))
+    report(progress, 0.0, "choosing the atom width")
+    errors = {}
+    for i, width in enumerate(_START_WIDTHS):
+        report(progress, 0.1 * i / len(_START_WIDTHS), f"atom width {width:.2f} Å")
+        model.widths = np.full(len(present), width)
+        species = model.species_projections(model.positions)
+        errors[width] = model._trial_error(species)
+    model.widths = np.full(len(present), min(errors, key=errors.get))
+    species = model.species_projections(model.positions)
+    error = model.solve_linear(species)
+    history = {"r_factor": [], "rms_step": []}
+    direction = preconditioned = previous = None
+    shrink, height_ratio = 1.0, np.ones(len(model.positions))
+    for it in range(iterations):
+        report(progress, 0.1 + 0.85 * it / iterations, f"refining positions: iteration {it + 1} of {iterations}")
+        if width_every and it % width_every == 0:
+            for s in range(len(present)):
+                species, error = model.search_width(s, species, error)
+            direction = None
+        residual = model.combine(species) - model.data
+        history["r_factor"].append(model.r_factor(residual))
+        gradient, normal, height_ratio = model.gradient(residual)
+        gradient[fixed] = 0.0
+        damped = normal + 1e-3 * np.einsum("aii->ai", normal)[..., None] * np.eye(3) + 1e-12 * np.eye(3)
+        new_preconditioned = np.linalg.solve(damped, gradient[..., None])[..., 0]
+        if direction is None:
+            direction = -new_preconditioned
+        else:  # Polak-Ribiere+, preconditioned
+            beta = max(0.0, np.sum(new_preconditioned * (gradient - previous))
+                       / max(np.sum(preconditioned * previous), 1e-30))
+            direction = -new_preconditioned + beta * direction
+        preconditioned, previous = new_preconditioned, gradient
+        change = model.directional(direction)
+        alpha = shrink * -np.sum(residual * change) / max(np.sum(change * change), 1e-30)
+        step = alpha * direction
+        length = np.linalg.norm(step, axis=1, keepdims=True)
+        step *= np.minimum(1.0, _MAX_STEP / np.maximum(length, 1e-30))
+        saved = model.positions, model.heights, model.scale, model.background
+        model.positions = model.positions + step
+        trial_species = model.species_projections(model.positions)
+        trial_error = model.solve_linear(trial_species)
+        if trial_error < error:
+            species, error, shrink = trial_species, trial_error, min(1.0, 2 * shrink)
+            rms = float(np.sqrt(np.mean(np.sum(step ** 2, axis=1))))
+        else:  # the linearisation overshot: undo, restart the conjugate directions with a shorter step
+            model.positions, model.heights, model.scale, model.background = saved
+            direction, shrink, rms = None, 0.5 * shrink, 0.0
+        history["rms_step"].append(rms)
+        if 0 < rms < tolerance:
+            break
+    history["r_factor"].append(model.r_factor(model.combine(species) - model.data))
+    report(progress, 0.97, "building the refined model")
+    positions = atoms.positions.copy()
+    positions[real] = model.positions
+    shift = np.linalg.norm(positions - atoms.positions, axis=1)
+    ratio = np.full(len(atoms), np.nan)
+    ratio[real] = height_ratio
+    refined = AtomModel(positions, atoms.species, {**atoms.features, "refine_shift": shift, "height_ratio": ratio})
+    report(progress, 1.0, f"refined {int(np.count_nonzero(real))} atoms")
+    return Refinement(refined, dict(zip(present, model.heights.tolist())), dict(zip(present, model.widths.tolist())),
+                      model.scale, model.background, history)

@@ -1,0 +1,115 @@
+import numpy as np
+import pytest
+
+from napari_aet.analysis.atom_metrics import compare_atoms
+from napari_aet.geometry import atom_footprints
+from napari_aet.model import AtomModel, InputError
+from napari_aet.progress import Cancelled
+from napari_aet.refine import refine_atoms
+from napari_aet.simulate import fcc_particle, simulate_tilt_series
+
+ANGLES = np.linspace(-70, 70, 29)
+BLUR = 0.55
+
+
+@pytest.fixture(scope="module")
+def truth():
+    return fcc_particle(radius=8.0, seed=3)
+
+
+@pytest.fixture(scope="module")
+def measured(truth):
+    """A noisy, misaligned series (shifts and in-plane axis known: as after alignment)."""
+    sim = simulate_tilt_series(truth, angles=ANGLES, shape=(64, 64), dose=2000.0, blur=BLUR, max_shift=2.0,
+                               tilt_axis=12.0, background=3.0, seed=4)
+    return sim.tilt_series.replace(shifts=sim.true_shifts, tilt_axis=12.0)
+
+
+def perturbed(truth, scale=0.2, seed=5):
+    noise = np.random.default_rng(seed).normal(scale=scale, size=truth.positions.shape)
+    return AtomModel(truth.positions + noise, truth.species, dict(truth.features))
+
+
+def rms_pm(atoms, truth):
+    return 100 * np.sqrt(np.mean(np.sum((atoms.positions - truth.positions) ** 2, axis=1)))
+
+
+def test_footprint_derivatives_match_finite_differences():
+    positions = np.array([[1.3, -0.7, 2.1], [-2.2, 1.9, -0.4]])
+    step = 1e-4
+    (f,) = atom_footprints(positions, 0.5, [35.0], (32, 32), 0.4, tilt_axis=20.0, derivatives=True)
+    for axis in range(3):
+        moved = positions.copy()
+        moved[:, axis] += step
+        (g,) = atom_footprints(moved, 0.5, [35.0], (32, 32), 0.4, tilt_axis=20.0)
+        image_step = f.jacobian[:, axis] * step  # (dx, dy) in pixels
+        numeric = (g.wy[:, :, None] * g.wx[:, None, :] - f.wy[:, :, None] * f.wx[:, None, :]) / step
+        analytic = (f.wy[:, :, None] * f.dwx[:, None, :] * image_step[0]
+                    + f.dwy[:, :, None] * f.wx[:, None, :] * image_step[1]) / step
+        np.testing.assert_allclose(numeric, analytic, atol=1e-3 * np.abs(analytic).max())
+
+
+def test_refinement_recovers_positions_heights_and_widths(truth, measured):
+    start = perturbed(truth)
+    result = refine_atoms(measured, start, iterations=12)
+    before, after = rms_pm(start, truth), rms_pm(result.atoms, truth)
+    assert before > 30
+    assert after < 5, (before, after)
+    assert abs(result.widths["Pt"] - BLUR) < 0.05 and abs(result.widths["Fe"] - BLUR) < 0.1
+    # heights follow the simulator's Z**1.7 contrast: Pt/Fe = (78/26)**1.7 = 6.5
+    assert result.heights["Pt"] / result.heights["Fe"] == pytest.approx(3.0 ** 1.7, rel=0.1)
+    assert result.heights["Pt"] == pytest.approx(2000.0, rel=0.05)
+    assert np.allclose(result.scale.mean(), 1.0)
+    assert result.errors["r_factor"][-1] < result.errors["r_factor"][0]
+    np.testing.assert_allclose(result.atoms.features["refine_shift"],
+                               np.linalg.norm(result.atoms.positions - start.positions, axis=1))
+    assert compare_atoms(result.atoms, truth)["recall"] == 1.0
+
+
+def test_height_ratio_exposes_a_wrong_species(truth, measured):
+    wrong = np.flatnonzero(truth.species == "Pt")[0]
+    species = truth.species.copy()
+    species[wrong] = "Fe"
+    result = refine_atoms(measured, AtomModel(truth.positions, species), iterations=2)
+    ratio = result.atoms.features["height_ratio"]
+    assert ratio[wrong] > 3  # a Pt atom fits ~6.5 Fe heights
+    others = np.delete(ratio, wrong)
+    assert np.percentile(np.abs(others - 1), 95) < 0.5
+
+
+def test_locked_and_non_atoms_stay_put(truth, measured):
+    start = perturbed(truth)
+    locked = np.zeros(len(start), bool)
+    locked[:5] = True
+    species = start.species.copy()
+    species[5:8] = ""
+    atoms = AtomModel(start.positions, species, {"locked": locked})
+    result = refine_atoms(measured, atoms, iterations=3)
+    moved = result.atoms.features["refine_shift"]
+    assert np.all(moved[:8] == 0) and np.all(moved[8:] > 0)
+    assert np.all(np.isnan(result.atoms.features["height_ratio"][5:8]))
+    assert list(result.atoms.species) == list(species)
+
+
+def test_model_projections_match_the_data(truth, measured):
+    result = refine_atoms(measured, truth, iterations=1)
+    model = result.model_projections(measured)
+    assert model.shape == measured.projections.shape and model.dtype == np.float32
+    residual = measured.projections - model
+    assert np.abs(residual).mean() < 0.2 * np.abs(measured.projections - result.background[:, None, None]).mean()
+
+
+def test_bad_input_and_cancel(truth, measured):
+    with pytest.raises(InputError, match="classify the atoms first"):
+        refine_atoms(measured, AtomModel(truth.positions))
+    with pytest.raises(InputError, match="TiltSeries"):
+        refine_atoms(measured.projections, truth)
+    with pytest.raises(InputError, match="not among the elements"):
+        refine_atoms(measured, truth, elements=("Pt",))
+
+    def cancel(fraction, message):
+        if fraction > 0.2:
+            raise Cancelled
+
+    with pytest.raises(Cancelled):
+        refine_atoms(measured, truth, iterations=5, progress=cancel)
