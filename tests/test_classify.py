@@ -3,7 +3,7 @@ import pytest
 from scipy import ndimage
 
 from napari_aet.analysis.atom_metrics import compare_atoms
-from napari_aet.classify import classify_atoms, integrated_intensities
+from napari_aet.classify import atom_window, classify_atoms, integrated_intensities, local_profiles
 from napari_aet.geometry import render_atoms
 from napari_aet.model import AtomModel, InputError, Reconstruction
 from napari_aet.progress import Cancelled
@@ -40,6 +40,23 @@ def test_integrated_intensity_of_isolated_atoms():
     volume = render_atoms(positions, [3.0, 1.0], 0.5, (40, 40, 40), 0.5)
     found = integrated_intensities(volume, AtomModel(positions), 0.5, box=9)
     assert np.allclose(found, [3.0, 1.0], rtol=0.01)
+
+
+def test_profiles_weighted_by_the_atoms_own_width(noisy):
+    reconstruction, traced = noisy
+    plain = local_profiles(reconstruction.volume, traced, VOXEL, box=5)
+    weighted = local_profiles(reconstruction.volume, traced, VOXEL, box=5, window=0.5)
+    r = np.arange(5) - 2
+    r2 = (r[:, None, None] ** 2 + r[None, :, None] ** 2 + r[None, None, :] ** 2).ravel() * VOXEL ** 2
+    assert np.allclose(weighted, plain * np.exp(-r2 / (2 * 0.5 ** 2)), rtol=1e-5, atol=1e-6)
+    # the window is the median fitted width of the better-fitted half of the atoms
+    width, quality = traced.features["width"], traced.features["fit_quality"]
+    assert atom_window(traced) == pytest.approx(np.median(width[quality >= np.median(quality)]))
+    assert 0.2 < atom_window(traced) < 1.0  # Å: an atom, blurred along z, at 0.4 Å voxels
+    assert atom_window(AtomModel(traced.positions)) is None  # no fits: unweighted
+    atoms = classify_atoms(reconstruction, traced, "Fe,Pt")
+    expected = integrated_intensities(reconstruction.volume, traced, VOXEL, window=atom_window(traced))
+    assert np.allclose(atoms.features["intensity"], expected, rtol=1e-5)
 
 
 def test_two_species_and_non_atoms(truth, noisy):

@@ -1,15 +1,16 @@
 """Species classification of traced atoms, with every doubt made visible.
 
 1. Each atom's local profile: the ``box**3`` voxels around its sub-voxel position
-   (trilinear interpolation); its sum is the integrated intensity.
+   (trilinear interpolation), weighted by a Gaussian of the atom's own width in the volume
+   (a matched filter); its sum is the integrated intensity.
 2. Initial classes from a 1D Gaussian mixture of the integrated intensities: one class per
    element plus a "non-atom" class for noise peaks, kept only when the Bayesian information
    criterion (BIC) says the data need it.
 3. Unbiased iterative re-classification: each atom goes to the class whose average profile
    (leave-one-out, so an atom never votes for itself) is nearest; repeat until no atom moves.
-4. Local re-classification: class averages taken over atoms within ``local_radius``
-   (shrunk towards the global average where few neighbours exist), which cancels slow
-   intensity drift across the particle; repeat until no atom moves.
+4. Local re-classification: the class averages seen by an atom are scaled by the brightness
+   of the element atoms within ``local_radius`` (shrunk towards 1 where few neighbours
+   exist), which cancels slow intensity drift across the particle; repeat until no atom moves.
 5. Confidence: the posterior margin between the best and the second-best class, from the
    spread of the profiles along the direction separating those two classes.
 
@@ -32,7 +33,7 @@ _MIN_CONTRAST_EXPONENT = 1.6
 #: A mixture component at most 1/this as bright as the lightest element's is a non-atom class.
 _NON_ATOM_CONTRAST = 2.0
 
-#: Neighbours' weight of the global class average in a local average (pseudo-count of atoms).
+#: Weight (in atoms) of the global brightness in a local brightness scale (pseudo-count).
 _SHRINK = 5.0
 
 
@@ -43,24 +44,42 @@ def _box_offsets(box):
     return np.stack(np.meshgrid(r, r, r, indexing="ij"), -1).reshape(-1, 3)
 
 
-def local_profiles(volume, atoms: AtomModel, voxel_size, *, box=5) -> np.ndarray:
+def local_profiles(volume, atoms: AtomModel, voxel_size, *, box=5, window=None) -> np.ndarray:
     """Profiles ``(N, box**3)`` float32: the volume on a ``box``-voxel cube centred on each atom.
 
     Sampled by trilinear interpolation at the atom's sub-voxel position (zero outside).
     volume : ``(nz, ny, nx)``; atoms : positions in Å; voxel_size : Å.
+    window : width (Å) of a Gaussian weight ``exp(-r**2 / (2 window**2))`` applied about the
+        atom's centre, ``r`` in Å: a matched filter for an atom of that width, so the edge of the
+        cube, where neighbours' tails and noise dominate, counts less; None = unweighted.
     """
     volume = np.asarray(volume, dtype=np.float32)
     if volume.ndim != 3:
         raise InputError(f"expected a 3D volume (nz, ny, nx), got an array of shape {volume.shape}")
+    offsets = _box_offsets(box)
     centres = specimen_to_voxel(atoms.positions, volume.shape, voxel_size)
-    points = (centres[:, None, :] + _box_offsets(box)[None]).reshape(-1, 3).T
-    values = ndimage.map_coordinates(volume, points, order=1, mode="constant", cval=0.0)
-    return values.reshape(len(centres), -1).astype(np.float32)
+    points = (centres[:, None, :] + offsets[None]).reshape(-1, 3).T
+    values = ndimage.map_coordinates(volume, points, order=1, mode="constant", cval=0.0).reshape(len(centres), -1)
+    if window:
+        values = values * np.exp(-0.5 * np.sum(offsets ** 2, axis=1) * (voxel_size / window) ** 2)
+    return values.astype(np.float32)
 
 
-def integrated_intensities(volume, atoms: AtomModel, voxel_size, *, box=5) -> np.ndarray:
-    """Integrated intensity ``(N,)`` of each atom: the sum of its ``box**3`` profile (volume units)."""
-    return local_profiles(volume, atoms, voxel_size, box=box).sum(axis=1, dtype=np.float64)
+def integrated_intensities(volume, atoms: AtomModel, voxel_size, *, box=5, window=None) -> np.ndarray:
+    """Integrated intensity ``(N,)`` of each atom: the sum of its ``box**3`` profile (volume units),
+    Gaussian-weighted if ``window`` (Å) is given (see :func:`local_profiles`)."""
+    return local_profiles(volume, atoms, voxel_size, box=box, window=window).sum(axis=1, dtype=np.float64)
+
+
+def atom_window(atoms: AtomModel):
+    """Width (Å) of an atom in the volume: the median fitted ``width`` of the better half of the
+    atoms by ``fit_quality`` (features of :func:`napari_aet.trace.trace_atoms`); None if absent."""
+    features = atoms.features
+    if "width" not in features or "fit_quality" not in features or len(atoms) == 0:
+        return None
+    width, quality = np.asarray(features["width"], float), np.asarray(features["fit_quality"], float)
+    good = (quality >= np.median(quality)) & (width > 0) & np.isfinite(width)
+    return float(np.median(width[good])) if np.any(good) else None
 
 
 def _fit_mixture(values, k, rng, n_init=4, iterations=300):
@@ -151,24 +170,29 @@ def _initial_classes(intensity, elements, rng):
 
 
 def _class_means(profiles, label, n_classes, neighbours):
-    """Leave-one-out class average profiles seen by each atom ``(N, C, M)`` and member counts ``(N, C)``.
+    """Leave-one-out class average profiles seen by each atom ``(N, C, M)``.
 
-    neighbours : sparse ``(N, N)`` 0/1 matrix (no diagonal) for local averages, or None (global).
+    neighbours : sparse ``(N, N)`` 0/1 matrix (no diagonal), or None (global averages).
+    With neighbours, the global averages are scaled by the atom's local brightness: the
+    least-squares scale of its neighbouring element atoms' profiles p onto their class
+    averages mu, ``s = (sum p.mu + k) / (sum mu.mu + k)``, shrunk towards 1 by ``k`` =
+    ``_SHRINK`` average atoms where few neighbours exist. Slow drift is multiplicative, so
+    one scale per neighbourhood estimated from every element atom in it is far less noisy
+    than separate local averages per class; non-atoms (noise) do not follow it.
     """
     onehot = np.eye(n_classes, dtype=np.float32)[label]  # (N, C)
-    sums = onehot.T @ profiles  # (C, M)
-    counts = onehot.sum(axis=0)  # (C,)
     own = onehot[:, :, None] * profiles[:, None, :]  # (N, C, M): the atom's own contribution
-    global_sum = sums[None] - own
-    global_count = counts[None] - onehot
-    global_mean = global_sum / np.maximum(global_count, 1)[..., None]
+    count = onehot.sum(axis=0)[None] - onehot
+    mean = ((onehot.T @ profiles)[None] - own) / np.maximum(count, 1)[..., None]
     if neighbours is None:
-        return global_mean, global_count
-    n, m = profiles.shape
-    local_sum = (neighbours @ own.reshape(n, -1)).reshape(n, n_classes, m)
-    local_count = neighbours @ onehot
-    mean = (local_sum + _SHRINK * global_mean) / (local_count + _SHRINK)[..., None]
-    return mean, local_count
+        return mean
+    rows, element = np.arange(len(label)), label > 0
+    own_mean = mean[rows, label]  # (N, M)
+    fit = np.where(element, np.einsum("nm,nm->n", profiles, own_mean), 0.0)
+    norm = np.where(element, np.einsum("nm,nm->n", own_mean, own_mean), 0.0)
+    k = _SHRINK * (norm[element].mean() if np.any(element) else 1.0)
+    scale = (neighbours @ fit + k) / (neighbours @ norm + k)
+    return mean * scale.astype(np.float32)[:, None, None]
 
 
 def _distances(profiles, means):
@@ -181,7 +205,7 @@ def _reassign(profiles, label, active, locked, neighbours, max_iterations, progr
     n_classes = len(active)
     for iteration in range(max_iterations):
         report(progress, min(0.99, iteration / max_iterations), f"{stage}: iteration {iteration + 1}")
-        means, counts = _class_means(profiles, label, n_classes, neighbours)
+        means = _class_means(profiles, label, n_classes, neighbours)
         dist = np.where(active[None], _distances(profiles, means), np.inf)
         new = np.where(locked, label, np.argmin(dist, axis=1))
         changed = int(np.count_nonzero(new != label))
@@ -200,7 +224,7 @@ def _confidence(profiles, label, active, neighbours):
     members of a and b). The margin is ``tanh(log_odds / 2)`` = p_best - p_second of the pair.
     """
     n_classes = len(active)
-    means, _ = _class_means(profiles, label, n_classes, neighbours)
+    means = _class_means(profiles, label, n_classes, neighbours)
     dist = _distances(profiles, means)  # (N, C)
     gap = np.sqrt(np.maximum(np.einsum("nacm,nacm->nac", means[:, :, None] - means[:, None],
                                        means[:, :, None] - means[:, None]), 1e-30))  # (N, C, C)
@@ -221,8 +245,9 @@ def _confidence(profiles, label, active, neighbours):
     return np.where(np.isfinite(margin), margin, 1.0)
 
 
-def classify_atoms(reconstruction: Reconstruction, atoms: AtomModel, elements, *, box=5, local_radius=10.0,
-                   ambiguity_threshold=0.8, max_iterations=30, seed=0, progress=None) -> AtomModel:
+def classify_atoms(reconstruction: Reconstruction, atoms: AtomModel, elements, *, box=5, window=None,
+                   local_radius=10.0, ambiguity_threshold=0.8, max_iterations=30, seed=0,
+                   progress=None) -> AtomModel:
     """Species of traced atoms from their local volume profiles, with confidence and doubts.
 
     reconstruction : the volume and voxel size (Å) the atoms were traced in.
@@ -230,7 +255,10 @@ def classify_atoms(reconstruction: Reconstruction, atoms: AtomModel, elements, *
         ("" = a non-atom) and still shape the class averages.
     elements : element symbols lightest first, e.g. ``("Fe", "Pt")`` or ``"Fe,Pt"``.
     box : edge (voxels) of the cube of each atom's profile and integrated intensity.
-    local_radius : radius (Å) of the neighbourhood of the local class averages; 0 = global only.
+    window : width (Å) of the Gaussian weight on the profiles (a matched filter, see
+        :func:`local_profiles`); None = :func:`atom_window` (the atoms' own fitted width;
+        unweighted when the atoms carry no fit); 0 = unweighted.
+    local_radius : radius (Å) of the neighbourhood of the local brightness scale; 0 = global only.
     ambiguity_threshold : atoms whose confidence is below it are flagged ``ambiguous``.
     max_iterations : cap on each re-assignment loop.
     seed : for the random starts of the intensity mixture model.
@@ -247,7 +275,9 @@ def classify_atoms(reconstruction: Reconstruction, atoms: AtomModel, elements, *
     if len(atoms) == 0:
         raise InputError("no atoms to classify: trace atoms first")
     report(progress, 0.0, "measuring atom profiles")
-    profiles = local_profiles(reconstruction.volume, atoms, reconstruction.voxel_size, box=box)
+    if window is None:
+        window = atom_window(atoms)
+    profiles = local_profiles(reconstruction.volume, atoms, reconstruction.voxel_size, box=box, window=window)
     intensity = profiles.sum(axis=1, dtype=np.float64)
     locked = atoms.features["locked"].astype(bool)
     species_index = {"": 0, **{e: i + 1 for i, e in enumerate(elements)}}
