@@ -3,9 +3,10 @@
 Accuracy: FePt particles from :mod:`napari_aet.simulate` (~1,000 and ~8,000 atoms), 51 tilts
 over ±70°, Poisson noise at two doses, random per-projection shifts; each run goes through
 the whole chain of :func:`napari_aet.pipeline.run_pipeline` (align -> reconstruct -> trace ->
-classify) and is scored by :func:`napari_aet.analysis.atom_metrics.compare_atoms` against the
-true atoms (match rule: mutual nearest neighbours within 1 Å after removing one global
-translation; atoms classified as non-atoms are left out).
+classify; refinement off, so the positions are the traced ones) and is scored by
+:func:`napari_aet.analysis.atom_metrics.compare_atoms` against the true atoms (match rule:
+mutual nearest neighbours within 1 Å after removing one global translation; atoms classified
+as non-atoms are left out).
 
 Scale: an FePt particle of ~20,000 atoms rendered into a 300³ volume (0.4 Å voxels, elongated
 along z like a missing-wedge reconstruction, Gaussian noise) is traced and classified in a
@@ -46,7 +47,7 @@ def accuracy_run(size, dose, method, seed=0, peel_iterations=0):
     truth = fcc_particle(radius=radius, seed=seed)
     data = simulate_tilt_series(truth, shape=(pixels, pixels), dose=dose, seed=seed)
     start = time.perf_counter()
-    result = run_pipeline(data.tilt_series, "Fe,Pt", method=method, seed=seed,
+    result = run_pipeline(data.tilt_series, "Fe,Pt", method=method, seed=seed, refine=False,
                           trace_options={"peel_iterations": peel_iterations})
     wall = time.perf_counter() - start
     metrics = compare_atoms(result.atoms, truth, max_distance=1.0)
@@ -192,8 +193,8 @@ def fit_precision(seed=1, method="genfire"):
     radius, pixels = SIZES["1k"]
     truth = fcc_particle(radius=radius, seed=0)
     data = simulate_tilt_series(truth, shape=(pixels, pixels), dose=2000.0, seed=0)
-    cases[f"full chain ({method}, dose 2000)"] = (truth, run_pipeline(data.tilt_series, "Fe,Pt", method=method,
-                                                                       seed=0).reconstruction)
+    full = run_pipeline(data.tilt_series, "Fe,Pt", method=method, refine=False, seed=0)
+    cases[f"full chain ({method}, dose 2000)"] = (truth, full.reconstruction)
     rows = []
     for name, (truth, reconstruction) in cases.items():
         fe = truth.species == "Fe"
