@@ -43,6 +43,7 @@ def test_run_writes_every_result(simulated, tmp_path, capsys):
     refinement = report["refinement"]
     assert set(refinement["heights"]) == {"Fe", "Pt"} and refinement["heights"]["Pt"] > refinement["heights"]["Fe"]
     assert 0.3 < refinement["widths_A"]["Pt"] < 1.0 and 0 < refinement["final_r_factor"] < 1
+    assert 0 < refinement["shift_A"]["median"] < 0.5 and refinement["n_added"] >= 0
     assert "refine_shift" in (out / "atoms.csv").read_text().splitlines()[0]
     assert load_project(out / "project.aet").time_points[0].traced is not None
     recon = report["reconstruction"]

@@ -66,6 +66,26 @@ def test_refinement_recovers_positions_heights_and_widths(truth, measured):
     assert compare_atoms(result.atoms, truth)["recall"] == 1.0
 
 
+def test_missing_atoms_are_added_and_spurious_ones_removed(truth, measured):
+    rng = np.random.default_rng(7)
+    missing = rng.choice(len(truth), 6, replace=False)
+    outward = truth.positions[:3] / np.linalg.norm(truth.positions[:3], axis=1, keepdims=True)
+    spurious = truth.positions[:3] + 2.6 * outward  # empty space just outside the surface
+    kept = np.setdiff1d(np.arange(len(truth)), missing)
+    positions = np.concatenate([truth.positions[kept], spurious, truth.positions[missing[:2]] + 0.2])
+    species = np.concatenate([truth.species[kept], ["Fe"] * 3, ["", ""]]).astype(object)  # 2 noise-labelled peaks
+    start = AtomModel(positions, species, {"non_atom": species == ""})
+    result = refine_atoms(measured, start, iterations=6)
+    atoms, f = result.atoms, result.atoms.features
+    assert f["refine_removed"][len(kept):len(kept) + 3].all() and f["refine_removed"].sum() == 3
+    assert np.all(atoms.species[f["refine_removed"]] == "") and f["non_atom"][f["refine_removed"]].all()
+    real = atoms.subset(~f["non_atom"].astype(bool))
+    metrics = compare_atoms(real, truth)
+    assert metrics["recall"] == 1.0 and metrics["precision"] == 1.0 and metrics["species_accuracy"] == 1.0
+    assert 4 <= f["refine_added"].sum() <= 6  # two of the six come back as the noise-labelled peaks
+    assert np.all(np.isnan(f["refine_shift"][f["refine_added"]]))
+
+
 def test_height_ratio_exposes_a_wrong_species(truth, measured):
     wrong = np.flatnonzero(truth.species == "Pt")[0]
     species = truth.species.copy()
@@ -84,7 +104,7 @@ def test_locked_and_non_atoms_stay_put(truth, measured):
     species = start.species.copy()
     species[5:8] = ""
     atoms = AtomModel(start.positions, species, {"locked": locked})
-    result = refine_atoms(measured, atoms, iterations=3)
+    result = refine_atoms(measured, atoms, iterations=3, complete_rounds=0)
     moved = result.atoms.features["refine_shift"]
     assert np.all(moved[:8] == 0) and np.all(moved[8:] > 0)
     assert np.all(np.isnan(result.atoms.features["height_ratio"][5:8]))

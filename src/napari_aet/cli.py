@@ -230,8 +230,10 @@ def print_summary(report):
         refined = report["refinement"]
         species = ", ".join(f"{e} height {h:.4g}, width {refined['widths_A'][e]:.2f} Å"
                             for e, h in refined["heights"].items())
+        moved = refined["shift_A"]
         print(f"Refinement against the projections: {species}; final R-factor {refined['final_r_factor']:.3f}; "
-              f"atoms moved by {refined['shift_A'].get('median', 0):.2f} Å (median)")
+              f"{refined['n_added']} atoms added, {refined['n_removed']} removed"
+              + (f", the others moved by {moved['median']:.2f} Å (median)" if moved else ""))
     print(f"Timings: {timings}")
 
 

@@ -181,11 +181,15 @@ def build_report(result: PipelineResult, parameters, timings, alignment) -> dict
 
 
 def _refinement_report(refinement: Refinement) -> dict:
-    """Species heights (counts per projection) and widths (Å), error curves and atom movement."""
-    shift = refinement.atoms.features["refine_shift"][refinement.atoms.species != ""]
+    """Species heights (counts per projection) and widths (Å), error curves, atoms added and
+    removed, and how far the others moved (Å)."""
+    features = refinement.atoms.features
+    shift = features["refine_shift"][np.isfinite(features["refine_shift"]) & (refinement.atoms.species != "")]
     return {"heights": refinement.heights, "widths_A": refinement.widths,
-            "final_r_factor": refinement.errors["r_factor"][-1] if refinement.errors["r_factor"] else None,
-            "errors_per_iteration": refinement.errors,
+            "final_r_factor": refinement.errors["r_factor"][-1],
+            "errors_per_iteration": {k: refinement.errors[k] for k in ("r_factor", "rms_step")},
+            "n_added": int(np.count_nonzero(features["refine_added"])),
+            "n_removed": int(np.count_nonzero(features["refine_removed"])),
             "shift_A": {"median": float(np.median(shift)), "max": float(np.max(shift))} if len(shift) else {},
             "scale_range": [float(refinement.scale.min()), float(refinement.scale.max())]}
 

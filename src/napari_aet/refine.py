@@ -22,10 +22,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy import ndimage
+from scipy.spatial import cKDTree
 
-from .geometry import atom_footprints
+from .geometry import atom_footprints, voxel_to_specimen
 from .model import ATOMIC_NUMBERS, AtomModel, InputError, TiltSeries
-from .progress import report
+from .progress import report, sub_progress
+from .trace import enforce_min_distance
 
 #: Largest position change of one atom in one iteration (Å): keeps a step inside the basin.
 _MAX_STEP = 0.25
@@ -217,44 +220,28 @@ def check_inputs(series, atoms, elements=None) -> tuple[np.ndarray, list]:
     return real, present
 
 
-def refine_atoms(series: TiltSeries, atoms: AtomModel, *, elements=None, iterations=15, width_every=3,
-                 tolerance=0.002, progress=None) -> Refinement:
-    """Refine atom positions, per-species heights and widths against the measured projections.
-
-    series : the tilt series the atoms come from, with its alignment (``shifts`` in pixels,
-        ``tilt_axis`` in degrees; an aligned series has both zero). Positions are specimen
-        (x, y, z) Å about the rotation centre, as in reconstruction and tracing.
-    atoms : classified atoms; non-atoms (species "") are left out of the model and unmoved;
-        atoms whose feature ``locked`` is True stay where they are but take part in the model.
-    elements : element order for the report (default: the species present).
-    iterations : position updates at most; stops earlier when the RMS step < ``tolerance`` Å.
-    width_every : the species widths are searched every this many iterations (0 = fixed widths
-        after the initial choice).
-    progress : ``progress(fraction, message)``; raise :class:`~napari_aet.progress.Cancelled` to stop.
-    """
-    real, present = check_inputs(series, atoms, None if elements is None else list(elements))
-    if int(iterations) != iterations or iterations < 0:
-        raise InputError(f"iterations must be a whole number of 0 or more, got {iterations}")
-    fixed = atoms.features["locked"].astype(bool)[real]
-    model = _Model(series, atoms.positions[real].copy(), np.array([present.index(s) for s in atoms.species[real]]),
-                   np.ones(len(present)), np.ones(len(present)), np.ones(series.n_angles), np.zeros(series.n_angles))
-    report(progress, 0.0, "choosing the atom width")
+def _choose_width(model: _Model, progress):
+    """Start every species at the width of :data:`_START_WIDTHS` that fits the data best."""
     errors = {}
     for i, width in enumerate(_START_WIDTHS):
-        report(progress, 0.1 * i / len(_START_WIDTHS), f"atom width {width:.2f} Å")
-        model.widths = np.full(len(present), width)
-        species = model.species_projections(model.positions)
-        errors[width] = model._trial_error(species)
-    model.widths = np.full(len(present), min(errors, key=errors.get))
+        report(progress, i / len(_START_WIDTHS), f"atom width {width:.2f} Å")
+        model.widths = np.full(len(model.heights), width)
+        errors[width] = model._trial_error(model.species_projections(model.positions))
+    model.widths = np.full(len(model.heights), min(errors, key=errors.get))
+
+
+def _refine_positions(model: _Model, fixed, origin, reach, iterations, width_every, tolerance, history, progress):
+    """Run the position updates (and width searches) on ``model``, each atom staying within
+    ``reach`` Å of its ``origin`` ``(N, 3)``; returns the final species projections and each
+    atom's height ratio."""
     species = model.species_projections(model.positions)
     error = model.solve_linear(species)
-    history = {"r_factor": [], "rms_step": []}
     direction = preconditioned = previous = None
     shrink, height_ratio = 1.0, np.ones(len(model.positions))
     for it in range(iterations):
-        report(progress, 0.1 + 0.85 * it / iterations, f"refining positions: iteration {it + 1} of {iterations}")
+        report(progress, it / iterations, f"refining positions: iteration {it + 1} of {iterations}")
         if width_every and it % width_every == 0:
-            for s in range(len(present)):
+            for s in range(len(model.heights)):
                 species, error = model.search_width(s, species, error)
             direction = None
         residual = model.combine(species) - model.data
@@ -275,6 +262,9 @@ def refine_atoms(series: TiltSeries, atoms: AtomModel, *, elements=None, iterati
         step = alpha * direction
         length = np.linalg.norm(step, axis=1, keepdims=True)
         step *= np.minimum(1.0, _MAX_STEP / np.maximum(length, 1e-30))
+        away = model.positions + step - origin
+        distance = np.linalg.norm(away, axis=1, keepdims=True)
+        step = origin + away * np.minimum(1.0, reach / np.maximum(distance, 1e-30)) - model.positions
         saved = model.positions, model.heights, model.scale, model.background
         model.positions = model.positions + step
         trial_species = model.species_projections(model.positions)
@@ -288,14 +278,175 @@ def refine_atoms(series: TiltSeries, atoms: AtomModel, *, elements=None, iterati
         history["rms_step"].append(rms)
         if 0 < rms < tolerance:
             break
+    return species, height_ratio
+
+
+def _candidate_heights(model: _Model, residual, positions, species_index):
+    """Least-squares height ``(M,)`` of one extra atom at each of ``positions`` given the rest of
+    the model (``residual`` = model - data), and its standard error from the local residual."""
+    sigma = model.widths[species_index]
+    s = model.series
+    signal, norm, variance = (np.zeros(len(positions)) for _ in range(3))
+    for i, f in enumerate(atom_footprints(positions, sigma, s.angles, model.data.shape[1:], s.pixel_size,
+                                          s.tilt_axis, -s.shifts)):
+        shape = f.wy[:, :, None] * f.wx[:, None, :]
+        patch = f.gather(residual[i])
+        signal -= model.scale[i] * np.einsum("apq,apq->a", shape, patch)
+        norm += model.scale[i] ** 2 * np.einsum("apq,apq->a", shape, shape)
+        variance += model.scale[i] ** 2 * np.einsum("apq,apq->a", shape ** 2, patch ** 2)
+    norm = np.maximum(norm, 1e-30)
+    return signal / norm, np.sqrt(variance) / norm
+
+
+def _missing_atom_candidates(model: _Model, residual, min_distance, extra) -> np.ndarray:
+    """Positions ``(M, 3)`` Å of possible atoms the model lacks: peaks of the back-projected
+    residual (measured - model) and the positions ``extra`` (e.g. peaks classified as noise),
+    between ``min_distance`` and twice that from the nearest atom of the model."""
+    from .align import apply_alignment
+    from .reconstruct import weighted_backprojection
+
+    series = model.series.replace(projections=(-residual).astype(np.float32))
+    if np.any(series.shifts != 0) or series.tilt_axis != 0:
+        series = apply_alignment(series)
+    volume = weighted_backprojection(series)
+    voxel = series.pixel_size
+    volume = ndimage.gaussian_filter(volume, model.widths.min() / voxel)
+    peaks = (ndimage.maximum_filter(volume, size=3) == volume) & (volume > 0)
+    positions = np.concatenate([voxel_to_specimen(np.argwhere(peaks), volume.shape, voxel), extra])
+    distance = cKDTree(model.positions).query(positions)[0]
+    return positions[(distance >= min_distance) & (distance <= 2 * min_distance)]
+
+
+def _too_faint(model: _Model, height_ratio, fixed) -> np.ndarray:
+    """Free atoms whose own least-squares height is below half the lightest species' height."""
+    return ~fixed & (height_ratio * model.heights[model.species_index] < 0.5 * model.heights.min())
+
+
+def _missing_atoms(model: _Model, residual, min_distance, significance, extra):
+    """The atoms the model lacks: positions ``(M, 3)`` Å and species indices ``(M,)``.
+
+    A candidate is an atom when its least-squares height exceeds half the lightest species'
+    height (the midpoint between nothing and that species) by ``significance`` standard
+    errors; it gets the species whose height is nearest to its own.
+    """
+    threshold = 0.5 * model.heights.min()
+    candidates = _missing_atom_candidates(model, residual, min_distance, extra)
+    lightest = np.full(len(candidates), int(np.argmin(model.heights)))
+    height, error = _candidate_heights(model, residual, candidates, lightest)
+    accept = (height > threshold) & (height - threshold > significance * error)
+    candidates, height = candidates[accept], height[accept]
+    keep = enforce_min_distance(candidates, height, min_distance)
+    species = np.argmin(np.abs(height[keep, None] - model.heights[None]), axis=1)
+    return candidates[keep], species
+
+
+def _default_column(column, n):
+    """``n`` values for new rows of a feature column: False, -1, NaN or "" by its type."""
+    kind = column.dtype.kind
+    fill = {"b": False, "i": -1, "u": 0, "f": np.nan}.get(kind, "")
+    return np.full(n, fill, dtype=column.dtype if kind in "biuf" else object)
+
+
+def refine_atoms(series: TiltSeries, atoms: AtomModel, *, elements=None, iterations=15, width_every=3,
+                 tolerance=0.002, complete_rounds=1, min_distance=2.0, significance=3.0,
+                 progress=None) -> Refinement:
+    """Refine atom positions, per-species heights and widths against the measured projections.
+
+    series : the tilt series the atoms come from, with its alignment (``shifts`` in pixels,
+        ``tilt_axis`` in degrees; an aligned series has both zero). Positions are specimen
+        (x, y, z) Å about the rotation centre, as in reconstruction and tracing.
+    atoms : classified atoms; non-atoms (species "") are left out of the model and unmoved;
+        atoms whose feature ``locked`` is True stay where they are and are never removed.
+    elements : element order for the report (default: the species present).
+    iterations : position updates at most per pass; a pass stops earlier when the RMS step
+        < ``tolerance`` Å. No atom moves further than ``min_distance / 2`` from where it started:
+        an atom pulled further is explaining a neighbour the model lacks, which the completion
+        step looks for instead.
+    width_every : the species widths are searched every this many iterations (0 = fixed widths
+        after the initial choice).
+    complete_rounds : before each of this many refinement passes (at least one pass runs), settle
+        the positions (a third of the iterations, within ``min_distance / 8``), then add the
+        atoms the model lacks (flagged ``refine_added``): peaks of the back-projected residual
+        (measured - model) and input non-atom peaks, between ``min_distance`` (Å) and twice that
+        from the model, whose least-squares height exceeds half the lightest species' height by
+        ``significance`` standard errors. After the last pass, free atoms whose own height is
+        below that half become non-atoms (kept, flagged ``refine_removed``).
+        0 = positions, heights and widths only.
+    progress : ``progress(fraction, message)``; raise :class:`~napari_aet.progress.Cancelled` to stop.
+    """
+    real, present = check_inputs(series, atoms, None if elements is None else list(elements))
+    if int(iterations) != iterations or iterations < 0:
+        raise InputError(f"iterations must be a whole number of 0 or more, got {iterations}")
+    rows = np.flatnonzero(real)  # output row of each model atom
+    fixed = atoms.features["locked"].astype(bool)[real]
+    model = _Model(series, atoms.positions[real].copy(), np.array([present.index(s) for s in atoms.species[real]]),
+                   np.ones(len(present)), np.ones(len(present)), np.ones(series.n_angles), np.zeros(series.n_angles))
+    passes = max(1, int(complete_rounds))
+    origin = model.positions.copy()
+    _choose_width(model, sub_progress(progress, 0.0, 0.1))
+    history = {"r_factor": [], "rms_step": [], "added": [], "removed": []}
+    removed, n_added = np.zeros(len(atoms), bool), 0
+    for k in range(passes):
+        stage = sub_progress(progress, 0.1 + 0.85 * k / passes, 0.1 + 0.85 * (k + 1) / passes)
+        if k < complete_rounds:  # settle the positions near where they are, then look for missing atoms
+            _refine_positions(model, fixed, origin, min_distance / 8, max(1, iterations // 3), width_every,
+                              tolerance, history, sub_progress(stage, 0.0, 0.3))
+            report(stage, 0.3, "looking for missing and spurious atoms")
+            species = model.species_projections(model.positions)
+            model.solve_linear(species)
+            residual = model.combine(species) - model.data
+            added, added_species = _missing_atoms(model, residual, min_distance, significance, atoms.positions[~real])
+            history["added"].append(len(added))
+            rows = np.concatenate([rows, len(atoms) + n_added + np.arange(len(added))])
+            n_added += len(added)
+            fixed = np.concatenate([fixed, np.zeros(len(added), bool)])
+            model.positions = np.concatenate([model.positions, added])
+            origin = np.concatenate([origin, added])
+            model.species_index = np.concatenate([model.species_index, added_species])
+        species, height_ratio = _refine_positions(model, fixed, origin, min_distance / 2, iterations, width_every,
+                                                  tolerance, history, sub_progress(stage, 0.35, 1.0))
+    if complete_rounds:  # atoms the refined model shows to be too faint (judged only now: a misplaced
+        # atom's height is underestimated)
+        drop = _too_faint(model, height_ratio, fixed)
+        history["removed"].append(int(np.count_nonzero(drop)))
+        removed[rows[drop & (rows < len(atoms))]] = True
+        rows, height_ratio = rows[~drop], height_ratio[~drop]
+        model.positions, model.species_index = model.positions[~drop], model.species_index[~drop]
+        species = model.species_projections(model.positions)
+        model.solve_linear(species)
     history["r_factor"].append(model.r_factor(model.combine(species) - model.data))
     report(progress, 0.97, "building the refined model")
-    positions = atoms.positions.copy()
-    positions[real] = model.positions
-    shift = np.linalg.norm(positions - atoms.positions, axis=1)
-    ratio = np.full(len(atoms), np.nan)
-    ratio[real] = height_ratio
-    refined = AtomModel(positions, atoms.species, {**atoms.features, "refine_shift": shift, "height_ratio": ratio})
-    report(progress, 1.0, f"refined {int(np.count_nonzero(real))} atoms")
+    new = rows >= len(atoms)  # added atoms that stayed, numbered after the input's
+    rows[new] = len(atoms) + np.arange(np.count_nonzero(new))
+    n_added = int(np.count_nonzero(new))
+    refined = _refined_model(atoms, model, rows, removed, n_added, present, height_ratio)
+    report(progress, 1.0, f"refined {len(model.positions)} atoms ({n_added} added, "
+                          f"{int(np.count_nonzero(removed))} removed)")
     return Refinement(refined, dict(zip(present, model.heights.tolist())), dict(zip(present, model.widths.tolist())),
                       model.scale, model.background, history)
+
+
+def _refined_model(atoms: AtomModel, model: _Model, rows, removed, n_added, present, height_ratio) -> AtomModel:
+    """The input atoms with the model's positions, removed atoms turned into non-atoms, and the
+    added atoms appended; features ``refine_shift``, ``height_ratio``, ``refine_added``,
+    ``refine_removed`` (NaN / False where they do not apply)."""
+    n = len(atoms)
+    features = {name: np.concatenate([column, _default_column(column, n_added)])
+                for name, column in atoms.features.items()}
+    positions = np.concatenate([atoms.positions, np.zeros((n_added, 3))])
+    positions[rows] = model.positions
+    species = np.concatenate([atoms.species, np.full(n_added, "", dtype=object)])
+    species[rows] = np.array(present, dtype=object)[model.species_index]
+    removed = np.concatenate([removed, np.zeros(n_added, bool)])
+    species[removed] = ""
+    if "non_atom" in features:
+        features["non_atom"] = species == ""
+    if "class_index" in features:
+        features["class_index"][removed] = 0
+    shift = np.full(n + n_added, np.nan)
+    shift[:n] = np.linalg.norm(positions[:n] - atoms.positions, axis=1)
+    ratio = np.full(n + n_added, np.nan)
+    ratio[rows] = height_ratio
+    added = np.arange(n + n_added) >= n
+    return AtomModel(positions, species, {**features, "refine_shift": shift, "height_ratio": ratio,
+                                          "refine_added": added, "refine_removed": removed})

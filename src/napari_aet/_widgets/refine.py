@@ -19,7 +19,9 @@ class RefineWidget(StageWidget):
     (:func:`napari_aet.refine.refine_atoms`).
 
     Reads an (aligned) tilt series and a classified atoms layer; never changes them. Adds the
-    Points layer "<atoms> refined" (features ``refine_shift`` in Å and ``height_ratio``), the
+    Points layer "<atoms> refined" (features ``refine_shift`` in Å, ``height_ratio``, and the
+    ``refine_added`` / ``refine_removed`` flags of atoms the residual showed missing or
+    spurious; removed ones stay as hidden non-atoms), the
     model's simulated projections "<atoms> model projections" and the residual "<atoms> residual"
     (measured − model: missing atoms show as bright spots, spurious ones as dark). The plot shows
     the R-factor per iteration and each species' ``height_ratio`` histogram: atoms far from 1
@@ -64,9 +66,12 @@ class RefineWidget(StageWidget):
         self.plot_refinement(refinement)
         species = ", ".join(f"{e} height {h:.4g}, width {refinement.widths[e]:.2f} Å"
                             for e, h in refinement.heights.items())
-        moved = refinement.atoms.features["refine_shift"][refinement.atoms.species != ""]
+        f = refinement.atoms.features
+        moved = f["refine_shift"][np.isfinite(f["refine_shift"]) & (refinement.atoms.species != "")]
         self.show_done(f"R-factor {refinement.errors['r_factor'][0]:.3f} → {refinement.errors['r_factor'][-1]:.3f}; "
-                       f"{species}; atoms moved {np.median(moved):.2f} Å (median), {moved.max():.2f} Å (max)")
+                       f"{species}; {np.count_nonzero(f['refine_added'])} atoms added, "
+                       f"{np.count_nonzero(f['refine_removed'])} removed (now non-atoms); the others moved "
+                       f"{np.median(moved):.2f} Å (median), {moved.max():.2f} Å (max)")
 
     def plot_refinement(self, refinement):
         """R-factor per iteration, and the height ratio of each species' atoms."""
