@@ -90,14 +90,16 @@ class _Model:
         return atom_footprints(positions, sigma, s.angles, self.data.shape[1:], s.pixel_size, s.tilt_axis,
                                -s.shifts, derivatives)
 
-    def species_projections(self, positions, widths=None) -> np.ndarray:
-        """Unit-height projections ``(S, n, ny, nx)`` float32 of each species' atoms."""
+    def species_projections(self, positions, widths=None, only=None) -> np.ndarray:
+        """Unit-height projections ``(S, n, ny, nx)`` float32 of each species' atoms (species
+        ``only`` alone when given; the others are left zero)."""
         shape = self.data.shape
-        out = np.empty((len(self.heights), *shape), dtype=np.float32)
-        members = [np.flatnonzero(self.species_index == s) for s in range(len(self.heights))]
+        out = np.zeros((len(self.heights), *shape), dtype=np.float32)
+        chosen = range(len(self.heights)) if only is None else [only]
+        members = {s: np.flatnonzero(self.species_index == s) for s in chosen}
         for i, f in enumerate(self.footprints(positions, widths)):
             index, weights = f.flat_index(shape[2]), f.wy[:, :, None] * f.wx[:, None, :]
-            for s, rows in enumerate(members):
+            for s, rows in members.items():
                 out[s, i] = np.bincount(index[rows].ravel(), weights[rows].ravel(),
                                         minlength=shape[1] * shape[2]).reshape(shape[1:])
         return out
@@ -113,22 +115,26 @@ class _Model:
 
     def solve_linear(self, species, rounds=3) -> float:
         """Heights, scales and backgrounds that best fit the data given the species projections
-        ``(S, n, ny, nx)``; returns the squared error."""
-        n_species = len(species)
-        flat_p = species.reshape(n_species, len(self.data), -1).astype(np.float64)
-        flat_d = self.data.reshape(len(self.data), -1).astype(np.float64)
-        p_mean, d_mean = flat_p.mean(axis=2), flat_d.mean(axis=1)
-        p_c, d_c = flat_p - p_mean[..., None], flat_d - d_mean[:, None]
+        ``(S, n, ny, nx)``; returns the squared error. Works on per-projection sums only: the
+        centred Gram matrices of the species images and their products with the data."""
+        n_pixels = self.data[0].size
+        flat_p = species.reshape(len(species), len(self.data), -1)
+        flat_d = self.data.reshape(len(self.data), -1)
+        p_mean, d_mean = flat_p.mean(axis=2, dtype=np.float64), flat_d.mean(axis=1, dtype=np.float64)
+        gram = (np.einsum("snm,tnm->nst", flat_p, flat_p, dtype=np.float64)
+                - n_pixels * p_mean.T[:, :, None] * p_mean.T[:, None, :])  # (n, S, S)
+        cross = np.einsum("snm,nm->ns", flat_p, flat_d, dtype=np.float64) - n_pixels * p_mean.T * d_mean[:, None]
+        data_energy = np.einsum("nm,nm->n", flat_d, flat_d, dtype=np.float64) - n_pixels * d_mean ** 2
         for _ in range(rounds):
-            design = (self.scale[None, :, None] * p_c).reshape(n_species, -1)
-            self.heights = np.linalg.lstsq(design @ design.T, design @ d_c.ravel(), rcond=None)[0]
-            atoms = np.einsum("s,snm->nm", self.heights, p_c)
-            self.scale = np.einsum("nm,nm->n", atoms, d_c) / np.maximum(np.einsum("nm,nm->n", atoms, atoms), 1e-30)
+            self.heights = np.linalg.lstsq(np.einsum("n,nst->st", self.scale ** 2, gram),
+                                           cross.T @ self.scale, rcond=None)[0]
+            self.scale = cross @ self.heights / np.maximum(np.einsum("s,nst,t->n", self.heights, gram, self.heights),
+                                                           1e-30)
             mean_scale = self.scale.mean()
             self.scale, self.heights = self.scale / mean_scale, self.heights * mean_scale
-        self.background = d_mean - self.scale * (self.heights @ p_mean)
-        model = self.scale[:, None] * np.einsum("s,snm->nm", self.heights, flat_p) + self.background[:, None]
-        return float(np.sum((model - flat_d) ** 2))
+        self.background = d_mean - self.scale * (p_mean.T @ self.heights)
+        fitted = np.einsum("s,nst,t->n", self.heights, gram, self.heights)
+        return float(np.sum(self.scale ** 2 * fitted - 2 * self.scale * (cross @ self.heights) + data_energy))
 
     def gradient(self, residual):
         """From ``residual`` = model - data ``(n, ny, nx)``: the gradient ``(N, 3)`` of half the
@@ -175,7 +181,7 @@ class _Model:
             widths = self.widths.copy()
             widths[s] *= np.exp(sign * log_step)
             images = species.copy()
-            images[s] = self.species_projections(self.positions, widths)[s]
+            images[s] = self.species_projections(self.positions, widths, only=s)[s]
             trials[sign] = (widths, images, self._trial_error(images))
         e_minus, e_plus = trials[-1][2], trials[1][2]
         curvature = e_minus + e_plus - 2 * error
@@ -184,7 +190,7 @@ class _Model:
             widths = self.widths.copy()
             widths[s] *= np.exp(offset * log_step)
             images = species.copy()
-            images[s] = self.species_projections(self.positions, widths)[s]
+            images[s] = self.species_projections(self.positions, widths, only=s)[s]
             trials[0] = (widths, images, self._trial_error(images))
         best = min(trials.values(), key=lambda t: t[2])
         if best[2] < error:
@@ -389,8 +395,8 @@ def refine_atoms(series: TiltSeries, atoms: AtomModel, *, elements=None, iterati
     for k in range(passes):
         stage = sub_progress(progress, 0.1 + 0.85 * k / passes, 0.1 + 0.85 * (k + 1) / passes)
         if k < complete_rounds:  # settle the positions near where they are, then look for missing atoms
-            _refine_positions(model, fixed, origin, min_distance / 8, max(1, iterations // 3), width_every,
-                              tolerance, history, sub_progress(stage, 0.0, 0.3))
+            _refine_positions(model, fixed, origin, min_distance / 8, max(1, iterations // 3), 0, tolerance,
+                              history, sub_progress(stage, 0.0, 0.3))
             report(stage, 0.3, "looking for missing and spurious atoms")
             species = model.species_projections(model.positions)
             model.solve_linear(species)
