@@ -3,10 +3,12 @@
 The model: every atom is a Gaussian of its species' height ``A_s`` (integrated counts per
 projection) and width ``sigma_s`` (Å), projected through the one geometry of
 :mod:`napari_aet.geometry`; projection i is ``k_i * sum(atoms) + b_i`` with a per-projection
-intensity scale ``k_i`` (mean 1) and background ``b_i``. The refinement minimises the squared
+intensity scale ``k_i`` (mean 1) and a background ``b_i`` that varies slowly across the image
+(probe tails, support film, detector offsets). The refinement minimises the squared
 difference between these simulated projections and the measured ones:
 
-* heights, scales and backgrounds are linear: solved exactly in every iteration;
+* heights, scales and background levels are linear: solved exactly in every iteration; the
+  background's slow variation is the residual low-passed at ``background_width`` Å;
 * positions: Gauss-Newton with preconditioned conjugate directions: each atom's 3x3 normal
   matrix (summed over all projections) preconditions the gradient, and the step length along
   the conjugate direction is the exact minimiser of the linearised error, since atoms that
@@ -45,7 +47,8 @@ class Refinement:
         ``refine_shift`` (Å moved) and ``height_ratio`` (the atom's own best-fitting height
         over its species' height: about 1 for a right species, far from 1 for a wrong one).
     heights, widths : per element, integrated counts per projection and Gaussian sigma (Å).
-    scale, background : ``(n_angles,)`` per-projection intensity scale and background (counts/px).
+    scale : ``(n_angles,)`` per-projection intensity scale.
+    background : ``(n_angles, ny, nx)`` float32 background of each projection (counts/px).
     errors : ``r_factor`` (sum |measured - model| / sum |measured - background|) before each
         iteration and at the end, and ``rms_step`` (Å) of the positions in each iteration.
     """
@@ -66,7 +69,8 @@ class Refinement:
 class _Model:
     """The atoms being refined, the measured projections and the model's parameters."""
 
-    def __init__(self, series: TiltSeries, positions, species_index, heights, widths, scale, background):
+    def __init__(self, series: TiltSeries, positions, species_index, heights, widths, scale, smooth=None,
+                 background_width=0.0):
         self.series = series
         self.data = series.projections
         self.positions = positions
@@ -74,7 +78,14 @@ class _Model:
         self.heights = heights
         self.widths = widths
         self.scale = scale
-        self.background = background
+        self.smooth = np.zeros(self.data.shape, np.float32) if smooth is None else smooth  # slow background part
+        self.offset = np.zeros(len(self.data))  # and its level per projection
+        self.background_width = background_width
+
+    @property
+    def background(self) -> np.ndarray:
+        """``(n, ny, nx)`` float32 background of each projection."""
+        return self.smooth + self.offset[:, None, None].astype(np.float32)
 
     @classmethod
     def from_refinement(cls, refinement: Refinement, series: TiltSeries):
@@ -106,12 +117,18 @@ class _Model:
 
     def combine(self, species) -> np.ndarray:
         """Model projections ``(n, ny, nx)`` from species projections and the current parameters."""
-        return (self.scale[:, None, None] * np.einsum("s,snyx->nyx", self.heights, species)
-                + self.background[:, None, None])
+        return self.scale[:, None, None] * np.einsum("s,snyx->nyx", self.heights, species) + self.background
 
     def r_factor(self, residual) -> float:
         """sum |model - data| / sum |data - background| over every pixel."""
-        return float(np.abs(residual).sum() / np.abs(self.data - self.background[:, None, None]).sum())
+        return float(np.abs(residual).sum() / np.abs(self.data - self.background).sum())
+
+    def update_background(self, species):
+        """Low-pass the data minus the atoms at ``background_width`` Å into the slow background."""
+        if self.background_width > 0:
+            atoms = self.scale[:, None, None] * np.einsum("s,snyx->nyx", self.heights, species)
+            sigma = self.background_width / self.series.pixel_size
+            self.smooth = ndimage.gaussian_filter(self.data - atoms, (0, sigma, sigma), mode="nearest")
 
     def solve_linear(self, species, rounds=3) -> float:
         """Heights, scales and backgrounds that best fit the data given the species projections
@@ -119,7 +136,7 @@ class _Model:
         centred Gram matrices of the species images and their products with the data."""
         n_pixels = self.data[0].size
         flat_p = species.reshape(len(species), len(self.data), -1)
-        flat_d = self.data.reshape(len(self.data), -1)
+        flat_d = (self.data - self.smooth).reshape(len(self.data), -1)
         p_mean, d_mean = flat_p.mean(axis=2, dtype=np.float64), flat_d.mean(axis=1, dtype=np.float64)
         gram = (np.einsum("snm,tnm->nst", flat_p, flat_p, dtype=np.float64)
                 - n_pixels * p_mean.T[:, :, None] * p_mean.T[:, None, :])  # (n, S, S)
@@ -132,7 +149,7 @@ class _Model:
                                                            1e-30)
             mean_scale = self.scale.mean()
             self.scale, self.heights = self.scale / mean_scale, self.heights * mean_scale
-        self.background = d_mean - self.scale * (p_mean.T @ self.heights)
+        self.offset = d_mean - self.scale * (p_mean.T @ self.heights)
         fitted = np.einsum("s,nst,t->n", self.heights, gram, self.heights)
         return float(np.sum(self.scale ** 2 * fitted - 2 * self.scale * (cross @ self.heights) + data_energy))
 
@@ -200,9 +217,9 @@ class _Model:
         return species, error
 
     def _trial_error(self, species):
-        saved = self.heights.copy(), self.scale.copy(), self.background.copy()
+        saved = self.heights.copy(), self.scale.copy(), self.offset.copy()
         error = self.solve_linear(species)
-        self.heights, self.scale, self.background = saved
+        self.heights, self.scale, self.offset = saved
         return error
 
 
@@ -250,6 +267,9 @@ def _refine_positions(model: _Model, fixed, origin, reach, iterations, width_eve
             for s in range(len(model.heights)):
                 species, error = model.search_width(s, species, error)
             direction = None
+        if model.background_width > 0:
+            model.update_background(species)
+            error = model.solve_linear(species)
         residual = model.combine(species) - model.data
         history["r_factor"].append(model.r_factor(residual))
         gradient, normal, height_ratio = model.gradient(residual)
@@ -271,7 +291,7 @@ def _refine_positions(model: _Model, fixed, origin, reach, iterations, width_eve
         away = model.positions + step - origin
         distance = np.linalg.norm(away, axis=1, keepdims=True)
         step = origin + away * np.minimum(1.0, reach / np.maximum(distance, 1e-30)) - model.positions
-        saved = model.positions, model.heights, model.scale, model.background
+        saved = model.positions, model.heights, model.scale, model.offset
         model.positions = model.positions + step
         trial_species = model.species_projections(model.positions)
         trial_error = model.solve_linear(trial_species)
@@ -279,7 +299,7 @@ def _refine_positions(model: _Model, fixed, origin, reach, iterations, width_eve
             species, error, shrink = trial_species, trial_error, min(1.0, 2 * shrink)
             rms = float(np.sqrt(np.mean(np.sum(step ** 2, axis=1))))
         else:  # the linearisation overshot: undo, restart the conjugate directions with a shorter step
-            model.positions, model.heights, model.scale, model.background = saved
+            model.positions, model.heights, model.scale, model.offset = saved
             direction, shrink, rms = None, 0.5 * shrink, 0.0
         history["rms_step"].append(rms)
         if 0 < rms < tolerance:
@@ -354,7 +374,7 @@ def _default_column(column, n):
 
 
 def refine_atoms(series: TiltSeries, atoms: AtomModel, *, elements=None, iterations=15, width_every=3,
-                 tolerance=0.002, complete_rounds=1, min_distance=2.0, significance=3.0,
+                 tolerance=0.002, complete_rounds=1, min_distance=2.0, significance=3.0, background_width=4.0,
                  progress=None) -> Refinement:
     """Refine atom positions, per-species heights and widths against the measured projections.
 
@@ -378,6 +398,10 @@ def refine_atoms(series: TiltSeries, atoms: AtomModel, *, elements=None, iterati
         ``significance`` standard errors. After the last pass, free atoms whose own height is
         below that half become non-atoms (kept, flagged ``refine_removed``).
         0 = positions, heights and widths only.
+    background_width : Å; the background may vary across each projection on this scale (the
+        residual low-passed with a Gaussian of this sigma): probe tails, a support film, a slow
+        detector drift. It must stay well above the atoms' width (sharp residuals are atoms);
+        0 = one constant level per projection.
     progress : ``progress(fraction, message)``; raise :class:`~napari_aet.progress.Cancelled` to stop.
     """
     real, present = check_inputs(series, atoms, None if elements is None else list(elements))
@@ -386,7 +410,8 @@ def refine_atoms(series: TiltSeries, atoms: AtomModel, *, elements=None, iterati
     rows = np.flatnonzero(real)  # output row of each model atom
     fixed = atoms.features["locked"].astype(bool)[real]
     model = _Model(series, atoms.positions[real].copy(), np.array([present.index(s) for s in atoms.species[real]]),
-                   np.ones(len(present)), np.ones(len(present)), np.ones(series.n_angles), np.zeros(series.n_angles))
+                   np.ones(len(present)), np.ones(len(present)), np.ones(series.n_angles),
+                   background_width=background_width)
     passes = max(1, int(complete_rounds))
     origin = model.positions.copy()
     _choose_width(model, sub_progress(progress, 0.0, 0.1))
@@ -399,6 +424,7 @@ def refine_atoms(series: TiltSeries, atoms: AtomModel, *, elements=None, iterati
                               history, sub_progress(stage, 0.0, 0.3))
             report(stage, 0.3, "looking for missing and spurious atoms")
             species = model.species_projections(model.positions)
+            model.update_background(species)
             model.solve_linear(species)
             residual = model.combine(species) - model.data
             added, added_species = _missing_atoms(model, residual, min_distance, significance, atoms.positions[~real])
