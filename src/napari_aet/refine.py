@@ -44,13 +44,15 @@ class Refinement:
     """What :func:`refine_atoms` found.
 
     atoms : the refined model (non-atoms and locked atoms unmoved) with features
-        ``refine_shift`` (Å moved) and ``height_ratio`` (the atom's own best-fitting height
-        over its species' height: about 1 for a right species, far from 1 for a wrong one).
+        ``refine_shift`` (Å moved), ``height_ratio`` (the atom's own best-fitting height over
+        its species' height: about 1 for a right species, far from 1 for a wrong one) and the
+        flags ``refine_added`` / ``refine_removed`` (see :func:`refine_atoms`).
     heights, widths : per element, integrated counts per projection and Gaussian sigma (Å).
     scale : ``(n_angles,)`` per-projection intensity scale.
     background : ``(n_angles, ny, nx)`` float32 background of each projection (counts/px).
     errors : ``r_factor`` (sum |measured - model| / sum |measured - background|) before each
-        iteration and at the end, and ``rms_step`` (Å) of the positions in each iteration.
+        iteration and at the end, ``rms_step`` (Å) of the positions in each iteration, and the
+        numbers of atoms ``added`` per completion round and ``removed`` at the end.
     """
 
     atoms: AtomModel
