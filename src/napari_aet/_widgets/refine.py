@@ -81,10 +81,12 @@ class RefineWidget(StageWidget):
         curve.set_ylabel("R-factor")
         atoms = refinement.atoms
         ratio = atoms.features["height_ratio"]
+        top = max(2.5, float(np.nanmax(ratio, initial=0.0)) * 1.05)  # a Pt atom labelled Fe sits near 6.5
         for element in refinement.heights:
             values = ratio[atoms.species == element]
-            ratios.hist(values, bins=40, range=(0.0, 2.5), alpha=0.7, label=element,
+            ratios.hist(values, bins=60, range=(0.0, top), alpha=0.7, label=element,
                         color=ELEMENT_COLOURS.get(element, OTHER_COLOUR))
+        ratios.set_yscale("log")  # single outlying atoms stay visible beside the main peak
         ratios.axvline(1.0, color="white", lw=1, ls="--")
         ratios.set_xlabel("height / species height")
         ratios.set_ylabel("atoms")
