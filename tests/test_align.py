@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from napari_aet import align
+from napari_aet import align, preprocess
 from napari_aet.model import InputError, TiltSeries
 from napari_aet.progress import Cancelled
 from napari_aet.simulate import fcc_particle, simulate_tilt_series
@@ -157,3 +157,20 @@ def test_align_auto_without_room_for_a_background_fit():
     assert report["background"].startswith("none (projection")
     err, offset = rigid_residual(aligned.shifts, data.true_shifts, data.tilt_series.angles)
     assert rms(err) < 0.15 and abs(offset) < 0.15
+
+
+def test_background_fitted_near_the_particle_biases_the_centre_of_mass_less():
+    """A smooth background fitted around the particle leaves less residue under it than a
+    fit to the whole field, so the centre of mass moves less from where an exact subtraction puts it."""
+    small = fcc_particle(radius=12.0, seed=2)
+    data = simulate_tilt_series(small, angles=np.linspace(-60, 60, 7), shape=(96, 96), dose=300, max_shift=1,
+                                background=10, seed=1)
+    yy, xx = np.mgrid[0:96, 0:96] / 96  # the simulator's background
+    exact = data.tilt_series.projections - 10 * (1 + 0.5 * np.sin(2 * np.pi * (0.7 * xx + 0.3 * yy)))
+    reference = align.center_of_mass_shifts(data.tilt_series.replace(projections=exact.astype(np.float32)))
+    bias = {}
+    for near in (False, True):
+        fitted = preprocess.subtract_background(data.tilt_series, method="smooth", near_particle=near)
+        assert fitted.metadata["background"]["near_particle"] is near
+        bias[near] = np.mean(np.abs(align.center_of_mass_shifts(fitted) - reference)[:, 1])
+    assert bias[True] < 0.6 * bias[False] and bias[True] < 0.15

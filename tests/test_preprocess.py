@@ -126,3 +126,14 @@ def test_particle_mask_on_a_noise_free_zero_background():
     mask = preprocess.particle_mask(image)
     assert mask[24:40, 20:44].all()
     assert mask.mean() < 0.4  # the 16x24 block grown by blur tails above 1% and the margin: ~0.31; without a floor ~0.75
+
+
+def test_particle_mask_ignores_isolated_noise_peaks():
+    """Only the particle's connected region is kept: a noise peak far away would pull a centre of mass."""
+    rng = np.random.default_rng(0)
+    image = rng.normal(10.0, 1.0, (96, 96))
+    image[40:56, 40:56] += 20.0
+    image[5:8, 85:88] += 20.0  # a small bright blob far from the particle
+    mask = preprocess.particle_mask(image)
+    assert mask[40:56, 40:56].all() and not mask[5:8, 85:88].any()
+

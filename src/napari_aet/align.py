@@ -23,7 +23,7 @@ from skimage.registration import phase_cross_correlation
 
 from .geometry import Projector, in_plane_rotation
 from .model import InputError, TiltSeries
-from .preprocess import particle_mask, subtract_background
+from .preprocess import band_pass, particle_mask, subtract_background
 from .progress import report, sub_progress
 from .reconstruct import reconstruct
 
@@ -235,10 +235,24 @@ def _binned(signal, largest=160):
     return binned, (x[:mx * b].reshape(mx, b).mean(axis=1), y[:my * b].reshape(my, b).mean(axis=1)), b
 
 
+def _signal_bandwidth(profiles) -> float:
+    """Highest frequency (cycles/px) up to which the aligned profiles agree more than their
+    noise: the fraction of each frequency's power shared by all tilts (cross-power over
+    power, smoothed over 5 frequencies) stays above 1/2, i.e. signal above noise."""
+    aligned = profiles.shifted(profiles.align(0.05, 2))
+    n = len(aligned)
+    power = np.mean(np.abs(aligned) ** 2, axis=0)
+    shared = (np.abs(aligned.sum(axis=0)) ** 2 - n * power) / (n * (n - 1))
+    ratio = ndimage.uniform_filter1d(shared / np.maximum(power, 1e-30), 5)
+    below = np.flatnonzero(ratio[1:] < 0.5)
+    return float(profiles.k[below[0] + 1] if len(below) else profiles.k[-1])
+
+
 def _search_tilt_axis(signal, prior, search, progress=None):
     """Tilt-axis angle maximising the common-line consistency, and the score curves: coarse
     (3° steps over ``prior ± search``, frequencies up to 0.15 cycles/px) and fine (0.25°
-    steps, all frequencies; scores on a different scale). Images larger than 160 px are
+    steps, frequencies up to where the profiles' signal falls below their noise,
+    :func:`_signal_bandwidth`; scores on a different scale). Images larger than 160 px are
     binned for the search."""
     signal, coordinates, factor = _binned(signal)
     coarse = prior + np.arange(-search, search, 3.0)
@@ -249,10 +263,11 @@ def _search_tilt_axis(signal, prior, search, progress=None):
         scores.append(profiles.consistency(profiles.align(0.25, 2)))
         report(progress, 0.6 * (j + 1) / len(coarse), "tilt axis: coarse search")
     best = coarse[int(np.argmax(scores))]
+    cutoff = _signal_bandwidth(_Profiles(signal, best, max_frequency=0.5 / factor, coordinates=coordinates))
     fine = best + np.arange(-3.0, 3.01, 0.25)
     fine_scores = []
     for j, a in enumerate(fine):
-        profiles = _Profiles(signal, a, max_frequency=0.5 / factor, coordinates=coordinates)
+        profiles = _Profiles(signal, a, max_frequency=cutoff, coordinates=coordinates)
         fine_scores.append(profiles.consistency(profiles.align(0.05, 2)))
         report(progress, 0.6 + 0.4 * (j + 1) / len(fine), "tilt axis: fine search")
     fine_scores = np.array(fine_scores)
@@ -330,12 +345,14 @@ def projection_matching_shifts(series: TiltSeries, *, iterations=6, reconstructi
 
     Each iteration applies the current alignment, reconstructs (RESIRE,
     ``reconstruction_iterations``, :func:`napari_aet.reconstruct.reconstruct`),
-    re-projects with the same projector, and registers each measured projection onto its re-projection
-    (cross-correlation to ``precision`` px). The update's rigid-translation part (the
-    gauge) is removed, so the particle stays where the start put it. Stops when the
-    largest update is below ``tolerance`` px. ``along_axis=False`` refines only the
-    component across the tilt axis (keep the common-line result along it). ``history``, if a list, receives one dict
-    per iteration (``rms_update``, ``max_update``, ``r_factor``).
+    re-projects with the same projector, and registers each measured projection onto its
+    re-projection (cross-correlation to ``precision`` px, both band-passed to atom-sized
+    features by :func:`napari_aet.preprocess.band_pass`, so a background residue does not
+    pull them). The update's rigid-translation part (the gauge) is removed, so the particle
+    stays where the start put it. Stops when the largest update is below ``tolerance`` px.
+    ``along_axis=False`` refines only the component across the tilt axis (keep the
+    common-line result along it). ``history``, if a list, receives one dict per iteration
+    (``rms_update``, ``max_update``, ``r_factor``).
     """
     _single_axis(series, "projection matching")
     signal = series.replace(projections=_signal(series.projections))
@@ -349,7 +366,7 @@ def projection_matching_shifts(series: TiltSeries, *, iterations=6, reconstructi
         reprojection = Projector(volume.shape, series.angles).forward(volume)
         aligned = aligned.projections
         report(step, 0.8, f"projection matching {it + 1}/{iterations}: registering")
-        update = np.array([_register(reprojection[i], aligned[i], precision) for i in range(len(aligned))])
+        update = np.array([_register(r, a, precision) for r, a in zip(band_pass(reprojection), band_pass(aligned))])
         gauge, offset = _rigid_fit(update[:, 1], series.angles)
         du = update[:, 1] - gauge + offset
         dv = update[:, 0] - update[:, 0].mean() if along_axis else np.zeros(len(update))
@@ -382,8 +399,9 @@ def align_auto(series: TiltSeries, *, tilt_axis=None, axis_tolerance=1.0, precis
        centroid lies on the rotation centre and the axis through ``nx // 2``.
 
     All measurements use a copy with the background removed (``background``: "smooth",
-    "constant" or "none", see :func:`napari_aet.preprocess.subtract_background`): a
-    background left in biases the centre of mass. Where the particle leaves too little
+    "constant" or "none", see :func:`napari_aet.preprocess.subtract_background`), fitted
+    near the particle (``near_particle=True``): a background left under it biases the centre
+    of mass. Where the particle leaves too little
     background for that, only the border level is removed and ``report["background"]``
     says why.
 
@@ -399,7 +417,7 @@ def align_auto(series: TiltSeries, *, tilt_axis=None, axis_tolerance=1.0, precis
     measured = series
     if background != "none":
         try:
-            measured = subtract_background(series, method=background)
+            measured = subtract_background(series, method=background, near_particle=True)
         except InputError as error:  # too little background to fit: the border level is used
             rep["background"] = f"none ({error})"
     signal = _signal(measured.projections)
