@@ -4,7 +4,9 @@ Each seed simulates an FePt particle (radius 16 Å, ~1,100 atoms), 51 tilts over
 0.4 Å pixels, Poisson noise at a dose where single atoms are barely visible (Pt 200 and
 Fe ~31 counts per atom per projection; ``--background B`` adds the simulator's slowly
 varying background of mean B counts per pixel), random shifts of ±5 px, a random in-plane
-tilt axis in ±30° and the rotation axis moved 3 px along x. ``align_auto`` then measures shifts and tilt axis from the data alone.
+tilt axis in ±30° and the rotation axis 3 px right of the image centre (simulated 6 px wider
+and cropped, so the background stays continuous; an earlier version rolled the images, which
+wrapped a 3-px strip of background from the far side into the border). ``align_auto`` then measures shifts and tilt axis from the data alone.
 
 Errors are measured in the axis frame (u across the tilt axis, v along it):
 
@@ -36,7 +38,7 @@ import numpy as np
 from napari_aet import align, preprocess
 from napari_aet.simulate import adf_amplitudes, fcc_particle, simulate_tilt_series
 
-OFFSET = 3  # px: every projection rolled along x, i.e. the rotation axis is off-centre
+OFFSET = 3  # px: the rotation axis lies this far right of the image centre (see bench_alignment)
 DOSE, MAX_SHIFT = 200.0, 5.0
 
 
@@ -85,9 +87,11 @@ def bench_alignment(seed, size, iterations, background):
     rng = np.random.default_rng(1000 + seed)
     tilt_axis = float(rng.uniform(-30, 30))
     atoms = fcc_particle(radius=16.0, seed=seed)
-    data = simulate_tilt_series(atoms, shape=(size, size), dose=DOSE, max_shift=MAX_SHIFT, tilt_axis=tilt_axis,
-                                background=background, seed=seed)
-    series = data.tilt_series.replace(projections=np.roll(data.tilt_series.projections, OFFSET, axis=2))
+    # simulated 2*OFFSET px wider, then cropped: the rotation axis (at the wide image's centre)
+    # lies OFFSET px right of the cropped image's centre, and the background stays continuous
+    data = simulate_tilt_series(atoms, shape=(size, size + 2 * OFFSET), dose=DOSE, max_shift=MAX_SHIFT,
+                                tilt_axis=tilt_axis, background=background, seed=seed)
+    series = data.tilt_series.replace(projections=np.ascontiguousarray(data.tilt_series.projections[:, :, :size]))
     true = data.true_shifts - [0, OFFSET]
     gauge = intensity_centroid_shifts(atoms, series.angles, tilt_axis, series.pixel_size)
 
