@@ -23,7 +23,7 @@ from skimage.registration import phase_cross_correlation
 
 from .geometry import Projector, in_plane_rotation
 from .model import InputError, TiltSeries
-from .preprocess import band_pass, particle_mask, subtract_background
+from .preprocess import particle_mask, subtract_background
 from .progress import report, sub_progress
 from .reconstruct import reconstruct
 
@@ -346,9 +346,7 @@ def projection_matching_shifts(series: TiltSeries, *, iterations=6, reconstructi
     Each iteration applies the current alignment, reconstructs (RESIRE,
     ``reconstruction_iterations``, :func:`napari_aet.reconstruct.reconstruct`),
     re-projects with the same projector, and registers each measured projection onto its
-    re-projection (cross-correlation to ``precision`` px, both band-passed to atom-sized
-    features by :func:`napari_aet.preprocess.band_pass`, so a background residue does not
-    pull them). The update's rigid-translation part (the gauge) is removed, so the particle
+    re-projection (cross-correlation to ``precision`` px). The update's rigid-translation part (the gauge) is removed, so the particle
     stays where the start put it. Stops when the largest update is below ``tolerance`` px.
     ``along_axis=False`` refines only the component across the tilt axis (keep the
     common-line result along it). ``history``, if a list, receives one dict per iteration
@@ -366,7 +364,7 @@ def projection_matching_shifts(series: TiltSeries, *, iterations=6, reconstructi
         reprojection = Projector(volume.shape, series.angles).forward(volume)
         aligned = aligned.projections
         report(step, 0.8, f"projection matching {it + 1}/{iterations}: registering")
-        update = np.array([_register(r, a, precision) for r, a in zip(band_pass(reprojection), band_pass(aligned))])
+        update = np.array([_register(reprojection[i], aligned[i], precision) for i in range(len(aligned))])
         gauge, offset = _rigid_fit(update[:, 1], series.angles)
         du = update[:, 1] - gauge + offset
         dv = update[:, 0] - update[:, 0].mean() if along_axis else np.zeros(len(update))

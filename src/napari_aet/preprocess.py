@@ -19,7 +19,7 @@ from .progress import report
 # ------------------------------------------------------------------ frame stacks
 
 
-def band_pass(images, fine=1.0, coarse=8.0):
+def _band_pass(images, fine=1.0, coarse=8.0):
     """Difference of Gaussian blurs (px) over the last two axes: keeps atom-sized features,
     suppresses pixel noise and slowly varying backgrounds."""
     images = np.asarray(images, dtype=np.float32)
@@ -30,7 +30,7 @@ def band_pass(images, fine=1.0, coarse=8.0):
 
 def _frame_drift(frames, upsample, iterations):
     """Displacement (dy, dx) ``(f, 2)`` of each frame of one tilt, mean zero."""
-    spectra = np.fft.fft2(band_pass(frames))
+    spectra = np.fft.fft2(_band_pass(frames))
     ky = np.fft.fftfreq(frames.shape[1])[:, None]
     kx = np.fft.fftfreq(frames.shape[2])[None, :]
     drift = np.zeros((len(frames), 2))
