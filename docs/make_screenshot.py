@@ -1,4 +1,4 @@
-"""Render docs/figures/napari_demo.png: napari showing a reconstruction and its traced atoms.
+"""Render docs/figures/napari_demo.png: napari showing a reconstruction and its refined atoms.
 
 Run under a display (or ``xvfb-run -a``): python docs/make_screenshot.py
 It runs the same chain as ``napari-aet demo`` on the built-in sample.
