@@ -58,7 +58,10 @@ def _add_common(parser):
     parser.add_argument("--no-refine", action="store_true",
                         help="keep the traced positions (skip refinement against the projections)")
     parser.add_argument("--refine-iterations", type=int, default=None,
-                        help="refinement iterations at most (default: refine.refine_atoms' default)")
+                        help="refinement iterations per pass at most (default: refine.refine_atoms' default)")
+    parser.add_argument("--refine-rounds", type=int, default=None,
+                        help="rounds of adding atoms the residual shows missing, each followed by a refinement "
+                             "pass (default 1; 2 helps large particles at twice the time; 0 = positions only)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -123,11 +126,15 @@ def command_run(args) -> int:
 
 def _stage_options(args) -> dict:
     """run_pipeline's keyword arguments for the options shared by ``run`` and ``demo``."""
-    if args.refine_iterations is not None and args.refine_iterations < 0:
-        raise InputError(f"--refine-iterations must be 0 or more, got {args.refine_iterations}")
+    refine_options = {}
+    for flag, name in (("refine_iterations", "iterations"), ("refine_rounds", "complete_rounds")):
+        value = getattr(args, flag)
+        if value is not None:
+            if value < 0:
+                raise InputError(f"--{flag.replace('_', '-')} must be 0 or more, got {value}")
+            refine_options[name] = value
     return {"reconstruct_options": {} if args.iterations is None else {"n_iterations": args.iterations},
-            "refine": not args.no_refine,
-            "refine_options": {} if args.refine_iterations is None else {"iterations": args.refine_iterations}}
+            "refine": not args.no_refine, "refine_options": refine_options}
 
 
 def command_simulate(args) -> int:
