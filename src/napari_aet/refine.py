@@ -354,14 +354,14 @@ def _missing_atoms(model: _Model, residual, min_distance, significance, extra):
     """The atoms the model lacks: positions ``(M, 3)`` Å and species indices ``(M,)``.
 
     A candidate is an atom when its least-squares height exceeds half the lightest species'
-    height (the midpoint between nothing and that species) by ``significance`` standard
-    errors; it gets the species whose height is nearest to its own.
+    height (the decision boundary between nothing and that species) and ``significance``
+    standard errors (it is not noise); it gets the species whose height is nearest to its own.
     """
     threshold = 0.5 * model.heights.min()
     candidates = _missing_atom_candidates(model, residual, min_distance, extra)
     lightest = np.full(len(candidates), int(np.argmin(model.heights)))
     height, error = _candidate_heights(model, residual, candidates, lightest)
-    accept = (height > threshold) & (height - threshold > significance * error)
+    accept = (height > threshold) & (height > significance * error)
     candidates, height = candidates[accept], height[accept]
     keep = enforce_min_distance(candidates, height, min_distance)
     species = np.argmin(np.abs(height[keep, None] - model.heights[None]), axis=1)
@@ -396,7 +396,7 @@ def refine_atoms(series: TiltSeries, atoms: AtomModel, *, elements=None, iterati
         the positions (a third of the iterations, within ``min_distance / 8``), then add the
         atoms the model lacks (flagged ``refine_added``): peaks of the back-projected residual
         (measured - model) and input non-atom peaks, between ``min_distance`` (Å) and twice that
-        from the model, whose least-squares height exceeds half the lightest species' height by
+        from the model, whose least-squares height exceeds half the lightest species' height and
         ``significance`` standard errors. After the last pass, free atoms whose own height is
         below that half become non-atoms (kept, flagged ``refine_removed``).
         0 = positions, heights and widths only.
