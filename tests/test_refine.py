@@ -102,6 +102,17 @@ def test_a_slowly_varying_background_is_not_taken_for_atoms(truth):
     assert smooth.errors["r_factor"][-1] < constant.errors["r_factor"][-1]
 
 
+def test_one_element(truth):
+    """A monatomic particle: one height and width, missing atoms added with that element."""
+    platinum = AtomModel(truth.positions, np.full(len(truth), "Pt", dtype=object))
+    series = simulate_tilt_series(platinum, angles=ANGLES, shape=(64, 64), dose=1000.0, max_shift=0, seed=6).tilt_series
+    start = platinum.subset(np.arange(3, len(truth)))
+    result = refine_atoms(series, start, iterations=6)
+    assert list(result.heights) == ["Pt"] and result.heights["Pt"] == pytest.approx(1000.0, rel=0.05)
+    assert result.atoms.features["refine_added"].sum() == 3 and set(result.atoms.species) == {"Pt"}
+    assert compare_atoms(result.atoms, platinum)["recall"] == 1.0
+
+
 def test_height_ratio_exposes_a_wrong_species(truth, measured):
     wrong = np.flatnonzero(truth.species == "Pt")[0]
     species = truth.species.copy()
