@@ -61,7 +61,7 @@ def _add_common(parser):
                         help="refinement iterations per pass at most (default: refine.refine_atoms' default)")
     parser.add_argument("--refine-rounds", type=int, default=None,
                         help="rounds of adding atoms the residual shows missing, each followed by a refinement "
-                             "pass (default 1; 2 helps large particles at twice the time; 0 = positions only)")
+                             "pass (default 2; each round costs about one pass; 0 = positions only)")
 
 
 def build_parser() -> argparse.ArgumentParser:

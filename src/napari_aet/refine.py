@@ -376,7 +376,7 @@ def _default_column(column, n):
 
 
 def refine_atoms(series: TiltSeries, atoms: AtomModel, *, elements=None, iterations=15, width_every=3,
-                 tolerance=0.002, complete_rounds=1, min_distance=2.0, significance=3.0, background_width=4.0,
+                 tolerance=0.002, complete_rounds=2, min_distance=2.0, significance=3.0, background_width=4.0,
                  progress=None) -> Refinement:
     """Refine atom positions, per-species heights and widths against the measured projections.
 
