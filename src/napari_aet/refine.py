@@ -27,9 +27,11 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
+from .align import apply_alignment
 from .geometry import atom_footprints, voxel_to_specimen
 from .model import ATOMIC_NUMBERS, AtomModel, InputError, TiltSeries
 from .progress import report, sub_progress
+from .reconstruct import weighted_backprojection
 from .trace import enforce_min_distance
 
 #: Largest position change of one atom in one iteration (Å): keeps a step inside the basin.
@@ -97,9 +99,11 @@ class _Model:
         return cls(series, atoms.positions, index, np.array([refinement.heights[e] for e in elements]),
                    np.array([refinement.widths[e] for e in elements]), refinement.scale, refinement.background)
 
-    def footprints(self, positions, widths=None, derivatives=False):
+    def footprints(self, positions, sigma=None, derivatives=False):
+        """:func:`~napari_aet.geometry.atom_footprints` of atoms at ``positions`` in this series'
+        geometry; ``sigma`` (Å) defaults to each model atom's species width."""
         s = self.series
-        sigma = (self.widths if widths is None else widths)[self.species_index]
+        sigma = self.widths[self.species_index] if sigma is None else sigma
         return atom_footprints(positions, sigma, s.angles, self.data.shape[1:], s.pixel_size, s.tilt_axis,
                                -s.shifts, derivatives)
 
@@ -110,7 +114,8 @@ class _Model:
         out = np.zeros((len(self.heights), *shape), dtype=np.float32)
         chosen = range(len(self.heights)) if only is None else [only]
         members = {s: np.flatnonzero(self.species_index == s) for s in chosen}
-        for i, f in enumerate(self.footprints(positions, widths)):
+        sigma = None if widths is None else widths[self.species_index]
+        for i, f in enumerate(self.footprints(positions, sigma)):
             index, weights = f.flat_index(shape[2]), f.wy[:, :, None] * f.wx[:, None, :]
             for s, rows in members.items():
                 out[s, i] = np.bincount(index[rows].ravel(), weights[rows].ravel(),
@@ -312,11 +317,8 @@ def _refine_positions(model: _Model, fixed, origin, reach, iterations, width_eve
 def _candidate_heights(model: _Model, residual, positions, species_index):
     """Least-squares height ``(M,)`` of one extra atom at each of ``positions`` given the rest of
     the model (``residual`` = model - data), and its standard error from the local residual."""
-    sigma = model.widths[species_index]
-    s = model.series
     signal, norm, variance = (np.zeros(len(positions)) for _ in range(3))
-    for i, f in enumerate(atom_footprints(positions, sigma, s.angles, model.data.shape[1:], s.pixel_size,
-                                          s.tilt_axis, -s.shifts)):
+    for i, f in enumerate(model.footprints(positions, model.widths[species_index])):
         shape = f.wy[:, :, None] * f.wx[:, None, :]
         patch = f.gather(residual[i])
         signal -= model.scale[i] * np.einsum("apq,apq->a", shape, patch)
@@ -330,9 +332,6 @@ def _missing_atom_candidates(model: _Model, residual, min_distance, extra) -> np
     """Positions ``(M, 3)`` Å of possible atoms the model lacks: peaks of the back-projected
     residual (measured - model) and the positions ``extra`` (e.g. peaks classified as noise),
     between ``min_distance`` and twice that from the nearest atom of the model."""
-    from .align import apply_alignment
-    from .reconstruct import weighted_backprojection
-
     series = model.series.replace(projections=(-residual).astype(np.float32))
     if np.any(series.shifts != 0) or series.tilt_axis != 0:
         series = apply_alignment(series)
