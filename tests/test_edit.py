@@ -1,0 +1,146 @@
+"""Hand edits of atom models (napari_aet.edit): re-labelling, the edit log, the review queue."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from napari_aet import edit
+from napari_aet.classify import classify_atoms
+from napari_aet.edit import NON_ATOM
+from napari_aet.geometry import render_atoms
+from napari_aet.model import AtomModel, InputError, Reconstruction
+from napari_aet.simulate import adf_amplitudes, fcc_particle
+
+
+@pytest.fixture(scope="module")
+def particle():
+    """A small FePt particle (55 atoms)."""
+    return fcc_particle(radius=6.0, seed=2)
+
+
+def reviewed(atoms, confidence, ambiguous):
+    return atoms.with_features(confidence=np.asarray(confidence, float), ambiguous=np.asarray(ambiguous, bool))
+
+
+def test_relabel_sets_species_non_atom_and_locks(particle):
+    atoms = particle.with_features(non_atom=np.zeros(len(particle), bool), ambiguous=np.ones(len(particle), bool))
+    out = edit.relabel(atoms, [0, 3], "Pt")
+    out = edit.relabel(out, [5], NON_ATOM)
+    assert list(out.species[[0, 3]]) == ["Pt", "Pt"] and out.species[5] == ""
+    assert out.features["non_atom"][5] and not out.features["non_atom"][[0, 3]].any()
+    assert edit.labels(out)[5] == NON_ATOM
+    edited = np.zeros(len(atoms), bool)
+    edited[[0, 3, 5]] = True
+    np.testing.assert_array_equal(out.features["edited"], edited)
+    np.testing.assert_array_equal(out.features["locked"], edited)
+    np.testing.assert_array_equal(out.features["ambiguous"], ~edited)
+    np.testing.assert_array_equal(out.species[~edited], atoms.species[~edited])
+    assert not atoms.features["locked"].any()  # the input is not modified
+    with pytest.raises(InputError, match="unknown element"):
+        edit.relabel(atoms, [0], "Xx")
+
+
+def test_model_elements_lightest_first():
+    atoms = AtomModel(np.zeros((4, 3)), ["Pt", "", "Fe", "Pt"])
+    assert edit.model_elements(atoms) == ("Fe", "Pt")
+
+
+def test_changes_detect_delete_move_relabel_add(particle):
+    before = particle.with_features(non_atom=np.zeros(len(particle), bool))
+    after = before.subset(np.delete(np.arange(len(before)), [2, 7]))  # atoms 2 and 7 deleted
+    positions = after.positions.copy()
+    positions[4] += [0.5, 0.0, 0.0]  # atom 4 of `after` (5 of `before`) moved by 0.5 Å
+    after = AtomModel(np.vstack([positions, [[1.0, 2.0, 3.0]]]),
+                      np.append(after.species, "Fe"),
+                      {k: np.append(v, v[0]) for k, v in after.features.items()})
+    after = edit.relabel(after, [10], NON_ATOM)
+    log = edit.changes(before, after, removed=[2, 7])
+    json.dumps(log)  # JSON-able
+    by_action = {a: [e for e in log if e["action"] == a] for a in ("delete", "move", "relabel", "add")}
+    assert [e["index"] for e in by_action["delete"]] == [2, 7]
+    assert by_action["delete"][0]["position"] == before.positions[2].tolist()
+    assert by_action["delete"][1]["label"] == before.species[7]
+    (move,) = by_action["move"]
+    assert move["index"] == 4 and move["old"] == before.positions[5].tolist()
+    np.testing.assert_allclose(np.subtract(move["new"], move["old"]), [0.5, 0, 0])
+    (change,) = by_action["relabel"]
+    assert change == {"action": "relabel", "index": 10, "old": before.species[12], "new": NON_ATOM,
+                      "time": change["time"]}
+    (add,) = by_action["add"]
+    assert add["index"] == len(after) - 1 and add["position"] == [1.0, 2.0, 3.0] and add["label"] == "Fe"
+    assert all(e["time"].endswith("+00:00") for e in log)
+    assert edit.changes(before, before) == []
+
+
+def test_changes_by_order_when_removed_is_unknown(particle):
+    shorter = particle.subset(np.arange(len(particle) - 2))
+    assert [e["index"] for e in edit.changes(particle, shorter)] == [len(particle) - 2, len(particle) - 1]
+    assert {e["action"] for e in edit.changes(particle, shorter)} == {"delete"}
+
+
+def test_replacement_entry(particle):
+    entry = edit.replacement(particle, particle.subset(np.arange(10)))
+    assert (entry["action"], entry["old_count"], entry["new_count"]) == ("replace", len(particle), 10)
+    json.dumps(entry)
+
+
+def test_consecutive_moves_of_the_same_atoms_merge():
+    log = [{"action": "relabel", "index": 1, "old": "Fe", "new": "Pt", "time": "t0"}]
+    step = [{"action": "move", "index": 3, "old": [0, 0, 0], "new": [1, 0, 0], "time": "t1"}]
+    edit.append_to_log(log, step)
+    edit.append_to_log(log, [{"action": "move", "index": 3, "old": [1, 0, 0], "new": [2, 0, 0], "time": "t2"}])
+    assert log[1] == {"action": "move", "index": 3, "old": [0, 0, 0], "new": [2, 0, 0], "time": "t2"}
+    edit.append_to_log(log, [{"action": "move", "index": 4, "old": [0, 0, 0], "new": [1, 1, 1], "time": "t3"}])
+    assert len(log) == 3  # another atom: a new entry
+
+
+def test_review_queue_lowest_confidence_first_without_locked(particle):
+    n = len(particle)
+    confidence = np.linspace(1.0, 0.0, n)
+    ambiguous = confidence < 0.3
+    atoms = reviewed(particle, confidence, ambiguous)
+    queue = edit.review_queue(atoms)
+    np.testing.assert_array_equal(queue, np.flatnonzero(ambiguous)[::-1])
+    locked = edit.mark_edited(atoms, [queue[0], queue[2]])
+    np.testing.assert_array_equal(edit.review_queue(locked), np.delete(queue, [0, 2]))
+    assert len(edit.review_queue(particle)) == 0  # never classified: nothing to review
+
+
+def test_queue_step_moves_on_from_a_labelled_atom(particle):
+    confidence = np.array([0.9, 0.2, 0.5, 0.1, 0.5] + [0.95] * (len(particle) - 5))
+    atoms = reviewed(particle, confidence, confidence < 0.6)  # queue: 3, 1, 2, 4
+    assert edit.queue_step(atoms) == (3, 0, 4)
+    assert edit.queue_step(atoms, None, -1) == (4, 3, 4)
+    assert edit.queue_step(atoms, 3, 1) == (1, 1, 4)
+    assert edit.queue_step(atoms, 2, -1) == (1, 1, 4)
+    assert edit.queue_step(atoms, 4, 1) == (4, 3, 4)  # clamped at the end
+    done = edit.relabel(atoms, [1], "Fe")  # 1 labelled: queue 3, 2, 4
+    assert edit.queue_step(done, 1, 0) == (2, 1, 3)
+    assert edit.queue_step(done, 1, 1) == (2, 1, 3)
+    assert edit.queue_step(done, 1, -1) == (3, 0, 3)
+    assert edit.queue_step(edit.relabel(atoms, [1, 2, 3, 4], "Fe"), 4, 1) == (None, 0, 0)
+
+
+def test_hand_labels_survive_a_classify_rerun(particle):
+    volume = render_atoms(particle.positions, adf_amplitudes(particle.species, 1.0), 0.5, (40, 40, 40), 0.4)
+    recon = Reconstruction(volume, 0.4)
+    first = classify_atoms(recon, particle.with_features(), "Fe,Pt")
+    assert np.mean(first.species == particle.species) > 0.95
+    n = len(first)
+    wrong = np.where(first.species[:4] == "Fe", "Pt", "Fe")
+    edited = first
+    for k in range(4):  # deliberately wrong labels, one by one
+        edited = edit.relabel(edited, [k], wrong[k])
+    peak = [[7.0, 7.0, 7.0]]  # a point in empty space, labelled by hand as not an atom
+    edited = edit.relabel(AtomModel(np.vstack([edited.positions, peak]), np.append(edited.species, "Fe"),
+                               {k: np.append(v, v[0]) for k, v in edited.features.items()}), [n], NON_ATOM)
+    again = classify_atoms(recon, edited, "Fe,Pt")
+    np.testing.assert_array_equal(again.species[:4], wrong)
+    assert again.species[n] == "" and again.features["non_atom"][n]
+    hand = np.r_[0:4, n]
+    assert again.features["locked"][hand].all() and again.features["edited"][hand].all()
+    assert not again.features["locked"][4:n].any()
+    assert np.mean(again.species[4:n] == first.species[4:n]) > 0.95
