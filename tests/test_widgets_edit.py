@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from napari import save_layers
 
 from napari_aet._widgets import screenshot
 from napari_aet._widgets._base import show_layer
 from napari_aet._widgets.edit import EditWidget
+from napari_aet._widgets.trace import free_atoms_name, has_manual_edits
 from napari_aet.edit import NON_ATOM
 from napari_aet.layers import ELEMENT_COLOURS, atoms_from_layer, atoms_layer
 from napari_aet.simulate import fcc_particle
@@ -185,3 +187,33 @@ def test_docked_from_the_plugin_menu(make_napari_viewer, qtbot):
     assert [(e["action"], e["index"]) for e in log] == [("move", 4)]  # one entry per drag
     np.testing.assert_allclose(np.subtract(log[0]["new"], log[0]["old"]), [1.0, 1.0, 1.0])  # 2 voxels
     assert list(np.flatnonzero(layer.features["locked"])) == [4]
+
+
+def test_deletions_alone_keep_a_trace_rerun_off_the_layer(edited):
+    viewer, layer, widget, _ = edited
+    assert free_atoms_name(viewer) == "atoms"
+    layer.selected_data = {5}
+    layer.remove_selected()  # leaves no edited/locked flag, only the log entry
+    assert not layer.features["locked"].any() and len(widget.log) == 1
+    assert has_manual_edits(layer) and free_atoms_name(viewer) == "atoms 2"
+
+
+def test_the_log_is_saved_and_continued(edited, tmp_path):
+    viewer, layer, widget, atoms = edited
+    layer.selected_data = {5}
+    layer.remove_selected()
+    layer.selected_data = {0}
+    button(widget, "Pt").click()
+    saved_log = [dict(e) for e in widget.log]
+    path = str(tmp_path / "edited.aet")
+    assert save_layers(path, [layer], plugin="napari-aet") == [path]
+
+    [reopened] = viewer.open(path, plugin="napari-aet")
+    assert reopened.name == "atoms: atoms" and widget.atoms_input.currentText() == "atoms: atoms"
+    assert widget.layer == reopened and widget.log == saved_log
+    np.testing.assert_array_equal(reopened.features["locked"], layer.features["locked"])
+    np.testing.assert_allclose(atoms_from_layer(reopened).positions, atoms_from_layer(layer).positions, atol=1e-9)
+    reopened.selected_data = {9}
+    reopened.remove_selected()
+    assert widget.log[:2] == saved_log and widget.log[2]["action"] == "delete"
+    assert reopened.metadata["aet"]["edits"] is widget.log

@@ -16,10 +16,11 @@ ATOMS_LAYER = "atoms"
 
 
 def has_manual_edits(layer) -> bool:
-    """Whether a Points layer holds atoms the user edited or locked."""
+    """Whether a Points layer holds atoms the user edited or locked, or a non-empty edit log
+    (``metadata["aet"]["edits"]``; e.g. deletions only, which leave no flag behind)."""
     features = layer.features
-    return any(name in features and bool(np.any(features[name].to_numpy(bool)))
-               for name in ("edited", "locked"))
+    return bool(layer.metadata.get("aet", {}).get("edits")) or any(
+        name in features and bool(np.any(features[name].to_numpy(bool))) for name in ("edited", "locked"))
 
 
 def free_atoms_name(viewer) -> str:

@@ -8,7 +8,11 @@ Opening a file gives layers built by :mod:`napari_aet.layers`, in specimen Å:
   3D array is cubic. ``.mat`` volumes are read in GENFIRE's [x, y, z] layout;
 * ``.csv``/``.xyz`` atoms -> Points layer. No volume is known, so the layer uses 1 Å voxels
   and the smallest odd cube about the origin that encloses the atoms with one voxel to spare;
-* an ``.aet`` project -> every layer of every time point.
+* an ``.aet`` project -> every layer of every time point; a time point's ``edits`` become its
+  atoms layer's edit log, ``metadata["aet"]["edits"]``, which the Edit widget continues.
+
+Writers: Image layers to volume or tilt-series files; Points layers to atom tables, or to an
+``.aet`` project that keeps the edit log too.
 
 A missing pixel/voxel size does not stop napari from showing the data: 1 Å is used, a
 warning says so and the layer's metadata carries ``pixel_size_unknown`` /
@@ -26,7 +30,7 @@ import numpy as np
 
 from .. import layers
 from ..model import AtomModel, InputError
-from ..project import TimePoint, load_project
+from ..project import Project, TimePoint, load_project, save_project
 from .angles import find_angle_file
 from .arrays import READERS, read_image_file
 from .atoms import read_atoms
@@ -38,6 +42,8 @@ from .volumes import write_volume as write_volume_file
 ATOM_EXTENSIONS = (".csv", ".xyz")
 READABLE = {*READERS, *ATOM_EXTENSIONS, ".aet"}
 TILT_SERIES_ONLY = {".st", ".ali", ".emd", ".dm3", ".dm4"}
+#: Ending of the name of a project's atoms layer, after the time point's name.
+ATOMS_SUFFIX = ": atoms"
 
 
 def get_reader(path):
@@ -87,7 +93,10 @@ def time_point_layers(point: TimePoint) -> list[tuple]:
     if point.reconstruction is not None:
         out.append(layers.volume_layer(point.reconstruction, name=f"{point.name}: reconstruction"))
     if point.atoms is not None:
-        out.append(_atoms_layer(point.atoms, point.reconstruction, name=f"{point.name}: atoms"))
+        layer = _atoms_layer(point.atoms, point.reconstruction, name=f"{point.name}{ATOMS_SUFFIX}")
+        if point.edits:
+            layer[1]["metadata"]["aet"]["edits"] = point.edits
+        out.append(layer)
     return out
 
 
@@ -147,11 +156,41 @@ def _foreign_atoms(layer) -> AtomModel:
     return AtomModel(world[:, ::-1], species, columns)
 
 
-def write_atoms(path, data, attributes) -> list[str]:
-    """napari writer for Points layers: atoms to ``.csv`` or ``.xyz`` in specimen Å."""
-    layer = _layer(data, attributes)
+def _points_atoms(layer) -> AtomModel:
+    """The atoms of a Points layer: a napari-aet atoms layer's model (with its edits), else
+    :func:`_foreign_atoms`."""
     if layer.metadata.get("aet", {}).get("kind") == "atoms":
-        atoms = layers.atoms_from_layer(layer)
-    else:
-        atoms = _foreign_atoms(layer)
-    return [str(write_atom_file(path, atoms))]
+        return layers.atoms_from_layer(layer)
+    return _foreign_atoms(layer)
+
+
+def _edit_log(layer) -> list[dict]:
+    """The layer's edit log (``metadata["aet"]["edits"]``, see :mod:`napari_aet.edit`); [] if none."""
+    return layer.metadata.get("aet", {}).get("edits", [])
+
+
+def write_atoms(path, data, attributes) -> list[str]:
+    """napari writer for Points layers: atoms to ``.csv`` or ``.xyz`` in specimen Å.
+
+    These tables keep the ``edited``/``locked`` columns but not the edit log: a warning says
+    so when the layer has one.
+    """
+    layer = _layer(data, attributes)
+    log = _edit_log(layer)
+    if log:
+        warnings.warn(f"{Path(path).name} keeps the atoms of layer {layer.name!r} but not its edit log "
+                      f"({len(log)} entries): save the layer as .aet to keep the log too", stacklevel=2)
+    return [str(write_atom_file(path, _points_atoms(layer)))]
+
+
+def write_project(path, data, attributes) -> list[str]:
+    """napari writer for Points layers: an ``.aet`` project of one time point holding the atoms
+    (in specimen Å, with every feature column) and the layer's edit log as its ``edits``.
+
+    The time point is named after the layer without a trailing ": atoms"; opening the file gives
+    the layer "<time point>: atoms" (a project's layer keeps its name) with the same atoms and log,
+    on a 1 Å grid (the project holds no volume).
+    """
+    layer = _layer(data, attributes)
+    point = TimePoint(layer.name.removesuffix(ATOMS_SUFFIX), atoms=_points_atoms(layer), edits=_edit_log(layer))
+    return [str(save_project(path, Project([point])))]
