@@ -9,7 +9,7 @@ from napari_aet.progress import Cancelled
 from napari_aet.simulate import fcc_particle, simulate_tilt_series
 
 AXIS = 12.3  # degrees
-OFFSET = 3  # pixels, an integer roll of every projection along x
+OFFSET = 3.0  # pixels, the rotation axis off the image centre, across the axis
 
 
 @pytest.fixture(scope="module")
@@ -19,11 +19,24 @@ def atoms():
 
 @pytest.fixture(scope="module")
 def tilted(atoms):
-    """Noisy series, tilt axis AXIS, ±5 px shifts, rotation axis moved OFFSET px along x."""
-    data = simulate_tilt_series(atoms, shape=(112, 112), dose=300, max_shift=5, tilt_axis=AXIS, seed=3)
-    rolled = np.roll(data.tilt_series.projections, OFFSET, axis=2)
-    true = data.true_shifts - [0, OFFSET]
-    return data.tilt_series.replace(projections=rolled), true
+    """Noisy series, tilt axis AXIS, ±5 px shifts, rotation axis OFFSET px off the centre."""
+    data = simulate_tilt_series(atoms, shape=(112, 112), dose=300, max_shift=5, tilt_axis=AXIS, axis_offset=OFFSET,
+                                seed=3)
+    return data.tilt_series, data.true_shifts
+
+
+def test_simulated_axis_offset_displaces_every_projection_across_the_axis(atoms):
+    kwargs = dict(angles=np.linspace(-60, 60, 5), shape=(64, 64), dose=None, max_shift=2, seed=2)
+    centred = simulate_tilt_series(atoms, **kwargs)
+    moved = simulate_tilt_series(atoms, axis_offset=3.0, **kwargs)  # tilt axis 0: across it is +x
+    np.testing.assert_allclose(moved.tilt_series.projections[:, :, 3:], centred.tilt_series.projections[:, :, :-3],
+                               atol=1e-4 * centred.tilt_series.projections.max())
+    np.testing.assert_allclose(moved.true_shifts, centred.true_shifts - [0, 3.0])
+    tilted = simulate_tilt_series(atoms, axis_offset=3.0, tilt_axis=AXIS, **kwargs)
+    du, dv = align._to_axis(tilted.true_shifts - simulate_tilt_series(atoms, tilt_axis=AXIS, **kwargs).true_shifts,
+                            AXIS)
+    np.testing.assert_allclose(du, -3.0)
+    np.testing.assert_allclose(dv, 0.0, atol=1e-12)
 
 
 def rigid_residual(estimate, true, angles):
@@ -75,9 +88,9 @@ def test_tilt_axis_angle_and_offset(tilted):
     angle, _ = align.estimate_tilt_axis(series)
     assert abs(angle - AXIS) < 0.2
     # with the true relative shifts applied the rotation axis sits OFFSET px across the axis
-    aligned_but_offset = series.replace(shifts=true + [0, OFFSET], tilt_axis=AXIS)
+    aligned_but_offset = series.replace(shifts=true + align._to_image([OFFSET], [0.0], AXIS), tilt_axis=AXIS)
     _, offset = align.estimate_tilt_axis(aligned_but_offset, search=3.0)
-    assert abs(offset - OFFSET * np.cos(np.deg2rad(AXIS))) < 0.15
+    assert abs(offset - OFFSET) < 0.15
 
 
 def test_apply_alignment_matches_an_aligned_simulation(atoms):
@@ -159,9 +172,11 @@ def test_align_auto_without_room_for_a_background_fit():
     assert rms(err) < 0.15 and abs(offset) < 0.15
 
 
-def test_background_fitted_near_the_particle_biases_the_centre_of_mass_less():
-    """A smooth background fitted around the particle leaves less residue under it than a
-    fit to the whole field, so the centre of mass moves less from where an exact subtraction puts it."""
+def test_background_model_chosen_by_prediction_biases_the_centre_of_mass_less():
+    """The simulator's background is fixed to the detector and not a polynomial: the model chosen
+    by predicting the pixels nearest the particle (a shape shared by all tilts, of higher degree)
+    leaves less residue under the particle than a degree-3 polynomial per projection, so the
+    centre of mass moves less from where an exact subtraction puts it."""
     small = fcc_particle(radius=12.0, seed=2)
     data = simulate_tilt_series(small, angles=np.linspace(-60, 60, 7), shape=(96, 96), dose=300, max_shift=1,
                                 background=10, seed=1)
@@ -169,8 +184,8 @@ def test_background_fitted_near_the_particle_biases_the_centre_of_mass_less():
     exact = data.tilt_series.projections - 10 * (1 + 0.5 * np.sin(2 * np.pi * (0.7 * xx + 0.3 * yy)))
     reference = align.center_of_mass_shifts(data.tilt_series.replace(projections=exact.astype(np.float32)))
     bias = {}
-    for near in (False, True):
-        fitted = preprocess.subtract_background(data.tilt_series, method="smooth", near_particle=near)
-        assert fitted.metadata["background"]["near_particle"] is near
-        bias[near] = np.mean(np.abs(align.center_of_mass_shifts(fitted) - reference)[:, 1])
-    assert bias[True] < 0.6 * bias[False] and bias[True] < 0.15
+    for model, degree in (("each", 3), (None, None)):
+        fitted = preprocess.subtract_background(data.tilt_series, method="smooth", model=model, degree=degree)
+        bias[model] = np.mean(np.abs(align.center_of_mass_shifts(fitted) - reference)[:, 1])
+    assert fitted.metadata["background"]["model"] in ("shared", "scaled")
+    assert bias[None] < 0.5 * bias["each"] and bias[None] < 0.05

@@ -58,6 +58,26 @@ def test_smooth_background_is_removed(atoms):
         preprocess.subtract_background(data.tilt_series, method="rolling ball")
 
 
+def test_background_model_is_chosen_by_the_data(atoms):
+    """A background fixed to the detector but brighter in some tilts is fitted as one shape with a
+    scale per tilt; one whose slope turns from tilt to tilt, as a polynomial per projection."""
+    data = simulate_tilt_series(atoms, angles=ANGLES, shape=SHAPE, dose=300, max_shift=1, seed=1)
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:SHAPE[0], 0:SHAPE[1]] / SHAPE[1]
+    scaled = np.linspace(0.7, 1.3, len(ANGLES))[:, None, None] * smooth_background(10)
+    turn = np.linspace(0, np.pi, len(ANGLES))[:, None, None]
+    varying = 10 + 8 * (np.cos(turn) * (xx - 0.5) + np.sin(turn) * (yy - 0.5))
+    for truth, model in ((scaled, "scaled"), (varying, "each")):
+        series = data.tilt_series.replace(projections=(data.tilt_series.projections + rng.poisson(truth)))
+        out = preprocess.subtract_background(series, method="smooth", model=None, degree=None)
+        record = out.metadata["background"]
+        assert record["model"] == model and set(record["prediction_errors"]) == {"each", "shared", "scaled"}
+        estimated = series.projections - out.projections
+        assert np.sqrt(np.mean((estimated - truth) ** 2)) < 0.3
+    with pytest.raises(InputError, match="model"):
+        preprocess.subtract_background(series, method="smooth", model="rolling ball")
+
+
 def test_background_needs_room_outside_the_particle(atoms):
     data = simulate_tilt_series(atoms, angles=ANGLES, shape=(62, 62), dose=300, max_shift=0, seed=1)
     with pytest.raises(InputError, match="fills the field of view"):

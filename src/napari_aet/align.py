@@ -397,11 +397,13 @@ def align_auto(series: TiltSeries, *, tilt_axis=None, axis_tolerance=1.0, precis
        centroid lies on the rotation centre and the axis through ``nx // 2``.
 
     All measurements use a copy with the background removed (``background``: "smooth",
-    "constant" or "none", see :func:`napari_aet.preprocess.subtract_background`), fitted
-    near the particle (``near_particle=True``): a background left under it biases the centre
-    of mass. Where the particle leaves too little
-    background for that, only the border level is removed and ``report["background"]``
-    says why.
+    "constant" or "none", see :func:`napari_aet.preprocess.subtract_background`); for "smooth"
+    the model (one shape fixed to the detector for all tilts, with or without a scale per
+    tilt, or a polynomial per tilt) and its degree are those that best predict the outside
+    pixels nearest the particle from those farther out: a background left under the particle
+    biases the centre of mass, and so the tilt-axis offset. Where the particle leaves too
+    little background for a fit, only the border level is removed and ``report["background"]``
+    says why; otherwise ``report["background_fit"]`` holds the fit's record.
 
     The report holds ``background`` (what was removed), ``steps`` (name, rms change in px),
     ``shifts`` per step ``(n, 2)``,
@@ -415,7 +417,8 @@ def align_auto(series: TiltSeries, *, tilt_axis=None, axis_tolerance=1.0, precis
     measured = series
     if background != "none":
         try:
-            measured = subtract_background(series, method=background, near_particle=True)
+            measured = subtract_background(series, method=background, model=None, degree=None)
+            rep["background_fit"] = measured.metadata["background"]
         except InputError as error:  # too little background to fit: the border level is used
             rep["background"] = f"none ({error})"
     signal = _signal(measured.projections)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from .geometry import project_atoms
+from .geometry import in_plane_rotation, project_atoms
 from .model import ATOMIC_NUMBERS, AtomModel, InputError, TiltSeries, check_elements
 
 #: fcc lattice constant of FePt (Å).
@@ -83,7 +83,7 @@ def adf_amplitudes(species, dose, exponent=1.7) -> np.ndarray:
 
 
 def simulate_tilt_series(atoms: AtomModel, angles=None, shape=(128, 128), pixel_size=0.4,
-                         dose=400.0, blur=0.55, exponent=1.7, max_shift=3.0, tilt_axis=0.0,
+                         dose=400.0, blur=0.55, exponent=1.7, max_shift=3.0, tilt_axis=0.0, axis_offset=0.0,
                          background=0.0, n_frames=1, frame_drift=0.0, seed=0) -> SimulatedData:
     """An ADF-STEM-like tilt series of ``atoms``.
 
@@ -95,6 +95,9 @@ def simulate_tilt_series(atoms: AtomModel, angles=None, shape=(128, 128), pixel_
     exponent : ADF contrast, intensity ∝ Z**exponent.
     max_shift : random per-projection displacement, uniform in ±max_shift pixels.
     tilt_axis : in-plane tilt-axis direction, degrees from the image y axis.
+    axis_offset : pixels by which the rotation axis lies off the image centre, perpendicular
+        to the axis (along u, :func:`napari_aet.geometry.in_plane_rotation`); every
+        projection is displaced by it, and ``true_shifts`` undo it.
     background : mean counts per pixel of a smooth, slowly varying background.
     n_frames, frame_drift : frames per angle, each displaced by a random walk of
         ``frame_drift`` pixels rms per step; the dose is split between them.
@@ -103,7 +106,8 @@ def simulate_tilt_series(atoms: AtomModel, angles=None, shape=(128, 128), pixel_
     angles = np.linspace(-70, 70, 51) if angles is None else np.asarray(angles, dtype=np.float64)
     n = len(angles)
     amplitudes = adf_amplitudes(atoms.species, 1.0 if dose is None else dose, exponent)
-    displacement = rng.uniform(-max_shift, max_shift, size=(n, 2))
+    x, y = in_plane_rotation(tilt_axis)[:, 0] * axis_offset
+    displacement = rng.uniform(-max_shift, max_shift, size=(n, 2)) + [y, x]
     drift = np.cumsum(rng.normal(scale=frame_drift, size=(n, n_frames, 2)), axis=1)
     drift -= drift.mean(axis=1, keepdims=True)
     ny, nx = shape
