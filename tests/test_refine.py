@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from scipy.spatial import cKDTree
 
 from napari_aet.analysis.atom_metrics import compare_atoms
 from napari_aet.geometry import atom_footprints, project_atoms
@@ -84,6 +85,34 @@ def test_missing_atoms_are_added_and_spurious_ones_removed(truth, measured):
     assert metrics["recall"] == 1.0 and metrics["precision"] == 1.0 and metrics["species_accuracy"] == 1.0
     assert 4 <= f["refine_added"].sum() <= 6  # two of the six come back as the noise-labelled peaks
     assert np.all(np.isnan(f["refine_shift"][f["refine_added"]]))
+    assert result.errors["added"][-1] == 0 and len(result.errors["added"]) < 4  # rounds stop once complete
+
+
+def test_of_two_atoms_sharing_one_atoms_signal_one_is_removed(truth, measured):
+    """A second Pt 1.2 Å outside a surface Pt: each takes part of its signal, neither is too faint."""
+    outermost = np.flatnonzero(truth.species == "Pt")[np.argmax(np.linalg.norm(truth.positions[truth.species == "Pt"],
+                                                                                axis=1))]
+    duplicate = truth.positions[outermost] * (1 + 1.2 / np.linalg.norm(truth.positions[outermost]))
+    start = AtomModel(np.concatenate([truth.positions, [duplicate]]), np.append(truth.species, "Pt").astype(object))
+    result = refine_atoms(measured, start, iterations=6)
+    assert result.atoms.features["refine_removed"].sum() == 1
+    metrics = compare_atoms(result.atoms.subset(result.atoms.species != ""), truth)
+    assert metrics["recall"] == 1.0 and metrics["precision"] == 1.0
+
+
+def test_an_atom_beside_a_neighbour_pulled_into_its_place_is_found(truth, measured):
+    """A missing Pt whose neighbour was traced 0.8 Å towards it, nearer than min_distance."""
+    missing = np.argsort(np.linalg.norm(truth.positions, axis=1))[5]
+    pulled = cKDTree(truth.positions).query(truth.positions[missing], 2)[1][1]
+    positions = truth.positions.copy()
+    towards = positions[missing] - positions[pulled]
+    positions[pulled] += 0.8 * towards / np.linalg.norm(towards)
+    assert np.linalg.norm(positions[missing] - positions[pulled]) < 2.0
+    kept = np.setdiff1d(np.arange(len(truth)), [missing])
+    result = refine_atoms(measured, AtomModel(positions[kept], truth.species[kept]), iterations=6)
+    assert result.atoms.features["refine_added"].sum() == 1
+    metrics = compare_atoms(result.atoms.subset(result.atoms.species != ""), truth)
+    assert metrics["recall"] == 1.0 and metrics["precision"] == 1.0
 
 
 def test_a_slowly_varying_background_is_not_taken_for_atoms(truth):

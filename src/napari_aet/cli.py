@@ -60,8 +60,9 @@ def _add_common(parser):
     parser.add_argument("--refine-iterations", type=int, default=None,
                         help="refinement iterations per pass at most (default: refine.refine_atoms' default)")
     parser.add_argument("--refine-rounds", type=int, default=None,
-                        help="rounds of adding atoms the residual shows missing, each followed by a refinement "
-                             "pass (default 2; each round costs about one pass; 0 = positions only)")
+                        help="rounds at most of adding atoms the residual shows missing, each followed by a "
+                             "refinement pass; they stop once a round adds fewer than 0.5%% of the atoms (default 4; "
+                             "each round costs about one pass; 0 = positions only)")
 
 
 def build_parser() -> argparse.ArgumentParser:

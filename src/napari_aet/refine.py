@@ -22,6 +22,7 @@ a bright one is no longer pulled along the beam by its neighbour's elongated ima
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 from scipy import ndimage
@@ -36,6 +37,8 @@ from .trace import enforce_min_distance
 
 #: Largest position change of one atom in one iteration (Å): keeps a step inside the basin.
 _MAX_STEP = 0.25
+#: The model is complete when a completion round adds fewer than this fraction of its atoms.
+_COMPLETE = 0.005
 
 #: Widths tried first (Å); the best one starts the per-species search.
 _START_WIDTHS = (0.3, 0.4, 0.55, 0.75, 1.0)
@@ -331,7 +334,9 @@ def _candidate_heights(model: _Model, residual, positions, species_index):
 def _missing_atom_candidates(model: _Model, residual, min_distance, extra) -> np.ndarray:
     """Positions ``(M, 3)`` Å of possible atoms the model lacks: peaks of the back-projected
     residual (measured - model) and the positions ``extra`` (e.g. peaks classified as noise),
-    between ``min_distance`` and twice that from the nearest atom of the model."""
+    between 0.75 and 2 ``min_distance`` from the nearest atom of the model (a neighbour pulled
+    into a missing atom's place sits nearer than ``min_distance`` to it; if the pair still
+    crowds after refinement, :func:`_crowded` settles it)."""
     series = model.series.replace(projections=(-residual).astype(np.float32))
     if np.any(series.shifts != 0) or series.tilt_axis != 0:
         series = apply_alignment(series)
@@ -341,7 +346,15 @@ def _missing_atom_candidates(model: _Model, residual, min_distance, extra) -> np
     peaks = (ndimage.maximum_filter(volume, size=3) == volume) & (volume > 0)
     positions = np.concatenate([voxel_to_specimen(np.argwhere(peaks), volume.shape, voxel), extra])
     distance = cKDTree(model.positions).query(positions)[0]
-    return positions[(distance >= min_distance) & (distance <= 2 * min_distance)]
+    return positions[(distance >= 0.75 * min_distance) & (distance <= 2 * min_distance)]
+
+
+def _crowded(model: _Model, height_ratio, fixed, min_distance) -> np.ndarray:
+    """Free atoms sharing one atom's signal with a neighbour nearer than ``min_distance``: of such
+    a pair, the one with the lower height ratio when it is below 1 (an atom at least as bright as
+    its species is pulled by a mislabelled or missing neighbour instead, and stays)."""
+    score = np.where(fixed, np.inf, height_ratio)
+    return ~fixed & (height_ratio < 1) & ~enforce_min_distance(model.positions, score, min_distance)
 
 
 def _too_faint(model: _Model, height_ratio, fixed) -> np.ndarray:
@@ -375,7 +388,7 @@ def _default_column(column, n):
 
 
 def refine_atoms(series: TiltSeries, atoms: AtomModel, *, elements=None, iterations=15, width_every=3,
-                 tolerance=0.002, complete_rounds=2, min_distance=2.0, significance=3.0, background_width=4.0,
+                 tolerance=0.002, complete_rounds=4, min_distance=2.0, significance=3.0, background_width=4.0,
                  progress=None) -> Refinement:
     """Refine atom positions, per-species heights and widths against the measured projections.
 
@@ -391,14 +404,17 @@ def refine_atoms(series: TiltSeries, atoms: AtomModel, *, elements=None, iterati
         step looks for instead.
     width_every : the species widths are searched every this many iterations (0 = fixed widths
         after the initial choice).
-    complete_rounds : before each of this many refinement passes (at least one pass runs), settle
-        the positions (a third of the iterations, within ``min_distance / 8``), then add the
-        atoms the model lacks (flagged ``refine_added``): peaks of the back-projected residual
-        (measured - model) and input non-atom peaks, between ``min_distance`` (Å) and twice that
-        from the model, whose least-squares height exceeds half the lightest species' height and
-        ``significance`` standard errors. After the last pass, free atoms whose own height is
-        below that half become non-atoms (kept, flagged ``refine_removed``).
-        0 = positions, heights and widths only.
+    complete_rounds : at most this many rounds of completion, each followed by a refinement
+        pass (at least one pass runs). A round settles the positions (a third of the iterations,
+        within ``min_distance / 8``), then adds the atoms the model lacks (flagged
+        ``refine_added``): peaks of the back-projected residual (measured - model) and input
+        non-atom peaks, between 0.75 and 2 ``min_distance`` (Å) from the model, whose
+        least-squares height exceeds half the lightest species' height and ``significance``
+        standard errors. Rounds stop once one adds fewer than 0.5 % of the model's atoms. After
+        the last pass, free atoms the data do not support become non-atoms (kept, flagged
+        ``refine_removed``), each kind followed by one more pass: first the weaker of two atoms
+        nearer than ``min_distance`` when it is fainter than its species, then atoms whose own
+        height is below that half. 0 = positions, heights and widths only.
     background_width : Å; the background may vary across each projection on this scale (the
         residual low-passed with a Gaussian of this sigma): probe tails, a support film, a slow
         detector drift. It must stay well above the atoms' width (sharp residuals are atoms);
@@ -438,15 +454,23 @@ def refine_atoms(series: TiltSeries, atoms: AtomModel, *, elements=None, iterati
             model.species_index = np.concatenate([model.species_index, added_species])
         species, height_ratio = _refine_positions(model, fixed, origin, min_distance / 2, iterations, width_every,
                                                   tolerance, history, sub_progress(stage, 0.35, 1.0))
-    if complete_rounds:  # atoms the refined model shows to be too faint (judged only now: a misplaced
-        # atom's height is underestimated)
-        drop = _too_faint(model, height_ratio, fixed)
-        history["removed"].append(int(np.count_nonzero(drop)))
+        if complete_rounds and len(added) < _COMPLETE * len(model.positions):
+            break
+    n_dropped = 0
+    for judge in (partial(_crowded, min_distance=min_distance), _too_faint) if complete_rounds else ():
+        # atoms the refined model does not support, judged only now (a misplaced atom's height is
+        # underestimated) and one kind at a time (a crowding atom takes its neighbours' signal)
+        drop = judge(model, height_ratio, fixed)
+        if not np.any(drop):
+            continue
+        n_dropped += int(np.count_nonzero(drop))
         removed[rows[drop & (rows < len(atoms))]] = True
-        rows, height_ratio = rows[~drop], height_ratio[~drop]
+        rows, fixed, origin = rows[~drop], fixed[~drop], origin[~drop]
         model.positions, model.species_index = model.positions[~drop], model.species_index[~drop]
-        species = model.species_projections(model.positions)
-        model.solve_linear(species)
+        species, height_ratio = _refine_positions(model, fixed, origin, min_distance / 2, iterations, 0, tolerance,
+                                                  history, sub_progress(progress, 0.95, 0.97))
+    if complete_rounds:
+        history["removed"].append(n_dropped)
     history["r_factor"].append(model.r_factor(model.combine(species) - model.data))
     report(progress, 0.97, "building the refined model")
     new = rows >= len(atoms)  # added atoms that stayed, numbered after the input's
