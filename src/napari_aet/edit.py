@@ -130,14 +130,18 @@ def append_to_log(log: list, entries: list[dict]) -> list:
     return log
 
 
+def _confidence(atoms: AtomModel) -> np.ndarray:
+    """The classifier's per-atom ``confidence`` (zeros where the atoms were never classified)."""
+    return np.asarray(atoms.features.get("confidence", np.zeros(len(atoms))), dtype=float)
+
+
 def review_queue(atoms: AtomModel) -> np.ndarray:
     """Indices of the atoms still to review — ``ambiguous`` and not ``locked`` — lowest
     ``confidence`` first (ties by index). Empty when the atoms were never classified."""
     if "ambiguous" not in atoms.features:
         return np.zeros(0, dtype=np.intp)
     todo = np.flatnonzero(_flags(atoms, "ambiguous") & ~_flags(atoms, "locked"))
-    confidence = np.asarray(atoms.features.get("confidence", np.zeros(len(atoms))), dtype=float)
-    return todo[np.argsort(confidence[todo], kind="stable")]
+    return todo[np.argsort(_confidence(atoms)[todo], kind="stable")]
 
 
 def queue_step(atoms: AtomModel, current=None, step=1) -> tuple[int | None, int, int]:
@@ -158,7 +162,7 @@ def queue_step(atoms: AtomModel, current=None, step=1) -> tuple[int | None, int,
     else:
         if not 0 <= current < len(atoms):
             raise InputError(f"atom {current} does not exist: the model has {len(atoms)} atoms")
-        confidence = np.asarray(atoms.features.get("confidence", np.zeros(len(atoms))), dtype=float)
+        confidence = _confidence(atoms)
         c, q = confidence[current], confidence[queue]
         place = int(np.count_nonzero((q < c) | ((q == c) & (queue < current))))
         in_queue = place < len(queue) and queue[place] == current
