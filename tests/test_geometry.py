@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from napari_aet.geometry import (Projector, euler_angles, in_plane_rotation, project, project_atoms,
-                                 render_atoms, rotation_matrices, specimen_to_voxel, voxel_to_specimen)
+from napari_aet.geometry import (_BLOCK, Projector, atom_footprints, euler_angles, in_plane_rotation, project,
+                                 project_atoms, render_atoms, rotation_matrices, specimen_to_voxel,
+                                 voxel_to_specimen)
 from napari_aet.model import InputError
 
 ANGLES = np.linspace(-70, 70, 9)
@@ -107,3 +108,30 @@ def test_bad_shapes_are_reported():
         Projector((8, 8, 8), ANGLES).forward(np.zeros((8, 8, 9)))
     with pytest.raises(InputError, match="angles must have shape"):
         rotation_matrices(np.zeros((3, 2)))
+
+
+def test_footprint_images_equal_the_sum_of_each_atom_s_outer_product():
+    """splat, splat_shift and gather_along_x work in blocks of atoms; more atoms than one block here,
+    some partly off the detector, with the y integrals shared between the projections."""
+    rng = np.random.default_rng(2)
+    n_atoms, shape = _BLOCK + 300, (40, 36)
+    positions = rng.uniform(-9, 9, (n_atoms, 3))
+    footprints = list(atom_footprints(positions, 0.5, [0.0, 40.0], shape, 0.4, derivatives=True))
+    assert footprints[0].wy is footprints[1].wy  # same rows in every projection about y
+    f = footprints[1]
+    amplitudes, layer = rng.uniform(1, 2, n_atoms), rng.integers(0, 2, n_atoms)
+    dx, dy = rng.normal(size=(2, n_atoms))
+    image = rng.normal(size=shape)
+    stack, shift = np.zeros((2, *shape)), np.zeros(shape)
+    for a in range(n_atoms):
+        at = np.ix_(f.iy[a], f.ix[a])
+        np.add.at(stack[layer[a]], at, amplitudes[a] * np.outer(f.wy[a], f.wx[a]))
+        np.add.at(shift, at, np.outer(f.wy[a], f.dwx[a]) * dx[a] + np.outer(f.dwy[a], f.wx[a]) * dy[a])
+    np.testing.assert_allclose(f.splat(amplitudes, (2, *shape), layer), stack, atol=1e-12)
+    np.testing.assert_allclose(f.splat(amplitudes, shape), stack.sum(0), atol=1e-12)
+    np.testing.assert_allclose(f.splat_shift(dx, dy, shape), shift, atol=1e-12)
+    weights = np.stack([f.wx, f.dwx], -1)
+    np.testing.assert_allclose(f.gather_along_x(image, weights), f.gather(image) @ weights, atol=1e-12)
+    (alone,) = atom_footprints(positions, 0.5, [40.0], shape, 0.4, derivatives=True)
+    for name in ("iy", "wy", "dwy", "ix", "wx", "dwx"):
+        np.testing.assert_array_equal(getattr(alone, name), getattr(f, name))

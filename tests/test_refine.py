@@ -6,7 +6,7 @@ from napari_aet.analysis.atom_metrics import compare_atoms
 from napari_aet.geometry import atom_footprints, project_atoms
 from napari_aet.model import AtomModel, InputError, TiltSeries
 from napari_aet.progress import Cancelled
-from napari_aet.refine import refine_atoms
+from napari_aet.refine import _Model, refine_atoms
 from napari_aet.simulate import adf_amplitudes, fcc_particle, simulate_tilt_series
 
 ANGLES = np.linspace(-70, 70, 29)
@@ -189,3 +189,14 @@ def test_bad_input_and_cancel(truth, measured):
 
     with pytest.raises(Cancelled):
         refine_atoms(measured, truth, iterations=5, progress=cancel)
+
+
+def test_one_species_projection_uses_the_window_of_the_whole_model(truth, measured):
+    """The width search re-projects one species alone: with its current width it must give exactly
+    that species' image of the whole model (same footprint window, although the other is wider)."""
+    index = (truth.species == "Pt").astype(int)
+    model = _Model(measured, truth.positions, index, np.array([300.0, 2000.0]), np.array([0.45, 0.8]),
+                   np.ones(measured.n_angles))
+    species = model.species_projections(model.positions)
+    np.testing.assert_array_equal(model.species_projection(0, 0.45), species[0])
+    np.testing.assert_array_equal(model.species_projection(1, 0.8), species[1])

@@ -204,6 +204,12 @@ def _pixel_integrals(centres, sigma, n, half, derivative=False):
     return (*out, np.where(inside, slope, 0.0))
 
 
+#: Atoms per block of the ``(N, w, w)`` work arrays of :class:`Footprints`: made for thousands of
+#: atoms at once they are tens of MB, which the allocator gives back to the system and faults in
+#: again every time (measured: twice as slow).
+_BLOCK = 1024
+
+
 @dataclass
 class Footprints:
     """Where the Gaussian atoms of one projection fall on the detector (separable in y and x).
@@ -222,23 +228,59 @@ class Footprints:
     dwy: np.ndarray | None = None
     dwx: np.ndarray | None = None
 
-    def flat_index(self, nx) -> np.ndarray:
-        """Raveled detector index ``(N, w, w)`` of every footprint pixel."""
-        return self.iy[:, :, None] * nx + self.ix[:, None, :]
+    def flat_index(self, nx, offset=0, rows=slice(None)) -> np.ndarray:
+        """Raveled detector index ``(N, w, w)`` of every footprint pixel of the atoms ``rows`` in
+        images ``nx`` pixels wide, plus ``offset`` (scalar or one per atom of ``rows``)."""
+        return (self.iy[rows] * nx + np.reshape(offset, (-1, 1)))[:, :, None] + self.ix[rows, None, :]
 
-    def splat(self, amplitudes, detector_shape) -> np.ndarray:
-        """The image ``(ny, nx)`` float64 of the atoms with ``amplitudes`` ``(N,)``."""
-        ny, nx = detector_shape
-        w = amplitudes[:, None, None] * self.wy[:, :, None] * self.wx[:, None, :]
-        return np.bincount(self.flat_index(nx).ravel(), w.ravel(), minlength=ny * nx).reshape(ny, nx)
+    def splat(self, amplitudes, shape, layer=0) -> np.ndarray:
+        """The image ``shape`` = ``(ny, nx)`` float64 of the atoms with ``amplitudes`` ``(N,)``, or a
+        stack of images ``shape`` = ``(n_layers, ny, nx)`` with atom a in image ``layer[a]``."""
+        return self._scatter((amplitudes[:, None] * self.wy)[:, :, None], self.wx[:, :, None], shape, layer)
+
+    def splat_shift(self, dx, dy, detector_shape) -> np.ndarray:
+        """The change ``(ny, nx)`` float64, to first order, of the image of unit-amplitude atoms each
+        shifted by ``(dx, dy)`` ``(N,)`` pixels (needs the derivatives)."""
+        return self._scatter(np.stack([self.wy, self.dwy * dy[:, None]], -1),
+                             np.stack([self.dwx * dx[:, None], self.wx], -1), detector_shape)
+
+    def _scatter(self, row_weights, column_weights, shape, layer=0) -> np.ndarray:
+        """Images ``shape`` (``(ny, nx)`` or ``(n_layers, ny, nx)``) float64 holding at the footprint
+        of each atom a (in image ``layer[a]``) the sum over k of the outer products of
+        ``row_weights[a, :, k]`` and ``column_weights[a, :, k]`` (both ``(N, w, K)``)."""
+        starts = np.broadcast_to(np.multiply(layer, shape[-2] * shape[-1]), len(self.iy))
+        out = np.zeros(int(np.prod(shape)))
+        for rows in self._blocks():
+            weights = row_weights[rows] @ column_weights[rows].transpose(0, 2, 1)
+            out += np.bincount(self.flat_index(shape[-1], starts[rows], rows).ravel(), weights.ravel(),
+                               minlength=out.size)
+        return out.reshape(shape)
 
     def gather(self, image) -> np.ndarray:
         """The values ``(N, w, w)`` of ``image`` ``(ny, nx)`` under every footprint."""
-        return image[self.iy[:, :, None], self.ix[:, None, :]]
+        return np.take(image, self.flat_index(image.shape[1]))
+
+    def gather_along_x(self, image, weights) -> np.ndarray:
+        """``(N, w, K)``: the values of ``image`` ``(ny, nx)`` under every footprint summed along x
+        with the ``weights`` ``(N, w, K)`` of each atom's columns."""
+        out = np.empty((*self.iy.shape, weights.shape[2]))
+        for rows in self._blocks():
+            out[rows] = np.take(image, self.flat_index(image.shape[1], rows=rows)) @ weights[rows]
+        return out
+
+    def _blocks(self):
+        """Slices of at most :data:`_BLOCK` atoms."""
+        return [slice(start, start + _BLOCK) for start in range(0, len(self.iy), _BLOCK)]
+
+
+def footprint_half_width(sigma) -> int:
+    """Half-width (pixels) of the footprint window of Gaussians with widths ``sigma`` (pixels): 4 sigma + 1
+    of the widest, so that every footprint holds all but ~1e-4 of its atom."""
+    return int(np.ceil(4 * np.max(sigma))) + 1 if np.size(sigma) else 0
 
 
 def atom_footprints(positions, sigma, angles, detector_shape, pixel_size, tilt_axis=0.0, offsets=None,
-                    derivatives=False):
+                    derivatives=False, half_width=None):
     """Yield the :class:`Footprints` of Gaussian atoms in each projection, in angle order.
 
     positions : ``(N, 3)`` specimen (x, y, z) in Å, origin at the rotation centre.
@@ -247,6 +289,11 @@ def atom_footprints(positions, sigma, angles, detector_shape, pixel_size, tilt_a
     tilt_axis : in-plane tilt-axis direction in degrees (see :func:`in_plane_rotation`).
     offsets : ``(n, 2)`` displacement (dy, dx) in pixels of the particle in each image.
     derivatives : also give the weights' derivatives (for fitting positions).
+    half_width : footprint window half-width in pixels (default :func:`footprint_half_width` of sigma).
+
+    The pixel integrals along an image axis are computed once for consecutive projections where
+    the atoms' coordinates along it are the same (the rows of every projection about a tilt axis
+    along y): such footprints share those arrays, which must not be modified.
     """
     positions = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
     sig = np.broadcast_to(np.asarray(sigma, dtype=np.float64) / pixel_size, len(positions))
@@ -254,12 +301,19 @@ def atom_footprints(positions, sigma, angles, detector_shape, pixel_size, tilt_a
     matrices = rotation_matrices(angles)
     offsets = np.zeros((len(matrices), 2)) if offsets is None else np.asarray(offsets, float)
     to_image = in_plane_rotation(tilt_axis)
-    half = int(np.ceil(4 * sig.max())) + 1 if len(sig) else 0
+    half = footprint_half_width(sig) if half_width is None else half_width
+    previous = [(None, None), (None, None)]  # per image axis (x, y): the last centres and their integrals
+
+    def integrals(axis, centres, n):
+        if not np.array_equal(previous[axis][0], centres):
+            previous[axis] = centres, _pixel_integrals(centres, sig, n, half, derivatives)
+        return previous[axis][1]
+
     for i, m in enumerate(matrices):
         jacobian = to_image @ m[:2] / pixel_size
         xy = positions @ jacobian.T
-        x = _pixel_integrals(xy[:, 0] + nx // 2 + offsets[i, 1], sig, nx, half, derivatives)
-        y = _pixel_integrals(xy[:, 1] + ny // 2 + offsets[i, 0], sig, ny, half, derivatives)
+        x = integrals(0, xy[:, 0] + nx // 2 + offsets[i, 1], nx)
+        y = integrals(1, xy[:, 1] + ny // 2 + offsets[i, 0], ny)
         yield Footprints(y[0], y[1], x[0], x[1], jacobian, *((y[2], x[2]) if derivatives else ()))
 
 
@@ -287,7 +341,7 @@ def render_atoms(positions, amplitudes, sigma, shape, voxel_size) -> np.ndarray:
     idx = specimen_to_voxel(positions, shape, voxel_size)
     amplitudes = np.broadcast_to(np.asarray(amplitudes, dtype=np.float64), len(idx))
     sig = np.broadcast_to(np.asarray(sigma, dtype=np.float64) / voxel_size, len(idx))
-    half = int(np.ceil(4 * sig.max())) + 1 if len(sig) else 0
+    half = footprint_half_width(sig)
     nz, ny, nx = shape
     out = np.zeros(nz * ny * nx, dtype=np.float64)
     for start in range(0, len(idx), 2048):

@@ -29,7 +29,7 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from .align import apply_alignment
-from .geometry import atom_footprints, voxel_to_specimen
+from .geometry import atom_footprints, footprint_half_width, voxel_to_specimen
 from .model import ATOMIC_NUMBERS, AtomModel, InputError, TiltSeries
 from .progress import report, sub_progress
 from .reconstruct import weighted_backprojection
@@ -88,6 +88,7 @@ class _Model:
         self.smooth = np.zeros(self.data.shape, np.float32) if smooth is None else smooth  # slow background part
         self.offset = np.zeros(len(self.data))  # and its level per projection
         self.background_width = background_width
+        self._kept = []  # (positions, sigma, footprints) of the last two calls of atom_footprints
 
     @property
     def background(self) -> np.ndarray:
@@ -102,27 +103,47 @@ class _Model:
         return cls(series, atoms.positions, index, np.array([refinement.heights[e] for e in elements]),
                    np.array([refinement.widths[e] for e in elements]), refinement.scale, refinement.background)
 
-    def footprints(self, positions, sigma=None, derivatives=False):
-        """:func:`~napari_aet.geometry.atom_footprints` of atoms at ``positions`` in this series'
-        geometry; ``sigma`` (Å) defaults to each model atom's species width."""
+    def footprints(self, positions, sigma, derivatives=False, half_width=None):
+        """:func:`~napari_aet.geometry.atom_footprints` of atoms at ``positions`` ``(N, 3)`` Å with
+        widths ``sigma`` (Å) in this series' geometry."""
         s = self.series
-        sigma = self.widths[self.species_index] if sigma is None else sigma
         return atom_footprints(positions, sigma, s.angles, self.data.shape[1:], s.pixel_size, s.tilt_axis,
-                               -s.shifts, derivatives)
+                               -s.shifts, derivatives, half_width)
 
-    def species_projections(self, positions, widths=None, only=None) -> np.ndarray:
-        """Unit-height projections ``(S, n, ny, nx)`` float32 of each species' atoms (species
-        ``only`` alone when given; the others are left zero)."""
-        shape = self.data.shape
-        out = np.zeros((len(self.heights), *shape), dtype=np.float32)
-        chosen = range(len(self.heights)) if only is None else [only]
-        members = {s: np.flatnonzero(self.species_index == s) for s in chosen}
-        sigma = None if widths is None else widths[self.species_index]
-        for i, f in enumerate(self.footprints(positions, sigma)):
-            index, weights = f.flat_index(shape[2]), f.wy[:, :, None] * f.wx[:, None, :]
-            for s, rows in members.items():
-                out[s, i] = np.bincount(index[rows].ravel(), weights[rows].ravel(),
-                                        minlength=shape[1] * shape[2]).reshape(shape[1:])
+    def atom_footprints(self, positions) -> list:
+        """The footprints, with derivatives, of the model's atoms at ``positions`` ``(N, 3)`` Å with
+        their species' widths, one per projection. The last two sets are kept: the gradient, the
+        search direction and the next trial step of an iteration use the same positions, and a
+        rejected step returns to the previous ones."""
+        sigma = self.widths[self.species_index]
+        for kept in self._kept:
+            if np.array_equal(kept[0], positions) and np.array_equal(kept[1], sigma):
+                return kept[2]
+        footprints = list(self.footprints(positions, sigma, derivatives=True))
+        self._kept = [(positions.copy(), sigma, footprints), *self._kept[:1]]
+        return footprints
+
+    def species_projections(self, positions) -> np.ndarray:
+        """Unit-height projections ``(S, n, ny, nx)`` float32 of each species' atoms at ``positions``."""
+        return self._splat(self.atom_footprints(positions), self.species_index, len(self.heights))
+
+    def species_projection(self, s, width) -> np.ndarray:
+        """Unit-height projections ``(n, ny, nx)`` float32 of species ``s``'s atoms at the model's
+        positions with width ``width`` (Å), in the same footprint window as every model atom."""
+        rows = self.species_index == s
+        widths = self.widths.copy()
+        widths[s] = width
+        half_width = footprint_half_width(widths[self.species_index] / self.series.pixel_size)
+        footprints = self.footprints(self.positions[rows], width, half_width=half_width)
+        return self._splat(footprints, np.zeros(np.count_nonzero(rows), int), 1)[0]
+
+    def _splat(self, footprints, species_index, n_species) -> np.ndarray:
+        """``(n_species, n, ny, nx)`` float32 unit-height projections of atoms of ``species_index``
+        ``(N,)`` from their ``footprints`` (one per projection)."""
+        out = np.empty((n_species, *self.data.shape), dtype=np.float32)
+        ones = np.ones(len(species_index))
+        for i, f in enumerate(footprints):
+            out[:, i] = f.splat(ones, out[:, i].shape, species_index)
         return out
 
     def combine(self, species) -> np.ndarray:
@@ -167,37 +188,36 @@ class _Model:
         """From ``residual`` = model - data ``(n, ny, nx)``: the gradient ``(N, 3)`` of half the
         squared error with respect to the positions (Å), each atom's own Gauss-Newton normal
         matrix ``(N, 3, 3)`` (the preconditioner) and its height ratio ``(N,)``."""
-        n = len(self.positions)
-        gradient, normal = np.zeros((n, 3)), np.zeros((n, 3, 3))
-        height_grad, height_norm = np.zeros(n), np.zeros(n)
-        amplitude = self.heights[self.species_index]
-        for i, f in enumerate(self.footprints(self.positions, derivatives=True)):
-            patch = f.gather(residual[i])
-            c = self.scale[i] * amplitude
-            gx = c * np.einsum("ap,apq,aq->a", f.wy, patch, f.dwx)
-            gy = c * np.einsum("ap,apq,aq->a", f.dwy, patch, f.wx)
+        footprints = self.atom_footprints(self.positions)
+        # per projection and atom, in image pixels: the residual's derivatives along x and y and the
+        # entries xx, yy, xy of the unit-amplitude normal matrix; the residual under the footprint
+        # and the footprint's squared norm
+        gx, gy, hxx, hyy, hxy, overlap, norm = np.empty((7, len(footprints), len(self.positions)))
+        for i, f in enumerate(footprints):
+            along_x = f.gather_along_x(residual[i], np.stack([f.wx, f.dwx], -1))  # (N, w, 2)
             syy, sxx = np.sum(f.wy ** 2, 1), np.sum(f.wx ** 2, 1)
-            hxx = c ** 2 * syy * np.sum(f.dwx ** 2, 1)
-            hyy = c ** 2 * np.sum(f.dwy ** 2, 1) * sxx
-            hxy = c ** 2 * np.sum(f.wy * f.dwy, 1) * np.sum(f.wx * f.dwx, 1)
-            image_normal = np.stack([np.stack([hxx, hxy], -1), np.stack([hxy, hyy], -1)], -2)
-            gradient += np.stack([gx, gy], -1) @ f.jacobian
-            normal += f.jacobian.T @ image_normal @ f.jacobian
-            height_grad += self.scale[i] * np.einsum("ap,apq,aq->a", f.wy, patch, f.wx)
-            height_norm += self.scale[i] ** 2 * syy * sxx
-        height_ratio = 1.0 - height_grad / np.maximum(height_norm, 1e-30) / np.maximum(amplitude, 1e-30)
+            gx[i], gy[i] = np.sum(f.wy * along_x[..., 1], 1), np.sum(f.dwy * along_x[..., 0], 1)
+            hxx[i], hyy[i] = syy * np.sum(f.dwx ** 2, 1), np.sum(f.dwy ** 2, 1) * sxx
+            hxy[i] = np.sum(f.wy * f.dwy, 1) * np.sum(f.wx * f.dwx, 1)
+            overlap[i], norm[i] = np.sum(f.wy * along_x[..., 0], 1), syy * sxx
+        amplitude = self.heights[self.species_index]
+        c = self.scale[:, None] * amplitude  # (n, N) each atom's amplitude in each projection
+        jx, jy = np.stack([f.jacobian for f in footprints], 1)  # (n, 3) each: d(image x, y) / d(x, y, z)
+        gradient = np.einsum("in,ik->nk", c * gx, jx) + np.einsum("in,ik->nk", c * gy, jy)
+        outer = jx[:, :, None] * jy[:, None, :]
+        normal = (np.einsum("in,ik,il->nkl", c ** 2 * hxx, jx, jx) + np.einsum("in,ik,il->nkl", c ** 2 * hyy, jy, jy)
+                  + np.einsum("in,ikl->nkl", c ** 2 * hxy, outer + outer.transpose(0, 2, 1)))
+        excess = (self.scale @ overlap) / np.maximum(self.scale ** 2 @ norm, 1e-30)  # model over data, in heights
+        height_ratio = 1.0 - excess / np.maximum(amplitude, 1e-30)
         return gradient, normal, height_ratio
 
     def directional(self, direction) -> np.ndarray:
         """The model's change ``(n, ny, nx)`` per unit step of the atoms along ``direction`` ``(N, 3)`` Å."""
         out = np.empty(self.data.shape)
         amplitude = self.heights[self.species_index]
-        for i, f in enumerate(self.footprints(self.positions, derivatives=True)):
+        for i, f in enumerate(self.atom_footprints(self.positions)):
             dx, dy = (direction @ f.jacobian.T).T * self.scale[i] * amplitude
-            w = (f.wy[:, :, None] * f.dwx[:, None, :] * dx[:, None, None]
-                 + f.dwy[:, :, None] * f.wx[:, None, :] * dy[:, None, None])
-            out[i] = np.bincount(f.flat_index(self.data.shape[2]).ravel(), w.ravel(),
-                                 minlength=out[i].size).reshape(out.shape[1:])
+            out[i] = f.splat_shift(dx, dy, out.shape[1:])
         return out
 
     def search_width(self, s, species, error, log_step=0.1) -> tuple[np.ndarray, float]:
@@ -208,7 +228,7 @@ class _Model:
             widths = self.widths.copy()
             widths[s] *= np.exp(sign * log_step)
             images = species.copy()
-            images[s] = self.species_projections(self.positions, widths, only=s)[s]
+            images[s] = self.species_projection(s, widths[s])
             trials[sign] = (widths, images, self._trial_error(images))
         e_minus, e_plus = trials[-1][2], trials[1][2]
         curvature = e_minus + e_plus - 2 * error
@@ -217,7 +237,7 @@ class _Model:
             widths = self.widths.copy()
             widths[s] *= np.exp(offset * log_step)
             images = species.copy()
-            images[s] = self.species_projections(self.positions, widths, only=s)[s]
+            images[s] = self.species_projection(s, widths[s])
             trials[0] = (widths, images, self._trial_error(images))
         best = min(trials.values(), key=lambda t: t[2])
         if best[2] < error:
