@@ -287,6 +287,66 @@ def _axis_offset(signal, shifts, angles, tilt_axis):
     return float(offset), fit
 
 
+def _rotation_residual(measured, model) -> np.ndarray:
+    """In-plane rotation (degrees, ``(n,)``) about the image centre, fitted together with a
+    shift, that best carries each ``model`` projection onto ``measured`` (both ``(n, ny, nx)``):
+    one Gauss-Newton step of least squares on the model's gradient, for rotations well below
+    1° (displacements below a pixel). A positive value is corrected by increasing the tilt-axis
+    angle of :func:`apply_alignment` by it."""
+    gy, gx = np.gradient(np.asarray(model, dtype=np.float64), axis=(1, 2))
+    x, y = _pixel_coordinates(model.shape[1:])
+    basis = [y[:, None] * gx - x[None, :] * gy, gx, gy]
+    normal = np.array([[np.sum(a * b, axis=(1, 2)) for b in basis] for a in basis]).transpose(2, 0, 1)
+    rhs = np.stack([np.sum(a * (model - measured), axis=(1, 2)) for a in basis], axis=1)
+    return np.rad2deg(np.linalg.solve(normal, rhs[:, :, None])[:, 0, 0])
+
+
+def _axis_rotation(series: TiltSeries, masks, iterations) -> float:
+    """Tilt-consistent in-plane rotation (degrees) of ``series`` (shifts and tilt axis applied)
+    against its own reconstruction.
+
+    The reconstruction (RESIRE with momentum, ``iterations``, positivity) is confined to the
+    particle's visual hull: the voxels that project inside the particle mask (``masks``
+    ``(n, ny, nx)``) of every tilt. Without that support it has more voxels than the data
+    have pixels and absorbs a wrong axis. Each projection's in-plane rotation against the
+    re-projection (:func:`_rotation_residual`) is fitted by ``R + B cos(theta) + C sin(theta)``;
+    the B and C terms are what a small 3D rotation of the reconstruction explains, R is the
+    part no volume explains: zero at the true axis.
+    """
+    aligned = apply_alignment(series)
+    inside = apply_alignment(series.replace(projections=masks.astype(np.float32)), order=1).projections > 0.5
+    shape = (inside.shape[2], *inside.shape[1:])  # the reconstruction's default box (nz = nx)
+    projector = Projector(shape, series.angles)
+    hull = projector.adjoint((~inside).astype(np.float32)) < 0.5
+    volume = reconstruct(aligned, "resire", n_iterations=iterations, support=hull, accelerate=True, step=1.0).volume
+    rotation = _rotation_residual(aligned.projections, projector.forward(volume))
+    t = np.deg2rad(series.angles)
+    design = np.stack([np.ones_like(t), np.cos(t), np.sin(t)], axis=1)
+    return float(np.linalg.lstsq(design, rotation, rcond=None)[0][0])
+
+
+def _refine_tilt_axis(signal, series: TiltSeries, step=0.25, iterations=100, progress=None):
+    """Tilt-axis angle (degrees) where the tilt-consistent rotation of :func:`_axis_rotation`
+    vanishes: evaluated at ``series.tilt_axis`` and ``step`` degrees beyond it, zero found by
+    the secant (the rotation is linear in the angle over a few tenths of a degree). ``signal``
+    as from :func:`_signal`; ``series`` holds the start angle and shifts aligning it. If the
+    rotation does not decrease with the angle, or the root lies more than 1° away, the start
+    is kept. Returns the angle and a record (``angles``, ``rotations``, ``accepted``)."""
+    masks = np.stack([particle_mask(image) for image in signal])
+    start = series.replace(projections=signal)
+    angles = series.tilt_axis + np.array([0.0, step])
+    rotations = []
+    for j, a in enumerate(angles):
+        report(progress, j / 2, "tilt axis: re-projection")
+        rotations.append(_axis_rotation(start.replace(tilt_axis=float(a)), masks, iterations))
+    slope = (rotations[1] - rotations[0]) / step
+    root = angles[0] - rotations[0] / slope if slope < 0 else np.inf
+    accepted = bool(abs(root - angles[0]) <= 1.0)
+    report(progress, 1.0, "tilt axis: re-projection")
+    return (float(root) if accepted else series.tilt_axis), {"angles": angles, "rotations": np.array(rotations),
+                                                              "accepted": accepted}
+
+
 def estimate_tilt_axis(series: TiltSeries, *, search=90.0, progress=None) -> tuple[float, float]:
     """In-plane tilt-axis angle (degrees, ``TiltSeries.tilt_axis`` convention) and offset (px).
 
@@ -387,9 +447,11 @@ def align_auto(series: TiltSeries, *, tilt_axis=None, axis_tolerance=1.0, precis
                progress=None) -> tuple[TiltSeries, dict]:
     """Align a single-axis tilt series end to end; returns it with shifts and tilt axis set, and a report.
 
-    1. tilt-axis angle from common-line consistency (``tilt_axis=None``), or the given
-       angle (degrees), which is checked against the data: an angle more than
-       ``axis_tolerance`` degrees from the estimate raises :class:`InputError`;
+    1. tilt-axis angle from common-line consistency, refined where the in-plane rotation of
+       the projections against a reconstruction confined to the particle's visual hull is
+       one that no 3D rotation explains (:func:`_axis_rotation`; ``tilt_axis=None``), or the
+       given angle (degrees), which is checked against the data: an angle more than
+       ``axis_tolerance`` degrees from the common-line estimate raises :class:`InputError`;
     2. centre of mass across the axis + common line along it (absolute, any shift size);
     3. projection matching (``iterations``) across the axis, if ``projection_matching``
        (along the axis the common line is exact: profile invariance holds for any object);
@@ -407,7 +469,8 @@ def align_auto(series: TiltSeries, *, tilt_axis=None, axis_tolerance=1.0, precis
 
     The report holds ``background`` (what was removed), ``steps`` (name, rms change in px),
     ``shifts`` per step ``(n, 2)``,
-    ``tilt_axis`` (estimate, given, used; score curves ``angles``/``scores`` over ±90° and
+    ``tilt_axis`` (estimate, common_line, given, used; ``reprojection`` with the trial angles,
+    their rotations and whether the refinement was accepted; score curves ``angles``/``scores`` over ±90° and
     ``fine_angles``/``fine_scores`` near the optimum), ``offset`` (px),
     ``common_line`` (``v``, ``raw`` and ``aligned`` profiles ``(n, L)``) and
     ``projection_matching`` (per-iteration dicts). The projections are not modified.
@@ -427,18 +490,26 @@ def align_auto(series: TiltSeries, *, tilt_axis=None, axis_tolerance=1.0, precis
         rep["shifts"][name] = shifts
         rep["steps"].append({"name": name, "rms_change": float(np.sqrt(np.mean(np.sum((shifts - previous) ** 2, 1))))})
 
+    def first_shifts(axis):
+        oriented = series.replace(tilt_axis=axis, projections=signal)
+        dv, profiles = _common_line(signal, axis, precision)
+        return oriented, center_of_mass_shifts(oriented) + _to_image(np.zeros_like(dv), dv, axis), dv, profiles
+
     prior = series.tilt_axis if tilt_axis is None else float(tilt_axis)
-    estimate, curve = _search_tilt_axis(signal, prior, 90.0, sub_progress(progress, 0.0, 0.25))
+    estimate, curve = _search_tilt_axis(signal, prior, 90.0, sub_progress(progress, 0.0, 0.2))
     if tilt_axis is not None and abs(estimate - prior) > axis_tolerance:
         raise InputError(f"the given tilt axis {prior:.2f}° disagrees with the data, which indicate "
                          f"{estimate:.2f}°: check the angle, or pass tilt_axis=None to estimate it")
+    rep["tilt_axis"] = {"common_line": estimate, "given": tilt_axis, **curve}
+    if tilt_axis is None:
+        oriented, shifts, _, _ = first_shifts(estimate)
+        estimate, rep["tilt_axis"]["reprojection"] = _refine_tilt_axis(
+            signal, oriented.replace(shifts=shifts), progress=sub_progress(progress, 0.2, 0.35))
     axis = estimate if tilt_axis is None else prior
-    rep["tilt_axis"] = {"estimate": estimate, "given": tilt_axis, "used": axis, **curve}
+    rep["tilt_axis"].update(estimate=estimate, used=axis)
 
-    report(progress, 0.25, "centre of mass and common line")
-    oriented = series.replace(tilt_axis=axis, projections=signal)
-    dv, profiles = _common_line(signal, axis, precision)
-    shifts = center_of_mass_shifts(oriented) + _to_image(np.zeros_like(dv), dv, axis)
+    report(progress, 0.35, "centre of mass and common line")
+    oriented, shifts, dv, profiles = first_shifts(axis)
     raw, v = profiles.real_space(np.zeros_like(dv))
     rep["common_line"] = {"v": v, "raw": raw, "aligned": profiles.real_space(dv)[0]}
     record("centre of mass + common line", shifts, np.zeros_like(shifts))
@@ -447,7 +518,7 @@ def align_auto(series: TiltSeries, *, tilt_axis=None, axis_tolerance=1.0, precis
     if projection_matching:
         refined = projection_matching_shifts(oriented.replace(shifts=shifts), iterations=iterations,
                                              precision=precision, along_axis=False, history=history,
-                                             progress=sub_progress(progress, 0.3, 0.95))
+                                             progress=sub_progress(progress, 0.4, 0.95))
         record("projection matching", refined, shifts)
         shifts = refined
     rep["projection_matching"] = history
