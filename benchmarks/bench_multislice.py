@@ -12,6 +12,10 @@ Two steps, because abTEM is not a dependency of napari-aet (install it in its ow
     python -m venv /tmp/msvenv && /tmp/msvenv/bin/pip install abtem && /tmp/msvenv/bin/pip install --no-deps -e .
     /tmp/msvenv/bin/python benchmarks/bench_multislice.py simulate --out ms/    # resumable
     python benchmarks/bench_multislice.py run --out ms/ --dose 400 --seed 0
+    python benchmarks/bench_multislice.py floor --out ms/
+
+``floor`` measures what the image model itself costs: ``refine_atoms`` started from the true
+atoms on the noiseless, unshifted images, so any error it ends with is model mismatch.
 
 ``simulate`` (65–112 s per tilt on the 2-core machine, shared with other jobs) writes the truth
 (``particle.npz``: ``fcc_particle(radius=12, seed=0)``, 405 atoms) and one noiseless image per tilt (``tilt_NN.npy``, (ny, nx), 88² pixels of 0.4 Å; 31 tilts over
@@ -65,18 +69,39 @@ def simulate(out: Path):
         print(f"tilt {i} ({tilt_angles()[i]:+.1f}°): {time.perf_counter() - start:.0f} s", flush=True)
 
 
-def run(out: Path, dose, seed, max_shift):
-    from scipy import ndimage
-
-    from napari_aet.analysis.atom_metrics import compare_atoms, mutual_nearest_pairs
-    from napari_aet.model import AtomModel, TiltSeries
-    from napari_aet.pipeline import real_atoms, run_pipeline
+def load(out: Path, dose):
+    """The truth and the noiseless images ``(n, ny, nx)`` scaled to ``dose`` counts per Pt atom."""
+    from napari_aet.model import AtomModel
     from napari_aet.simulate import adf_amplitudes
 
     saved = np.load(out / "particle.npz")
     truth = AtomModel(saved["positions"], saved["species"].astype(object))
     clean = np.stack([np.load(out / f"tilt_{i:02d}.npy") for i in range(N_TILTS)])
-    clean *= adf_amplitudes(truth.species, dose).sum() / clean.sum(axis=(1, 2)).mean()
+    return truth, clean * (adf_amplitudes(truth.species, dose).sum() / clean.sum(axis=(1, 2)).mean())
+
+
+def floor(out: Path):
+    from napari_aet.model import TiltSeries
+    from napari_aet.refine import refine_atoms
+
+    truth, clean = load(out, 1.0)
+    refinement = refine_atoms(TiltSeries(clean, tilt_angles(), PIXEL), truth, elements=("Fe", "Pt"))
+    error = np.linalg.norm(refinement.atoms.positions[:len(truth)] - truth.positions, axis=1) * 100
+    rms = {e: np.sqrt(np.mean(error[truth.species == e] ** 2)) for e in ("Fe", "Pt")}
+    print(f"refined from the truth, noiseless: RMS {np.sqrt(np.mean(error ** 2)):.1f} pm (Fe {rms['Fe']:.1f}, "
+          f"Pt {rms['Pt']:.1f}); R-factor {refinement.errors['r_factor'][-1]:.3f}; widths "
+          + ", ".join(f"{e} {w:.2f} Å" for e, w in refinement.widths.items())
+          + "; Fe/Pt height ratio " + f"{refinement.heights['Fe'] / refinement.heights['Pt']:.3f}")
+
+
+def run(out: Path, dose, seed, max_shift):
+    from scipy import ndimage
+
+    from napari_aet.analysis.atom_metrics import compare_atoms, mutual_nearest_pairs
+    from napari_aet.model import TiltSeries
+    from napari_aet.pipeline import real_atoms, run_pipeline
+
+    truth, clean = load(out, dose)
     rng = np.random.default_rng(seed)
     shifts = rng.uniform(-max_shift, max_shift, size=(N_TILTS, 2))
     moved = np.stack([ndimage.shift(image, shift, order=3, mode="nearest") for image, shift in zip(clean, shifts)])
@@ -101,7 +126,7 @@ def run(out: Path, dose, seed, max_shift):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("step", choices=["simulate", "run"])
+    parser.add_argument("step", choices=["simulate", "run", "floor"])
     parser.add_argument("--out", type=Path, default=Path("ms"), help="directory of the simulated series")
     parser.add_argument("--dose", type=float, default=400.0, help="counts per Pt atom per projection")
     parser.add_argument("--seed", type=int, default=0)
@@ -109,6 +134,8 @@ def main():
     args = parser.parse_args()
     if args.step == "simulate":
         simulate(args.out)
+    elif args.step == "floor":
+        floor(args.out)
     else:
         run(args.out, args.dose, args.seed, args.max_shift)
 
