@@ -40,6 +40,10 @@ _MAX_STEP = 0.25
 #: The model is complete when a completion round adds fewer than this fraction of its atoms.
 _COMPLETE = 0.005
 
+#: Completion rounds and removals alternate at most this often: a removed atom may have hidden
+#: a missing one, and a new atom may leave a neighbour unsupported.
+_CYCLES = 3
+
 #: Widths tried first (Å); the best one starts the per-species search.
 _START_WIDTHS = (0.3, 0.4, 0.55, 0.75, 1.0)
 
@@ -419,9 +423,9 @@ def refine_atoms(series: TiltSeries, atoms: AtomModel, *, elements=None, iterati
         atoms whose feature ``locked`` is True stay where they are and are never removed.
     elements : element order for the report (default: the species present).
     iterations : position updates at most per pass; a pass stops earlier when the RMS step
-        < ``tolerance`` Å. No atom moves further than ``min_distance / 2`` from where it started:
-        an atom pulled further is explaining a neighbour the model lacks, which the completion
-        step looks for instead.
+        < ``tolerance`` Å. No atom moves further than ``min_distance / 2`` from where its cycle
+        (below) started: an atom pulled further is explaining a neighbour the model lacks, which
+        the completion step looks for instead.
     width_every : the species widths are searched every this many iterations (0 = fixed widths
         after the initial choice).
     complete_rounds : at most this many rounds of completion, each followed by a refinement
@@ -434,7 +438,11 @@ def refine_atoms(series: TiltSeries, atoms: AtomModel, *, elements=None, iterati
         the last pass, free atoms the data do not support become non-atoms (kept, flagged
         ``refine_removed``), each kind followed by one more pass: first the weaker of two atoms
         nearer than ``min_distance`` when it is fainter than its species, then atoms whose own
-        height is below that half. 0 = positions, heights and widths only.
+        height is below that half. Completion and removal then alternate (at most 3 cycles, each
+        starting from the positions the last one ended at) until a cycle adds and removes fewer
+        than 0.5 % of the atoms together: a removed atom may have hidden a missing one. The
+        removed atoms' places join the input's non-atoms as candidates. 0 = positions, heights
+        and widths only.
     background_width : Å; the background may vary across each projection on this scale (the
         residual low-passed with a Gaussian of this sigma): probe tails, a support film, a slow
         detector drift. It must stay well above the atoms' width (sharp residuals are atoms);
@@ -454,43 +462,53 @@ def refine_atoms(series: TiltSeries, atoms: AtomModel, *, elements=None, iterati
     _choose_width(model, sub_progress(progress, 0.0, 0.1))
     history = {"r_factor": [], "rms_step": [], "added": [], "removed": []}
     removed, n_added = np.zeros(len(atoms), bool), 0
-    for k in range(passes):
-        stage = sub_progress(progress, 0.1 + 0.85 * k / passes, 0.1 + 0.85 * (k + 1) / passes)
-        if k < complete_rounds:  # settle the positions near where they are, then look for missing atoms
-            _refine_positions(model, fixed, origin, min_distance / 8, max(1, iterations // 3), 0, tolerance,
-                              history, sub_progress(stage, 0.0, 0.3))
-            report(stage, 0.3, "looking for missing and spurious atoms")
-            species = model.species_projections(model.positions)
-            model.update_background(species)
-            model.solve_linear(species)
-            residual = model.combine(species) - model.data
-            added, added_species = _missing_atoms(model, residual, min_distance, significance, atoms.positions[~real])
-            history["added"].append(len(added))
-            rows = np.concatenate([rows, len(atoms) + n_added + np.arange(len(added))])
-            n_added += len(added)
-            fixed = np.concatenate([fixed, np.zeros(len(added), bool)])
-            model.positions = np.concatenate([model.positions, added])
-            origin = np.concatenate([origin, added])
-            model.species_index = np.concatenate([model.species_index, added_species])
-        species, height_ratio = _refine_positions(model, fixed, origin, min_distance / 2, iterations, width_every,
-                                                  tolerance, history, sub_progress(stage, 0.35, 1.0))
-        if complete_rounds and len(added) < _COMPLETE * len(model.positions):
+    candidates = atoms.positions[~real]  # the input's non-atoms, and later the removed atoms
+    cycles = _CYCLES if complete_rounds else 1
+    for cycle in range(cycles):
+        part = sub_progress(progress, 0.1 + 0.87 * cycle / cycles, 0.1 + 0.87 * (cycle + 1) / cycles)
+        changed = 0
+        for k in range(passes):
+            stage = sub_progress(part, 0.9 * k / passes, 0.9 * (k + 1) / passes)
+            if k < complete_rounds:  # settle the positions near where they are, then look for missing atoms
+                _refine_positions(model, fixed, origin, min_distance / 8, max(1, iterations // 3), 0, tolerance,
+                                  history, sub_progress(stage, 0.0, 0.3))
+                report(stage, 0.3, "looking for missing and spurious atoms")
+                species = model.species_projections(model.positions)
+                model.update_background(species)
+                model.solve_linear(species)
+                residual = model.combine(species) - model.data
+                added, added_species = _missing_atoms(model, residual, min_distance, significance, candidates)
+                history["added"].append(len(added))
+                changed += len(added)
+                rows = np.concatenate([rows, len(atoms) + n_added + np.arange(len(added))])
+                n_added += len(added)
+                fixed = np.concatenate([fixed, np.zeros(len(added), bool)])
+                model.positions = np.concatenate([model.positions, added])
+                origin = np.concatenate([origin, added])
+                model.species_index = np.concatenate([model.species_index, added_species])
+            species, height_ratio = _refine_positions(model, fixed, origin, min_distance / 2, iterations, width_every,
+                                                      tolerance, history, sub_progress(stage, 0.35, 1.0))
+            if complete_rounds and len(added) < _COMPLETE * len(model.positions):
+                break
+        n_dropped = 0
+        for judge in (partial(_crowded, min_distance=min_distance), _too_faint) if complete_rounds else ():
+            # atoms the refined model does not support, judged only now (a misplaced atom's height is
+            # underestimated) and one kind at a time (a crowding atom takes its neighbours' signal)
+            drop = judge(model, height_ratio, fixed)
+            if not np.any(drop):
+                continue
+            n_dropped += int(np.count_nonzero(drop))
+            candidates = np.concatenate([candidates, model.positions[drop]])
+            removed[rows[drop & (rows < len(atoms))]] = True
+            rows, fixed, origin = rows[~drop], fixed[~drop], origin[~drop]
+            model.positions, model.species_index = model.positions[~drop], model.species_index[~drop]
+            species, height_ratio = _refine_positions(model, fixed, origin, min_distance / 2, iterations, 0, tolerance,
+                                                      history, sub_progress(part, 0.9, 1.0))
+        if complete_rounds:
+            history["removed"].append(n_dropped)
+        if changed + n_dropped < _COMPLETE * len(model.positions):
             break
-    n_dropped = 0
-    for judge in (partial(_crowded, min_distance=min_distance), _too_faint) if complete_rounds else ():
-        # atoms the refined model does not support, judged only now (a misplaced atom's height is
-        # underestimated) and one kind at a time (a crowding atom takes its neighbours' signal)
-        drop = judge(model, height_ratio, fixed)
-        if not np.any(drop):
-            continue
-        n_dropped += int(np.count_nonzero(drop))
-        removed[rows[drop & (rows < len(atoms))]] = True
-        rows, fixed, origin = rows[~drop], fixed[~drop], origin[~drop]
-        model.positions, model.species_index = model.positions[~drop], model.species_index[~drop]
-        species, height_ratio = _refine_positions(model, fixed, origin, min_distance / 2, iterations, 0, tolerance,
-                                                  history, sub_progress(progress, 0.95, 0.97))
-    if complete_rounds:
-        history["removed"].append(n_dropped)
+        origin = model.positions.copy()  # the next cycle's moves are bounded from here
     history["r_factor"].append(model.r_factor(model.combine(species) - model.data))
     report(progress, 0.97, "building the refined model")
     new = rows >= len(atoms)  # added atoms that stayed, numbered after the input's
