@@ -165,8 +165,11 @@ class AlignWidget(StageWidget):
             axis_ax.plot(curve["angles"], curve["scores"], ".-", label="coarse")
             if "fine_angles" in curve:
                 axis_ax.plot(curve["fine_angles"], curve["fine_scores"], ".-", label="fine")
-                axis_ax.legend(fontsize=7)
-            axis_ax.axvline(curve["used"], color="tab:red", lw=1)
+            axis_ax.axvline(curve.get("common_line", curve["used"]), color="0.5", lw=1, ls="--",
+                            label="common-line optimum")
+            axis_ax.axvline(curve["used"], color="tab:red", lw=1, label="used (refined by re-projection)"
+                            if curve.get("reprojection", {}).get("accepted") else "used")
+            axis_ax.legend(fontsize=7)
             axis_ax.set_xlabel("tilt-axis angle (°)")
             axis_ax.set_title("common-line consistency", fontsize=8)
             axis_ax.set_ylabel("score")
