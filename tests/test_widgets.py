@@ -270,7 +270,9 @@ def test_align_widget_adds_an_aligned_layer(make_napari_viewer, qtbot, tilt_seri
     assert viewer.grid.enabled and widget.plot.has_data()
     shifts_axes, axis_axes = widget.plot.figure.axes[:2]
     np.testing.assert_allclose(shifts_axes.lines[0].get_ydata(), applied[:, 1])  # dx per tilt
-    assert len(axis_axes.lines) == 3  # coarse and fine tilt-axis scores, and the chosen angle
+    coarse, fine, common_line, used = axis_axes.lines  # tilt-axis scores, then the two marked angles
+    np.testing.assert_allclose(used.get_xdata(), aligned.metadata["alignment"]["tilt_axis"])
+    assert abs(common_line.get_xdata()[0] - used.get_xdata()[0]) < 1.0  # degrees
     widget.apply()
     assert not viewer.grid.enabled and "series aligned" in viewer.layers
     widget.parameters.method.value = "cross-correlation"  # quick, for the Discard check
