@@ -200,3 +200,10 @@ def test_one_species_projection_uses_the_window_of_the_whole_model(truth, measur
     species = model.species_projections(model.positions)
     np.testing.assert_array_equal(model.species_projection(0, 0.45), species[0])
     np.testing.assert_array_equal(model.species_projection(1, 0.8), species[1])
+
+
+def test_progress_only_moves_forward(truth, measured):
+    """Fractions reported through every cycle, pass and removal step never go back."""
+    seen = []
+    refine_atoms(measured, perturbed(truth), iterations=4, progress=lambda fraction, message="": seen.append(fraction))
+    assert seen == sorted(seen) and seen[-1] == 1.0

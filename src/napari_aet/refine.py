@@ -464,8 +464,10 @@ def refine_atoms(series: TiltSeries, atoms: AtomModel, *, elements=None, iterati
     removed, n_added = np.zeros(len(atoms), bool), 0
     candidates = atoms.positions[~real]  # the input's non-atoms, and later the removed atoms
     cycles = _CYCLES if complete_rounds else 1
+    spans = 1 - 0.3 ** np.arange(cycles + 1)  # progress per cycle: most of the work is in the first
+    spans = 0.1 + 0.87 * spans / spans[-1]
     for cycle in range(cycles):
-        part = sub_progress(progress, 0.1 + 0.87 * cycle / cycles, 0.1 + 0.87 * (cycle + 1) / cycles)
+        part = sub_progress(progress, spans[cycle], spans[cycle + 1])
         changed = 0
         for k in range(passes):
             stage = sub_progress(part, 0.9 * k / passes, 0.9 * (k + 1) / passes)
@@ -491,7 +493,8 @@ def refine_atoms(series: TiltSeries, atoms: AtomModel, *, elements=None, iterati
             if complete_rounds and len(added) < _COMPLETE * len(model.positions):
                 break
         n_dropped = 0
-        for judge in (partial(_crowded, min_distance=min_distance), _too_faint) if complete_rounds else ():
+        judges = (partial(_crowded, min_distance=min_distance), _too_faint) if complete_rounds else ()
+        for j, judge in enumerate(judges):
             # atoms the refined model does not support, judged only now (a misplaced atom's height is
             # underestimated) and one kind at a time (a crowding atom takes its neighbours' signal)
             drop = judge(model, height_ratio, fixed)
@@ -503,7 +506,7 @@ def refine_atoms(series: TiltSeries, atoms: AtomModel, *, elements=None, iterati
             rows, fixed, origin = rows[~drop], fixed[~drop], origin[~drop]
             model.positions, model.species_index = model.positions[~drop], model.species_index[~drop]
             species, height_ratio = _refine_positions(model, fixed, origin, min_distance / 2, iterations, 0, tolerance,
-                                                      history, sub_progress(part, 0.9, 1.0))
+                                                      history, sub_progress(part, 0.9 + 0.05 * j, 0.95 + 0.05 * j))
         if complete_rounds:
             history["removed"].append(n_dropped)
         if changed + n_dropped < _COMPLETE * len(model.positions):
