@@ -92,7 +92,7 @@ class _Model:
         self.smooth = np.zeros(self.data.shape, np.float32) if smooth is None else smooth  # slow background part
         self.offset = np.zeros(len(self.data))  # and its level per projection
         self.background_width = background_width
-        self._kept = []  # (positions, sigma, footprints) of the last two calls of atom_footprints
+        self._kept = []  # (positions, sigma, footprints) of the last two calls of model_footprints
 
     @property
     def background(self) -> np.ndarray:
@@ -114,7 +114,7 @@ class _Model:
         return atom_footprints(positions, sigma, s.angles, self.data.shape[1:], s.pixel_size, s.tilt_axis,
                                -s.shifts, derivatives, half_width)
 
-    def atom_footprints(self, positions) -> list:
+    def model_footprints(self, positions) -> list:
         """The footprints, with derivatives, of the model's atoms at ``positions`` ``(N, 3)`` Å with
         their species' widths, one per projection. The last two sets are kept: the gradient, the
         search direction and the next trial step of an iteration use the same positions, and a
@@ -129,7 +129,7 @@ class _Model:
 
     def species_projections(self, positions) -> np.ndarray:
         """Unit-height projections ``(S, n, ny, nx)`` float32 of each species' atoms at ``positions``."""
-        return self._splat(self.atom_footprints(positions), self.species_index, len(self.heights))
+        return self._splat(self.model_footprints(positions), self.species_index, len(self.heights))
 
     def species_projection(self, s, width) -> np.ndarray:
         """Unit-height projections ``(n, ny, nx)`` float32 of species ``s``'s atoms at the model's
@@ -192,7 +192,7 @@ class _Model:
         """From ``residual`` = model - data ``(n, ny, nx)``: the gradient ``(N, 3)`` of half the
         squared error with respect to the positions (Å), each atom's own Gauss-Newton normal
         matrix ``(N, 3, 3)`` (the preconditioner) and its height ratio ``(N,)``."""
-        footprints = self.atom_footprints(self.positions)
+        footprints = self.model_footprints(self.positions)
         # per projection and atom, in image pixels: the residual's derivatives along x and y and the
         # entries xx, yy, xy of the unit-amplitude normal matrix; the residual under the footprint
         # and the footprint's squared norm
@@ -219,7 +219,7 @@ class _Model:
         """The model's change ``(n, ny, nx)`` per unit step of the atoms along ``direction`` ``(N, 3)`` Å."""
         out = np.empty(self.data.shape)
         amplitude = self.heights[self.species_index]
-        for i, f in enumerate(self.atom_footprints(self.positions)):
+        for i, f in enumerate(self.model_footprints(self.positions)):
             dx, dy = (direction @ f.jacobian.T).T * self.scale[i] * amplitude
             out[i] = f.splat_shift(dx, dy, out.shape[1:])
         return out
