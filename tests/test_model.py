@@ -24,7 +24,7 @@ def test_valid_tilt_series_is_float32_with_zero_shifts():
     (dict(projections=np.full((5, 16, 16), np.nan)), "NaN or Inf"),
     (dict(pixel_size=0.0), "pixel size must be a positive"),
     (dict(pixel_size=-1.0), "pixel size must be a positive"),
-    (dict(angles=[-100, -50, 0, 50, 100]), "within ±90°"),
+    (dict(angles=[-100, -50, 0, 50, 260]), "duplicates"),  # -100° and 260° are one view
     (dict(angles=[-50, 0, 0, 20, 50]), "duplicates"),
     (dict(projections=np.zeros((5, 16, 16))), "all projections are zero"),
     (dict(angles=np.zeros((5, 2))), r"shape \(n,\) or \(n, 3\)"),

@@ -15,6 +15,7 @@ import numpy as np
 
 from .model import InputError, check_elements
 from .reconstruct import METHODS
+from .runs import RUN_OPTIONS, parse_tilt_axis, pipeline_options  # noqa: F401 (parse_tilt_axis: API)
 
 
 class ConsoleProgress:
@@ -37,17 +38,6 @@ class ConsoleProgress:
             self.stream.write(f"[{fraction:4.0%}] {message}\n")
         self.last_step, self.last_message = step, message
         self.stream.flush()
-
-
-def parse_tilt_axis(text) -> float:
-    """``y`` -> 0°, ``x`` -> 90°, else a number of degrees from the image y axis."""
-    named = {"y": 0.0, "x": 90.0}
-    if text.lower() in named:
-        return named[text.lower()]
-    try:
-        return float(text)
-    except ValueError:
-        raise InputError(f"--tilt-axis must be y, x or a number of degrees, got {text!r}") from None
 
 
 def _add_common(parser):
@@ -82,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-align", action="store_true", help="the series is already aligned")
     run.add_argument("--fsc", action="store_true",
                      help="also report the half-set Fourier shell correlation (two more reconstructions)")
+    run.add_argument("--force", action="store_true",
+                     help="replace results already in --out (a project.aet with hand edits is kept, renamed)")
     _add_common(run)
 
     sim = sub.add_parser("simulate", help="write a synthetic FePt tilt series, its angles and ground truth")
@@ -92,7 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--dose", type=float, default=400.0,
                      help="counts per Pt atom per projection (default 400; 0 = noiseless)")
     sim.add_argument("--n-angles", type=int, default=51, help="number of tilts (default 51)")
-    sim.add_argument("--max-angle", type=float, default=70.0, help="tilt range ±degrees (default 70)")
+    sim.add_argument("--max-angle", type=float, default=70.0, help="largest tilt in degrees (default 70)")
+    sim.add_argument("--min-angle", type=float, default=None,
+                     help="smallest tilt in degrees (default -max-angle; e.g. 0 with --max-angle 177)")
     sim.add_argument("--max-shift", type=float, default=3.0, help="random shifts ±pixels (default 3)")
     sim.add_argument("--elements", default="Fe,Pt", help="light,heavy (default Fe,Pt)")
     sim.add_argument("--seed", type=int, default=0, help="seed (default 0)")
@@ -105,21 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def command_run(args) -> int:
-    from .io import read_tilt_series
-    from .pipeline import check_writable, run_pipeline, write_results
+    from .runs import run_to_directory
 
-    elements = check_elements(args.elements)
-    check_writable(args.out)
-    tilt_axis = None if args.tilt_axis is None else parse_tilt_axis(args.tilt_axis)
-    series = read_tilt_series(args.tilt_series, angles=args.angles, pixel_size=args.pixel_size,
-                              tilt_axis=tilt_axis)
-    print(f"Read {args.tilt_series}: {series.n_angles} projections of {series.projections.shape[1:]} px, "
-          f"{series.pixel_size:g} Å/px, tilts {np.min(series.angles):.1f}° to {np.max(series.angles):.1f}°")
-    align_options = {} if tilt_axis is None else {"tilt_axis": tilt_axis}  # checked against the data
-    result = run_pipeline(series, elements, align=not args.no_align, method=args.method,
-                          align_options=align_options, **_stage_options(args), fsc=args.fsc,
-                          seed=args.seed, progress=ConsoleProgress())
-    report = write_results(result, args.out)
+    report = run_to_directory(args.tilt_series, args.out, args.elements, force=args.force,
+                              **{name: getattr(args, name) for name in RUN_OPTIONS},
+                              progress=ConsoleProgress(), log=print)
     print_summary(report)
     print(f"Results in {Path(args.out).resolve()}")
     return 0
@@ -127,15 +111,8 @@ def command_run(args) -> int:
 
 def _stage_options(args) -> dict:
     """run_pipeline's keyword arguments for the options shared by ``run`` and ``demo``."""
-    refine_options = {}
-    for flag, name in (("refine_iterations", "iterations"), ("refine_rounds", "complete_rounds")):
-        value = getattr(args, flag)
-        if value is not None:
-            if value < 0:
-                raise InputError(f"--{flag.replace('_', '-')} must be 0 or more, got {value}")
-            refine_options[name] = value
-    return {"reconstruct_options": {} if args.iterations is None else {"n_iterations": args.iterations},
-            "refine": not args.no_refine, "refine_options": refine_options}
+    return pipeline_options(iterations=args.iterations, no_refine=args.no_refine,
+                            refine_iterations=args.refine_iterations, refine_rounds=args.refine_rounds)
 
 
 def command_simulate(args) -> int:
@@ -144,10 +121,12 @@ def command_simulate(args) -> int:
     from .simulate import fcc_particle, simulate_tilt_series
 
     out = check_writable(args.out)
-    if args.n_angles < 2 or not 0 < args.max_angle <= 90:
-        raise InputError("--n-angles must be at least 2 and --max-angle within (0, 90] degrees")
+    min_angle = -args.max_angle if args.min_angle is None else args.min_angle
+    if args.n_angles < 2 or not 0 < args.max_angle - min_angle < 360:
+        raise InputError(f"--n-angles must be at least 2 and the tilts from --min-angle to --max-angle "
+                         f"span more than 0 and less than 360 degrees, got {min_angle:g} to {args.max_angle:g}")
     atoms = fcc_particle(radius=args.radius, elements=check_elements(args.elements), seed=args.seed)
-    angles = np.linspace(-args.max_angle, args.max_angle, args.n_angles)
+    angles = np.linspace(min_angle, args.max_angle, args.n_angles)
     sim = simulate_tilt_series(atoms, angles, shape=(args.size, args.size), pixel_size=args.pixel_size,
                                dose=args.dose or None, max_shift=args.max_shift, seed=args.seed)
     write_tilt_series(out / "tilt_series.tif", sim.tilt_series)

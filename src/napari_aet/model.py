@@ -65,7 +65,8 @@ class TiltSeries:
     """Projections of one particle at several orientations.
 
     projections : float32 ``(n_angles, ny, nx)``, image rows = y, columns = x.
-    angles : degrees; ``(n,)`` single tilts about the tilt axis, or ``(n, 3)`` ZYZ
+    angles : degrees; ``(n,)`` single tilts about the tilt axis (any range, e.g. 0…177°
+        or more than a half-turn; no two equal modulo 360°), or ``(n, 3)`` ZYZ
         Euler angles (phi, theta, psi) in GENFIRE's convention.
     pixel_size : Å per pixel.
     tilt_axis : in-plane direction of the tilt axis, degrees counter-clockwise from
@@ -101,12 +102,10 @@ class TiltSeries:
         if len(self.angles) != n:
             raise InputError(f"{n} projections but {len(self.angles)} angles: there must be one "
                              "angle (or Euler triple) per projection")
-        if self.angles.ndim == 1:
-            if np.any(np.abs(self.angles) > 90):
-                raise InputError("single-axis tilt angles must lie within ±90°, got "
-                                 f"{self.angles.min():.1f}° to {self.angles.max():.1f}°")
-            if len(np.unique(np.round(self.angles, 6))) != n:
-                raise InputError("tilt angles contain duplicates: each projection needs its own angle")
+        if self.angles.ndim == 1:  # any angle: theta + 180° is the view at theta mirrored across the axis
+            if len(np.unique(np.round(self.angles % 360.0, 6) % 360.0)) != n:
+                raise InputError("tilt angles contain duplicates (equal modulo 360°): each projection needs "
+                                 "its own angle")
         self.pixel_size = _positive("pixel size", self.pixel_size)
         self.tilt_axis = float(self.tilt_axis)
         if self.shifts is None:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..geometry import rotation_matrices
 from ..model import InputError, TiltSeries
 
 
@@ -35,12 +36,10 @@ def check_aligned(series: TiltSeries) -> TiltSeries:
     if np.any(series.shifts != 0) or series.tilt_axis != 0:
         raise InputError("the tilt series is not aligned (non-zero shifts or tilt axis): apply the "
                          "alignment first (napari_aet.align.apply_alignment)")
-    rounded = np.round(np.atleast_2d(series.angles.T).T, 6)
-    if len(np.unique(rounded, axis=0)) != series.n_angles:
-        raise InputError("the angles contain duplicates: each projection needs its own orientation")
-    if series.is_single_axis and np.any(np.abs(series.angles) > 90):
-        raise InputError("single-axis tilt angles must lie within ±90°, got "
-                         f"{series.angles.min():.1f}° to {series.angles.max():.1f}°")
+    orientations = np.round(rotation_matrices(series.angles).reshape(series.n_angles, 9), 6) + 0.0
+    if len(np.unique(orientations, axis=0)) != series.n_angles:
+        raise InputError("the angles contain duplicates (the same orientation twice): each projection "
+                         "needs its own orientation")
     return series
 
 
