@@ -22,7 +22,9 @@ import numpy as np
 from . import __version__
 from .model import AtomModel, InputError, Reconstruction, TiltSeries, check_elements
 from .progress import ProgressCallback, report, sub_progress
-from .refine import Refinement, refine_atoms
+from .reconstruct import RECOMMENDED
+from .reconstruct import parameters as method_parameters
+from .refine import Refinement
 
 #: Share of the total progress bar given to each stage.
 STAGE_WEIGHTS = {"align": 0.15, "reconstruct": 0.45, "fsc": 0.1, "trace": 0.05, "classify": 0.05,
@@ -65,12 +67,8 @@ def run_pipeline(series: TiltSeries, elements, *, align=True, method="genfire", 
     seed : for every random step (R-free selection, mixture-model initialisation).
     progress : ``progress(fraction, message)`` over the whole chain.
     """
-    from .align import align_auto, apply_alignment
-    from .analysis.volume_metrics import half_set_fsc, resolution_from_fsc
-    from .classify import classify_atoms
-    from .reconstruct import RECOMMENDED, reconstruct
-    from .reconstruct import parameters as method_parameters
-    from .trace import trace_atoms
+    from . import workflow
+    from .project import TimePoint
 
     elements = check_elements(elements)
     timings, parameters = {}, {"elements": list(elements), "align": bool(align), "method": method,
@@ -78,51 +76,46 @@ def run_pipeline(series: TiltSeries, elements, *, align=True, method="genfire", 
     bounds = np.cumsum([0.0, *STAGE_WEIGHTS.values()])
     stage_progress = {name: sub_progress(progress, lo, hi)
                       for name, lo, hi in zip(STAGE_WEIGHTS, bounds[:-1], bounds[1:])}
+    point = TimePoint("t0", raw=series)
 
-    def timed(name, function, *args, **kwargs):
+    def timed(name, *args, **kwargs):
         report(stage_progress[name], 0.0, f"{name}…")
         start = time.perf_counter()
-        out = function(*args, progress=stage_progress[name], **kwargs)
+        out = workflow.run_stage(point, name, *args, progress=stage_progress[name], **kwargs)
         timings[name] = round(time.perf_counter() - start, 3)
         report(stage_progress[name], 1.0, f"{name} done in {timings[name]:.1f} s")
         return out
 
     alignment = {}
-    aligned = series
     if align:
         options = dict(align_options or {})
         parameters["align_options"] = options
-        estimated, alignment = timed("align", align_auto, series, **options)
-        aligned = apply_alignment(estimated)
+        alignment = timed("align", **options).report
 
-    options = {**RECOMMENDED.get(method, {}), **(reconstruct_options or {})}
+    options = {**(reconstruct_options or {})}
     if "seed" in method_parameters(method):
         options.setdefault("seed", seed)
-    parameters["reconstruct_options"] = options
-    reconstruction = timed("reconstruct", reconstruct, aligned, method=method, **options)
-    if fsc:
-        frequency, correlation = timed("fsc", half_set_fsc, aligned, method, **options)
-        reconstruction.metadata["fsc"] = {
-            "frequency_per_A": frequency.tolist(), "fsc": correlation.tolist(),
-            "resolution_A_at_0.143": float(resolution_from_fsc(frequency, correlation))}
+    parameters["reconstruct_options"] = {**RECOMMENDED.get(method, {}), **options}
+    if fsc:  # the half-set reconstructions are part of the stage (its timing includes them)
+        stage_progress["reconstruct"] = sub_progress(progress, bounds[1], bounds[3])
+    reconstruction = timed("reconstruct", method=method, fsc=fsc, **options)
 
     options = dict(trace_options or {})
     parameters["trace_options"] = options
-    atoms = timed("trace", trace_atoms, reconstruction, **options)
+    timed("trace", **options)
 
     options = {"seed": seed, **(classify_options or {})}
     parameters["classify_options"] = options
-    atoms = timed("classify", classify_atoms, reconstruction, atoms, elements, **options)
+    atoms = timed("classify", elements, **options)
 
-    traced = refinement = None
+    refinement = None
     if refine:
         options = dict(refine_options or {})
         parameters["refine_options"] = options
-        traced = atoms
-        refinement = timed("refine", refine_atoms, aligned, atoms, elements=elements, **options)
+        refinement = timed("refine", elements=elements, **options)
         atoms = refinement.atoms
 
-    result = PipelineResult(series, aligned, reconstruction, atoms, traced, refinement)
+    result = PipelineResult(series, workflow.tilt_series_of(point), reconstruction, atoms, point.traced, refinement)
     result.report = build_report(result, parameters, timings, alignment)
     return result
 

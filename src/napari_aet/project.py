@@ -1,17 +1,19 @@
-"""The project file: a whole run (time points, intermediates, parameters, edits, provenance)
-in one HDF5 file with the extension ``.aet``.
+"""The study: one particle at one or more time points, every stage's result, its parameters,
+provenance and status, and the hand edits; saved as one HDF5 file with the extension ``.aet``.
 
-Layout (see docs/formats.md)::
+:class:`Project` is the study (the name of its file format); :mod:`napari_aet.workflow` runs
+stages on its time points. Layout (see docs/formats.md)::
 
     /                    attrs format="napari-aet project", format_version, provenance (JSON)
-    /time_points/NNNN    one group per time point, in order; attrs name, parameters, report,
-                         edits (JSON)
+    /time_points/NNNN    one group per time point, in order; attrs name, time (minutes, NaN if
+                         unknown), parameters, report, edits, stages (JSON)
         raw/, aligned/   projections, angles, shifts; attrs pixel_size, tilt_axis, metadata
         reconstruction/  volume; attrs voxel_size, method, parameters, errors, metadata
         atoms/           positions (N, 3) Å, species; features/<column> in column order
 
 Dicts are stored as JSON, so numpy arrays inside ``parameters``/``report``/``metadata``
-come back as lists.
+come back as lists. Version-1 files (no ``time`` or ``stages``) are read with every stored
+result marked done.
 """
 
 from __future__ import annotations
@@ -31,16 +33,20 @@ from .io.files import atomic_write, existing_file, suffix_of
 from .model import AtomModel, InputError, Reconstruction, TiltSeries
 
 FORMAT = "napari-aet project"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 @dataclass
 class TimePoint:
     """One particle state: its data at every stage, how they were made, and manual edits.
 
+    atoms : the current atom model (traced, then classified, then refined), hand edits included.
     traced : the classified atoms before refinement against the projections (``atoms`` are
         the final ones); None when no refinement ran.
     edits : log of manual changes, one dict per edit (e.g. ``{"action": "delete", ...}``).
+    time : annealing (or other) time in minutes, None if not given; ``name`` is its label.
+    stages : per stage of :data:`napari_aet.workflow.STAGES` that ran, ``{"status": "done" or
+        "stale", "parameters": {...}, "provenance": {...}}``; see :func:`napari_aet.workflow.status`.
     """
 
     name: str
@@ -52,6 +58,8 @@ class TimePoint:
     report: dict = field(default_factory=dict)
     edits: list[dict] = field(default_factory=list)
     traced: AtomModel | None = None
+    time: float | None = None
+    stages: dict = field(default_factory=dict)
 
 
 def provenance(command: str | None = None) -> dict:
@@ -136,9 +144,18 @@ def _get_atoms(group) -> AtomModel:
                      {name: column(dataset) for name, dataset in group["features"].items()})
 
 
-STAGES = {"raw": (_put_tilt_series, _get_tilt_series), "aligned": (_put_tilt_series, _get_tilt_series),
+RESULT_FIELDS = {"raw": (_put_tilt_series, _get_tilt_series), "aligned": (_put_tilt_series, _get_tilt_series),
           "reconstruction": (_put_reconstruction, _get_reconstruction), "atoms": (_put_atoms, _get_atoms),
           "traced": (_put_atoms, _get_atoms)}
+
+
+def _version_1_stages(point: TimePoint) -> dict:
+    """The stage records of a version-1 time point: every stored result done."""
+    ran = {"align": point.aligned, "reconstruct": point.reconstruction, "trace": point.atoms,
+           "classify": point.atoms if point.atoms is not None and np.any(point.atoms.species != "") else None,
+           "refine": point.traced}
+    return {stage: {"status": "done", "parameters": {}, "provenance": {}}
+            for stage, result in ran.items() if result is not None}
 
 
 def save_project(path, project: Project) -> Path:
@@ -151,10 +168,12 @@ def save_project(path, project: Project) -> Path:
         for index, point in enumerate(project.time_points):
             group = time_points.create_group(f"{index:04d}")
             group.attrs.update(name=point.name, parameters=_dumps(point.parameters),
-                               report=_dumps(point.report), edits=_dumps(point.edits))
-            for stage, (put, _) in STAGES.items():
-                if getattr(point, stage) is not None:
-                    put(group.create_group(stage), getattr(point, stage))
+                               report=_dumps(point.report), edits=_dumps(point.edits),
+                               time=np.nan if point.time is None else float(point.time),
+                               stages=_dumps(point.stages))
+            for name, (put, _) in RESULT_FIELDS.items():
+                if getattr(point, name) is not None:
+                    put(group.create_group(name), getattr(point, name))
     return path
 
 
@@ -174,7 +193,12 @@ def load_project(path) -> Project:
         points = []
         for group in handle["time_points"].values():
             a = group.attrs
-            stages = {stage: get(group[stage]) for stage, (_, get) in STAGES.items() if stage in group}
-            points.append(TimePoint(str(a["name"]), parameters=json.loads(a["parameters"]),
-                                    report=json.loads(a["report"]), edits=json.loads(a["edits"]), **stages))
+            results = {name: get(group[name]) for name, (_, get) in RESULT_FIELDS.items() if name in group}
+            time = float(a.get("time", np.nan))
+            point = TimePoint(str(a["name"]), parameters=json.loads(a["parameters"]), report=json.loads(a["report"]),
+                              edits=json.loads(a["edits"]), time=None if np.isnan(time) else time,
+                              stages=json.loads(a["stages"]) if "stages" in a else {}, **results)
+            if "stages" not in a:
+                point.stages = _version_1_stages(point)
+            points.append(point)
         return Project(points, json.loads(handle.attrs["provenance"]))

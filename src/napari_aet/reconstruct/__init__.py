@@ -88,12 +88,15 @@ def to_reconstruction(state: IterationState, series: TiltSeries, method: str, pa
                           {"iterations_run": state.iteration, "completed": state.final})
 
 
-def reconstruct(series: TiltSeries, method="genfire", *, progress: ProgressCallback = None,
-                **params) -> Reconstruction:
+def reconstruct(series: TiltSeries, method="genfire", *, progress: ProgressCallback = None, stop=None,
+                on_iteration=None, **params) -> Reconstruction:
     """Reconstruct an aligned tilt series; volume ``(nz, ny, nx)`` float32, voxel = pixel size.
 
     method : one of :data:`METHODS`. progress : ``progress(fraction, message)`` after each
     iteration; raising :class:`~napari_aet.progress.Cancelled` from it cancels the run.
+    stop : ``stop()`` true after an iteration ends the run there, keeping the current iterate
+        (``metadata["iterations_run"]`` and ``["completed"]`` say so).
+    on_iteration : called with each :class:`IterationState` (e.g. a live view).
     params : the method's parameters (see :func:`parameters`); all used values are recorded.
     """
     report(progress, 0.0, f"{method}: preparing")
@@ -102,4 +105,8 @@ def reconstruct(series: TiltSeries, method="genfire", *, progress: ProgressCallb
         errors = ", ".join(f"{k} {v[-1]:.4f}" for k, v in state.errors.items() if v)
         report(progress, state.iteration / state.n_iterations,
                f"{method}: iteration {state.iteration}/{state.n_iterations} ({errors})")
+        if on_iteration is not None:
+            on_iteration(state)
+        if stop is not None and stop():
+            break
     return to_reconstruction(state, series, method, params)

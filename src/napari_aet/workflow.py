@@ -1,0 +1,280 @@
+"""Run one stage on one time point of a study (Qt-free): the CLI, the Python API, batch runs
+and every napari widget go through here.
+
+A study is a :class:`~napari_aet.project.Project`; its :class:`~napari_aet.project.TimePoint`
+holds each stage's result. The stages, in order, and what they read and write:
+
+=============  =====================================  =============================================
+stage          reads                                  writes
+=============  =====================================  =============================================
+align          ``raw``                                ``aligned`` (and ``report["alignment"]``)
+reconstruct    ``aligned`` (``raw`` if never aligned) ``reconstruction``
+trace          ``reconstruction``                     ``atoms`` (peaks, no species)
+classify       ``reconstruction``, ``atoms``          ``atoms`` with species (locked labels kept)
+refine         the tilt series, ``atoms``             ``atoms`` refined; ``traced`` = the input
+=============  =====================================  =============================================
+
+Running a stage records its parameters and provenance and marks every later stage that had run
+"stale"; a stage refuses to read a stale result, so nothing downstream silently mixes old and
+new. Tracing again would replace hand-edited atoms: it refuses unless ``replace_edits=True``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from .model import InputError, Reconstruction, TiltSeries, check_elements
+from .progress import ProgressCallback, report, sub_progress
+from .project import TimePoint, provenance
+
+#: The stages in order.
+STAGES = ("align", "reconstruct", "trace", "classify", "refine")
+#: The stages whose results each stage reads; align is optional (unaligned data are read raw).
+READS = {"align": (), "reconstruct": ("align",), "trace": ("reconstruct",), "classify": ("reconstruct", "trace"),
+         "refine": ("align", "classify")}
+#: Where each stage writes its result on a TimePoint.
+WRITES = {"align": "aligned", "reconstruct": "reconstruction", "trace": "atoms", "classify": "atoms",
+          "refine": "atoms"}
+
+
+def status(point: TimePoint) -> dict[str, str]:
+    """Each stage's status on ``point``: "done", "stale" (an earlier stage ran again since) or "not run"."""
+    return {stage: point.stages.get(stage, {}).get("status", "not run") for stage in STAGES}
+
+
+def tilt_series_of(point: TimePoint) -> TiltSeries:
+    """The tilt series the later stages read: the aligned one, or the raw one if never aligned."""
+    series = point.aligned if point.aligned is not None else point.raw
+    if series is None:
+        raise InputError(f"time point {point.name!r} has no tilt series: open one first")
+    return series
+
+
+def _check_fresh(point: TimePoint, stage: str):
+    """InputError if a result that ``stage`` reads is stale or missing."""
+    states = status(point)
+    for upstream in READS[stage]:
+        if states[upstream] == "stale":
+            raise InputError(f"{stage}: the {upstream} result of {point.name!r} is stale (an earlier stage ran "
+                             f"again since): run {upstream} again first")
+        if states[upstream] == "not run" and upstream != "align":
+            raise InputError(f"{stage}: run {upstream} on {point.name!r} first")
+
+
+def _recordable(options: dict) -> dict:
+    """The options as JSON-able parameters: arrays summarised, callables left out."""
+    out = {}
+    for name, value in options.items():
+        if callable(value):
+            continue
+        if isinstance(value, np.ndarray):
+            value = f"array {value.shape} {value.dtype}" if value.size > 16 else value.tolist()
+        out[name] = value
+    return out
+
+
+def record(point: TimePoint, stage: str, parameters: dict, seconds: float):
+    """Mark ``stage`` done with its parameters and provenance; later stages that ran become stale."""
+    if stage != STAGES[-1]:
+        mark_stale_from(point, STAGES[STAGES.index(stage) + 1])
+    point.stages[stage] = {"status": "done", "parameters": _recordable(parameters),
+                           "provenance": {**provenance(), "seconds": round(seconds, 3)}}
+
+
+def mark_stale_from(point: TimePoint, stage: str):
+    """Mark ``stage`` and every later stage that ran stale (e.g. the raw data were replaced)."""
+    for name in STAGES[STAGES.index(stage):]:
+        if name in point.stages:
+            point.stages[name]["status"] = "stale"
+
+
+def adopt(point: TimePoint, stage: str, result, source: str):
+    """Put a result made outside the workflow (e.g. a volume opened from a file) into ``point``
+    as ``stage``'s, recorded with its ``source``; later stages become stale."""
+    setattr(point, WRITES[stage], result)
+    if stage == "trace":
+        point.traced = None
+    record(point, stage, {"source": source}, 0.0)
+
+
+def has_hand_edits(point: TimePoint) -> bool:
+    """Whether the current atoms hold hand edits (edited or locked atoms, or logged edits since
+    the last trace)."""
+    if point.atoms is None:
+        return False
+    features = point.atoms.features
+    flagged = any(bool(np.any(features.get(name, False))) for name in ("edited", "locked"))
+    return flagged or any(entry.get("action") != "replace" for entry in point.edits[_last_replace(point) + 1:])
+
+
+def _last_replace(point: TimePoint) -> int:
+    return max((k for k, entry in enumerate(point.edits) if entry.get("action") == "replace"), default=-1)
+
+
+# --- the stages ------------------------------------------------------------------------------
+
+def preprocess_series(series: TiltSeries, *, denoising="none", background="none", normalise=False,
+                      progress: ProgressCallback = None) -> TiltSeries:
+    """Optional pre-processing, in the order the noise model needs: Poisson-aware denoising of the
+    raw counts, background subtraction, intensity normalisation (:mod:`napari_aet.preprocess`)."""
+    from .preprocess import denoise, normalise_intensity, subtract_background
+
+    series = denoise(series, method=denoising, progress=progress)
+    if background != "none":
+        series = subtract_background(series, method=background)
+    return normalise_intensity(series) if normalise else series
+
+
+#: Alignment methods: align_auto, or one shift-measuring function.
+ALIGN_METHODS = ("automatic", "centre of mass + common line", "cross-correlation")
+
+
+@dataclass
+class Alignment:
+    """What :func:`align` made: the pre-processed series with shifts and tilt axis set
+    (``measured``), the alignment report, and the series with the alignment applied."""
+
+    measured: TiltSeries
+    report: dict
+    aligned: TiltSeries
+
+
+def align(point: TimePoint, method="automatic", *, background=None, subtract_background_from_result=False,
+          denoising="none", normalise=False, progress: ProgressCallback = None, **measure_options) -> Alignment:
+    """Pre-process ``point.raw``, measure its alignment and apply it (into ``point.aligned``).
+
+    method : one of :data:`ALIGN_METHODS`; "automatic" is :func:`napari_aet.align.align_auto`
+        (``measure_options`` go to it: ``tilt_axis``, ``projection_matching``, ``iterations``,
+        ``precision``), the others measure shifts with one function and keep the tilt axis.
+    background : removed ("none", "constant", "smooth") from a copy the shifts are measured on
+        (default: align_auto's); ``subtract_background_from_result`` removes it from the result too.
+    """
+    import inspect
+
+    from .align import align_auto, apply_alignment, center_of_mass_shifts, common_line_shifts, cross_correlation_shifts
+    from .preprocess import subtract_background
+
+    if method not in ALIGN_METHODS:
+        raise InputError(f"unknown alignment method {method!r}: expected one of {', '.join(ALIGN_METHODS)}")
+    if point.raw is None:
+        raise InputError(f"time point {point.name!r} has no tilt series to align")
+    if background is None:
+        background = inspect.signature(align_auto).parameters["background"].default
+    series = preprocess_series(point.raw, denoising=denoising, normalise=normalise,
+                               background=background if subtract_background_from_result else "none",
+                               progress=sub_progress(progress, 0.0, 0.2))
+    to_measure = "none" if subtract_background_from_result else background
+    if method == "automatic":
+        measured, alignment_report = align_auto(series, background=to_measure, progress=sub_progress(progress, 0.2, 0.9),
+                                                **measure_options)
+    else:
+        clean = series if to_measure == "none" else subtract_background(series, method=to_measure)
+        precision = measure_options.get("precision", 0.05)
+        shifts = (cross_correlation_shifts(clean) if method == "cross-correlation"
+                  else center_of_mass_shifts(clean) + common_line_shifts(clean, precision=precision))
+        measured = series.replace(shifts=shifts)
+        alignment_report = {"shifts": {method: shifts}, "angles": series.angles.tolist()}
+    report(progress, 0.9, "applying the shifts")
+    point.aligned = apply_alignment(measured)
+    point.report["alignment"] = {k: v for k, v in alignment_report.items() if np.size(v) < 1000}
+    return Alignment(measured, alignment_report, point.aligned)
+
+
+def reconstruct(point: TimePoint, method="genfire", *, automatic_support=False, fsc=False, stop=None,
+                on_iteration=None, progress: ProgressCallback = None, **params) -> Reconstruction:
+    """Reconstruct the point's tilt series (into ``point.reconstruction``).
+
+    method, params : :func:`napari_aet.reconstruct.iterate`'s, over the method's recommended
+        parameters. automatic_support : confine to the particle mask of a weighted back-projection.
+    fsc : also the half-set Fourier shell correlation (two more reconstructions), stored in
+        ``reconstruction.metadata["fsc"]``.
+    stop : ``stop()`` true ends the iterations early, keeping the current iterate (the metadata say
+        how many ran). on_iteration : called with each :class:`IterationState` (live views).
+    """
+    from .analysis.volume_metrics import half_set_fsc, resolution_from_fsc
+    from .reconstruct import RECOMMENDED, parameters, weighted_backprojection
+    from .reconstruct import reconstruct as reconstruct_volume
+    from .trace import particle_support
+
+    series = tilt_series_of(point)
+    params = parameters(method, **{**RECOMMENDED.get(method, {}), **params})  # checked, defaults filled
+    if automatic_support:
+        report(progress, 0.0, "support: particle mask of a weighted back-projection")
+        params["support"] = particle_support(weighted_backprojection(series, params.get("thickness")),
+                                             voxel_size=series.pixel_size)
+    recon = reconstruct_volume(series, method, progress=sub_progress(progress, 0.0, 1 / 3 if fsc else 1.0),
+                               stop=stop, on_iteration=on_iteration, **params)
+    if fsc and recon.metadata["completed"]:
+        frequency, correlation = half_set_fsc(series, method, progress=sub_progress(progress, 1 / 3, 1.0), **params)
+        recon.metadata["fsc"] = {"frequency_per_A": frequency.tolist(), "fsc": correlation.tolist(),
+                                 "resolution_A_at_0.143": float(resolution_from_fsc(frequency, correlation))}
+    point.reconstruction = recon
+    return recon
+
+
+def trace(point: TimePoint, *, replace_edits=False, progress: ProgressCallback = None, **options):
+    """Trace atoms in the point's reconstruction (into ``point.atoms``; ``traced`` cleared).
+
+    Refuses to replace atoms holding hand edits unless ``replace_edits``; then the replacement
+    is logged in ``point.edits``.
+    """
+    from .edit import replacement
+    from .trace import trace_atoms
+
+    if point.reconstruction is None:
+        raise InputError(f"trace: time point {point.name!r} has no reconstruction: reconstruct first")
+    if has_hand_edits(point) and not replace_edits:
+        raise InputError(f"trace: the atoms of {point.name!r} hold hand edits; tracing again would replace "
+                         "them: save the study under another name first, or confirm replacing them")
+    atoms = trace_atoms(point.reconstruction, progress=progress, **options)
+    if point.atoms is not None and has_hand_edits(point):
+        point.edits.append(replacement(point.atoms, atoms))
+    point.atoms, point.traced = atoms, None
+    return atoms
+
+
+def classify(point: TimePoint, elements, *, progress: ProgressCallback = None, **options):
+    """Classify the species of ``point.atoms`` (locked labels kept), in place."""
+    from .classify import classify_atoms
+
+    point.atoms = classify_atoms(point.reconstruction, point.atoms, check_elements(elements), progress=progress,
+                                 **options)
+    return point.atoms
+
+
+def refine(point: TimePoint, *, elements=None, progress: ProgressCallback = None, **options):
+    """Refine ``point.atoms`` against the tilt series; ``traced`` keeps the input. Returns the
+    :class:`~napari_aet.refine.Refinement` (its species heights, widths, error curves)."""
+    from .refine import refine_atoms
+
+    if elements is None:
+        elements = point.stages.get("classify", {}).get("parameters", {}).get("elements")
+    refinement = refine_atoms(tilt_series_of(point), point.atoms, elements=elements, progress=progress, **options)
+    point.traced, point.atoms = point.atoms, refinement.atoms
+    return refinement
+
+
+_RUNNERS = {"align": align, "reconstruct": reconstruct, "trace": trace, "classify": classify, "refine": refine}
+
+
+def run_stage(point: TimePoint, stage: str, *args, progress: ProgressCallback = None, **options):
+    """Run ``stage`` (one of :data:`STAGES`) on ``point`` with ``options`` and record it.
+
+    Positional ``args`` go to the stage (classify's ``elements``). Returns the stage's result:
+    :class:`Alignment`, :class:`~napari_aet.model.Reconstruction`, the atoms, or a
+    :class:`~napari_aet.refine.Refinement`. On an error or a cancel the point is unchanged
+    except for what the stage had finished writing (nothing, for every stage here).
+    """
+    if stage not in _RUNNERS:
+        raise InputError(f"unknown stage {stage!r}: expected one of {', '.join(STAGES)}")
+    _check_fresh(point, stage)
+    start = time.perf_counter()
+    result = _RUNNERS[stage](point, *args, progress=progress, **options)
+    parameters = dict(options)
+    if stage == "classify":
+        parameters["elements"] = list(check_elements(args[0] if args else options["elements"]))
+    record(point, stage, parameters, time.perf_counter() - start)
+    return result

@@ -1,0 +1,91 @@
+"""The workflow: one stage on one time point, status and staleness, hand edits protected."""
+
+import copy
+
+import h5py
+import numpy as np
+import pytest
+
+from napari_aet import workflow
+from napari_aet.edit import relabel
+from napari_aet.model import InputError
+from napari_aet.project import Project, TimePoint, load_project, save_project
+from napari_aet.simulate import fcc_particle, simulate_tilt_series
+
+
+@pytest.fixture(scope="module")
+def series():
+    """A 55-atom FePt particle, 31 tilts over ±70°, 48² pixels of 0.4 Å, shifted up to 2 px."""
+    atoms = fcc_particle(radius=6.0, seed=2)
+    return simulate_tilt_series(atoms, np.linspace(-70, 70, 31), shape=(48, 48), max_shift=2, seed=2).tilt_series
+
+
+@pytest.fixture(scope="module")
+def traced(series):
+    point = TimePoint("t0", raw=series)
+    workflow.run_stage(point, "align", tilt_axis=0.0, projection_matching=False)
+    workflow.run_stage(point, "reconstruct", method="resire", n_iterations=20)
+    workflow.run_stage(point, "trace")
+    return point
+
+
+@pytest.fixture
+def point(traced):
+    """A time point aligned, reconstructed and traced (a fresh copy per test)."""
+    return copy.deepcopy(traced)
+
+
+def test_stages_run_in_order_and_record_status(point):
+    assert workflow.status(point) == {"align": "done", "reconstruct": "done", "trace": "done",
+                                      "classify": "not run", "refine": "not run"}
+    atoms = workflow.run_stage(point, "classify", "Fe,Pt", seed=0)
+    assert point.atoms is atoms and set(atoms.species) <= {"", "Fe", "Pt"}
+    record = point.stages["classify"]
+    assert record["parameters"]["elements"] == ["Fe", "Pt"] and record["provenance"]["seconds"] >= 0
+    assert point.stages["reconstruct"]["parameters"]["n_iterations"] == 20
+
+
+def test_an_earlier_stage_makes_later_ones_stale_and_they_refuse(point):
+    workflow.run_stage(point, "reconstruct", method="wbp")
+    assert workflow.status(point)["trace"] == "stale"
+    with pytest.raises(InputError, match="trace result of 't0' is stale"):
+        workflow.run_stage(point, "classify", "Fe,Pt")
+    workflow.run_stage(point, "trace")
+    assert workflow.status(point)["trace"] == "done"
+
+
+def test_a_stage_needs_its_input(series):
+    point = TimePoint("t0", raw=series)
+    with pytest.raises(InputError, match="run reconstruct on 't0' first"):
+        workflow.run_stage(point, "trace")
+    with pytest.raises(InputError, match="unknown stage"):
+        workflow.run_stage(point, "polish")
+
+
+def test_tracing_again_never_silently_replaces_hand_edits(point):
+    point.atoms = relabel(point.atoms, [0], "Pt")
+    with pytest.raises(InputError, match="hold hand edits"):
+        workflow.run_stage(point, "trace")
+    workflow.run_stage(point, "trace", replace_edits=True)
+    assert point.edits[-1]["action"] == "replace"
+    assert not workflow.has_hand_edits(point)
+
+
+def test_study_round_trip_keeps_stages_and_time(point, series, tmp_path):
+    point.time = 16.0
+    save_project(tmp_path / "study.aet", Project([point, TimePoint("26 min", raw=series, time=26.0)]))
+    first, second = load_project(tmp_path / "study.aet").time_points
+    assert first.stages == point.stages and first.time == 16.0
+    assert workflow.status(second)["align"] == "not run" and second.time == 26.0
+
+
+def test_version_1_files_read_with_their_results_done(point, tmp_path):
+    path = save_project(tmp_path / "old.aet", Project([point]))
+    with h5py.File(path, "r+") as handle:  # what a version-1 writer left: no stages, no time
+        handle.attrs["format_version"] = 1
+        for name in ("stages", "time"):
+            del handle["time_points/0000"].attrs[name]
+    (old,) = load_project(path).time_points
+    assert workflow.status(old) == {"align": "done", "reconstruct": "done", "trace": "done",
+                                    "classify": "not run", "refine": "not run"}
+    assert old.time is None
