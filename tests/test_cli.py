@@ -127,3 +127,82 @@ def test_demo_gui_layers(make_napari_viewer):
     atoms = viewer.layers["atoms"]
     assert len(atoms.data) == len(result.atoms)
     assert np.array_equal(atoms.shown, ~result.atoms.features["non_atom"].astype(bool))  # noise hidden
+
+
+QUICK = ["--pixel-size", "0.4", "--elements", "Fe,Pt", "--no-align", "--no-refine", "--iterations", "5"]
+
+
+def test_run_refuses_a_directory_with_results_unless_forced(simulated, tmp_path, capsys):
+    out = tmp_path / "result"
+    out.mkdir()
+    (out / "atoms.csv").write_text("x,y,z,element\n")
+    args = ["run", str(simulated / "tilt_series.tif"), *QUICK, "--out", str(out)]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "already holds results (atoms.csv)" in err[0] and "--force" in err[0]
+    assert (out / "atoms.csv").read_text() == "x,y,z,element\n" and not (out / "report.json").exists()
+    assert main(args + ["--force"]) == 0
+    assert len(read_atoms(out / "atoms.csv")) > 0 and (out / "report.json").exists()
+
+
+def test_force_keeps_a_project_with_hand_edits(simulated, tmp_path, capsys):
+    from napari_aet.project import save_project
+
+    out = tmp_path / "result"
+    args = ["run", str(simulated / "tilt_series.tif"), *QUICK, "--out", str(out), "--force"]
+    assert main(args) == 0
+    project = load_project(out / "project.aet")
+    project.time_points[0].edits = [{"action": "delete", "index": 0}]
+    save_project(out / "project.aet", project)
+    capsys.readouterr()
+    assert main(args) == 0
+    kept = list(out.glob("project.edited-*.aet"))
+    assert len(kept) == 1 and f"as {kept[0]}" in capsys.readouterr().out
+    assert load_project(kept[0]).time_points[0].edits == [{"action": "delete", "index": 0}]
+    assert load_project(out / "project.aet").time_points[0].edits == []
+    assert main(args) == 0  # the new project has no edits: it is replaced, nothing more is kept
+    assert len(list(out.glob("project.edited-*.aet"))) == 1
+
+
+def test_a_failed_run_leaves_no_directory(simulated, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "new" / "result"
+    assert main(["run", str(simulated / "tilt_series.tif"), "--pixel-size", "0.4", "--elements", "Fe,Xx",
+                 "--out", str(out)]) == 2
+    assert not (tmp_path / "new").exists()
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("napari_aet.pipeline.run_pipeline", interrupted)
+    assert main(["run", str(simulated / "tilt_series.tif"), *QUICK, "--out", str(out)]) == 130
+    assert not (tmp_path / "new").exists() and "interrupted" in capsys.readouterr().err
+
+
+def test_results_appear_whole_or_not_at_all(simulated, tmp_path, monkeypatch):
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("napari_aet.io.write_volume", disk_full)
+    with pytest.raises(OSError):
+        main(["run", str(simulated / "tilt_series.tif"), *QUICK, "--out", str(tmp_path / "new" / "result")])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_truncated_tiff_is_one_clear_line(simulated, tmp_path, capsys):
+    truncated = tmp_path / "truncated.tif"
+    truncated.write_bytes((simulated / "tilt_series.tif").read_bytes()[:20000])
+    assert main(["run", str(truncated), "--angles", str(simulated / "tilt_series.tlt"), *QUICK,
+                 "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "truncated or corrupt" in err[0] and "truncated.tif" in err[0]
+
+
+def test_nan_projections_are_named(simulated, tmp_path, capsys):
+    data = tifffile.imread(simulated / "tilt_series.tif")
+    data[4, 10, 10] = np.nan
+    data[17, 0, 0] = np.inf
+    tifffile.imwrite(tmp_path / "nan.tif", data)
+    assert main(["run", str(tmp_path / "nan.tif"), "--angles", str(simulated / "tilt_series.tlt"), *QUICK,
+                 "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "2 NaN or Inf values, in projections 4, 17" in err[0]

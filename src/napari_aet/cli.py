@@ -15,6 +15,7 @@ import numpy as np
 
 from .model import InputError, check_elements
 from .reconstruct import METHODS
+from .runs import RUN_OPTIONS, parse_tilt_axis, pipeline_options  # noqa: F401 (parse_tilt_axis: API)
 
 
 class ConsoleProgress:
@@ -37,17 +38,6 @@ class ConsoleProgress:
             self.stream.write(f"[{fraction:4.0%}] {message}\n")
         self.last_step, self.last_message = step, message
         self.stream.flush()
-
-
-def parse_tilt_axis(text) -> float:
-    """``y`` -> 0°, ``x`` -> 90°, else a number of degrees from the image y axis."""
-    named = {"y": 0.0, "x": 90.0}
-    if text.lower() in named:
-        return named[text.lower()]
-    try:
-        return float(text)
-    except ValueError:
-        raise InputError(f"--tilt-axis must be y, x or a number of degrees, got {text!r}") from None
 
 
 def _add_common(parser):
@@ -82,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-align", action="store_true", help="the series is already aligned")
     run.add_argument("--fsc", action="store_true",
                      help="also report the half-set Fourier shell correlation (two more reconstructions)")
+    run.add_argument("--force", action="store_true",
+                     help="replace results already in --out (a project.aet with hand edits is kept, renamed)")
     _add_common(run)
 
     sim = sub.add_parser("simulate", help="write a synthetic FePt tilt series, its angles and ground truth")
@@ -107,21 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def command_run(args) -> int:
-    from .io import read_tilt_series
-    from .pipeline import check_writable, run_pipeline, write_results
+    from .runs import run_to_directory
 
-    elements = check_elements(args.elements)
-    check_writable(args.out)
-    tilt_axis = None if args.tilt_axis is None else parse_tilt_axis(args.tilt_axis)
-    series = read_tilt_series(args.tilt_series, angles=args.angles, pixel_size=args.pixel_size,
-                              tilt_axis=tilt_axis)
-    print(f"Read {args.tilt_series}: {series.n_angles} projections of {series.projections.shape[1:]} px, "
-          f"{series.pixel_size:g} Å/px, tilts {np.min(series.angles):.1f}° to {np.max(series.angles):.1f}°")
-    align_options = {} if tilt_axis is None else {"tilt_axis": tilt_axis}  # checked against the data
-    result = run_pipeline(series, elements, align=not args.no_align, method=args.method,
-                          align_options=align_options, **_stage_options(args), fsc=args.fsc,
-                          seed=args.seed, progress=ConsoleProgress())
-    report = write_results(result, args.out)
+    report = run_to_directory(args.tilt_series, args.out, args.elements, force=args.force,
+                              **{name: getattr(args, name) for name in RUN_OPTIONS},
+                              progress=ConsoleProgress(), log=print)
     print_summary(report)
     print(f"Results in {Path(args.out).resolve()}")
     return 0
@@ -129,15 +111,8 @@ def command_run(args) -> int:
 
 def _stage_options(args) -> dict:
     """run_pipeline's keyword arguments for the options shared by ``run`` and ``demo``."""
-    refine_options = {}
-    for flag, name in (("refine_iterations", "iterations"), ("refine_rounds", "complete_rounds")):
-        value = getattr(args, flag)
-        if value is not None:
-            if value < 0:
-                raise InputError(f"--{flag.replace('_', '-')} must be 0 or more, got {value}")
-            refine_options[name] = value
-    return {"reconstruct_options": {} if args.iterations is None else {"n_iterations": args.iterations},
-            "refine": not args.no_refine, "refine_options": refine_options}
+    return pipeline_options(iterations=args.iterations, no_refine=args.no_refine,
+                            refine_iterations=args.refine_iterations, refine_rounds=args.refine_rounds)
 
 
 def command_simulate(args) -> int:

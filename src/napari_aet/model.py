@@ -44,12 +44,19 @@ def check_elements(elements) -> tuple[str, ...]:
     return elements
 
 
-def _finite_array(name, a, ndim, dtype):
+def _finite_array(name, a, ndim, dtype, items=None):
+    """``a`` as ``dtype``, checked to be ``ndim``-D and finite; ``items`` names the entries along
+    axis 0 (e.g. "projections") so that the error says which of them hold NaN or Inf."""
     a = np.asarray(a, dtype=dtype)
     if a.ndim != ndim:
         raise InputError(f"{name} must be a {ndim}D array, got shape {a.shape}")
     if not np.all(np.isfinite(a)):
-        raise InputError(f"{name} contains {np.count_nonzero(~np.isfinite(a))} NaN or Inf values")
+        bad = ~np.isfinite(a)
+        where = ""
+        if items is not None:
+            rows = np.flatnonzero(bad.reshape(len(a), -1).any(axis=1))
+            where = f", in {items} {', '.join(map(str, rows[:10]))}{', …' if len(rows) > 10 else ''} (from 0)"
+        raise InputError(f"{name} contains {np.count_nonzero(bad)} NaN or Inf values{where}")
     return a
 
 
@@ -88,7 +95,7 @@ class TiltSeries:
         if p.ndim == 2:
             raise InputError(f"expected a stack of projections (n_angles, ny, nx), got a single "
                              f"2D image of shape {p.shape}")
-        self.projections = _finite_array("projections", p, 3, np.float32)
+        self.projections = _finite_array("projections", p, 3, np.float32, items="projections")
         n, ny, nx = self.projections.shape
         if n < 2 or ny < 8 or nx < 8:
             raise InputError(f"tilt series of shape {self.projections.shape} is too small: need at "
@@ -98,7 +105,7 @@ class TiltSeries:
             angles = angles[:, 0]
         if not (angles.ndim == 1 or (angles.ndim == 2 and angles.shape[1] == 3)):
             raise InputError(f"angles must have shape (n,) or (n, 3) Euler angles, got {angles.shape}")
-        self.angles = _finite_array("angles", angles, angles.ndim, np.float64)
+        self.angles = _finite_array("angles", angles, angles.ndim, np.float64, items="angles")
         if len(self.angles) != n:
             raise InputError(f"{n} projections but {len(self.angles)} angles: there must be one "
                              "angle (or Euler triple) per projection")

@@ -7,9 +7,12 @@ the widgets call the same stage functions one by one.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import platform
+import secrets
 import shutil
 import tempfile
 import time
@@ -187,12 +190,20 @@ def _refinement_report(refinement: Refinement) -> dict:
             "scale_range": [float(refinement.scale.min()), float(refinement.scale.max())]}
 
 
-def check_writable(out_dir) -> Path:
-    """Create ``out_dir`` if needed and check that files can be written there."""
+def check_writable(out_dir, *, create=True) -> Path:
+    """Check that files can be written in ``out_dir``, creating it (and its parents) if ``create``.
+
+    With ``create=False`` nothing is made: a missing ``out_dir`` passes when its nearest existing
+    parent is a writable directory (a run creates ``out_dir`` only once it has results).
+    """
     out_dir = Path(out_dir)
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out_dir):
+        if create:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        existing = next(path for path in (out_dir, *out_dir.absolute().parents) if path.exists())
+        if not existing.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, f"{existing} is not a directory")
+        with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as error:
         raise InputError(f"cannot write to output directory {out_dir}: {error.strerror or error}") from None
@@ -203,13 +214,19 @@ def write_results(result: PipelineResult, out_dir, extra_report=None) -> dict:
     """Write ``atoms.csv``, ``reconstruction.mrc``, ``aligned.tif``, ``report.json`` and
     ``project.aet`` into ``out_dir``. Files are written to a hidden staging folder and
     moved in only when all succeeded, ``report.json`` last, so a failed run leaves no
-    half-written result. Returns the report written."""
+    half-written result. A missing ``out_dir`` appears whole, by renaming the staging folder;
+    if writing fails, no directory it created is left behind. Returns the report written."""
     from .io import write_atoms, write_tilt_series, write_volume
     from .project import Project, TimePoint, save_project
 
-    out_dir = check_writable(out_dir)
+    out_dir = check_writable(out_dir, create=False)
     full_report = _jsonable({**result.report, **(extra_report or {})})
-    staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=out_dir))
+    created = [path for path in (out_dir, *out_dir.absolute().parents) if not path.exists()]  # deepest first
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_hex(4)
+    staging = out_dir / f".partial-{token}" if out_dir.exists() else out_dir.with_name(
+        f".partial-{out_dir.name}-{token}")
+    staging.mkdir()  # honours the umask, unlike mkdtemp: a renamed staging folder stays readable
     try:
         write_atoms(staging / "atoms.csv", real_atoms(result.atoms))
         write_volume(staging / "reconstruction.mrc", result.reconstruction)
@@ -220,8 +237,14 @@ def write_results(result: PipelineResult, out_dir, extra_report=None) -> dict:
         save_project(staging / "project.aet", Project(time_points=[point], provenance={
             "napari_aet_version": __version__, "created": full_report.get("created", "")}))
         (staging / "report.json").write_text(json.dumps(full_report, indent=2))
-        for path in sorted(staging.iterdir(), key=lambda p: p.name == "report.json"):
-            os.replace(path, out_dir / path.name)
+        if out_dir.exists():
+            for path in sorted(staging.iterdir(), key=lambda p: p.name == "report.json"):
+                os.replace(path, out_dir / path.name)
+        else:
+            os.replace(staging, out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        for path in created[1:] if not out_dir.exists() else ():  # failed: remove the parents it made
+            with contextlib.suppress(OSError):
+                path.rmdir()  # only if still empty
     return full_report

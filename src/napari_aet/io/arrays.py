@@ -6,7 +6,9 @@ every library failure into one :class:`~napari_aet.model.InputError` sentence.
 
 from __future__ import annotations
 
+import logging
 import xml.etree.ElementTree as ElementTree
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,13 +52,40 @@ def _tiff_pixel_size(tif) -> float | None:
     return to_angstrom(denominator / numerator, unit) if numerator else None
 
 
+class _LibraryErrors(logging.Handler):
+    """Collects the errors a library logs instead of raising (tifffile logs a truncated file)."""
+
+    def __init__(self):
+        super().__init__(logging.ERROR)
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage().split("> ")[-1])
+
+
+@contextmanager
+def _logged_errors_raised(logger_name):
+    """Silence ``logger_name`` and raise its first logged error as an exception at the end."""
+    logger, handler = logging.getLogger(logger_name), _LibraryErrors()
+    propagate, logger.propagate = logger.propagate, False
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+    if handler.messages:
+        raise ValueError(f"truncated or corrupt file: {handler.messages[-1]}")
+
+
 def _read_tiff(path: Path) -> ImageFile:
     import tifffile
 
-    with tifffile.TiffFile(path) as tif:
+    with _logged_errors_raised("tifffile"), tifffile.TiffFile(path) as tif:
         data = tif.asarray()
         kind = (tif.imagej_metadata or {}).get("aet_kind")
-        return ImageFile(data, _tiff_pixel_size(tif), kind=kind, info={"format": "TIFF"})
+        pixel_size = _tiff_pixel_size(tif)
+    return ImageFile(data, pixel_size, kind=kind, info={"format": "TIFF"})
 
 
 def _read_mrc(path: Path) -> ImageFile:

@@ -1,0 +1,136 @@
+"""One tilt-series file -> one result directory: what ``napari-aet run`` and every batch row do.
+
+The command line never destroys work: a directory that already holds results is refused
+unless ``force``; even then a previous ``project.aet`` that holds hand edits is kept under a
+new name; a run that fails leaves no directory it created, and results appear all at once
+(:func:`napari_aet.pipeline.write_results`).
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .model import InputError, check_elements
+from .progress import ProgressCallback
+
+#: The files a run writes; any of them in a directory means it holds results.
+RESULT_FILES = ("atoms.csv", "report.json", "project.aet", "reconstruction.mrc", "aligned.tif")
+
+#: ``run`` options by name (the command-line flag with ``_`` for ``-``) and type; a batch plan
+#: may give any of them as a column. Defaults are those of :func:`run_to_directory`.
+RUN_OPTIONS = {"angles": str, "pixel_size": float, "tilt_axis": str, "no_align": bool, "method": str,
+               "iterations": int, "fsc": bool, "no_refine": bool, "refine_iterations": int,
+               "refine_rounds": int, "seed": int}
+
+
+def parse_tilt_axis(text) -> float:
+    """``y`` -> 0°, ``x`` -> 90°, else a number of degrees from the image y axis."""
+    named = {"y": 0.0, "x": 90.0}
+    if str(text).lower() in named:
+        return named[str(text).lower()]
+    try:
+        return float(text)
+    except ValueError:
+        raise InputError(f"--tilt-axis must be y, x or a number of degrees, got {text!r}") from None
+
+
+def pipeline_options(*, iterations=None, no_refine=False, refine_iterations=None, refine_rounds=None) -> dict:
+    """:func:`napari_aet.pipeline.run_pipeline` keyword arguments for the options that ``run`` and
+    ``demo`` share (reconstruction iterations, refinement on/off, its iterations and rounds)."""
+    refine_options = {}
+    for flag, name, value in (("refine-iterations", "iterations", refine_iterations),
+                              ("refine-rounds", "complete_rounds", refine_rounds)):
+        if value is not None:
+            if value < 0:
+                raise InputError(f"--{flag} must be 0 or more, got {value}")
+            refine_options[name] = value
+    return {"reconstruct_options": {} if iterations is None else {"n_iterations": iterations},
+            "refine": not no_refine, "refine_options": refine_options}
+
+
+def existing_results(out_dir) -> list[str]:
+    """Names of the result files already in ``out_dir`` (empty if it holds none or is missing)."""
+    return [name for name in RESULT_FILES if (Path(out_dir) / name).exists()]
+
+
+def has_edits(project_path) -> bool:
+    """Whether the project file holds hand edits (a time point with a non-empty ``edits`` log)."""
+    from .project import load_project
+
+    return any(point.edits for point in load_project(project_path).time_points)
+
+
+def keep_if_edited(path) -> Path | None:
+    """Rename the project ``path`` to ``<stem>.edited-<UTC time>.aet`` if it holds hand edits, so a
+    re-run cannot overwrite them; returns the new path (None if there was nothing to keep)."""
+    path = Path(path)
+    if not path.exists() or not has_edits(path):
+        return None
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    for number in range(1000):
+        kept = path.with_name(f"{path.stem}.edited-{stamp}{f'-{number}' if number else ''}{path.suffix}")
+        if not kept.exists():
+            os.rename(path, kept)
+            return kept
+    raise InputError(f"cannot keep the hand-edited {path}: too many earlier copies beside it")
+
+
+def check_output(out_dir, *, force=False) -> Path:
+    """``out_dir`` as a Path after checking that a run may write there (nothing is created).
+
+    A directory that already holds results is refused unless ``force``.
+    """
+    from .pipeline import check_writable
+
+    out_dir = check_writable(out_dir, create=False)
+    found = existing_results(out_dir)
+    if found and not force:
+        raise InputError(f"{out_dir} already holds results ({', '.join(found)}): pass --force to replace "
+                         "them or choose another --out")
+    return out_dir
+
+
+def run_to_directory(series_path, out_dir, elements, *, angles=None, pixel_size=None, tilt_axis=None,
+                     no_align=False, method="genfire", iterations=None, fsc=False, no_refine=False,
+                     refine_iterations=None, refine_rounds=None, seed=0, force=False,
+                     progress: ProgressCallback = None, log: Callable[[str], None] | None = None) -> dict:
+    """Read a tilt-series file, run the whole chain and write its results into ``out_dir``.
+
+    Exactly what ``napari-aet run`` does; the keyword options are its flags (see ``napari-aet
+    run --help``): ``angles`` an angle file (else the sidecar/metadata rules), ``pixel_size`` Å
+    (else from the file), ``tilt_axis`` ``"y"``, ``"x"`` or degrees from the image y axis,
+    ``iterations`` reconstruction iterations, ``refine_rounds``/``refine_iterations`` the
+    refinement's limits, ``seed`` every random step.
+
+    force : replace results already in ``out_dir``; a previous ``project.aet`` holding hand
+        edits is renamed, never overwritten (see :func:`keep_if_edited`).
+    progress : ``progress(fraction, message)`` over the whole chain.
+    log : called with one-line messages for the user (what was read, what was kept).
+
+    Returns the report written to ``report.json``. Raises InputError for bad input before
+    anything is written; ``out_dir`` is created only when the run succeeded.
+    """
+    from .io import read_tilt_series
+    from .pipeline import run_pipeline, write_results
+
+    log = log or (lambda message: None)
+    elements = check_elements(elements)
+    out_dir = check_output(out_dir, force=force)
+    axis = None if tilt_axis is None else parse_tilt_axis(tilt_axis)
+    options = pipeline_options(iterations=iterations, no_refine=no_refine, refine_iterations=refine_iterations,
+                               refine_rounds=refine_rounds)
+    series = read_tilt_series(series_path, angles=angles, pixel_size=pixel_size, tilt_axis=axis)
+    log(f"Read {series_path}: {series.n_angles} projections of {series.projections.shape[1:]} px, "
+        f"{series.pixel_size:g} Å/px, tilts {np.min(series.angles):.1f}° to {np.max(series.angles):.1f}°")
+    result = run_pipeline(series, elements, align=not no_align, method=method,
+                          align_options={} if axis is None else {"tilt_axis": axis},  # checked against the data
+                          **options, fsc=fsc, seed=seed, progress=progress)
+    kept = keep_if_edited(out_dir / "project.aet") if force else None
+    if kept is not None:
+        log(f"Kept the previous project, which holds hand edits, as {kept}")
+    return write_results(result, out_dir)
