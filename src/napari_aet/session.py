@@ -1,0 +1,150 @@
+"""A study being worked on (Qt-free): the study, its current time point, where it is saved, and
+an autosave of the hand edits that survives a crash.
+
+The napari widgets share one :class:`StudySession` per viewer; scripts may use one too. Stages run
+through :meth:`StudySession.run` (:func:`napari_aet.workflow.run_stage` on the current time
+point), and every change is announced on :attr:`StudySession.changed` with the stage's name
+("edit" for hand edits, "study" when the study itself was replaced).
+
+Two autosaves sit next to the study file (for a study never saved, in the user's data
+directory), each written atomically: after every stage the whole study (``<study>.autosave.aet``),
+and after every hand edit only what a person made — per time point its atoms, edit log, stage
+records and time (``<study>.edits.aet``), small enough to write after each edit. Opening a study
+takes the newest of the study and its autosave, then the hand edits saved after it, so a killed
+napari loses at most the edit in flight.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+from psygnal import Signal
+
+from . import workflow
+from .model import InputError, TiltSeries
+from .project import Project, TimePoint, load_project, save_project
+
+def autosave_paths(path: Path | None) -> tuple[Path, Path]:
+    """The (whole-study, hand-edits) autosave files of the study saved at ``path`` (fresh ones in
+    the user's data directory for a study never saved)."""
+    if path is None:
+        from platformdirs import user_data_dir
+
+        folder = Path(user_data_dir("napari-aet")) / "autosave"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"study-{uuid.uuid4().hex[:12]}.aet"
+    stem = path.name.removesuffix(".aet")
+    return path.with_name(f"{stem}.autosave.aet"), path.with_name(f"{stem}.edits.aet")
+
+
+def _newer(path: Path, than: Path) -> bool:
+    return path.exists() and path.stat().st_mtime_ns >= than.stat().st_mtime_ns
+
+
+def _hand_made(point: TimePoint) -> TimePoint:
+    """The part of a time point a person made: atoms, edit log, stage records, time."""
+    return TimePoint(point.name, atoms=point.atoms, edits=point.edits, stages=point.stages, time=point.time)
+
+
+class StudySession:
+    """One study, its current time point and its files.
+
+    study : the :class:`~napari_aet.project.Project`; path : where it is saved (None until then).
+    """
+
+    changed = Signal(str)
+
+    def __init__(self, study: Project | None = None, path=None):
+        self.study = study if study is not None else Project([TimePoint("t0")])
+        if not self.study.time_points:
+            raise InputError("a study needs at least one time point")
+        self.index = 0
+        self.recovered = False  # whether opening restored work from an autosave
+        self.path = None if path is None else Path(path)
+        self.autosave_path, self.edits_path = autosave_paths(self.path)
+
+    @property
+    def point(self) -> TimePoint:
+        """The current time point."""
+        return self.study.time_points[self.index]
+
+    def select(self, index: int):
+        """Make time point ``index`` current."""
+        if not 0 <= index < len(self.study.time_points):
+            raise InputError(f"the study has {len(self.study.time_points)} time point(s), no {index}")
+        self.index = index
+        self.changed.emit("study")
+
+    def add_time_point(self, name: str, time: float | None = None) -> TimePoint:
+        """Append an empty time point and make it current."""
+        if any(p.name == name for p in self.study.time_points):
+            raise InputError(f"the study already has a time point named {name!r}")
+        self.study.time_points.append(TimePoint(name, time=time))
+        self.select(len(self.study.time_points) - 1)
+        return self.point
+
+    def set_raw(self, series: TiltSeries):
+        """Make ``series`` the current time point's data; every stage that ran becomes stale."""
+        self.point.raw = series
+        workflow.mark_stale_from(self.point, workflow.STAGES[0])
+        self.changed.emit("raw")
+
+    def run(self, stage: str, *args, progress=None, **options):
+        """:func:`napari_aet.workflow.run_stage` on the current time point, then the whole-study
+        autosave (call from a worker thread, one stage at a time). Announce the change with
+        :meth:`announce` from the GUI thread."""
+        result = workflow.run_stage(self.point, stage, *args, progress=progress, **options)
+        save_project(self.autosave_path, self.study)
+        return result
+
+    def announce(self, what: str):
+        """Tell the listeners that ``what`` (a stage, "edit", "study") changed."""
+        self.changed.emit(what)
+
+    def edited(self):
+        """Call after each hand edit of the current atoms: saves the hand edits and announces them."""
+        save_project(self.edits_path, Project([_hand_made(p) for p in self.study.time_points]))
+        self.changed.emit("edit")
+
+    def save(self, path=None) -> Path:
+        """Save the whole study (to ``path``, or where it was saved before); the autosave is then
+        up to date with it and is removed."""
+        if path is None and self.path is None:
+            raise InputError("the study has not been saved yet: give a file name (.aet)")
+        target = Path(path) if path is not None else self.path
+        save_project(target, self.study)
+        for old in (self.autosave_path, self.edits_path):
+            old.unlink(missing_ok=True)
+        self.path = target
+        self.autosave_path, self.edits_path = autosave_paths(target)
+        return target
+
+    @classmethod
+    def open(cls, path) -> StudySession:
+        """Open a saved study (or an autosave of one), with whatever its autosaves hold that is newer."""
+        path = Path(path)
+        if path.name.endswith((".autosave.aet", ".edits.aet")):
+            raise InputError(f"{path.name} is an autosave: open the study it belongs to "
+                             f"({path.name.split('.')[0]}.aet), which restores it")
+        source = path
+        autosave, edits = autosave_paths(path)
+        if _newer(autosave, path):
+            source = autosave
+        session = cls(load_project(source), path)
+        session.recovered = source != path
+        if _newer(edits, source):
+            session.recovered |= session.recover(load_project(edits))
+        return session
+
+    def recover(self, hand_made: Project) -> bool:
+        """Put the atoms and edit logs of ``hand_made`` into the time points of the same name whose
+        stage records match (the edits were made on those results). Returns whether any was."""
+        by_name = {p.name: p for p in hand_made.time_points}
+        recovered = False
+        for point in self.study.time_points:
+            saved = by_name.get(point.name)
+            if saved is not None and saved.stages == point.stages:
+                point.atoms, point.edits = saved.atoms, saved.edits
+                recovered = True
+        return recovered
