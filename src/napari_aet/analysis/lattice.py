@@ -100,6 +100,17 @@ class Lattice:
         """Positions (Å, (x, y, z)) of integer sites (units of a/2) of the given grains."""
         return self.origins[grain] + np.einsum("nij,nj->ni", self.rotations[grain], sites) * self.constant / 2
 
+    @classmethod
+    def from_dict(cls, d) -> Lattice:
+        """Inverse of :meth:`to_dict`."""
+        try:
+            return cls(d["kind"], float(d["lattice_constant_A"]), float(d["nearest_neighbour_A"]),
+                       np.array(d["rotations"], float).reshape(-1, 3, 3), np.array(d["origins_A"], float).reshape(-1, 3),
+                       float(d["aligned_bond_fraction"]), float(d["rms_displacement_A"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(f"lattice record is incomplete or malformed ({exc}): expected the output of "
+                             "napari-aet analyze") from None
+
     def to_dict(self) -> dict:
         return {"kind": self.kind, "lattice_constant_A": self.constant, "nearest_neighbour_A": self.r1,
                 "rotations": self.rotations.tolist(), "origins_A": self.origins.tolist(),

@@ -17,6 +17,7 @@ from ..model import InputError, Reconstruction, TiltSeries
 from ..progress import ProgressCallback, sub_progress
 from ..reconstruct import reconstruct
 from ..reconstruct._common import check_aligned, relative_residual
+from ..threads import fft_workers
 
 
 def r_factor(series: TiltSeries, volume) -> float:
@@ -38,7 +39,7 @@ def fourier_shell_correlation(a, b, voxel_size=1.0) -> tuple[np.ndarray, np.ndar
     a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
     if a.shape != b.shape or a.ndim != 3:
         raise InputError(f"FSC needs two volumes of the same 3D shape, got {a.shape} and {b.shape}")
-    fa, fb = fft.rfftn(a, workers=-1), fft.rfftn(b, workers=-1)
+    fa, fb = fft.rfftn(a, workers=fft_workers()), fft.rfftn(b, workers=fft_workers())
     nz, ny, nx = a.shape
     radius = np.sqrt(fft.fftfreq(nz)[:, None, None] ** 2 + fft.fftfreq(ny)[None, :, None] ** 2
                      + fft.rfftfreq(nx)[None, None, :] ** 2)

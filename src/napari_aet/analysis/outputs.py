@@ -1,0 +1,172 @@
+"""Directory-level analysis: the files of ``napari-aet analyze`` and ``napari-aet track``.
+
+``analyze`` writes ``atoms.csv`` (the input columns, then ``phase``, ``variant``, ``order_L10``,
+``order_L12``, ``nucleus``, ``antisite``, ``displacement``, then the other per-atom results),
+``nuclei.csv``, ``structure.json``, ``order.mrc`` and ``strain_xx.mrc`` … ``strain_yz.mrc``.
+``track`` writes ``tracks.csv``, ``transforms.json`` and ``nuclei_tracks.csv``. Files are written
+into a hidden staging folder and moved in only when all succeeded, the JSON file last, so a failed
+run leaves no half-written result (as :func:`napari_aet.pipeline.write_results`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..model import AtomModel, InputError, Reconstruction
+from ..progress import ProgressCallback, report, sub_progress
+from .analyze import ORDER_COLUMNS, Analysis, analyze_atoms
+from .lattice import Lattice
+from .registration import RigidTransform, register_atoms
+from .strain import COMPONENTS
+from .tracking import track_nuclei, track_sites
+
+#: The columns ``analyze`` adds, in the order of the command-line contract.
+CONTRACT_COLUMNS = (*ORDER_COLUMNS, "displacement")
+#: Further per-atom results, written after the contract columns.
+EXTRA_COLUMNS = ("grain", "site_i", "site_j", "site_k", "misorientation", "displacement_x", "displacement_y",
+                 "displacement_z", "eta_x", "eta_y", "eta_z", "nucleus_core", "nucleus_boundary",
+                 "coordination", "Q4", "Q6")
+
+
+def atoms_source(source) -> Path:
+    """The atoms file of ``source``: an atoms CSV/XYZ, or a directory holding atoms.csv."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        path = path / "atoms.csv"
+        if not path.is_file():
+            raise InputError(f"{source} holds no atoms.csv: expected an atoms CSV, a run directory written by "
+                             "`napari-aet run` or an `analyze` output")
+    return path
+
+
+def read_source(source) -> AtomModel:
+    """Atoms from an atoms file or a run / analyze directory; they must have x, y, z and element."""
+    from ..io import read_atoms
+
+    path = atoms_source(source)
+    atoms = read_atoms(path)
+    if np.all(atoms.species == ""):
+        raise InputError(f"{path} has no element column (or it is empty): expected columns x,y,z,element")
+    return atoms
+
+
+@contextmanager
+def _staged(out_dir, last):
+    """A staging folder whose files move into ``out_dir`` on success (``last`` moved last)."""
+    from ..pipeline import check_writable
+
+    out_dir = check_writable(out_dir)
+    staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=out_dir))
+    try:
+        yield staging
+        for path in sorted(staging.iterdir(), key=lambda p: p.name == last):
+            os.replace(path, out_dir / path.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _output_atoms(analysis: Analysis, input_columns) -> AtomModel:
+    f = analysis.atoms.features
+    order = [c for c in input_columns if c not in CONTRACT_COLUMNS + EXTRA_COLUMNS]
+    order += [*CONTRACT_COLUMNS, *EXTRA_COLUMNS]
+    return AtomModel(analysis.atoms.positions, analysis.atoms.species, {c: f[c] for c in order if c in f})
+
+
+def write_analysis(analysis: Analysis, out_dir, input_columns=(), parameters=None) -> dict:
+    """Write the ``analyze`` files of ``analysis`` into ``out_dir``; returns the summary."""
+    from ..io import write_atoms, write_volume
+
+    summary = analysis.summary()
+    with _staged(out_dir, "structure.json") as staging:
+        write_atoms(staging / "atoms.csv", _output_atoms(analysis, input_columns))
+        analysis.nuclei.to_frame().to_csv(staging / "nuclei.csv", index=False, lineterminator="\n")
+        if analysis.order_volume is not None:
+            write_volume(staging / "order.mrc", Reconstruction(analysis.order_volume, analysis.order_voxel_size,
+                                                               method="order parameter"))
+        for name in COMPONENTS:
+            write_volume(staging / f"strain_{name}.mrc", Reconstruction(analysis.strain.strain[name],
+                                                                        analysis.strain.voxel_size, method="strain"))
+        record = {"summary": summary, "lattice": analysis.lattice.to_dict(), **analysis.structure,
+                  "parameters": parameters or {}}
+        (staging / "structure.json").write_text(json.dumps(record, indent=1))
+    return summary
+
+
+def analyze_to_directory(source, out_dir, *, lattice="fcc", lattice_constant=None, min_nucleus=13,
+                         progress: ProgressCallback = None) -> dict:
+    """``napari-aet analyze``: analyse the atoms of ``source`` and write the files into ``out_dir``.
+
+    source : an atoms CSV (x, y, z in Å, element; other columns kept) or a directory holding
+    atoms.csv (a run directory). Returns the summary (atoms, lattice constant, phase counts,
+    nuclei). When the order analysis cannot run, everything else is written and then InputError
+    says why.
+    """
+    if min_nucleus < 1:
+        raise InputError(f"--min-nucleus must be at least 1, got {min_nucleus}")
+    atoms = read_source(source)
+    analysis = analyze_atoms(atoms, lattice=lattice, lattice_constant=lattice_constant, min_nucleus=min_nucleus,
+                             progress=sub_progress(progress, 0, 0.9))
+    summary = write_analysis(analysis, out_dir, input_columns=list(atoms.features),
+                             parameters={"source": str(source), "lattice": lattice,
+                                         "lattice_constant": lattice_constant, "min_nucleus": min_nucleus})
+    report(progress, 1.0, "analysis written")
+    if analysis.order_error:
+        raise InputError(f"{analysis.order_error}; the structure analysis was written to {out_dir}")
+    return summary
+
+
+def load_analysis_inputs(source):
+    """Atoms (with ``nucleus``) and lattice of one time point: read from an ``analyze`` output, or
+    analysed now when ``source`` is a run directory or an atoms file."""
+    atoms = read_source(source)
+    structure = Path(source) / "structure.json"
+    if structure.is_file() and "nucleus" in atoms.features:
+        return atoms, Lattice.from_dict(json.loads(structure.read_text())["lattice"])
+    analysis = analyze_atoms(atoms)
+    return analysis.atoms, analysis.lattice
+
+
+def track_to_directory(sources, out_dir, *, max_distance=None, change=0.1,
+                       progress: ProgressCallback = None) -> dict:
+    """``napari-aet track``: register the time points onto the first, track sites and nuclei.
+
+    sources : ``analyze`` outputs (or run directories / atoms files, analysed on the fly) in time
+    order. max_distance : largest site move between times (Å; default half the nearest-neighbour
+    distance). change : relative size change for grew / shrank.
+    Writes tracks.csv, transforms.json, nuclei_tracks.csv; returns a summary.
+    """
+    sources = list(sources)
+    if len(sources) < 2:
+        raise InputError(f"tracking needs at least two time points, got {len(sources)}")
+    loaded = []
+    for t, source in enumerate(sources):
+        report(progress, 0.4 * t / len(sources), f"reading time {t}…")
+        loaded.append(load_analysis_inputs(source))
+    (fixed, fixed_lattice), transforms = loaded[0], [RigidTransform(np.eye(3), np.zeros(3), 0.0, len(loaded[0][0]), 1.0)]
+    for t, (atoms, lattice) in enumerate(loaded[1:], start=1):
+        report(progress, 0.4 + 0.5 * (t - 1) / (len(sources) - 1), f"registering time {t} onto time 0…")
+        transforms.append(register_atoms(atoms, fixed, lattice, fixed_lattice))
+    limit = 0.5 * fixed_lattice.r1 if max_distance is None else float(max_distance)
+    sites = track_sites([tr.apply(atoms.positions) for tr, (atoms, _) in zip(transforms, loaded)],
+                        max_distance=limit)
+    nuclei = track_nuclei([atoms.features["nucleus"].astype(int) for atoms, _ in loaded], sites, change=change)
+    tracks = pd.concat([pd.DataFrame({"time": t, "index": np.arange(len(ids)), "track": ids,
+                                      "appeared": sites.appeared[t], "vanishes": sites.vanishes[t]})
+                        for t, ids in enumerate(sites.track)])
+    record = [{"time": t, "source": str(s), **tr.to_dict()} for t, (s, tr) in enumerate(zip(sources, transforms))]
+    with _staged(out_dir, "transforms.json") as staging:
+        tracks.to_csv(staging / "tracks.csv", index=False, lineterminator="\n")
+        nuclei.to_frame().to_csv(staging / "nuclei_tracks.csv", index=False, lineterminator="\n")
+        (staging / "transforms.json").write_text(json.dumps(record, indent=1))
+    report(progress, 1.0, "tracking written")
+    return {"n_times": len(sources), "residuals_A": [tr.residual for tr in transforms],
+            "n_tracks": int(tracks["track"].nunique()), "n_nucleus_tracks": int(len(np.unique(nuclei.nucleus_track))),
+            "events": {e: int(n) for e, n in zip(*np.unique(nuclei.event.astype(str), return_counts=True))}}
