@@ -54,7 +54,7 @@ class PipelineResult:
 
 def run_pipeline(series: TiltSeries, elements, *, align=True, method="genfire", reconstruct_options=None,
                  align_options=None, trace_options=None, classify_options=None, refine=True, refine_options=None,
-                 fsc=False, seed=0, progress: ProgressCallback = None) -> PipelineResult:
+                 fsc=False, seed=0, geometry="auto", progress: ProgressCallback = None) -> PipelineResult:
     """Run every stage on ``series``.
 
     elements : element symbols, lightest first ("Fe,Pt"); with a single element every
@@ -68,10 +68,15 @@ def run_pipeline(series: TiltSeries, elements, *, align=True, method="genfire", 
     fsc : also reconstruct the even and odd projections and report their Fourier shell
         correlation and the resolution where it drops below 0.143 (two more reconstructions).
     seed : for every random step (R-free selection, mixture-model initialisation).
+    geometry : "particle" (an isolated object inside the box), "film" (an extended object: films,
+        substrates, neighbours entering the field; reconstructed by RESIRE over a region wider
+        than the box, :mod:`napari_aet.reconstruct.extended`) or "auto" (film when the high-tilt
+        projections carry signal at their edges). The report records the geometry used.
     progress : ``progress(fraction, message)`` over the whole chain.
     """
     from . import workflow
     from .project import TimePoint
+    from .reconstruct.extended import film_parameters, resolve_geometry
 
     elements = check_elements(elements)
     timings, parameters = {}, {"elements": list(elements), "align": bool(align), "method": method,
@@ -96,6 +101,10 @@ def run_pipeline(series: TiltSeries, elements, *, align=True, method="genfire", 
         alignment = timed("align", **options).report
 
     options = {**(reconstruct_options or {})}
+    parameters["geometry"], parameters["edge_signal"] = resolve_geometry(workflow.tilt_series_of(point), geometry)
+    if parameters["geometry"] == "film":  # GENFIRE needs whole projections; an extended object needs real space
+        method = parameters["method"] = "resire"
+        options = {**film_parameters(workflow.tilt_series_of(point)), **options}
     if "seed" in method_parameters(method):
         options.setdefault("seed", seed)
     parameters["reconstruct_options"] = {**RECOMMENDED.get(method, {}), **options}

@@ -58,6 +58,30 @@ def fcc_particle(radius=14.0, lattice=FEPT_LATTICE, elements=("Fe", "Pt"), order
     return AtomModel(positions, species, {"ordered": ordered, "antisite": swap})
 
 
+def fcc_slab(size=(60.0, 30.0), thickness=12.0, lattice=FEPT_LATTICE, element="Pt", jitter=0.1,
+             seed=0) -> AtomModel:
+    """A film as ground truth: a slab of a randomly oriented single-element fcc crystal.
+
+    size : (x, y) extent in Å; thickness : extent along z (the beam at 0° tilt), Å; the slab is
+    centred on the origin. jitter : Gaussian displacement of every atom, Å rms per axis.
+    Made wider than the field of view it is an extended object: at high tilt, atoms outside the
+    box enter the views. Deterministic for a seed; positions (x, y, z) Å.
+    """
+    element = check_elements([element])[0]
+    extent = np.array([*size, thickness], dtype=np.float64)
+    if np.any(extent <= lattice / 2):
+        raise InputError(f"the slab ({size[0]} x {size[1]} x {thickness} Å) must be thicker and wider than "
+                         f"half the lattice constant {lattice} Å")
+    rng = np.random.default_rng(seed)
+    n = int(np.ceil(np.linalg.norm(extent) / lattice)) + 1
+    grid = np.stack(np.meshgrid(*(np.arange(-n, n + 1),) * 3, indexing="ij"), -1).reshape(-1, 3)
+    sites = grid[grid.sum(axis=1) % 2 == 0] * (lattice / 2)  # fcc sites
+    positions = sites @ Rotation.random(random_state=rng).as_matrix().T
+    positions = positions[np.all(np.abs(positions) <= extent / 2, axis=1)]
+    positions += rng.normal(scale=jitter, size=positions.shape)
+    return AtomModel(positions, np.full(len(positions), element, dtype=object))
+
+
 @dataclass
 class SimulatedData:
     """A synthetic tilt series and the truth behind it.

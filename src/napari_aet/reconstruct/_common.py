@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..geometry import rotation_matrices
+from ..geometry import euler_angles, rotation_matrices
 from ..model import InputError, TiltSeries
 
 
@@ -76,3 +76,18 @@ def check_count(name, value, minimum=1) -> int:
 def relative_residual(measured, model) -> float:
     """``sum|measured - model| / sum|measured|`` (real or complex arrays)."""
     return float(np.abs(measured - model).sum() / max(np.abs(measured).sum(), np.finfo(np.float32).tiny))
+
+
+def single_axis_equivalent(angles, shape, tolerance) -> np.ndarray:
+    """The tilts θ ``(n,)`` of Euler angles ``(n, 3)`` (φ, θ, ψ) when every single tilt θ moves no
+    point of a volume ``shape`` ``(nz, ny, nx)`` by more than ``tolerance`` pixels on the detector
+    (small φ and ψ, e.g. ≤ 0.4° in published film data); otherwise ``angles`` unchanged. Single
+    tilts use the fast sparse projector, general Euler angles a projector tens of times slower."""
+    angles = np.asarray(angles, dtype=np.float64)
+    if angles.ndim == 1 or tolerance <= 0:
+        return angles
+    corners = np.stack(np.meshgrid(*([-n / 2, n / 2] for n in shape[::-1]), indexing="ij"), -1).reshape(-1, 3)
+    tilts = euler_angles(angles)[:, 1]
+    difference = rotation_matrices(angles)[:, :2] - rotation_matrices(tilts)[:, :2]
+    moved = np.linalg.norm(np.einsum("nij,cj->nci", difference, corners), axis=2).max()
+    return tilts if moved <= tolerance else angles

@@ -25,8 +25,10 @@ from ._common import (
     check_count,
     check_volume,
     relative_residual,
+    single_axis_equivalent,
     volume_shape,
 )
+from .extended import crop_to_box, pad_to_region
 from .wbp import starting_volume
 
 
@@ -36,8 +38,20 @@ def _inverse(a):
     return out
 
 
+def held_out_projections(n_angles, fraction, seed) -> np.ndarray:
+    """Boolean ``(n_angles,)``: ``round(fraction * n_angles)`` projections (at least one when
+    ``fraction > 0``) withheld for R-free, chosen at random (``seed``) among all but the two
+    extreme ones."""
+    chosen = np.zeros(n_angles, bool)
+    count = int(round(fraction * n_angles)) or int(fraction > 0)
+    if count:
+        chosen[1 + np.random.default_rng(seed).choice(n_angles - 2, count, replace=False)] = True
+    return chosen
+
+
 def iterate_resire(series: TiltSeries, n_iterations=50, step=1.8, accelerate=False, support=None,
-                   positivity=True, initial="zeros", thickness=None):
+                   positivity=True, initial="zeros", thickness=None, object_width=None, r_free_fraction=0.0,
+                   seed=0, single_axis_tolerance=0.0):
     """A generator of :class:`IterationState`, one per RESIRE iteration (input checked at once).
 
     series : aligned TiltSeries. n_iterations : iterations to run.
@@ -46,7 +60,18 @@ def iterate_resire(series: TiltSeries, n_iterations=50, step=1.8, accelerate=Fal
     support : optional ``(nz, ny, nx)`` mask (non-zero = object may exist there).
     positivity : clip negative voxels. initial : "zeros", "wbp" or an ``(nz, ny, nx)`` array.
     thickness : nz in voxels (default nx).
-    errors["r_factor"][k] is ``sum|A x_k - b| / sum|b|`` of the volume yielded at step k.
+    object_width : voxels along x of the region reconstructed, centred on the box (default nx):
+        an extended object (a film) wider than the field of view, whose material outside the
+        box explains the edges of the high-tilt views (:mod:`.extended`); the yielded volumes are
+        the central ``(nz, ny, nx)`` box. The support and a given initial volume are continued
+        outside the box by their edge columns.
+    r_free_fraction : fraction of the projections withheld from the iteration (at least one when
+        > 0, never the two extreme tilts; chosen with ``seed``) to measure R-free on them.
+    single_axis_tolerance : pixels; Euler angles whose single tilts θ move no voxel of the box
+        by more than this on the detector are projected as those single tilts (the fast sparse
+        projector instead of one tens of times slower); 0 = always exact.
+    errors["r_factor"][k] is ``sum|A x_k - b| / sum|b|`` of the volume yielded at step k over the
+    projections used, and errors["r_free"][k] the same over the withheld ones.
     """
     check_aligned(series)
     n_iterations = check_count("n_iterations", n_iterations)
@@ -54,16 +79,24 @@ def iterate_resire(series: TiltSeries, n_iterations=50, step=1.8, accelerate=Fal
     if not (0 < step < limit or (accelerate and step == limit)):
         interval = "(0, 1] with accelerate=True" if accelerate else "(0, 2)"
         raise InputError(f"step must lie in {interval} for the iteration to converge, got {step}")
-    shape = volume_shape(series, thickness)
-    mask = check_volume("support", support, shape, bool)
-    x = starting_volume(series, initial, shape, thickness)
-    b = series.projections
-    projector = Projector(shape, series.angles, b.shape[1:])
+    if not 0 <= r_free_fraction < 0.5:
+        raise InputError(f"r_free_fraction must lie in [0, 0.5), got {r_free_fraction}")
+    box = volume_shape(series, thickness)
+    width = box[2] if object_width is None else check_count("object_width", object_width, box[2])
+    shape = (*box[:2], width)
+    mask = check_volume("support", support, box, bool)
+    mask = None if mask is None else pad_to_region(mask, width)
+    x = pad_to_region(starting_volume(series, initial, box, thickness), width)
+    withheld = held_out_projections(series.n_angles, r_free_fraction, seed)
+    b, b_free = series.projections[~withheld], series.projections[withheld]
+    angles = single_axis_equivalent(series.angles, box, single_axis_tolerance)
+    projector = Projector(shape, angles[~withheld], b.shape[1:])
+    free_projector = Projector(shape, angles[withheld], b.shape[1:]) if withheld.any() else None
     row = _inverse(projector.forward(np.ones(shape, np.float32)))
     col = step * _inverse(projector.adjoint(np.ones(b.shape, np.float32)))
 
     def steps(x):
-        errors = {"r_factor": []}
+        errors = {"r_factor": []} | ({"r_free": []} if free_projector else {})
         projected = projector.forward(x)
         # the gradient is taken at `point` (x itself without acceleration); its projection
         # follows from linearity, so each iteration costs one forward and one adjoint.
@@ -85,7 +118,9 @@ def iterate_resire(series: TiltSeries, n_iterations=50, step=1.8, accelerate=Fal
                 point, projected_point = new, projected_new
             x, projected = new, projected_new
             errors["r_factor"].append(relative_residual(b, projected))
-            yield IterationState(iteration, n_iterations, x, {k: list(v) for k, v in errors.items()},
-                                 final=iteration == n_iterations)
+            if free_projector:
+                errors["r_free"].append(relative_residual(b_free, free_projector.forward(x)))
+            yield IterationState(iteration, n_iterations, np.ascontiguousarray(crop_to_box(x, box[2])),
+                                 {k: list(v) for k, v in errors.items()}, final=iteration == n_iterations)
 
     return steps(x)

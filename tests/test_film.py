@@ -1,0 +1,93 @@
+"""Extended objects: a simulated film wider than the field of view, its detection and reconstruction."""
+
+import numpy as np
+import pytest
+
+from napari_aet.analysis.atom_metrics import compare_atoms
+from napari_aet.model import InputError
+from napari_aet.pipeline import real_atoms, run_pipeline
+from napari_aet.reconstruct import reconstruct
+from napari_aet.reconstruct._common import single_axis_equivalent
+from napari_aet.reconstruct.extended import crop_to_box, detect_geometry, extended_width, pad_to_region
+from napari_aet.reconstruct.resire import held_out_projections
+from napari_aet.simulate import fcc_particle, fcc_slab, simulate_tilt_series
+
+NY, NX, PIXEL = 24, 48, 0.4
+ANGLES = np.linspace(-60, 60, 31)
+HALF_BOX = NX * PIXEL / 2 - 1.0  # atoms compared inside the box, 1 Å from its x edges
+
+
+@pytest.fixture(scope="module")
+def film():
+    """A Pt film 64 Å wide, 10 Å thick, in a 19.2 Å wide field of view."""
+    slab = fcc_slab(size=(64.0, NY * PIXEL - 1.0), thickness=10.0, seed=0)
+    series = simulate_tilt_series(slab, ANGLES, shape=(NY, NX), pixel_size=PIXEL, dose=400, max_shift=0,
+                                  seed=0).tilt_series
+    return series, slab.subset(np.abs(slab.positions[:, 0]) < HALF_BOX)
+
+
+def in_box(atoms):
+    atoms = real_atoms(atoms)
+    return atoms.subset(np.abs(atoms.positions[:, 0]) < HALF_BOX)
+
+
+def test_film_and_particle_are_told_apart(film):
+    series, _ = film
+    assert detect_geometry(series)[0] == "film"
+    particle = simulate_tilt_series(fcc_particle(radius=6.0, seed=1), ANGLES, shape=(NX, NX), pixel_size=PIXEL,
+                                    dose=400, max_shift=0, seed=0).tilt_series
+    geometry, signal = detect_geometry(particle)
+    assert geometry == "particle" and signal < 0.05
+
+
+def test_extended_region_holds_every_ray_and_crops_back(film):
+    series, _ = film
+    width = extended_width(series)
+    tilt = np.radians(60)
+    assert width >= (NX / 2 + NX / 2 * np.sin(tilt)) / np.cos(tilt) * 2 and width % 2 == NX % 2
+    box = np.arange(2 * 3 * NX, dtype=np.float32).reshape(2, 3, NX)
+    region = pad_to_region(box, width)
+    assert region.shape == (2, 3, width) and np.array_equal(crop_to_box(region, NX), box)
+    assert np.all(region[..., 0] == box[..., 0]) and np.all(region[..., -1] == box[..., -1])
+
+
+def test_film_reconstruction_fits_the_data_the_box_cannot(film):
+    series, _ = film
+    options = {"n_iterations": 15, "accelerate": True, "step": 1.0, "r_free_fraction": 0.1}
+    box = reconstruct(series, "resire", **options)
+    extended = reconstruct(series, "resire", object_width=extended_width(series), **options)
+    assert extended.volume.shape == box.volume.shape == (NX, NY, NX)
+    assert extended.errors["r_free"][-1] < 0.8 * box.errors["r_free"][-1]
+    assert extended.errors["r_factor"][-1] < 0.8 * box.errors["r_factor"][-1]
+    with pytest.raises(InputError, match="object_width must be a whole number >= 48"):
+        reconstruct(series, "resire", object_width=20)
+
+
+def test_held_out_projections_skip_the_extreme_tilts():
+    chosen = held_out_projections(46, 0.05, seed=3)
+    assert chosen.sum() == 2 and not chosen[0] and not chosen[-1]
+    assert held_out_projections(10, 0.01, seed=0).sum() == 1 and held_out_projections(10, 0.0, seed=0).sum() == 0
+
+
+def test_nearly_single_axis_euler_angles_project_as_single_tilts():
+    tilts = np.linspace(-60, 60, 5)
+    nearly = np.stack([np.full(5, 0.1), tilts, np.full(5, -0.1)], axis=1)
+    assert np.array_equal(single_axis_equivalent(nearly, (48, 24, 48), 1.0), tilts)
+    assert single_axis_equivalent(nearly, (48, 24, 48), 0.0).shape == (5, 3)  # 0 = always exact
+    tilted_axis = np.stack([np.full(5, 30.0), tilts, np.full(5, -30.0)], axis=1)
+    assert single_axis_equivalent(tilted_axis, (48, 24, 48), 1.0).shape == (5, 3)
+
+
+def test_pipeline_detects_the_film_and_traces_no_ghost_atoms(film):
+    series, truth = film
+    found = {}
+    for geometry, used, method in (("auto", "film", "resire"), ("particle", "particle", "genfire")):
+        result = run_pipeline(series, "Pt", align=False, refine=False, geometry=geometry)
+        found[geometry] = compare_atoms(in_box(result.atoms), truth, remove_translation=False)
+        assert result.report["parameters"]["geometry"] == used
+        assert result.report["reconstruction"]["method"] == method
+    assert result.report["reconstruction"]["final_r_free"] is not None
+    film_score, particle_score = found["auto"], found["particle"]
+    assert film_score["recall"] >= 0.85 and film_score["precision"] >= 0.95
+    assert film_score["precision"] > particle_score["precision"] + 0.05
+    assert film_score["rms_error_pm"] < particle_score["rms_error_pm"]
