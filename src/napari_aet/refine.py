@@ -29,6 +29,7 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from .align import apply_alignment
+from .elements import close_pairs, min_distance_table
 from .geometry import atom_footprints, footprint_half_width, voxel_to_specimen
 from .model import ATOMIC_NUMBERS, AtomModel, InputError, TiltSeries
 from .progress import report, sub_progress
@@ -43,6 +44,17 @@ _COMPLETE = 0.005
 #: Completion rounds and removals alternate at most this often: a removed atom may have hidden
 #: a missing one, and a new atom may leave a neighbour unsupported.
 _CYCLES = 3
+
+#: Relative slack of the minimum distance: pairs are pushed this much beyond it, and a pair
+#: nearer than it by less counts as kept apart (not as a pair the removal steps judge).
+_MARGIN = 1e-3
+
+#: Why atoms are added (a residual peak, a peak the input classified as noise or the refinement
+#: removed), removed (sharing one atom's signal, too faint, nearer than physics allows) and why
+#: candidates are rejected.
+_ADDED = ("residual peak", "non-atom peak")
+_REMOVED = ("crowded", "too faint", "too close")
+_REJECTED = ("held-out test", "minimum distance")
 
 #: Widths tried first (Å); the best one starts the per-species search.
 _START_WIDTHS = (0.3, 0.4, 0.55, 0.75, 1.0)
@@ -287,10 +299,42 @@ def _choose_width(model: _Model, progress):
     model.widths = np.full(len(model.heights), min(errors, key=errors.get))
 
 
-def _refine_positions(model: _Model, fixed, origin, reach, iterations, width_every, tolerance, history, progress):
+def _pair_keys(pairs, n) -> np.ndarray:
+    return pairs[:, 0] * n + pairs[:, 1]
+
+
+def _separate(positions, species_index, fixed, table, exempt, rounds=10) -> np.ndarray:
+    """``positions`` ``(N, 3)`` Å with every pair nearer than its minimum distance (``table``)
+    pushed apart along the line joining them to that distance, each atom half the way (a free
+    atom all of it when its partner is ``fixed``); repeated while a push brings others too near.
+    Pairs in ``exempt`` (:func:`_pair_keys`: already nearer than that before, one of them
+    perhaps spurious, which the removal steps judge) are left alone."""
+    positions = positions.copy()
+    for _ in range(rounds):
+        pairs = close_pairs(positions, species_index, table)
+        pairs = pairs[~(fixed[pairs[:, 0]] & fixed[pairs[:, 1]]) & ~np.isin(_pair_keys(pairs, len(positions)), exempt)]
+        if len(pairs) == 0:
+            break
+        i, j = pairs.T
+        apart = positions[j] - positions[i]
+        distance = np.maximum(np.linalg.norm(apart, axis=1, keepdims=True), 1e-6)
+        push = apart / distance * (table[species_index[i], species_index[j]][:, None] * (1 + _MARGIN) - distance)
+        share_i = np.where(fixed[i], 0.0, np.where(fixed[j], 1.0, 0.5))[:, None]
+        move = np.zeros_like(positions)
+        np.add.at(move, i, -share_i * push)
+        np.add.at(move, j, (1 - share_i) * push)
+        positions += move
+    return positions
+
+
+def _refine_positions(model: _Model, fixed, origin, reach, iterations, width_every, tolerance, history, progress,
+                      table):
     """Run the position updates (and width searches) on ``model``, each atom staying within
-    ``reach`` Å of its ``origin`` ``(N, 3)``; returns the final species projections and each
-    atom's height ratio."""
+    ``reach`` Å of its ``origin`` ``(N, 3)`` and no pair nearer than its minimum distance
+    (``table``, :func:`_separate`); returns the final species projections and each atom's
+    height ratio."""
+    exempt = _pair_keys(close_pairs(model.positions, model.species_index, table * (1 - _MARGIN)),
+                        len(model.positions))
     species = model.species_projections(model.positions)
     error = model.solve_linear(species)
     direction = preconditioned = previous = None
@@ -326,7 +370,7 @@ def _refine_positions(model: _Model, fixed, origin, reach, iterations, width_eve
         distance = np.linalg.norm(away, axis=1, keepdims=True)
         step = origin + away * np.minimum(1.0, reach / np.maximum(distance, 1e-30)) - model.positions
         saved = model.positions, model.heights, model.scale, model.offset
-        model.positions = model.positions + step
+        model.positions = _separate(model.positions + step, model.species_index, fixed, table, exempt)
         trial_species = model.species_projections(model.positions)
         trial_error = model.solve_linear(trial_species)
         if trial_error < error:
@@ -341,26 +385,41 @@ def _refine_positions(model: _Model, fixed, origin, reach, iterations, width_eve
     return species, height_ratio
 
 
-def _candidate_heights(model: _Model, residual, positions, species_index):
-    """Least-squares height ``(M,)`` of one extra atom at each of ``positions`` given the rest of
-    the model (``residual`` = model - data), and its standard error from the local residual."""
-    signal, norm, variance = (np.zeros(len(positions)) for _ in range(3))
-    for i, f in enumerate(model.footprints(positions, model.widths[species_index])):
-        shape = f.wy[:, :, None] * f.wx[:, None, :]
-        patch = f.gather(residual[i])
-        signal -= model.scale[i] * np.einsum("apq,apq->a", shape, patch)
-        norm += model.scale[i] ** 2 * np.einsum("apq,apq->a", shape, shape)
-        variance += model.scale[i] ** 2 * np.einsum("apq,apq->a", shape ** 2, patch ** 2)
-    norm = np.maximum(norm, 1e-30)
-    return signal / norm, np.sqrt(variance) / norm
+def _candidate_sums(model: _Model, residual, positions, species_index) -> np.ndarray:
+    """Per projection and candidate, the sums over the footprint ``s`` (unit height times the
+    projection's scale) of one extra atom at each of ``positions``, with ``r`` = measured - model
+    (``residual`` = model - measured): ``(5, n, M)`` of s.r, s.s, s²r², s³r and s⁴."""
+    footprints = model.footprints(positions, model.widths[species_index])
+    sums = np.empty((5, model.series.n_angles, len(positions)))
+    for i, f in enumerate(footprints):
+        s = model.scale[i] * f.wy[:, :, None] * f.wx[:, None, :]
+        r = -f.gather(residual[i])
+        s2 = s * s
+        sums[:, i] = [np.einsum("apq,apq->a", s, r), s2.sum(axis=(1, 2)), np.einsum("apq,apq->a", s2, r * r),
+                      np.einsum("apq,apq->a", s2 * s, r), np.einsum("apq,apq->a", s2, s2)]
+    return sums
 
 
-def _missing_atom_candidates(model: _Model, residual, min_distance, extra) -> np.ndarray:
-    """Positions ``(M, 3)`` Å of possible atoms the model lacks: peaks of the back-projected
-    residual (measured - model) and the positions ``extra`` (e.g. peaks classified as noise),
-    between 0.75 and 2 ``min_distance`` from the nearest atom of the model (a neighbour pulled
-    into a missing atom's place sits nearer than ``min_distance`` to it; if the pair still
-    crowds after refinement, :func:`_crowded` settles it)."""
+def _held_out_test(sums, held_out, significance):
+    """Heights ``(M,)`` of candidate atoms fitted on the projections not ``held_out``, and whether
+    each lowers the squared error of the held-out projections by more than ``significance``
+    times that decrease's standard deviation. The deviation comes from the residual left once
+    the candidate is added, which holds the model's own error as well as the noise: a residual
+    that a further atom explains in some projections but not in the others fails."""
+    sr, ss, ssrr, sssr, ssss = sums
+    fit = sr[~held_out].sum(axis=0) / np.maximum(ss[~held_out].sum(axis=0), 1e-30)
+    sr, ss, ssrr, sssr, ssss = (x[held_out].sum(axis=0) for x in sums)
+    gain = 2 * fit * sr - fit ** 2 * ss
+    left = np.maximum(ssrr - 2 * fit * sssr + fit ** 2 * ssss, 0.0)  # sum s² (r - h s)²
+    return fit, (fit > 0) & (gain > significance * 2 * np.abs(fit) * np.sqrt(left))
+
+
+def _missing_atom_candidates(model: _Model, residual, shortest, extra) -> tuple[np.ndarray, np.ndarray]:
+    """Positions ``(M, 3)`` Å of possible atoms the model lacks and whether each comes from
+    ``extra``: peaks of the back-projected residual (measured - model) and the positions
+    ``extra`` (e.g. peaks classified as noise), between 0.75 and 2 ``shortest`` (the shortest
+    minimum distance, Å) from the nearest atom of the model (a neighbour pulled into a missing
+    atom's place sits nearer than the minimum distance to it: :func:`_missing_atoms` moves it out)."""
     series = model.series.replace(projections=(-residual).astype(np.float32))
     if np.any(series.shifts != 0) or series.tilt_axis != 0:
         series = apply_alignment(series)
@@ -369,16 +428,19 @@ def _missing_atom_candidates(model: _Model, residual, min_distance, extra) -> np
     volume = ndimage.gaussian_filter(volume, model.widths.min() / voxel)
     peaks = (ndimage.maximum_filter(volume, size=3) == volume) & (volume > 0)
     positions = np.concatenate([voxel_to_specimen(np.argwhere(peaks), volume.shape, voxel), extra])
+    from_extra = np.arange(len(positions)) >= len(positions) - len(extra)
     distance = cKDTree(model.positions).query(positions)[0]
-    return positions[(distance >= 0.75 * min_distance) & (distance <= 2 * min_distance)]
+    near = (distance >= 0.75 * shortest) & (distance <= 2 * shortest)
+    return positions[near], from_extra[near]
 
 
-def _crowded(model: _Model, height_ratio, fixed, min_distance) -> np.ndarray:
-    """Free atoms sharing one atom's signal with a neighbour nearer than ``min_distance``: of such
-    a pair, the one with the lower height ratio when it is below 1 (an atom at least as bright as
-    its species is pulled by a mislabelled or missing neighbour instead, and stays)."""
+def _crowded(model: _Model, height_ratio, fixed, table) -> np.ndarray:
+    """Free atoms sharing one atom's signal with a neighbour nearer than their minimum distance
+    (``table``, Å per species pair): of such a pair, the one with the lower height ratio when it
+    is below 1 (an atom at least as bright as its species is pulled by a mislabelled or missing
+    neighbour instead, and stays)."""
     score = np.where(fixed, np.inf, height_ratio)
-    return ~fixed & (height_ratio < 1) & ~enforce_min_distance(model.positions, score, min_distance)
+    return ~fixed & (height_ratio < 1) & ~enforce_min_distance(model.positions, score, table, model.species_index)
 
 
 def _too_faint(model: _Model, height_ratio, fixed) -> np.ndarray:
@@ -386,22 +448,39 @@ def _too_faint(model: _Model, height_ratio, fixed) -> np.ndarray:
     return ~fixed & (height_ratio * model.heights[model.species_index] < 0.5 * model.heights.min())
 
 
-def _missing_atoms(model: _Model, residual, min_distance, significance, extra):
-    """The atoms the model lacks: positions ``(M, 3)`` Å and species indices ``(M,)``.
+def _too_close(model: _Model, height_ratio, fixed, table) -> np.ndarray:
+    """Free atoms nearer to another than their minimum distance: of each such pair, the one with
+    the smaller own height (a locked atom always stays)."""
+    own = np.where(fixed, np.inf, height_ratio * model.heights[model.species_index])
+    return ~fixed & ~enforce_min_distance(model.positions, own, table, model.species_index)
 
-    A candidate is an atom when its least-squares height exceeds half the lightest species'
-    height (the decision boundary between nothing and that species) and ``significance``
-    standard errors (it is not noise); it gets the species whose height is nearest to its own.
+
+def _missing_atoms(model: _Model, residual, table, fixed, significance, extra, held_out, history):
+    """The atoms the model lacks: positions ``(M, 3)`` Å, species indices ``(M,)`` and whether
+    each came from ``extra``.
+
+    A candidate is an atom when its least-squares height on the projections not ``held_out``
+    exceeds half the lightest species' height (the decision boundary between nothing and that
+    species) and it passes :func:`_held_out_test`; it gets the species whose height is nearest
+    to its own. Of candidates nearer to each other than their minimum distance the higher
+    stays (``table``: minimum distances, Å per species pair); one nearer than that to a locked
+    atom is dropped. ``history["reasons"]["rejected"]`` counts the candidates turned down by
+    each rule.
     """
-    threshold = 0.5 * model.heights.min()
-    candidates = _missing_atom_candidates(model, residual, min_distance, extra)
+    candidates, from_extra = _missing_atom_candidates(model, residual, table.min(), extra)
     lightest = np.full(len(candidates), int(np.argmin(model.heights)))
-    height, error = _candidate_heights(model, residual, candidates, lightest)
-    accept = (height > threshold) & (height > significance * error)
-    candidates, height = candidates[accept], height[accept]
-    keep = enforce_min_distance(candidates, height, min_distance)
-    species = np.argmin(np.abs(height[keep, None] - model.heights[None]), axis=1)
-    return candidates[keep], species
+    height, significant = _held_out_test(_candidate_sums(model, residual, candidates, lightest), held_out,
+                                         significance)
+    accept = significant & (height > 0.5 * model.heights.min())
+    rejected = history["reasons"]["rejected"]
+    rejected["held-out test"] += int(np.count_nonzero(~accept))
+    candidates, from_extra, height = candidates[accept], from_extra[accept], height[accept]
+    species = np.argmin(np.abs(height[:, None] - model.heights[None]), axis=1)
+    keep = enforce_min_distance(candidates, height, table, species)
+    pairs = close_pairs(candidates, species, table, model.positions, model.species_index)
+    keep[pairs[fixed[pairs[:, 1]], 0]] = False
+    rejected["minimum distance"] += int(np.count_nonzero(~keep))
+    return candidates[keep], species[keep], from_extra[keep]
 
 
 def _default_column(column, n):
@@ -412,8 +491,8 @@ def _default_column(column, n):
 
 
 def refine_atoms(series: TiltSeries, atoms: AtomModel, *, elements=None, iterations=15, width_every=3,
-                 tolerance=0.002, complete_rounds=4, min_distance=2.0, significance=3.0, background_width=4.0,
-                 progress=None) -> Refinement:
+                 tolerance=0.002, complete_rounds=4, min_distance=None, significance=3.0, holdout=0.25,
+                 background_width=4.0, seed=0, progress=None) -> Refinement:
     """Refine atom positions, per-species heights and widths against the measured projections.
 
     series : the tilt series the atoms come from, with its alignment (``shifts`` in pixels,
@@ -423,35 +502,57 @@ def refine_atoms(series: TiltSeries, atoms: AtomModel, *, elements=None, iterati
         atoms whose feature ``locked`` is True stay where they are and are never removed.
     elements : element order for the report (default: the species present).
     iterations : position updates at most per pass; a pass stops earlier when the RMS step
-        < ``tolerance`` Å. No atom moves further than ``min_distance / 2`` from where its cycle
-        (below) started: an atom pulled further is explaining a neighbour the model lacks, which
-        the completion step looks for instead.
+        < ``tolerance`` Å. No atom moves further than half the shortest minimum distance from
+        where its cycle (below) started: an atom pulled further is explaining a neighbour the
+        model lacks, which the completion step looks for instead.
     width_every : the species widths are searched every this many iterations (0 = fixed widths
         after the initial choice).
     complete_rounds : at most this many rounds of completion, each followed by a refinement
         pass (at least one pass runs). A round settles the positions (a third of the iterations,
-        within ``min_distance / 8``), then adds the atoms the model lacks (flagged
-        ``refine_added``): peaks of the back-projected residual (measured - model) and input
-        non-atom peaks, between 0.75 and 2 ``min_distance`` (Å) from the model, whose
-        least-squares height exceeds half the lightest species' height and ``significance``
-        standard errors. Rounds stop once one adds fewer than 0.5 % of the model's atoms. After
-        the last pass, free atoms the data do not support become non-atoms (kept, flagged
-        ``refine_removed``), each kind followed by one more pass: first the weaker of two atoms
-        nearer than ``min_distance`` when it is fainter than its species, then atoms whose own
-        height is below that half. Completion and removal then alternate (at most 3 cycles, each
-        starting from the positions the last one ended at) until a cycle adds and removes fewer
-        than 0.5 % of the atoms together: a removed atom may have hidden a missing one. The
-        removed atoms' places join the input's non-atoms as candidates. 0 = positions, heights
-        and widths only.
+        within an eighth of the shortest minimum distance), then adds the atoms the model lacks
+        (flagged ``refine_added``): peaks of the back-projected residual (measured - model) and
+        input non-atom peaks, between 0.75 and 2 times the shortest minimum distance from the
+        model, whose least-squares height on the projections not held out exceeds half the
+        lightest species' height and that lower the held-out projections' error by more than
+        ``significance`` standard deviations of that decrease (estimated from the residual,
+        which holds the model's error as well as the noise). No atom is added nearer to another
+        than their minimum distance: a free neighbour nearer than that is moved out to it (it was
+        pulled into the missing atom's place), a candidate that near a locked atom is dropped.
+        Rounds stop once one adds fewer than 0.5 % of the model's atoms. After the last pass,
+        free atoms the data do not support become non-atoms (kept, flagged ``refine_removed``),
+        each kind followed by one more pass: first the weaker of two atoms nearer than their
+        minimum distance when it is fainter than its species, then atoms whose own height is
+        below that half. Completion and removal then alternate (at most 3 cycles, each starting
+        from the positions the last one ended at) until a cycle adds and removes fewer than
+        0.5 % of the atoms together: a removed atom may have hidden a missing one. The removed
+        atoms' places join the input's non-atoms as candidates. Finally, of any two free atoms
+        still nearer than their minimum distance the one with the smaller own height is removed.
+        0 = positions, heights and widths only.
+    min_distance : shortest distance (Å) two atoms may have: None = the physical table of
+        :func:`napari_aet.elements.min_distance_table` (a fraction of the sum of the two
+        elements' radii); one number for every pair; or a mapping of pairs (``"Fe-Pt"``, ``"Pt"``)
+        to Å overriding the table for those pairs.
+    holdout : fraction of the projections held out to test each completion round's candidates
+        (drawn anew each round with ``seed``).
     background_width : Å; the background may vary across each projection on this scale (the
         residual low-passed with a Gaussian of this sigma): probe tails, a support film, a slow
         detector drift. It must stay well above the atoms' width (sharp residuals are atoms);
         0 = one constant level per projection.
+    seed : for the held-out projections.
     progress : ``progress(fraction, message)``; raise :class:`~napari_aet.progress.Cancelled` to stop.
+
+    Every addition, removal and rejected candidate is counted by reason in
+    ``errors["reasons"]`` (``added``: :data:`_ADDED`, ``removed``: :data:`_REMOVED`,
+    ``rejected``: :data:`_REJECTED`), over all rounds, and the output atoms carry the reason
+    they were added or removed in the feature ``refine_reason``.
     """
     real, present = check_inputs(series, atoms, None if elements is None else list(elements))
     if int(iterations) != iterations or iterations < 0:
         raise InputError(f"iterations must be a whole number of 0 or more, got {iterations}")
+    if not 0 < holdout < 1:
+        raise InputError(f"holdout must be a fraction of the projections between 0 and 1, got {holdout}")
+    table = min_distance_table(present, min_distance)
+    shortest = float(table.min())
     rows = np.flatnonzero(real)  # output row of each model atom
     fixed = atoms.features["locked"].astype(bool)[real]
     model = _Model(series, atoms.positions[real].copy(), np.array([present.index(s) for s in atoms.species[real]]),
@@ -460,74 +561,113 @@ def refine_atoms(series: TiltSeries, atoms: AtomModel, *, elements=None, iterati
     passes = max(1, int(complete_rounds))
     origin = model.positions.copy()
     _choose_width(model, sub_progress(progress, 0.0, 0.1))
-    history = {"r_factor": [], "rms_step": [], "added": [], "removed": []}
+    history = {"r_factor": [], "rms_step": [], "added": [], "removed": [],
+               "reasons": {"added": dict.fromkeys(_ADDED, 0), "removed": dict.fromkeys(_REMOVED, 0),
+                           "rejected": dict.fromkeys(_REJECTED, 0)}}
+    reasons = history["reasons"]
     removed, n_added = np.zeros(len(atoms), bool), 0
+    reason = np.full(len(atoms), "", dtype=object)  # why each input atom was removed, or each added one added
+    added_reason = np.zeros(0, dtype=object)
     candidates = atoms.positions[~real]  # the input's non-atoms, and later the removed atoms
+    rng = np.random.default_rng(seed)
+    n_held_out = min(series.n_angles - 1, max(1, int(round(holdout * series.n_angles))))
     cycles = _CYCLES if complete_rounds else 1
     spans = 1 - 0.3 ** np.arange(cycles + 1)  # progress per cycle: most of the work is in the first
     spans = 0.1 + 0.87 * spans / spans[-1]
+
+    def drop_atoms(drop, why):
+        nonlocal rows, fixed, origin, added_reason, candidates
+        candidates = np.concatenate([candidates, model.positions[drop]])
+        removed[rows[drop & (rows < len(atoms))]] = True
+        reason[rows[drop & (rows < len(atoms))]] = why
+        reasons["removed"][why] += int(np.count_nonzero(drop))
+        added_reason = added_reason[~drop[rows >= len(atoms)]]
+        rows, fixed, origin = rows[~drop], fixed[~drop], origin[~drop]
+        model.positions, model.species_index = model.positions[~drop], model.species_index[~drop]
+
     for cycle in range(cycles):
         part = sub_progress(progress, spans[cycle], spans[cycle + 1])
         changed = 0
         for k in range(passes):
             stage = sub_progress(part, 0.9 * k / passes, 0.9 * (k + 1) / passes)
             if k < complete_rounds:  # settle the positions near where they are, then look for missing atoms
-                _refine_positions(model, fixed, origin, min_distance / 8, max(1, iterations // 3), 0, tolerance,
-                                  history, sub_progress(stage, 0.0, 0.3))
+                _refine_positions(model, fixed, origin, shortest / 8, max(1, iterations // 3), 0, tolerance,
+                                  history, sub_progress(stage, 0.0, 0.3), table)
                 report(stage, 0.3, "looking for missing and spurious atoms")
                 species = model.species_projections(model.positions)
                 model.update_background(species)
                 model.solve_linear(species)
                 residual = model.combine(species) - model.data
-                added, added_species = _missing_atoms(model, residual, min_distance, significance, candidates)
+                held_out = np.zeros(series.n_angles, bool)
+                held_out[rng.choice(series.n_angles, n_held_out, replace=False)] = True
+                added, added_species, from_extra = _missing_atoms(model, residual, table, fixed, significance,
+                                                                  candidates, held_out, history)
+                why = np.where(from_extra, _ADDED[1], _ADDED[0])
+                for name in _ADDED:
+                    reasons["added"][name] += int(np.count_nonzero(why == name))
                 history["added"].append(len(added))
                 changed += len(added)
                 rows = np.concatenate([rows, len(atoms) + n_added + np.arange(len(added))])
+                added_reason = np.concatenate([added_reason, why.astype(object)])
                 n_added += len(added)
                 fixed = np.concatenate([fixed, np.zeros(len(added), bool)])
+                before = close_pairs(model.positions, model.species_index, table)
                 model.positions = np.concatenate([model.positions, added])
                 origin = np.concatenate([origin, added])
                 model.species_index = np.concatenate([model.species_index, added_species])
-            species, height_ratio = _refine_positions(model, fixed, origin, min_distance / 2, iterations, width_every,
-                                                      tolerance, history, sub_progress(stage, 0.35, 1.0))
+                # a neighbour pulled into an added atom's place and the added atom move apart
+                model.positions = _separate(model.positions, model.species_index, fixed, table,
+                                            _pair_keys(before, len(model.positions)))
+            species, height_ratio = _refine_positions(model, fixed, origin, shortest / 2, iterations, width_every,
+                                                      tolerance, history, sub_progress(stage, 0.35, 1.0), table)
             if complete_rounds and len(added) < _COMPLETE * len(model.positions):
                 break
         n_dropped = 0
-        judges = (partial(_crowded, min_distance=min_distance), _too_faint) if complete_rounds else ()
-        for j, judge in enumerate(judges):
+        judges = ((_REMOVED[0], partial(_crowded, table=table)), (_REMOVED[1], _too_faint)) if complete_rounds else ()
+        for j, (why, judge) in enumerate(judges):
             # atoms the refined model does not support, judged only now (a misplaced atom's height is
             # underestimated) and one kind at a time (a crowding atom takes its neighbours' signal)
             drop = judge(model, height_ratio, fixed)
             if not np.any(drop):
                 continue
             n_dropped += int(np.count_nonzero(drop))
-            candidates = np.concatenate([candidates, model.positions[drop]])
-            removed[rows[drop & (rows < len(atoms))]] = True
-            rows, fixed, origin = rows[~drop], fixed[~drop], origin[~drop]
-            model.positions, model.species_index = model.positions[~drop], model.species_index[~drop]
-            species, height_ratio = _refine_positions(model, fixed, origin, min_distance / 2, iterations, 0, tolerance,
-                                                      history, sub_progress(part, 0.9 + 0.05 * j, 0.95 + 0.05 * j))
+            drop_atoms(drop, why)
+            species, height_ratio = _refine_positions(model, fixed, origin, shortest / 2, iterations, 0, tolerance,
+                                                      history, sub_progress(part, 0.9 + 0.05 * j, 0.95 + 0.05 * j),
+                                                      table)
         if complete_rounds:
             history["removed"].append(n_dropped)
         if changed + n_dropped < _COMPLETE * len(model.positions):
             break
         origin = model.positions.copy()  # the next cycle's moves are bounded from here
+    if complete_rounds:  # no pair nearer than physics allows, whatever drifted together in the last pass
+        drop = _too_close(model, height_ratio, fixed, table)
+        if np.any(drop):
+            drop_atoms(drop, _REMOVED[2])
+            species = model.species_projections(model.positions)
+            model.solve_linear(species)
+            height_ratio = model.gradient(model.combine(species) - model.data)[2]
+            history["removed"][-1] += int(np.count_nonzero(drop))
     history["r_factor"].append(model.r_factor(model.combine(species) - model.data))
     report(progress, 0.97, "building the refined model")
     new = rows >= len(atoms)  # added atoms that stayed, numbered after the input's
     rows[new] = len(atoms) + np.arange(np.count_nonzero(new))
     n_added = int(np.count_nonzero(new))
-    refined = _refined_model(atoms, model, rows, removed, n_added, present, height_ratio)
+    reason = np.concatenate([reason, np.full(n_added, "", dtype=object)])
+    reason[rows[new]] = added_reason
+    refined = _refined_model(atoms, model, rows, removed, n_added, present, height_ratio, reason)
     report(progress, 1.0, f"refined {len(model.positions)} atoms ({n_added} added, "
                           f"{int(np.count_nonzero(removed))} removed)")
     return Refinement(refined, dict(zip(present, model.heights.tolist())), dict(zip(present, model.widths.tolist())),
                       model.scale, model.background, history)
 
 
-def _refined_model(atoms: AtomModel, model: _Model, rows, removed, n_added, present, height_ratio) -> AtomModel:
+def _refined_model(atoms: AtomModel, model: _Model, rows, removed, n_added, present, height_ratio,
+                   reason) -> AtomModel:
     """The input atoms with the model's positions, removed atoms turned into non-atoms, and the
     added atoms appended; features ``refine_shift``, ``height_ratio``, ``refine_added``,
-    ``refine_removed`` (NaN / False where they do not apply)."""
+    ``refine_removed`` (NaN / False where they do not apply) and ``refine_reason`` (``reason``:
+    why an atom was added or removed, "" otherwise)."""
     n = len(atoms)
     features = {name: np.concatenate([column, _default_column(column, n_added)])
                 for name, column in atoms.features.items()}
@@ -547,4 +687,5 @@ def _refined_model(atoms: AtomModel, model: _Model, rows, removed, n_added, pres
     ratio[rows] = height_ratio
     added = np.arange(n + n_added) >= n
     return AtomModel(positions, species, {**features, "refine_shift": shift, "height_ratio": ratio,
-                                          "refine_added": added, "refine_removed": removed})
+                                          "refine_added": added, "refine_removed": removed,
+                                          "refine_reason": reason})

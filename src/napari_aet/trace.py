@@ -17,9 +17,11 @@ from scipy.spatial import cKDTree
 from skimage.filters import threshold_otsu
 
 from .classify import integrated_intensities
+from .elements import close_pairs
 from .geometry import voxel_to_specimen
 from .model import AtomModel, InputError, Reconstruction
 from .progress import report, sub_progress
+from .threads import fft_workers
 
 #: Atoms fitted per vectorised batch (bounds memory: ~batch * patch voxels * 8 parameters).
 _BATCH = 4096
@@ -86,8 +88,8 @@ def _dilate(mask, radius):
                                                    + g[None, None, :] ** 2) <= radius ** 2
     padded = np.zeros(padded_shape, np.float32)
     padded[:shape[0], :shape[1], :shape[2]] = mask
-    spectrum = fft.rfftn(padded, workers=-1) * fft.rfftn(ball, workers=-1)
-    out = fft.irfftn(spectrum, padded_shape, workers=-1)
+    spectrum = fft.rfftn(padded, workers=fft_workers()) * fft.rfftn(ball, workers=fft_workers())
+    out = fft.irfftn(spectrum, padded_shape, workers=fft_workers())
     return out[:shape[0], :shape[1], :shape[2]] > 0.5
 
 
@@ -222,17 +224,22 @@ def _render(shape, centres, amplitude, widths):
     return out.reshape(shape).astype(np.float32)
 
 
-def enforce_min_distance(positions, score, min_distance) -> np.ndarray:
+def enforce_min_distance(positions, score, min_distance, species_index=None) -> np.ndarray:
     """Boolean mask of the atoms kept so that no two kept atoms are closer than ``min_distance``.
 
     Of any too-close pair the one with the higher ``score`` wins (ties broken by position),
     resolved globally: the result equals greedy suppression in score order, so it does not
     depend on the order of the input. Vectorised: each round keeps every atom that beats all
     its undecided neighbours and drops their neighbours.
-    positions : ``(N, 3)``; score : ``(N,)``; min_distance in the units of ``positions``.
+    positions : ``(N, 3)``; score : ``(N,)``; min_distance in the units of ``positions``: one
+    number, or an ``(S, S)`` table per pair of species (:func:`napari_aet.elements.min_distance_table`)
+    with each atom's row in ``species_index`` ``(N,)``.
     """
     n = len(positions)
-    pairs = cKDTree(positions).query_pairs(min_distance, output_type="ndarray")
+    if species_index is None:
+        pairs = cKDTree(positions).query_pairs(min_distance, output_type="ndarray")
+    else:
+        pairs = close_pairs(positions, species_index, np.asarray(min_distance))
     # a strict total order: rank by score, then lexicographically by position
     order = np.lexsort((*positions.T[::-1], score))
     rank = np.empty(n, dtype=np.int64)
