@@ -16,7 +16,7 @@ from ..model import AtomModel, InputError
 from ..progress import ProgressCallback, report
 from .lattice import Lattice, fit_lattice
 from .nuclei import DEFAULT_MIN_ATOMS, Nuclei, find_nuclei, order_volume
-from .order import DEFAULT_RADIUS, DEFAULT_SMOOTHING, DEFAULT_THRESHOLD, classify_order
+from .order import DEFAULT_RADIUS, DEFAULT_THRESHOLD, classify_order
 from .strain import StrainField, strain_field
 from .structure import bond_order, structure_summary
 
@@ -62,12 +62,12 @@ def _no_nuclei() -> Nuclei:
 
 
 def analyze_atoms(atoms: AtomModel, *, lattice="fcc", lattice_constant=None, min_nucleus=DEFAULT_MIN_ATOMS,
-                  radius=DEFAULT_RADIUS, threshold=DEFAULT_THRESHOLD, smoothing=DEFAULT_SMOOTHING,
+                  radius=DEFAULT_RADIUS, threshold=DEFAULT_THRESHOLD,
                   strain_fwhm=10.0, seed=0, progress: ProgressCallback = None) -> Analysis:
     """Analyse one atom model (positions x, y, z in Å; two elements for the order analysis).
 
     lattice : "fcc" or "bcc". lattice_constant : Å, None to take it from the pair distribution.
-    min_nucleus : fewest atoms of a nucleus. radius, threshold, smoothing : of
+    min_nucleus : fewest atoms of a nucleus. radius, threshold : of
     :func:`~.order.classify_order`. strain_fwhm : strain smoothing kernel (Å). seed : lattice fit.
     """
     report(progress, 0.0, "fitting the lattice…")
@@ -76,7 +76,7 @@ def analyze_atoms(atoms: AtomModel, *, lattice="fcc", lattice_constant=None, min
     order_error = ""
     nuclei, volume = _no_nuclei(), None
     try:
-        ordered = classify_order(fitted, fit, radius=radius, threshold=threshold, smoothing=smoothing)
+        ordered = classify_order(fitted, fit, radius=radius, threshold=threshold)
         fitted, nuclei = find_nuclei(ordered, fit, min_atoms=min_nucleus)
         volume, _ = order_volume(fitted)
     except InputError as error:

@@ -31,19 +31,31 @@ from .lattice import Lattice
 #: Signs of f_l in η_x, η_y, η_z (rows), over sublattices 0–3 (columns).
 WAVES = np.array([[1, 1, -1, -1], [1, -1, 1, -1], [1, -1, -1, 1]])
 AXES = "xyz"
-#: Phase-and-variant labels; their index is the integer code used internally.
-LABELS = (("A1", ""), *(("L10", a) for a in AXES),
-          *(("L12", f"{kind}:{j}") for kind in ("A3B", "AB3") for j in range(4)))
+#: Labels (phase, variant, sign of the wave: which of two anti-phase domains); index = label code.
+LABELS = (("A1", "", 0), *(("L10", a, sign) for a in AXES for sign in (1, -1)),
+          *(("L12", f"{kind}:{j}", 0) for kind in ("A3B", "AB3") for j in range(4)))
 #: Defaults measured on :mod:`napari_aet.simulate_alloy` (benchmarks/bench_analysis.py).
 DEFAULT_RADIUS = 1.0
 DEFAULT_THRESHOLD = 0.5
-DEFAULT_SMOOTHING = 1
+DEFAULT_GROW = 2
+DEFAULT_CONTACTS = 3
+
+
+def _ideal_heavy() -> np.ndarray:
+    """Whether each label puts the heavier element on each sublattice, ``(n_labels, 4)``."""
+    rows = [np.zeros(4, bool)]
+    rows += [WAVES[k] * sign > 0 for k in range(3) for sign in (1, -1)]
+    rows += [(np.arange(4) == j) == (kind == "A3B") for kind in ("A3B", "AB3") for j in range(4)]
+    return np.array(rows)
 
 
 def fcc_sublattice(sites) -> np.ndarray:
     """Simple-cubic sublattice index 0–3 of fcc sites ``(N, 3)`` (integers, units of a/2)."""
     parity = np.asarray(sites) % 2
     return 2 * parity[:, 0] + parity[:, 1]
+
+
+IDEAL = _ideal_heavy()
 
 
 def alloy_elements(atoms: AtomModel) -> tuple[str, str]:
@@ -104,58 +116,74 @@ def order_parameters(atoms: AtomModel, lattice: Lattice, *, radius=DEFAULT_RADIU
         variant_L12=np.char.add(np.where(a3b, "A3B:", "AB3:"), sublattice.astype(str)).astype(object))
 
 
-def _majority(codes, neighbours, passes):
-    """Each atom takes the most frequent code among itself and its neighbours (ties keep its own)."""
-    n_codes = len(LABELS)
-    for _ in range(passes):
-        padded = np.append(codes, -1)
-        votes = np.zeros((len(codes), n_codes + 1), np.int32)
-        np.add.at(votes, (np.repeat(np.arange(len(codes)), neighbours.shape[1]), padded[neighbours].ravel()), 1)
-        votes = votes[:, :n_codes]
-        best = np.argmax(votes, axis=1)
-        keep = votes[np.arange(len(codes)), codes] >= votes[np.arange(len(codes)), best]
-        codes = np.where(keep, codes, best)
+def _window_codes(features, threshold) -> np.ndarray:
+    """Label codes (index into :data:`LABELS`) from the thresholded window order parameters."""
+    eta = np.stack([features[f"eta_{a}"] for a in AXES], axis=1)
+    axis = np.argmax(np.abs(eta), axis=1)
+    l10 = 1 + 2 * axis + (eta[np.arange(len(eta)), axis] < 0)
+    kind = np.char.partition(features["variant_L12"].astype(str), ":")
+    l12 = 7 + 4 * (kind[:, 0] == "AB3") + kind[:, 2].astype(int)
+    is_l12 = (features["order_L12"] >= threshold) & (features["order_L12"] >= features["order_L10"])
+    is_l10 = ~is_l12 & (features["order_L10"] >= threshold)
+    return np.where(is_l12, l12, np.where(is_l10, l10, 0))
+
+
+def _neighbour_votes(codes, neighbours) -> np.ndarray:
+    """How many of each atom's neighbours carry each label, ``(N, n_labels)``."""
+    n_labels = len(LABELS)
+    eye = np.vstack([np.eye(n_labels, dtype=np.int32), np.zeros((1, n_labels), np.int32)])
+    return eye[np.append(codes, n_labels)[neighbours]].sum(axis=1)
+
+
+def _majority(codes, neighbours) -> np.ndarray:
+    """Each atom takes the most frequent label among itself and its neighbours (ties keep its own)."""
+    votes = _neighbour_votes(codes, neighbours)
+    votes[np.arange(len(codes)), codes] += 1
+    best = np.argmax(votes, axis=1)
+    keep = votes[np.arange(len(codes)), codes] >= votes[np.arange(len(codes)), best]
+    return np.where(keep, codes, best)
+
+
+def _grow(codes, matches, neighbours, passes, min_contacts, fill_contacts) -> np.ndarray:
+    """Grow ordered regions into A1 atoms that touch at least ``min_contacts`` atoms of one ordered
+    label and whose element fits it, ``passes`` times; then A1 atoms with ``fill_contacts`` such
+    neighbours join whatever their element (anti-sites)."""
+    rows = np.arange(len(codes))
+    for contacts, must_match in [(min_contacts, True)] * passes + [(fill_contacts, False)]:
+        votes = _neighbour_votes(codes, neighbours)[:, 1:]
+        label = 1 + np.argmax(votes, axis=1)
+        join = (codes == 0) & (votes.max(axis=1) >= contacts)
+        if must_match:
+            join &= matches[rows, label]
+        codes = np.where(join, label, codes)
     return codes
 
 
 def classify_order(atoms: AtomModel, lattice: Lattice, *, radius=DEFAULT_RADIUS, threshold=DEFAULT_THRESHOLD,
-                   smoothing=DEFAULT_SMOOTHING) -> AtomModel:
+                   grow=DEFAULT_GROW, min_contacts=DEFAULT_CONTACTS, fill_contacts=7) -> AtomModel:
     """Order parameters, phase (A1, L10, L12), variant and anti-sites of every atom.
 
-    Parameters as :func:`order_parameters`, and threshold : order parameter above which an atom
-    is ordered; smoothing : passes of the majority filter over the atom and its 12 nearest sites.
+    Parameters as :func:`order_parameters`, and
+    threshold : window order parameter above which an atom starts as ordered.
+    grow, min_contacts, fill_contacts : after a majority filter over each atom and its 12 nearest
+        sites, ordered regions grow ``grow`` times into A1 atoms touching at least ``min_contacts``
+        atoms of one ordered label whose element fits that order; then A1 atoms touching
+        ``fill_contacts`` atoms of one label join it whatever their element.
 
     Returns the atoms with the columns of :func:`order_parameters` and ``phase``, ``variant``
     ("x"/"y"/"z": L1₀ c axis in the crystal frame; "A3B:j"/"AB3:j": L1₂ with the minority element
     on sublattice j; "" for A1) and ``antisite`` (bool).
     """
     atoms = order_parameters(atoms, lattice, radius=radius)
-    f = atoms.features
-    is_l12 = (f["order_L12"] >= threshold) & (f["order_L12"] >= f["order_L10"])
-    is_l10 = ~is_l12 & (f["order_L10"] >= threshold)
-    code = np.zeros(len(atoms), np.int64)
-    code[is_l10] = 1 + np.searchsorted(list(AXES), f["variant_L10"][is_l10].astype(str))
-    l12_names = [v for p, v in LABELS if p == "L12"]
-    code[is_l12] = 4 + np.array([l12_names.index(v) for v in f["variant_L12"][is_l12]], dtype=np.int64)
+    codes = _window_codes(atoms.features, threshold)
     first_shell, sites = site_neighbours(atoms, lattice, 0.75)
-    code = _majority(code, first_shell, smoothing)
-    phase = np.array([p for p, _ in LABELS], dtype=object)[code]
-    variant = np.array([v for _, v in LABELS], dtype=object)[code]
-    return atoms.with_features(phase=phase, variant=variant,
-                               antisite=_antisites(atoms, sites, phase, variant))
-
-
-def _antisites(atoms, sites, phase, variant) -> np.ndarray:
-    """Ordered atoms whose element differs from the one the local order puts on their sublattice."""
+    sublattice = fcc_sublattice(sites)
     _, heavy = alloy_elements(atoms)
-    sub = fcc_sublattice(sites)
-    eta = np.stack([atoms.features[f"eta_{a}"] for a in AXES], axis=1)
-    axis = np.searchsorted(list(AXES), np.where(phase == "L10", variant, "x").astype(str))
-    sign = np.sign(eta[np.arange(len(atoms)), axis])
-    ideal_l10 = WAVES[axis, sub] * sign > 0
-    kind, j = np.char.partition(np.where(phase == "L12", variant, "A3B:0").astype(str), ":")[:, ::2].T
-    on_j = sub == j.astype(int)
-    ideal_l12 = np.where(kind == "A3B", on_j, ~on_j)
-    ideal = np.where(phase == "L10", ideal_l10, ideal_l12)
+    matches = IDEAL[:, sublattice].T == (atoms.species == heavy)[:, None]
+    codes = _majority(codes, first_shell[:, 1:])
+    codes = _grow(codes, matches, first_shell[:, 1:], grow, min_contacts, fill_contacts)
     known = atoms.species != ""
-    return (phase != "A1") & known & ((atoms.species == heavy) != ideal)
+    wrong = ~matches[np.arange(len(codes)), codes]
+    return atoms.with_features(phase=np.array([p for p, _, _ in LABELS], dtype=object)[codes],
+                               variant=np.array([v for _, v, _ in LABELS], dtype=object)[codes],
+                               antisite=(codes > 0) & known & wrong)
