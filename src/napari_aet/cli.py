@@ -95,6 +95,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--gui", action="store_true", help="open napari with every layer at the end")
     demo.add_argument("--out", default=None, help="also write the results here")
     _add_common(demo)
+
+    analyze = sub.add_parser("analyze", help="lattice, chemical order, nuclei, structure and strain of an atom model")
+    analyze.add_argument("atoms", help="atoms CSV (x,y,z,element in Å) or a run directory holding atoms.csv")
+    analyze.add_argument("--out", required=True, help="output directory")
+    analyze.add_argument("--lattice", default="fcc", choices=("fcc", "bcc"), help="lattice (default fcc)")
+    analyze.add_argument("--lattice-constant", type=float, default=None,
+                         help="lattice constant in Å (default: from the first peak of the pair distribution)")
+    analyze.add_argument("--min-nucleus", type=int, default=13, help="fewest atoms of a nucleus (default 13)")
+
+    track = sub.add_parser("track", help="register time points of one particle, track its sites and nuclei")
+    track.add_argument("sources", nargs="+", help="analyze outputs (or run directories) in time order")
+    track.add_argument("--out", required=True, help="output directory")
     return parser
 
 
@@ -136,6 +148,29 @@ def command_simulate(args) -> int:
         "dose": args.dose, "seed": args.seed, "n_atoms": len(atoms)}, indent=2))
     print(f"Wrote {len(atoms)}-atom particle, {args.n_angles} projections of {args.size}x{args.size} px "
           f"to {out.resolve()} (tilt_series.tif + .tlt, truth_atoms.csv, truth.json)")
+    return 0
+
+
+def command_analyze(args) -> int:
+    from .analysis.outputs import analyze_to_directory
+
+    summary = analyze_to_directory(args.atoms, args.out, lattice=args.lattice,
+                                   lattice_constant=args.lattice_constant, min_nucleus=args.min_nucleus,
+                                   progress=ConsoleProgress())
+    phases = ", ".join(f"{n} {p}" for p, n in summary["phase_counts"].items())
+    print(f"{summary['n_atoms']} atoms on an {summary['lattice']} lattice, a = {summary['lattice_constant_A']:.3f} Å; "
+          f"{phases}; {summary['n_nuclei']} nuclei. Results in {Path(args.out).resolve()}")
+    return 0
+
+
+def command_track(args) -> int:
+    from .analysis.outputs import track_to_directory
+
+    summary = track_to_directory(args.sources, args.out, progress=ConsoleProgress())
+    residuals = ", ".join(f"{r:.2f}" for r in summary["residuals_A"][1:])
+    events = ", ".join(f"{n} {e}" for e, n in summary["events"].items())
+    print(f"{summary['n_times']} times registered onto the first (residuals {residuals} Å); "
+          f"{summary['n_tracks']} site tracks; nucleus events: {events}. Results in {Path(args.out).resolve()}")
     return 0
 
 
@@ -224,7 +259,8 @@ def print_summary(report):
     print(f"Timings: {timings}")
 
 
-COMMANDS = {"run": command_run, "simulate": command_simulate, "demo": command_demo}
+COMMANDS = {"run": command_run, "simulate": command_simulate, "demo": command_demo,
+            "analyze": command_analyze, "track": command_track}
 
 
 def main(argv=None) -> int:
