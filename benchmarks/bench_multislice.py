@@ -35,57 +35,73 @@ from pathlib import Path
 
 import numpy as np
 
-N_TILTS, BOX, PIXEL, GRID = 31, 35.2, 0.4, 576   # tilts; field of view Å; scan step Å; potential grid points
+BOX, PIXEL, GRID = 35.2, 0.4, 576   # field of view Å; scan step Å; potential grid points
 
 
-def tilt_angles():
-    return np.linspace(-70, 70, N_TILTS)
+def zone_axis_orientation(positions, lattice):
+    """``positions`` ``(N, 3)`` Å of an fcc particle turned so that its cube axes lie along x, y
+    and z: [010] along the tilt axis (y) and [001] along the beam at 0°, so that the [001] and
+    <101> zone axes come at 0° and ±45° tilt. The cube axes come from nearest-neighbour vectors
+    (a/2 <110>): two perpendicular ones add up to a cube axis."""
+    centre = np.argmin(np.linalg.norm(positions - positions.mean(axis=0), axis=1))
+    vectors = positions - positions[centre]
+    vectors = vectors[np.abs(np.linalg.norm(vectors, axis=1) - lattice / np.sqrt(2)) < 0.3]
+    u = vectors[0] / np.linalg.norm(vectors[0])
+    v = vectors[np.argmin(np.abs(vectors @ u))]
+    v /= np.linalg.norm(v)
+    x, y = (u + v) / np.linalg.norm(u + v), (u - v) / np.linalg.norm(u - v)
+    axes = np.stack([x, y, np.cross(x, y)])  # rows: the cube axes in the specimen frame
+    return positions @ axes.T
 
 
-def simulate(out: Path):
+def simulate(out: Path, n_tilts, max_angle, zone_axis):
     import abtem
     import ase
 
     from napari_aet.geometry import rotation_matrices
-    from napari_aet.simulate import fcc_particle
+    from napari_aet.simulate import FEPT_LATTICE, fcc_particle
 
     out.mkdir(parents=True, exist_ok=True)
     truth = fcc_particle(radius=12.0, seed=0)
-    np.savez(out / "particle.npz", positions=truth.positions, species=truth.species.astype(str))
+    positions = zone_axis_orientation(truth.positions, FEPT_LATTICE) if zone_axis else truth.positions
+    angles = np.linspace(-max_angle, max_angle, n_tilts)
+    np.savez(out / "particle.npz", positions=positions, species=truth.species.astype(str), angles=angles)
     abtem.config.set({"device": "cpu", "fft": "fftw", "dask.lazy": False})
     warnings.filterwarnings("ignore", message="The interpolation factor does not exactly divide")
-    for i, matrix in enumerate(rotation_matrices(tilt_angles())):
+    for i, matrix in enumerate(rotation_matrices(angles)):
         path = out / f"tilt_{i:02d}.npy"
         if path.exists():
             continue
         start = time.perf_counter()
-        atoms = ase.Atoms(list(truth.species), positions=truth.positions @ matrix.T + BOX / 2, cell=[BOX] * 3)
+        atoms = ase.Atoms(list(truth.species), positions=positions @ matrix.T + BOX / 2, cell=[BOX] * 3)
         potential = abtem.Potential(atoms, gpts=GRID, slice_thickness=2.0, parametrization="lobato",
                                     projection="infinite")
         probe = abtem.SMatrix(potential=potential, energy=300e3, semiangle_cutoff=25, interpolation=4)
         image = probe.scan(scan=abtem.GridScan(start=(0, 0), end=(BOX, BOX), sampling=PIXEL),
                            detectors=abtem.AnnularDetector(inner=45, outer=105)).compute()
         np.save(path, np.asarray(image.array).T.astype(np.float32))   # abTEM's (x, y) -> (ny, nx)
-        print(f"tilt {i} ({tilt_angles()[i]:+.1f}°): {time.perf_counter() - start:.0f} s", flush=True)
+        print(f"tilt {i} ({angles[i]:+.1f}°): {time.perf_counter() - start:.0f} s", flush=True)
 
 
 def load(out: Path, dose):
-    """The truth and the noiseless images ``(n, ny, nx)`` scaled to ``dose`` counts per Pt atom."""
+    """The truth, the noiseless images ``(n, ny, nx)`` scaled to ``dose`` counts per Pt atom and
+    their tilt angles (degrees)."""
     from napari_aet.model import AtomModel
     from napari_aet.simulate import adf_amplitudes
 
     saved = np.load(out / "particle.npz")
     truth = AtomModel(saved["positions"], saved["species"].astype(object))
-    clean = np.stack([np.load(out / f"tilt_{i:02d}.npy") for i in range(N_TILTS)])
-    return truth, clean * (adf_amplitudes(truth.species, dose).sum() / clean.sum(axis=(1, 2)).mean())
+    angles = saved["angles"] if "angles" in saved else np.linspace(-70, 70, 31)  # series simulated before
+    clean = np.stack([np.load(out / f"tilt_{i:02d}.npy") for i in range(len(angles))])
+    return truth, clean * (adf_amplitudes(truth.species, dose).sum() / clean.sum(axis=(1, 2)).mean()), angles
 
 
 def floor(out: Path):
     from napari_aet.model import TiltSeries
     from napari_aet.refine import refine_atoms
 
-    truth, clean = load(out, 1.0)
-    refinement = refine_atoms(TiltSeries(clean, tilt_angles(), PIXEL), truth, elements=("Fe", "Pt"))
+    truth, clean, angles = load(out, 1.0)
+    refinement = refine_atoms(TiltSeries(clean, angles, PIXEL), truth, elements=("Fe", "Pt"))
     error = np.linalg.norm(refinement.atoms.positions[:len(truth)] - truth.positions, axis=1) * 100
     rms = {e: np.sqrt(np.mean(error[truth.species == e] ** 2)) for e in ("Fe", "Pt")}
     print(f"refined from the truth, noiseless: RMS {np.sqrt(np.mean(error ** 2)):.1f} pm (Fe {rms['Fe']:.1f}, "
@@ -101,11 +117,11 @@ def run(out: Path, dose, seed, max_shift):
     from napari_aet.model import TiltSeries
     from napari_aet.pipeline import real_atoms, run_pipeline
 
-    truth, clean = load(out, dose)
+    truth, clean, angles = load(out, dose)
     rng = np.random.default_rng(seed)
-    shifts = rng.uniform(-max_shift, max_shift, size=(N_TILTS, 2))
+    shifts = rng.uniform(-max_shift, max_shift, size=(len(angles), 2))
     moved = np.stack([ndimage.shift(image, shift, order=3, mode="nearest") for image, shift in zip(clean, shifts)])
-    series = TiltSeries(rng.poisson(np.maximum(moved, 0)).astype(np.float32), tilt_angles(), PIXEL)
+    series = TiltSeries(rng.poisson(np.maximum(moved, 0)).astype(np.float32), angles, PIXEL)
     start = time.perf_counter()
     result = run_pipeline(series, "Fe,Pt", seed=seed)
     wall = time.perf_counter() - start
@@ -131,9 +147,13 @@ def main():
     parser.add_argument("--dose", type=float, default=400.0, help="counts per Pt atom per projection")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-shift", type=float, default=3.0, help="random shifts, pixels")
+    parser.add_argument("--tilts", type=int, default=31, help="simulate: number of tilts")
+    parser.add_argument("--max-angle", type=float, default=70.0, help="simulate: tilts over ± this, degrees")
+    parser.add_argument("--zone-axis", action="store_true",
+                        help="simulate: [010] along the tilt axis, [001] and <101> zone axes at 0° and ±45°")
     args = parser.parse_args()
     if args.step == "simulate":
-        simulate(args.out)
+        simulate(args.out, args.tilts, args.max_angle, args.zone_axis)
     elif args.step == "floor":
         floor(args.out)
     else:

@@ -122,7 +122,7 @@ def run_pipeline(series: TiltSeries, elements, *, align=True, method="genfire", 
 
     refinement = None
     if refine:
-        options = dict(refine_options or {})
+        options = {"seed": seed, **(refine_options or {})}
         parameters["refine_options"] = options
         refinement = timed("refine", elements=elements, **options)
         atoms = refinement.atoms
@@ -187,7 +187,9 @@ def build_report(result: PipelineResult, parameters, timings, alignment) -> dict
 
 def _refinement_report(refinement: Refinement) -> dict:
     """Species heights (counts per projection) and widths (Å), error curves, atoms added and
-    removed, and how far the others moved (Å)."""
+    removed (``n_added`` / ``n_removed``: in the final model; ``reasons``: every addition,
+    removal and rejected candidate over all rounds, counted by reason), and how far the others
+    moved (Å)."""
     features = refinement.atoms.features
     shift = features["refine_shift"][np.isfinite(features["refine_shift"]) & (refinement.atoms.species != "")]
     return {"heights": refinement.heights, "widths_A": refinement.widths,
@@ -195,6 +197,7 @@ def _refinement_report(refinement: Refinement) -> dict:
             "errors_per_iteration": {k: refinement.errors[k] for k in ("r_factor", "rms_step")},
             "n_added": int(np.count_nonzero(features["refine_added"])),
             "n_removed": int(np.count_nonzero(features["refine_removed"])),
+            "reasons": refinement.errors.get("reasons", {}),
             "shift_A": {"median": float(np.median(shift)), "max": float(np.max(shift))} if len(shift) else {},
             "scale_range": [float(refinement.scale.min()), float(refinement.scale.max())]}
 
