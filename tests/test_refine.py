@@ -6,7 +6,8 @@ from napari_aet.analysis.atom_metrics import compare_atoms
 from napari_aet.geometry import atom_footprints, project_atoms
 from napari_aet.model import AtomModel, InputError, TiltSeries
 from napari_aet.progress import Cancelled
-from napari_aet.refine import _Model, refine_atoms
+from napari_aet.elements import close_pairs, min_distance_table
+from napari_aet.refine import _ADDED, _REMOVED, _held_out_test, _Model, refine_atoms
 from napari_aet.simulate import adf_amplitudes, fcc_particle, simulate_tilt_series
 
 ANGLES = np.linspace(-70, 70, 29)
@@ -84,6 +85,11 @@ def test_missing_atoms_are_added_and_spurious_ones_removed(truth, measured):
     metrics = compare_atoms(real, truth)
     assert metrics["recall"] == 1.0 and metrics["precision"] == 1.0 and metrics["species_accuracy"] == 1.0
     assert 4 <= f["refine_added"].sum() <= 6  # two of the six come back as the noise-labelled peaks
+    assert set(f["refine_reason"][f["refine_added"]]) <= set(_ADDED)
+    assert set(f["refine_reason"][f["refine_removed"]]) <= set(_REMOVED)
+    reasons = result.errors["reasons"]
+    assert sum(reasons["added"].values()) >= f["refine_added"].sum() and reasons["rejected"]["held-out test"] > 0
+    assert sum(reasons["removed"].values()) >= f["refine_removed"].sum()
     assert np.all(np.isnan(f["refine_shift"][f["refine_added"]]))
     assert result.errors["added"][-1] == 0 and len(result.errors["added"]) < 4  # rounds stop once complete
 
@@ -207,3 +213,52 @@ def test_progress_only_moves_forward(truth, measured):
     seen = []
     refine_atoms(measured, perturbed(truth), iterations=4, progress=lambda fraction, message="": seen.append(fraction))
     assert seen == sorted(seen) and seen[-1] == 1.0
+
+
+def test_no_atom_is_added_below_the_minimum_distance(truth):
+    """The data hold a Pt 1.7 Å outside a surface Pt, nearer than two Pt atoms can be (2.18 Å):
+    what the Gaussian model cannot otherwise explain (channelling, say). No pair of the refined
+    model comes nearer than its minimum distance (an atom added there moves its neighbour out to
+    that distance); with the minimum lowered to 1.2 Å the extra atom is added where the data put
+    it, and the pair stays that near."""
+    platinum = np.flatnonzero(truth.species == "Pt")
+    outermost = platinum[np.argmax(np.linalg.norm(truth.positions[platinum], axis=1))]
+    ghost = truth.positions[outermost] * (1 + 1.7 / np.linalg.norm(truth.positions[outermost]))
+    data = AtomModel(np.concatenate([truth.positions, [ghost]]), np.append(truth.species, "Pt").astype(object))
+    series = simulate_tilt_series(data, angles=ANGLES, shape=(64, 64), dose=2000.0, max_shift=0, seed=8).tilt_series
+    table = min_distance_table("Fe,Pt")
+    for min_distance in (None, 1.2):
+        result = refine_atoms(series, truth, iterations=6, min_distance=min_distance)
+        real = result.atoms.subset(result.atoms.species != "")
+        index = (real.species == "Pt").astype(int)
+        gap = np.linalg.norm(real.positions[real.features["refine_added"]] - ghost, axis=1)
+        if min_distance is None:
+            assert len(close_pairs(real.positions, index, table)) == 0
+        else:
+            assert np.any(gap < 0.3)  # the control: the test would see an atom added there
+            assert len(close_pairs(real.positions, index, table)) > 0
+
+
+def test_held_out_test_rejects_noise_and_a_residual_only_some_projections_show():
+    """Candidate sums built from a Gaussian footprint s and a residual r: pure noise passes rarely;
+    an atom seen in every projection passes; a residual present in the fitted projections but
+    not in the held-out ones (model error, e.g. channelling near a zone axis) fails."""
+    rng = np.random.default_rng(0)
+    n, m = 30, 2000
+    g = np.exp(-0.5 * (np.arange(-3, 4) / 1.4) ** 2)
+    s = (g[:, None] * g[None])[None, None]  # (1, 1, 7, 7)
+    held_out = np.zeros(n, bool)
+    held_out[rng.choice(n, 8, replace=False)] = True
+
+    def sums(signal):
+        r = signal[:, :, None, None] * s + rng.normal(size=(n, m, 7, 7))
+        return np.stack([np.sum(s * r, axis=(2, 3)), np.broadcast_to(np.sum(s * s), (n, m)),
+                         np.sum(s ** 2 * r ** 2, axis=(2, 3)), np.sum(s ** 3 * r, axis=(2, 3)),
+                         np.broadcast_to(np.sum(s ** 4), (n, m))])
+
+    noise = _held_out_test(sums(np.zeros((n, m))), held_out, 3.0)[1]
+    atom = _held_out_test(sums(np.full((n, m), 2.0)), held_out, 3.0)
+    model_error = _held_out_test(sums(np.where(held_out, 0.0, 2.0)[:, None] * np.ones(m)), held_out, 3.0)[1]
+    assert noise.mean() < 0.005
+    assert atom[1].mean() > 0.95 and np.median(atom[0]) == pytest.approx(2.0, rel=0.1)
+    assert model_error.mean() < 0.005
