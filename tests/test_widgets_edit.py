@@ -38,9 +38,11 @@ def edited(make_napari_viewer, qtbot):
     return viewer, layer, widget, atoms
 
 
-def button(widget, text):
+def button(widget, label):
+    """The label button of ``label`` (its text is the label and its key)."""
     layout = widget.label_buttons
-    (found,) = [layout.itemAt(k).widget() for k in range(layout.count()) if layout.itemAt(k).widget().text() == text]
+    (found,) = [layout.itemAt(k).widget() for k in range(layout.count())
+                if layout.itemAt(k).widget().text().split(" (")[0] == label]
     return found
 
 
@@ -50,12 +52,12 @@ def button_texts(widget):
 
 def test_buttons_follow_the_model(edited):
     _, layer, widget, _ = edited
-    assert button_texts(widget) == ["Fe", "Pt", NON_ATOM]
+    assert button_texts(widget) == ["Fe (1)", "Pt (2)", f"{NON_ATOM} (0)"]
     assert widget.review_status.text() == "3 ambiguous atom(s) to review"
     features = layer.features.copy()
     features.loc[0, "element"] = "Au"  # as a Classify run with Fe,Pt,Au would
     layer.features = features
-    assert button_texts(widget) == ["Fe", "Pt", "Au", NON_ATOM]
+    assert button_texts(widget) == ["Fe (1)", "Pt (2)", "Au (3)", f"{NON_ATOM} (0)"]
 
 
 def test_review_queue_centres_selects_labels_and_advances(edited):
@@ -109,9 +111,11 @@ def test_moved_added_and_deleted_points_are_marked_and_logged(edited):
     np.testing.assert_allclose(np.subtract(move["new"], move["old"]), [1.0, 0, 0])
     np.testing.assert_allclose(atoms_from_layer(layer).positions[7], atoms.positions[7] + [1.0, 0, 0])
 
-    layer.add([16, 16, 20])  # a point 2 Å along x from the centre
+    layer.add([16, 16, 20])  # a point 2 Å along x from the centre (no volume to snap it to)
     added = len(atoms)
-    assert layer.features["locked"][added] and layer.features["edited"][added]
+    assert layer.features["placed"][added] and layer.features["edited"][added]
+    assert not layer.features["locked"][added]  # its label is left to the classifier
+    assert widget.message.text().startswith("⚠ no volume to snap to")
     assert widget.log[-1]["action"] == "add" and widget.log[-1]["index"] == added
     np.testing.assert_allclose(widget.log[-1]["position"], [2.0, 0.0, 0.0])
 

@@ -2,11 +2,14 @@
 
 Positions are (x, y, z) in Å in the specimen frame, origin at the rotation centre
 (docs/conventions.md); atom indices are rows of the :class:`~napari_aet.model.AtomModel`.
-Atoms a person placed, moved or labelled carry ``edited=True`` and ``locked=True``, which
+Atoms a person moved or labelled carry ``edited=True`` and ``locked=True``, which
 :func:`~napari_aet.classify.classify_atoms` (keeps their species) and
-:func:`~napari_aet.refine.refine_atoms` (keeps them in place) respect. Every change between two
-versions of the atoms becomes an edit-log entry: a JSON-able dict with ``action`` ("delete",
-"move", "relabel", "add"), ``index`` and a UTC ``time``, so nothing edited is lost silently.
+:func:`~napari_aet.refine.refine_atoms` (keeps them in place) respect. An atom a person placed
+(:func:`place_atoms`) carries ``edited`` and ``placed``: refinement keeps it, while its label
+stays the classifier's until the person sets one. Every change between two versions of the
+atoms becomes an edit-log entry: a JSON-able dict with ``action`` ("delete", "move",
+"relabel", "unlock", "add"; "undo" and "redo" from :class:`UndoStack`), ``index`` and a UTC
+``time``, so nothing edited is lost silently.
 """
 
 from __future__ import annotations
@@ -14,8 +17,16 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import numpy as np
+from scipy import ndimage
 
-from .model import ATOMIC_NUMBERS, AtomModel, InputError, check_elements
+from .classify import _confidence as _class_confidence
+from .classify import atom_window, local_profiles
+from .geometry import specimen_to_voxel, voxel_to_specimen
+from .model import ATOMIC_NUMBERS, AtomModel, InputError, Reconstruction, check_elements
+from .trace import _fit_peaks
+
+#: Confidence below which a placed atom's label is flagged ``ambiguous`` (classify_atoms' default).
+AMBIGUITY_THRESHOLD = 0.8
 
 #: The label of a point that is "not an atom" (stored as species "" with ``non_atom=True``,
 #: the convention of classify_atoms).
@@ -50,6 +61,16 @@ def mark_edited(atoms: AtomModel, index) -> AtomModel:
     return atoms.with_features(edited=edited, locked=locked)
 
 
+def set_locked(atoms: AtomModel, index, locked: bool) -> AtomModel:
+    """A copy with atoms ``index`` locked (marked edited too) or unlocked (left to the classifier
+    and refinement again; still marked edited)."""
+    if locked:
+        return mark_edited(atoms, index)
+    flags = _flags(atoms, "locked")
+    flags[index] = False
+    return atoms.with_features(locked=flags)
+
+
 def relabel(atoms: AtomModel, index, label: str) -> AtomModel:
     """A copy with atoms ``index`` labelled ``label``: an element symbol or :data:`NON_ATOM`.
 
@@ -80,6 +101,7 @@ def changes(before: AtomModel, after: AtomModel, removed=(), *, tolerance=1e-6) 
     * ``{"action": "move", "index": j, "old", "new"}`` — moved more than ``tolerance`` Å;
     * ``{"action": "relabel", "index": j, "old", "new"}`` — the label changed, or was confirmed
       (``old == new``) by locking the atom;
+    * ``{"action": "unlock", "index": j}`` — the atom was locked and is not any more;
     * ``{"action": "add", "index": j, "position", "label"}`` — ``j`` indexes ``after``;
 
     each with ``"time"`` (UTC, ISO 8601).
@@ -93,6 +115,7 @@ def changes(before: AtomModel, after: AtomModel, removed=(), *, tolerance=1e-6) 
     old_labels, new_labels = labels(before), labels(after)
     confirmed = ~_flags(before, "locked")[old] & _flags(after, "locked")[new]
     relabelled = np.flatnonzero((old_labels[old] != new_labels[new]) | confirmed)
+    unlocked = np.flatnonzero(_flags(before, "locked")[old] & ~_flags(after, "locked")[new])
     added = np.arange(n, len(after))
     time = utc_now()
     xyz = before.positions.tolist(), after.positions.tolist()
@@ -102,6 +125,7 @@ def changes(before: AtomModel, after: AtomModel, removed=(), *, tolerance=1e-6) 
                for j in moved]
             + [{"action": "relabel", "index": int(j), "old": old_labels[old[j]], "new": new_labels[j],
                 "time": time} for j in relabelled]
+            + [{"action": "unlock", "index": int(j), "time": time} for j in unlocked]
             + [{"action": "add", "index": int(j), "position": xyz[1][j], "label": new_labels[j], "time": time}
                for j in added])
 
@@ -135,17 +159,25 @@ def _confidence(atoms: AtomModel) -> np.ndarray:
     return np.asarray(atoms.features.get("confidence", np.zeros(len(atoms))), dtype=float)
 
 
-def review_queue(atoms: AtomModel) -> np.ndarray:
+def review_queue(atoms: AtomModel, *, include_non_atoms=False) -> np.ndarray:
     """Indices of the atoms still to review — ``ambiguous`` and not ``locked`` — lowest
-    ``confidence`` first (ties by index). Empty when the atoms were never classified."""
+    ``confidence`` first (ties by index). Empty when the atoms were never classified.
+
+    include_non_atoms : whether non-atoms are reviewed too; they are not drawn unless shown, and
+        the queue visits only atoms the person can see.
+    """
     if "ambiguous" not in atoms.features:
         return np.zeros(0, dtype=np.intp)
-    todo = np.flatnonzero(_flags(atoms, "ambiguous") & ~_flags(atoms, "locked"))
+    todo = _flags(atoms, "ambiguous") & ~_flags(atoms, "locked")
+    if not include_non_atoms:
+        todo &= ~_flags(atoms, "non_atom")
+    todo = np.flatnonzero(todo)
     return todo[np.argsort(_confidence(atoms)[todo], kind="stable")]
 
 
-def queue_step(atoms: AtomModel, current=None, step=1) -> tuple[int | None, int, int]:
-    """The atom ``step`` places from ``current`` in the :func:`review_queue`.
+def queue_step(atoms: AtomModel, current=None, step=1, *, include_non_atoms=False) -> tuple[int | None, int, int]:
+    """The atom ``step`` places from ``current`` in the :func:`review_queue` (``include_non_atoms``
+    as there).
 
     ``current`` need not be in the queue any more (e.g. it was just labelled): its place is
     where its (confidence, index) would sort, so ``step=0`` then gives the atom after it,
@@ -154,7 +186,7 @@ def queue_step(atoms: AtomModel, current=None, step=1) -> tuple[int | None, int,
 
     Returns (atom index or None if the queue is empty, its position in the queue, queue length).
     """
-    queue = review_queue(atoms)
+    queue = review_queue(atoms, include_non_atoms=include_non_atoms)
     if len(queue) == 0:
         return None, 0, 0
     if current is None:
@@ -169,3 +201,145 @@ def queue_step(atoms: AtomModel, current=None, step=1) -> tuple[int | None, int,
         target = place + step - (step > 0 and not in_queue)
     target = int(np.clip(target, 0, len(queue) - 1))
     return int(queue[target]), target, len(queue)
+
+
+class UndoStack:
+    """The atom models before and after each edit step, to undo and redo them.
+
+    :meth:`record` each step with its log entries (a step that continues the last one, such as
+    the next move of a drag, :meth:`amend` s it instead); :meth:`undo` and :meth:`redo` give the
+    atoms to show and the log entry that says so — ``{"action": "undo"/"redo", "entries": [the
+    step's entries], "time"}`` — so the edit log stays the complete history.
+    """
+
+    def __init__(self):
+        self._done: list[tuple[AtomModel, AtomModel, list]] = []
+        self._undone: list[tuple[AtomModel, AtomModel, list]] = []
+
+    def record(self, before: AtomModel, after: AtomModel, entries: list[dict]):
+        """A new step from ``before`` to ``after``; nothing is left to redo."""
+        self._done.append((before, after, [dict(e) for e in entries]))
+        self._undone.clear()
+
+    def amend(self, after: AtomModel, entries: list[dict]):
+        """The last step now ends at ``after``, with log ``entries``."""
+        before, _, _ = self._done[-1]
+        self._done[-1] = (before, after, [dict(e) for e in entries])
+
+    @property
+    def can_undo(self) -> bool:
+        return bool(self._done)
+
+    @property
+    def can_redo(self) -> bool:
+        return bool(self._undone)
+
+    def undo(self) -> tuple[AtomModel, dict]:
+        """(the atoms before the last step, its log entry); InputError if nothing to undo."""
+        if not self._done:
+            raise InputError("nothing to undo")
+        step = self._done.pop()
+        self._undone.append(step)
+        return step[0], {"action": "undo", "entries": step[2], "time": utc_now()}
+
+    def redo(self) -> tuple[AtomModel, dict]:
+        """(the atoms after the last undone step, its log entry); InputError if nothing to redo."""
+        if not self._undone:
+            raise InputError("nothing to redo")
+        step = self._undone.pop()
+        self._done.append(step)
+        return step[1], {"action": "redo", "entries": step[2], "time": utc_now()}
+
+
+def snap_to_peak(reconstruction: Reconstruction, position, *, radius=1.0) -> np.ndarray:
+    """The sub-voxel peak of the volume nearest a clicked position.
+
+    position : (x, y, z) Å in the specimen frame (rotation centre at the origin).
+    radius : Å; the brightest voxel within it of ``position`` is taken, then the centre of a
+        Gaussian fitted to the 3×3×3 voxels around it (trace_atoms' peak fit); a fit that fails
+        keeps the brightest voxel.
+
+    Returns the (x, y, z) Å of the peak.
+    """
+    volume, voxel = np.asarray(reconstruction.volume, np.float32), reconstruction.voxel_size
+    click = specimen_to_voxel(np.reshape(np.asarray(position, float), (1, 3)), volume.shape, voxel)[0]
+    if not np.all((click > -0.5) & (click < np.array(volume.shape) - 0.5)):
+        raise InputError(f"position {list(np.round(position, 2))} Å lies outside the volume")
+    reach = max(1, int(np.ceil(radius / voxel)))
+    r = np.arange(-reach, reach + 1)
+    offsets = np.stack(np.meshgrid(r, r, r, indexing="ij"), -1).reshape(-1, 3)
+    voxels = np.rint(click).astype(int) + offsets
+    inside = np.all((voxels >= 0) & (voxels < volume.shape), axis=1) & \
+        (np.linalg.norm(voxels - click, axis=1) <= radius / voxel + 0.5)
+    voxels = voxels[inside]
+    peak = voxels[np.argmax(volume[tuple(voxels.T)])]
+    centre = _fit_peaks(volume, peak[None], 1)[0]
+    return voxel_to_specimen(centre, volume.shape, voxel)[0]
+
+
+def brightest_on_ray(reconstruction: Reconstruction, start, direction, *, radius=1.0) -> np.ndarray:
+    """The sub-voxel peak (:func:`snap_to_peak`) at the brightest point of the volume along a ray.
+
+    start : (x, y, z) Å, a point of the ray; direction : (x, y, z), the viewing direction.
+    The ray is sampled every half voxel across the whole volume (trilinear interpolation).
+    Returns the (x, y, z) Å of the peak.
+    """
+    volume, voxel = np.asarray(reconstruction.volume, np.float32), reconstruction.voxel_size
+    direction = np.asarray(direction, float)
+    if not np.linalg.norm(direction) > 0:
+        raise InputError("the viewing direction is zero: expected a non-zero (x, y, z) vector")
+    direction = direction / np.linalg.norm(direction)
+    reach = np.linalg.norm(volume.shape) * voxel
+    steps = np.arange(-reach, reach, voxel / 2)
+    points = np.asarray(start, float)[None] + steps[:, None] * direction[None]
+    values = ndimage.map_coordinates(volume, specimen_to_voxel(points, volume.shape, voxel).T, order=1,
+                                     mode="constant", cval=-np.inf)
+    if not np.any(np.isfinite(values)):
+        raise InputError("the clicked ray does not cross the volume")
+    return snap_to_peak(reconstruction, points[np.argmax(values)], radius=radius)
+
+
+def place_atoms(atoms: AtomModel, index, reconstruction: Reconstruction | None, *, box=5) -> AtomModel:
+    """A copy with atoms ``index`` marked as placed by hand and labelled by the classifier.
+
+    The placed atoms get ``edited`` and ``placed`` (refinement keeps them) but not ``locked``:
+    their label is the classifier's — the element whose average profile (over the other
+    classified atoms, ``box``-voxel cubes weighted by :func:`~napari_aet.classify.atom_window`)
+    is nearest their own, never "non-atom" since a person placed them — with classify_atoms'
+    ``confidence`` margin, ``ambiguous`` below :data:`AMBIGUITY_THRESHOLD`, and their
+    ``intensity``. Without a reconstruction, or in a model never classified, they stay
+    unlabelled (species "").
+    """
+    index = np.atleast_1d(np.asarray(index, dtype=np.intp))
+    edited, placed = _flags(atoms, "edited"), _flags(atoms, "placed")
+    edited[index] = placed[index] = True
+    atoms = atoms.with_features(edited=edited, placed=placed)
+    species = atoms.species.copy()
+    species[index] = ""
+    others = np.setdiff1d(np.arange(len(atoms)), index)
+    elements = model_elements(atoms.subset(others))
+    if reconstruction is None or not elements or len(index) == 0:
+        return AtomModel(atoms.positions, species, atoms.features)
+    class_of = {e: k + 1 for k, e in enumerate(elements)}
+    label = np.array([class_of.get(s, 0) for s in atoms.species], dtype=np.int64)
+    profiles = local_profiles(reconstruction.volume, atoms, reconstruction.voxel_size, box=box,
+                              window=atom_window(atoms.subset(others)))
+    onehot = np.eye(len(elements) + 1, dtype=np.float32)[label[others]]
+    means = (onehot.T @ profiles[others]) / np.maximum(onehot.sum(axis=0), 1)[:, None]
+    distance = np.sum((profiles[index, None] - means[None, 1:]) ** 2, axis=2)  # elements only
+    label[index] = 1 + np.argmin(distance, axis=1)
+    active = np.bincount(label[others], minlength=len(elements) + 1) > 0
+    confidence = _class_confidence(profiles, label, active, None)[index]
+    species[index] = np.array(elements, dtype=object)[label[index] - 1]
+    features = {name: np.array(values, copy=True) for name, values in atoms.features.items()}
+    n = len(atoms)
+    for name, value in (("confidence", confidence), ("ambiguous", confidence < AMBIGUITY_THRESHOLD),
+                        ("non_atom", False), ("class_index", label[index]),
+                        ("intensity", profiles[index].sum(axis=1, dtype=np.float64))):
+        column = features.get(name)
+        if column is None:
+            column = np.zeros(n, dtype=np.asarray(value).dtype if np.ndim(value) else type(value))
+        column = column.astype(np.result_type(column, np.asarray(value)), copy=False)
+        column[index] = value
+        features[name] = column
+    return AtomModel(atoms.positions, species, features)

@@ -27,6 +27,13 @@ ELEMENT_COLOURS = {
     "W": (0.7, 0.5, 0.9, 1.0), "": (0.9, 0.9, 0.9, 1.0),
 }
 OTHER_COLOUR = (0.6, 0.6, 0.6, 1.0)
+#: Border colours of the atoms a person touched: locked (position and label kept as set), and
+#: edited but free (e.g. placed by hand, its label left to the classifier).
+LOCKED_BORDER = (1.0, 1.0, 1.0, 1.0)
+EDITED_BORDER = (0.2, 0.9, 1.0, 1.0)
+#: Diameter (Å) of a drawn atom, and the width of the border of an edited one (fraction of it).
+ATOM_DIAMETER = 1.4
+EDITED_BORDER_WIDTH = 0.3
 
 
 def tilt_series_layer(series: TiltSeries, name="tilt series"):
@@ -83,21 +90,50 @@ def element_colours(species) -> np.ndarray:
     return np.array([ELEMENT_COLOURS.get(s, OTHER_COLOUR) for s in species], dtype=float).reshape(-1, 4)
 
 
-def atoms_layer(atoms: AtomModel, volume_shape, voxel_size, name="atoms"):
+def _flag(atoms: AtomModel, name) -> np.ndarray:
+    return np.asarray(atoms.features.get(name, np.zeros(len(atoms), bool)), dtype=bool)
+
+
+def atom_style(atoms: AtomModel, voxel_size, *, show_non_atoms=False) -> dict:
+    """Per-point display of ``atoms`` as Points layer keyword arguments.
+
+    Face colour by element; a border on atoms a person edited (:data:`LOCKED_BORDER` on locked
+    ones, :data:`EDITED_BORDER` on the others). Non-atoms (feature ``non_atom``) stay in the
+    layer, so that point indices are atom indices, but unless ``show_non_atoms`` they are not
+    drawn: ``shown`` False hides them in 2D, and size 0 in 3D, where napari 0.9 draws every
+    point whatever ``shown`` says (a point of size 0 is neither drawn nor picked).
+    """
+    shown = show_non_atoms | ~_flag(atoms, "non_atom")
+    locked, edited = _flag(atoms, "locked"), _flag(atoms, "edited")
+    border = np.where(locked[:, None], LOCKED_BORDER, EDITED_BORDER).reshape(-1, 4)
+    return {"shown": shown, "size": np.where(shown, ATOM_DIAMETER / voxel_size, 0.0),
+            "face_color": element_colours(atoms.species), "border_color": border,
+            "border_width": np.where(locked | edited, EDITED_BORDER_WIDTH, 0.0)}
+
+
+def restyle_atoms(layer, atoms: AtomModel | None = None):
+    """Draw an atoms layer as :func:`atom_style` says for ``atoms`` (default: the layer's own),
+    showing non-atoms if the layer's ``metadata["aet"]["show_non_atoms"]`` is True."""
+    atoms = atoms_from_layer(layer) if atoms is None else atoms
+    meta = layer.metadata["aet"]
+    for key, value in atom_style(atoms, meta["voxel_size"], show_non_atoms=meta.get("show_non_atoms", False)).items():
+        setattr(layer, key, value)
+
+
+def atoms_layer(atoms: AtomModel, volume_shape, voxel_size, name="atoms", *, show_non_atoms=False):
     """Layer data tuple of an atom model over a volume of ``volume_shape`` (nz, ny, nx).
 
-    Peaks classified as noise (feature ``non_atom``) are kept in the layer but hidden.
+    Drawn as :func:`atom_style` says: peaks classified as noise (feature ``non_atom``) are kept
+    in the layer but not drawn, in 2D and 3D, unless ``show_non_atoms``.
     """
     scale, translate = _volume_placement(volume_shape, voxel_size)
     frame = atoms.to_frame().drop(columns=["x", "y", "z"])
-    non_atom = atoms.features.get("non_atom", np.zeros(len(atoms), bool)).astype(bool)
     return (specimen_to_voxel(atoms.positions, volume_shape, voxel_size), {
-        "shown": ~non_atom,
+        **atom_style(atoms, voxel_size, show_non_atoms=show_non_atoms),
         "name": name, "scale": scale, "translate": translate, "features": frame,
-        "face_color": element_colours(atoms.species), "size": 1.4 / voxel_size,
-        "border_width": 0.0, "projection_mode": "none",
+        "border_width_is_relative": True, "projection_mode": "none",
         "metadata": {"aet": {"kind": "atoms", "volume_shape": list(volume_shape),
-                             "voxel_size": voxel_size}},
+                             "voxel_size": voxel_size, "show_non_atoms": show_non_atoms}},
     }, "points")
 
 

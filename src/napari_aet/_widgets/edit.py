@@ -1,46 +1,67 @@
-"""Hand correction of an atoms layer: napari's Points tools edit, this widget labels, locks and logs.
+"""Hand correction of an atoms layer: napari's Points tools and keys edit, this widget labels,
+locks, logs, undoes and saves every edit into the study.
 
-napari's own Points tools add, delete and move points; the widget listens to the layer's data
-events and, through :mod:`napari_aet.edit`, marks added and moved atoms ``edited`` and
-``locked`` and logs every change (deletions with their position and label) in
-``layer.metadata["aet"]["edits"]``. Buttons re-label the selected points; a review queue walks
-the ambiguous atoms, most doubtful first.
+napari's own Points tools add, delete and move points (a mouse drag in select mode included);
+the widget listens to the layer's data events and, through :mod:`napari_aet.edit`, marks moved
+atoms ``edited`` and ``locked``, snaps added ones to the volume's peak and lets the classifier
+label them, and logs every change in ``layer.metadata["aet"]["edits"]``. When the layer shows
+the study's current atoms (``metadata["aet"]["study_point"]``), each edit is written into the
+study and autosaved (:meth:`napari_aet.session.StudySession.edited`).
+
+Keys on the watched layer: 1, 2, … label the selected atoms with the model's elements, lightest
+first, 0 as non-atom; L locks (or unlocks) them; Ctrl+Z / Ctrl+Shift+Z undo / redo; N / P go to
+the next / previous atom of the review queue.
 """
 
 from __future__ import annotations
+
+from contextlib import contextmanager
 
 import numpy as np
 from qtpy.QtWidgets import QGridLayout, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from ..edit import (
     NON_ATOM,
+    UndoStack,
     append_to_log,
+    brightest_on_ray,
     changes,
     labels,
     mark_edited,
     model_elements,
+    place_atoms,
     queue_step,
     relabel,
     replacement,
+    set_locked,
+    snap_to_peak,
 )
-from ..layers import atoms_from_layer, atoms_layer
-from ._base import LayerSelector, is_atoms
+from ..geometry import specimen_to_voxel
+from ..layers import atoms_from_layer, reconstruction_from_layer, restyle_atoms
+from ..model import AtomModel, InputError
+from ._base import LayerSelector, is_atoms, is_volume, study_tag
+from ._study import session_for
 
 #: Actions of the data events napari sends before a change: the moment to take the "before" snapshot.
 _BEFORE = ("adding", "removing", "changing")
 #: Buttons per row of the label buttons.
 _ROW = 4
+#: Keys bound on the watched layer, besides the digits of the labels.
+_KEYS = {"l": "toggle_lock", "Control-z": "undo", "Control-Shift-z": "redo", "n": "next", "p": "previous"}
 
 
 class EditWidget(QWidget):
-    """Label, lock and log hand edits of an atoms layer; review its ambiguous atoms.
+    """Label, lock, log, undo and save hand edits of an atoms layer; review its ambiguous atoms.
 
-    * Moving or adding points with napari's tools marks them ``edited`` and ``locked``;
-      every addition, deletion and move is logged (see :func:`napari_aet.edit.changes`).
-    * One button per element of the model, and "non-atom", re-label the selected points.
-    * "Previous" / "Next ambiguous" centre the view on the atoms of
-      :func:`napari_aet.edit.review_queue` and select them; a label button pressed on the
-      atom under review labels it, locks it and moves on to the next.
+    * Moving points with napari's tools marks them ``edited`` and ``locked``; an added point is
+      snapped to the peak of the volume near it (2D) or the brightest point along the view ray
+      (3D) and labelled by the classifier (:func:`napari_aet.edit.place_atoms`); every
+      addition, deletion and move is logged (see :func:`napari_aet.edit.changes`).
+    * One button (and key) per element of the model, and "non-atom", re-label the selected points.
+    * Undo / Redo (and Ctrl+Z / Ctrl+Shift+Z) step through the edits, each logged.
+    * "Previous" / "Next ambiguous" (P / N) centre the view on the drawn atoms of
+      :func:`napari_aet.edit.review_queue` and select them; labelling the atom under review
+      moves on to the next.
     """
 
     def __init__(self, napari_viewer):
@@ -48,33 +69,48 @@ class EditWidget(QWidget):
         self.viewer = napari_viewer
         self.layer = None
         self.current = None  # atom under review
+        self.history = UndoStack()
         self._before = None  # the layer's atoms before the change being notified
+        self._changing = False  # between napari's "changing" and "changed": a drag in progress
+        self._writing = False  # the widget itself is writing the layer
         self.atoms_input = LayerSelector(napari_viewer, is_atoms)
         self.atoms_input.currentTextChanged.connect(self.watch)
         napari_viewer.layers.events.inserted.connect(self.watch)
         napari_viewer.layers.events.removed.connect(self.watch)
 
         self.label_buttons = QGridLayout()
-        self.previous_button = QPushButton("Previous")
-        self.next_button = QPushButton("Next ambiguous")
+        self.lock_button = QPushButton("Lock / unlock (L)")
+        self.undo_button = QPushButton("Undo (Ctrl+Z)")
+        self.redo_button = QPushButton("Redo (Ctrl+Shift+Z)")
+        self.previous_button = QPushButton("Previous (P)")
+        self.next_button = QPushButton("Next ambiguous (N)")
+        self.lock_button.clicked.connect(self.toggle_lock)
+        self.undo_button.clicked.connect(self.undo)
+        self.redo_button.clicked.connect(self.redo)
         self.previous_button.clicked.connect(lambda: self.review(-1))
         self.next_button.clicked.connect(lambda: self.review(1))
+        self.study_status = QLabel("")
         self.review_status = QLabel("")
         self.message = QLabel("")
         self.log_status = QLabel("")
-        for label in (self.review_status, self.message, self.log_status):
+        for label in (self.study_status, self.review_status, self.message, self.log_status):
             label.setWordWrap(True)
 
         row = QHBoxLayout()
         row.addWidget(QLabel("atoms"))
         row.addWidget(self.atoms_input)
+        history = QHBoxLayout()
+        for button in (self.lock_button, self.undo_button, self.redo_button):
+            history.addWidget(button)
         review = QHBoxLayout()
         review.addWidget(self.previous_button)
         review.addWidget(self.next_button)
         layout = QVBoxLayout(self)
         layout.addLayout(row)
-        layout.addWidget(QLabel("label the selected points:"))
+        layout.addWidget(self.study_status)
+        layout.addWidget(QLabel("label the selected points (keys 1, 2, …; 0 non-atom):"))
         layout.addLayout(self.label_buttons)
+        layout.addLayout(history)
         layout.addLayout(review)
         for label in (self.review_status, self.message, self.log_status):
             layout.addWidget(label)
@@ -83,9 +119,18 @@ class EditWidget(QWidget):
 
     # --- the watched layer ---------------------------------------------------------------------
     @property
+    def session(self):
+        """The viewer's study session (:func:`~napari_aet._widgets._study.session_for`)."""
+        return session_for(self.viewer)
+
+    @property
     def log(self) -> list:
         """The edit log of the watched layer (``layer.metadata["aet"]["edits"]``)."""
         return self.layer.metadata["aet"].setdefault("edits", [])
+
+    def in_study(self) -> bool:
+        """Whether the watched layer shows the atoms of the study's current time point."""
+        return self.layer is not None and study_tag(self.layer)[0] == self.session.point.name
 
     def watch(self, event=None):
         """Follow the layer chosen in the selector (called when it or the layer list changes)."""
@@ -95,12 +140,15 @@ class EditWidget(QWidget):
         if self.layer is not None:
             for emitter, callback in self._connections():
                 emitter.disconnect(callback)
-        self.layer, self.current = layer, None
+            for key in self._keys():
+                self.layer.bind_key(key, None, overwrite=True)
+        self.layer, self.current, self.history = layer, None, UndoStack()
         if layer is not None:
             for emitter, callback in self._connections():
                 emitter.connect(callback)
             self._log_kept = self.log
             self._before = atoms_from_layer(layer)
+            restyle_atoms(layer, self._before)
         self._make_label_buttons()
         self._show_status()
 
@@ -109,16 +157,27 @@ class EditWidget(QWidget):
         return ((events.data, self._on_data), (events.features, self._on_features),
                 (events.metadata, self._on_metadata))
 
+    def _keys(self) -> dict:
+        """Key -> action of the watched layer: digits for the labels, then :data:`_KEYS`."""
+        names = (*self._elements, NON_ATOM) if self.layer is not None else ()
+        keys = {str(k + 1): (lambda name=name: self.label_selected(name)) for k, name in enumerate(names[:-1][:9])}
+        keys["0"] = lambda: self.label_selected(NON_ATOM)
+        return {**keys, **{key: getattr(self, action) for key, action in _KEYS.items()}}
+
     def _make_label_buttons(self):
-        """One button per element of the model, and "non-atom"."""
+        """One button per element of the model, and "non-atom"; the keys bound to match."""
         while self.label_buttons.count():
             self.label_buttons.takeAt(0).widget().deleteLater()
-        self._elements = model_elements(self._before) if self.layer is not None else None
-        names = () if self._elements is None else (*self._elements, NON_ATOM)
-        for k, name in enumerate(names):
-            button = QPushButton(name)
+        self._elements = model_elements(self._before) if self.layer is not None else ()
+        if self.layer is None:
+            return
+        for k, name in enumerate((*self._elements, NON_ATOM)):
+            key = "0" if name == NON_ATOM else str(k + 1) if k < 9 else ""
+            button = QPushButton(f"{name} ({key})" if key else name)
             button.clicked.connect(lambda _=False, name=name: self.label_selected(name))
             self.label_buttons.addWidget(button, k // _ROW, k % _ROW)
+        for key, action in self._keys().items():
+            self.layer.bind_key(key, lambda _layer, action=action: action(), overwrite=True)
 
     # --- napari's edits ------------------------------------------------------------------------
     def _on_data(self, event):
@@ -128,31 +187,76 @@ class EditWidget(QWidget):
         re-run of Trace does; napari's tools add and remove instead) replaces the model: it is
         logged as such, and its atoms are not marked as edits.
         """
+        if self._writing:
+            return
         if event.action in _BEFORE:
-            self._before = atoms_from_layer(self.layer)
+            self._before, self._changing = atoms_from_layer(self.layer), True
             return
-        after = atoms_from_layer(self.layer)
+        self._changing = False
+        before, after = self._before, atoms_from_layer(self.layer)
         removed = event.data_indices if event.action == "removed" else ()
-        if len(removed) or len(after) != len(self._before):
+        if len(removed) or len(after) != len(before):
             self.current = None  # indices have shifted
-        if event.action == "changed" and len(after) != len(self._before):
-            self._record([replacement(self._before, after)], after)
-            self._before = after
+        if event.action == "changed" and len(after) != len(before):
+            self._commit(before, after, [replacement(before, after)], undoable=False)
             return
-        entries = changes(self._before, after, removed)
-        touched = [e["index"] for e in entries if e["action"] in ("add", "move")]
-        if touched:
-            after = mark_edited(after, touched)
-            self._show_atoms(after)
-        self._record(entries, after)
-        self._before = after
+        entries = changes(before, after, removed)
+        moved = [e["index"] for e in entries if e["action"] == "move"]
+        added = [e["index"] for e in entries if e["action"] == "add"]
+        if moved:
+            after = mark_edited(after, moved)
+        if added:
+            after = self._place(after, added)
+            for entry in entries:
+                if entry["action"] == "add":
+                    entry.update(position=after.positions[entry["index"]].tolist(),
+                                 label=labels(after)[entry["index"]])
+        self._commit(before, after, entries)
+
+    def _place(self, atoms, added):
+        """Snap ``added`` atoms to the volume's peak near where they were put and label them."""
+        reconstruction = self._reconstruction()
+        if reconstruction is None:
+            self.message.setText("⚠ no volume to snap to: the atom stays where it was put, unlabelled")
+            return place_atoms(atoms, added, None)
+        positions = atoms.positions.copy()
+        direction = self._view_direction()
+        try:
+            for j in added:  # one click adds one point
+                positions[j] = snap_to_peak(reconstruction, positions[j]) if direction is None else \
+                    brightest_on_ray(reconstruction, positions[j], direction)
+        except InputError as error:
+            self.message.setText(f"⚠ {error}: the atom stays where it was put")
+            positions = atoms.positions
+        return place_atoms(AtomModel(positions, atoms.species, atoms.features), added, reconstruction)
+
+    def _reconstruction(self):
+        """The volume the atoms were traced in: the study's, else a volume layer of the same grid."""
+        if self.in_study() and self.session.point.reconstruction is not None:
+            return self.session.point.reconstruction
+        shape = tuple(self.layer.metadata["aet"]["volume_shape"])
+        for layer in self.viewer.layers:
+            if is_volume(layer) and np.shape(layer.data) == shape:
+                return reconstruction_from_layer(layer)
+        return None
+
+    def _view_direction(self):
+        """The viewing direction (x, y, z) in 3D display, None in 2D."""
+        if self.viewer.dims.ndisplay != 3:
+            return None
+        view = np.asarray(self.viewer.scene.camera.view_direction if hasattr(self.viewer, "scene")
+                          else self.viewer.camera.view_direction)  # (z, y, x) world
+        return view[::-1]
 
     def _on_features(self, event=None):
-        """Keep the snapshot and the label buttons current when the features change (e.g. Classify ran)."""
-        if len(self.layer.features) == len(self.layer.data):
-            self._before = atoms_from_layer(self.layer)
-            if model_elements(self._before) != self._elements:
-                self._make_label_buttons()
+        """Keep the snapshot and the label buttons current when the features change (e.g. Classify
+        ran) — but not during a drag, whose every step napari announces as a features change."""
+        if self._writing or self._changing or len(self.layer.features) != len(self.layer.data):
+            return
+        self._before = atoms_from_layer(self.layer)
+        restyle_atoms(self.layer, self._before)
+        if model_elements(self._before) != self._elements:
+            self._make_label_buttons()
 
     def _on_metadata(self, event=None):
         """Put the edit log back if the layer's metadata was replaced (e.g. by a Classify re-run)."""
@@ -161,32 +265,106 @@ class EditWidget(QWidget):
             meta.setdefault("edits", self._log_kept)
         self._log_kept = self.log
 
-    def _record(self, entries, atoms):
-        append_to_log(self.log, entries)
-        self._show_status(atoms)
+    @contextmanager
+    def _writing_layer(self):
+        self._writing = True
+        try:
+            yield
+        finally:
+            self._writing = False
 
     def _show_atoms(self, atoms):
-        """Write features and species colours of ``atoms`` to the layer (positions unchanged)."""
+        """Write ``atoms`` (positions, features and look) to the layer."""
         meta = self.layer.metadata["aet"]
-        _, kwargs, _ = atoms_layer(atoms, meta["volume_shape"], meta["voxel_size"])
-        self.layer.features = kwargs["features"]
-        self.layer.face_color = kwargs["face_color"]
+        data = specimen_to_voxel(atoms.positions, meta["volume_shape"], meta["voxel_size"])
+        with self._writing_layer():
+            if len(data) != len(self.layer.data) or not np.allclose(data, self.layer.data):
+                self.layer.selected_data = set()
+                self.layer.data = data
+            self.layer.features = atoms.to_frame().drop(columns=["x", "y", "z"])
+            restyle_atoms(self.layer, atoms)
+        self._before = atoms
 
-    # --- labels and review ---------------------------------------------------------------------
+    def _commit(self, before, after, entries, undoable=True):
+        """Show ``after``, log ``entries``, keep the step for undo, and save it into the study."""
+        if not entries:
+            return
+        self._show_atoms(after)
+        log = self.log
+        length = len(log)
+        append_to_log(log, entries)
+        if not undoable:
+            self.history = UndoStack()
+        elif len(log) == length and self.history.can_undo:  # the next step of the same drag
+            self.history.amend(after, log[-len(entries):])
+        else:
+            self.history.record(before, after, entries)
+        self._save(after)
+
+    def _save(self, atoms):
+        """Write the atoms and the log into the study (autosaved), when the layer is part of it."""
+        if self.in_study():
+            point = self.session.point
+            point.atoms, point.edits = atoms, list(self.log)
+            self.session.edited()
+        self._show_status(atoms)
+
+    # --- labels, locks, undo -------------------------------------------------------------------
+    def _selection(self):
+        if self.layer is None or not self.layer.selected_data:
+            self.message.setText("⚠ select points first (napari's select tool), or press Next ambiguous")
+            return None
+        return sorted(self.layer.selected_data)
+
     def label_selected(self, label):
         """Label the selected points ``label`` (an element or "non-atom"), lock and log them;
         if the atom under review was among them, go on to the next one."""
-        if self.layer is None or not self.layer.selected_data:
-            self.message.setText("⚠ select points first (napari's select tool), or press Next ambiguous")
+        index = self._selection()
+        if index is None:
             return
-        index = sorted(self.layer.selected_data)
         before = atoms_from_layer(self.layer)
         after = relabel(before, index, label)
-        self._show_atoms(after)
-        self._record(changes(before, after), after)
+        self._commit(before, after, changes(before, after))
         self.message.setText(f"labelled {len(index)} point(s) {label}")
         if self.current in index:
             self.review(0)
+
+    def toggle_lock(self):
+        """Lock the selected points, or unlock them if all are locked."""
+        index = self._selection()
+        if index is None:
+            return
+        before = atoms_from_layer(self.layer)
+        lock = not np.all(before.features.get("locked", np.zeros(len(before), bool))[index])
+        after = set_locked(before, index, lock)
+        self._commit(before, after, changes(before, after))
+        self.message.setText(f"{'locked' if lock else 'unlocked'} {len(index)} point(s)")
+
+    def undo(self):
+        """Undo the last edit (logged as "undo")."""
+        self._step_history(self.history.undo, self.history.can_undo, "undo")
+
+    def redo(self):
+        """Redo the last undone edit (logged as "redo")."""
+        self._step_history(self.history.redo, self.history.can_redo, "redo")
+
+    def _step_history(self, step, possible, what):
+        if self.layer is None or not possible:
+            self.message.setText(f"⚠ nothing to {what}")
+            return
+        atoms, entry = step()
+        self.current = None
+        self._show_atoms(atoms)
+        self.log.append(entry)
+        self.message.setText(f"{what}: " + ", ".join(e["action"] for e in entry["entries"]))
+        self._save(atoms)
+
+    # --- review --------------------------------------------------------------------------------
+    def next(self):
+        self.review(1)
+
+    def previous(self):
+        self.review(-1)
 
     def review(self, step):
         """Go ``step`` atoms along the review queue (0: the next after a just-labelled atom)."""
@@ -194,7 +372,7 @@ class EditWidget(QWidget):
             self.message.setText("⚠ no atoms layer: trace atoms first")
             return
         atoms = atoms_from_layer(self.layer)
-        self.current, _, _ = queue_step(atoms, self.current, step)
+        self.current, _, _ = queue_step(atoms, self.current, step, include_non_atoms=self._non_atoms_drawn())
         if self.current is not None:
             world = self.layer.data_to_world(self.layer.data[self.current])
             camera = self.viewer.scene.camera if hasattr(self.viewer, "scene") else self.viewer.camera  # napari < 0.9
@@ -204,13 +382,18 @@ class EditWidget(QWidget):
             self.layer.selected_data = {self.current}
         self._show_status(atoms)
 
+    def _non_atoms_drawn(self) -> bool:
+        return bool(self.layer.metadata["aet"].get("show_non_atoms", False))
+
     def _show_status(self, atoms=None):
         if self.layer is None:
-            self.review_status.setText("")
-            self.log_status.setText("")
+            for label in (self.study_status, self.review_status, self.log_status):
+                label.setText("")
             return
+        self.study_status.setText(f"edits saved into the study ({self.session.point.name})" if self.in_study()
+                                  else "⚠ this layer is not part of the study: its edits stay in the layer")
         atoms = atoms_from_layer(self.layer) if atoms is None else atoms
-        atom, position, left = queue_step(atoms, self.current, 0)
+        atom, position, left = queue_step(atoms, self.current, 0, include_non_atoms=self._non_atoms_drawn())
         if self.current is None or left == 0:
             self.review_status.setText(f"{left} ambiguous atom(s) to review")
         else:
@@ -223,3 +406,5 @@ class EditWidget(QWidget):
         if log:
             text += f"; last: {log[-1]['action']}" + (f" atom {log[-1]['index']}" if "index" in log[-1] else "")
         self.log_status.setText(text)
+        self.undo_button.setEnabled(self.history.can_undo)
+        self.redo_button.setEnabled(self.history.can_redo)

@@ -1,0 +1,145 @@
+"""The atom editor driven as a person drives it: mouse drags and clicks on the real canvas, key
+presses, with the atoms of a study (napari 0.9 under Xvfb)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from qtpy.QtCore import QEvent, QPoint, QPointF, Qt
+from qtpy.QtGui import QMouseEvent
+from qtpy.QtTest import QTest
+from qtpy.QtWidgets import QApplication
+
+from napari_aet._widgets._base import show_layer, tag_as_study
+from napari_aet._widgets._study import set_session
+from napari_aet._widgets.edit import EditWidget
+from napari_aet.classify import classify_atoms
+from napari_aet.edit import NON_ATOM
+from napari_aet.geometry import render_atoms
+from napari_aet.layers import atoms_from_layer, atoms_layer, volume_layer
+from napari_aet.model import AtomModel, Reconstruction
+from napari_aet.project import Project, TimePoint
+from napari_aet.session import StudySession
+from napari_aet.simulate import adf_amplitudes, fcc_particle
+
+VOXEL = 0.5  # Å
+SHAPE = (32, 32, 32)
+NOISE = np.array([[5.5, 5.5, 5.5], [-5.5, 5.5, -5.5], [5.5, -5.5, 5.5]])  # Å, outside the particle
+
+
+def classified_study():
+    """A reconstruction of a 55-atom FePt particle, its classified atoms and 3 ambiguous
+    non-atoms (the most doubtful of all), as Trace and Classify leave them."""
+    truth = fcc_particle(radius=6.0, seed=2)
+    volume = render_atoms(truth.positions, adf_amplitudes(truth.species, 1.0), 0.5, SHAPE, VOXEL)
+    reconstruction = Reconstruction(volume, VOXEL)
+    atoms = classify_atoms(reconstruction, truth, "Fe,Pt")
+    features = {k: np.concatenate([v, np.resize(v[:1], len(NOISE))]) for k, v in atoms.features.items()}
+    features["non_atom"][-len(NOISE):] = True
+    features["ambiguous"][-len(NOISE):] = True
+    features["confidence"][-len(NOISE):] = 0.01
+    atoms = AtomModel(np.vstack([atoms.positions, NOISE]), np.append(atoms.species, [""] * len(NOISE)), features)
+    return truth, reconstruction, atoms
+
+
+@pytest.fixture(scope="module")
+def study_data():
+    return classified_study()
+
+
+@pytest.fixture
+def editor(make_napari_viewer, qtbot, tmp_path, study_data):
+    """A shown viewer with the study's volume and atoms, and the Edit widget on them."""
+    truth, reconstruction, atoms = study_data
+    session = StudySession(Project([TimePoint("t0", reconstruction=reconstruction, atoms=atoms)]))
+    session.save(tmp_path / "study.aet")
+    viewer = make_napari_viewer()
+    set_session(viewer, session)
+    show_layer(viewer, volume_layer(reconstruction))
+    layer = show_layer(viewer, tag_as_study(atoms_layer(atoms, SHAPE, VOXEL), "t0", "atoms"))
+    widget = EditWidget(viewer)
+    qtbot.addWidget(widget)
+    viewer.window.resize(900, 800)
+    viewer.window.show()
+    QApplication.processEvents()
+    return viewer, layer, widget, session
+
+
+def canvas_of(viewer):
+    return viewer.window._qt_viewer.canvas.native
+
+
+def to_canvas(viewer, world):
+    """Canvas pixel (x, y) of a world point (z, y, x) Å in the 2D view."""
+    camera = viewer.scene.camera
+    offset = (np.asarray(world)[-2:] - np.asarray(camera.center)[-2:]) * camera.zoom
+    native = canvas_of(viewer)
+    return native.width() / 2 + offset[1], native.height() / 2 + offset[0]
+
+
+def mouse(viewer, kind, x, y, held=True):
+    """Send one Qt mouse event to the canvas, as the window system does."""
+    native = canvas_of(viewer)
+    kinds = {"press": QEvent.Type.MouseButtonPress, "move": QEvent.Type.MouseMove,
+             "release": QEvent.Type.MouseButtonRelease}
+    left = Qt.MouseButton.LeftButton
+    event = QMouseEvent(kinds[kind], QPointF(x, y), QPointF(native.mapToGlobal(QPoint(int(x), int(y)))),
+                        Qt.MouseButton.NoButton if kind == "move" else left,
+                        left if held and kind != "release" else Qt.MouseButton.NoButton,
+                        Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(native, event)
+    QApplication.processEvents()
+
+
+def drag(viewer, start, end, steps=5):
+    """Press at canvas pixel ``start``, move in ``steps`` to ``end``, release."""
+    mouse(viewer, "press", *start)
+    for t in np.linspace(0, 1, steps + 1)[1:]:
+        mouse(viewer, "move", *(np.asarray(start) + t * np.subtract(end, start)))
+    mouse(viewer, "release", *end, held=False)
+
+
+def key(viewer, name, modifiers=Qt.KeyboardModifier.NoModifier):
+    QTest.keyClick(canvas_of(viewer), getattr(Qt.Key, f"Key_{name}"), modifiers)
+    QApplication.processEvents()
+
+
+CTRL, SHIFT = Qt.KeyboardModifier.ControlModifier, Qt.KeyboardModifier.ShiftModifier
+
+
+def view_slice_of(viewer, layer, index):
+    """A 2D view on the z slice of atom ``index``, centred on it."""
+    viewer.dims.ndisplay = 2
+    world = layer.data_to_world(layer.data[index])
+    viewer.dims.set_point(0, world[0])
+    viewer.scene.camera.center = world
+    viewer.scene.camera.zoom = 20.0  # canvas pixels per Å
+    QApplication.processEvents()
+    return world
+
+
+def test_a_mouse_drag_is_logged_locked_and_undoable(editor):
+    viewer, layer, widget, session = editor
+    atom = 20
+    old = atoms_from_layer(layer).positions[atom]
+    world = view_slice_of(viewer, layer, atom)
+    layer.mode = "select"
+    start = to_canvas(viewer, world)
+    drag(viewer, start, (start[0] + 30, start[1]))  # 30 px = 1.5 Å along x
+    (move,) = widget.log
+    assert move["action"] == "move" and move["index"] == atom
+    np.testing.assert_allclose(move["old"], old)
+    np.testing.assert_allclose(np.subtract(move["new"], move["old"]), [1.5, 0, 0], atol=0.1)
+    assert layer.features["edited"][atom] and layer.features["locked"][atom]
+    assert layer.features["locked"].sum() == 1
+    np.testing.assert_allclose(session.point.atoms.positions[atom], move["new"])  # into the study
+    assert session.point.edits == widget.log
+
+    key(viewer, "Z", CTRL)
+    np.testing.assert_allclose(atoms_from_layer(layer).positions[atom], old, atol=1e-9)
+    assert not layer.features["locked"].any()
+    assert widget.log[-1]["action"] == "undo" and widget.log[-1]["entries"][0]["index"] == atom
+    np.testing.assert_allclose(session.point.atoms.positions[atom], old, atol=1e-9)
+    key(viewer, "Z", CTRL | SHIFT)
+    np.testing.assert_allclose(atoms_from_layer(layer).positions[atom], move["new"], atol=1e-9)
+    assert layer.features["locked"][atom] and widget.log[-1]["action"] == "redo"
