@@ -91,6 +91,17 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--elements", default="Fe,Pt", help="light,heavy (default Fe,Pt)")
     sim.add_argument("--seed", type=int, default=0, help="seed (default 0)")
 
+    batch = sub.add_parser("batch", help="run a plan of tilt series (particles x times) on dask, resumably")
+    batch.add_argument("plan", help="CSV or TOML, one row per series: series, elements, particle, time, "
+                                    "run options as columns (see docs/batch.md)")
+    batch.add_argument("--out", required=True, help="study directory: <particle>/<time>/, summary.csv")
+    engine = batch.add_mutually_exclusive_group()
+    engine.add_argument("--workers", type=int, default=None,
+                        help="local single-threaded worker processes (default: one per core)")
+    engine.add_argument("--scheduler", default=None, help="address of a running dask scheduler, tcp://host:8786")
+    batch.add_argument("--force", action="store_true",
+                       help="redo series that already have a result (hand-edited projects are kept, renamed)")
+
     demo = sub.add_parser("demo", help="simulate the sample, run the whole chain, compare with the truth")
     demo.add_argument("--gui", action="store_true", help="open napari with every layer at the end")
     demo.add_argument("--out", default=None, help="also write the results here")
@@ -125,6 +136,20 @@ def _stage_options(args) -> dict:
     """run_pipeline's keyword arguments for the options shared by ``run`` and ``demo``."""
     return pipeline_options(iterations=args.iterations, no_refine=args.no_refine,
                             refine_iterations=args.refine_iterations, refine_rounds=args.refine_rounds)
+
+
+def command_batch(args) -> int:
+    from .batch import run_batch
+
+    rows = run_batch(args.plan, args.out, workers=args.workers, scheduler=args.scheduler, force=args.force,
+                     progress=ConsoleProgress(), log=print)
+    counts = {status: sum(row["status"] == status for row in rows if row["step"] == "run")
+              for status in ("done", "skipped", "failed")}
+    failed_steps = sum(row["status"] == "failed" for row in rows if row["step"] != "run")
+    print(f"Series: {counts['done']} done, {counts['skipped']} already done (skipped), {counts['failed']} failed"
+          + (f"; {failed_steps} particle study steps failed" if failed_steps else "")
+          + f". Summary: {Path(args.out).resolve() / 'summary.csv'}")
+    return 1 if counts["failed"] or failed_steps else 0
 
 
 def command_simulate(args) -> int:
@@ -259,7 +284,7 @@ def print_summary(report):
     print(f"Timings: {timings}")
 
 
-COMMANDS = {"run": command_run, "simulate": command_simulate, "demo": command_demo,
+COMMANDS = {"run": command_run, "batch": command_batch, "simulate": command_simulate, "demo": command_demo,
             "analyze": command_analyze, "track": command_track}
 
 
@@ -271,7 +296,9 @@ def main(argv=None) -> int:
         print(f"napari-aet: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("napari-aet: interrupted; no results written", file=sys.stderr)
+        kept = ("finished series are kept: run the same command again to finish the rest"
+                if args.command == "batch" else "no results written")
+        print(f"napari-aet: interrupted; {kept}", file=sys.stderr)
         return 130
 
 

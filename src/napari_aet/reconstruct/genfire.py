@@ -41,6 +41,7 @@ from ._common import (
 )
 from .gridding import GriddedData, grid_projections
 from .wbp import starting_volume
+from ..threads import fft_workers
 
 #: Enforced resolution (fraction of Nyquist) of each stage, GENFIRE's schedules.
 RESOLUTION_SCHEDULES = {
@@ -66,19 +67,19 @@ class BoxFFT:
         if self._grid is None:
             self._grid = np.zeros((self.n, self.n, self.n // 2 + 1), np.complex64)
         planes = self._grid[:nz]
-        planes[:, :ny] = fft.rfft(volume, n=self.n, axis=2, workers=-1)
+        planes[:, :ny] = fft.rfft(volume, n=self.n, axis=2, workers=fft_workers())
         planes[:, ny:] = 0
-        _in_place(fft.fft(planes, axis=1, workers=-1, overwrite_x=True), planes)
+        _in_place(fft.fft(planes, axis=1, workers=fft_workers(), overwrite_x=True), planes)
         self._grid[nz:] = 0
-        self._grid = fft.fft(self._grid, axis=0, workers=-1, overwrite_x=True)
+        self._grid = fft.fft(self._grid, axis=0, workers=fft_workers(), overwrite_x=True)
         return self._grid
 
     def inverse(self, spectrum) -> np.ndarray:
         """The float32 box of the inverse transform; ``spectrum`` is overwritten."""
         nz, ny, nx = self.shape
-        planes = fft.ifft(spectrum, axis=0, workers=-1, overwrite_x=True)[:nz]
-        planes = _in_place(fft.ifft(planes, axis=1, workers=-1, overwrite_x=True), planes)[:, :ny]
-        return np.ascontiguousarray(fft.irfft(planes, n=self.n, axis=2, workers=-1)[:, :, :nx])
+        planes = fft.ifft(spectrum, axis=0, workers=fft_workers(), overwrite_x=True)[:nz]
+        planes = _in_place(fft.ifft(planes, axis=1, workers=fft_workers(), overwrite_x=True), planes)[:, :ny]
+        return np.ascontiguousarray(fft.irfft(planes, n=self.n, axis=2, workers=fft_workers())[:, :, :nx])
 
 
 def _in_place(result, target):

@@ -18,6 +18,7 @@ from scipy import fft
 
 from ..geometry import rotation_matrices
 from ..model import InputError
+from ..threads import fft_workers
 
 
 @dataclass
@@ -55,7 +56,7 @@ def centred_spectrum(projection, n) -> np.ndarray:
     padded = np.zeros((n, n), np.float32)
     padded[:ny, :nx] = projection
     padded = np.roll(padded, (-(ny // 2), -(nx // 2)), axis=(0, 1))
-    return fft.rfft2(padded, workers=-1).astype(np.complex64, copy=False)
+    return fft.rfft2(padded, workers=fft_workers()).astype(np.complex64, copy=False)
 
 
 def _plane_frequencies(n):

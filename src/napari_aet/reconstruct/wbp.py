@@ -15,6 +15,7 @@ from scipy import fft
 
 from ..geometry import Projector, rotation_matrices
 from ..model import InputError, TiltSeries
+from ..threads import fft_workers
 from ._common import (
     IterationState,
     check_aligned,
@@ -50,9 +51,9 @@ def weighted_backprojection(series: TiltSeries, thickness=None) -> np.ndarray:
     _, ny, nx = series.projections.shape
     pad = (fft.next_fast_len(2 * ny, real=True), fft.next_fast_len(2 * nx, real=True))
     weights = weighting_filters(series.angles, pad, max(shape[0], shape[2]))
-    spectra = fft.rfft2(series.projections, s=pad, workers=-1)
+    spectra = fft.rfft2(series.projections, s=pad, workers=fft_workers())
     spectra *= weights
-    filtered = fft.irfft2(spectra, s=pad, workers=-1)[:, :ny, :nx]
+    filtered = fft.irfft2(spectra, s=pad, workers=fft_workers())[:, :ny, :nx]
     return Projector(shape, series.angles, (ny, nx)).adjoint(filtered)
 
 

@@ -1,0 +1,446 @@
+"""Batch studies on dask.distributed: many particles and time points, one machine or a cluster.
+
+A plan (CSV or TOML) lists tilt series, one per row; each row becomes ``DIR/<particle>/<time>/``
+holding exactly what ``napari-aet run`` writes (:func:`napari_aet.runs.run_to_directory`). Then
+each particle gets ``DIR/<particle>/study.aet`` (every time point in one project) and, with two
+or more times, each time is analysed into ``<time>/analysis/`` and the times are tracked into
+``DIR/<particle>/tracks/``. ``DIR/summary.csv`` has one row per series and per particle step.
+
+The engine is dask.distributed: a ``LocalCluster`` of single-threaded worker processes by
+default, or any running scheduler (``scheduler="tcp://host:8786"``, e.g. dask-jobqueue's
+``SLURMCluster``). A series whose directory holds a complete result (``report.json``, written
+last) is skipped unless ``force``; a failing series is reported and does not stop the others.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import os
+import secrets
+import threading
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .model import InputError, check_elements
+from .progress import ProgressCallback
+from .runs import RUN_OPTIONS, keep_if_edited, run_to_directory
+
+#: Plan columns every row must give (besides any ``run`` option of :data:`RUN_OPTIONS`).
+REQUIRED = ("series", "elements", "particle", "time")
+#: Columns of ``summary.csv``.
+SUMMARY_COLUMNS = ("particle", "time", "step", "status", "n_atoms", "r_factor", "wall_time_s", "error", "series")
+#: Names a particle or time label cannot take: they are directories or files of the batch layout.
+RESERVED = {"tracks", "analysis", "study.aet", "summary.csv"}
+TRUE, FALSE = {"true", "yes", "y", "1"}, {"false", "no", "n", "0", ""}
+
+
+@dataclass(frozen=True)
+class PlanRow:
+    """One tilt series of a plan: where it is, what it is, and its ``run`` options.
+
+    line : its row number in the plan (1 = the first series), for messages.
+    options : keyword arguments of :func:`napari_aet.runs.run_to_directory`.
+    """
+
+    line: int
+    particle: str
+    time: str
+    series: Path
+    elements: str
+    options: dict = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return f"{self.particle}/{self.time}"
+
+
+def _value(name, value, kind, where):
+    """A plan cell converted to ``kind``; None when empty."""
+    if value is None or (isinstance(value, str) and not value.strip() and kind is not bool):
+        return None
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if str(value).strip().lower() in TRUE | FALSE:
+            return str(value).strip().lower() in TRUE
+        raise InputError(f"{where}: {name} must be true or false, got {value!r}")
+    try:
+        if kind is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError
+        return kind(value.strip() if isinstance(value, str) else value)
+    except ValueError:
+        expected = {int: "a whole number", float: "a number", str: "text"}[kind]
+        raise InputError(f"{where}: {name} must be {expected}, got {value!r}") from None
+
+
+def _label(name, value, where) -> str:
+    text = str(value).strip()
+    if not text or text.startswith(".") or "/" in text or "\\" in text or text in RESERVED:
+        raise InputError(f"{where}: {name} {text!r} cannot name a directory: use letters, digits, '-' or '_' "
+                         f"(not {', '.join(sorted(RESERVED))})")
+    return text
+
+
+def _records(path: Path) -> list[dict]:
+    """The plan's rows as dicts with lower-case, ``_``-separated column names."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read the plan {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    if path.suffix.lower() == ".toml":
+        try:
+            records = tomllib.loads(text).get("series", [])
+        except tomllib.TOMLDecodeError as exc:
+            raise InputError(f"{path.name} is not valid TOML ({exc}): expected [[series]] tables") from None
+        if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+            raise InputError(f"{path.name}: expected [[series]] tables, one per tilt series")
+    else:
+        records = list(csv.DictReader(io.StringIO(text)))
+        if any(None in record for record in records):
+            raise InputError(f"{path.name}: a row has more cells than the header has columns")
+    return [{str(k).strip().lower().replace("-", "_"): v for k, v in record.items()} for record in records]
+
+
+def read_plan(path) -> list[PlanRow]:
+    """Read and check a batch plan.
+
+    CSV (a header row, then one row per tilt series) or TOML (one ``[[series]]`` table per tilt
+    series). Columns: ``series`` (the file), ``elements`` ("Fe,Pt"), ``particle`` and ``time``
+    (labels; times in minutes are ordered by value), and optionally any ``run`` option:
+    ``angles``, ``pixel_size`` (Å), ``tilt_axis``, ``no_align``, ``method``, ``iterations``,
+    ``fsc``, ``no_refine``, ``refine_iterations``, ``refine_rounds``, ``seed``. Relative paths
+    are relative to the plan file; an empty cell means the default. Raises InputError for a plan
+    that cannot run (unknown column, missing value, a repeated particle and time); a missing or
+    bad series file is not checked here: its row fails alone.
+    """
+    path = Path(path).expanduser().absolute()  # series paths must hold on every worker
+    if not path.is_file():
+        raise InputError(f"plan {path} does not exist: expected a CSV or TOML file, one row per tilt series")
+    records = _records(path)
+    if not records:
+        raise InputError(f"plan {path.name} lists no tilt series: expected a header and one row per series")
+    known = set(REQUIRED) | set(RUN_OPTIONS)
+    rows, seen = [], set()
+    for line, record in enumerate(records, start=1):
+        where = f"{path.name} row {line}"
+        unknown = sorted(set(record) - known)
+        if unknown:
+            raise InputError(f"{where}: unknown column(s) {', '.join(unknown)}: expected "
+                             f"{', '.join(REQUIRED)} and run options {', '.join(RUN_OPTIONS)}")
+        missing = [name for name in REQUIRED if not str(record.get(name) or "").strip()]
+        if missing:
+            raise InputError(f"{where}: no {', '.join(missing)} given")
+        particle, time_label = _label("particle", record["particle"], where), _label("time", record["time"], where)
+        if (particle, time_label) in seen:
+            raise InputError(f"{where}: particle {particle} at time {time_label} is listed twice")
+        seen.add((particle, time_label))
+        try:
+            elements = ",".join(check_elements(str(record["elements"])))
+        except InputError as exc:
+            raise InputError(f"{where}: {exc}") from None
+        options = {name: _value(name, record[name], RUN_OPTIONS[name], where)
+                   for name in RUN_OPTIONS if name in record}
+        options = {name: value for name, value in options.items() if value is not None}
+        if "angles" in options:
+            options["angles"] = str(path.parent / Path(options["angles"]).expanduser())
+        rows.append(PlanRow(line, particle, time_label, path.parent / Path(str(record["series"]).strip()).expanduser(),
+                            elements, options))
+    return rows
+
+
+def time_order(labels) -> list[str]:
+    """Time labels in study order: by value when every label is a number (minutes), else as given."""
+    labels = list(labels)
+    try:
+        return sorted(labels, key=float)
+    except ValueError:
+        return labels
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text if isinstance(exc, InputError) else f"{type(exc).__name__}: {text}"
+
+
+def _report_metrics(report: dict) -> dict:
+    """Atoms and final R-factor (refinement's if it ran, else the reconstruction's) of a report."""
+    r_factor = report.get("refinement", {}).get("final_r_factor", report.get("reconstruction", {}).get("final_r_factor"))
+    return {"n_atoms": report.get("atoms", {}).get("n_atoms", ""), "r_factor": "" if r_factor is None else r_factor}
+
+
+class _StageEvents:
+    """A progress callback that sends a series' pipeline stage (align, reconstruct, …) and
+    fraction done to the client as a dask event, at every new stage and at most twice a second
+    between; does nothing outside a dask worker."""
+
+    def __init__(self, topic, label):
+        from distributed import get_worker
+
+        from .pipeline import STAGE_WEIGHTS
+
+        try:
+            self.worker = get_worker()
+        except ValueError:
+            self.worker = None
+        self.stages, self.topic, self.label = set(STAGE_WEIGHTS), topic, label
+        self.stage, self.sent_stage, self.sent = "starting", "", 0.0
+
+    def __call__(self, fraction, message=""):
+        first = message.split("…")[0].split(" ")[0]
+        self.stage = first if first in self.stages else self.stage
+        now = time.monotonic()
+        if self.worker is not None and (self.stage != self.sent_stage or now - self.sent > 0.5):
+            self.worker.log_event(self.topic, {"label": self.label, "fraction": float(fraction), "stage": self.stage})
+            self.sent_stage, self.sent = self.stage, now
+
+
+def run_series(row: PlanRow, out_dir, *, force=False, topic=None) -> dict:
+    """Run one plan row into ``out_dir`` (a dask task); never raises for a bad series.
+
+    Returns its summary row: status "done" or "failed" with the one-line error.
+    """
+    start = time.perf_counter()
+    summary = {"particle": row.particle, "time": row.time, "step": "run", "series": str(row.series)}
+    try:
+        report = run_to_directory(row.series, out_dir, row.elements, force=force, **row.options,
+                                  progress=_StageEvents(topic, row.label) if topic else None)
+        summary.update(status="done", error="", **_report_metrics(report))
+    except Exception as exc:  # one bad series must not stop the others: it is reported instead
+        summary.update(status="failed", error=_one_line(exc), n_atoms="", r_factor="")
+    summary["wall_time_s"] = round(time.perf_counter() - start, 2)
+    return summary
+
+
+def skipped_summary(row: PlanRow, out_dir: Path) -> dict:
+    """The summary row of a series whose directory already holds a complete result."""
+    import json
+
+    report = json.loads((out_dir / "report.json").read_text())
+    return {"particle": row.particle, "time": row.time, "step": "run", "status": "skipped", "error": "",
+            "series": str(row.series), "wall_time_s": "", **_report_metrics(report)}
+
+
+def build_study(particle_dir, times) -> Path:
+    """``particle_dir/study.aet``: one project holding every time (in order) from
+    ``particle_dir/<time>/project.aet``, each time point named by its time label. A previous
+    study.aet that holds hand edits is kept under a new name first."""
+    from .project import Project, load_project, provenance, save_project
+
+    particle_dir = Path(particle_dir)
+    points = []
+    for label in times:
+        for point in load_project(particle_dir / label / "project.aet").time_points:
+            point.name = label
+            points.append(point)
+    keep_if_edited(particle_dir / "study.aet")
+    return save_project(particle_dir / "study.aet", Project(points, provenance("napari-aet batch")))
+
+
+def analysis_functions():
+    """``(analyze_to_directory, track_to_directory)`` of :mod:`napari_aet.analysis.outputs`, or
+    None when this installation has no such module."""
+    try:
+        from .analysis.outputs import analyze_to_directory, track_to_directory
+    except ImportError:
+        return None
+    return analyze_to_directory, track_to_directory
+
+
+def finish_particle(particle_dir, times) -> dict:
+    """A particle's study-level steps (a dask task): ``study.aet``, then with two or more times
+    ``analyze`` each time and ``track`` them. Returns its summary row."""
+    start = time.perf_counter()
+    particle_dir = Path(particle_dir)
+    summary = {"particle": particle_dir.name, "time": ",".join(times), "step": "study", "series": "",
+               "n_atoms": "", "r_factor": "", "status": "done", "error": ""}
+    try:
+        build_study(particle_dir, times)
+        functions = analysis_functions()
+        if len(times) >= 2 and functions is not None:
+            analyze, track = functions
+            for label in times:
+                analyze(particle_dir / label, particle_dir / label / "analysis")
+            track([particle_dir / label / "analysis" for label in times], particle_dir / "tracks")
+            summary["step"] = "study+analyze+track"
+    except Exception as exc:
+        summary.update(status="failed", error=_one_line(exc))
+    summary["wall_time_s"] = round(time.perf_counter() - start, 2)
+    return summary
+
+
+def write_summary(path, rows) -> Path:
+    """Write ``summary.csv`` (columns :data:`SUMMARY_COLUMNS`) atomically."""
+    from .io.files import atomic_write
+
+    path = Path(path)
+    with atomic_write(path) as temporary, open(temporary, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, SUMMARY_COLUMNS)
+        writer.writeheader()
+        writer.writerows({name: row.get(name, "") for name in SUMMARY_COLUMNS} for row in rows)
+    return path
+
+
+class StudyProgress:
+    """Study-level progress: series finished out of all, with the stage of each series in flight,
+    sent to ``progress(fraction, message)``. Fed from dask events and finished futures."""
+
+    def __init__(self, total, progress: ProgressCallback):
+        self.total, self.progress, self.lock = max(total, 1), progress, threading.Lock()
+        self.finished, self.failed, self.in_flight = 0, 0, {}
+
+    def stage(self, event):
+        """dask event handler: ``event`` is ``(timestamp, {"label", "fraction", "stage"})``."""
+        message = event[1]
+        with self.lock:
+            self.in_flight[message["label"]] = (message["fraction"], message["stage"])
+            self._show()
+
+    def done(self, label, status):
+        with self.lock:
+            self.in_flight.pop(label, None)
+            self.finished += 1
+            self.failed += status == "failed"
+            self._show(f"{label} {status}")
+
+    def _show(self, last=""):
+        if self.progress is None:
+            return
+        running = sum(fraction for fraction, _ in self.in_flight.values())
+        stages = ", ".join(f"{label} {stage} {fraction:.0%}"
+                           for label, (fraction, stage) in sorted(self.in_flight.items()))
+        failed = f", {self.failed} failed" if self.failed else ""
+        self.progress((self.finished + running) / self.total,
+                      f"{self.finished}/{self.total} series{failed}" + (f"; {stages}" if stages else "")
+                      + (f"; {last}" if last else ""))
+
+
+def start_client(*, workers=None, scheduler=None):
+    """A dask ``Client``: on the running scheduler at ``scheduler`` (e.g. ``"tcp://host:8786"``),
+    else on a new ``LocalCluster`` of ``workers`` (default: one per core) single-threaded worker
+    processes. dask's nanny sets OMP_NUM_THREADS (and MKL/OpenBLAS) to 1 in each worker process,
+    which :func:`napari_aet.threads.fft_workers` and BLAS honour, so workers do not oversubscribe
+    the cores."""
+    from distributed import Client, LocalCluster
+
+    if scheduler is not None:
+        try:
+            return Client(scheduler, timeout="20s")
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise InputError(f"cannot reach the dask scheduler at {scheduler} ({_one_line(exc)}): is it "
+                             "running, and is the address tcp://host:port?") from None
+    workers = workers or os.cpu_count() or 1
+    if workers < 1:
+        raise InputError(f"--workers must be 1 or more, got {workers}")
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
+                           silence_logs=logging.ERROR)
+    return Client(cluster)
+
+
+def run_batch(plan, out_dir, *, workers=None, scheduler=None, force=False, progress: ProgressCallback = None,
+              log: Callable[[str], None] | None = None) -> list[dict]:
+    """Run every series of a plan on dask, then each particle's study steps; write ``summary.csv``.
+
+    plan : CSV or TOML file (:func:`read_plan`).
+    out_dir : the study directory ``DIR``.
+    workers : worker processes of the local cluster (default: one per core); ignored with ``scheduler``.
+    scheduler : address of a running dask scheduler, e.g. ``"tcp://host:8786"``.
+    force : redo series that already have a complete result (hand-edited projects are kept).
+    progress : ``progress(fraction, message)`` for the study; log : one-line messages for the user.
+
+    Returns the summary rows (as in ``summary.csv``). Bad plans raise InputError before anything
+    runs; a failing series is a "failed" row. On KeyboardInterrupt the series in flight are
+    cancelled (they leave no result) and marked "interrupted", the summary is written, and the
+    interrupt propagates; a re-run finishes the rest.
+    """
+    from distributed import as_completed
+
+    log = log or (lambda message: None)
+    rows = read_plan(plan)
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create the study directory {out_dir}: {exc.strerror or exc}") from None
+    summaries = {}
+    for row in rows:
+        if not force and (out_dir / row.particle / row.time / "report.json").exists():
+            summaries[row.label] = skipped_summary(row, out_dir / row.particle / row.time)
+    pending = [row for row in rows if row.label not in summaries]
+    log(f"{len(rows)} series in {Path(plan).name}: {len(summaries)} already done, {len(pending)} to run")
+    client = start_client(workers=workers, scheduler=scheduler)
+    topic = f"napari-aet-batch-{secrets.token_hex(4)}"
+    study = StudyProgress(len(rows), progress)
+    study.finished = len(summaries)
+    futures = {}
+    try:
+        log(f"dask dashboard: {client.dashboard_link}")
+        client.subscribe_topic(topic, study.stage)
+        futures = {client.submit(run_series, row, out_dir / row.particle / row.time, force=force, topic=topic,
+                                 key=f"{topic}-{row.line}", pure=False): row for row in pending}
+        for future in as_completed(futures):
+            row = futures[future]
+            try:
+                summary = future.result()
+            except Exception as exc:  # the worker died (KilledWorker) or the cluster failed
+                summary = {"particle": row.particle, "time": row.time, "step": "run", "series": str(row.series),
+                           "status": "failed", "error": f"its worker failed: {_one_line(exc)}"}
+            summaries[row.label] = summary
+            study.done(row.label, summary["status"])
+            if summary["status"] == "failed":
+                log(f"{row.label} failed: {summary['error']}")
+            write_summary(out_dir / "summary.csv", _in_plan_order(rows, summaries))
+        particle_rows = _finish_particles(client, rows, summaries, out_dir, force, log)
+    except KeyboardInterrupt:
+        for future, row in futures.items():
+            if row.label not in summaries:
+                future.cancel()
+                summaries[row.label] = {"particle": row.particle, "time": row.time, "step": "run",
+                                        "series": str(row.series), "status": "interrupted",
+                                        "error": "interrupted before it finished"}
+        write_summary(out_dir / "summary.csv", _in_plan_order(rows, summaries))
+        raise
+    finally:
+        _close(client, topic, scheduler is None)
+    result = _in_plan_order(rows, summaries) + particle_rows
+    write_summary(out_dir / "summary.csv", result)
+    return result
+
+
+def _in_plan_order(rows, summaries) -> list[dict]:
+    return [summaries[row.label] for row in rows if row.label in summaries]
+
+
+def _finish_particles(client, rows, summaries, out_dir, force, log) -> list[dict]:
+    """Submit each particle's study steps where a series of it changed (or nothing was built yet)."""
+    by_particle = {}
+    for row in rows:
+        if summaries[row.label]["status"] in ("done", "skipped"):
+            by_particle.setdefault(row.particle, []).append(row)
+    futures = []
+    for particle, particle_rows in by_particle.items():
+        changed = any(summaries[row.label]["status"] == "done" for row in particle_rows)
+        if changed or force or not (out_dir / particle / "study.aet").exists():
+            times = time_order(row.time for row in particle_rows)
+            futures.append(client.submit(finish_particle, out_dir / particle, times, pure=False))
+    results = client.gather(futures)
+    for summary in results:
+        if summary["status"] == "failed":
+            log(f"{summary['particle']} study steps failed: {summary['error']}")
+    return results
+
+
+def _close(client, topic, own_cluster):
+    """Close the client (and the local cluster it started) without leaving worker processes."""
+    try:
+        client.unsubscribe_topic(topic)
+    except Exception:  # already gone with a dead scheduler
+        pass
+    cluster = client.cluster if own_cluster else None
+    client.close()
+    if cluster is not None:
+        cluster.close()

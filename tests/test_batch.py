@@ -1,0 +1,156 @@
+"""napari-aet batch: plans, dask workers, resumable studies, one failure reported without stopping
+the others, and the study opened in napari."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from napari_aet.batch import read_plan, run_series, time_order
+from napari_aet.cli import main
+from napari_aet.io import read_atoms, write_tilt_series
+from napari_aet.model import InputError
+from napari_aet.project import load_project
+from napari_aet.simulate import fcc_particle, simulate_tilt_series
+
+OPTIONS = "pixel_size,no_align,no_refine,iterations,seed"
+
+
+def _series(path, seed):
+    """A tiny aligned series (48 px, 15 tilts) of a ~80-atom FePt particle."""
+    atoms = fcc_particle(radius=7.0, elements=("Fe", "Pt"), seed=seed)
+    sim = simulate_tilt_series(atoms, np.linspace(-70, 70, 15), shape=(48, 48), pixel_size=0.4, max_shift=0,
+                               seed=seed)
+    write_tilt_series(path, sim.tilt_series)
+    return path
+
+
+@pytest.fixture(scope="module")
+def plan(tmp_path_factory):
+    """Three series: particle p1 at 0 and 30 min, and p2, whose angle file is one short (broken)."""
+    folder = tmp_path_factory.mktemp("plan")
+    (folder / "data").mkdir()
+    for name, seed in (("p1_0", 1), ("p1_30", 2), ("p2_0", 3)):
+        _series(folder / "data" / f"{name}.tif", seed)
+    np.savetxt(folder / "data" / "p2_0.tlt", np.linspace(-70, 70, 14))
+    path = folder / "plan.csv"
+    path.write_text(f"series,elements,particle,time,{OPTIONS}\n"
+                    "data/p1_0.tif,\"Fe,Pt\",p1,0,0.4,yes,yes,30,1\n"
+                    "data/p1_30.tif,\"Fe,Pt\",p1,30,0.4,yes,yes,30,2\n"
+                    "data/p2_0.tif,\"Fe,Pt\",p2,0,0.4,yes,yes,30,3\n")
+    return path
+
+
+def _summary(study):
+    with open(study / "summary.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture(scope="module")
+def study(plan, tmp_path_factory):
+    """The first batch of ``plan`` on a local cluster of two worker processes."""
+    out = tmp_path_factory.mktemp("study") / "study"
+    code = main(["batch", str(plan), "--out", str(out), "--workers", "2"])
+    return out, code
+
+
+def test_batch_runs_every_series_and_reports_the_failure(study, plan, capsys):
+    out, code = study
+    assert code == 1
+    rows = {(r["particle"], r["time"], r["step"]): r for r in _summary(out)}
+    assert {k: r["status"] for k, r in rows.items() if k[2] == "run"} == {
+        ("p1", "0", "run"): "done", ("p1", "30", "run"): "done", ("p2", "0", "run"): "failed"}
+    broken = rows["p2", "0", "run"]
+    assert "15 projections but 14 angles" in broken["error"] and "\n" not in broken["error"]
+    assert not (out / "p2").exists()  # a failed series leaves nothing
+    for label, seed in (("0", 1), ("30", 2)):
+        result = out / "p1" / label
+        assert {"atoms.csv", "report.json", "project.aet", "reconstruction.mrc", "aligned.tif"} <= {
+            p.name for p in result.iterdir()}
+        report = json.loads((result / "report.json").read_text())
+        assert report["parameters"]["seed"] == seed and report["parameters"]["align"] is False
+        assert int(rows["p1", label, "run"]["n_atoms"]) == report["atoms"]["n_atoms"] == len(
+            read_atoms(result / "atoms.csv"))
+        assert 0 < float(rows["p1", label, "run"]["r_factor"]) < 1
+    particle = rows["p1", "0,30", "study+analyze+track"]
+    assert particle["status"] == "done", particle["error"]
+    points = load_project(out / "p1" / "study.aet").time_points
+    assert [p.name for p in points] == ["0", "30"] and all(p.atoms is not None for p in points)
+    assert (out / "p1" / "0" / "analysis").is_dir() and (out / "p1" / "tracks" / "tracks.csv").is_file()
+
+
+def test_a_batch_row_writes_what_run_writes(study, plan, tmp_path):
+    out, _ = study
+    assert main(["run", str(plan.parent / "data" / "p1_30.tif"), "--elements", "Fe,Pt", "--pixel-size", "0.4",
+                 "--no-align", "--no-refine", "--iterations", "30", "--seed", "2", "--out", str(tmp_path / "r")]) == 0
+    assert (tmp_path / "r" / "atoms.csv").read_text() == (out / "p1" / "30" / "atoms.csv").read_text()
+
+
+def test_rerun_skips_finished_series_and_force_redoes_them(study, plan):
+    from distributed import LocalCluster
+
+    out, _ = study
+    before = (out / "p1" / "0" / "report.json").stat().st_mtime_ns
+    assert main(["batch", str(plan), "--out", str(out), "--workers", "2"]) == 1
+    statuses = {(r["particle"], r["time"]): r["status"] for r in _summary(out) if r["step"] == "run"}
+    assert statuses == {("p1", "0"): "skipped", ("p1", "30"): "skipped", ("p2", "0"): "failed"}
+    assert (out / "p1" / "0" / "report.json").stat().st_mtime_ns == before
+
+    # --force on an existing scheduler (an in-process cluster here; a SLURMCluster in production)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster:
+        assert main(["batch", str(plan), "--out", str(out), "--scheduler", cluster.scheduler_address,
+                     "--force"]) == 1
+    statuses = {(r["particle"], r["time"]): r["status"] for r in _summary(out) if r["step"] == "run"}
+    assert statuses == {("p1", "0"): "done", ("p1", "30"): "done", ("p2", "0"): "failed"}
+    assert (out / "p1" / "0" / "report.json").stat().st_mtime_ns > before
+
+
+def test_plan_paths_options_and_toml(tmp_path):
+    csv_plan = tmp_path / "plan.csv"
+    csv_plan.write_text("series,elements,particle,time,angles,pixel-size,no_refine,iterations,method\n"
+                        "a.tif,Fe,p,5,a.tlt,0.35,true,,wbp\n"
+                        "b.tif,\"Fe,Pt\",p,0.5,,,no,12,\n")
+    toml_plan = tmp_path / "plan.toml"
+    toml_plan.write_text('[[series]]\nseries = "a.tif"\nelements = "Fe"\nparticle = "p"\ntime = 5\n'
+                         'angles = "a.tlt"\npixel_size = 0.35\nno_refine = true\nmethod = "wbp"\n\n'
+                         '[[series]]\nseries = "b.tif"\nelements = "Fe,Pt"\nparticle = "p"\ntime = "0.5"\n'
+                         'no_refine = false\niterations = 12\n')
+    rows = read_plan(csv_plan)
+    assert rows == read_plan(toml_plan)
+    assert rows[0].series == tmp_path / "a.tif" and rows[0].time == "5"
+    assert rows[0].options == {"angles": str(tmp_path / "a.tlt"), "pixel_size": 0.35, "no_refine": True,
+                               "method": "wbp"}
+    assert rows[1].options == {"no_refine": False, "iterations": 12} and rows[1].elements == "Fe,Pt"
+    assert time_order([r.time for r in rows]) == ["0.5", "5"]
+    assert time_order(["after", "before"]) == ["after", "before"]  # labels keep the plan's order
+
+
+@pytest.mark.parametrize("body, message", [
+    ("series,elements,particle,time,colour\na.tif,Fe,p,0,red\n", "unknown column(s) colour"),
+    ("series,elements,particle\na.tif,Fe,p\n", "no time given"),
+    ("series,elements,particle,time\na.tif,Fe,p,0\nb.tif,Fe,p,0\n", "particle p at time 0 is listed twice"),
+    ("series,elements,particle,time,iterations\na.tif,Fe,p,0,ten\n", "iterations must be a whole number"),
+    ("series,elements,particle,time,no_refine\na.tif,Fe,p,0,maybe\n", "no_refine must be true or false"),
+    ("series,elements,particle,time\na.tif,Fe,../p,0\n", "cannot name a directory"),
+    ("series,elements,particle,time\na.tif,Fe,p,tracks\n", "cannot name a directory"),
+    ("series,elements,particle,time\na.tif,Xx,p,0\n", "unknown element"),
+    ("series,elements,particle,time\n", "lists no tilt series"),
+])
+def test_bad_plans_are_one_clear_line(tmp_path, capsys, body, message):
+    plan = tmp_path / "plan.csv"
+    plan.write_text(body)
+    with pytest.raises(InputError, match="plan.csv"):
+        read_plan(plan)
+    assert main(["batch", str(plan), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("napari-aet: error:") and message in err[0]
+
+
+def test_run_series_reports_instead_of_raising(tmp_path):
+    from napari_aet.batch import PlanRow
+
+    row = PlanRow(1, "p", "0", tmp_path / "missing.tif", "Fe,Pt", {"pixel_size": 0.4})
+    summary = run_series(row, tmp_path / "out")
+    assert summary["status"] == "failed" and "missing.tif does not exist" in summary["error"]
+    assert not (tmp_path / "out").exists()
