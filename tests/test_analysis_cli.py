@@ -1,0 +1,105 @@
+"""``napari-aet analyze`` and ``napari-aet track``: the file contract other tools script against."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from napari_aet.analysis.outputs import analyze_to_directory, track_to_directory
+from napari_aet.cli import main
+from napari_aet.io import read_volume, write_atoms
+from napari_aet.model import InputError
+from napari_aet.simulate_alloy import annealing_series
+
+ATOM_COLUMNS = ["phase", "variant", "order_L10", "order_L12", "nucleus", "antisite", "displacement"]
+
+
+@pytest.fixture(scope="module")
+def analysed(tmp_path_factory):
+    root = tmp_path_factory.mktemp("anneal")
+    outputs = []
+    for t, atoms in enumerate(annealing_series(n_times=2, seed=1)):
+        write_atoms(root / f"atoms{t}.csv", atoms)
+        assert main(["analyze", str(root / f"atoms{t}.csv"), "--out", str(root / f"t{t}")]) == 0
+        outputs.append(root / f"t{t}")
+    return root, outputs
+
+
+def test_analyze_writes_the_contract(analysed):
+    root, (out, _) = analysed
+    table = pd.read_csv(out / "atoms.csv", keep_default_na=False)
+    source = pd.read_csv(root / "atoms0.csv", keep_default_na=False)
+    columns = list(table.columns)
+    assert columns[:len(source.columns)] == list(source.columns)
+    assert columns[len(source.columns):len(source.columns) + len(ATOM_COLUMNS)] == ATOM_COLUMNS
+    assert set(table["phase"]) == {"A1", "L10", "L12"} and table["order_L10"].between(0, 1).all()
+    nuclei = pd.read_csv(out / "nuclei.csv")
+    assert list(nuclei.columns[:8]) == ["nucleus", "phase", "variant", "n_atoms", "x", "y", "z", "max_order"]
+    assert sorted(nuclei["nucleus"]) == sorted(set(table["nucleus"]) - {-1})
+    structure = json.loads((out / "structure.json").read_text())
+    assert structure["lattice"]["lattice_constant_A"] == pytest.approx(3.85, abs=0.01)
+    assert len(structure["pdf"]["r_A"]) == len(structure["pdf"]["g"]) and "Q6" in structure
+    assert read_volume(out / "strain_xy.mrc").volume.ndim == 3 and (out / "order.mrc").is_file()
+    assert not list(out.glob(".partial-*"))
+
+
+def test_track_writes_the_contract(analysed, tmp_path, capsys):
+    _, outputs = analysed
+    assert main(["track", *map(str, outputs), "--out", str(tmp_path)]) == 0
+    tracks = pd.read_csv(tmp_path / "tracks.csv")
+    assert list(tracks.columns[:3]) == ["time", "index", "track"]
+    for t, out in enumerate(outputs):
+        rows = tracks[tracks.time == t]
+        assert list(rows["index"]) == list(range(len(pd.read_csv(out / "atoms.csv"))))
+    transforms = json.loads((tmp_path / "transforms.json").read_text())
+    assert len(transforms) == 2 and transforms[0]["residual_A"] == 0 and transforms[1]["residual_A"] < 0.2
+    assert np.allclose(np.linalg.det(transforms[1]["rotation"]), 1)
+    nuclei = pd.read_csv(tmp_path / "nuclei_tracks.csv")
+    assert list(nuclei.columns) == ["time", "nucleus_track", "nucleus", "n_atoms", "event"]
+    assert set(nuclei[nuclei.time == 0].event) == {"present"}
+    assert set(nuclei[nuclei.time == 1].event) == {"grew", "shrank", "stable", "appeared"}
+    assert "residuals" in capsys.readouterr().out
+
+
+def test_track_accepts_atoms_files_and_the_functions_return_summaries(analysed, tmp_path):
+    root, _ = analysed
+    summary = track_to_directory([root / "atoms0.csv", root / "atoms1.csv"], tmp_path)
+    assert summary["n_times"] == 2 and summary["events"]["appeared"] == 1
+
+
+@pytest.mark.parametrize("args, message", [
+    (["track", "ONE", "--out", "OUT"], "at least two time points"),
+    (["analyze", "NOELEMENT", "--out", "OUT"], "no element column"),
+    (["analyze", "MISSING", "--out", "OUT"], "does not exist"),
+    (["analyze", "RANDOM", "--out", "OUT"], "does not fit"),
+])
+def test_bad_input_is_one_line_and_status_2(analysed, tmp_path, capsys, args, message):
+    root, outputs = analysed
+    pd.DataFrame({"x": [0.0, 1], "y": [0.0, 1], "z": [0.0, 1]}).to_csv(tmp_path / "noelement.csv", index=False)
+    rng = np.random.default_rng(0)
+    pd.DataFrame({**dict(zip("xyz", rng.uniform(-12, 12, (3, 600)))), "element": "Pt"}).to_csv(
+        tmp_path / "random.csv", index=False)
+    names = {"ONE": str(outputs[0]), "NOELEMENT": str(tmp_path / "noelement.csv"),
+             "MISSING": str(tmp_path / "missing.csv"), "RANDOM": str(tmp_path / "random.csv"),
+             "OUT": str(tmp_path / "out")}
+    assert main([names.get(a, a) for a in args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("napari-aet: error:") and message in err[0]
+
+
+def test_one_element_still_writes_the_structure(analysed, tmp_path, capsys):
+    root, _ = analysed
+    atoms = pd.read_csv(root / "atoms0.csv")
+    atoms["element"] = "Pt"
+    atoms.to_csv(tmp_path / "pt.csv", index=False)
+    assert main(["analyze", str(tmp_path / "pt.csv"), "--out", str(tmp_path / "out")]) == 2
+    assert "exactly two elements" in capsys.readouterr().err
+    assert (tmp_path / "out" / "structure.json").is_file()
+    table = pd.read_csv(tmp_path / "out" / "atoms.csv")
+    assert (table["nucleus"] == -1).all() and table["order_L10"].isna().all()
+
+
+def test_min_nucleus_is_checked(tmp_path):
+    with pytest.raises(InputError, match="at least 1"):
+        analyze_to_directory(tmp_path / "x.csv", tmp_path, min_nucleus=0)
