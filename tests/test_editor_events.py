@@ -28,8 +28,8 @@ NOISE = np.array([[5.5, 5.5, 5.5], [-5.5, 5.5, -5.5], [5.5, -5.5, 5.5]])  # Å, 
 
 
 def classified_study():
-    """A reconstruction of a 55-atom FePt particle, its classified atoms and 3 ambiguous
-    non-atoms (the most doubtful of all), as Trace and Classify leave them."""
+    """A reconstruction of a 55-atom FePt particle, its classified atoms (atoms 3, 1, 2 made
+    ambiguous, in that order of doubt) and 3 ambiguous non-atoms (the most doubtful of all)."""
     truth = fcc_particle(radius=6.0, seed=2)
     volume = render_atoms(truth.positions, adf_amplitudes(truth.species, 1.0), 0.5, SHAPE, VOXEL)
     reconstruction = Reconstruction(volume, VOXEL)
@@ -38,6 +38,8 @@ def classified_study():
     features["non_atom"][-len(NOISE):] = True
     features["ambiguous"][-len(NOISE):] = True
     features["confidence"][-len(NOISE):] = 0.01
+    features["confidence"][[3, 1, 2]] = [0.1, 0.2, 0.5]
+    features["ambiguous"][[3, 1, 2]] = True
     atoms = AtomModel(np.vstack([atoms.positions, NOISE]), np.append(atoms.species, [""] * len(NOISE)), features)
     return truth, reconstruction, atoms
 
@@ -143,3 +145,47 @@ def test_a_mouse_drag_is_logged_locked_and_undoable(editor):
     key(viewer, "Z", CTRL | SHIFT)
     np.testing.assert_allclose(atoms_from_layer(layer).positions[atom], move["new"], atol=1e-9)
     assert layer.features["locked"][atom] and widget.log[-1]["action"] == "redo"
+
+
+def drawn_fraction(viewer, layer):
+    """Fraction of the canvas that ``layer`` changes (rendered with and without it)."""
+    from napari_aet._widgets import screenshot
+
+    shown = screenshot(viewer)
+    layer.visible = False
+    hidden = screenshot(viewer)
+    layer.visible = True
+    return np.mean(np.any(shown != hidden, axis=-1)), shown
+
+
+def test_non_atoms_are_not_drawn_in_3d_nor_reviewed(editor, study_data):
+    viewer, layer, widget, _ = editor
+    _, _, atoms = study_data
+    viewer.layers["reconstruction"].visible = False
+    viewer.dims.ndisplay = 3
+    viewer.reset_view()
+    fraction, with_hidden = drawn_fraction(viewer, layer)
+    assert fraction > 0.01  # the atoms are drawn
+    real = show_layer(viewer, atoms_layer(atoms.subset(~atoms.features["non_atom"]), SHAPE, VOXEL, name="real"))
+    layer.visible = False
+    from napari_aet._widgets import screenshot
+
+    only_real = screenshot(viewer)
+    assert np.mean(np.any(with_hidden != only_real, axis=-1)) < 1e-3  # the same picture: no non-atom drawn
+    viewer.layers.remove(real)
+    layer.visible = True
+    layer.metadata["aet"]["show_non_atoms"] = True  # as Classify's "show non-atoms" box does
+    widget._on_features()
+    assert np.mean(np.any(drawn_fraction(viewer, layer)[1] != with_hidden, axis=-1)) > 1e-3
+
+    layer.metadata["aet"]["show_non_atoms"] = False
+    widget._on_features()
+    non_atoms = set(np.flatnonzero(atoms.features["non_atom"]))
+    viewer.layers.selection.active = layer  # keys act on the selected layer
+    visited = []
+    for _ in range(12):
+        key(viewer, "N")
+        visited.append(widget.current)
+    assert visited and not non_atoms & set(visited)  # the 3 most doubtful points are hidden non-atoms
+    assert sorted(set(visited)) == sorted(set(np.flatnonzero(atoms.features["ambiguous"])) - non_atoms)
+    assert layer.size[visited].min() > 0
