@@ -169,4 +169,4 @@ def track_to_directory(sources, out_dir, *, max_distance=None, change=0.1,
     report(progress, 1.0, "tracking written")
     return {"n_times": len(sources), "residuals_A": [tr.residual for tr in transforms],
             "n_tracks": int(tracks["track"].nunique()), "n_nucleus_tracks": int(len(np.unique(nuclei.nucleus_track))),
-            "events": {e: int(n) for e, n in zip(*np.unique(nuclei.event.astype(str), return_counts=True))}}
+            "events": {str(e): int(n) for e, n in zip(*np.unique(nuclei.event.astype(str), return_counts=True))}}

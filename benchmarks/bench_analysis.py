@@ -1,0 +1,148 @@
+"""Analysis and 4D benchmark (issue 13): accuracy on exact atoms against a fixed-window baseline, and speed.
+
+Accuracy: :func:`napari_aet.simulate_alloy.annealing_series` — an FePt particle (~2,900 atoms) with
+five planted nuclei (four L1₀ of three variants, one L1₂) in an A1 matrix at three annealing times
+(grow, shrink, stable, dissolve, appear), randomly re-mounted each time, 2 % of the surface atoms
+turned over. For each seed and time:
+
+* phase accuracy: fraction of atoms not on a region boundary (no nearest neighbour of another true
+  phase) whose phase (A1 / L10 / L12) is right;
+* nucleus overlap: intersection over union of each planted nucleus with the found nucleus that
+  overlaps it most; spurious nuclei: found ones overlapping no planted one;
+* site tracking precision and recall between consecutive times (truth: the simulator's site id);
+* nucleus events right: the event sequences of the nucleus tracks equal the scenario's.
+
+Baseline ("fixed window + threshold"): the same order parameters in a fixed window around each
+site, phase by the 0.5 threshold, nothing else (no majority filter, no element-checked growth),
+for window radii 1.0 a (19 sites) and 1.3 a (43 sites).
+
+Speed: the same scenario scaled to ~20,000 atoms per time: ``analyze_to_directory`` per time and
+``track_to_directory`` on the three outputs, wall time.
+
+    python benchmarks/bench_analysis.py --quick        # 2 seeds, no speed test
+    python benchmarks/bench_analysis.py                # 5 seeds and the 20,000-atom speed test
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from napari_aet.analysis.analyze import analyze_atoms
+from napari_aet.analysis.lattice import first_shell, fit_lattice
+from napari_aet.analysis.nuclei import find_nuclei, nucleus_overlap
+from napari_aet.analysis.order import LABELS, _window_codes, classify_order, order_parameters
+from napari_aet.analysis.registration import RigidTransform, register_atoms
+from napari_aet.analysis.tracking import track_nuclei, track_sites
+from napari_aet.simulate_alloy import SCENARIO, annealing_series
+
+EXPECTED_EVENTS = sorted([("present", "grew", "grew"), ("present", "shrank", "shrank"),
+                          ("present", "stable", "stable"), ("present", "shrank", "dissolved"),
+                          ("appeared", "grew")])
+
+
+def baseline(fitted, lattice, radius):
+    """Fixed-window threshold: order parameters in a window of ``radius`` × a, phase by 0.5."""
+    atoms = order_parameters(fitted, lattice, radius=radius)
+    codes = _window_codes(atoms.features, 0.5)
+    return atoms.with_features(phase=np.array([p for p, _, _ in LABELS], dtype=object)[codes],
+                               variant=np.array([v for _, v, _ in LABELS], dtype=object)[codes])
+
+
+def scores(classified, truth_atoms, lattice):
+    """Phase accuracy off boundaries, per-nucleus IoU, spurious nuclei."""
+    labelled, _ = find_nuclei(classified, lattice)
+    truth = truth_atoms.features["true_phase"]
+    idx, _, present = first_shell(truth_atoms.positions, lattice.r1, "fcc")
+    boundary = ((np.append(truth, "")[idx] != truth[:, None]) & present).any(axis=1)
+    accuracy = np.mean(labelled.features["phase"][~boundary] == truth[~boundary])
+    iou, spurious = nucleus_overlap(labelled.features["nucleus"], truth_atoms.features["true_nucleus"])
+    return accuracy, iou, spurious
+
+
+def site_scores(tracks, times):
+    """Precision and recall of the track links between consecutive times."""
+    out = []
+    for t in range(1, len(times)):
+        site_now, site_before = times[t].features["site"], times[t - 1].features["site"]
+        _, now, before = np.intersect1d(tracks.track[t], tracks.track[t - 1], return_indices=True)
+        correct = np.count_nonzero(site_now[now] == site_before[before])
+        true_links = len(np.intersect1d(site_now, site_before))
+        out.append((correct / max(len(now), 1), correct / true_links))
+    return out
+
+
+def accuracy(seeds):
+    rows = {"ours": [], "window 1.0a": [], "window 1.3a": []}
+    tracking, events_right = [], 0
+    for seed in seeds:
+        times = annealing_series(seed=seed)
+        analyses = []
+        for atoms in times:
+            fitted, lattice = fit_lattice(atoms)
+            rows["ours"].append(scores(classify_order(fitted, lattice), atoms, lattice))
+            rows["window 1.0a"].append(scores(baseline(fitted, lattice, 1.0), atoms, lattice))
+            rows["window 1.3a"].append(scores(baseline(fitted, lattice, 1.3), atoms, lattice))
+            analyses.append(analyze_atoms(atoms))
+        transforms = [RigidTransform(np.eye(3), np.zeros(3))]
+        transforms += [register_atoms(a.atoms, analyses[0].atoms, a.lattice, analyses[0].lattice) for a in analyses[1:]]
+        tracks = track_sites([t.apply(a.atoms.positions) for t, a in zip(transforms, analyses)],
+                             max_distance=0.5 * analyses[0].lattice.r1)
+        tracking += site_scores(tracks, times)
+        nuclei = track_nuclei([a.atoms.features["nucleus"] for a in analyses], tracks).to_frame()
+        found = sorted(map(tuple, nuclei.groupby("nucleus_track")["event"].apply(list)))
+        events_right += found == EXPECTED_EVENTS
+        print(f"seed {seed}: residuals {[round(t.residual, 3) for t in transforms[1:]]} Å, events "
+              f"{'right' if found == EXPECTED_EVENTS else 'WRONG: ' + str(found)}", flush=True)
+    print(f"\n{len(seeds)} seeds x 3 times, {len(SCENARIO)} planted nuclei (4 present per time)")
+    print("| method | phase accuracy off boundaries: min / mean | nucleus IoU: min / mean / share >= 0.6 "
+          "| spurious nuclei: max per time |")
+    print("|---|---|---|---|")
+    for name, values in rows.items():
+        acc = np.array([v[0] for v in values])
+        iou = np.concatenate([v[1] for v in values])
+        spurious = max(v[2] for v in values)
+        print(f"| {name} | {acc.min():.4f} / {acc.mean():.4f} | {iou.min():.2f} / {iou.mean():.2f} / "
+              f"{np.mean(iou >= 0.6):.0%} | {spurious} |")
+    tracking = np.array(tracking)
+    print(f"\nsite tracking: precision min {tracking[:, 0].min():.4f}, recall min {tracking[:, 1].min():.4f}; "
+          f"nucleus events right for {events_right} of {len(seeds)} seeds")
+
+
+def speed(radius=45.6):
+    from napari_aet.analysis.outputs import analyze_to_directory, track_to_directory
+    from napari_aet.io import write_atoms
+
+    times = annealing_series(radius=radius, seed=0)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        outputs = []
+        for t, atoms in enumerate(times):
+            write_atoms(root / f"atoms{t}.csv", atoms)
+            start = time.perf_counter()
+            summary = analyze_to_directory(root / f"atoms{t}.csv", root / f"t{t}")
+            print(f"analyze time {t}: {len(atoms)} atoms, {time.perf_counter() - start:.1f} s "
+                  f"({summary['n_nuclei']} nuclei)", flush=True)
+            outputs.append(root / f"t{t}")
+        start = time.perf_counter()
+        summary = track_to_directory(outputs, root / "track")
+        print(f"track 3 times: {time.perf_counter() - start:.1f} s; residuals {summary['residuals_A']}; "
+              f"events {summary['events']}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="2 seeds, no speed test")
+    parser.add_argument("--seeds", type=int, default=5)
+    args = parser.parse_args()
+    accuracy(range(2 if args.quick else args.seeds))
+    if not args.quick:
+        speed()
+
+
+if __name__ == "__main__":
+    main()
