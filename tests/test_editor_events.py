@@ -14,7 +14,7 @@ from napari_aet._widgets._base import show_layer, tag_as_study
 from napari_aet._widgets._study import set_session
 from napari_aet._widgets.edit import EditWidget
 from napari_aet.classify import classify_atoms
-from napari_aet.edit import NON_ATOM
+from napari_aet.edit import NON_ATOM, labels
 from napari_aet.geometry import render_atoms
 from napari_aet.layers import atoms_from_layer, atoms_layer, volume_layer
 from napari_aet.model import AtomModel, Reconstruction
@@ -189,3 +189,55 @@ def test_non_atoms_are_not_drawn_in_3d_nor_reviewed(editor, study_data):
     assert visited and not non_atoms & set(visited)  # the 3 most doubtful points are hidden non-atoms
     assert sorted(set(visited)) == sorted(set(np.flatnonzero(atoms.features["ambiguous"])) - non_atoms)
     assert layer.size[visited].min() > 0
+
+
+def state(layer):
+    """Positions, labels and locks of the layer's atoms."""
+    return state_of(atoms_from_layer(layer))
+
+
+def state_of(atoms):
+    return atoms.positions.round(9).tolist(), labels(atoms).tolist(), atoms.features["locked"].tolist()
+
+
+def test_keys_label_lock_delete_add_and_undo_redo_each(editor):
+    viewer, layer, widget, session = editor
+    view_slice_of(viewer, layer, 10)
+    viewer.layers.selection.active = layer
+    layer.mode = "select"
+    other = {"Fe": ("Pt", "2"), "Pt": ("Fe", "1")}
+
+    def select(index):
+        layer.selected_data = {index}
+
+    def click_add():  # a click in add mode 1 Å from atom 10
+        layer.mode = "add"
+        x, y = to_canvas(viewer, layer.data_to_world(layer.data[10]))
+        mouse(viewer, "press", x + 20, y)
+        mouse(viewer, "release", x + 20, y, held=False)
+        layer.mode = "select"
+
+    species = atoms_from_layer(layer).species
+    edits = [
+        ("relabel", lambda: (select(5), key(viewer, other[species[5]][1]))),
+        ("relabel", lambda: (select(6), key(viewer, "0"))),
+        ("relabel", lambda: (select(7), key(viewer, "L"))),  # confirming a label locks it
+        ("unlock", lambda: (select(7), key(viewer, "L"))),
+        ("delete", lambda: (select(8), key(viewer, "Delete"))),
+        ("add", click_add),
+    ]
+    for action, do in edits:
+        before = state(layer)
+        do()
+        after = state(layer)
+        assert after != before and widget.log[-1]["action"] == action
+        key(viewer, "Z", CTRL)
+        assert state(layer) == before and widget.log[-1]["action"] == "undo"
+        assert widget.log[-1]["entries"][-1]["action"] == action
+        key(viewer, "Z", CTRL | SHIFT)
+        assert state(layer) == after and widget.log[-1]["action"] == "redo"
+        assert state_of(session.point.atoms) == after  # the study holds what is shown
+    labels_now = state(layer)[1]
+    assert labels_now[5] == other[species[5]][0] and labels_now[6] == NON_ATOM
+    assert [e["action"] for e in session.point.edits if e["action"] not in ("undo", "redo")] == \
+        [action for action, _ in edits]
