@@ -241,3 +241,57 @@ def test_keys_label_lock_delete_add_and_undo_redo_each(editor):
     assert labels_now[5] == other[species[5]][0] and labels_now[6] == NON_ATOM
     assert [e["action"] for e in session.point.edits if e["action"] not in ("undo", "redo")] == \
         [action for action, _ in edits]
+
+
+EDIT_THEN_WAIT = """
+import sys, time
+import napari
+from qtpy.QtCore import Qt
+from qtpy.QtTest import QTest
+from qtpy.QtWidgets import QApplication
+from napari_aet._widgets._base import show_layer, tag_as_study
+from napari_aet._widgets._study import set_session
+from napari_aet._widgets.edit import EditWidget
+from napari_aet.layers import atoms_layer
+from napari_aet.session import StudySession
+
+session = StudySession.open(sys.argv[1])
+viewer = napari.Viewer()
+set_session(viewer, session)
+point, volume = session.point, session.point.reconstruction
+layer = show_layer(viewer, tag_as_study(atoms_layer(point.atoms, volume.volume.shape, volume.voxel_size),
+                                        point.name, "atoms"))
+widget = EditWidget(viewer)
+QApplication.processEvents()
+layer.selected_data = {5}
+QTest.keyClick(viewer.window._qt_viewer.canvas.native, Qt.Key.Key_0)  # label atom 5 a non-atom
+QApplication.processEvents()
+print(widget.log[-1]["action"], flush=True)
+time.sleep(120)
+"""
+
+
+def test_an_edit_survives_kill_9(tmp_path, study_data):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    _, reconstruction, atoms = study_data
+    path = tmp_path / "study.aet"
+    StudySession(Project([TimePoint("t0", reconstruction=reconstruction, atoms=atoms)])).save(path)
+    script = tmp_path / "edit_then_wait.py"
+    script.write_text(EDIT_THEN_WAIT)
+    process = subprocess.Popen([sys.executable, str(script), str(path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout.readline().strip() == "relabel"
+    finally:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+    assert process.returncode == -signal.SIGKILL
+    reopened = StudySession.open(path)
+    assert reopened.recovered
+    assert labels(reopened.point.atoms)[5] == NON_ATOM and reopened.point.atoms.features["locked"][5]
+    (entry,) = reopened.point.edits
+    assert (entry["action"], entry["index"], entry["new"]) == ("relabel", 5, NON_ATOM)
+    assert labels(StudySession(reopened.study).point.atoms).tolist()[:5] == labels(atoms).tolist()[:5]
