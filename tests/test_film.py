@@ -1,5 +1,7 @@
 """Extended objects: a simulated film wider than the field of view, its detection and reconstruction."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -91,3 +93,17 @@ def test_pipeline_detects_the_film_and_traces_no_ghost_atoms(film):
     assert film_score["recall"] >= 0.85 and film_score["precision"] >= 0.95
     assert film_score["precision"] > particle_score["precision"] + 0.05
     assert film_score["rms_error_pm"] < particle_score["rms_error_pm"]
+
+
+def test_cli_geometry_choice_reaches_the_report(film, tmp_path, capsys):
+    from napari_aet.cli import main
+    from napari_aet.io import write_tilt_series
+
+    series, _ = film
+    write_tilt_series(tmp_path / "film.tif", series)
+    out = tmp_path / "out"
+    assert main(["run", str(tmp_path / "film.tif"), "--pixel-size", "0.4", "--elements", "Pt", "--out", str(out),
+                 "--no-align", "--no-refine", "--geometry", "particle"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["parameters"]["geometry"] == "particle" and report["reconstruction"]["method"] == "genfire"
+    assert "particle geometry (edge signal at high tilt" in capsys.readouterr().out

@@ -15,6 +15,7 @@ import numpy as np
 
 from .model import InputError, check_elements
 from .reconstruct import METHODS
+from .reconstruct.extended import GEOMETRIES
 from .runs import RUN_OPTIONS, parse_tilt_axis, pipeline_options  # noqa: F401 (parse_tilt_axis: API)
 
 
@@ -72,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-align", action="store_true", help="the series is already aligned")
     run.add_argument("--fsc", action="store_true",
                      help="also report the half-set Fourier shell correlation (two more reconstructions)")
+    run.add_argument("--geometry", default="auto", choices=GEOMETRIES,
+                     help="particle (isolated, inside the box), film (extends beyond the box: films, substrates, "
+                          "neighbours entering the field; extended-object RESIRE) or auto (film when the "
+                          "high-tilt images carry signal at their edges; default)")
     run.add_argument("--force", action="store_true",
                      help="replace results already in --out (a project.aet with hand edits is kept, renamed)")
     _add_common(run)
@@ -272,6 +277,9 @@ def print_summary(report):
                if recon.get(f"final_{key}") is not None]
     if "half_set_fsc" in recon:
         metrics.append(f"half-set FSC resolution {recon['half_set_fsc']['resolution_A_at_0.143']:.2f} Å")
+    geometry = report["parameters"].get("geometry")
+    if geometry:
+        metrics.insert(0, f"{geometry} geometry (edge signal at high tilt {report['parameters']['edge_signal']:.2f})")
     print(f"Reconstruction: {recon['method']}, {recon['shape']} voxels" + "".join(f", {m}" for m in metrics))
     if "refinement" in report:
         refined = report["refinement"]

@@ -25,7 +25,7 @@ RESULT_FILES = ("atoms.csv", "report.json", "project.aet", "reconstruction.mrc",
 #: may give any of them as a column. Defaults are those of :func:`run_to_directory`.
 RUN_OPTIONS = {"angles": str, "pixel_size": float, "tilt_axis": str, "no_align": bool, "method": str,
                "iterations": int, "fsc": bool, "no_refine": bool, "refine_iterations": int,
-               "refine_rounds": int, "seed": int}
+               "refine_rounds": int, "seed": int, "geometry": str}
 
 
 def parse_tilt_axis(text) -> float:
@@ -97,7 +97,7 @@ def check_output(out_dir, *, force=False) -> Path:
 
 def run_to_directory(series_path, out_dir, elements, *, angles=None, pixel_size=None, tilt_axis=None,
                      no_align=False, method="genfire", iterations=None, fsc=False, no_refine=False,
-                     refine_iterations=None, refine_rounds=None, seed=0, force=False,
+                     refine_iterations=None, refine_rounds=None, seed=0, geometry="auto", force=False,
                      progress: ProgressCallback = None, log: Callable[[str], None] | None = None) -> dict:
     """Read a tilt-series file, run the whole chain and write its results into ``out_dir``.
 
@@ -105,7 +105,8 @@ def run_to_directory(series_path, out_dir, elements, *, angles=None, pixel_size=
     run --help``): ``angles`` an angle file (else the sidecar/metadata rules), ``pixel_size`` Å
     (else from the file), ``tilt_axis`` ``"y"``, ``"x"`` or degrees from the image y axis,
     ``iterations`` reconstruction iterations, ``refine_rounds``/``refine_iterations`` the
-    refinement's limits, ``seed`` every random step.
+    refinement's limits, ``seed`` every random step, ``geometry`` ``"auto"``, ``"particle"`` or
+    ``"film"`` (:func:`napari_aet.pipeline.run_pipeline`).
 
     force : replace results already in ``out_dir``; a previous ``project.aet`` holding hand
         edits is renamed, never overwritten (see :func:`keep_if_edited`).
@@ -129,7 +130,7 @@ def run_to_directory(series_path, out_dir, elements, *, angles=None, pixel_size=
         f"{series.pixel_size:g} Å/px, tilts {np.min(series.angles):.1f}° to {np.max(series.angles):.1f}°")
     result = run_pipeline(series, elements, align=not no_align, method=method,
                           align_options={} if axis is None else {"tilt_axis": axis},  # checked against the data
-                          **options, fsc=fsc, seed=seed, progress=progress)
+                          **options, fsc=fsc, seed=seed, geometry=geometry, progress=progress)
     kept = keep_if_edited(out_dir / "project.aet") if force else None
     if kept is not None:
         log(f"Kept the previous project, which holds hand edits, as {kept}")
