@@ -61,10 +61,12 @@ def read_source(source) -> AtomModel:
 @contextmanager
 def _staged(out_dir, last):
     """A staging folder whose files move into ``out_dir`` on success (``last`` moved last)."""
-    from ..pipeline import check_writable
-
-    out_dir = check_writable(out_dir)
-    staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=out_dir))
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=out_dir))
+    except OSError as error:
+        raise InputError(f"cannot write to output directory {out_dir}: {error.strerror or error}") from None
     try:
         yield staging
         for path in sorted(staging.iterdir(), key=lambda p: p.name == last):

@@ -2,7 +2,8 @@
 bond-orientational order.
 
 * g(r): the histogram of pair distances divided by N·ρ·4πr²Δr, with ρ = N / (volume of the convex
-  hull); it tends to 1 inside a large particle and falls off at the particle's size.
+  hull); it tends to 1 inside a large particle and falls off at the particle's size. Large models
+  count the distances from a random subset of 4,000 atoms.
 * Coordination number: neighbours closer than ``cutoff`` (default 1.2 r₁, between the first and
   second fcc shells).
 * Q4, Q6: Steinhardt bond-orientational order averaged over the atom and its neighbours (Lechner &
@@ -21,16 +22,20 @@ from ..model import AtomModel, InputError
 from .lattice import _ideal_bonds, nearest_neighbour_distance
 
 
-def pair_distribution(positions, *, r_max=10.0, bin_width=0.05) -> tuple[np.ndarray, np.ndarray]:
-    """Pair distribution function ``(r, g)``: bin centres (Å) and g(r) up to ``r_max`` Å."""
+def pair_distribution(positions, *, r_max=10.0, bin_width=0.05, max_centres=4000,
+                      seed=0) -> tuple[np.ndarray, np.ndarray]:
+    """Pair distribution function ``(r, g)``: bin centres (Å) and g(r) up to ``r_max`` Å.
+
+    Distances are counted from at most ``max_centres`` atoms (a random subset drawn with ``seed``)
+    to all atoms, and scaled to all atoms."""
     positions = np.asarray(positions, float)
     n = len(positions)
     if n < 5:
         raise InputError(f"the pair distribution needs at least 5 atoms, got {n}")
     edges = np.arange(0.0, r_max + bin_width, bin_width)
-    pairs = cKDTree(positions).sparse_distance_matrix(cKDTree(positions), r_max, output_type="ndarray")
-    distances = pairs["v"][pairs["i"] < pairs["j"]]
-    counts = np.histogram(distances, edges)[0] * 2.0
+    centres = positions[np.random.default_rng(seed).choice(n, size=min(n, max_centres), replace=False)]
+    cumulative = cKDTree(centres).count_neighbors(cKDTree(positions), edges).astype(float)  # self included
+    counts = np.diff(cumulative) * n / len(centres)
     try:
         volume = ConvexHull(positions).volume
     except QhullError:
@@ -40,34 +45,39 @@ def pair_distribution(positions, *, r_max=10.0, bin_width=0.05) -> tuple[np.ndar
     return r, counts / (n * (n / volume) * shell)
 
 
-def _neighbours(positions, cutoff, k=16):
+def _neighbours(positions, cutoff, k=14):
     dist, idx = cKDTree(positions).query(positions, k=min(k + 1, len(positions)), distance_upper_bound=cutoff)
     return idx[:, 1:], np.isfinite(dist[:, 1:])
 
 
 def _q_lm(unit_bonds, present, l):
-    """Mean Y_lm over each atom's bonds, ``(N, 2l+1)`` complex."""
-    theta = np.arccos(np.clip(unit_bonds[..., 2], -1, 1))
-    phi = np.arctan2(unit_bonds[..., 1], unit_bonds[..., 0])
-    m = np.arange(-l, l + 1)
-    y = sph_harm_y(l, m[None, None, :], theta[..., None], phi[..., None])
-    return (y * present[..., None]).sum(axis=1) / np.maximum(present.sum(axis=1), 1)[:, None]
+    """Mean Y_lm over each atom's bonds for m = 0 … l, ``(N, l+1)`` complex (Y_l,−m = (−1)^m Y_lm*, so
+    the negative m add nothing new to |q̄_lm|²)."""
+    bonds = unit_bonds[present]
+    theta = np.arccos(np.clip(bonds[:, 2], -1, 1))
+    phi = np.arctan2(bonds[:, 1], bonds[:, 0])
+    y = np.zeros(present.shape + (l + 1,), complex)
+    y[present] = sph_harm_y(l, np.arange(l + 1)[None, :], theta[:, None], phi[:, None])
+    return y.sum(axis=1) / np.maximum(present.sum(axis=1), 1)[:, None]
+
+
+def _q_l(mean_q, l):
+    """Q_l from q̄_lm for m = 0 … l."""
+    power = np.abs(mean_q[:, 0]) ** 2 + 2 * np.sum(np.abs(mean_q[:, 1:]) ** 2, axis=1)
+    return np.sqrt(4 * np.pi / (2 * l + 1) * power)
 
 
 def _averaged_q(positions, idx, present, l):
     padded = np.vstack([positions, np.zeros((1, 3))])
     bonds = padded[idx] - positions[:, None]
     unit = bonds / np.maximum(np.linalg.norm(bonds, axis=-1, keepdims=True), 1e-12)
-    q = np.vstack([_q_lm(unit, present, l), np.zeros((1, 2 * l + 1))])
+    q = np.vstack([_q_lm(unit, present, l), np.zeros((1, l + 1))])
     total = q[:-1] + (q[idx] * present[..., None]).sum(axis=1)
-    mean = total / (1 + present.sum(axis=1))[:, None]
-    return np.sqrt(4 * np.pi / (2 * l + 1) * np.sum(np.abs(mean) ** 2, axis=1))
+    return _q_l(total / (1 + present.sum(axis=1))[:, None], l)
 
 
 def _fcc_reference(l) -> float:
-    ideal = _ideal_bonds("fcc")
-    q = _q_lm(ideal[None], np.ones((1, 12), bool), l)
-    return float(np.sqrt(4 * np.pi / (2 * l + 1) * np.sum(np.abs(q) ** 2)))
+    return float(_q_l(_q_lm(_ideal_bonds("fcc")[None], np.ones((1, 12), bool), l), l)[0])
 
 
 def bond_order(atoms: AtomModel, *, cutoff=None) -> AtomModel:
