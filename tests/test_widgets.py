@@ -15,12 +15,13 @@ import pytest
 from qtpy.QtCore import QTimer
 from scipy.spatial import cKDTree
 
-from napari_aet._widgets import align as align_module
-from napari_aet._widgets import classify as classify_module
+import napari_aet.align as align_module
+import napari_aet.classify as classify_module
+import napari_aet.reconstruct as reconstruct_core
+import napari_aet.refine as refine_module
+import napari_aet.trace as trace_module
 from napari_aet._widgets import reconstruct as reconstruct_module
-from napari_aet._widgets import refine as refine_module
 from napari_aet._widgets import screenshot
-from napari_aet._widgets import trace as trace_module
 from napari_aet._widgets._base import is_atoms, layer_kind, layer_type, show_layer
 from napari_aet._widgets.align import AlignWidget
 from napari_aet._widgets.classify import ClassifyWidget, class_boundaries
@@ -302,7 +303,7 @@ def test_align_single_step_method_with_preprocessing(make_napari_viewer, qtbot, 
 def test_align_cancel_mid_run(make_napari_viewer, qtbot, tilt_series, monkeypatch):
     _, _, misaligned, _ = tilt_series
     viewer, widget = docked(make_napari_viewer, qtbot, AlignWidget, tilt_series_layer(misaligned, name="series"))
-    reached, release = pause_at_first_progress(monkeypatch, align_module, "align")
+    reached, release = pause_at_first_progress(monkeypatch, align_module, "align_auto")
     cancel_mid_run(qtbot, widget, reached, release)
     assert [layer.name for layer in viewer.layers] == ["series"] and not viewer.grid.enabled
 
@@ -325,7 +326,7 @@ def test_align_bad_input_shows_a_message(make_napari_viewer, qtbot, tilt_series)
 def pause_after_first_iteration(monkeypatch):
     """Wrap the widget's ``iterate`` so the run blocks after its first iteration until released."""
     reached, release = threading.Event(), threading.Event()
-    real = reconstruct_module.iterate
+    real = reconstruct_core.iterate
 
     def paused(*args, **kwargs):
         for k, state in enumerate(real(*args, **kwargs)):
@@ -334,7 +335,7 @@ def pause_after_first_iteration(monkeypatch):
                 reached.set()
                 release.wait(WAIT_MS / 1000)
 
-    monkeypatch.setattr(reconstruct_module, "iterate", paused)
+    monkeypatch.setattr(reconstruct_core, "iterate", paused)
     return reached, release
 
 
@@ -397,7 +398,7 @@ def test_reconstruct_wbp_hides_iterative_parameters(make_napari_viewer, qtbot, t
     c = SERIES_SIZE // 2
     assert np.all(coverage[c + 4:, c, c] == 0) and np.all(coverage[c, c, c + 1:] > 0)  # wedge about kz
     fsc = layer.metadata["aet"]["fsc"]
-    assert fsc["fsc"][1] > 0.8 and 0.8 < fsc["resolution"] < 5  # Å; Nyquist is 0.8 Å
+    assert fsc["fsc"][1] > 0.8 and 0.8 < fsc["resolution_A_at_0.143"] < 5  # Å; Nyquist is 0.8 Å
     assert "FSC" in widget.message.text() and len(widget.plot.figure.axes) == 2
 
 
@@ -429,9 +430,12 @@ def test_reconstruct_stop_and_keep_current(make_napari_viewer, qtbot, tilt_serie
     release.set()
     qtbot.waitUntil(lambda: not widget.running, timeout=WAIT_MS)
     assert widget.last_outcome == "done" and "stopped early" in widget.message.text()
-    layer = viewer.layers["series resire"]
+    layer = viewer.layers["series resire (stopped at 2)"]  # a new version: never replaces a finished run
     assert len(layer.metadata["aet"]["errors"]["r_factor"]) == 2  # the iteration running when asked
-    assert layer.metadata["aet"]["parameters"]["support"].startswith("array")
+    parameters = layer.metadata["aet"]["parameters"]
+    assert parameters["n_iterations"] == 2 and parameters["n_iterations_requested"] == 300  # truthful
+    assert widget.session.point.stages["reconstruct"]["parameters"]["n_iterations"] == 2
+    assert parameters["support"].startswith("array")
     assert np.count_nonzero(layer.data == 0) > 0.3 * layer.data.size  # outside the support
     assert "series resire (running)" not in viewer.layers
 
@@ -614,47 +618,52 @@ def test_refine_bad_input_shows_a_message(qtbot, to_refine):
 
 # --- the whole workflow, as a user runs it --------------------------------------------------------
 
-def test_workflow_from_the_sample_through_the_docked_widgets(make_napari_viewer, qtbot, monkeypatch):
-    """File > Open Sample, then the five docked widgets in order, each input chosen automatically."""
+def test_widgets_docked_one_by_one_follow_the_study_and_match_the_cli(make_napari_viewer, qtbot, monkeypatch):
+    """File > Open Sample, then each widget docked only when its stage comes (README order): each
+    input is the study's current result, and the atoms equal the headless chain's with the same seed."""
     from napari_aet import _sample_data
     from napari_aet.analysis.atom_metrics import compare_atoms
+    from napari_aet.pipeline import run_pipeline
 
     small = _sample_data.sample_fept(size=64, radius=8.0)  # the sample, smaller for speed
     monkeypatch.setattr(_sample_data, "sample_fept", lambda: small)
     viewer = make_napari_viewer()
-    widgets = {}
-    for key in ("1 Align", "2 Reconstruct", "3 Trace atoms", "4 Classify species", "5 Refine atoms"):
-        _, widgets[key] = viewer.window.add_plugin_dock_widget("napari-aet", key)
     viewer.open_sample("napari-aet", "fept")
     assert [layer.name for layer in viewer.layers] == ["FePt tilt series"]
 
-    align, recon, trace, classify, refine = widgets.values()
-    assert isinstance(align, AlignWidget) and isinstance(classify, ClassifyWidget)
+    def dock(key):
+        return viewer.window.add_plugin_dock_widget("napari-aet", key)[1]
+
+    align = dock("1 Align")
     # The simulated sample has no background at all: its border holds no noise from which
     # napari_aet.preprocess.particle_mask could tell the particle apart, so nothing is subtracted.
     align.parameters.background.value = "none"
     align.parameters.iterations.value = 3  # projection matching, shortened for the test
     assert run_and_wait(qtbot, align) == "done"
     align.apply()
-    assert recon.series_input.currentText() == "FePt tilt series aligned"
+    recon = dock("2 Reconstruct")
+    assert recon.series_input.currentText() == "FePt tilt series aligned"  # not the raw series listed first
     recon.parameters.method.value = "resire"
     recon.parameters.n_iterations.value = 30
     assert run_and_wait(qtbot, recon) == "done"
+    trace = dock("3 Trace atoms")
     assert trace.volume_input.currentText() == "FePt tilt series aligned resire"
     assert run_and_wait(qtbot, trace) == "done"
+    classify = dock("4 Classify species")
     assert classify.atoms_input.currentText() == "atoms"
-    traced = viewer.layers["atoms"]
     assert run_and_wait(qtbot, classify) == "done"
-    # docked widgets see the viewer through napari's public-only proxy: the layer is still
-    # updated in place, and the inputs keep their selection
-    assert viewer.layers["atoms"] is traced and classify.atoms_input.currentText() == "atoms"
-    assert trace.volume_input.currentText() == "FePt tilt series aligned resire"
-
     metrics = compare_atoms(atoms_from_layer(viewer.layers["atoms"]), small.atoms)
     assert metrics["recall"] > 0.8 and metrics["precision"] > 0.9 and metrics["species_accuracy"] > 0.9
-    assert metrics["rms_error_pm"] < 60
 
+    refine = dock("5 Refine atoms")
     assert (refine.series_input.currentText(), refine.atoms_input.currentText()) == ("FePt tilt series aligned", "atoms")
     assert run_and_wait(qtbot, refine) == "done"
-    refined = compare_atoms(atoms_from_layer(viewer.layers["atoms refined"]), small.atoms)
+    assert "stale" not in refine.status.text() and "refine ✓" in refine.status.text()
+    gui = atoms_from_layer(viewer.layers["atoms refined"])
+    refined = compare_atoms(gui, small.atoms)
     assert refined["rms_error_pm"] < metrics["rms_error_pm"] and refined["recall"] >= metrics["recall"] - 0.01
+
+    headless = run_pipeline(small.tilt_series, "Fe,Pt", align_options={"background": "none", "iterations": 3},
+                            method="resire", reconstruct_options={"n_iterations": 30}, seed=0).atoms
+    np.testing.assert_allclose(gui.positions, headless.positions, atol=1e-4)
+    np.testing.assert_array_equal(gui.species, headless.species)

@@ -18,6 +18,7 @@ result marked done.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import platform
 import sys
@@ -82,6 +83,8 @@ class Project:
 
 
 def _jsonable(value):
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
     if isinstance(value, np.ndarray):
         return value.tolist()
     if isinstance(value, np.generic):

@@ -274,6 +274,8 @@ def run_stage(point: TimePoint, stage: str, *args, progress: ProgressCallback = 
     start = time.perf_counter()
     result = _RUNNERS[stage](point, *args, progress=progress, **options)
     parameters = dict(options)
+    if stage == "reconstruct":  # what the method used, iterations run included
+        parameters.update(result.parameters, method=result.method)
     if stage == "classify":
         parameters["elements"] = list(check_elements(args[0] if args else options["elements"]))
     record(point, stage, parameters, time.perf_counter() - start)

@@ -1,7 +1,12 @@
 """The frame every stage widget shares: input layers, parameters, Run / Cancel, progress, messages.
 
-A stage widget declares its inputs with :meth:`StageWidget.add_input` (a layer list filtered by
-``layer.metadata["aet"]["kind"]``) and its parameters as magicgui widgets, then implements:
+Every stage widget of a viewer works on the viewer's study (:func:`._study.session_for`): its
+status line shows the current time point and each stage's status, its inputs default to the layers
+that show the study's current results (tagged ``metadata["aet"]["study_point"]`` and
+``["study_field"]``), and a layer chosen that is not the study's becomes the study's input,
+recorded with its name as the source. A stage widget declares its inputs with
+:meth:`StageWidget.add_input` (a layer list filtered by ``layer.metadata["aet"]["kind"]``) and its
+parameters as magicgui widgets, then implements:
 
 * ``prepare()`` — GUI thread: read the inputs into core types and return ``job(progress)``, a
   callable run in a :func:`napari.qt.threading.create_worker` thread. Bad input raises
@@ -29,8 +34,10 @@ from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QComboBox, QFormLayout, QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
+from .. import workflow
 from ..model import InputError
 from ..progress import Cancelled
+from ._study import session_for
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +90,7 @@ class LayerSelector(QComboBox):
     the owning widget writes: a stage does not switch its input to its own output).
     """
 
-    def __init__(self, viewer, accepts, own_outputs=(), choices=(), follow_new=True, parent=None):
+    def __init__(self, viewer, accepts, own_outputs=(), choices=(), follow_new=True, preferred=None, parent=None):
         super().__init__(parent)
         self.viewer = viewer
         self.accepts = accepts
@@ -94,7 +101,7 @@ class LayerSelector(QComboBox):
         viewer.layers.events.removed.connect(self.refresh)
         for layer in viewer.layers:
             layer.events.name.connect(self.refresh)
-        self.refresh()
+        self.refresh(select=preferred() if preferred is not None else None)
 
     def _on_inserted(self, event):
         event.value.events.name.connect(self.refresh)
@@ -145,6 +152,27 @@ def show_layer(viewer, layer_data, **overrides):
     return getattr(viewer, f"add_{kind}")(data, **kwargs)
 
 
+def study_tag(layer) -> tuple[str | None, str | None]:
+    """(time point, field) of the study result a layer shows, or (None, None)."""
+    meta = layer.metadata.get("aet", {})
+    return meta.get("study_point"), meta.get("study_field")
+
+
+def tag_as_study(layer_data, point_name: str, field: str):
+    """The layer data tuple, its metadata tagged as showing ``field`` of time point ``point_name``."""
+    data, kwargs, kind = layer_data
+    metadata = dict(kwargs.get("metadata", {}))
+    metadata["aet"] = {**metadata.get("aet", {}), "study_point": point_name, "study_field": field}
+    return data, {**kwargs, "metadata": metadata}, kind
+
+
+def status_text(session) -> str:
+    """One line: the current time point and each stage's status (✓ done, ! stale, · not run)."""
+    marks = {"done": "✓", "stale": "! stale", "not run": "·"}
+    states = workflow.status(session.point)
+    return f"study: {session.point.name} — " + ", ".join(f"{stage} {marks[state]}" for stage, state in states.items())
+
+
 class StageWidget(QWidget):
     """Base of the stage widgets: inputs, parameters, Run / Cancel (/ Stop and keep), progress, message.
 
@@ -158,10 +186,16 @@ class StageWidget(QWidget):
 
     progressed = Signal(float, str)
     published = Signal(object)
+    #: The workflow stage this widget runs (one of :data:`napari_aet.workflow.STAGES`).
+    stage = ""
 
     def __init__(self, napari_viewer, parameters=(), run_text="Run", stoppable=False):
         super().__init__()
         self.viewer = napari_viewer
+        self.session = session_for(napari_viewer)
+        self.status = QLabel(status_text(self.session))
+        self.status.setWordWrap(True)
+        self.session.changed.connect(self._show_status)
         self.stop_requested = False
         self._cancel_requested = False
         self._worker = None
@@ -184,6 +218,7 @@ class StageWidget(QWidget):
             if button is not None:
                 buttons.addWidget(button)
         layout = QVBoxLayout(self)
+        layout.addWidget(self.status)
         layout.addLayout(self.inputs)
         layout.addWidget(self.parameters.native)
         layout.addLayout(buttons)
@@ -215,14 +250,52 @@ class StageWidget(QWidget):
         """Remove what :meth:`show_partial` showed, after a Cancel or a failure (GUI thread)."""
 
     # --- helpers for subclasses -------------------------------------------------------------
-    def add_input(self, label, accepts, choices=(), follow_new=True) -> LayerSelector:
+    def add_input(self, label, accepts, choices=(), follow_new=True, field=None) -> LayerSelector:
         """Add a layer selector listing the layers for which ``accepts(layer)`` is true, after
         ``choices``: entries that are not layers (e.g. "automatic"), for which it returns None.
-        ``follow_new``: select a newly added matching layer (see :class:`LayerSelector`)."""
+        ``follow_new``: select a newly added matching layer (see :class:`LayerSelector`).
+        ``field``: the study result (a TimePoint field) this input is; the layer showing the
+        study's current one is selected first."""
+        preferred = None if field is None else (lambda: self.study_layer_name(field))
         selector = LayerSelector(self.viewer, accepts, own_outputs=self._outputs, choices=choices,
-                                 follow_new=follow_new)
+                                 follow_new=follow_new, preferred=preferred)
         self.inputs.addRow(label, selector)
         return selector
+
+    # --- the study --------------------------------------------------------------------------
+    def study_layer_name(self, field) -> str | None:
+        """The name of the newest layer showing ``field`` of the study's current time point."""
+        names = [layer.name for layer in self.viewer.layers
+                 if study_tag(layer) == (self.session.point.name, field)]
+        return names[-1] if names else None
+
+    def is_study_input(self, layer, field) -> bool:
+        """Whether ``layer`` shows the study's current ``field`` (and that result exists)."""
+        return study_tag(layer) == (self.session.point.name, field) and \
+            getattr(self.session.point, field) is not None
+
+    def use_as_study_input(self, layer, field, stage, data):
+        """Make ``layer`` (holding ``data``) the study's ``field``, as the result of ``stage`` taken
+        from that layer, unless it already shows it. An atoms layer brings its edit log along, and
+        the study takes the current content of its own atoms layer (hand edits included)."""
+        point = self.session.point
+        meta = self.viewer.layers[layer.name].metadata.setdefault("aet", {})
+        if self.is_study_input(layer, field):
+            if field == "atoms":  # the layer is the truth: edits made in it included
+                point.atoms, point.edits = data, list(meta.get("edits", []))
+            return
+        workflow.adopt(point, stage, data, f"layer {layer.name!r}")
+        if field == "atoms":
+            point.edits = list(meta.get("edits", []))
+        meta.update(study_point=point.name, study_field=field)
+        self.session.announce(stage)
+
+    def show_study_output(self, layer_data, field, **overrides):
+        """:meth:`show_output` of a layer that shows the study's current ``field``."""
+        return self.show_output(tag_as_study(layer_data, self.session.point.name, field), **overrides)
+
+    def _show_status(self, _what=None):
+        self.status.setText(status_text(self.session))
 
     def show_output(self, layer_data, **overrides):
         """:func:`show_layer` for this stage's outputs (which its own inputs do not switch to)."""

@@ -2,82 +2,34 @@
 
 from __future__ import annotations
 
+import copy
 import inspect
 
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox, SpinBox
 from qtpy.QtWidgets import QHBoxLayout, QPushButton
 
-from ..align import align_auto, apply_alignment, center_of_mass_shifts, common_line_shifts, cross_correlation_shifts
+from ..align import align_auto
 from ..layers import tilt_series_from_layer, tilt_series_layer
-from ..preprocess import denoise, normalise_intensity, subtract_background
-from ..progress import sub_progress
+from ..workflow import ALIGN_METHODS
 from ._base import StageWidget, is_tilt_series
 from ._plots import PlotCanvas
 
-#: Alignment methods offered: align_auto, or one shift-measuring function.
-METHODS = ("automatic", "centre of mass + common line", "cross-correlation")
 #: Background removed before measuring, by default: the core's default.
 BACKGROUND_DEFAULT = inspect.signature(align_auto).parameters["background"].default
-
-
-def _single_step_shifts(series, method, precision):
-    if method == "cross-correlation":
-        return cross_correlation_shifts(series)
-    return center_of_mass_shifts(series) + common_line_shifts(series, precision=precision)
-
-
-def preprocess(series, *, denoising="none", background="none", normalise=False, progress=None):
-    """Optional pre-processing of the data, in the order the noise model needs: Poisson-aware
-    denoising of the raw counts, then background subtraction, then intensity normalisation
-    (:mod:`napari_aet.preprocess`)."""
-    series = denoise(series, method=denoising, progress=progress)
-    if background != "none":
-        series = subtract_background(series, method=background)
-    return normalise_intensity(series) if normalise else series
-
-
-def align(series, method="automatic", *, estimate_axis=True, tilt_axis=0.0, projection_matching=True,
-          iterations=6, precision=0.05, background=BACKGROUND_DEFAULT, subtract_background_from_result=False,
-          denoising="none", normalise=False, progress=None):
-    """Pre-process ``series``, measure its alignment and apply it.
-
-    "automatic" is :func:`napari_aet.align.align_auto` (tilt axis, centre of mass, common line,
-    projection matching); the other methods measure shifts with one function and keep the
-    series' tilt axis. The measurements always use a copy with the ``background`` ("none",
-    "constant", "smooth") removed; ``subtract_background_from_result`` removes it from the
-    result too. Returns (pre-processed series with shifts and tilt axis set, report, aligned
-    series).
-    """
-    from_result = background if subtract_background_from_result else "none"
-    series = preprocess(series, denoising=denoising, background=from_result, normalise=normalise,
-                        progress=sub_progress(progress, 0.0, 0.2))
-    to_measure = "none" if subtract_background_from_result else background
-    if method == "automatic":
-        measured, report = align_auto(series, tilt_axis=None if estimate_axis else tilt_axis,
-                                      projection_matching=projection_matching, iterations=iterations,
-                                      precision=precision, background=to_measure,
-                                      progress=sub_progress(progress, 0.2, 0.9))
-    else:
-        clean = series if to_measure == "none" else subtract_background(series, method=to_measure)
-        measured = series.replace(shifts=_single_step_shifts(clean, method, precision))
-        report = {"shifts": {method: measured.shifts}, "angles": series.angles.tolist()}
-    if progress is not None:
-        progress(0.9, "applying the shifts")
-    return measured, report, apply_alignment(measured)
 
 
 class AlignWidget(StageWidget):
     """Pre-process and align a tilt series (:mod:`napari_aet.align`); the original layer is never modified.
 
     The aligned series appears as "<name> aligned", side by side with the original (grid view)
-    until Apply (keep it) or Discard (remove it). The plot shows the shifts per tilt, the
+    until Apply (keep it) or Discard (remove it and put the study back as it was). The plot shows the shifts per tilt, the
     common-line profiles before and after alignment and the tilt-axis score curve.
     """
 
     def __init__(self, napari_viewer):
         super().__init__(napari_viewer, [
-            ComboBox(name="method", choices=METHODS, value="automatic"),
+            ComboBox(name="method", choices=ALIGN_METHODS, value="automatic"),
             CheckBox(name="estimate_axis", label="estimate the tilt axis", value=True),
             FloatSpinBox(name="tilt_axis", label="tilt axis (°, if not estimated)", value=0.0, min=-180.0,
                          max=180.0, step=0.1),
@@ -92,7 +44,7 @@ class AlignWidget(StageWidget):
                      value="none"),
             CheckBox(name="normalise", label="normalise total intensity", value=False),
         ], run_text="Align")
-        self.series_input = self.add_input("tilt series", is_tilt_series)
+        self.series_input = self.add_input("tilt series", is_tilt_series, field="raw")
         self.apply_button = QPushButton("Apply")
         self.discard_button = QPushButton("Discard")
         decision = QHBoxLayout()
@@ -106,6 +58,7 @@ class AlignWidget(StageWidget):
         self.parameters.method.changed.connect(self._show_method_parameters)
         self._show_method_parameters()
         self.output_name = None
+        self._before = None  # the time point's alignment before the run, for Discard
         self._set_pending(False)
 
     def _show_method_parameters(self):
@@ -117,16 +70,36 @@ class AlignWidget(StageWidget):
         self.apply_button.setEnabled(pending)
         self.discard_button.setEnabled(pending)
 
+    stage = "align"
+
+    def alignment_options(self) -> dict:
+        """:func:`napari_aet.workflow.align`'s keyword arguments from the fields."""
+        values = self.values()
+        estimate_axis = values.pop("estimate_axis")
+        tilt_axis = values.pop("tilt_axis")
+        if values["method"] == "automatic":
+            values["tilt_axis"] = None if estimate_axis else tilt_axis
+        else:
+            for name in ("projection_matching", "iterations"):
+                values.pop(name)
+        return values
+
     def prepare(self):
         layer = self.selected(self.series_input, "tilt series")
-        series = tilt_series_from_layer(layer)
-        options = self.values()
+        if not self.is_study_input(layer, "raw"):
+            self.session.set_raw(tilt_series_from_layer(layer))
+            self.viewer.layers[layer.name].metadata["aet"].update(study_point=self.session.point.name,
+                                                                 study_field="raw")
+        point = self.session.point
+        self._before = (point.aligned, copy.deepcopy(point.stages), copy.deepcopy(point.report))
+        options = self.alignment_options()
         self.output_name = f"{layer.name} aligned"
-        return lambda progress: align(series, progress=progress, **options)
+        return lambda progress: self.session.run("align", progress=progress, **options)
 
     def finish(self, result):
-        measured, report, aligned = result
-        self.show_output(tilt_series_layer(aligned, name=self.output_name))
+        measured, report, aligned = result.measured, result.report, result.aligned
+        self.show_study_output(tilt_series_layer(aligned, name=self.output_name), "aligned")
+        self.session.announce(self.stage)
         self.viewer.grid.enabled = True
         self._set_pending(True)
         self.plot_report(measured, report)
@@ -143,9 +116,12 @@ class AlignWidget(StageWidget):
             self.message.setText(f"kept {self.output_name!r}: reconstruct it next")
 
     def discard_result(self):
-        """Remove the aligned layer and end the side-by-side view."""
+        """Remove the aligned layer, put the study's alignment back as it was, end the side-by-side view."""
         self.viewer.grid.enabled = False
         self._set_pending(False)
+        point = self.session.point
+        point.aligned, point.stages, point.report = self._before
+        self.session.announce(self.stage)
         if self.output_name in self.viewer.layers:
             self.viewer.layers.remove(self.output_name)
         self.message.setText("alignment discarded")

@@ -10,7 +10,8 @@ from magicgui.widgets import FloatSpinBox, LineEdit, SpinBox
 from qtpy.QtWidgets import QCheckBox
 
 from ..classify import classify_atoms
-from ..layers import ELEMENT_COLOURS, OTHER_COLOUR, atoms_from_layer, atoms_layer, reconstruction_from_layer
+from ..layers import (ELEMENT_COLOURS, OTHER_COLOUR, atoms_from_layer, atoms_layer, reconstruction_from_layer,
+                      restyle_atoms)
 from ..model import InputError, check_elements
 from ._base import StageWidget, is_atoms, is_volume
 from ._plots import PlotCanvas
@@ -59,8 +60,8 @@ class ClassifyWidget(StageWidget):
             FloatSpinBox(name="ambiguity_threshold", label="ambiguous below confidence",
                          value=default["ambiguity_threshold"], min=0.0, max=1.0, step=0.05),
         ], run_text="Classify")
-        self.volume_input = self.add_input("volume", is_volume)
-        self.atoms_input = self.add_input("atoms", is_atoms)
+        self.volume_input = self.add_input("volume", is_volume, field="reconstruction")
+        self.atoms_input = self.add_input("atoms", is_atoms, field="atoms")
         self.show_non_atoms = QCheckBox("show non-atoms (noise peaks)")
         self.show_non_atoms.toggled.connect(lambda: self.apply_non_atom_visibility(self.atoms_input.layer()))
         self.extra.addWidget(self.show_non_atoms)
@@ -69,27 +70,34 @@ class ClassifyWidget(StageWidget):
         self._target = None
 
     def apply_non_atom_visibility(self, layer):
-        """Hide the points classified as non-atoms unless "show non-atoms" is ticked (data kept)."""
-        if layer is not None and "non_atom" in layer.features:
-            non_atom = layer.features["non_atom"].to_numpy(bool)
-            layer.shown = self.show_non_atoms.isChecked() | ~non_atom
+        """Hide the points classified as non-atoms, in 2D and 3D, unless "show non-atoms" is ticked
+        (data kept; see :func:`napari_aet.layers.atom_style`)."""
+        if layer is not None:
+            layer.metadata["aet"]["show_non_atoms"] = self.show_non_atoms.isChecked()
+            restyle_atoms(layer)
+
+    stage = "classify"
 
     def prepare(self):
-        recon = reconstruction_from_layer(self.selected(self.volume_input, "volume"))
+        volume = self.selected(self.volume_input, "volume")
         layer = self.selected(self.atoms_input, "atoms")
         atoms = atoms_from_layer(layer)
         params = self.values()
         elements = check_elements(params.pop("elements"))
+        self.use_as_study_input(volume, "reconstruction", "reconstruct", reconstruction_from_layer(volume))
+        self.use_as_study_input(layer, "atoms", "trace", atoms)
         self._target = (layer, len(atoms), elements)
-        return lambda progress: classify_atoms(recon, atoms, elements, progress=progress, **params)
+        return lambda progress: self.session.run("classify", elements, progress=progress, **params)
 
     def finish(self, atoms):
         layer, n_atoms, elements = self._target
         if layer not in self.viewer.layers or len(layer.data) != n_atoms:
             raise InputError(f"the atoms layer {layer.name!r} changed while classifying: run Classify again")
         meta = layer.metadata["aet"]
-        updated = self.show_output(atoms_layer(atoms, meta["volume_shape"], meta["voxel_size"], name=layer.name))
+        updated = self.show_study_output(atoms_layer(atoms, meta["volume_shape"], meta["voxel_size"], name=layer.name),
+                                         "atoms")
         self.apply_non_atom_visibility(updated)
+        self.session.announce(self.stage)
         self.plot_histogram(atoms.features["intensity"], atoms.features["class_index"], elements)
         counts = ", ".join(f"{np.count_nonzero(atoms.species == e)} {e}" for e in elements)
         self.show_done(f"{counts}, {np.count_nonzero(atoms.features['non_atom'])} non-atoms; "

@@ -8,21 +8,12 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox, SpinBox
 from scipy import fft
 
-from ..analysis.volume_metrics import half_set_fsc, resolution_from_fsc
+from .. import workflow
 from ..layers import tilt_series_from_layer, volume_layer
 from ..model import Reconstruction
-from ..progress import sub_progress
-from ..reconstruct import (
-    METHODS,
-    iterate,
-    parameters,
-    recommended_parameters,
-    to_reconstruction,
-    weighted_backprojection,
-)
+from ..reconstruct import METHODS, parameters, recommended_parameters
 from ..reconstruct.genfire import RESOLUTION_SCHEDULES
 from ..reconstruct.gridding import fourier_coverage
-from ..trace import particle_support
 from ._base import StageWidget, is_support, is_tilt_series
 from ._plots import PlotCanvas
 
@@ -85,7 +76,7 @@ class ReconstructWidget(StageWidget):
             ComboBox(name="fourier", label="Fourier view", choices=FOURIER_VIEWS, value=FOURIER_VIEWS[1]),
             CheckBox(name="fsc", label="half-set FSC (2 more runs)", value=False),
         ], run_text="Reconstruct", stoppable=True)
-        self.series_input = self.add_input("aligned tilt series", is_tilt_series)
+        self.series_input = self.add_input("aligned tilt series", is_tilt_series, field="aligned")
         self.support_input = self.add_input("support", is_support, choices=SUPPORT_CHOICES, follow_new=False)
         self.plot = PlotCanvas()
         self.extra.addWidget(self.plot)
@@ -96,13 +87,14 @@ class ReconstructWidget(StageWidget):
 
     def _show_method_parameters(self):
         recommended = recommended_parameters(self.parameters.method.value)
-        if "n_iterations" in recommended:
-            self.parameters.n_iterations.value = recommended["n_iterations"]
-        accepted = set(recommended)
         for widget in self.parameters:
-            if widget.name not in ("method", "fourier", "fsc"):
-                widget.visible = widget.name in accepted
-        self.support_input.setEnabled("support" in accepted)
+            if widget.name in ("method", "fourier", "fsc"):
+                continue
+            widget.visible = widget.name in recommended
+            if widget.name in recommended:  # each method starts from its own recommended values, as the CLI does
+                value = recommended[widget.name]
+                widget.value = 0 if value is None else value  # thickness None: 0 = the box width
+        self.support_input.setEnabled("support" in recommended)
 
     def method_parameters(self) -> dict:
         """The selected method's core parameters from the fields (without the support)."""
@@ -113,9 +105,13 @@ class ReconstructWidget(StageWidget):
             params["thickness"] = params["thickness"] or None
         return params
 
+    stage = "reconstruct"
+
     def prepare(self):
         layer = self.selected(self.series_input, "tilt series")
-        series = tilt_series_from_layer(layer)
+        raw_is_aligned = self.session.point.aligned is None and self.is_study_input(layer, "raw")
+        if not raw_is_aligned:  # never aligned: the study reconstructs its raw series
+            self.use_as_study_input(layer, "aligned", "align", tilt_series_from_layer(layer))
         method = self.parameters.method.value
         params = self.method_parameters()
         takes_support = "support" in parameters(method)
@@ -127,37 +123,32 @@ class ReconstructWidget(StageWidget):
         fourier, with_fsc = self.parameters.fourier.value, self.parameters.fsc.value
         self._names = {"result": base, "live": f"{base} (running)", "fourier": f"{base} {fourier}"}
         self._lines = {}
+        pixel_size = workflow.tilt_series_of(self.session.point).pixel_size
+        shown = [0.0]
+
+        def live(state):
+            if time.monotonic() - shown[0] >= LIVE_INTERVAL:
+                self.publish((state, pixel_size, method))
+                shown[0] = time.monotonic()
 
         def job(progress):
-            if automatic_support:
-                progress(0.0, "support: particle mask of a weighted back-projection")
-                params["support"] = particle_support(weighted_backprojection(series, params.get("thickness")),
-                                                     voxel_size=series.pixel_size)
-            main = sub_progress(progress, 0.0, 1 / 3 if with_fsc else 1.0)
-            state, shown = None, 0.0
-            for state in iterate(series, method, **params):
-                errors = ", ".join(f"{k} {v[-1]:.4f}" for k, v in state.errors.items() if v)
-                main(state.iteration / state.n_iterations,
-                     f"{method}: iteration {state.iteration}/{state.n_iterations} ({errors})")
-                if time.monotonic() - shown >= LIVE_INTERVAL:
-                    self.publish((state, series.pixel_size, method))
-                    shown = time.monotonic()
-                if self.stop_requested:
-                    break
-            recon = to_reconstruction(state, series, method, params)
-            fsc = None
-            if with_fsc and not self.stop_requested:
-                fsc = half_set_fsc(series, method, progress=sub_progress(progress, 1 / 3, 1.0), **params)
+            recon = self.session.run("reconstruct", method=method, automatic_support=automatic_support,
+                                     fsc=with_fsc, stop=lambda: self.stop_requested, on_iteration=live,
+                                     progress=progress, **params)
+            series = workflow.tilt_series_of(self.session.point)
             views = {"none": lambda: None, "measured coverage": lambda: fourier_coverage(series),
                      "reconstruction |FFT|": lambda: fourier_view(recon.volume)}
-            return recon, fsc, views[fourier]()
+            return recon, views[fourier]()
 
         return job
 
     def show_partial(self, value):
         state, pixel_size, method = value
         recon = Reconstruction(state.volume, pixel_size, method, errors=state.errors)
+        first = self._names["live"] not in self.viewer.layers
         self.show_output(volume_layer(recon, name=self._names["live"]))
+        if first:
+            self.show_volume_centre()
         self.plot_errors(state.errors)
 
     def discard(self):
@@ -165,22 +156,35 @@ class ReconstructWidget(StageWidget):
             self.viewer.layers.remove(self._names["live"])
 
     def finish(self, result):
-        recon, fsc, fourier = result
+        recon, fourier = result
         self.discard()
-        output = volume_layer(recon, name=self._names["result"])
+        completed = recon.metadata["completed"]
+        name = self._names["result"] if completed else \
+            f"{self._names['result']} (stopped at {recon.metadata['iterations_run']})"
+        output = volume_layer(recon, name=name)
         summary = ", ".join(f"{k} {v[-1]:.4f}" for k, v in recon.errors.items() if v)
+        fsc = recon.metadata.get("fsc")
         if fsc is not None:
-            resolution = resolution_from_fsc(*fsc)
-            output[1]["metadata"]["aet"]["fsc"] = {"frequency": fsc[0].tolist(), "fsc": fsc[1].tolist(),
-                                                   "resolution": resolution}
-            summary += f"; half-set FSC 0.143 at {resolution:.2f} Å"
-        self.show_output(output)
+            output[1]["metadata"]["aet"]["fsc"] = fsc
+            summary += f"; half-set FSC 0.143 at {fsc['resolution_A_at_0.143']:.2f} Å"
+        self.show_study_output(output, "reconstruction")
+        self.show_volume_centre()
         if fourier is not None:
             self.show_output(fourier_layer(fourier, recon.voxel_size, recon.volume.shape[2],
                                            self._names["fourier"]))
-        self.plot_errors(recon.errors, fsc)
-        state = "done" if recon.metadata["completed"] else "stopped early, current iterate kept"
+        self.plot_errors(recon.errors, None if fsc is None else (np.asarray(fsc["frequency_per_A"]),
+                                                                  np.asarray(fsc["fsc"])))
+        state = "done" if completed else "stopped early, current iterate kept as a new layer"
+        self.session.announce(self.stage)
         self.show_done(f"{recon.method}: {recon.metadata['iterations_run']} iteration(s), {state}; {summary}")
+
+    def show_volume_centre(self):
+        """Hide the tilt series (they share the first slider with z) and show the volume's central slice."""
+        for layer in self.viewer.layers:
+            if is_tilt_series(layer):
+                layer.visible = False
+        if self.viewer.dims.ndisplay == 2:
+            self.viewer.dims.set_point(0, 0.0)  # the rotation centre: z = 0 Å
 
     def plot_errors(self, errors, fsc=None):
         """Error curves (R-factor, R-free, ...) against the iteration number, and the FSC if given.

@@ -10,6 +10,7 @@ from magicgui.widgets import SpinBox
 from ..layers import (ELEMENT_COLOURS, OTHER_COLOUR, atoms_from_layer, atoms_layer, tilt_series_from_layer,
                       tilt_series_layer)
 from ..refine import check_inputs, refine_atoms
+from ..workflow import tilt_series_of
 from ._base import StageWidget, is_atoms, is_tilt_series
 from ._plots import PlotCanvas
 
@@ -35,31 +36,40 @@ class RefineWidget(StageWidget):
             SpinBox(name="width_every", label="fit widths every (0 = never)", value=default["width_every"],
                     min=0, max=100),
         ], run_text="Refine atoms")
-        self.series_input = self.add_input("tilt series", is_tilt_series)
-        self.atoms_input = self.add_input("atoms", is_atoms)
+        self.series_input = self.add_input("tilt series", is_tilt_series, field="aligned")
+        self.atoms_input = self.add_input("atoms", is_atoms, field="atoms")
         self.plot = PlotCanvas(height=3.0)
         self.extra.addWidget(self.plot)
         self._target = None
 
+    stage = "refine"
+
     def prepare(self):
-        series = tilt_series_from_layer(self.selected(self.series_input, "tilt series"))
+        series_layer = self.selected(self.series_input, "tilt series")
+        series = tilt_series_from_layer(series_layer)
         layer = self.selected(self.atoms_input, "atoms")
         atoms = atoms_from_layer(layer)
         check_inputs(series, atoms)
-        self._target = (layer.name, dict(layer.metadata["aet"]), series)
+        point = self.session.point
+        if not (point.aligned is None and self.is_study_input(series_layer, "raw")):
+            self.use_as_study_input(series_layer, "aligned", "align", series)
+        self.use_as_study_input(layer, "atoms", "classify", atoms)
+        self._target = (layer.name, dict(layer.metadata["aet"]))
         params = self.values()
 
         def job(progress):
-            refinement = refine_atoms(series, atoms, progress=progress, **params)
-            return refinement, refinement.model_projections(series)
+            refinement = self.session.run("refine", progress=progress, **params)
+            return refinement, refinement.model_projections(tilt_series_of(point))
 
         return job
 
     def finish(self, result):
         refinement, model = result
-        name, meta, series = self._target
-        self.show_output(atoms_layer(refinement.atoms, meta["volume_shape"], meta["voxel_size"],
-                                     name=f"{name} refined"))
+        name, meta = self._target
+        series = tilt_series_of(self.session.point)
+        self.show_study_output(atoms_layer(refinement.atoms, meta["volume_shape"], meta["voxel_size"],
+                                           name=f"{name} refined"), "atoms")
+        self.session.announce(self.stage)
         for suffix, data in (("model projections", model), ("residual", series.projections - model)):
             self.show_output(tilt_series_layer(series.replace(projections=data), name=f"{name} {suffix}"),
                              visible=False)

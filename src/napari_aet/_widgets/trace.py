@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
-from magicgui.widgets import FloatSpinBox, SpinBox
+from magicgui.widgets import CheckBox, FloatSpinBox, SpinBox
 from qtpy.QtWidgets import QPushButton
 
 from ..layers import atoms_layer, reconstruction_from_layer, volume_layer
 from ..model import InputError
-from ..trace import particle_support, trace_atoms
+from ..trace import particle_support
 from ._base import StageWidget, is_atoms, is_support, is_volume
 
 #: Name of the output layer.
@@ -51,8 +51,9 @@ class TraceWidget(StageWidget):
             FloatSpinBox(name="threshold", label="threshold (0 = auto)", value=0.0, min=0.0, max=1e12,
                          step=0.01),
             SpinBox(name="peel_iterations", label="peel-off rounds", value=0, min=0, max=5),
+            CheckBox(name="replace_edits", label="replace hand-edited atoms (their layer is kept)", value=False),
         ], run_text="Trace atoms")
-        self.volume_input = self.add_input("volume", is_volume)
+        self.volume_input = self.add_input("volume", is_volume, field="reconstruction")
         self.support_input = self.add_input("support", is_support, choices=["automatic"], follow_new=False)
         self.support_button = QPushButton("Show support")
         self.support_button.clicked.connect(self.show_support)
@@ -74,19 +75,22 @@ class TraceWidget(StageWidget):
         self.support_input.setCurrentText(f"{layer.name} support")
         self.message.setText("support shown: paint or erase it (label 1 = particle), then trace")
 
+    stage = "trace"
+
     def prepare(self):
         layer = self.selected(self.volume_input, "volume")
         recon = reconstruction_from_layer(layer)
+        self.use_as_study_input(layer, "reconstruction", "reconstruct", recon)
         params = self.values()
         params["threshold"] = params["threshold"] or None
         support = self.support_input.layer()
         if support is not None:
             params["support"] = np.asarray(support.data) > 0
         self._grid = (recon.volume.shape, recon.voxel_size)
-        return lambda progress: trace_atoms(recon, progress=progress, **params)
+        return lambda progress: self.session.run("trace", progress=progress, **params)
 
     def finish(self, atoms):
         name = free_atoms_name(self.viewer)
-        self.show_output(atoms_layer(atoms, *self._grid, name=name))
+        self.show_study_output(atoms_layer(atoms, *self._grid, name=name), "atoms")
+        self.session.announce(self.stage)
         self.show_done(f"traced {len(atoms)} atoms into layer {name!r}")
-

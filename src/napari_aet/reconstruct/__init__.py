@@ -84,6 +84,8 @@ def _recordable(value):
 def to_reconstruction(state: IterationState, series: TiltSeries, method: str, params: dict) -> Reconstruction:
     """The Reconstruction holding ``state``'s volume (e.g. the current one when stopping early)."""
     used = {k: _recordable(v) for k, v in parameters(method, **params).items()}
+    if not state.final and "n_iterations" in used:  # stopped early: say how many ran
+        used["n_iterations_requested"], used["n_iterations"] = used["n_iterations"], state.iteration
     return Reconstruction(state.volume, series.pixel_size, method, used, state.errors,
                           {"iterations_run": state.iteration, "completed": state.final})
 
