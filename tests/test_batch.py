@@ -87,6 +87,35 @@ def test_a_batch_row_writes_what_run_writes(study, plan, tmp_path):
     assert (tmp_path / "r" / "atoms.csv").read_text() == (out / "p1" / "30" / "atoms.csv").read_text()
 
 
+def test_napari_opens_the_study_by_particle_with_a_time_axis(study, make_napari_viewer):
+    out, _ = study
+    viewer = make_napari_viewer()
+    viewer.open(str(out), plugin="napari-aet")
+    assert [layer.name for layer in viewer.layers] == ["p1: reconstruction", "p1: atoms"]
+    volume, atoms = viewer.layers
+    truth = [load_project(out / "p1" / t / "project.aet").time_points[0] for t in ("0", "30")]
+    assert volume.data.shape == (2, *truth[0].reconstruction.volume.shape)
+    assert np.array_equal(volume.data[1], truth[1].reconstruction.volume)
+    assert atoms.data.shape[1] == 4 and atoms.metadata["aet"]["times"] == ["0", "30"]
+    assert atoms.features.groupby("time").size().to_dict() == {"0": len(truth[0].atoms), "30": len(truth[1].atoms)}
+    assert np.allclose(atoms.data[atoms.data[:, 0] == 1][:, 1:] * atoms.scale[1:] + atoms.translate[1:],
+                       truth[1].atoms.positions[:, ::-1])  # (z, y, x) in Å at the second time
+    assert viewer.dims.axis_labels[0] == "time" and viewer.dims.range[0].stop == 1
+    viewer.dims.ndisplay = 3
+    viewer.dims.set_current_step(0, 1)
+    shown = atoms._view_indices  # the time slider shows the real atoms of one time
+    assert set(atoms.features["time"][shown]) == {"30"}
+    assert len(shown) == np.count_nonzero(~truth[1].atoms.features["non_atom"].astype(bool))
+    from napari_aet._widgets import screenshot
+
+    volume.visible = False  # the atoms alone render
+    assert np.any(screenshot(viewer)[..., :3] > 0)
+
+    viewer.layers.clear()
+    viewer.open(str(out / "p1" / "study.aet"), plugin="napari-aet")
+    assert [layer.name for layer in viewer.layers] == ["p1: reconstruction", "p1: atoms"]
+
+
 def test_rerun_skips_finished_series_and_force_redoes_them(study, plan):
     from distributed import LocalCluster
 

@@ -227,7 +227,8 @@ def skipped_summary(row: PlanRow, out_dir: Path) -> dict:
 
 def build_study(particle_dir, times) -> Path:
     """``particle_dir/study.aet``: one project holding every time (in order) from
-    ``particle_dir/<time>/project.aet``, each time point named by its time label. A previous
+    ``particle_dir/<time>/project.aet``, each time point named by its time label, and the
+    particle's name in its provenance (``"particle"``: napari opens it as a study). A previous
     study.aet that holds hand edits is kept under a new name first."""
     from .project import Project, load_project, provenance, save_project
 
@@ -238,7 +239,8 @@ def build_study(particle_dir, times) -> Path:
             point.name = label
             points.append(point)
     keep_if_edited(particle_dir / "study.aet")
-    return save_project(particle_dir / "study.aet", Project(points, provenance("napari-aet batch")))
+    return save_project(particle_dir / "study.aet",
+                        Project(points, {**provenance("napari-aet batch"), "particle": particle_dir.name}))
 
 
 def analysis_functions():

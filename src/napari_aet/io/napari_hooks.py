@@ -9,7 +9,9 @@ Opening a file gives layers built by :mod:`napari_aet.layers`, in specimen Å:
 * ``.csv``/``.xyz`` atoms -> Points layer. No volume is known, so the layer uses 1 Å voxels
   and the smallest odd cube about the origin that encloses the atoms with one voxel to spare;
 * an ``.aet`` project -> every layer of every time point; a time point's ``edits`` become its
-  atoms layer's edit log, ``metadata["aet"]["edits"]``, which the Edit widget continues.
+  atoms layer's edit log, ``metadata["aet"]["edits"]``, which the Edit widget continues;
+* a batch study directory, or one particle's ``study.aet`` -> per particle, its volumes and atoms
+  stacked on a leading time axis (:mod:`napari_aet.io.study_layers`).
 
 Writers: Image layers to volume or tilt-series files; Points layers to atom tables, or to an
 ``.aet`` project that keeps the edit log too.
@@ -34,6 +36,7 @@ from ..project import Project, TimePoint, load_project, save_project
 from .angles import find_angle_file
 from .arrays import READERS, read_image_file
 from .atoms import read_atoms
+from .study_layers import is_study_directory, particle_layers, study_directory_layers, study_particle
 from .atoms import write_atoms as write_atom_file
 from .tilt_series import tilt_series_from_image, write_tilt_series
 from .volumes import reconstruction_from_image
@@ -47,12 +50,15 @@ ATOMS_SUFFIX = ": atoms"
 
 
 def get_reader(path):
-    """The napari-aet reader for ``path`` (one file of a known extension), else None."""
+    """The napari-aet reader for ``path`` (one file of a known extension, or a batch study
+    directory), else None."""
     if isinstance(path, (list, tuple)):
         if len(path) != 1:
             return None
         path = path[0]
-    if not isinstance(path, (str, os.PathLike)) or Path(path).suffix.lower() not in READABLE:
+    if not isinstance(path, (str, os.PathLike)):
+        return None
+    if Path(path).suffix.lower() not in READABLE and not is_study_directory(path):
         return None
     return read_layers
 
@@ -104,8 +110,13 @@ def read_layers(path) -> list[tuple]:
     """Layer data tuples of one file (see the module docstring)."""
     path = Path(path[0] if isinstance(path, (list, tuple)) else path)
     suffix = path.suffix.lower()
+    if path.is_dir():
+        return study_directory_layers(path)
     if suffix == ".aet":
-        return [layer for point in load_project(path).time_points for layer in time_point_layers(point)]
+        project = load_project(path)
+        if study_particle(project) is not None:
+            return particle_layers(study_particle(project), project.time_points)
+        return [layer for point in project.time_points for layer in time_point_layers(point)]
     if suffix in ATOM_EXTENSIONS:
         return [_atoms_layer(read_atoms(path), name=path.stem)]
     image = read_image_file(path)
