@@ -24,9 +24,8 @@ from ..model import AtomModel, InputError, Reconstruction
 from ..progress import ProgressCallback, report, sub_progress
 from .analyze import ORDER_COLUMNS, Analysis, analyze_atoms
 from .lattice import Lattice
-from .registration import RigidTransform, register_atoms
 from .strain import COMPONENTS
-from .tracking import track_nuclei, track_sites
+from .timeseries import follow_particle
 
 #: The columns ``analyze`` adds, in the order of the command-line contract.
 CONTRACT_COLUMNS = (*ORDER_COLUMNS, "displacement")
@@ -152,14 +151,9 @@ def track_to_directory(sources, out_dir, *, max_distance=None, change=0.1,
     for t, source in enumerate(sources):
         report(progress, 0.4 * t / len(sources), f"reading time {t}…")
         loaded.append(load_analysis_inputs(source))
-    (fixed, fixed_lattice), transforms = loaded[0], [RigidTransform(np.eye(3), np.zeros(3), 0.0, len(loaded[0][0]), 1.0)]
-    for t, (atoms, lattice) in enumerate(loaded[1:], start=1):
-        report(progress, 0.4 + 0.5 * (t - 1) / (len(sources) - 1), f"registering time {t} onto time 0…")
-        transforms.append(register_atoms(atoms, fixed, lattice, fixed_lattice))
-    limit = 0.5 * fixed_lattice.r1 if max_distance is None else float(max_distance)
-    sites = track_sites([tr.apply(atoms.positions) for tr, (atoms, _) in zip(transforms, loaded)],
-                        max_distance=limit)
-    nuclei = track_nuclei([atoms.features["nucleus"].astype(int) for atoms, _ in loaded], sites, change=change)
+    followed = follow_particle([atoms for atoms, _ in loaded], [lattice for _, lattice in loaded],
+                               max_distance=max_distance, change=change, progress=sub_progress(progress, 0.4, 0.9))
+    sites, nuclei, transforms = followed.sites, followed.nuclei, followed.transforms
     tracks = pd.concat([pd.DataFrame({"time": t, "index": np.arange(len(ids)), "track": ids,
                                       "appeared": sites.appeared[t], "vanishes": sites.vanishes[t]})
                         for t, ids in enumerate(sites.track)])
