@@ -71,6 +71,8 @@ def test_atom_model_bad_input():
 
 def test_check_elements():
     assert check_elements("Fe, Pt") == ("Fe", "Pt")
-    for bad, message in [("", "no element"), ("Fe,Qq", "unknown element"), ("Fe,Fe", "repeats")]:
+    assert check_elements("fe,PT") == check_elements(["fE", "pt"]) == ("Fe", "Pt")  # any case
+    for bad, message in [("", "no element"), ("Fe,Qq", "unknown element"), ("Fe,Fe", "repeats"),
+                         ("fe,Fe", "repeats")]:
         with pytest.raises(InputError, match=message):
             check_elements(bad)

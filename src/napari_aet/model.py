@@ -29,10 +29,11 @@ class InputError(ValueError):
 
 
 def check_elements(elements) -> tuple[str, ...]:
-    """Validate element symbols (e.g. ``"Fe,Pt"`` or ``["Fe", "Pt"]``), lightest first."""
+    """Validate element symbols (e.g. ``"Fe,Pt"``, ``"fe, PT"`` or ``["Fe", "Pt"]``; case does not
+    matter), lightest first; returns them spelled as chemical symbols."""
     if isinstance(elements, str):
-        elements = [e.strip() for e in elements.split(",") if e.strip()]
-    elements = tuple(elements)
+        elements = [e for e in elements.split(",") if e.strip()]
+    elements = tuple(e.strip()[:1].upper() + e.strip()[1:].lower() for e in elements)
     if not elements:
         raise InputError("no element given: expected symbols such as 'Fe,Pt'")
     unknown = [e for e in elements if e not in ATOMIC_NUMBERS]
