@@ -75,7 +75,7 @@ def test_track_accepts_atoms_files_and_the_functions_return_summaries(analysed, 
     (["analyze", "RANDOM", "--out", "OUT"], "does not fit"),
 ])
 def test_bad_input_is_one_line_and_status_2(analysed, tmp_path, capsys, args, message):
-    root, outputs = analysed
+    _, outputs = analysed
     pd.DataFrame({"x": [0.0, 1], "y": [0.0, 1], "z": [0.0, 1]}).to_csv(tmp_path / "noelement.csv", index=False)
     rng = np.random.default_rng(0)
     pd.DataFrame({**dict(zip("xyz", rng.uniform(-12, 12, (3, 600)))), "element": "Pt"}).to_csv(

@@ -241,7 +241,7 @@ def fit_lattice(atoms: AtomModel, *, kind="fcc", lattice_constant=None, max_grai
     constant = float(lattice_constant) if lattice_constant else r1 * factor
     rng = np.random.default_rng(seed)
     ideal = _ideal_bonds(kind)
-    neighbours, bonds, present = first_shell(positions, constant / factor, kind)
+    _, bonds, present = first_shell(positions, constant / factor, kind)
     n = len(positions)
     grain = np.full(n, -1)
     rotations, origins, aligned_bonds = [], [], 0

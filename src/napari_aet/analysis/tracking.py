@@ -76,7 +76,7 @@ class NucleusTracks:
 def _links(previous_labels, previous_tracks, labels, tracks, min_shared):
     """Shared-atom counts ``(n_prev, n_cur)`` between the nuclei of two consecutive times."""
     n_prev, n_cur = max(previous_labels.max(initial=-1) + 1, 0), max(labels.max(initial=-1) + 1, 0)
-    common, ip, ic = np.intersect1d(previous_tracks, tracks, assume_unique=True, return_indices=True)
+    _, ip, ic = np.intersect1d(previous_tracks, tracks, assume_unique=True, return_indices=True)
     a, b = previous_labels[ip], labels[ic]
     both = (a >= 0) & (b >= 0)
     shared = np.zeros((n_prev, n_cur), np.int64)
