@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -31,8 +32,8 @@ class ConsoleProgress:
     def __call__(self, fraction, message=""):
         step = int(fraction * 10)
         if self.tty:
-            bar = "#" * int(fraction * 30)
-            self.stream.write(f"\r[{bar:<30}] {fraction:4.0%} {message[:60]:<60}")
+            bar, width = "#" * int(fraction * 30), max(20, shutil.get_terminal_size().columns - 40)
+            self.stream.write(f"\r[{bar:<30}] {fraction:4.0%} {message[:width]:<{width}}")
             if fraction >= 1:
                 self.stream.write("\n")
         elif step != self.last_step or (message != self.last_message and message.endswith(("…", "done"))):
