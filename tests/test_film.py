@@ -107,3 +107,25 @@ def test_cli_geometry_choice_reaches_the_report(film, tmp_path, capsys):
     report = json.loads((out / "report.json").read_text())
     assert report["parameters"]["geometry"] == "particle" and report["reconstruction"]["method"] == "genfire"
     assert "particle geometry (edge signal at high tilt" in capsys.readouterr().out
+
+
+def test_reconstruct_widget_reconstructs_a_film_as_an_extended_object(make_napari_viewer, qtbot, film):
+    from napari_aet._widgets.reconstruct import ReconstructWidget
+    from napari_aet.layers import tilt_series_layer
+
+    series, _ = film
+    viewer = make_napari_viewer()
+    data, kwargs, kind = tilt_series_layer(series, name="film")
+    getattr(viewer, f"add_{kind}")(data, **kwargs)
+    widget = ReconstructWidget(viewer)
+    qtbot.addWidget(widget)
+    widget.parameters.geometry.value = "film"  # shows RESIRE with the film's iteration settings
+    assert widget.parameters.method.value == "resire" and widget.parameters.accelerate.value
+    widget.parameters.n_iterations.value = 10
+    widget.run()
+    qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
+    assert widget.last_outcome == "done"
+    layer = viewer.layers["film resire"]
+    assert layer.data.shape == (NX, NY, NX) and "film geometry" in widget.message.text()
+    assert layer.metadata["aet"]["parameters"]["object_width"] == extended_width(series)
+    assert len(layer.metadata["aet"]["errors"]["r_free"]) == 10

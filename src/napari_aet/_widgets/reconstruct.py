@@ -12,6 +12,7 @@ from .. import workflow
 from ..layers import tilt_series_from_layer, volume_layer
 from ..model import Reconstruction
 from ..reconstruct import METHODS, parameters, recommended_parameters
+from ..reconstruct.extended import FILM_ITERATIONS, GEOMETRIES, film_parameters, resolve_geometry
 from ..reconstruct.genfire import RESOLUTION_SCHEDULES
 from ..reconstruct.gridding import fourier_coverage
 from ._base import StageWidget, is_support, is_tilt_series
@@ -53,11 +54,14 @@ class ReconstructWidget(StageWidget):
     it: the result's ``log(1 + |FFT|)`` ("<series> <method> reconstruction |FFT|") or where the
     measured projections sample Fourier space ("... measured coverage", 0 where unmeasured).
     The missing wedge is the empty wedge seen when looking along the tilt axis (y).
+    Geometry "film" (or "auto" when the high-tilt views carry signal at their edges) reconstructs
+    an extended object: RESIRE over a region wider than the box (:mod:`napari_aet.reconstruct.extended`).
     """
 
     def __init__(self, napari_viewer):
         default = {**recommended_parameters("resire"), **recommended_parameters("genfire")}
         super().__init__(napari_viewer, [
+            ComboBox(name="geometry", choices=GEOMETRIES, value="auto"),
             ComboBox(name="method", choices=METHODS, value="genfire"),
             SpinBox(name="n_iterations", label="iterations", value=default["n_iterations"], min=1, max=10_000),
             FloatSpinBox(name="oversampling", value=default["oversampling"], min=1.0, max=6.0, step=0.5),
@@ -81,20 +85,29 @@ class ReconstructWidget(StageWidget):
         self.plot = PlotCanvas()
         self.extra.addWidget(self.plot)
         self.parameters.method.changed.connect(self._show_method_parameters)
+        self.parameters.geometry.changed.connect(self._show_film_parameters)
         self._show_method_parameters()
         self._names = None
         self._lines = {}
+        self._geometry = None
 
     def _show_method_parameters(self):
         recommended = recommended_parameters(self.parameters.method.value)
         for widget in self.parameters:
-            if widget.name in ("method", "fourier", "fsc"):
+            if widget.name in ("geometry", "method", "fourier", "fsc"):
                 continue
             widget.visible = widget.name in recommended
             if widget.name in recommended:  # each method starts from its own recommended values, as the CLI does
                 value = recommended[widget.name]
                 widget.value = 0 if value is None else value  # thickness None: 0 = the box width
         self.support_input.setEnabled("support" in recommended)
+
+    def _show_film_parameters(self):
+        """A film is reconstructed by RESIRE: show it with the film's iteration settings."""
+        if self.parameters.geometry.value == "film":
+            self.parameters.method.value = "resire"
+            for name, value in FILM_ITERATIONS.items():
+                getattr(self.parameters, name).value = value
 
     def method_parameters(self) -> dict:
         """The selected method's core parameters from the fields (without the support)."""
@@ -114,6 +127,11 @@ class ReconstructWidget(StageWidget):
             self.use_as_study_input(layer, "aligned", "align", tilt_series_from_layer(layer))
         method = self.parameters.method.value
         params = self.method_parameters()
+        series = workflow.tilt_series_of(self.session.point)
+        self._geometry, _ = resolve_geometry(series, self.parameters.geometry.value)
+        if self._geometry == "film":  # an extended object: RESIRE over a region wider than the box
+            params = {**film_parameters(series, params.get("thickness")), **(params if method == "resire" else {})}
+            method = "resire"
         takes_support = "support" in parameters(method)
         automatic_support = takes_support and self.support_input.currentText() == SUPPORT_CHOICES[1]
         support_layer = self.support_input.layer()
@@ -176,7 +194,8 @@ class ReconstructWidget(StageWidget):
                                                                   np.asarray(fsc["fsc"])))
         state = "done" if completed else "stopped early, current iterate kept as a new layer"
         self.session.announce(self.stage)
-        self.show_done(f"{recon.method}: {recon.metadata['iterations_run']} iteration(s), {state}; {summary}")
+        self.show_done(f"{recon.method} ({self._geometry} geometry): {recon.metadata['iterations_run']} "
+                       f"iteration(s), {state}; {summary}")
 
     def show_volume_centre(self):
         """Hide the tilt series (they share the first slider with z) and show the volume's central slice."""
