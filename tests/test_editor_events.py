@@ -15,8 +15,8 @@ from napari_aet._widgets._study import set_session
 from napari_aet._widgets.edit import EditWidget
 from napari_aet.classify import classify_atoms
 from napari_aet.edit import NON_ATOM, labels
-from napari_aet.geometry import render_atoms
-from napari_aet.layers import atoms_from_layer, atoms_layer, volume_layer
+from napari_aet.geometry import render_atoms, specimen_to_voxel
+from napari_aet.layers import EDITED_BORDER, LOCKED_BORDER, atoms_from_layer, atoms_layer, volume_layer
 from napari_aet.model import AtomModel, Reconstruction
 from napari_aet.project import Project, TimePoint
 from napari_aet.session import StudySession
@@ -58,7 +58,7 @@ def editor(make_napari_viewer, qtbot, tmp_path, study_data):
     viewer = make_napari_viewer()
     set_session(viewer, session)
     show_layer(viewer, volume_layer(reconstruction))
-    layer = show_layer(viewer, tag_as_study(atoms_layer(atoms, SHAPE, VOXEL), "t0", "atoms"))
+    layer = show_layer(viewer, tag_as_study(atoms_layer(atoms, SHAPE, VOXEL), session, "atoms"))
     widget = EditWidget(viewer)
     qtbot.addWidget(widget)
     viewer.window.resize(900, 800)
@@ -134,6 +134,8 @@ def test_a_mouse_drag_is_logged_locked_and_undoable(editor):
     np.testing.assert_allclose(np.subtract(move["new"], move["old"]), [1.5, 0, 0], atol=0.1)
     assert layer.features["edited"][atom] and layer.features["locked"][atom]
     assert layer.features["locked"].sum() == 1
+    np.testing.assert_allclose(layer.border_color[atom], LOCKED_BORDER)  # visibly marked
+    assert layer.border_width[atom] > 0 and np.count_nonzero(layer.border_width) == 1
     np.testing.assert_allclose(session.point.atoms.positions[atom], move["new"])  # into the study
     assert session.point.edits == widget.log
 
@@ -260,7 +262,7 @@ viewer = napari.Viewer()
 set_session(viewer, session)
 point, volume = session.point, session.point.reconstruction
 layer = show_layer(viewer, tag_as_study(atoms_layer(point.atoms, volume.volume.shape, volume.voxel_size),
-                                        point.name, "atoms"))
+                                        session, "atoms"))
 widget = EditWidget(viewer)
 QApplication.processEvents()
 layer.selected_data = {5}
@@ -295,3 +297,41 @@ def test_an_edit_survives_kill_9(tmp_path, study_data):
     (entry,) = reopened.point.edits
     assert (entry["action"], entry["index"], entry["new"]) == ("relabel", 5, NON_ATOM)
     assert labels(StudySession(reopened.study).point.atoms).tolist()[:5] == labels(atoms).tolist()[:5]
+
+
+@pytest.mark.parametrize(("ndisplay", "element"), [(2, "Fe"), (3, "Pt")])
+def test_a_click_adds_an_atom_at_the_peak_labelled_by_the_classifier(editor, study_data, ndisplay, element):
+    """In 2D a click 0.4 Å off a peak; in 3D a click on the ray through it, seen obliquely."""
+    viewer, layer, widget, session = editor
+    truth, _, _ = study_data
+    gone = int(np.flatnonzero(truth.species == element)[3])
+    view_slice_of(viewer, layer, gone)
+    viewer.layers.selection.active = layer
+    layer.selected_data = {gone}
+    key(viewer, "Delete")  # the atom is missing from the model; its peak stays in the volume
+    world = np.asarray(layer.data_to_world(specimen_to_voxel(truth.positions[gone:gone + 1], SHAPE, VOXEL)[0]))
+    viewer.dims.ndisplay = ndisplay
+    centre = world
+    if ndisplay == 3:  # the ray through the canvas centre crosses the atom; napari puts the point 3 Å off
+        direction = np.array([1.0, 0.37, 0.21])  # (z, y, x): no other atom on the ray
+        viewer.scene.camera.set_view_direction(direction)
+        centre = world + 3.0 * direction
+        viewer.dims.set_point(range(3), centre)  # napari adds on the ray near this point
+    viewer.scene.camera.center = centre
+    viewer.scene.camera.zoom = 20.0
+    QApplication.processEvents()
+    layer.mode = "add"
+    native = canvas_of(viewer)
+    x, y = to_canvas(viewer, world + [0, 0.3, -0.3]) if ndisplay == 2 else (native.width() / 2, native.height() / 2)
+    mouse(viewer, "press", x, y)
+    mouse(viewer, "release", x, y, held=False)
+    added = atoms_from_layer(layer).subset([len(layer.data) - 1])
+    np.testing.assert_allclose(added.positions[0], truth.positions[gone], atol=0.05)
+    assert added.species[0] == truth.species[gone]  # from its profile, not from another atom
+    features = {k: v[0] for k, v in added.features.items()}
+    assert features["placed"] and features["edited"] and not features["locked"]
+    assert features["confidence"] > 0.8 and not features["ambiguous"] and not features["non_atom"]
+    entry = widget.log[-1]
+    assert entry["action"] == "add" and entry["label"] == truth.species[gone]
+    np.testing.assert_allclose(entry["position"], added.positions[0])
+    np.testing.assert_allclose(layer.border_color[-1], EDITED_BORDER)  # marked, not as locked

@@ -129,8 +129,9 @@ class EditWidget(QWidget):
         return self.layer.metadata["aet"].setdefault("edits", [])
 
     def in_study(self) -> bool:
-        """Whether the watched layer shows the atoms of the study's current time point."""
-        return self.layer is not None and study_tag(self.layer)[0] == self.session.point.name
+        """Whether the watched layer shows the atoms of the viewer's study's current time point."""
+        return self.layer is not None and \
+            study_tag(self.layer)[:2] == (self.session.id, self.session.point.name)
 
     def watch(self, event=None):
         """Follow the layer chosen in the selector (called when it or the layer list changes)."""
