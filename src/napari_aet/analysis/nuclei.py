@@ -113,6 +113,14 @@ def find_nuclei(atoms: AtomModel, lattice: Lattice, *, min_atoms=DEFAULT_MIN_ATO
     return atoms.with_features(nucleus=nucleus, nucleus_core=core, nucleus_boundary=members & outside), table
 
 
+def _grid(positions, voxel_size, margin):
+    """A cubic grid centred on the origin holding every atom: shape and each atom's flat voxel index."""
+    half = int(np.ceil((np.abs(positions).max() + margin) / voxel_size)) if len(positions) else 1
+    shape = (2 * half + 1,) * 3
+    index = np.rint(positions[:, ::-1] / voxel_size).astype(np.int64) + half
+    return shape, np.ravel_multi_index(index.T, shape)
+
+
 def order_volume(atoms: AtomModel, *, voxel_size=1.0, sigma=1.5, margin=4.0) -> tuple[np.ndarray, float]:
     """The order parameter interpolated into a volume, for iso-surfaces at :data:`ISO_LEVELS`.
 
@@ -123,18 +131,25 @@ def order_volume(atoms: AtomModel, *, voxel_size=1.0, sigma=1.5, margin=4.0) -> 
     Returns the float32 volume ``(nz, ny, nx)``, centred on the origin like every napari-aet volume
     (voxel n // 2 at (0, 0, 0)), and its voxel size (Å).
     """
-    positions = atoms.positions
-    half = int(np.ceil((np.abs(positions).max() + margin) / voxel_size)) if len(positions) else 1
-    shape = (2 * half + 1,) * 3
-    index = np.rint(positions[:, ::-1] / voxel_size).astype(np.int64) + half
-    flat = np.ravel_multi_index(index.T, shape)
-    density = np.bincount(flat, minlength=np.prod(shape)).reshape(shape).astype(np.float32)
-    weighted = np.bincount(flat, phase_order(atoms), np.prod(shape)).reshape(shape).astype(np.float32)
-    density = ndimage.gaussian_filter(density, sigma / voxel_size)
-    weighted = ndimage.gaussian_filter(weighted, sigma / voxel_size)
+    shape, flat = _grid(atoms.positions, voxel_size, margin)
+    size = int(np.prod(shape))
+    density = ndimage.gaussian_filter(np.bincount(flat, minlength=size).reshape(shape).astype(np.float32),
+                                      sigma / voxel_size)
+    weighted = ndimage.gaussian_filter(np.bincount(flat, phase_order(atoms), size).reshape(shape).astype(np.float32),
+                                       sigma / voxel_size)
     inside = density > 0.2 * np.median(density[density > 1e-3 * density.max()])
     volume = np.where(inside, weighted / np.maximum(density, 1e-12), 0).astype(np.float32)
     return volume, float(voxel_size)
+
+
+def nucleus_volume(atoms: AtomModel, *, voxel_size=1.0, margin=4.0) -> np.ndarray:
+    """Nucleus labels on the grid of :func:`order_volume`: ``nucleus + 1`` (0 outside nuclei) at each
+    nucleus atom's voxel, grown by one voxel; int32 ``(nz, ny, nx)``."""
+    shape, flat = _grid(atoms.positions, voxel_size, margin)
+    labels = np.zeros(int(np.prod(shape)), np.int32)
+    members = atoms.features["nucleus"] >= 0
+    labels[flat[members]] = atoms.features["nucleus"][members] + 1
+    return ndimage.grey_dilation(labels.reshape(shape), size=(3, 3, 3))
 
 
 def nucleus_overlap(found, truth) -> tuple[np.ndarray, int]:
