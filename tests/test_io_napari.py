@@ -129,7 +129,11 @@ def test_project_gives_every_layer(tmp_path, sample):
     assert [a["name"] for _, a, _ in out] == ["t0: raw tilt series", "t0: aligned tilt series", "t0: reconstruction",
                                               "t0: atoms", "t1: atoms"]
     assert [k for _, _, k in out] == ["image", "image", "image", "points", "points"]
-    assert out[3][1]["metadata"]["aet"] == {"kind": "atoms", "volume_shape": [64, 64, 64], "voxel_size": 0.4}
+    meta = out[3][1]["metadata"]["aet"]
+    assert {key: meta[key] for key in ("kind", "volume_shape", "voxel_size")} == {
+        "kind": "atoms", "volume_shape": [64, 64, 64], "voxel_size": 0.4}
+    assert [a["metadata"]["aet"]["study_field"] for _, a, _ in out] == ["raw", "aligned", "reconstruction",
+                                                                          "atoms", "atoms"]
     assert out[4][1]["metadata"]["aet"]["voxel_size"] == 1.0
 
 

@@ -53,6 +53,9 @@ def tilt_series_from_layer(layer) -> TiltSeries:
     if meta.get("kind") != "tilt_series":
         raise InputError(f"layer {layer.name!r} is not a tilt series: open one with File > Open "
                          "or File > Open Sample > napari-aet")
+    if meta.get("angles_unknown"):
+        raise InputError(f"the tilt angles of layer {layer.name!r} are unknown: enter them in the AET "
+                         "workbench's Data step (a range or an angle file)")
     return TiltSeries(np.asarray(layer.data), np.asarray(meta["angles"]), meta["pixel_size"],
                       meta.get("tilt_axis", 0.0), np.asarray(meta["shifts"]), dict(meta.get("info", {})))
 

@@ -56,10 +56,13 @@ class StudySession:
     changed = Signal(str)
 
     def __init__(self, study: Project | None = None, path=None):
-        self.study = study if study is not None else Project([TimePoint("t0")])
-        if not self.study.time_points:
+        self.id = uuid.uuid4().hex  # tells this session's layers from layers of other studies
+        self._set(study if study is not None else Project([TimePoint("t0")]), path)
+
+    def _set(self, study: Project, path):
+        if not study.time_points:
             raise InputError("a study needs at least one time point")
-        self.index = 0
+        self.study, self.index = study, 0
         self.recovered = False  # whether opening restored work from an autosave
         self.path = None if path is None else Path(path)
         self.autosave_path, self.edits_path = autosave_paths(self.path)
@@ -122,7 +125,14 @@ class StudySession:
 
     @classmethod
     def open(cls, path) -> StudySession:
-        """Open a saved study (or an autosave of one), with whatever its autosaves hold that is newer."""
+        """A session on a saved study (see :meth:`load`)."""
+        session = cls()
+        session.load(path)
+        return session
+
+    def load(self, path):
+        """Work on the study saved at ``path`` from now on, with whatever its autosaves hold that
+        is newer (``recovered`` says whether they held any); announces "study"."""
         path = Path(path)
         if path.name.endswith((".autosave.aet", ".edits.aet")):
             raise InputError(f"{path.name} is an autosave: open the study it belongs to "
@@ -131,11 +141,13 @@ class StudySession:
         autosave, edits = autosave_paths(path)
         if _newer(autosave, path):
             source = autosave
-        session = cls(load_project(source), path)
-        session.recovered = source != path
+        study = load_project(source)
+        recovered = source != path
+        self._set(study, path)
         if _newer(edits, source):
-            session.recovered |= session.recover(load_project(edits))
-        return session
+            recovered |= self.recover(load_project(edits))
+        self.recovered = recovered
+        self.changed.emit("study")
 
     def recover(self, hand_made: Project) -> bool:
         """Put the atoms and edit logs of ``hand_made`` into the time points of the same name whose

@@ -110,8 +110,10 @@ class LayerSelector(QComboBox):
         self.refresh(select=new.name if follow else None)
 
     def refresh(self, event=None, select=None):
-        """Re-list the accepted layers, keeping the selection (or selecting ``select``)."""
-        current = select or self.currentText()
+        """Re-list the accepted layers, keeping the selection (or selecting ``select``);
+        ``currentTextChanged`` is emitted once if the selection changed."""
+        before = self.currentText()
+        current = select or before
         names = [layer.name for layer in self.viewer.layers if self.accepts(layer)]
         self.blockSignals(True)
         self.clear()
@@ -119,6 +121,8 @@ class LayerSelector(QComboBox):
         if current in names:
             self.setCurrentText(current)
         self.blockSignals(False)
+        if self.currentText() != before:
+            self.currentTextChanged.emit(self.currentText())
 
     def layer(self):
         """The selected layer, or None."""
@@ -152,17 +156,19 @@ def show_layer(viewer, layer_data, **overrides):
     return getattr(viewer, f"add_{kind}")(data, **kwargs)
 
 
-def study_tag(layer) -> tuple[str | None, str | None]:
-    """(time point, field) of the study result a layer shows, or (None, None)."""
+def study_tag(layer) -> tuple[str | None, str | None, str | None]:
+    """(study session id, time point, field) of the study result a layer shows, or Nones."""
     meta = layer.metadata.get("aet", {})
-    return meta.get("study_point"), meta.get("study_field")
+    return meta.get("study_id"), meta.get("study_point"), meta.get("study_field")
 
 
-def tag_as_study(layer_data, point_name: str, field: str):
-    """The layer data tuple, its metadata tagged as showing ``field`` of time point ``point_name``."""
+def tag_as_study(layer_data, session, field: str, point_name=None):
+    """The layer data tuple, its metadata tagged as showing ``field`` of the session's time point
+    ``point_name`` (default: the current one)."""
     data, kwargs, kind = layer_data
     metadata = dict(kwargs.get("metadata", {}))
-    metadata["aet"] = {**metadata.get("aet", {}), "study_point": point_name, "study_field": field}
+    metadata["aet"] = {**metadata.get("aet", {}), "study_id": session.id,
+                       "study_point": point_name or session.point.name, "study_field": field}
     return data, {**kwargs, "metadata": metadata}, kind
 
 
@@ -265,34 +271,41 @@ class StageWidget(QWidget):
     # --- the study --------------------------------------------------------------------------
     def study_layer_name(self, field) -> str | None:
         """The name of the newest layer showing ``field`` of the study's current time point."""
-        names = [layer.name for layer in self.viewer.layers
-                 if study_tag(layer) == (self.session.point.name, field)]
+        names = [layer.name for layer in self.viewer.layers if study_tag(layer) == self._tag(field)]
         return names[-1] if names else None
 
     def is_study_input(self, layer, field) -> bool:
         """Whether ``layer`` shows the study's current ``field`` (and that result exists)."""
-        return study_tag(layer) == (self.session.point.name, field) and \
-            getattr(self.session.point, field) is not None
+        return study_tag(layer) == self._tag(field) and getattr(self.session.point, field) is not None
+
+    def _tag(self, field):
+        return self.session.id, self.session.point.name, field
 
     def use_as_study_input(self, layer, field, stage, data):
         """Make ``layer`` (holding ``data``) the study's ``field``, as the result of ``stage`` taken
         from that layer, unless it already shows it. An atoms layer brings its edit log along, and
         the study takes the current content of its own atoms layer (hand edits included)."""
         point = self.session.point
-        meta = self.viewer.layers[layer.name].metadata.setdefault("aet", {})
+        edits = list(layer.metadata.get("aet", {}).get("edits", []))
         if self.is_study_input(layer, field):
             if field == "atoms":  # the layer is the truth: edits made in it included
-                point.atoms, point.edits = data, list(meta.get("edits", []))
+                point.atoms, point.edits = data, edits
             return
         workflow.adopt(point, stage, data, f"layer {layer.name!r}")
         if field == "atoms":
-            point.edits = list(meta.get("edits", []))
-        meta.update(study_point=point.name, study_field=field)
+            point.edits = edits
+        self.tag_layer(layer, field)
         self.session.announce(stage)
+
+    def tag_layer(self, layer, field):
+        """Mark ``layer`` as showing the study's current ``field``."""
+        session_id, point, _ = self._tag(field)
+        self.viewer.layers[layer.name].metadata.setdefault("aet", {}).update(
+            study_id=session_id, study_point=point, study_field=field)
 
     def show_study_output(self, layer_data, field, **overrides):
         """:meth:`show_output` of a layer that shows the study's current ``field``."""
-        return self.show_output(tag_as_study(layer_data, self.session.point.name, field), **overrides)
+        return self.show_output(tag_as_study(layer_data, self.session, field), **overrides)
 
     def _show_status(self, _what=None):
         self.status.setText(status_text(self.session))

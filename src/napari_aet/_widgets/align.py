@@ -88,8 +88,7 @@ class AlignWidget(StageWidget):
         layer = self.selected(self.series_input, "tilt series")
         if not self.is_study_input(layer, "raw"):
             self.session.set_raw(tilt_series_from_layer(layer))
-            self.viewer.layers[layer.name].metadata["aet"].update(study_point=self.session.point.name,
-                                                                 study_field="raw")
+            self.tag_layer(layer, "raw")
         point = self.session.point
         self._before = (point.aligned, copy.deepcopy(point.stages), copy.deepcopy(point.report))
         options = self.alignment_options()
@@ -104,7 +103,9 @@ class AlignWidget(StageWidget):
         self._set_pending(True)
         self.plot_report(measured, report)
         rms = np.sqrt(np.mean(np.sum(measured.shifts ** 2, axis=1)))
-        self.show_done(f"aligned: tilt axis {measured.tilt_axis:.2f}°, rms shift {rms:.2f} px; "
+        check = report.get("check")
+        verdict = "aligned: " if check is None else f"{check.reason}; "
+        self.show_done(f"{verdict}tilt axis {measured.tilt_axis:.2f}°, rms shift {rms:.2f} px; "
                        f"check the plots, then Apply or Discard")
 
     def apply(self):

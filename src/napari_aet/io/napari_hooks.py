@@ -2,7 +2,8 @@
 
 Opening a file gives layers built by :mod:`napari_aet.layers`, in specimen Å:
 
-* a tilt series (any format with angles) -> tilt-series Image layer;
+* a tilt series -> tilt-series Image layer; without angles (no sidecar, none in the file) it
+  opens all the same, flagged ``angles_unknown``, until they are entered in the Data step;
 * a volume -> volume Image layer. A file is taken as a volume when it is ``.rec``, or when
   it has no angle sidecar and its header says volume (MRC ispg 1, napari-aet TIFF) or its
   3D array is cubic. ``.mat`` volumes are read in GENFIRE's [x, y, z] layout;
@@ -90,20 +91,24 @@ def _warn_unknown(path: Path, what: str):
 
 
 def time_point_layers(point: TimePoint) -> list[tuple]:
-    """Layer data tuples of every stage a time point holds."""
+    """Layer data tuples of every stage a time point holds, each tagged with the time point and
+    the result it shows (``metadata["aet"]["study_point"]``, ``["study_field"]``)."""
     out = []
     if point.raw is not None:
-        out.append(layers.tilt_series_layer(point.raw, name=f"{point.name}: raw tilt series"))
+        out.append((layers.tilt_series_layer(point.raw, name=f"{point.name}: raw tilt series"), "raw"))
     if point.aligned is not None:
-        out.append(layers.tilt_series_layer(point.aligned, name=f"{point.name}: aligned tilt series"))
+        out.append((layers.tilt_series_layer(point.aligned, name=f"{point.name}: aligned tilt series"), "aligned"))
     if point.reconstruction is not None:
-        out.append(layers.volume_layer(point.reconstruction, name=f"{point.name}: reconstruction"))
+        out.append((layers.volume_layer(point.reconstruction, name=f"{point.name}: reconstruction"),
+                    "reconstruction"))
     if point.atoms is not None:
         layer = _atoms_layer(point.atoms, point.reconstruction, name=f"{point.name}{ATOMS_SUFFIX}")
         if point.edits:
             layer[1]["metadata"]["aet"]["edits"] = point.edits
-        out.append(layer)
-    return out
+        out.append((layer, "atoms"))
+    for layer, field in out:
+        layer[1]["metadata"]["aet"].update(study_point=point.name, study_field=field)
+    return [layer for layer, _ in out]
 
 
 def read_layers(path) -> list[tuple]:
@@ -128,10 +133,17 @@ def read_layers(path) -> list[tuple]:
             _warn_unknown(path, "voxel size")
             layer[1]["metadata"]["aet"]["voxel_size_unknown"] = True
         return [layer]
-    series = tilt_series_from_image(image, path, missing_pixel_size=1.0)
+    angles_unknown = find_angle_file(path) is None and image.angles is None
+    placeholder = np.arange(np.shape(image.data)[0], dtype=float) if angles_unknown else None
+    series = tilt_series_from_image(image, path, missing_pixel_size=1.0, angles=placeholder)
     if series.metadata.get("pixel_size_unknown"):
         _warn_unknown(path, "pixel size")
-    return [layers.tilt_series_layer(series, name=path.stem)]
+    layer = layers.tilt_series_layer(series, name=path.stem)
+    if angles_unknown:
+        warnings.warn(f"{path.name} holds no tilt angles and has no angle file beside it: enter them in the "
+                      "AET workbench's Data step before aligning", stacklevel=2)
+        layer[1]["metadata"]["aet"]["angles_unknown"] = True
+    return [layer]
 
 
 def _layer(data, attributes) -> SimpleNamespace:

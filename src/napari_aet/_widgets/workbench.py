@@ -1,0 +1,175 @@
+"""The AET workbench: one dock for a whole study — the study at the top, the stages as tabs.
+
+At the top: the study's file (or "unsaved"), its time points (choose one, or add one), each
+stage's status on the current time point, and Open / Save / Save as. Below it one tab per step —
+Data, 1 Align … 5 Refine, 6 Edit — each in a scroll area, so the dock fits a 1280×800 screen
+whatever the steps hold. Every step works on the same study (:func:`._study.session_for`).
+"""
+
+from __future__ import annotations
+
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QScrollArea,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..io.napari_hooks import time_point_layers
+from ..model import InputError
+from ._base import show_layer, status_text, study_tag, tag_as_study
+from ._study import session_for
+from .align import AlignWidget
+from .classify import ClassifyWidget
+from .data import DataWidget
+from .edit import EditWidget
+from .reconstruct import ReconstructWidget
+from .refine import RefineWidget
+from .trace import TraceWidget
+
+#: The steps, in order: tab title and widget class.
+STEPS = (("Data", DataWidget), ("1 Align", AlignWidget), ("2 Reconstruct", ReconstructWidget),
+         ("3 Trace", TraceWidget), ("4 Classify", ClassifyWidget), ("5 Refine", RefineWidget),
+         ("6 Edit", EditWidget))
+#: Width of the dock (pixels): the steps' plots and forms are laid out for it.
+DOCK_WIDTH = 420
+
+
+class Workbench(QWidget):
+    """The study and its steps in one dock (see the module docstring)."""
+
+    def __init__(self, napari_viewer):
+        super().__init__()
+        self.viewer = napari_viewer
+        self.session = session_for(napari_viewer)
+        self.study_label = QLabel()
+        self.time_points = QComboBox()
+        self.new_time_point = QLineEdit(placeholderText="new time point, e.g. 16 min")
+        self.add_button = QPushButton("Add")
+        self.open_button = QPushButton("Open…")
+        self.save_button = QPushButton("Save")
+        self.save_as_button = QPushButton("Save as…")
+        self.status = QLabel()
+        self.message = QLabel()
+        for label in (self.study_label, self.status, self.message):
+            label.setWordWrap(True)
+
+        self.tabs = QTabWidget()
+        self.steps = {}
+        for title, widget_class in STEPS:
+            widget = widget_class(napari_viewer)
+            if hasattr(widget, "status"):  # the header shows the study's status once for all steps
+                widget.status.hide()
+            scroll = QScrollArea()
+            scroll.setWidgetResizable(True)
+            scroll.setWidget(widget)
+            self.tabs.addTab(scroll, title)
+            self.steps[title] = widget
+
+        files = QHBoxLayout()
+        for button in (self.open_button, self.save_button, self.save_as_button):
+            files.addWidget(button)
+        points = QHBoxLayout()
+        points.addWidget(QLabel("time point"))
+        points.addWidget(self.time_points, 1)
+        points.addWidget(self.new_time_point, 1)
+        points.addWidget(self.add_button)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.study_label)
+        layout.addLayout(files)
+        layout.addLayout(points)
+        layout.addWidget(self.status)
+        layout.addWidget(self.message)
+        layout.addWidget(self.tabs, 1)
+        self.setMinimumWidth(DOCK_WIDTH)
+
+        self.open_button.clicked.connect(self._choose_study)
+        self.save_button.clicked.connect(lambda: self.save_study(None))
+        self.save_as_button.clicked.connect(self._choose_save_path)
+        self.add_button.clicked.connect(lambda: self.add_time_point(self.new_time_point.text()))
+        self.time_points.activated.connect(self.select_time_point)
+        self.session.changed.connect(self._show_study)
+        self._show_study()
+
+    # --- the study header -----------------------------------------------------------------------
+    def _show_study(self, _what=None):
+        session = self.session
+        where = session.path.name if session.path is not None else "unsaved (autosaved)"
+        self.study_label.setText(f"<b>Study</b>: {where}")
+        self.time_points.blockSignals(True)
+        self.time_points.clear()
+        self.time_points.addItems([p.name for p in session.study.time_points])
+        self.time_points.setCurrentIndex(session.index)
+        self.time_points.blockSignals(False)
+        self.status.setText(status_text(session))
+
+    def add_time_point(self, name):
+        """Add an empty time point named ``name`` and make it current (its data come next)."""
+        try:
+            if not name.strip():
+                raise InputError("give the new time point a name, e.g. '16 min'")
+            self.session.add_time_point(name.strip())
+        except InputError as error:
+            self.message.setText(f"⚠ {error}")
+            return
+        self.new_time_point.clear()
+        self.message.setText(f"time point {name.strip()!r} added: open its tilt series, then the Data step")
+
+    def select_time_point(self, index):
+        """Make time point ``index`` current and show its layers (hiding the other time points')."""
+        self.session.select(index)
+        self.show_time_point()
+
+    def show_time_point(self):
+        """Show the current time point's results as layers (added where missing), hide the others'."""
+        session = self.session
+        for layer in self.viewer.layers:
+            study_id, point, _ = study_tag(layer)
+            if study_id == session.id:
+                layer.visible = point == session.point.name
+        for data in time_point_layers(session.point):
+            field = data[1]["metadata"]["aet"]["study_field"]
+            if not any(study_tag(layer) == (session.id, session.point.name, field) for layer in self.viewer.layers):
+                show_layer(self.viewer, tag_as_study(data, session, field))
+
+    # --- files ----------------------------------------------------------------------------------
+    def open_study(self, path):
+        """Open a study file (``.aet``): its layers replace nothing, the steps work on it from now on."""
+        try:
+            self.session.load(path)
+        except InputError as error:
+            self.message.setText(f"⚠ {error}")
+            return
+        self.show_time_point()
+        recovered = "; unsaved work restored from its autosave" if self.session.recovered else ""
+        self.message.setText(f"opened {self.session.path.name}: {len(self.session.study.time_points)} time "
+                             f"point(s){recovered}")
+
+    def save_study(self, path=None):
+        """Save the whole study (to ``path``, or its file); asks for a file when it has none."""
+        if path is None and self.session.path is None:
+            self._choose_save_path()
+            return
+        try:
+            saved = self.session.save(path)
+        except InputError as error:
+            self.message.setText(f"⚠ {error}")
+            return
+        self.message.setText(f"saved {saved}")
+        self._show_study()
+
+    def _choose_study(self):
+        path, _ = QFileDialog.getOpenFileName(self, "Open a study", "", "napari-aet study (*.aet)")
+        if path:
+            self.open_study(path)
+
+    def _choose_save_path(self):
+        path, _ = QFileDialog.getSaveFileName(self, "Save the study", "study.aet", "napari-aet study (*.aet)")
+        if path:
+            self.save_study(path)

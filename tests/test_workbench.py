@@ -1,0 +1,97 @@
+"""The AET workbench: one dock that fits the screen, data entry, the study saved and reopened."""
+
+import numpy as np
+import pytest
+import tifffile
+from qtpy.QtWidgets import QApplication
+
+from napari_aet._widgets._base import study_tag
+from napari_aet._widgets.data import parse_angle_range
+from napari_aet.model import InputError
+from napari_aet.simulate import fcc_particle, simulate_tilt_series
+from napari_aet.workflow import status
+
+WAIT_MS = 60_000
+
+
+@pytest.fixture(scope="module")
+def plain_tiff(tmp_path_factory):
+    """A 31-tilt series saved as a bare TIFF: no pixel size, no angles, nothing beside it."""
+    atoms = fcc_particle(radius=6.0, seed=2)
+    series = simulate_tilt_series(atoms, np.linspace(-70, 70, 31), shape=(48, 48), max_shift=0, seed=2).tilt_series
+    path = tmp_path_factory.mktemp("plain") / "particle.tif"
+    tifffile.imwrite(path, series.projections)
+    return path, series
+
+
+def workbench_in(make_napari_viewer):
+    viewer = make_napari_viewer()
+    _, workbench = viewer.window.add_plugin_dock_widget("napari-aet", "AET workbench")
+    return viewer, workbench
+
+
+def test_the_workbench_fits_a_1280x1024_screen(make_napari_viewer):
+    """Every step sits in one dock whose content scrolls: the window stays within the screen
+    (six separate docks made it 3,011 px tall)."""
+    viewer, workbench = workbench_in(make_napari_viewer)
+    window = viewer.window._qt_window
+    window.resize(1280, 1000)
+    viewer.window.show()
+    for index in range(workbench.tabs.count()):  # the tallest step decides nothing
+        workbench.tabs.setCurrentIndex(index)
+        QApplication.processEvents()
+        assert window.frameGeometry().height() <= 1024
+        assert workbench.height() <= window.height()
+    assert [workbench.tabs.tabText(i) for i in range(workbench.tabs.count())] == [
+        "Data", "1 Align", "2 Reconstruct", "3 Trace", "4 Classify", "5 Refine", "6 Edit"]
+
+
+def test_a_plain_tiff_gets_its_pixel_size_and_angles_in_the_data_step(make_napari_viewer, plain_tiff, qtbot):
+    path, series = plain_tiff
+    viewer, workbench = workbench_in(make_napari_viewer)
+    with pytest.warns(UserWarning, match="no tilt angles"):
+        viewer.open(path, plugin="napari-aet")
+    layer = viewer.layers["particle"]
+    data, align = workbench.steps["Data"], workbench.steps["1 Align"]
+    assert "angles are unknown" in data.message.text() and "pixel size is unknown" in data.message.text()
+    align.run()  # refused with a message, not a guess
+    assert "enter them in the AET workbench's Data step" in align.message.text()
+
+    data.set_range("-70, 70, 5")  # 29 angles for 31 projections
+    assert "gives 29 angles but the series has 31" in data.message.text()
+    data.pixel_size.setValue(0.4)
+    data.set_range("-70, 70")
+    data.elements.setText("fe, pt")
+    assert data.apply() is not None
+    raw = workbench.session.point.raw
+    assert raw.pixel_size == 0.4 and np.allclose(raw.angles, series.angles)
+    assert workbench.session.point.parameters["elements"] == ["Fe", "Pt"] and data.elements.text() == "Fe,Pt"
+    assert tuple(layer.scale) == (1.0, 0.4, 0.4) and "angles_unknown" not in layer.metadata["aet"]
+    assert study_tag(layer) == (workbench.session.id, "t0", "raw")
+
+
+def test_a_study_saved_from_the_workbench_reopens_with_its_layers(make_napari_viewer, plain_tiff, tmp_path):
+    _, series = plain_tiff
+    viewer, workbench = workbench_in(make_napari_viewer)
+    workbench.session.set_raw(series)
+    workbench.add_time_point("16 min")
+    assert workbench.session.point.name == "16 min" and workbench.time_points.currentText() == "16 min"
+    workbench.add_time_point("16 min")
+    assert "already has a time point" in workbench.message.text()
+    workbench.save_study(tmp_path / "particle.aet")
+    assert workbench.study_label.text().endswith("particle.aet")
+
+    other_viewer, other = workbench_in(make_napari_viewer)
+    other.open_study(tmp_path / "particle.aet")
+    assert [other.time_points.itemText(i) for i in range(other.time_points.count())] == ["t0", "16 min"]
+    other.select_time_point(0)
+    (layer,) = [layer for layer in other_viewer.layers if study_tag(layer)[1:] == ("t0", "raw")]
+    np.testing.assert_array_equal(layer.data, series.projections)
+    assert status(other.session.point)["align"] == "not run"
+
+
+def test_angle_ranges():
+    np.testing.assert_allclose(parse_angle_range("0, 177, 3", 60), np.arange(0, 178, 3.0))
+    np.testing.assert_allclose(parse_angle_range("-60:60", 5), [-60, -30, 0, 30, 60])
+    with pytest.raises(InputError, match="expected 'start, stop'"):
+        parse_angle_range("minus seventy", 5)
