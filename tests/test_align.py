@@ -2,10 +2,12 @@
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from napari_aet import align, preprocess
 from napari_aet.model import InputError, TiltSeries
 from napari_aet.progress import Cancelled
+from napari_aet.reconstruct import reconstruct
 from napari_aet.simulate import fcc_particle, simulate_tilt_series
 
 AXIS = 12.3  # degrees
@@ -201,3 +203,39 @@ def test_background_model_chosen_by_prediction_biases_the_centre_of_mass_less():
         bias[model] = np.mean(np.abs(align.center_of_mass_shifts(fitted) - reference)[:, 1])
     assert fitted.metadata["background"]["model"] in ("shared", "scaled")
     assert bias[None] < 0.5 * bias["each"] and bias[None] < 0.05
+
+
+def test_alignment_mapped_back_onto_the_measured_pixels_is_the_data():
+    rng = np.random.default_rng(5)
+    smooth = ndimage.gaussian_filter(rng.random((3, 48, 48)), (0, 3, 3)).astype(np.float32)
+    series = TiltSeries(smooth, [-30.0, 0.0, 30.0], shifts=rng.uniform(-2, 2, (3, 2)), tilt_axis=7.0)
+    back = align._to_measured_frame(align.apply_alignment(series).projections, series.shifts, series.tilt_axis)
+    inner = (slice(None), slice(10, -10), slice(10, -10))
+    np.testing.assert_allclose(back[inner], smooth[inner], atol=0.02 * smooth.max())
+
+
+def test_check_prefers_the_true_alignment_either_way(atoms):
+    data = simulate_tilt_series(atoms, angles=np.linspace(-60, 60, 21), shape=(80, 80), dose=100, max_shift=3,
+                                seed=5)
+    raw, true = data.tilt_series, data.tilt_series.replace(shifts=data.true_shifts)
+    better = align.check_alignment(raw, true)
+    assert better.accepted and better.reprojection[1] < better.reprojection[0]
+    assert better.reason.startswith("aligned series kept")
+    worse = align.check_alignment(true, raw)
+    assert not worse.accepted and "worse" in worse.reason
+
+
+def test_already_aligned_low_dose_series_comes_out_unchanged():
+    """Alignment measured on aligned, noisy data only moves the projections by their noise (and
+    re-centres the particle): the check keeps the input, so the chain gives --no-align's volume."""
+    small = fcc_particle(radius=10.0, seed=4)
+    data = simulate_tilt_series(small, angles=np.linspace(-70, 70, 31), shape=(64, 64), dose=40, max_shift=0,
+                                seed=6)
+    series = data.tilt_series
+    measured, report = align.align_auto(series, iterations=3)
+    assert not report["check"].accepted and report["check"].reason.startswith("input kept")
+    assert measured.tilt_axis == series.tilt_axis and np.abs(measured.shifts - series.shifts).max() < 0.1
+    assert not np.allclose(report["shifts"]["centroid and axis offset"], 0, atol=0.1)  # it did measure a change
+    volume = reconstruct(align.apply_alignment(measured), "resire", n_iterations=10).volume
+    unaligned = reconstruct(series, "resire", n_iterations=10).volume
+    assert np.abs(volume - unaligned).sum() < 1e-3 * np.abs(unaligned).sum()

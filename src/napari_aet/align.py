@@ -17,6 +17,8 @@ across the axis is not a gauge: it is the tilt-axis offset, and it must be measu
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy import ndimage
 from skimage.registration import phase_cross_correlation
@@ -441,11 +443,158 @@ def projection_matching_shifts(series: TiltSeries, *, iterations=6, reconstructi
     return shifts
 
 
+def _background_removed(series: TiltSeries, background) -> tuple[TiltSeries, str]:
+    """``series`` with the ``background`` ("smooth", "constant" or "none") removed
+    (:func:`napari_aet.preprocess.subtract_background`), and why not ("" if it was): where the
+    particle leaves too little background for a fit, the series is returned as it is."""
+    if background == "none":
+        return series, ""
+    try:
+        return subtract_background(series, method=background, model=None, degree=None), ""
+    except InputError as error:  # too little background to fit: the border level is used
+        return series, str(error)
+
+
+# ------------------------------------------------------------- consistency check
+
+
+@dataclass
+class AlignmentCheck:
+    """Whether an alignment made a series more self-consistent (:func:`check_alignment`).
+
+    Both measures are evaluated per projection on the input and on the aligned series, on the
+    measured pixels (never on resampled ones, whose interpolation would smooth the noise away):
+
+    common_line : mean over projections of the normalised correlation (1 = identical) of each
+        projection's common-line profile with the mean of the others' (input, aligned).
+    reprojection : mean held-out re-projection residual, the squared difference between each
+        projection and the re-projection of a quick reconstruction from the *other* half of the
+        tilts (alternate tilts), mapped back onto the measured pixels, relative to the
+        projection's squared signal (input, aligned); held out, so shifts fitted to noise do not
+        lower it.
+    common_line_t, reprojection_t : paired t-statistics of the per-projection improvements
+        (positive: the aligned series is better); beyond ``threshold`` counts as significant.
+    threshold : the t-statistic that counts as significant.
+    accepted : the aligned series was kept; reason : one line saying why.
+    """
+
+    accepted: bool
+    reason: str
+    common_line: tuple[float, float]
+    reprojection: tuple[float, float]
+    common_line_t: float
+    reprojection_t: float
+    threshold: float
+
+
+def _common_line_agreement(signal, series: TiltSeries, max_frequency=0.25) -> np.ndarray:
+    """Per projection ``(n,)``: normalised correlation of its common-line profile (along
+    ``series.tilt_axis``, shifted by the along-axis part of ``series.shifts``) with the mean
+    profile of all others, over frequencies 0 < k <= ``max_frequency`` cycles/px."""
+    profiles = _Profiles(signal, series.tilt_axis, max_frequency)
+    _, dv = _to_axis(series.shifts, series.tilt_axis)
+    spectra = profiles.shifted(dv)[:, 1:]
+    others = (spectra.sum(axis=0) - spectra) / (len(spectra) - 1)
+    overlap = np.real(np.sum(spectra * np.conj(others), axis=1))
+    return overlap / np.maximum(np.linalg.norm(spectra, axis=1) * np.linalg.norm(others, axis=1), 1e-30)
+
+
+def _to_measured_frame(images, shifts, tilt_axis) -> np.ndarray:
+    """Images ``(n, ny, nx)`` of the aligned frame (tilt axis along y, no shifts) resampled onto
+    the measured pixels of a series with ``shifts`` ``(n, 2)`` and ``tilt_axis``: the inverse of
+    :func:`apply_alignment` (cubic spline interpolation, 0 outside)."""
+    ny, nx = images.shape[1:]
+    x, y = _pixel_coordinates((ny, nx))
+    xx, yy = np.meshgrid(x, y)
+    rot = in_plane_rotation(tilt_axis)
+    out = np.empty_like(images)
+    for i, (dy, dx) in enumerate(shifts):
+        u = rot[0, 0] * (xx + dx) + rot[1, 0] * (yy + dy)
+        v = rot[0, 1] * (xx + dx) + rot[1, 1] * (yy + dy)
+        out[i] = ndimage.map_coordinates(images[i], [v + ny // 2, u + nx // 2], order=3, mode="grid-constant")
+    return out
+
+
+def _held_out_residual(signal, series: TiltSeries, iterations=10, smoothing=1.0) -> np.ndarray:
+    """Per projection ``(n,)``: ``sum (data - model)^2 / sum data^2`` where the data are ``signal``
+    smoothed by a Gaussian of ``smoothing`` px (rms) and the model is the re-projection of a
+    reconstruction (RESIRE with momentum, ``iterations``) from the other half of the tilts
+    (alternate ones in angle order), mapped back onto the measured pixels. The smoothing makes the
+    slight low-pass of resampling at sub-pixel shifts negligible: without it, resampled noise is
+    weaker, and any shifted series of noisy data would look more consistent than the unshifted one."""
+    signal = ndimage.gaussian_filter(signal, (0, smoothing, smoothing))
+    aligned = apply_alignment(series.replace(projections=signal)).projections
+    order = np.argsort(series.angles)
+    halves = (order[0::2], order[1::2])
+    residual = np.empty(len(signal))
+    for train, test in (halves, halves[::-1]):
+        part = series.replace(projections=aligned[train], angles=series.angles[train],
+                              shifts=np.zeros((len(train), 2)), tilt_axis=0.0)
+        volume = reconstruct(part, "resire", n_iterations=iterations, accelerate=True, step=1.0).volume
+        model = Projector(volume.shape, series.angles[test], signal.shape[1:]).forward(volume)
+        model = _to_measured_frame(model, series.shifts[test], series.tilt_axis)
+        residual[test] = (np.sum((signal[test] - model) ** 2, axis=(1, 2))
+                          / np.maximum(np.sum(signal[test] ** 2, axis=(1, 2)), 1e-30))
+    return residual
+
+
+def _paired_t(improvement) -> float:
+    """t-statistic of the mean of per-projection improvements ``(n,)`` (0 when they are all equal)."""
+    spread = np.std(improvement, ddof=1) / np.sqrt(len(improvement))
+    return float(np.mean(improvement) / spread) if spread > 0 else 0.0
+
+
+def check_alignment(before: TiltSeries, after: TiltSeries, *, threshold=2.0, background="smooth",
+                    progress=None) -> AlignmentCheck:
+    """Is ``after`` (the same projections with new shifts and tilt axis) more consistent than ``before``?
+
+    Two measures, each evaluated per projection on both series (:class:`AlignmentCheck`): the
+    held-out re-projection residual (everything: tilt axis, shifts across and along the axis)
+    and the agreement of the common-line profiles (tilt axis and shifts along it). Each gives a
+    paired t-statistic of the improvement. ``after`` is accepted when the held-out residual is
+    significantly lower (t > ``threshold``) and neither measure is significantly worse
+    (t < -``threshold``). The common line only vetoes: alignment fits the along-axis shifts to
+    this very agreement, noise included, so it always looks a little better after alignment,
+    while the held-out residual is measured on projections the reconstruction did not see. So an
+    alignment that only moves projections by their noise keeps ``before``: already-aligned data
+    come out unchanged. ``background`` is removed before measuring, as in :func:`align_auto`.
+    """
+    _single_axis(before, "the alignment check")
+    if after.projections.shape != before.projections.shape or not np.array_equal(after.angles, before.angles):
+        raise InputError("the alignment check compares two alignments of the same projections and angles")
+    signal = _signal(_background_removed(before, background)[0].projections)
+    return _consistency_check(signal, before, after, threshold, progress)
+
+
+def _consistency_check(signal, before, after, threshold, progress=None) -> AlignmentCheck:
+    """:func:`check_alignment` on ``signal`` as from :func:`_signal`."""
+    report(progress, 0.0, "checking the alignment: common line")
+    lines = [_common_line_agreement(signal, s) for s in (before, after)]
+    residuals = []
+    for j, s in enumerate((before, after)):
+        report(progress, 0.1 + 0.45 * j, "checking the alignment: held-out re-projection")
+        residuals.append(_held_out_residual(signal, s))
+    line_t, residual_t = _paired_t(lines[1] - lines[0]), _paired_t(residuals[0] - residuals[1])
+    worse = [name for name, t in (("common line", line_t), ("re-projection", residual_t)) if t < -threshold]
+    accepted = residual_t > threshold and not worse
+    if accepted:
+        reason = "aligned series kept: its held-out re-projection residual is significantly lower"
+    elif worse:
+        reason = f"input kept: the alignment made the {' and '.join(worse)} consistency worse"
+    else:
+        reason = "input kept: the alignment did not lower the held-out re-projection residual significantly"
+    report(progress, 1.0, reason)
+    return AlignmentCheck(accepted, f"{reason} (t: common line {line_t:+.1f}, re-projection {residual_t:+.1f})",
+                          (float(np.mean(lines[0])), float(np.mean(lines[1]))),
+                          (float(np.mean(residuals[0])), float(np.mean(residuals[1]))),
+                          line_t, residual_t, float(threshold))
+
+
 # ------------------------------------------------------------------------- chain
 
 
 def align_auto(series: TiltSeries, *, tilt_axis=None, axis_tolerance=1.0, precision=0.05,
-               projection_matching=True, iterations=6, background="smooth",
+               projection_matching=True, iterations=6, background="smooth", check=True,
                progress=None) -> tuple[TiltSeries, dict]:
     """Align a single-axis tilt series end to end; returns it with shifts and tilt axis set, and a report.
 
@@ -458,7 +607,11 @@ def align_auto(series: TiltSeries, *, tilt_axis=None, axis_tolerance=1.0, precis
     3. projection matching (``iterations``) across the axis, if ``projection_matching``
        (along the axis the common line is exact: profile invariance holds for any object);
     4. the rigid part of the centroid track and the tilt-axis offset are removed, so the
-       centroid lies on the rotation centre and the axis through ``nx // 2``.
+       centroid lies on the rotation centre and the axis through ``nx // 2``;
+    5. if ``check``, the result is kept only if it is more consistent than the input
+       (:func:`check_alignment`: common-line agreement and held-out re-projection residual,
+       measured on both); otherwise the input comes back unchanged (its own shifts and tilt
+       axis) and ``report["check"]`` (an :class:`AlignmentCheck`) says why.
 
     All measurements use a copy with the background removed (``background``: "smooth",
     "constant" or "none", see :func:`napari_aet.preprocess.subtract_background`); for "smooth"
@@ -475,17 +628,17 @@ def align_auto(series: TiltSeries, *, tilt_axis=None, axis_tolerance=1.0, precis
     their rotations and whether the refinement was accepted; score curves ``angles``/``scores`` over ±90° and
     ``fine_angles``/``fine_scores`` near the optimum), ``offset`` (px),
     ``common_line`` (``v``, ``raw`` and ``aligned`` profiles ``(n, L)``) and
-    ``projection_matching`` (per-iteration dicts). The projections are not modified.
+    ``projection_matching`` (per-iteration dicts), and with ``check`` an :class:`AlignmentCheck`
+    under ``check``; the other entries describe the alignment that was measured, kept or not.
+    The projections are not modified.
     """
     _single_axis(series, "automatic alignment")
     rep = {"steps": [], "shifts": {}, "angles": series.angles.tolist(), "background": background}
-    measured = series
-    if background != "none":
-        try:
-            measured = subtract_background(series, method=background, model=None, degree=None)
-            rep["background_fit"] = measured.metadata["background"]
-        except InputError as error:  # too little background to fit: the border level is used
-            rep["background"] = f"none ({error})"
+    measured, why_not = _background_removed(series, background)
+    if why_not:
+        rep["background"] = f"none ({why_not})"
+    elif background != "none":
+        rep["background_fit"] = measured.metadata["background"]
     signal = _signal(measured.projections)
 
     def record(name, shifts, previous):
@@ -520,7 +673,7 @@ def align_auto(series: TiltSeries, *, tilt_axis=None, axis_tolerance=1.0, precis
     if projection_matching:
         refined = projection_matching_shifts(oriented.replace(shifts=shifts), iterations=iterations,
                                              precision=precision, along_axis=False, history=history,
-                                             progress=sub_progress(progress, 0.4, 0.95))
+                                             progress=sub_progress(progress, 0.4, 0.85))
         record("projection matching", refined, shifts)
         shifts = refined
     rep["projection_matching"] = history
@@ -529,5 +682,10 @@ def align_auto(series: TiltSeries, *, tilt_axis=None, axis_tolerance=1.0, precis
     centred = shifts + _to_image(-fit, np.zeros_like(fit), axis)
     record("centroid and axis offset", centred, shifts)
     rep["offset"] = offset
-    report(progress, 1.0, "aligned")
-    return series.replace(shifts=centred, tilt_axis=axis), rep
+    result = series.replace(shifts=centred, tilt_axis=axis)
+    if check:
+        rep["check"] = _consistency_check(signal, series, result, 2.0, sub_progress(progress, 0.85, 1.0))
+        if not rep["check"].accepted:
+            result = series
+    report(progress, 1.0, rep["check"].reason if check else "aligned")
+    return result, rep

@@ -271,6 +271,9 @@ def print_summary(report):
     recon = report["reconstruction"]
     timings = ", ".join(f"{k} {v:.1f} s" for k, v in report["timings_s"].items())
     per_element = ", ".join(f"{n} {e}" for e, n in atoms["per_element"].items())
+    check = report.get("alignment", {}).get("check")
+    if check:
+        print(f"Alignment: {check['reason']}")
     print(f"Atoms: {atoms['n_atoms']} ({per_element}); {atoms['n_ambiguous']} ambiguous; "
           f"{atoms['n_rejected_peaks']} peaks rejected as noise")
     metrics = [f"final {name.replace('_', '-')} {recon[f'final_{key}']:.3f}"

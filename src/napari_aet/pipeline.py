@@ -16,7 +16,7 @@ import secrets
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, is_dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -139,7 +139,9 @@ def real_atoms(atoms: AtomModel) -> AtomModel:
 
 
 def _jsonable(value):
-    """Convert numpy values and arrays inside a report to plain JSON types."""
+    """Convert numpy values, arrays and typed results (dataclasses) inside a report to plain JSON types."""
+    if is_dataclass(value) and not isinstance(value, type):
+        return _jsonable(asdict(value))
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
