@@ -23,7 +23,15 @@ Errors are measured in the axis frame (u across the tilt axis, v along it):
 * ``axis_error`` — estimated minus true tilt-axis angle (degrees); ``common-line error`` the
   same for the common-line estimate that the re-projection refinement starts from.
 
-Usage: ``python benchmarks/bench_align.py [--quick] [--seeds N] [--background B] [--end-to-end]``.
+``--check`` measures instead the consistency check that decides whether ``align_auto`` keeps its
+result (:func:`napari_aet.align.check_alignment`) across doses (Pt ``--doses``, default 4000 400
+100 40 counts per atom per projection), each on the same particle given *already aligned* (no
+shifts, tilt axis 0) and *misaligned* (the scenario above at that dose): kept or not, the
+t-statistics, how far the measured alignment was from the truth (``rms_rigid`` of the measured
+shifts, and the axis error) and how far the returned one is.
+
+Usage: ``python benchmarks/bench_align.py [--quick] [--seeds N] [--background B] [--end-to-end]``,
+``python benchmarks/bench_align.py --check [--doses D ...] [--seeds N]``.
 With ``--background`` the end-to-end run first subtracts the background (``"smooth"``, model
 and degree chosen from the data) from the raw series, as a user would; both inputs share it.
 ``--quick`` (one seed, 3 projection-matching iterations) takes under a minute on an idle machine.
@@ -140,15 +148,62 @@ def bench_end_to_end(seed, size, background):
     return out
 
 
+def bench_check(seed, size, dose, aligned):
+    """align_auto's consistency check on one series, already aligned or misaligned."""
+    rng = np.random.default_rng(1000 + seed)
+    tilt_axis = 0.0 if aligned else float(rng.uniform(-30, 30))
+    atoms = fcc_particle(radius=16.0, seed=seed)
+    data = simulate_tilt_series(atoms, shape=(size, size), dose=dose, max_shift=0.0 if aligned else MAX_SHIFT,
+                                tilt_axis=tilt_axis, axis_offset=0.0 if aligned else OFFSET, seed=seed)
+    series, true = data.tilt_series, data.true_shifts
+    start = time.perf_counter()
+    result, report = align.align_auto(series)
+    seconds = time.perf_counter() - start
+    measured = report["shifts"]["centroid and axis offset"]
+
+    def errors(shifts, axis):
+        rigid, _ = rigid_residual(axis_frame_error(shifts, true, series.angles, tilt_axis), series.angles)
+        return rms(rigid), axis - tilt_axis
+
+    return {"check": report["check"], "measured": errors(measured, report["tilt_axis"]["used"]),
+            "returned": errors(result.shifts, result.tilt_axis), "seconds": seconds,
+            "max_change": float(np.abs(result.shifts - series.shifts).max())}
+
+
+def main_check(doses, seeds, size):
+    print(f"# bench_align --check — {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, load average "
+          f"{os.getloadavg()[0]:.2f}, {os.cpu_count()} CPUs, size {size} px, seeds {len(seeds)}\n")
+    print("| dose (Pt counts) | seed | input | kept | t common line | t re-projection | measured: rms_rigid (px) "
+          "| measured: axis error (°) | returned: rms_rigid (px) | returned: axis error (°) | largest change (px) "
+          "| time (s) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for dose in doses:
+        for seed in seeds:
+            for aligned in (True, False):
+                r = bench_check(seed, size, dose, aligned)
+                c = r["check"]
+                print(f"| {dose:g} | {seed} | {'aligned' if aligned else 'misaligned'} | "
+                      f"{'aligned series' if c.accepted else 'input'} | {c.common_line_t:+.1f} | "
+                      f"{c.reprojection_t:+.1f} | {r['measured'][0]:.3f} | {r['measured'][1]:+.3f} | "
+                      f"{r['returned'][0]:.3f} | {r['returned'][1]:+.3f} | {r['max_change']:.3f} | "
+                      f"{r['seconds']:.0f} |", flush=True)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one seed, 3 projection-matching iterations")
     parser.add_argument("--seeds", type=int, default=5, help="number of seeds (default 5)")
     parser.add_argument("--background", type=float, default=0.0, help="mean background, counts/px (default 0)")
     parser.add_argument("--end-to-end", action="store_true", help="also run the whole pipeline (slow)")
+    parser.add_argument("--check", action="store_true",
+                        help="measure align_auto's consistency check across doses instead")
+    parser.add_argument("--doses", type=float, nargs="+", default=[4000, 400, 100, 40],
+                        help="Pt counts per atom per projection for --check (default 4000 400 100 40)")
     args = parser.parse_args(argv)
     seeds = range(1) if args.quick else range(args.seeds)
     size, iterations = 128, (3 if args.quick else 6)
+    if args.check:
+        return main_check(args.doses, seeds, size)
 
     print(f"# bench_align — {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, "
           f"load average {os.getloadavg()[0]:.2f}, {os.cpu_count()} CPUs, size {size} px, seeds {len(seeds)}, "
