@@ -144,3 +144,82 @@ def test_hand_labels_survive_a_classify_rerun(particle):
     assert again.features["locked"][hand].all() and again.features["edited"][hand].all()
     assert not again.features["locked"][4:n].any()
     assert np.mean(again.species[4:n] == first.species[4:n]) > 0.95
+
+
+def test_review_queue_skips_undrawn_non_atoms(particle):
+    confidence = np.full(len(particle), 0.9)
+    confidence[[1, 2, 3]] = [0.3, 0.1, 0.2]
+    non_atom = np.zeros(len(particle), bool)
+    non_atom[2] = True  # the most doubtful is a (hidden) non-atom
+    atoms = reviewed(particle, confidence, confidence < 0.5).with_features(non_atom=non_atom)
+    np.testing.assert_array_equal(edit.review_queue(atoms), [3, 1])
+    np.testing.assert_array_equal(edit.review_queue(atoms, include_non_atoms=True), [2, 3, 1])
+    assert edit.queue_step(atoms, None, 1) == (3, 0, 2)
+
+
+def test_unlock_is_logged(particle):
+    locked = edit.set_locked(particle, [4, 6], True)
+    assert locked.features["locked"][[4, 6]].all() and locked.features["edited"][[4, 6]].all()
+    assert [(e["action"], e["index"]) for e in edit.changes(particle, locked)] == [("relabel", 4), ("relabel", 6)]
+    free = edit.set_locked(locked, [6], False)
+    assert not free.features["locked"][6] and free.features["edited"][6]  # still marked as touched
+    (entry,) = edit.changes(locked, free)
+    assert (entry["action"], entry["index"]) == ("unlock", 6)
+
+
+def test_undo_stack_logs_and_steps_back_and_forth(particle):
+    stack = edit.UndoStack()
+    one = edit.relabel(particle, [0], NON_ATOM)
+    two = one.subset(np.arange(1, len(one)))
+    stack.record(particle, one, edit.changes(particle, one))
+    stack.record(one, two, edit.changes(one, two))
+    atoms, entry = stack.undo()
+    assert atoms is one and entry["action"] == "undo" and entry["entries"][0]["action"] == "delete"
+    atoms, entry = stack.undo()
+    assert atoms is particle and entry["entries"][0]["action"] == "relabel"
+    assert not stack.can_undo
+    with pytest.raises(InputError, match="nothing to undo"):
+        stack.undo()
+    atoms, entry = stack.redo()
+    assert atoms is one and entry["action"] == "redo"
+    stack.record(one, two, [])  # a new edit: nothing left to redo
+    assert not stack.can_redo
+    json.dumps(entry)
+
+
+@pytest.fixture(scope="module")
+def volume_of(particle):
+    """The particle rendered at 0.4 Å voxels, and its classified atoms."""
+    recon = Reconstruction(render_atoms(particle.positions, adf_amplitudes(particle.species, 1.0), 0.5,
+                                        (40, 40, 40), 0.4), 0.4)
+    return recon, classify_atoms(recon, particle, "Fe,Pt")
+
+
+def test_snap_to_peak_and_brightest_on_ray(particle, volume_of):
+    recon, _ = volume_of
+    atom = particle.positions[21]  # a Pt atom alone on the ray below
+    np.testing.assert_allclose(edit.snap_to_peak(recon, atom + [0.3, -0.4, 0.2]), atom, atol=0.03)
+    direction = np.array([0.21, 0.37, 1.0]) / np.linalg.norm([0.21, 0.37, 1.0])  # (x, y, z)
+    offsets = particle.positions - atom
+    off_ray = np.linalg.norm(offsets - np.outer(offsets @ direction, direction), axis=1)
+    assert np.sort(off_ray)[1] > 1.0  # no other atom within 1 Å of the ray
+    np.testing.assert_allclose(edit.brightest_on_ray(recon, atom + 4.0 * direction, direction), atom, atol=0.03)
+    with pytest.raises(InputError, match="outside the volume"):
+        edit.snap_to_peak(recon, [50.0, 0.0, 0.0])
+
+
+def test_placed_atoms_are_labelled_by_the_classifier_not_locked(particle, volume_of):
+    recon, classified = volume_of
+    wrong = np.where(classified.species == "Fe", "Pt", "Fe")  # placed atoms come in with a stale label
+    index = [np.flatnonzero(particle.species == "Fe")[0], np.flatnonzero(particle.species == "Pt")[0]]
+    stale = AtomModel(classified.positions, np.where(np.isin(np.arange(len(particle)), index), wrong,
+                                                     classified.species), classified.features)
+    placed = edit.place_atoms(stale, index, recon)
+    np.testing.assert_array_equal(placed.species[index], particle.species[index])
+    features = placed.features
+    assert features["placed"][index].all() and features["edited"][index].all()
+    assert not features["locked"].any() and np.count_nonzero(features["placed"]) == 2
+    assert (features["confidence"][index] > 0.8).all() and not features["ambiguous"][index].any()
+    np.testing.assert_array_equal(features["class_index"][index], [1, 2])
+    unlabelled = edit.place_atoms(stale, index, None)  # no volume: left for Classify
+    assert list(unlabelled.species[index]) == ["", ""]
