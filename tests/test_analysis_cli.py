@@ -56,7 +56,8 @@ def test_track_writes_the_contract(analysed, tmp_path, capsys):
     assert len(transforms) == 2 and transforms[0]["residual_A"] == 0 and transforms[1]["residual_A"] < 0.2
     assert np.allclose(np.linalg.det(transforms[1]["rotation"]), 1)
     nuclei = pd.read_csv(tmp_path / "nuclei_tracks.csv")
-    assert list(nuclei.columns) == ["time", "nucleus_track", "nucleus", "n_atoms", "event"]
+    assert list(nuclei.columns) == ["time", "nucleus_track", "nucleus", "n_atoms", "event", "mean_order"]
+    assert nuclei[nuclei.nucleus >= 0].mean_order.between(0.3, 1).all()
     assert set(nuclei[nuclei.time == 0].event) == {"present"}
     assert set(nuclei[nuclei.time == 1].event) == {"grew", "shrank", "stable", "appeared"}
     assert "residuals" in capsys.readouterr().out

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..model import InputError
 from ..progress import ProgressCallback, report
+from .nuclei import phase_order
 from .registration import RigidTransform, register_atoms
 from .tracking import NucleusTracks, SiteTracks, track_nuclei, track_sites
 
@@ -50,7 +51,8 @@ def follow_particle(times, lattices, *, max_distance=None, change=0.1,
     limit = 0.5 * lattices[0].r1 if max_distance is None else float(max_distance)
     positions = [transform.apply(atoms.positions) for transform, atoms in zip(transforms, times)]
     sites = track_sites(positions, max_distance=limit)
-    nuclei = track_nuclei([atoms.features["nucleus"].astype(int) for atoms in times], sites, change=change)
+    nuclei = track_nuclei([atoms.features["nucleus"].astype(int) for atoms in times], sites, change=change,
+                          orders=[phase_order(atoms) for atoms in times])
     report(progress, 1.0, "tracking done")
     return FollowedParticle(transforms, positions, sites, nuclei)
 

@@ -58,19 +58,21 @@ def track_sites(positions, *, max_distance=1.0) -> SiteTracks:
 @dataclass
 class NucleusTracks:
     """One row per nucleus track and time: ``time``, ``nucleus_track``, ``nucleus`` (-1 once gone),
-    ``n_atoms``, ``event`` (one of :data:`EVENTS`)."""
+    ``n_atoms``, ``event`` (one of :data:`EVENTS`) and ``mean_order`` (the nucleus's mean order
+    parameter; NaN when gone or not given)."""
 
     time: np.ndarray
     nucleus_track: np.ndarray
     nucleus: np.ndarray
     n_atoms: np.ndarray
     event: np.ndarray
+    mean_order: np.ndarray
 
     def to_frame(self):
         import pandas as pd
 
         return pd.DataFrame({"time": self.time, "nucleus_track": self.nucleus_track, "nucleus": self.nucleus,
-                             "n_atoms": self.n_atoms, "event": self.event})
+                             "n_atoms": self.n_atoms, "event": self.event, "mean_order": self.mean_order})
 
 
 def _links(previous_labels, previous_tracks, labels, tracks, min_shared):
@@ -84,10 +86,11 @@ def _links(previous_labels, previous_tracks, labels, tracks, min_shared):
     return shared >= min_shared
 
 
-def track_nuclei(nucleus_labels, tracks: SiteTracks, *, change=0.1, min_shared=3) -> NucleusTracks:
+def track_nuclei(nucleus_labels, tracks: SiteTracks, *, orders=None, change=0.1, min_shared=3) -> NucleusTracks:
     """Link nuclei across times (see the module docstring).
 
     nucleus_labels : per time, the ``nucleus`` column ``(N_t,)`` (-1 outside nuclei).
+    orders : per time, each atom's order parameter ``(N_t,)``, for the nuclei's ``mean_order``.
     tracks : the site tracks of the same atoms. change : relative size change (fraction) beyond
     which a nucleus grew or shrank. min_shared : tracked atoms two nuclei must share to be linked.
     """
@@ -125,5 +128,12 @@ def track_nuclei(nucleus_labels, tracks: SiteTracks, *, change=0.1, min_shared=3
         current = new
     rows.sort(key=lambda r: (r[0], r[1]))
     columns = list(zip(*rows)) if rows else [[]] * 5
-    return NucleusTracks(np.array(columns[0], int), np.array(columns[1], int), np.array(columns[2], int),
-                         np.array(columns[3], int), np.array(columns[4], dtype=object))
+    time, nucleus = np.array(columns[0], int), np.array(columns[2], int)
+    mean_order = np.full(len(rows), np.nan)
+    for t, labels in enumerate(nucleus_labels if orders is not None else []):
+        inside = labels >= 0
+        means = np.bincount(labels[inside], np.asarray(orders[t], float)[inside], len(sizes[t])) / np.maximum(sizes[t], 1)
+        here = (time == t) & (nucleus >= 0)
+        mean_order[here] = means[nucleus[here]]
+    return NucleusTracks(time, np.array(columns[1], int), nucleus, np.array(columns[3], int),
+                         np.array(columns[4], dtype=object), mean_order)
