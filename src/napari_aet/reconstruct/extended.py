@@ -118,23 +118,3 @@ def film_parameters(series: TiltSeries, thickness=None) -> dict:
     return {"object_width": extended_width(series, thickness), "thickness": thickness, **FILM_ITERATIONS,
             "single_axis_tolerance": 1.0}
 
-
-def inside_box_weights(series: TiltSeries, depth, inside=0.5, samples=16) -> np.ndarray:
-    """Float32 ``(n_angles, 1, nx)`` of 0 and 1: 1 for the detector columns at least ``inside`` of
-    whose ray's path through the material's depth range lies inside the box, 0 for the others
-    (the edges of the high-tilt views, which see material the box does not hold). For refinement
-    against an extended object (``pixel_weights``).
-
-    depth : ``(z_min, z_max)`` Å, the specimen-frame depth the material occupies (e.g. the traced
-    atoms' z range). samples : depths sampled along each ray.
-    With ``(u, v, w) = M (x, y, z)`` the column ``u`` meets depth z at ``x = (u - M02 z) / M00``
-    (the tilt axis along y; the small ``M01 y`` of nearly single-axis Euler angles is ignored).
-    """
-    _, _, nx = series.projections.shape
-    m = rotation_matrices(series.angles)
-    u = (np.arange(nx) - nx // 2) * series.pixel_size
-    z = np.linspace(depth[0], depth[1], samples)
-    m00 = np.where(np.abs(m[:, 0, 0]) > 1e-6, m[:, 0, 0], 1e-6)
-    x = (u[None, :, None] - m[:, 0, 2, None, None] * z[None, None, :]) / m00[:, None, None]
-    fraction = np.mean(np.abs(x) <= (nx / 2) * series.pixel_size, axis=2)
-    return (fraction >= inside)[:, None, :].astype(np.float32)
