@@ -13,6 +13,7 @@ per ``--workers`` value, alternating, ``--repeats`` times, each into a fresh dir
 """
 
 import argparse
+import csv
 import filecmp
 import os
 import subprocess
@@ -66,11 +67,12 @@ def main():
                 out = folder / f"study-w{workers}-r{repeat}"
                 load = os.getloadavg()[0]
                 wall = napari_aet("batch", plan, "--out", out, "--workers", workers)
-                summary = (out / "summary.csv").read_text().splitlines()[1:]
-                statuses = [line.split(",")[3] for line in summary]
+                with open(out / "summary.csv", newline="") as handle:
+                    summary = list(csv.DictReader(handle))
+                statuses = [f"{row['step']} {row['status']}" for row in summary]
                 walls[workers].append(wall)
                 print(f"--workers {workers}: {wall:.1f} s, load average {load:.1f} -> {os.getloadavg()[0]:.1f}, "
-                      f"statuses {sorted(set(statuses))} ({len(summary)} summary rows)", flush=True)
+                      f"{', '.join(f'{statuses.count(s)} {s}' for s in sorted(set(statuses)))}", flush=True)
         medians = {w: float(np.median(v)) for w, v in walls.items()}
         if len(medians) == 2:
             slow, fast = (medians[w] for w in args.workers)

@@ -19,9 +19,12 @@ import io
 import logging
 import os
 import secrets
+import shutil
+import signal
 import threading
 import time
 import tomllib
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -206,6 +209,9 @@ def run_series(row: PlanRow, out_dir, *, force=False, topic=None) -> dict:
     """
     start = time.perf_counter()
     summary = {"particle": row.particle, "time": row.time, "step": "run", "series": str(row.series)}
+    out_dir = Path(out_dir)
+    for staging in (*out_dir.parent.glob(f".partial-{out_dir.name}-*"), *out_dir.glob(".partial-*")):
+        shutil.rmtree(staging, ignore_errors=True)  # left by a run killed while writing; the batch owns DIR
     try:
         report = run_to_directory(row.series, out_dir, row.elements, force=force, **row.options,
                                   progress=_StageEvents(topic, row.label) if topic else None)
@@ -335,12 +341,28 @@ def start_client(*, workers=None, scheduler=None):
         except (OSError, TimeoutError, ValueError) as exc:
             raise InputError(f"cannot reach the dask scheduler at {scheduler} ({_one_line(exc)}): is it "
                              "running, and is the address tcp://host:port?") from None
-    workers = workers or os.cpu_count() or 1
+    workers = (os.cpu_count() or 1) if workers is None else workers
     if workers < 1:
         raise InputError(f"--workers must be 1 or more, got {workers}")
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
-                           silence_logs=logging.ERROR)
+    with _ctrl_c_ignored():
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
+                               silence_logs=logging.ERROR)
     return Client(cluster)
+
+
+@contextmanager
+def _ctrl_c_ignored():
+    """Processes started inside inherit SIGINT ignored: a Ctrl-C on the terminal reaches only the
+    batch (which cancels the work and closes its cluster), not every worker with a traceback.
+    Only in the main thread, where signal handlers can be set."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def run_batch(plan, out_dir, *, workers=None, scheduler=None, force=False, progress: ProgressCallback = None,
@@ -364,10 +386,6 @@ def run_batch(plan, out_dir, *, workers=None, scheduler=None, force=False, progr
     log = log or (lambda message: None)
     rows = read_plan(plan)
     out_dir = Path(out_dir)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"cannot create the study directory {out_dir}: {exc.strerror or exc}") from None
     summaries = {}
     for row in rows:
         if not force and (out_dir / row.particle / row.time / "report.json").exists():
@@ -380,6 +398,10 @@ def run_batch(plan, out_dir, *, workers=None, scheduler=None, force=False, progr
     study.finished = len(summaries)
     futures = {}
     try:
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(f"cannot create the study directory {out_dir}: {exc.strerror or exc}") from None
         log(f"dask dashboard: {client.dashboard_link}")
         client.subscribe_topic(topic, study.stage)
         futures = {client.submit(run_series, row, out_dir / row.particle / row.time, force=force, topic=topic,
@@ -399,7 +421,11 @@ def run_batch(plan, out_dir, *, workers=None, scheduler=None, force=False, progr
         particle_rows = _finish_particles(client, rows, summaries, out_dir, force, log)
     except KeyboardInterrupt:
         for future, row in futures.items():
-            if row.label not in summaries:
+            if row.label in summaries:
+                continue
+            if future.status == "finished":  # finished, not yet collected
+                summaries[row.label] = future.result()
+            else:
                 future.cancel()
                 summaries[row.label] = {"particle": row.particle, "time": row.time, "step": "run",
                                         "series": str(row.series), "status": "interrupted",
