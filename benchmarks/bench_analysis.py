@@ -22,6 +22,7 @@ Speed: the same scenario scaled to ~20,000 atoms per time: ``analyze_to_director
     python benchmarks/bench_analysis.py --quick        # 2 seeds, no speed test
     python benchmarks/bench_analysis.py                # 5 seeds and the 20,000-atom speed test
     python benchmarks/bench_analysis.py --speed-only
+    python benchmarks/bench_analysis.py --end-to-end   # ~1,200 atoms per time through the whole chain
 """
 
 from __future__ import annotations
@@ -99,7 +100,7 @@ def accuracy(seeds):
         events_right += found == EXPECTED_EVENTS
         print(f"seed {seed}: residuals {[round(t.residual, 3) for t in transforms[1:]]} Å, events "
               f"{'right' if found == EXPECTED_EVENTS else 'WRONG: ' + str(found)}", flush=True)
-    print(f"\n{len(seeds)} seeds x 3 times, {len(SCENARIO)} planted nuclei (4 present per time)")
+    print(f"\n{len(seeds)} seeds x 3 times, {len(SCENARIO)} planted nuclei (4 or 5 present per time)")
     print("| method | phase accuracy off boundaries: min / mean | nucleus IoU: min / mean / share >= 0.6 "
           "| spurious nuclei: max per time |")
     print("|---|---|---|---|")
@@ -135,12 +136,68 @@ def speed(radius=45.6):
               f"residuals {np.round(summary['residuals_A'], 3).tolist()} Å; events {summary['events']}")
 
 
+def end_to_end(seed=0, radius=18.0, size=128, dose=400.0):
+    """Tilt series per time (51 tilts over ±70°, Poisson noise at ``dose`` counts per Pt atom) ->
+    run_pipeline -> analyze_atoms -> follow_particle, scored on the atoms matched to the truth."""
+    from napari_aet.analysis.atom_metrics import compare_atoms, mutual_nearest_pairs
+    from napari_aet.analysis.timeseries import follow_particle
+    from napari_aet.pipeline import real_atoms, run_pipeline
+    from napari_aet.simulate import simulate_tilt_series
+
+    times = annealing_series(radius=radius, max_shift=2.0, seed=seed)
+    analyses, matches = [], []
+    for t, truth in enumerate(times):
+        start = time.perf_counter()
+        series = simulate_tilt_series(truth, shape=(size, size), dose=dose, seed=seed + t).tilt_series
+        found = real_atoms(run_pipeline(series, ("Fe", "Pt"), seed=seed).atoms)
+        comparison = compare_atoms(found, truth)
+        i, j = mutual_nearest_pairs(found.positions + comparison["translation"], truth.positions, 1.0)
+        analysis = analyze_atoms(found)
+        analyses.append(analysis)
+        matches.append((i, j))
+        # found labels carried onto the true atoms (unmatched true atoms: A1, no nucleus)
+        phase = np.full(len(truth), "A1", dtype=object)
+        nucleus = np.full(len(truth), -1)
+        phase[j] = analysis.atoms.features["phase"][i]
+        nucleus[j] = analysis.atoms.features["nucleus"][i]
+        _, lattice = fit_lattice(truth)
+        idx, _, present = first_shell(truth.positions, lattice.r1, "fcc")
+        true_phase = truth.features["true_phase"]
+        boundary = ((np.append(true_phase, "")[idx] != true_phase[:, None]) & present).any(axis=1)
+        accuracy = np.mean(phase[~boundary] == true_phase[~boundary])
+        iou, spurious = nucleus_overlap(nucleus, truth.features["true_nucleus"])
+        print(f"time {t}: {len(truth)} true atoms, recall {comparison['recall']:.4f}, precision "
+              f"{comparison['precision']:.4f}, species {comparison['species_accuracy']:.4f}; phase accuracy off "
+              f"boundaries {accuracy:.4f}; nucleus IoU {np.round(iou, 2).tolist()}, spurious {spurious} "
+              f"({time.perf_counter() - start:.0f} s)", flush=True)
+    followed = follow_particle([a.atoms for a in analyses], [a.lattice for a in analyses])
+    for t in range(1, len(times)):
+        site = []
+        for u in (t - 1, t):
+            i, j = matches[u]
+            labels = np.full(len(analyses[u].atoms), -1)
+            labels[i] = times[u].features["site"][j]
+            site.append(labels)
+        _, before, now = np.intersect1d(followed.sites.track[t - 1], followed.sites.track[t], return_indices=True)
+        known = (site[0][before] >= 0) & (site[1][now] >= 0)
+        correct = np.count_nonzero(known & (site[0][before] == site[1][now]))
+        true_links = len(np.intersect1d(site[0][site[0] >= 0], site[1][site[1] >= 0]))
+        print(f"times {t - 1}->{t}: site tracking precision {correct / max(known.sum(), 1):.4f}, recall "
+              f"{correct / max(true_links, 1):.4f}; registration residual {followed.transforms[t].residual:.3f} Å")
+    events = sorted(map(tuple, followed.nuclei.to_frame().groupby("nucleus_track")["event"].apply(list)))
+    print(f"nucleus events {'right' if events == EXPECTED_EVENTS else 'WRONG: ' + str(events)}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="2 seeds, no speed test")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--speed-only", action="store_true", help="only the 20,000-atom speed test")
+    parser.add_argument("--end-to-end", action="store_true",
+                        help="only the end-to-end test: tilt series per time -> run -> analyze -> track")
     args = parser.parse_args()
+    if args.end_to_end:
+        return end_to_end()
     if not args.speed_only:
         accuracy(range(2 if args.quick else args.seeds))
     if not args.quick:
