@@ -49,14 +49,6 @@ class Nuclei:
                              "z": self.centroid[:, 2], "max_order": self.max_order,
                              "mean_order": self.mean_order, "n_core": self.n_core})
 
-    @classmethod
-    def from_frame(cls, frame) -> Nuclei:
-        return cls(frame["nucleus"].to_numpy(int), frame["phase"].astype(str).to_numpy(object),
-                   frame["variant"].fillna("").astype(str).to_numpy(object), frame["n_atoms"].to_numpy(int),
-                   frame[["x", "y", "z"]].to_numpy(float), frame["max_order"].to_numpy(float),
-                   frame.get("mean_order", frame["max_order"]).to_numpy(float),
-                   frame.get("n_core", frame["n_atoms"]).to_numpy(int))
-
 
 def phase_order(atoms: AtomModel) -> np.ndarray:
     """Each atom's order parameter of its own phase (the larger of L1₀ and L1₂ for A1 atoms)."""

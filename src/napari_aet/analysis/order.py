@@ -16,8 +16,10 @@ m₁ ≥ m₂ ≥ m₃:
 (variant: A₃B when η_x η_y η_z > 0, else AB₃, and the sublattice of the minority element from the
 signs). Both are 1 for the perfect crystal and 0 for the other ordered phase. An atom is L1₂ when
 order_L12 ≥ ``threshold`` and ≥ order_L10, else L1₀ when order_L10 ≥ ``threshold``, else A1; the
-labels are then smoothed by the majority of the atom and its 12 nearest sites, ``smoothing`` times.
-An ordered atom whose element is not the one its sublattice holds in that order is an anti-site.
+labels are then smoothed by the majority of the atom and its 12 nearest sites, and the ordered
+regions, which a window shrinks, grow back into A1 atoms that touch them and carry the element
+their order puts on that site (:func:`classify_order`). An ordered atom whose element is not the
+one its sublattice holds in that order is an anti-site.
 """
 
 from __future__ import annotations
