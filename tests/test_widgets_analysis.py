@@ -123,7 +123,7 @@ def test_time_series_widget_tracks_and_renders(make_napari_viewer, qtbot, times,
     assert viewer.dims.ndim == 4 and widget.plot.has_data() and "residuals" in widget.message.text()
     # the same site keeps its track and, registered, its place
     site = [a.features["site"] for a in times]
-    common, i0, i1 = np.intersect1d(site[0], site[1], return_indices=True)
+    _, i0, i1 = np.intersect1d(site[0], site[1], return_indices=True)
     tracks = [layer.features["track"][layer.features["time"] == t].to_numpy() for t in (0, 1)]
     assert np.mean(tracks[0][i0] == tracks[1][i1]) > 0.995
     viewer.dims.ndisplay = 3
