@@ -440,6 +440,26 @@ def test_reconstruct_stop_and_keep_current(make_napari_viewer, qtbot, tilt_serie
     assert "series resire (running)" not in viewer.layers
 
 
+def test_after_reconstruct_the_view_shows_the_volume_centre(make_napari_viewer, qtbot, tilt_series):
+    """The tilt series and the volume share the first slider: after Reconstruct the series are
+    hidden and the slider sits at the volume's centre, so the canvas shows the particle's middle."""
+    _, aligned, _, _ = tilt_series
+    viewer, widget = docked(make_napari_viewer, qtbot, ReconstructWidget, tilt_series_layer(aligned, name="series"))
+    viewer.dims.set_point(0, aligned.n_angles - 1)  # where a user leaves it after browsing the tilts
+    widget.parameters.method.value = "wbp"
+    assert run_and_wait(qtbot, widget) == "done"
+    assert not viewer.layers["series"].visible
+    volume = viewer.layers["series wbp"]
+    viewer.layers["series wbp reconstruction |FFT|"].visible = False
+    viewer.reset_view()
+    shown = screenshot(viewer)
+    volume.visible = False
+    empty = screenshot(viewer)
+    assert changed_fraction(shown, empty) > 0.05  # the central slice of the particle, not an empty edge slice
+    centre = volume.data.shape[0] // 2
+    assert viewer.dims.point[0] == pytest.approx(volume.data_to_world([centre, 0, 0])[0], abs=volume.scale[0])
+
+
 def test_error_plot_puts_a_final_only_curve_at_the_last_iteration(make_napari_viewer, qtbot):
     widget = ReconstructWidget(make_napari_viewer())
     qtbot.addWidget(widget)

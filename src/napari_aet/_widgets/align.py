@@ -57,7 +57,7 @@ class AlignWidget(StageWidget):
         self.discard_button.clicked.connect(self.discard_result)
         self.parameters.method.changed.connect(self._show_method_parameters)
         self._show_method_parameters()
-        self.output_name = None
+        self.output_name = self.input_name = None
         self._before = None  # the time point's alignment before the run, for Discard
         self._set_pending(False)
 
@@ -93,13 +93,14 @@ class AlignWidget(StageWidget):
         self._before = (point.aligned, copy.deepcopy(point.stages), copy.deepcopy(point.report))
         options = self.alignment_options()
         self.output_name = f"{layer.name} aligned"
+        self.input_name = layer.name
         return lambda progress: self.session.run("align", progress=progress, **options)
 
     def finish(self, result):
         measured, report, aligned = result.measured, result.report, result.aligned
         self.show_study_output(tilt_series_layer(aligned, name=self.output_name), "aligned")
         self.session.announce(self.stage)
-        self.viewer.grid.enabled = True
+        self.side_by_side(True)
         self._set_pending(True)
         self.plot_report(measured, report)
         rms = np.sqrt(np.mean(np.sum(measured.shifts ** 2, axis=1)))
@@ -108,9 +109,19 @@ class AlignWidget(StageWidget):
         self.show_done(f"{verdict}tilt axis {measured.tilt_axis:.2f}°, rms shift {rms:.2f} px; "
                        f"check the plots, then Apply or Discard")
 
+    def side_by_side(self, on):
+        """Show the input and the aligned series side by side (grid view), each labelled with its
+        name, and the whole of both in view; or end that view."""
+        for name in (self.input_name, self.output_name):
+            if name in self.viewer.layers:
+                self.viewer.layers[name].name_overlay.visible = on
+        self.viewer.grid.enabled = on
+        if on:
+            self.viewer.reset_view()
+
     def apply(self):
         """Keep the aligned layer and end the side-by-side view."""
-        self.viewer.grid.enabled = False
+        self.side_by_side(False)
         self._set_pending(False)
         if self.output_name in self.viewer.layers:
             self.viewer.layers.selection.active = self.viewer.layers[self.output_name]
@@ -118,7 +129,7 @@ class AlignWidget(StageWidget):
 
     def discard_result(self):
         """Remove the aligned layer, put the study's alignment back as it was, end the side-by-side view."""
-        self.viewer.grid.enabled = False
+        self.side_by_side(False)
         self._set_pending(False)
         point = self.session.point
         point.aligned, point.stages, point.report = self._before

@@ -36,12 +36,16 @@ def fourier_view(volume) -> np.ndarray:
 
 def fourier_layer(data, voxel_size, volume_nx, name):
     """Layer data tuple of a Fourier-space view ``(kz, ky, kx)`` (zero frequency at ``n // 2``),
-    drawn with the volume's voxel size beside the volume (``volume_nx`` voxels wide) along +x."""
+    drawn with the volume's voxel size beside the volume (``volume_nx`` voxels wide) along +x.
+    The lower half of the values is drawn black and the layer is blended additively, so in 3D
+    the view is a see-through cloud, not an opaque block."""
     shape = np.array(data.shape)
     translate = -(shape // 2) * voxel_size
     translate[2] += 1.1 * max(volume_nx, shape[2]) * voxel_size
+    low, high = float(np.median(data)), float(np.max(data))
     return data, {"name": name, "scale": (voxel_size,) * 3, "translate": tuple(translate),
-                  "rendering": "mip", "colormap": "viridis",
+                  "rendering": "mip", "colormap": "viridis", "blending": "additive",
+                  "contrast_limits": (low, high if high > low else low + 1.0),
                   "metadata": {"aet": {"kind": "fourier", "voxel_size": voxel_size}}}, "image"
 
 

@@ -2,7 +2,7 @@
 
 At the top: the study's file (or "unsaved"), its time points (choose one, or add one), each
 stage's status on the current time point, and Open / Save / Save as. Below it one tab per step —
-Data, 1 Align … 5 Refine, 6 Edit — each in a scroll area, so the dock fits a 1280×800 screen
+Data, 1 Align … 5 Refine, 6 Edit, 7 Analyse, 8 Time series — each in a scroll area, so the dock fits a 1280×800 screen
 whatever the steps hold. Every step works on the same study (:func:`._study.session_for`).
 """
 
@@ -26,17 +26,19 @@ from ..model import InputError
 from ._base import show_layer, status_text, study_tag, tag_as_study
 from ._study import session_for
 from .align import AlignWidget
+from .analyse import AnalyseWidget
 from .classify import ClassifyWidget
 from .data import DataWidget
 from .edit import EditWidget
 from .reconstruct import ReconstructWidget
 from .refine import RefineWidget
+from .timeseries import TimeSeriesWidget
 from .trace import TraceWidget
 
 #: The steps, in order: tab title and widget class.
 STEPS = (("Data", DataWidget), ("1 Align", AlignWidget), ("2 Reconstruct", ReconstructWidget),
          ("3 Trace", TraceWidget), ("4 Classify", ClassifyWidget), ("5 Refine", RefineWidget),
-         ("6 Edit", EditWidget))
+         ("6 Edit", EditWidget), ("7 Analyse", AnalyseWidget), ("8 Time series", TimeSeriesWidget))
 #: Width of the dock (pixels): the steps' plots and forms are laid out for it.
 DOCK_WIDTH = 420
 
