@@ -19,6 +19,7 @@ from napari_aet.geometry import render_atoms, specimen_to_voxel
 from napari_aet.layers import EDITED_BORDER, LOCKED_BORDER, atoms_from_layer, atoms_layer, volume_layer
 from napari_aet.model import AtomModel, Reconstruction
 from napari_aet.project import Project, TimePoint
+from napari_aet.review import orthogonal_slices
 from napari_aet.session import StudySession
 from napari_aet.simulate import adf_amplitudes, fcc_particle
 
@@ -335,3 +336,22 @@ def test_a_click_adds_an_atom_at_the_peak_labelled_by_the_classifier(editor, stu
     assert entry["action"] == "add" and entry["label"] == truth.species[gone]
     np.testing.assert_allclose(entry["position"], added.positions[0])
     np.testing.assert_allclose(layer.border_color[-1], EDITED_BORDER)  # marked, not as locked
+
+
+def test_review_keys_centre_zoom_and_show_the_atom_beside_the_class_averages(editor, study_data):
+    viewer, layer, widget, _ = editor
+    truth, reconstruction, atoms = study_data
+    viewer.layers.selection.active = layer
+    key(viewer, "N")
+    assert widget.current == 3
+    np.testing.assert_allclose(viewer.scene.camera.center[-2:], atoms.positions[3][1::-1], atol=1e-6)  # (y, x)
+    assert viewer.scene.camera.zoom >= 30.0
+    np.testing.assert_allclose(viewer.dims.point, atoms.positions[3][::-1], atol=VOXEL / 2)
+    axes = widget.views.figure.axes
+    assert not widget.views.isHidden() and len(axes) == 3 * 4  # the atom, Fe, Pt, non-atom
+    assert [ax.get_ylabel() for ax in axes[::3]] == ["atom 3", "Fe", "Pt", NON_ATOM]
+    np.testing.assert_allclose(axes[0].images[0].get_array(),
+                               orthogonal_slices(reconstruction, atoms.positions[[3]])[0, 0])
+    key(viewer, "N")
+    key(viewer, "P")
+    assert widget.current == 3 and axes is not widget.views.figure.axes

@@ -331,15 +331,16 @@ def place_atoms(atoms: AtomModel, index, reconstruction: Reconstruction | None, 
     active = np.bincount(label[others], minlength=len(elements) + 1) > 0
     confidence = _class_confidence(profiles, label, active, None)[index]
     species[index] = np.array(elements, dtype=object)[label[index] - 1]
-    features = {name: np.array(values, copy=True) for name, values in atoms.features.items()}
-    n = len(atoms)
-    for name, value in (("confidence", confidence), ("ambiguous", confidence < AMBIGUITY_THRESHOLD),
-                        ("non_atom", False), ("class_index", label[index]),
-                        ("intensity", profiles[index].sum(axis=1, dtype=np.float64))):
-        column = features.get(name)
-        if column is None:
-            column = np.zeros(n, dtype=np.asarray(value).dtype if np.ndim(value) else type(value))
-        column = column.astype(np.result_type(column, np.asarray(value)), copy=False)
-        column[index] = value
-        features[name] = column
-    return AtomModel(atoms.positions, species, features)
+    judged = {"confidence": confidence, "ambiguous": confidence < AMBIGUITY_THRESHOLD,
+              "non_atom": np.zeros(len(index), bool), "class_index": label[index],
+              "intensity": profiles[index].sum(axis=1, dtype=np.float64)}
+    return AtomModel(atoms.positions, species, {**atoms.features, **{
+        name: _with_values(atoms.features.get(name), index, values, len(atoms)) for name, values in judged.items()}})
+
+
+def _with_values(column, index, values, n) -> np.ndarray:
+    """A copy of feature ``column`` (zeros if None) with ``values`` at ``index``."""
+    column = np.zeros(n, values.dtype) if column is None else np.asarray(column)
+    column = column.astype(np.result_type(column, values))
+    column[index] = values
+    return column

@@ -39,7 +39,9 @@ from ..edit import (
 from ..geometry import specimen_to_voxel
 from ..layers import atoms_from_layer, reconstruction_from_layer, restyle_atoms
 from ..model import AtomModel, InputError
+from ..review import PLANES, class_average_slices, orthogonal_slices
 from ._base import LayerSelector, is_atoms, is_volume, study_tag
+from ._plots import PlotCanvas
 from ._study import session_for
 
 #: Actions of the data events napari sends before a change: the moment to take the "before" snapshot.
@@ -48,6 +50,8 @@ _BEFORE = ("adding", "removing", "changing")
 _ROW = 4
 #: Keys bound on the watched layer, besides the digits of the labels.
 _KEYS = {"l": "toggle_lock", "Control-z": "undo", "Control-Shift-z": "redo", "n": "next", "p": "previous"}
+#: Zoom (canvas pixels per Å) the review goes to at least: a neighbourhood of ~10 Å fills a 300-px canvas.
+REVIEW_ZOOM = 30.0
 
 
 class EditWidget(QWidget):
@@ -59,9 +63,10 @@ class EditWidget(QWidget):
       addition, deletion and move is logged (see :func:`napari_aet.edit.changes`).
     * One button (and key) per element of the model, and "non-atom", re-label the selected points.
     * Undo / Redo (and Ctrl+Z / Ctrl+Shift+Z) step through the edits, each logged.
-    * "Previous" / "Next ambiguous" (P / N) centre the view on the drawn atoms of
-      :func:`napari_aet.edit.review_queue` and select them; labelling the atom under review
-      moves on to the next.
+    * "Previous" / "Next ambiguous" (P / N) centre and zoom the view on the drawn atoms of
+      :func:`napari_aet.edit.review_queue`, set the slice and select them; a panel shows the
+      atom's three orthogonal local slices next to each class's average
+      (:mod:`napari_aet.review`); labelling the atom under review moves on to the next.
     """
 
     def __init__(self, napari_viewer):
@@ -95,6 +100,8 @@ class EditWidget(QWidget):
         self.log_status = QLabel("")
         for label in (self.study_status, self.review_status, self.message, self.log_status):
             label.setWordWrap(True)
+        self.views = PlotCanvas(height=2.4)
+        self.views.setVisible(False)  # until an atom is under review
 
         row = QHBoxLayout()
         row.addWidget(QLabel("atoms"))
@@ -114,6 +121,7 @@ class EditWidget(QWidget):
         layout.addLayout(review)
         for label in (self.review_status, self.message, self.log_status):
             layout.addWidget(label)
+        layout.addWidget(self.views)
         layout.addStretch()
         self.watch()
 
@@ -378,10 +386,36 @@ class EditWidget(QWidget):
             world = self.layer.data_to_world(self.layer.data[self.current])
             camera = self.viewer.scene.camera if hasattr(self.viewer, "scene") else self.viewer.camera  # napari < 0.9
             camera.center = world
+            camera.zoom = max(camera.zoom, REVIEW_ZOOM)
             self.viewer.dims.set_point(range(self.viewer.dims.ndim - 3, self.viewer.dims.ndim), world)
             self.viewer.layers.selection.active = self.layer
             self.layer.selected_data = {self.current}
+        self._show_views(atoms)
         self._show_status(atoms)
+
+    def _show_views(self, atoms):
+        """The atom under review on three orthogonal planes, above each class's average, on one
+        colour scale (nothing without a volume)."""
+        reconstruction = self._reconstruction()
+        shown = reconstruction is not None and self.current is not None
+        self.views.setVisible(shown)
+        if not shown:
+            return
+        rows = {f"atom {self.current}": orthogonal_slices(reconstruction, atoms.positions[[self.current]])[0],
+                **class_average_slices(reconstruction, atoms)}
+        low, high = min(v.min() for v in rows.values()), max(v.max() for v in rows.values())
+        axes = self.views.subplots(len(rows), len(PLANES))
+        for r, (name, planes) in enumerate(rows.items()):
+            for c, (plane, _) in enumerate(PLANES):
+                ax = axes[r * len(PLANES) + c]
+                ax.imshow(planes[c], cmap="magma", vmin=low, vmax=high, origin="lower")
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if r == 0:
+                    ax.set_title(plane, fontsize=7)
+                if c == 0:
+                    ax.set_ylabel(name, fontsize=7)
+        self.views.draw()
 
     def _non_atoms_drawn(self) -> bool:
         return bool(self.layer.metadata["aet"].get("show_non_atoms", False))
