@@ -121,15 +121,14 @@ def test_rerun_skips_finished_series_and_force_redoes_them(study, plan):
 
     out, _ = study
     before = (out / "p1" / "0" / "report.json").stat().st_mtime_ns
-    assert main(["batch", str(plan), "--out", str(out), "--workers", "2"]) == 1
-    statuses = {(r["particle"], r["time"]): r["status"] for r in _summary(out) if r["step"] == "run"}
-    assert statuses == {("p1", "0"): "skipped", ("p1", "30"): "skipped", ("p2", "0"): "failed"}
-    assert (out / "p1" / "0" / "report.json").stat().st_mtime_ns == before
-
-    # --force on an existing scheduler (an in-process cluster here; a SLURMCluster in production)
+    # on an existing scheduler (an in-process cluster here; a SLURMCluster in production)
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster:
-        assert main(["batch", str(plan), "--out", str(out), "--scheduler", cluster.scheduler_address,
-                     "--force"]) == 1
+        batch = ["batch", str(plan), "--out", str(out), "--scheduler", cluster.scheduler_address]
+        assert main(batch) == 1
+        statuses = {(r["particle"], r["time"]): r["status"] for r in _summary(out) if r["step"] == "run"}
+        assert statuses == {("p1", "0"): "skipped", ("p1", "30"): "skipped", ("p2", "0"): "failed"}
+        assert (out / "p1" / "0" / "report.json").stat().st_mtime_ns == before
+        assert main(batch + ["--force"]) == 1
     statuses = {(r["particle"], r["time"]): r["status"] for r in _summary(out) if r["step"] == "run"}
     assert statuses == {("p1", "0"): "done", ("p1", "30"): "done", ("p2", "0"): "failed"}
     assert (out / "p1" / "0" / "report.json").stat().st_mtime_ns > before
@@ -183,3 +182,18 @@ def test_run_series_reports_instead_of_raising(tmp_path):
     summary = run_series(row, tmp_path / "out")
     assert summary["status"] == "failed" and "missing.tif does not exist" in summary["error"]
     assert not (tmp_path / "out").exists()
+
+
+def test_rebuilding_a_study_keeps_its_hand_edits(study):
+    from napari_aet.batch import build_study
+    from napari_aet.project import save_project
+
+    out, _ = study
+    project = load_project(out / "p1" / "study.aet")
+    project.time_points[1].edits = [{"action": "delete", "index": 3}]
+    save_project(out / "p1" / "study.aet", project)
+    build_study(out / "p1", ["0", "30"])
+    kept = list((out / "p1").glob("study.edited-*.aet"))
+    assert len(kept) == 1 and load_project(kept[0]).time_points[1].edits == [{"action": "delete", "index": 3}]
+    rebuilt = load_project(out / "p1" / "study.aet")
+    assert [p.edits for p in rebuilt.time_points] == [[], []] and rebuilt.provenance["particle"] == "p1"
