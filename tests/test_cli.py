@@ -206,3 +206,13 @@ def test_nan_projections_are_named(simulated, tmp_path, capsys):
                  "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "2 NaN or Inf values, in projections 4, 17" in err[0]
+
+
+def test_nan_frames_are_named(tmp_path):
+    from napari_aet.io import read_frames
+
+    frames = np.ones((4, 2, 8, 8), np.float32)
+    frames[2, 1, 3, 3] = np.nan
+    np.save(tmp_path / "frames.npy", frames)
+    with pytest.raises(InputError, match=r"in the frames of tilts 2 \(from 0\)"):
+        read_frames(tmp_path / "frames.npy")

@@ -113,7 +113,9 @@ def read_frames(path) -> np.ndarray:
         raise InputError(f"{path.name} holds a {data.ndim}D array of shape {data.shape}: expected frames "
                          "shaped (n_angles, n_frames, ny, nx)")
     if not np.all(np.isfinite(data)):
-        raise InputError(f"{path.name} contains NaN or Inf pixels")
+        tilts = np.flatnonzero(~np.isfinite(data).reshape(len(data), -1).all(axis=1))
+        raise InputError(f"{path.name} contains NaN or Inf pixels, in the frames of tilts "
+                         f"{', '.join(map(str, tilts[:10]))}{', …' if len(tilts) > 10 else ''} (from 0)")
     return data.astype(np.float32, copy=False)
 
 
