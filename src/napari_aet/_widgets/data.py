@@ -186,6 +186,7 @@ class DataWidget(QWidget):
             self.session.point.parameters["elements"] = list(elements)
         self.session.set_raw(series)
         show_layer(self.viewer, tag_as_study(tilt_series_layer(series, name=layer.name), self.session, "raw"))
+        self.viewer.reset_view()  # the new pixel size changed the layer's extent
         self.message.setText(f"{layer.name}: {series.n_angles} projections, {series.pixel_size:g} Å/px, "
                              f"tilts {np.min(series.angles):.1f}° to {np.max(series.angles):.1f}° — "
                              "the study's data now; align it next")

@@ -2,7 +2,7 @@
 
 At the top: the study's file (or "unsaved"), its time points (choose one, or add one), each
 stage's status on the current time point, and Open / Save / Save as. Below it one tab per step —
-Data, 1 Align … 5 Refine, 6 Edit, 7 Analyse, 8 Time series — each in a scroll area, so the dock fits a 1280×800 screen
+Data, 1 Align, 2 Recon(struct) … 6 Edit, 7 Analyse, 8 Time (series) — each in a scroll area, so the dock fits a 1280×800 screen
 whatever the steps hold. Every step works on the same study (:func:`._study.session_for`).
 """
 
@@ -36,11 +36,11 @@ from .timeseries import TimeSeriesWidget
 from .trace import TraceWidget
 
 #: The steps, in order: tab title and widget class.
-STEPS = (("Data", DataWidget), ("1 Align", AlignWidget), ("2 Reconstruct", ReconstructWidget),
-         ("3 Trace", TraceWidget), ("4 Classify", ClassifyWidget), ("5 Refine", RefineWidget),
-         ("6 Edit", EditWidget), ("7 Analyse", AnalyseWidget), ("8 Time series", TimeSeriesWidget))
+STEPS = (("Data", DataWidget), ("1 Align", AlignWidget), ("2 Recon", ReconstructWidget), ("3 Trace", TraceWidget),
+         ("4 Classify", ClassifyWidget), ("5 Refine", RefineWidget), ("6 Edit", EditWidget),
+         ("7 Analyse", AnalyseWidget), ("8 Time", TimeSeriesWidget))
 #: Width of the dock (pixels): the steps' plots and forms are laid out for it.
-DOCK_WIDTH = 420
+DOCK_WIDTH = 460
 
 
 class Workbench(QWidget):
@@ -63,6 +63,7 @@ class Workbench(QWidget):
             label.setWordWrap(True)
 
         self.tabs = QTabWidget()
+        self.tabs.setStyleSheet("QTabBar::tab { padding: 3px 4px; }")  # every step's tab in view
         self.steps = {}
         for title, widget_class in STEPS:
             widget = widget_class(napari_viewer)
