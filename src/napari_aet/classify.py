@@ -23,7 +23,7 @@ import numpy as np
 from scipy import ndimage, sparse
 from scipy.spatial import cKDTree
 
-from .geometry import specimen_to_voxel
+from .geometry import specimen_to_voxel, voxel_to_specimen
 from .model import ATOMIC_NUMBERS, AtomModel, InputError, Reconstruction, check_elements
 from .progress import report, sub_progress
 
@@ -32,6 +32,9 @@ _MIN_CONTRAST_EXPONENT = 1.6
 
 #: A mixture component at most 1/this as bright as the lightest element's is a non-atom class.
 _NON_ATOM_CONTRAST = 2.0
+
+#: Fewest noise peaks away from the particle that describe the non-atom class.
+_MIN_NOISE_PEAKS = 100
 
 #: Weight (in atoms) of the global brightness in a local brightness scale (pseudo-count).
 _SHRINK = 5.0
@@ -169,6 +172,25 @@ def _initial_classes(intensity, elements, rng):
     return label, bool(np.any(group == 0))
 
 
+def noise_peaks(volume, atoms: AtomModel, voxel_size, *, clearance=5.0) -> AtomModel:
+    """Local maxima (26 neighbours) of ``volume`` with a positive value farther than
+    ``clearance`` Å from every atom: peaks of noise alone, outside the particle. Their
+    intensities show what a noise peak looks like in this reconstruction, at its dose."""
+    volume = np.asarray(volume, dtype=np.float32)
+    peaks = np.argwhere((ndimage.maximum_filter(volume, size=3, mode="nearest") == volume) & (volume > 0))
+    positions = voxel_to_specimen(peaks, volume.shape, voxel_size)
+    if len(atoms):
+        positions = positions[cKDTree(atoms.positions).query(positions)[0] > clearance]
+    return AtomModel(positions)
+
+
+def noise_limit(noise_intensity, quantile) -> float:
+    """The integrated intensity a peak must exceed to be told from noise: the ``quantile`` of
+    the ``noise_intensity`` of peaks away from the particle (noise alone exceeds it in a
+    fraction ``1 - quantile`` of its peaks)."""
+    return float(np.quantile(noise_intensity, quantile))
+
+
 def _class_means(profiles, label, n_classes, neighbours):
     """Leave-one-out class average profiles seen by each atom ``(N, C, M)``.
 
@@ -246,8 +268,8 @@ def _confidence(profiles, label, active, neighbours):
 
 
 def classify_atoms(reconstruction: Reconstruction, atoms: AtomModel, elements, *, box=5, window=None,
-                   local_radius=10.0, ambiguity_threshold=0.8, max_iterations=30, seed=0,
-                   progress=None) -> AtomModel:
+                   local_radius=10.0, ambiguity_threshold=0.8, max_iterations=30, noise_clearance=5.0,
+                   noise_quantile=0.99, seed=0, progress=None) -> AtomModel:
     """Species of traced atoms from their local volume profiles, with confidence and doubts.
 
     reconstruction : the volume and voxel size (Å) the atoms were traced in.
@@ -261,6 +283,12 @@ def classify_atoms(reconstruction: Reconstruction, atoms: AtomModel, elements, *
     local_radius : radius (Å) of the neighbourhood of the local brightness scale; 0 = global only.
     ambiguity_threshold : atoms whose confidence is below it are flagged ``ambiguous``.
     max_iterations : cap on each re-assignment loop.
+    noise_clearance, noise_quantile : local maxima of the volume farther than ``noise_clearance``
+        Å from every atom are noise peaks (:func:`noise_peaks`). With at least 100 of them, a
+        free peak whose integrated intensity is below their ``noise_quantile`` (:func:`noise_limit`)
+        is a non-atom, whatever the intensity mixture and the profiles say: the non-atom class is
+        measured where there is nothing but noise, not only guessed from the atoms' histogram,
+        which one element at low dose cannot split. 0 = the intensity mixture and the profiles alone.
     seed : for the random starts of the intensity mixture model.
     progress : ``progress(fraction, message)``; raise :class:`~napari_aet.progress.Cancelled` to stop.
 
@@ -295,11 +323,21 @@ def classify_atoms(reconstruction: Reconstruction, atoms: AtomModel, elements, *
         label[free], found_non_atoms = _initial_classes(intensity[free], elements,
                                                                np.random.default_rng(seed))
         has_non_atoms |= found_non_atoms
+    noise = (noise_peaks(reconstruction.volume, atoms, reconstruction.voxel_size, clearance=noise_clearance)
+             if noise_quantile else AtomModel(np.zeros((0, 3))))
+    below_noise = np.zeros(len(atoms), bool)
+    if len(noise) >= _MIN_NOISE_PEAKS:
+        limit = noise_limit(integrated_intensities(reconstruction.volume, noise, reconstruction.voxel_size, box=box,
+                                                   window=window), noise_quantile)
+        below_noise = free & (intensity <= limit)
+        label[below_noise] = 0
+        has_non_atoms |= np.any(below_noise)
     active = np.ones(len(elements) + 1, dtype=bool)
     active[0] = has_non_atoms
+    settled = locked | below_noise  # no profile makes a peak as faint as noise an atom
 
     report(progress, 0.15, "re-classifying by profile")
-    label = _reassign(profiles, label, active, locked, None, max_iterations, sub_progress(progress, 0.15, 0.45),
+    label = _reassign(profiles, label, active, settled, None, max_iterations, sub_progress(progress, 0.15, 0.45),
                       "global re-classification")
     neighbours = None
     if local_radius > 0:
@@ -310,7 +348,7 @@ def classify_atoms(reconstruction: Reconstruction, atoms: AtomModel, elements, *
                                        shape=(len(atoms),) * 2)
         neighbours.setdiag(0)
         neighbours.eliminate_zeros()
-        label = _reassign(profiles, label, active, locked, neighbours, max_iterations,
+        label = _reassign(profiles, label, active, settled, neighbours, max_iterations,
                           sub_progress(progress, 0.45, 0.9), "local re-classification")
     report(progress, 0.9, "confidence")
     confidence = np.where(locked, 1.0, _confidence(profiles, label, active, neighbours))
