@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
+from .elements import min_distance_table
 from .model import AtomModel, InputError, Reconstruction, TiltSeries, check_elements
 from .progress import ProgressCallback, report, sub_progress
 from .reconstruct import RECOMMENDED
@@ -112,7 +113,8 @@ def run_pipeline(series: TiltSeries, elements, *, align=True, method="genfire", 
         stage_progress["reconstruct"] = sub_progress(progress, bounds[1], bounds[3])
     reconstruction = timed("reconstruct", method=method, fsc=fsc, **options)
 
-    options = dict(trace_options or {})
+    # no two peaks nearer than two atoms of these elements can be (elements.min_distance_table)
+    options = {"min_distance": float(min_distance_table(elements).min()), **(trace_options or {})}
     parameters["trace_options"] = options
     timed("trace", **options)
 
