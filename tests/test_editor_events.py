@@ -354,4 +354,34 @@ def test_review_keys_centre_zoom_and_show_the_atom_beside_the_class_averages(edi
                                orthogonal_slices(reconstruction, atoms.positions[[3]])[0, 0])
     key(viewer, "N")
     key(viewer, "P")
-    assert widget.current == 3 and axes is not widget.views.figure.axes
+    assert widget.current == 3 and widget.views.figure.axes[0].get_ylabel() == "atom 3"
+    np.testing.assert_allclose(widget.views.figure.axes[0].images[0].get_array(),
+                               orthogonal_slices(reconstruction, atoms.positions[[3]])[0, 0])
+
+
+def test_brushing_the_histogram_selects_the_atoms_of_that_intensity(editor, study_data, qtbot):
+    viewer, layer, widget, _ = editor
+    _, _, atoms = study_data
+    intensity = atoms.features["intensity"]
+    pt = atoms.species == "Pt"
+    low, high = intensity[pt].min() * 0.99, intensity[pt].max() * 1.01  # the Pt peak
+    canvas = widget.histogram.canvas
+    widget.histogram.show()
+    canvas.resize(400, 160)
+    widget._show_histogram(atoms_from_layer(layer))
+    canvas.draw()
+    (ax,) = widget.histogram.figure.axes
+    ratio = canvas.devicePixelRatioF()
+
+    def pixel(x):  # data x -> widget (x, y) in the middle of the axes
+        px, py = ax.transData.transform((x, np.mean(ax.get_ylim())))
+        return QPoint(int(round(px / ratio)), int(round(canvas.height() - py / ratio)))
+
+    left = Qt.MouseButton.LeftButton
+    qtbot.mousePress(canvas, left, pos=pixel(low))
+    qtbot.mouseMove(canvas, pos=pixel((low + high) / 2))
+    qtbot.mouseMove(canvas, pos=pixel(high))
+    qtbot.mouseRelease(canvas, left, pos=pixel(high))
+    expected = np.flatnonzero((intensity >= low) & (intensity <= high) & ~atoms.features["non_atom"])
+    assert set(layer.selected_data) == set(expected.tolist()) and len(expected) == np.count_nonzero(pt)
+    assert widget.message.text().startswith(f"selected {len(expected)} atom(s)")

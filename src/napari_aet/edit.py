@@ -175,6 +175,18 @@ def review_queue(atoms: AtomModel, *, include_non_atoms=False) -> np.ndarray:
     return todo[np.argsort(_confidence(atoms)[todo], kind="stable")]
 
 
+def in_intensity_range(atoms: AtomModel, low, high, *, include_non_atoms=False) -> np.ndarray:
+    """Indices of the atoms whose integrated ``intensity`` (classify_atoms' feature, volume
+    units) lies in [low, high]; non-atoms only if ``include_non_atoms`` (as in :func:`review_queue`)."""
+    if "intensity" not in atoms.features:
+        raise InputError("the atoms carry no intensity: classify them first")
+    intensity = np.asarray(atoms.features["intensity"], float)
+    chosen = (intensity >= min(low, high)) & (intensity <= max(low, high))
+    if not include_non_atoms:
+        chosen &= ~_flags(atoms, "non_atom")
+    return np.flatnonzero(chosen)
+
+
 def queue_step(atoms: AtomModel, current=None, step=1, *, include_non_atoms=False) -> tuple[int | None, int, int]:
     """The atom ``step`` places from ``current`` in the :func:`review_queue` (``include_non_atoms``
     as there).

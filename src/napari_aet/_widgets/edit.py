@@ -18,6 +18,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 import numpy as np
+from matplotlib.widgets import SpanSelector
 from qtpy.QtWidgets import QGridLayout, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from ..edit import (
@@ -26,6 +27,7 @@ from ..edit import (
     append_to_log,
     brightest_on_ray,
     changes,
+    in_intensity_range,
     labels,
     mark_edited,
     model_elements,
@@ -37,7 +39,7 @@ from ..edit import (
     snap_to_peak,
 )
 from ..geometry import specimen_to_voxel
-from ..layers import atoms_from_layer, reconstruction_from_layer, restyle_atoms
+from ..layers import ELEMENT_COLOURS, OTHER_COLOUR, atoms_from_layer, reconstruction_from_layer, restyle_atoms
 from ..model import AtomModel, InputError
 from ..review import PLANES, class_average_slices, orthogonal_slices
 from ._base import LayerSelector, is_atoms, is_volume, study_tag
@@ -102,6 +104,9 @@ class EditWidget(QWidget):
             label.setWordWrap(True)
         self.views = PlotCanvas(height=2.4)
         self.views.setVisible(False)  # until an atom is under review
+        self.histogram = PlotCanvas(height=1.6)
+        self.histogram.setVisible(False)  # until the atoms carry intensities
+        self._brush = None
 
         row = QHBoxLayout()
         row.addWidget(QLabel("atoms"))
@@ -122,6 +127,7 @@ class EditWidget(QWidget):
         for label in (self.review_status, self.message, self.log_status):
             layout.addWidget(label)
         layout.addWidget(self.views)
+        layout.addWidget(self.histogram)
         layout.addStretch()
         self.watch()
 
@@ -159,6 +165,7 @@ class EditWidget(QWidget):
             self._before = atoms_from_layer(layer)
             restyle_atoms(layer, self._before)
         self._make_label_buttons()
+        self._show_histogram(None if layer is None else self._before)
         self._show_status()
 
     def _connections(self):
@@ -266,6 +273,7 @@ class EditWidget(QWidget):
         restyle_atoms(self.layer, self._before)
         if model_elements(self._before) != self._elements:
             self._make_label_buttons()
+        self._show_histogram(self._before)
 
     def _on_metadata(self, event=None):
         """Put the edit log back if the layer's metadata was replaced (e.g. by a Classify re-run)."""
@@ -293,6 +301,7 @@ class EditWidget(QWidget):
             self.layer.features = atoms.to_frame().drop(columns=["x", "y", "z"])
             restyle_atoms(self.layer, atoms)
         self._before = atoms
+        self._show_histogram(atoms)
 
     def _commit(self, before, after, entries, undoable=True):
         """Show ``after``, log ``entries``, keep the step for undo, and save it into the study."""
@@ -404,6 +413,14 @@ class EditWidget(QWidget):
         rows = {f"atom {self.current}": orthogonal_slices(reconstruction, atoms.positions[[self.current]])[0],
                 **class_average_slices(reconstruction, atoms)}
         low, high = min(v.min() for v in rows.values()), max(v.max() for v in rows.values())
+        axes = self.views.figure.axes
+        if [ax.get_ylabel() for ax in axes[len(PLANES)::len(PLANES)]] == list(rows)[1:]:  # same classes:
+            for ax, image in zip(axes, (plane for planes in rows.values() for plane in planes), strict=True):
+                ax.images[0].set_data(image)  # new pictures in the same axes (a full redraw is slow)
+                ax.images[0].set_clim(low, high)
+            axes[0].set_ylabel(list(rows)[0], fontsize=7)
+            self.views.draw(relayout=False)
+            return
         axes = self.views.subplots(len(rows), len(PLANES))
         for r, (name, planes) in enumerate(rows.items()):
             for c, (plane, _) in enumerate(PLANES):
@@ -416,6 +433,33 @@ class EditWidget(QWidget):
                 if c == 0:
                     ax.set_ylabel(name, fontsize=7)
         self.views.draw()
+
+    def _show_histogram(self, atoms):
+        """The drawn atoms' integrated intensities, stacked by label; brushing a range selects them."""
+        shown = atoms is not None and "intensity" in atoms.features and len(atoms) > 0
+        self.histogram.setVisible(shown)
+        if not shown:
+            return
+        intensity, names = np.asarray(atoms.features["intensity"], float), labels(atoms)
+        drawn = self._non_atoms_drawn() | ~np.asarray(atoms.features.get("non_atom", np.zeros(len(atoms), bool)), bool)
+        groups = [name for name in (*model_elements(atoms), NON_ATOM) if np.any(drawn & (names == name))]
+        (ax,) = self.histogram.subplots()
+        ax.hist([intensity[drawn & (names == name)] for name in groups],
+                bins=np.histogram_bin_edges(intensity[drawn], bins=min(60, max(10, int(drawn.sum()) // 10))),
+                stacked=True, label=groups, color=[ELEMENT_COLOURS.get(name, OTHER_COLOUR) for name in groups])
+        ax.set_xlabel("integrated intensity (drag to select a range)", fontsize=7)
+        ax.legend(fontsize=6)
+        self._brush = SpanSelector(ax, self.select_intensity_range, "horizontal", minspan=0,
+                                   props={"facecolor": "white", "alpha": 0.3})
+        self.histogram.draw()
+
+    def select_intensity_range(self, low, high):
+        """Select the drawn atoms whose integrated intensity lies in [low, high]."""
+        atoms = atoms_from_layer(self.layer)
+        index = in_intensity_range(atoms, low, high, include_non_atoms=self._non_atoms_drawn())
+        self.viewer.layers.selection.active = self.layer
+        self.layer.selected_data = set(index.tolist())
+        self.message.setText(f"selected {len(index)} atom(s) of intensity {low:.3g}–{high:.3g}")
 
     def _non_atoms_drawn(self) -> bool:
         return bool(self.layer.metadata["aet"].get("show_non_atoms", False))
