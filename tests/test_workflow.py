@@ -37,7 +37,7 @@ def point(traced):
 
 def test_stages_run_in_order_and_record_status(point):
     assert workflow.status(point) == {"align": "done", "reconstruct": "done", "trace": "done",
-                                      "classify": "not run", "refine": "not run"}
+                                      "classify": "not run", "refine": "not run", "analyse": "not run"}
     atoms = workflow.run_stage(point, "classify", "Fe,Pt", seed=0)
     assert point.atoms is atoms and set(atoms.species) <= {"", "Fe", "Pt"}
     record = point.stages["classify"]
@@ -87,5 +87,19 @@ def test_version_1_files_read_with_their_results_done(point, tmp_path):
             del handle["time_points/0000"].attrs[name]
     (old,) = load_project(path).time_points
     assert workflow.status(old) == {"align": "done", "reconstruct": "done", "trace": "done",
-                                    "classify": "not run", "refine": "not run"}
+                                    "classify": "not run", "refine": "not run", "analyse": "not run"}
     assert old.time is None
+
+
+def test_analyse_reads_the_current_atoms_and_is_saved(point, tmp_path):
+    workflow.run_stage(point, "classify", "Fe,Pt")
+    analysis = workflow.run_stage(point, "analyse", min_nucleus=5)
+    real = np.count_nonzero(~point.atoms.features["non_atom"].astype(bool))
+    assert len(point.analysis) == real == point.report["analysis"]["n_atoms"]
+    assert {"phase", "order_L10", "nucleus", "displacement"} <= set(point.analysis.features)
+    assert analysis.lattice.kind == "fcc" and 3.5 < analysis.lattice.constant < 4.2  # FePt: a = 3.85 Å
+    save_project(tmp_path / "a.aet", Project([point]))
+    (back,) = load_project(tmp_path / "a.aet").time_points
+    np.testing.assert_array_equal(back.analysis.features["phase"], point.analysis.features["phase"])
+    workflow.run_stage(point, "classify", "Fe,Pt", seed=1)
+    assert workflow.status(point)["analyse"] == "stale"

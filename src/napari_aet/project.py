@@ -9,7 +9,8 @@ stages on its time points. Layout (see docs/formats.md)::
                          unknown), parameters, report, edits, stages (JSON)
         raw/, aligned/   projections, angles, shifts; attrs pixel_size, tilt_axis, metadata
         reconstruction/  volume; attrs voxel_size, method, parameters, errors, metadata
-        atoms/           positions (N, 3) Å, species; features/<column> in column order
+        atoms/, traced/, analysis/
+                         positions (N, 3) Å, species; features/<column> in column order
 
 Dicts are stored as JSON, so numpy arrays inside ``parameters``/``report``/``metadata``
 come back as lists. Version-1 files (no ``time`` or ``stages``) are read with every stored
@@ -44,6 +45,8 @@ class TimePoint:
     atoms : the current atom model (traced, then classified, then refined), hand edits included.
     traced : the classified atoms before refinement against the projections (``atoms`` are
         the final ones); None when no refinement ran.
+    analysis : the real atoms with the analysis' per-atom columns (phase, order, nucleus,
+        displacement, ...); None until analysed.
     edits : log of manual changes, one dict per edit (e.g. ``{"action": "delete", ...}``).
     time : annealing (or other) time in minutes, None if not given; ``name`` is its label.
     stages : per stage of :data:`napari_aet.workflow.STAGES` that ran, ``{"status": "done" or
@@ -61,6 +64,7 @@ class TimePoint:
     traced: AtomModel | None = None
     time: float | None = None
     stages: dict = field(default_factory=dict)
+    analysis: AtomModel | None = None
 
 
 def provenance(command: str | None = None) -> dict:
@@ -149,7 +153,7 @@ def _get_atoms(group) -> AtomModel:
 
 RESULT_FIELDS = {"raw": (_put_tilt_series, _get_tilt_series), "aligned": (_put_tilt_series, _get_tilt_series),
           "reconstruction": (_put_reconstruction, _get_reconstruction), "atoms": (_put_atoms, _get_atoms),
-          "traced": (_put_atoms, _get_atoms)}
+          "traced": (_put_atoms, _get_atoms), "analysis": (_put_atoms, _get_atoms)}
 
 
 def _version_1_stages(point: TimePoint) -> dict:

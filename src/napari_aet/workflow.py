@@ -12,6 +12,7 @@ reconstruct    ``aligned`` (``raw`` if never aligned) ``reconstruction``
 trace          ``reconstruction``                     ``atoms`` (peaks, no species)
 classify       ``reconstruction``, ``atoms``          ``atoms`` with species (locked labels kept)
 refine         the tilt series, ``atoms``             ``atoms`` refined; ``traced`` = the input
+analyse        ``atoms`` (the real ones)              ``analysis`` (atoms with order, nuclei, strain)
 =============  =====================================  =============================================
 
 Running a stage records its parameters and provenance and marks every later stage that had run
@@ -31,13 +32,15 @@ from .progress import ProgressCallback, report, sub_progress
 from .project import TimePoint, provenance
 
 #: The stages in order.
-STAGES = ("align", "reconstruct", "trace", "classify", "refine")
-#: The stages whose results each stage reads; align is optional (unaligned data are read raw).
-READS = {"align": (), "reconstruct": ("align",), "trace": ("reconstruct",), "classify": ("reconstruct", "trace"),
-         "refine": ("align", "classify")}
+STAGES = ("align", "reconstruct", "trace", "classify", "refine", "analyse")
+#: The stages whose results each stage reads, each with whether it must have run (align need not:
+#: unaligned data are read raw; analyse reads the current atoms, classified and refined or not).
+READS = {"align": {}, "reconstruct": {"align": False}, "trace": {"reconstruct": True},
+         "classify": {"reconstruct": True, "trace": True}, "refine": {"align": False, "classify": True},
+         "analyse": {"trace": True, "classify": False, "refine": False}}
 #: Where each stage writes its result on a TimePoint.
 WRITES = {"align": "aligned", "reconstruct": "reconstruction", "trace": "atoms", "classify": "atoms",
-          "refine": "atoms"}
+          "refine": "atoms", "analyse": "analysis"}
 
 
 def status(point: TimePoint) -> dict[str, str]:
@@ -56,11 +59,11 @@ def tilt_series_of(point: TimePoint) -> TiltSeries:
 def _check_fresh(point: TimePoint, stage: str):
     """InputError if a result that ``stage`` reads is stale or missing."""
     states = status(point)
-    for upstream in READS[stage]:
+    for upstream, required in READS[stage].items():
         if states[upstream] == "stale":
             raise InputError(f"{stage}: the {upstream} result of {point.name!r} is stale (an earlier stage ran "
                              f"again since): run {upstream} again first")
-        if states[upstream] == "not run" and upstream != "align":
+        if states[upstream] == "not run" and required:
             raise InputError(f"{stage}: run {upstream} on {point.name!r} first")
 
 
@@ -257,7 +260,23 @@ def refine(point: TimePoint, *, elements=None, progress: ProgressCallback = None
     return refinement
 
 
-_RUNNERS = {"align": align, "reconstruct": reconstruct, "trace": trace, "classify": classify, "refine": refine}
+def analyse(point: TimePoint, *, progress: ProgressCallback = None, **options):
+    """Lattice, chemical order, nuclei, structure and strain of ``point.atoms`` (the real atoms;
+    :func:`napari_aet.analysis.analyze.analyze_atoms`); the analysed atoms go to ``point.analysis``
+    and a summary to ``point.report["analysis"]``. Returns the :class:`~napari_aet.analysis.analyze.Analysis`."""
+    from .analysis.analyze import analyze_atoms
+
+    if point.atoms is None:
+        raise InputError(f"analyse: time point {point.name!r} has no atoms: trace them first")
+    non_atom = point.atoms.features.get("non_atom", np.zeros(len(point.atoms), bool)).astype(bool)
+    analysis = analyze_atoms(point.atoms.subset(~non_atom), progress=progress, **options)
+    point.analysis = analysis.atoms
+    point.report["analysis"] = analysis.summary()
+    return analysis
+
+
+_RUNNERS = {"align": align, "reconstruct": reconstruct, "trace": trace, "classify": classify, "refine": refine,
+            "analyse": analyse}
 
 
 def run_stage(point: TimePoint, stage: str, *args, progress: ProgressCallback = None, **options):
