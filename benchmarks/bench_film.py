@@ -3,6 +3,7 @@ published atom model, in the core strip each sub-area contributed to it.
 
     python benchmarks/bench_film.py [--areas area17 area53] [--geometry auto|particle|film]
                                     [--no-refine] [--out DIR]
+    python benchmarks/bench_film.py --score DIR   # score DIR/AREA written by `napari-aet run`
 
 Runs ``run_pipeline`` (already aligned: ``align=False``; exact Euler angles from
 ``angles_euler.txt``) on each area and prints, as a Markdown table row: geometry, atoms,
@@ -94,15 +95,37 @@ def run_area(area, geometry="auto", refine=True, seed=0, out=None) -> dict:
     return row
 
 
+def score_results(area, folder) -> dict:
+    """The same row for results ``napari-aet run`` (any version) wrote into ``folder``."""
+    from napari_aet.project import load_project
+
+    _, meta, published, core = load_area(area)
+    report = json.loads((Path(folder) / "report.json").read_text())
+    atoms = read_atoms(Path(folder) / "atoms.csv")
+    row = {"area": area, "geometry": report["parameters"].get("geometry", "particle (no choice)"),
+           "n_atoms": len(atoms), **score(atoms.positions, published.positions, core.positions, meta),
+           "r_factor": report["reconstruction"].get("final_r_factor"),
+           "r_free": report["reconstruction"].get("final_r_free"), "timings_s": report["timings_s"],
+           "wall_s": report["timings_s"]["total"], "cpu_s": float("nan"), "load_average": float("nan")}
+    traced = load_project(Path(folder) / "project.aet").time_points[0].traced
+    if traced is not None:
+        row["before_refinement"] = score(real_atoms(traced).positions, published.positions, core.positions, meta)
+    return row
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--areas", nargs="+", default=["area17", "area53"])
     parser.add_argument("--geometry", default="auto")
     parser.add_argument("--no-refine", action="store_true")
     parser.add_argument("--out", default=None, help="also write each run's results to DIR/AREA")
+    parser.add_argument("--score", default=None, help="score the results in DIR/AREA instead of running")
     args = parser.parse_args()
     for area in args.areas:
-        row = run_area(area, args.geometry, not args.no_refine, out=args.out)
+        if args.score:
+            row = score_results(area, Path(args.score) / area)
+        else:
+            row = run_area(area, args.geometry, not args.no_refine, out=args.out)
         print(json.dumps(row))
         t = row["timings_s"]
         print(f"| {area} | {row['geometry']} | {row['n_atoms']} | {row['found_over_published']:.1%} | "
