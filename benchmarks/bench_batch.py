@@ -5,17 +5,19 @@ Simulates ``--series`` FePt tilt series (64x64 px, 0.4 Å, 31 tilts over ±70°,
 Poisson noise, 8 Å particles of ~135 atoms, one seed each), writes a plan of particles p0, p1, …
 at times 0 and 30 min (two series each), then runs the whole batch (align, GENFIRE 50 iterations,
 trace, classify, one refinement round; then each particle's study.aet, analyze and track) once
-per ``--workers`` value, alternating, ``--repeats`` times, each into a fresh directory, under
-``nice``. Prints the wall time of each batch, their ratio, the load average before and after
-(the machine is shared), and whether the first row's atoms.csv equals ``napari-aet run``'s.
+per ``--workers`` value, alternating, ``--repeats`` times, each into a fresh directory. Prints
+the wall time of each batch, the CPU time of all its processes (workers included) and so the
+cores it kept busy on average, their ratios, the load average before and after (the machine is
+shared), and whether the first row's atoms.csv equals ``napari-aet run``'s.
 
-    python benchmarks/bench_batch.py [--series 8] [--workers 1 2] [--repeats 1]
+    nice python benchmarks/bench_batch.py [--series 8] [--workers 1 2] [--repeats 1]
 """
 
 import argparse
 import csv
 import filecmp
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -30,12 +32,13 @@ from napari_aet.simulate import fcc_particle, simulate_tilt_series
 OPTIONS = {"pixel_size": 0.4, "iterations": 50, "refine_rounds": 1}
 
 
-def napari_aet(*args) -> float:
-    """Run the command under nice; its wall time in seconds."""
-    start = time.perf_counter()
-    subprocess.run(["nice", "-n", "10", sys.executable, "-m", "napari_aet.cli", *map(str, args)],
+def napari_aet(*args) -> tuple[float, float]:
+    """Run the command; its wall time and the CPU time (user + sys) of it and its children, s."""
+    before, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
+    subprocess.run([sys.executable, "-m", "napari_aet.cli", *map(str, args)],
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - start
+    wall, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def write_plan(folder: Path, n_series: int) -> Path:
@@ -66,12 +69,13 @@ def main():
             for workers in args.workers:
                 out = folder / f"study-w{workers}-r{repeat}"
                 load = os.getloadavg()[0]
-                wall = napari_aet("batch", plan, "--out", out, "--workers", workers)
+                wall, cpu = napari_aet("batch", plan, "--out", out, "--workers", workers)
                 with open(out / "summary.csv", newline="") as handle:
                     summary = list(csv.DictReader(handle))
                 statuses = [f"{row['step']} {row['status']}" for row in summary]
                 walls[workers].append(wall)
-                print(f"--workers {workers}: {wall:.1f} s, load average {load:.1f} -> {os.getloadavg()[0]:.1f}, "
+                print(f"--workers {workers}: {wall:.1f} s wall, {cpu:.1f} s CPU ({cpu / wall:.2f} cores busy), "
+                      f"load average {load:.1f} -> {os.getloadavg()[0]:.1f}, "
                       f"{', '.join(f'{statuses.count(s)} {s}' for s in sorted(set(statuses)))}", flush=True)
         medians = {w: float(np.median(v)) for w, v in walls.items()}
         if len(medians) == 2:
