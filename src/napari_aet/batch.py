@@ -23,7 +23,6 @@ import shutil
 import signal
 import threading
 import time
-import tomllib
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,6 +95,10 @@ def _records(path: Path) -> list[dict]:
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read the plan {path}: {getattr(exc, 'strerror', None) or exc}") from None
     if path.suffix.lower() == ".toml":
+        try:
+            import tomllib
+        except ImportError:  # Python 3.10
+            raise InputError(f"{path.name}: TOML plans need Python 3.11 or newer: use a CSV plan") from None
         try:
             records = tomllib.loads(text).get("series", [])
         except tomllib.TOMLDecodeError as exc:
