@@ -51,13 +51,18 @@ def _summary(study):
 def study(plan, tmp_path_factory):
     """The first batch of ``plan`` on a local cluster of two worker processes."""
     out = tmp_path_factory.mktemp("study") / "study"
-    code = main(["batch", str(plan), "--out", str(out), "--workers", "2"])
-    return out, code
+    shown = []  # what the terminal progress bar was given
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("napari_aet.cli.ConsoleProgress", lambda: lambda fraction, message="": shown.append(message))
+        code = main(["batch", str(plan), "--out", str(out), "--workers", "2"])
+    return out, code, shown
 
 
-def test_batch_runs_every_series_and_reports_the_failure(study, plan, capsys):
-    out, code = study
+def test_batch_runs_every_series_and_reports_the_failure(study, plan):
+    out, code, shown = study
     assert code == 1
+    assert any("p1/0 reconstruct" in m or "p1/30 reconstruct" in m for m in shown)  # stages sent by the workers
+    assert shown[-1].startswith("3/3 series, 1 failed")
     rows = {(r["particle"], r["time"], r["step"]): r for r in _summary(out)}
     assert {k: r["status"] for k, r in rows.items() if k[2] == "run"} == {
         ("p1", "0", "run"): "done", ("p1", "30", "run"): "done", ("p2", "0", "run"): "failed"}
@@ -81,14 +86,14 @@ def test_batch_runs_every_series_and_reports_the_failure(study, plan, capsys):
 
 
 def test_a_batch_row_writes_what_run_writes(study, plan, tmp_path):
-    out, _ = study
+    out, *_ = study
     assert main(["run", str(plan.parent / "data" / "p1_30.tif"), "--elements", "Fe,Pt", "--pixel-size", "0.4",
                  "--no-align", "--no-refine", "--iterations", "30", "--seed", "2", "--out", str(tmp_path / "r")]) == 0
     assert (tmp_path / "r" / "atoms.csv").read_text() == (out / "p1" / "30" / "atoms.csv").read_text()
 
 
 def test_napari_opens_the_study_by_particle_with_a_time_axis(study, make_napari_viewer):
-    out, _ = study
+    out, *_ = study
     viewer = make_napari_viewer()
     viewer.open(str(out), plugin="napari-aet")
     assert [layer.name for layer in viewer.layers] == ["p1: reconstruction", "p1: atoms"]
@@ -119,7 +124,7 @@ def test_napari_opens_the_study_by_particle_with_a_time_axis(study, make_napari_
 def test_rerun_skips_finished_series_and_force_redoes_them(study, plan):
     from distributed import LocalCluster
 
-    out, _ = study
+    out, *_ = study
     before = (out / "p1" / "0" / "report.json").stat().st_mtime_ns
     # on an existing scheduler (an in-process cluster here; a SLURMCluster in production)
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster:
@@ -188,7 +193,7 @@ def test_rebuilding_a_study_keeps_its_hand_edits(study):
     from napari_aet.batch import build_study
     from napari_aet.project import save_project
 
-    out, _ = study
+    out, *_ = study
     project = load_project(out / "p1" / "study.aet")
     project.time_points[1].edits = [{"action": "delete", "index": 3}]
     save_project(out / "p1" / "study.aet", project)
@@ -197,3 +202,15 @@ def test_rebuilding_a_study_keeps_its_hand_edits(study):
     assert len(kept) == 1 and load_project(kept[0]).time_points[1].edits == [{"action": "delete", "index": 3}]
     rebuilt = load_project(out / "p1" / "study.aet")
     assert [p.edits for p in rebuilt.time_points] == [[], []] and rebuilt.provenance["particle"] == "p1"
+
+
+def test_study_progress_shows_series_done_and_stages_in_flight():
+    from napari_aet.batch import StudyProgress
+
+    shown = []
+    study = StudyProgress(4, lambda fraction, message: shown.append((fraction, message)))
+    study.finished = 1  # skipped
+    study.stage((0.0, {"label": "p1/0", "fraction": 0.5, "stage": "reconstruct"}))
+    study.done("p1/30", "failed")
+    assert shown == [(pytest.approx(1.5 / 4), "1/4 series; p1/0 reconstruct 50%"),
+                     (pytest.approx(2.5 / 4), "2/4 series, 1 failed; p1/0 reconstruct 50%; p1/30 failed")]
