@@ -208,6 +208,17 @@ def test_snap_to_peak_and_brightest_on_ray(particle, volume_of):
         edit.snap_to_peak(recon, [50.0, 0.0, 0.0])
 
 
+def test_a_click_near_a_light_atom_stays_on_it_beside_a_heavy_one(particle, volume_of):
+    recon, _ = volume_of
+    fe, pt = np.flatnonzero(particle.species == "Fe"), np.flatnonzero(particle.species == "Pt")
+    gaps = np.linalg.norm(particle.positions[fe, None] - particle.positions[None, pt], axis=2)
+    light, heavy = np.unravel_index(np.argmin(gaps), gaps.shape)  # a Fe atom and its nearest Pt neighbour
+    towards = particle.positions[pt[heavy]] - particle.positions[fe[light]]
+    click = particle.positions[fe[light]] + 0.9 * towards / np.linalg.norm(towards)  # 0.9 Å towards the Pt
+    assert recon.volume.max() > 0 and gaps.min() < 3.0
+    np.testing.assert_allclose(edit.snap_to_peak(recon, click), particle.positions[fe[light]], atol=0.05)
+
+
 def test_placed_atoms_are_labelled_by_the_classifier_not_locked(particle, volume_of):
     recon, classified = volume_of
     wrong = np.where(classified.species == "Fe", "Pt", "Fe")  # placed atoms come in with a stale label

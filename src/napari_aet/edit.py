@@ -267,9 +267,12 @@ def snap_to_peak(reconstruction: Reconstruction, position, *, radius=1.0) -> np.
     """The sub-voxel peak of the volume nearest a clicked position.
 
     position : (x, y, z) Å in the specimen frame (rotation centre at the origin).
-    radius : Å; the brightest voxel within it of ``position`` is taken, then the centre of a
-        Gaussian fitted to the 3×3×3 voxels around it (trace_atoms' peak fit); a fit that fails
-        keeps the brightest voxel.
+    radius : Å; of the voxels within it of ``position`` that are local maxima (26 neighbours)
+        brighter than the mean of those voxels (not a ripple of the background), the nearest is
+        taken (the brightest voxel if none is: a slope), then the centre of a Gaussian fitted to the 3×3×3
+        voxels around it (trace_atoms' peak fit); a fit that fails keeps the voxel. Taking the
+        nearest maximum rather than the brightest voxel keeps a click on a light atom from
+        jumping to the tail of a heavier neighbour.
 
     Returns the (x, y, z) Å of the peak.
     """
@@ -284,7 +287,15 @@ def snap_to_peak(reconstruction: Reconstruction, position, *, radius=1.0) -> np.
     inside = np.all((voxels >= 0) & (voxels < volume.shape), axis=1) & \
         (np.linalg.norm(voxels - click, axis=1) <= radius / voxel + 0.5)
     voxels = voxels[inside]
-    peak = voxels[np.argmax(volume[tuple(voxels.T)])]
+    values = volume[tuple(voxels.T)]
+    around = np.clip(voxels[:, None] + offsets[None, np.abs(offsets).max(axis=1) == 1],
+                     0, np.array(volume.shape) - 1)
+    peaks = np.flatnonzero((values >= volume[tuple(np.moveaxis(around, -1, 0))].max(axis=1))
+                           & (values > values.mean()))
+    if len(peaks):
+        peak = voxels[peaks[np.argmin(np.linalg.norm(voxels[peaks] - click, axis=1))]]
+    else:
+        peak = voxels[np.argmax(values)]
     centre = _fit_peaks(volume, peak[None], 1)[0]
     return voxel_to_specimen(centre, volume.shape, voxel)[0]
 
