@@ -33,7 +33,8 @@ from napari_aet.analysis.atom_metrics import mutual_nearest_pairs
 from napari_aet.io import read_atoms, read_tilt_series
 from napari_aet.pipeline import real_atoms, run_pipeline
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ta_film"
+#: The data (``$TA_FILM_DATA``, else ../shared/data/ta_film beside the repository).
+DATA = Path(os.environ.get("TA_FILM_DATA", Path(__file__).resolve().parents[2] / "shared" / "data" / "ta_film"))
 #: Largest distance (Å) of a matched pair: a third of the Ta–Ta nearest-neighbour distance (2.9 Å).
 MATCH_A = 1.0
 
