@@ -234,3 +234,20 @@ def test_placed_atoms_are_labelled_by_the_classifier_not_locked(particle, volume
     np.testing.assert_array_equal(features["class_index"][index], [1, 2])
     unlabelled = edit.place_atoms(stale, index, None)  # no volume: left for Classify
     assert list(unlabelled.species[index]) == ["", ""]
+
+
+def test_refinement_keeps_an_atom_placed_by_hand(particle):
+    from napari_aet.refine import refine_atoms
+    from napari_aet.simulate import simulate_tilt_series
+
+    series = simulate_tilt_series(particle, angles=np.linspace(-70, 70, 15), shape=(48, 48), dose=2000.0,
+                                  max_shift=0.0, seed=1).tilt_series
+    empty = [[0.0, 0.0, 9.0]]  # outside the particle: nothing in the data supports an atom there
+    atoms = AtomModel(np.vstack([particle.positions, empty]), np.append(particle.species, "Pt"))
+    free = refine_atoms(series, atoms, iterations=2, complete_rounds=1)
+    assert free.atoms.features["refine_removed"][-1]  # an unsupported free atom is removed
+    placed = edit.place_atoms(atoms, [len(particle)], None)
+    placed = AtomModel(placed.positions, atoms.species, placed.features)  # labelled Pt by hand, not locked
+    kept = refine_atoms(series, placed, iterations=2, complete_rounds=1).atoms
+    assert not kept.features["refine_removed"][-1] and kept.species[-1] == "Pt"
+    np.testing.assert_allclose(kept.positions[-1], empty[0])

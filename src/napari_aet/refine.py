@@ -406,9 +406,8 @@ def _held_out_test(sums, held_out, significance):
     times that decrease's standard deviation. The deviation comes from the residual left once
     the candidate is added, which holds the model's own error as well as the noise: a residual
     that a further atom explains in some projections but not in the others fails."""
-    sr, ss, ssrr, sssr, ssss = sums
-    fit = sr[~held_out].sum(axis=0) / np.maximum(ss[~held_out].sum(axis=0), 1e-30)
-    sr, ss, ssrr, sssr, ssss = (x[held_out].sum(axis=0) for x in sums)
+    fit = sums[0, ~held_out].sum(axis=0) / np.maximum(sums[1, ~held_out].sum(axis=0), 1e-30)
+    sr, ss, ssrr, sssr, ssss = sums[:, held_out].sum(axis=1)
     gain = 2 * fit * sr - fit ** 2 * ss
     left = np.maximum(ssrr - 2 * fit * sssr + fit ** 2 * ssss, 0.0)  # sum s² (r - h s)²
     return fit, (fit > 0) & (gain > significance * 2 * np.abs(fit) * np.sqrt(left))
@@ -419,7 +418,8 @@ def _missing_atom_candidates(model: _Model, residual, shortest, extra) -> tuple[
     ``extra``: peaks of the back-projected residual (measured - model) and the positions
     ``extra`` (e.g. peaks classified as noise), between 0.75 and 2 ``shortest`` (the shortest
     minimum distance, Å) from the nearest atom of the model (a neighbour pulled into a missing
-    atom's place sits nearer than the minimum distance to it: :func:`_missing_atoms` moves it out)."""
+    atom's place sits nearer than the minimum distance to it; once the atom is added the two are
+    pushed apart, :func:`_separate`)."""
     series = model.series.replace(projections=(-residual).astype(np.float32))
     if np.any(series.shifts != 0) or series.tilt_axis != 0:
         series = apply_alignment(series)
@@ -499,7 +499,8 @@ def refine_atoms(series: TiltSeries, atoms: AtomModel, *, elements=None, iterati
         ``tilt_axis`` in degrees; an aligned series has both zero). Positions are specimen
         (x, y, z) Å about the rotation centre, as in reconstruction and tracing.
     atoms : classified atoms; non-atoms (species "") are left out of the model and unmoved;
-        atoms whose feature ``locked`` is True stay where they are and are never removed.
+        atoms whose feature ``locked`` or ``placed`` (put there by hand, :func:`napari_aet.edit.place_atoms`)
+        is True stay where they are and are never removed.
     elements : element order for the report (default: the species present).
     iterations : position updates at most per pass; a pass stops earlier when the RMS step
         < ``tolerance`` Å. No atom moves further than half the shortest minimum distance from
@@ -554,7 +555,7 @@ def refine_atoms(series: TiltSeries, atoms: AtomModel, *, elements=None, iterati
     table = min_distance_table(present, min_distance)
     shortest = float(table.min())
     rows = np.flatnonzero(real)  # output row of each model atom
-    fixed = atoms.features["locked"].astype(bool)[real]
+    fixed = (atoms.features["locked"].astype(bool) | np.asarray(atoms.features.get("placed", False), bool))[real]
     model = _Model(series, atoms.positions[real].copy(), np.array([present.index(s) for s in atoms.species[real]]),
                    np.ones(len(present)), np.ones(len(present)), np.ones(series.n_angles),
                    background_width=background_width)
