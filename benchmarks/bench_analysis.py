@@ -22,7 +22,7 @@ Speed: the same scenario scaled to ~20,000 atoms per time: ``analyze_to_director
     python benchmarks/bench_analysis.py --quick        # 2 seeds, no speed test
     python benchmarks/bench_analysis.py                # 5 seeds and the 20,000-atom speed test
     python benchmarks/bench_analysis.py --speed-only
-    python benchmarks/bench_analysis.py --end-to-end   # ~1,200 atoms per time through the whole chain
+    python benchmarks/bench_analysis.py --end-to-end   # ~2,900 atoms per time through the whole chain
 """
 
 from __future__ import annotations
@@ -136,9 +136,10 @@ def speed(radius=45.6):
               f"residuals {np.round(summary['residuals_A'], 3).tolist()} Å; events {summary['events']}")
 
 
-def end_to_end(seed=0, radius=18.0, size=128, dose=400.0):
-    """Tilt series per time (51 tilts over ±70°, Poisson noise at ``dose`` counts per Pt atom) ->
-    run_pipeline -> analyze_atoms -> follow_particle, scored on the atoms matched to the truth."""
+def end_to_end(seed=0, radius=24.0, size=128, pixel_size=0.5, dose=400.0):
+    """Tilt series per time (51 tilts over ±70°, ``size``² pixels of ``pixel_size`` Å, Poisson noise at
+    ``dose`` counts per Pt atom) -> run_pipeline -> analyze_atoms -> follow_particle, scored on the
+    atoms matched to the truth."""
     from napari_aet.analysis.atom_metrics import compare_atoms, mutual_nearest_pairs
     from napari_aet.analysis.timeseries import follow_particle
     from napari_aet.pipeline import real_atoms, run_pipeline
@@ -148,7 +149,8 @@ def end_to_end(seed=0, radius=18.0, size=128, dose=400.0):
     analyses, matches = [], []
     for t, truth in enumerate(times):
         start = time.perf_counter()
-        series = simulate_tilt_series(truth, shape=(size, size), dose=dose, seed=seed + t).tilt_series
+        series = simulate_tilt_series(truth, shape=(size, size), pixel_size=pixel_size, dose=dose,
+                                      seed=seed + t).tilt_series
         found = real_atoms(run_pipeline(series, ("Fe", "Pt"), seed=seed).atoms)
         comparison = compare_atoms(found, truth)
         i, j = mutual_nearest_pairs(found.positions + comparison["translation"], truth.positions, 1.0)
