@@ -192,6 +192,8 @@ class EditWidget(QWidget):
             button = QPushButton(f"{name} ({key})" if key else name)
             button.clicked.connect(lambda _=False, name=name: self.label_selected(name))
             self.label_buttons.addWidget(button, k // _ROW, k % _ROW)
+        for digit in "123456789":  # none left over from a model with more elements
+            self.layer.bind_key(digit, None)
         for key, action in self._keys().items():
             self.layer.bind_key(key, lambda _layer, action=action: action(), overwrite=True)
 
