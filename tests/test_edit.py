@@ -251,3 +251,24 @@ def test_refinement_keeps_an_atom_placed_by_hand(particle):
     kept = refine_atoms(series, placed, iterations=2, complete_rounds=1).atoms
     assert not kept.features["refine_removed"][-1] and kept.species[-1] == "Pt"
     np.testing.assert_allclose(kept.positions[-1], empty[0])
+
+
+def test_a_moved_class_boundary_relabels_the_unlocked_atoms_it_crosses(particle):
+    n = len(particle)
+    intensity = np.where(particle.species == "Pt", 10.0, 3.0) + np.linspace(0, 1, n)
+    atoms = particle.with_features(intensity=intensity, non_atom=np.zeros(n, bool), ambiguous=np.ones(n, bool))
+    pt = np.flatnonzero(particle.species == "Pt")
+    faint = pt[intensity[pt] <= 10.5]
+    locked = edit.relabel(atoms, faint[:1], "Pt")  # a label set by hand
+    moved = edit.move_class_boundary(locked, "Fe", "Pt", 6.5, 10.5)  # up, into the Pt peak
+    changed = np.flatnonzero(moved.species != locked.species)
+    np.testing.assert_array_equal(changed, faint[1:])
+    assert set(moved.species[changed]) == {"Fe"} and len(changed) > 0
+    assert moved.features["edited"][changed].all() and not moved.features["locked"][changed].any()
+    assert moved.features["ambiguous"][changed].all()  # still to review
+    log = edit.changes(locked, moved)
+    assert [(e["action"], e["index"], e["new"]) for e in log] == [("relabel", int(j), "Fe") for j in changed]
+    back = edit.move_class_boundary(moved, "Fe", "Pt", 10.5, 6.5)  # and down again
+    np.testing.assert_array_equal(back.species, locked.species)
+    with pytest.raises(InputError, match="no intensity"):
+        edit.move_class_boundary(particle, "Fe", "Pt", 1.0, 2.0)

@@ -71,22 +71,41 @@ def set_locked(atoms: AtomModel, index, locked: bool) -> AtomModel:
     return atoms.with_features(locked=flags)
 
 
-def relabel(atoms: AtomModel, index, label: str) -> AtomModel:
+def relabel(atoms: AtomModel, index, label: str, *, lock=True) -> AtomModel:
     """A copy with atoms ``index`` labelled ``label``: an element symbol or :data:`NON_ATOM`.
 
     Sets ``species`` ("" for a non-atom) and ``non_atom``, clears ``ambiguous`` (as
     classify_atoms does for locked atoms) and marks the atoms edited and locked. The
     classifier's own columns (``confidence``, ``class_index``, ``intensity``) are kept.
+    ``lock=False`` (a label decided by a rule, e.g. :func:`move_class_boundary`): the atoms are
+    marked edited only, stay ``ambiguous`` if they were, and a Classify re-run may change them.
     """
     if label != NON_ATOM:
         check_elements([label])
     species = atoms.species.copy()
     species[index] = "" if label == NON_ATOM else label
-    non_atom, ambiguous = _flags(atoms, "non_atom"), _flags(atoms, "ambiguous")
+    non_atom, ambiguous, edited = _flags(atoms, "non_atom"), _flags(atoms, "ambiguous"), _flags(atoms, "edited")
     non_atom[index] = label == NON_ATOM
+    if not lock:
+        edited[index] = True
+        return AtomModel(atoms.positions, species, {**atoms.features, "non_atom": non_atom, "edited": edited})
     ambiguous[index] = False
     changed = AtomModel(atoms.positions, species, {**atoms.features, "non_atom": non_atom, "ambiguous": ambiguous})
     return mark_edited(changed, index)
+
+
+def move_class_boundary(atoms: AtomModel, lower: str, upper: str, old: float, new: float) -> AtomModel:
+    """A copy in which the intensity boundary between labels ``lower`` and ``upper`` (as in
+    :func:`labels`) moved from ``old`` to ``new`` (integrated intensity, volume units): the
+    unlocked atoms of those labels whose ``intensity`` lies between the two take the label on
+    their side of ``new`` — :func:`relabel` with ``lock=False``. Locked atoms keep theirs."""
+    if "intensity" not in atoms.features:
+        raise InputError("the atoms carry no intensity: classify them first")
+    intensity, names = np.asarray(atoms.features["intensity"], float), labels(atoms)
+    target = lower if new > old else upper
+    crossed = np.isin(names, [lower, upper]) & (names != target) & ~_flags(atoms, "locked") & \
+        (intensity >= min(old, new)) & (intensity <= max(old, new))
+    return relabel(atoms, np.flatnonzero(crossed), target, lock=False)
 
 
 def changes(before: AtomModel, after: AtomModel, removed=(), *, tolerance=1e-6) -> list[dict]:
