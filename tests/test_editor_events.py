@@ -385,3 +385,39 @@ def test_brushing_the_histogram_selects_the_atoms_of_that_intensity(editor, stud
     expected = np.flatnonzero((intensity >= low) & (intensity <= high) & ~atoms.features["non_atom"])
     assert set(layer.selected_data) == set(expected.tolist()) and len(expected) == np.count_nonzero(pt)
     assert widget.message.text().startswith(f"selected {len(expected)} atom(s)")
+
+
+def test_dragging_a_class_boundary_relabels_the_unlocked_atoms_it_crosses(editor, study_data, qtbot):
+    viewer, layer, widget, _ = editor
+    _, _, atoms = study_data
+    intensity = atoms.features["intensity"]
+    pt = np.flatnonzero(atoms.species == "Pt")
+    canvas = widget.histogram.canvas
+    widget.histogram.show()
+    canvas.resize(400, 160)
+    widget._show_histogram(atoms_from_layer(layer))
+    canvas.draw()
+    (ax,) = widget.histogram.figure.axes
+    [(lower, upper, line)] = [b for b in widget._boundaries if b[:2] == ("Fe", "Pt")]
+    start, target = line.get_xdata()[0], np.median(intensity[pt])  # into the middle of the Pt peak
+    ratio = canvas.devicePixelRatioF()
+
+    def pixel(x):
+        px, py = ax.transData.transform((x, np.mean(ax.get_ylim())))
+        return QPoint(int(round(px / ratio)), int(round(canvas.height() - py / ratio)))
+
+    left = Qt.MouseButton.LeftButton
+    qtbot.mousePress(canvas, left, pos=pixel(start))
+    qtbot.mouseMove(canvas, pos=pixel((start + target) / 2))
+    qtbot.mouseMove(canvas, pos=pixel(target))
+    qtbot.mouseRelease(canvas, left, pos=pixel(target))
+    after = atoms_from_layer(layer)
+    changed = np.flatnonzero(after.species != atoms.species)
+    assert len(changed) > 0 and set(after.species[changed]) == {"Fe"} and set(changed) <= set(pt)
+    kept = np.setdiff1d(pt, changed)  # the release lands within a pixel of the target
+    assert intensity[changed].max() <= target * 1.02 and intensity[kept].min() >= target * 0.98
+    assert not after.features["locked"].any() and after.features["edited"][changed].all()
+    assert [e["action"] for e in widget.log] == ["relabel"] * len(changed)
+    assert layer.selected_data == set()  # the brush did not fire
+    key(viewer, "Z", CTRL)
+    np.testing.assert_array_equal(atoms_from_layer(layer).species, atoms.species)

@@ -31,6 +31,7 @@ from ..edit import (
     labels,
     mark_edited,
     model_elements,
+    move_class_boundary,
     place_atoms,
     queue_step,
     relabel,
@@ -43,6 +44,7 @@ from ..layers import ELEMENT_COLOURS, OTHER_COLOUR, atoms_from_layer, reconstruc
 from ..model import AtomModel, InputError
 from ..review import PLANES, class_average_slices, orthogonal_slices
 from ._base import LayerSelector, is_atoms, is_volume, study_tag
+from .classify import class_boundaries
 from ._plots import PlotCanvas
 from ._study import session_for
 
@@ -52,6 +54,8 @@ _BEFORE = ("adding", "removing", "changing")
 _ROW = 4
 #: Keys bound on the watched layer, besides the digits of the labels.
 _KEYS = {"l": "toggle_lock", "Control-z": "undo", "Control-Shift-z": "redo", "n": "next", "p": "previous"}
+#: How near (canvas pixels) a press must be to a class boundary of the histogram to drag it.
+_GRAB = 6
 #: Zoom (canvas pixels per Å) the review goes to at least: a neighbourhood of ~10 Å fills a 300-px canvas.
 REVIEW_ZOOM = 30.0
 
@@ -107,6 +111,11 @@ class EditWidget(QWidget):
         self.histogram = PlotCanvas(height=1.6)
         self.histogram.setVisible(False)  # until the atoms carry intensities
         self._brush = None
+        self._boundaries = []  # (lower label, upper label, matplotlib line) of the histogram
+        self._dragged = None  # the boundary being dragged: (lower, upper, line, where it started)
+        for event, callback in (("button_press_event", self._grab_boundary), ("motion_notify_event", self._drag_boundary),
+                                ("button_release_event", self._drop_boundary)):
+            self.histogram.canvas.mpl_connect(event, callback)  # before the brush's: they come first
 
         row = QHBoxLayout()
         row.addWidget(QLabel("atoms"))
@@ -449,11 +458,55 @@ class EditWidget(QWidget):
         ax.hist([intensity[drawn & (names == name)] for name in groups],
                 bins=np.histogram_bin_edges(intensity[drawn], bins=min(60, max(10, int(drawn.sum()) // 10))),
                 stacked=True, label=groups, color=[ELEMENT_COLOURS.get(name, OTHER_COLOUR) for name in groups])
-        ax.set_xlabel("integrated intensity (drag to select a range)", fontsize=7)
+        ax.set_xlabel("integrated intensity (drag: select a range; drag a dashed line: move a boundary)",
+                      fontsize=7)
         ax.legend(fontsize=6)
+        shown = drawn & np.isin(names, groups)
+        index = np.array([groups.index(name) for name in names[shown]])
+        self._boundaries = [(groups[lower], groups[upper], ax.axvline(threshold, color="white", lw=1, ls="--"))
+                            for lower, upper, threshold in class_boundaries(intensity[shown], index)]
+        if self._brush is not None:
+            self._brush.disconnect_events()  # the brush of the previous drawing
         self._brush = SpanSelector(ax, self.select_intensity_range, "horizontal", minspan=0,
                                    props={"facecolor": "white", "alpha": 0.3})
         self.histogram.draw()
+
+    def _grab_boundary(self, event):
+        """A press near a class boundary starts dragging it (and keeps the brush out of it)."""
+        if event.inaxes is None or event.button != 1:
+            return
+        near = [(abs(event.inaxes.transData.transform((line.get_xdata()[0], 0))[0] - event.x), k)
+                for k, (_, _, line) in enumerate(self._boundaries)]
+        if near and min(near)[0] <= _GRAB * self.histogram.canvas.device_pixel_ratio:
+            lower, upper, line = self._boundaries[min(near)[1]]
+            self._dragged = (lower, upper, line, line.get_xdata()[0])
+            self._brush.set_active(False)
+
+    def _drag_boundary(self, event):
+        if self._dragged is not None and event.xdata is not None:
+            self._dragged[2].set_xdata([event.xdata, event.xdata])
+            self.histogram.canvas.draw_idle()
+
+    def _drop_boundary(self, event):
+        """Releasing a dragged boundary re-labels the unlocked atoms it crossed."""
+        if self._dragged is None:
+            return
+        lower, upper, line, start = self._dragged
+        self._dragged = None
+        self._brush.set_active(True)
+        self.move_boundary(lower, upper, start, line.get_xdata()[0])
+
+    def move_boundary(self, lower, upper, old, new):
+        """Move the intensity boundary between ``lower`` and ``upper`` from ``old`` to ``new``:
+        :func:`napari_aet.edit.move_class_boundary`, logged and undoable."""
+        before = atoms_from_layer(self.layer)
+        after = move_class_boundary(before, lower, upper, old, new)
+        entries = changes(before, after)
+        self._commit(before, after, entries)
+        self.message.setText(f"boundary {lower}|{upper} moved from {old:.3g} to {new:.3g}: "
+                             f"{len(entries)} unlocked atom(s) re-labelled")
+        if not entries:
+            self._show_histogram(after)  # the line back where the atoms put it
 
     def select_intensity_range(self, low, high):
         """Select the drawn atoms whose integrated intensity lies in [low, high]."""
