@@ -110,3 +110,14 @@ def test_views_half_a_turn_apart_are_distinct_but_equal_modulo_360_are_refused()
     for angles in ([0.0, 10.0, 370.0], [-90.0, 0.0, 270.0]):
         with pytest.raises(InputError, match="duplicates"):
             TiltSeries(images, angles)
+
+
+def test_simulate_command_writes_any_tilt_range(tmp_path, capsys):
+    from napari_aet.cli import main
+
+    out = tmp_path / "half_turn"
+    assert main(["simulate", "--out", str(out), "--size", "32", "--radius", "6", "--n-angles", "60",
+                 "--min-angle", "0", "--max-angle", "177", "--dose", "0", "--max-shift", "0"]) == 0
+    np.testing.assert_allclose(read_tilt_series(out / "tilt_series.tif").angles, HALF_TURN_FROM_ZERO)
+    assert main(["simulate", "--out", str(tmp_path / "full_turn"), "--min-angle", "-180", "--max-angle", "180"]) == 2
+    assert "less than 360 degrees" in capsys.readouterr().err
