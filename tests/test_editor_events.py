@@ -186,7 +186,7 @@ def test_non_atoms_are_not_drawn_in_3d_nor_reviewed(editor, study_data):
     non_atoms = set(np.flatnonzero(atoms.features["non_atom"]))
     viewer.layers.selection.active = layer  # keys act on the selected layer
     visited = []
-    for _ in range(12):
+    for _ in range(5):  # 3 atoms to review, then the end of the queue
         key(viewer, "N")
         visited.append(widget.current)
     assert visited and not non_atoms & set(visited)  # the 3 most doubtful points are hidden non-atoms
