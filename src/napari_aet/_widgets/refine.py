@@ -86,7 +86,7 @@ class RefineWidget(StageWidget):
     def plot_refinement(self, refinement):
         """R-factor per iteration, and the height ratio of each species' atoms."""
         curve, ratios = self.plot.subplots(1, 2)
-        curve.plot(refinement.errors["r_factor"], color=ELEMENT_COLOURS["Pt"], marker=".")
+        curve.plot(refinement.errors["r_factor"], color=ELEMENT_COLOURS["Pt"], lw=1.5)
         curve.set_xlabel("iteration")
         curve.set_ylabel("R-factor")
         atoms = refinement.atoms
