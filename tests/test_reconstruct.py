@@ -211,7 +211,8 @@ def test_cancel_and_keep_current(full_series):
                 break
         kept = to_reconstruction(state, full_series, method, {"n_iterations": 10})
         assert kept.volume is state.volume and kept.metadata == {"iterations_run": 4, "completed": False}
-        assert len(next(iter(kept.errors.values()))) == 4 and kept.parameters["n_iterations"] == 10
+        assert len(next(iter(kept.errors.values()))) == 4
+        assert kept.parameters["n_iterations"] == 4 and kept.parameters["n_iterations_requested"] == 10
 
 
 def test_parameters_record_defaults_and_reject_unknown():
