@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 import os
 import secrets
@@ -227,8 +228,6 @@ def run_series(row: PlanRow, out_dir, *, force=False, topic=None) -> dict:
 
 def skipped_summary(row: PlanRow, out_dir: Path) -> dict:
     """The summary row of a series whose directory already holds a complete result."""
-    import json
-
     report = json.loads((out_dir / "report.json").read_text())
     return {"particle": row.particle, "time": row.time, "step": "run", "status": "skipped", "error": "",
             "series": str(row.series), "wall_time_s": "", **_report_metrics(report)}
@@ -252,32 +251,22 @@ def build_study(particle_dir, times) -> Path:
                         Project(points, {**provenance("napari-aet batch"), "particle": particle_dir.name}))
 
 
-def analysis_functions():
-    """``(analyze_to_directory, track_to_directory)`` of :mod:`napari_aet.analysis.outputs`, or
-    None when this installation has no such module."""
-    try:
-        from .analysis.outputs import analyze_to_directory, track_to_directory
-    except ImportError:
-        return None
-    return analyze_to_directory, track_to_directory
-
-
 def finish_particle(particle_dir, times) -> dict:
     """A particle's study-level steps (a dask task): ``study.aet``, then with two or more times
     ``analyze`` each time and ``track`` them. Returns its summary row."""
+    from .analysis.outputs import analyze_to_directory, track_to_directory
+
     start = time.perf_counter()
     particle_dir = Path(particle_dir)
-    summary = {"particle": particle_dir.name, "time": ",".join(times), "step": "study", "series": "",
+    summary = {"particle": particle_dir.name, "time": ",".join(times),
+               "step": "study+analyze+track" if len(times) >= 2 else "study", "series": "",
                "n_atoms": "", "r_factor": "", "status": "done", "error": ""}
     try:
         build_study(particle_dir, times)
-        functions = analysis_functions()
-        if len(times) >= 2 and functions is not None:
-            analyze, track = functions
+        if len(times) >= 2:
             for label in times:
-                analyze(particle_dir / label, particle_dir / label / "analysis")
-            track([particle_dir / label / "analysis" for label in times], particle_dir / "tracks")
-            summary["step"] = "study+analyze+track"
+                analyze_to_directory(particle_dir / label, particle_dir / label / "analysis")
+            track_to_directory([particle_dir / label / "analysis" for label in times], particle_dir / "tracks")
     except Exception as exc:
         summary.update(status="failed", error=_one_line(exc))
     summary["wall_time_s"] = round(time.perf_counter() - start, 2)
