@@ -421,3 +421,19 @@ def test_dragging_a_class_boundary_relabels_the_unlocked_atoms_it_crosses(editor
     assert layer.selected_data == set()  # the brush did not fire
     key(viewer, "Z", CTRL)
     np.testing.assert_array_equal(atoms_from_layer(layer).species, atoms.species)
+
+
+def test_a_stage_result_shown_in_the_layer_is_not_an_edit(editor, study_data):
+    viewer, layer, widget, session = editor
+    truth, _, atoms = study_data
+    layer.selected_data = {5}
+    widget.label_selected("Pt")  # a hand edit first
+    edits = list(session.point.edits)
+    for new in (atoms.subset(np.arange(40)), AtomModel(atoms.positions + 0.3, atoms.species, atoms.features)):
+        session.point.atoms = new  # what a stage re-run does: the study first, then its layer
+        show_layer(viewer, tag_as_study(atoms_layer(new, SHAPE, VOXEL), session, "atoms"))
+        assert session.point.atoms is new and session.point.edits == edits  # nothing written over it
+        shown = atoms_from_layer(layer)
+        np.testing.assert_allclose(shown.positions, new.positions, atol=1e-9)
+        np.testing.assert_array_equal(shown.species, new.species)
+        assert not shown.features["locked"].any() and widget.log == edits

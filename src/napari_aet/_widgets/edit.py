@@ -224,6 +224,10 @@ class EditWidget(QWidget):
         removed = event.data_indices if event.action == "removed" else ()
         if len(removed) or len(after) != len(before):
             self.current = None  # indices have shifted
+        if self._shows_the_study(after):  # a stage's result, already in the study, being shown: no edit
+            self._before = after
+            self._show_status(after)
+            return
         if event.action == "changed" and len(after) != len(before):
             self._commit(before, after, [replacement(before, after)], undoable=False)
             return
@@ -239,6 +243,15 @@ class EditWidget(QWidget):
                     entry.update(position=after.positions[entry["index"]].tolist(),
                                  label=labels(after)[entry["index"]])
         self._commit(before, after, entries)
+
+    def _shows_the_study(self, atoms) -> bool:
+        """Whether ``atoms`` (the layer just changed) are the study's current atoms: a stage put
+        its result into the study before showing it, while an edit is written into the study
+        only after it happened."""
+        if not self.in_study() or self.session.point.atoms is None:
+            return False
+        study = self.session.point.atoms
+        return len(study) == len(atoms) and np.allclose(study.positions, atoms.positions, rtol=0, atol=1e-6)
 
     def _place(self, atoms, added):
         """Snap ``added`` atoms to the volume's peak near where they were put and label them."""
