@@ -437,3 +437,22 @@ def test_a_stage_result_shown_in_the_layer_is_not_an_edit(editor, study_data):
         np.testing.assert_allclose(shown.positions, new.positions, atol=1e-9)
         np.testing.assert_array_equal(shown.species, new.species)
         assert not shown.features["locked"].any() and widget.log == edits
+
+
+def test_classify_show_non_atoms_box_draws_them_and_lets_the_queue_visit_them(editor, study_data, qtbot):
+    from napari_aet._widgets.classify import ClassifyWidget
+
+    viewer, layer, widget, _ = editor
+    _, _, atoms = study_data
+    non_atom = atoms.features["non_atom"]
+    classify = ClassifyWidget(viewer)
+    qtbot.addWidget(classify)
+    assert np.all(layer.size[non_atom] == 0) and np.all(layer.size[~non_atom] > 0)
+    classify.show_non_atoms.setChecked(True)
+    classify.apply_non_atom_visibility(layer)
+    assert np.all(layer.size > 0) and layer.shown.all()
+    widget.next_button.click()
+    assert non_atom[widget.current]  # now drawn, the most doubtful points come first
+    classify.show_non_atoms.setChecked(False)
+    classify.apply_non_atom_visibility(layer)
+    assert np.all(layer.size[non_atom] == 0)
