@@ -91,7 +91,7 @@ def test_missing_atoms_are_added_and_spurious_ones_removed(truth, measured):
     assert sum(reasons["added"].values()) >= f["refine_added"].sum() and reasons["rejected"]["held-out test"] > 0
     assert sum(reasons["removed"].values()) >= f["refine_removed"].sum()
     assert np.all(np.isnan(f["refine_shift"][f["refine_added"]]))
-    assert result.errors["added"][-1] == 0 and len(result.errors["added"]) < 4  # rounds stop once complete
+    assert result.errors["added"][-1] == 0 and len(result.errors["added"]) <= 4  # of up to 12: rounds stop once complete
 
 
 def test_of_two_atoms_sharing_one_atoms_signal_one_is_removed(truth, measured):
@@ -216,7 +216,7 @@ def test_progress_only_moves_forward(truth, measured):
 
 
 def test_no_atom_is_added_below_the_minimum_distance(truth):
-    """The data hold a Pt 1.7 Å outside a surface Pt, nearer than two Pt atoms can be (2.18 Å):
+    """The data hold a Pt 1.7 Å outside a surface Pt, nearer than two Pt atoms can be (2.31 Å):
     what the Gaussian model cannot otherwise explain (channelling, say). No pair of the refined
     model comes nearer than its minimum distance (an atom added there moves its neighbour out to
     that distance); with the minimum lowered to 1.2 Å the extra atom is added where the data put

@@ -9,11 +9,11 @@ knows, the smaller of two radii (Å):
 * the covalent radius of Cordero et al., Dalton Trans. 2008, 2832 (single bonds; low-spin for
   Mn, Fe, Co) for every element (e.g. Si 1.11, Pt 1.36).
 
-The minimum distance of a pair is :data:`MIN_DISTANCE_FRACTION` (0.8) of the sum of the two
-radii: Fe-Fe 1.98 Å, Fe-Pt 2.08 Å, Pt-Pt 2.18 Å, Pd-Pd 2.20 Å, Ta-Ta 2.29 Å, Si-Si 1.78 Å —
+The minimum distance of a pair is :data:`MIN_DISTANCE_FRACTION` (0.85) of the sum of the two
+radii: Fe-Fe 2.11 Å, Fe-Pt 2.21 Å, Pt-Pt 2.31 Å, Pd-Pd 2.34 Å, Ta-Ta 2.43 Å, Si-Si 1.89 Å —
 below the shortest distance in the elements' crystals, alloys and amorphous forms (bcc Fe
-2.48 Å, Si 2.35 Å, fcc Pt 2.77 Å, amorphous Ta from about 2.5 Å), above what two atoms sharing
-one atom's signal come to. Every function takes the user's override: one number for every
+2.48 Å, Si 2.35 Å, fcc Pt 2.77 Å, L1_0 FePt 2.7 Å, amorphous Ta from about 2.5 Å), above what
+two atoms sharing one atom's signal come to. Every function takes the user's override: one number for every
 pair, or a mapping from pairs to Å.
 """
 
@@ -45,7 +45,7 @@ _METALLIC = {"Mg": 1.60, "Al": 1.43, "Ti": 1.45, "V": 1.31, "Cr": 1.25, "Fe": 1.
 RADII = {e: min(r, _METALLIC.get(e, r)) for e, r in _COVALENT.items()}
 
 #: The minimum distance of a pair is this fraction of the sum of the two radii.
-MIN_DISTANCE_FRACTION = 0.8
+MIN_DISTANCE_FRACTION = 0.85
 
 
 def _pair_key(key) -> tuple[str, str]:
