@@ -47,8 +47,11 @@ def run_case(spec):
                     f"{m['rms_error_pm']:.1f} | {rms['Fe']:.1f} | {rms['Pt']:.1f} | {m['species_accuracy']:.2%} |")
     f = result.atoms.features
     timings = result.report["timings_s"]
-    rows.append(f"|  |  | refinement: {int(f['refine_added'].sum())} added, {int(f['refine_removed'].sum())} removed, "
-                f"refine {timings['refine']:.0f} s of {wall:.0f} s |  |  |  |  |  |  |")
+    reasons = result.report["refinement"]["reasons"]
+    why = "; ".join(f"{kind} " + ", ".join(f"{n} {reason}" for reason, n in counts.items() if n)
+                    for kind, counts in reasons.items() if any(counts.values()))
+    rows.append(f"|  |  | refinement: {int(f['refine_added'].sum())} added, {int(f['refine_removed'].sum())} removed "
+                f"({why}), refine {timings['refine']:.0f} s of {wall:.0f} s |  |  |  |  |  |  |")
     return rows
 
 
