@@ -5,8 +5,8 @@ napari's own Points tools add, delete and move points (a mouse drag in select mo
 the widget listens to the layer's data events and, through :mod:`napari_aet.edit`, marks moved
 atoms ``edited`` and ``locked``, snaps added ones to the volume's peak and lets the classifier
 label them, and logs every change in ``layer.metadata["aet"]["edits"]``. When the layer shows
-the study's current atoms (``metadata["aet"]["study_point"]``), each edit is written into the
-study and autosaved (:meth:`napari_aet.session.StudySession.edited`).
+the study's current atoms (``metadata["aet"]["study_id"]`` and ``["study_point"]``), each edit
+is written into the study and autosaved (:meth:`napari_aet.session.StudySession.edited`).
 
 Keys on the watched layer: 1, 2, … label the selected atoms with the model's elements, lightest
 first, 0 as non-atom; L locks (or unlocks) them; Ctrl+Z / Ctrl+Shift+Z undo / redo; N / P go to
@@ -73,6 +73,9 @@ class EditWidget(QWidget):
       :func:`napari_aet.edit.review_queue`, set the slice and select them; a panel shows the
       atom's three orthogonal local slices next to each class's average
       (:mod:`napari_aet.review`); labelling the atom under review moves on to the next.
+    * A histogram of the drawn atoms' intensities by label: dragging across it selects those
+      atoms; dragging a class boundary re-labels the unlocked atoms it crosses
+      (:func:`napari_aet.edit.move_class_boundary`).
     """
 
     def __init__(self, napari_viewer):
