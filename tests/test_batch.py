@@ -214,3 +214,28 @@ def test_study_progress_shows_series_done_and_stages_in_flight():
     study.done("p1/30", "failed")
     assert shown == [(pytest.approx(1.5 / 4), "1/4 series; p1/0 reconstruct 50%"),
                      (pytest.approx(2.5 / 4), "2/4 series, 1 failed; p1/0 reconstruct 50%; p1/30 failed")]
+
+
+def test_ctrl_c_keeps_finished_series_and_a_rerun_finishes_the_rest(plan, tmp_path, capsys, monkeypatch):
+    import distributed
+    from distributed import LocalCluster
+
+    as_completed = distributed.as_completed
+
+    def interrupted_after_the_first(futures, **kwargs):
+        yield next(iter(as_completed(futures)))
+        raise KeyboardInterrupt
+
+    out = tmp_path / "study"
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster:
+        batch = ["batch", str(plan), "--out", str(out), "--scheduler", cluster.scheduler_address]
+        with monkeypatch.context() as patch:
+            patch.setattr(distributed, "as_completed", interrupted_after_the_first)
+            assert main(batch) == 130
+        assert "finished series are kept" in capsys.readouterr().err
+        rows = _summary(out)
+        assert len(rows) == 3 and 1 <= sum(r["status"] != "interrupted" for r in rows) < 3
+        assert all((out / r["particle"] / r["time"] / "report.json").exists() for r in rows if r["status"] == "done")
+        assert main(batch) == 1
+    statuses = {(r["particle"], r["time"]): r["status"] for r in _summary(out) if r["step"] == "run"}
+    assert statuses[("p2", "0")] == "failed" and {statuses[("p1", "0")], statuses[("p1", "30")]} <= {"done", "skipped"}

@@ -209,11 +209,15 @@ class _StageEvents:
 def run_series(row: PlanRow, out_dir, *, force=False, topic=None) -> dict:
     """Run one plan row into ``out_dir`` (a dask task); never raises for a bad series.
 
-    Returns its summary row: status "done" or "failed" with the one-line error.
+    Returns its summary row: status "done" or "failed" with the one-line error, or "skipped"
+    when, without ``force``, a complete result appeared since the batch looked (an interrupted
+    run's series that finished late, another batch).
     """
     start = time.perf_counter()
     summary = {"particle": row.particle, "time": row.time, "step": "run", "series": str(row.series)}
     out_dir = Path(out_dir)
+    if not force and (out_dir / "report.json").exists():
+        return skipped_summary(row, out_dir)
     for staging in (*out_dir.parent.glob(f".partial-{out_dir.name}-*"), *out_dir.glob(".partial-*")):
         shutil.rmtree(staging, ignore_errors=True)  # left by a run killed while writing; the batch owns DIR
     try:
