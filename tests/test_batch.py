@@ -239,3 +239,13 @@ def test_ctrl_c_keeps_finished_series_and_a_rerun_finishes_the_rest(plan, tmp_pa
         assert main(batch) == 1
     statuses = {(r["particle"], r["time"]): r["status"] for r in _summary(out) if r["step"] == "run"}
     assert statuses[("p2", "0")] == "failed" and {statuses[("p1", "0")], statuses[("p1", "30")]} <= {"done", "skipped"}
+
+
+def test_only_batch_directories_open_as_studies(study, tmp_path):
+    from napari_aet.io.napari_hooks import get_reader
+
+    out, *_ = study
+    assert get_reader(str(out)) is not None
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "study.aet").write_bytes((out / "p1" / "study.aet").read_bytes())
+    assert get_reader(str(tmp_path)) is None  # a study.aet alone does not make a batch directory

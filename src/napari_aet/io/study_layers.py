@@ -29,9 +29,10 @@ def study_particle(project: Project) -> str | None:
 
 
 def is_study_directory(path) -> bool:
-    """Whether ``path`` is a batch study directory: it holds ``<particle>/study.aet`` files."""
+    """Whether ``path`` is a batch study directory: it holds ``summary.csv`` and
+    ``<particle>/study.aet`` files."""
     path = Path(path)
-    return path.is_dir() and any(path.glob("*/study.aet"))
+    return (path / "summary.csv").is_file() and any(path.glob("*/study.aet"))
 
 
 def _with_time(kwargs):
