@@ -168,6 +168,7 @@ def test_plan_paths_options_and_toml(tmp_path):
     ("series,elements,particle,time\na.tif,Fe,../p,0\n", "cannot name a directory"),
     ("series,elements,particle,time\na.tif,Fe,p,tracks\n", "cannot name a directory"),
     ("series,elements,particle,time\na.tif,Xx,p,0\n", "unknown element"),
+    ("series,elements,particle,time,method\na.tif,Fe,p,0,sirt\n", "unknown method 'sirt'"),
     ("series,elements,particle,time\n", "lists no tilt series"),
 ])
 def test_bad_plans_are_one_clear_line(tmp_path, capsys, body, message):

@@ -31,6 +31,7 @@ from typing import Callable
 
 from .model import InputError, check_elements
 from .progress import ProgressCallback
+from .reconstruct import METHODS
 from .runs import RUN_OPTIONS, keep_if_edited, run_to_directory
 
 #: Plan columns every row must give (besides any ``run`` option of :data:`RUN_OPTIONS`).
@@ -153,6 +154,8 @@ def read_plan(path) -> list[PlanRow]:
         options = {name: _value(name, record[name], RUN_OPTIONS[name], where)
                    for name in RUN_OPTIONS if name in record}
         options = {name: value for name, value in options.items() if value is not None}
+        if options.get("method", METHODS[0]) not in METHODS:
+            raise InputError(f"{where}: unknown method {options['method']!r}: expected one of {', '.join(METHODS)}")
         if "angles" in options:
             options["angles"] = str(path.parent / Path(options["angles"]).expanduser())
         rows.append(PlanRow(line, particle, time_label, path.parent / Path(str(record["series"]).strip()).expanduser(),
