@@ -239,3 +239,9 @@ def test_already_aligned_low_dose_series_comes_out_unchanged():
     volume = reconstruct(align.apply_alignment(measured), "resire", n_iterations=10).volume
     unaligned = reconstruct(series, "resire", n_iterations=10).volume
     assert np.abs(volume - unaligned).sum() < 1e-3 * np.abs(unaligned).sum()
+
+
+def test_check_of_too_few_projections_keeps_the_alignment(atoms):
+    data = simulate_tilt_series(atoms, angles=[-30.0, 0.0, 30.0], shape=(64, 64), dose=None, max_shift=2, seed=1)
+    check = align.check_alignment(data.tilt_series, data.tilt_series.replace(shifts=data.true_shifts))
+    assert check.accepted and "too few" in check.reason
