@@ -15,8 +15,11 @@ the same atoms).
 Saving: :meth:`napari_aet.session.StudySession.edited` (the hand-edits autosave, written after
 every edit) for one time point of 1,103 and 8,691 atoms with a 100-entry edit log.
 
-    python benchmarks/bench_editor.py                 # seed 0, 150 atoms, offsets up to 0.5 Å
-    python benchmarks/bench_editor.py --seed 1 --offset 0.8
+GUI: the wall time of a review step (N) and of a label key in napari (panel, histogram,
+autosave and canvas repaint included) on a classified 1,103-atom particle.
+
+    xvfb-run -a python benchmarks/bench_editor.py                 # seed 0, 150 atoms, offsets up to 0.5 Å
+    xvfb-run -a python benchmarks/bench_editor.py --gui-only
 """
 
 from __future__ import annotations
@@ -92,15 +95,72 @@ def saving(radius, repeats=20):
           f"max {1e3 * np.max(times):.1f} ms, file {size / 1e3:.0f} kB")
 
 
+def gui_latency(presses=20):
+    """Wall time of one review step (N) and one label key (1/2) in napari, canvas repaint included,
+    on a classified 1,103-atom particle in a study (run under a display, e.g. xvfb-run)."""
+    import napari
+    from qtpy.QtCore import Qt
+    from qtpy.QtTest import QTest
+    from qtpy.QtWidgets import QApplication
+
+    from napari_aet._widgets._base import show_layer, tag_as_study
+    from napari_aet._widgets._study import set_session
+    from napari_aet._widgets.edit import EditWidget
+    from napari_aet.classify import classify_atoms
+    from napari_aet.geometry import render_atoms
+    from napari_aet.layers import atoms_layer, volume_layer
+    from napari_aet.model import Reconstruction
+    from napari_aet.project import Project, TimePoint
+    from napari_aet.session import StudySession
+    from napari_aet.simulate import adf_amplitudes, fcc_particle
+
+    truth = fcc_particle(radius=16.0, seed=0)
+    shape, voxel = (96, 96, 96), 0.4
+    recon = Reconstruction(render_atoms(truth.positions, adf_amplitudes(truth.species, 1.0), 0.5, shape, voxel), voxel)
+    atoms = classify_atoms(recon, truth, "Fe,Pt", ambiguity_threshold=1.01)  # every atom to review
+    with tempfile.TemporaryDirectory() as folder:
+        session = StudySession(Project([TimePoint("t0", reconstruction=recon, atoms=atoms)]))
+        session.save(Path(folder) / "study.aet")
+        viewer = napari.Viewer()
+        viewer.window.resize(1280, 1024)
+        set_session(viewer, session)
+        show_layer(viewer, volume_layer(recon))
+        layer = show_layer(viewer, tag_as_study(atoms_layer(atoms, shape, voxel), session, "atoms"))
+        widget = EditWidget(viewer)
+        viewer.window.add_dock_widget(widget)
+        QApplication.processEvents()
+        canvas = viewer.window._qt_viewer.canvas.native
+
+        def press(key):
+            start = time.perf_counter()
+            QTest.keyClick(canvas, key)
+            QApplication.processEvents()
+            return time.perf_counter() - start
+
+        review = [press(Qt.Key.Key_N) for _ in range(presses)]
+        label = []
+        for k in range(presses):
+            press(Qt.Key.Key_N)
+            label.append(press(Qt.Key.Key_1 if k % 2 else Qt.Key.Key_2))
+        assert len(widget.log) >= presses
+        viewer.close()
+    print(f"napari, {len(atoms)} atoms in a study: review step (N) median {1e3 * np.median(review):.0f} ms, "
+          f"max {1e3 * np.max(review):.0f} ms; label key median {1e3 * np.median(label):.0f} ms, "
+          f"max {1e3 * np.max(label):.0f} ms (autosave and repaint included)")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--atoms", type=int, default=150, help="atoms placed by hand")
     parser.add_argument("--offset", type=float, default=0.5, help="largest click offset, Å")
+    parser.add_argument("--gui-only", action="store_true", help="only the key-press latency in napari")
     args = parser.parse_args()
-    placement(args.seed, args.atoms, args.offset)
-    for radius in (16.0, 33.5):  # 1,103 and 8,691 atoms
-        saving(radius)
+    if not args.gui_only:
+        placement(args.seed, args.atoms, args.offset)
+        for radius in (16.0, 33.5):  # 1,103 and 8,691 atoms
+            saving(radius)
+    gui_latency()
 
 
 if __name__ == "__main__":

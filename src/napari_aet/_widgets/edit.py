@@ -114,6 +114,7 @@ class EditWidget(QWidget):
         self.histogram = PlotCanvas(height=1.6)
         self.histogram.setVisible(False)  # until the atoms carry intensities
         self._brush = None
+        self._histogram_groups, self._histogram_artists = None, []
         self._boundaries = []  # (lower label, upper label, matplotlib line) of the histogram
         self._dragged = None  # the boundary being dragged: (lower, upper, line, where it started)
         for event, callback in (("button_press_event", self._grab_boundary), ("motion_notify_event", self._drag_boundary),
@@ -462,7 +463,11 @@ class EditWidget(QWidget):
         self.views.draw()
 
     def _show_histogram(self, atoms):
-        """The drawn atoms' integrated intensities, stacked by label; brushing a range selects them."""
+        """The drawn atoms' integrated intensities, stacked by label; brushing a range selects them.
+
+        The axes, legend and brush are made anew only when the labels change; otherwise the bars
+        and boundaries are replaced in place (a full matplotlib redraw after every edit is slow).
+        """
         shown = atoms is not None and "intensity" in atoms.features and len(atoms) > 0
         self.histogram.setVisible(shown)
         if not shown:
@@ -470,22 +475,35 @@ class EditWidget(QWidget):
         intensity, names = np.asarray(atoms.features["intensity"], float), labels(atoms)
         drawn = self._non_atoms_drawn() | ~np.asarray(atoms.features.get("non_atom", np.zeros(len(atoms), bool)), bool)
         groups = [name for name in (*model_elements(atoms), NON_ATOM) if np.any(drawn & (names == name))]
-        (ax,) = self.histogram.subplots()
-        ax.hist([intensity[drawn & (names == name)] for name in groups],
-                bins=np.histogram_bin_edges(intensity[drawn], bins=min(60, max(10, int(drawn.sum()) // 10))),
-                stacked=True, label=groups, color=[ELEMENT_COLOURS.get(name, OTHER_COLOUR) for name in groups])
-        ax.set_xlabel("integrated intensity (drag: select a range; drag a dashed line: move a boundary)",
-                      fontsize=7)
-        ax.legend(fontsize=6)
-        shown = drawn & np.isin(names, groups)
-        index = np.array([groups.index(name) for name in names[shown]])
+        bins = np.histogram_bin_edges(intensity[drawn], bins=min(60, max(10, int(drawn.sum()) // 10)))
+        tops = np.cumsum([np.histogram(intensity[drawn & (names == name)], bins)[0] for name in groups], axis=0)
+        fresh = self._histogram_groups != groups or not self.histogram.figure.axes
+        if fresh:
+            (ax,) = self.histogram.subplots()
+            ax.set_xlabel("integrated intensity (drag: select a range; drag a dashed line: move a boundary)",
+                          fontsize=7)
+            if self._brush is not None:
+                self._brush.disconnect_events()  # the brush of the previous drawing
+            self._brush = SpanSelector(ax, self.select_intensity_range, "horizontal", minspan=0,
+                                       props={"facecolor": "white", "alpha": 0.3})
+        else:
+            (ax,) = self.histogram.figure.axes
+            for artist in self._histogram_artists:
+                artist.remove()
+        self._histogram_groups = groups
+        self._histogram_artists = [
+            ax.stairs(top, bins, baseline=tops[k - 1] if k else 0, fill=True, label=name,
+                      color=ELEMENT_COLOURS.get(name, OTHER_COLOUR)) for k, (name, top) in enumerate(zip(groups, tops))]
+        in_groups = drawn & np.isin(names, groups)
+        index = np.array([groups.index(name) for name in names[in_groups]])
         self._boundaries = [(groups[lower], groups[upper], ax.axvline(threshold, color="white", lw=1, ls="--"))
-                            for lower, upper, threshold in class_boundaries(intensity[shown], index)]
-        if self._brush is not None:
-            self._brush.disconnect_events()  # the brush of the previous drawing
-        self._brush = SpanSelector(ax, self.select_intensity_range, "horizontal", minspan=0,
-                                   props={"facecolor": "white", "alpha": 0.3})
-        self.histogram.draw()
+                            for lower, upper, threshold in class_boundaries(intensity[in_groups], index)]
+        self._histogram_artists += [line for _, _, line in self._boundaries]
+        ax.relim(visible_only=True)  # not the brush's hidden rectangle
+        ax.autoscale_view()
+        if fresh:
+            ax.legend(fontsize=6)
+        self.histogram.draw(relayout=fresh)
 
     def _grab_boundary(self, event):
         """A press near a class boundary starts dragging it (and keeps the brush out of it)."""
