@@ -75,17 +75,33 @@ def score(found_positions, published_positions, core_positions, meta) -> dict:
             "rms_z_pm": float(100 * np.sqrt(np.mean(dz ** 2))) if len(dz) else float("nan")}
 
 
+class StageCPU:
+    """A progress callback that records the CPU seconds of each stage of ``run_pipeline``."""
+
+    def __init__(self):
+        self.seconds, self._start = {}, time.process_time()
+
+    def __call__(self, fraction, message):
+        if message.endswith("…"):
+            self._start = time.process_time()
+        elif " done in " in message:
+            self.seconds[message.split(" ")[0]] = round(time.process_time() - self._start, 1)
+
+
 def run_area(area, geometry="auto", refine=True, seed=0, out=None) -> dict:
     series, meta, published, core = load_area(area)
+    stage_cpu = StageCPU()
     start, cpu = time.perf_counter(), time.process_time()
-    result = run_pipeline(series, "Ta", align=False, geometry=geometry, refine=refine, seed=seed)
+    result = run_pipeline(series, "Ta", align=False, geometry=geometry, refine=refine, seed=seed,
+                          progress=stage_cpu)
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     atoms = real_atoms(result.atoms)
     row = {"area": area, "geometry": result.report["parameters"]["geometry"], "n_atoms": len(atoms),
            **score(atoms.positions, published.positions, core.positions, meta),
            "r_factor": result.report["reconstruction"].get("final_r_factor"),
            "r_free": result.report["reconstruction"].get("final_r_free"),
-           "timings_s": result.report["timings_s"], "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
+           "timings_s": result.report["timings_s"], "cpu_s_per_stage": stage_cpu.seconds,
+           "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
            "load_average": os.getloadavg()[0]}
     if result.traced is not None:
         traced = real_atoms(result.traced)
