@@ -400,17 +400,22 @@ def _candidate_sums(model: _Model, residual, positions, species_index) -> np.nda
     return sums
 
 
-def _held_out_test(sums, held_out, significance):
-    """Heights ``(M,)`` of candidate atoms fitted on the projections not ``held_out``, and whether
-    each lowers the squared error of the held-out projections by more than ``significance``
-    times that decrease's standard deviation. The deviation comes from the residual left once
-    the candidate is added, which holds the model's own error as well as the noise: a residual
-    that a further atom explains in some projections but not in the others fails."""
-    fit = sums[0, ~held_out].sum(axis=0) / np.maximum(sums[1, ~held_out].sum(axis=0), 1e-30)
-    sr, ss, ssrr, sssr, ssss = sums[:, held_out].sum(axis=1)
-    gain = 2 * fit * sr - fit ** 2 * ss
-    left = np.maximum(ssrr - 2 * fit * sssr + fit ** 2 * ssss, 0.0)  # sum s² (r - h s)²
-    return fit, (fit > 0) & (gain > significance * 2 * np.abs(fit) * np.sqrt(left))
+def _held_out_test(sums, fold, significance):
+    """Heights ``(M,)`` of candidate atoms fitted on every projection, and whether each passes
+    a cross-validated test: every projection is held out once (``fold`` ``(n,)``: its fold),
+    the candidate's height is fitted on the other folds, and the decreases of the held-out
+    folds' squared errors on adding it, summed, must exceed ``significance`` times their
+    standard deviation. The deviation comes from the residual left once the candidate is added,
+    which holds the model's own error as well as the noise."""
+    per_fold = np.stack([sums[:, fold == k].sum(axis=1) for k in range(fold.max() + 1)], axis=1)  # (5, K, M)
+    total = per_fold.sum(axis=1)
+    sr, ss, ssrr, sssr, ssss = per_fold
+    fit = (total[0] - sr) / np.maximum(total[1] - ss, 1e-30)  # (K, M): without fold k
+    gain = np.sum(2 * fit * sr - fit ** 2 * ss, axis=0)
+    left = np.maximum(ssrr - 2 * fit * sssr + fit ** 2 * ssss, 0.0)  # sum s² (r - h s)² over fold k
+    deviation = 2 * np.sqrt(np.sum(fit ** 2 * left, axis=0))
+    height = total[0] / np.maximum(total[1], 1e-30)
+    return height, (height > 0) & (gain > significance * deviation)
 
 
 def _missing_atom_candidates(model: _Model, residual, shortest, extra) -> tuple[np.ndarray, np.ndarray]:
@@ -455,13 +460,13 @@ def _too_close(model: _Model, height_ratio, fixed, table) -> np.ndarray:
     return ~fixed & ~enforce_min_distance(model.positions, own, table, model.species_index)
 
 
-def _missing_atoms(model: _Model, residual, table, fixed, significance, extra, held_out, history):
+def _missing_atoms(model: _Model, residual, table, fixed, significance, extra, fold, history):
     """The atoms the model lacks: positions ``(M, 3)`` Å, species indices ``(M,)`` and whether
     each came from ``extra``.
 
-    A candidate is an atom when its least-squares height on the projections not ``held_out``
-    exceeds half the lightest species' height (the decision boundary between nothing and that
-    species) and it passes :func:`_held_out_test`; it gets the species whose height is nearest
+    A candidate is an atom when its least-squares height exceeds half the lightest species'
+    height (the decision boundary between nothing and that species) and it passes
+    :func:`_held_out_test` with the projections' ``fold``; it gets the species whose height is nearest
     to its own. Of candidates nearer to each other than their minimum distance the higher
     stays (``table``: minimum distances, Å per species pair); one nearer than that to a locked
     atom is dropped. ``history["reasons"]["rejected"]`` counts the candidates turned down by
@@ -469,7 +474,7 @@ def _missing_atoms(model: _Model, residual, table, fixed, significance, extra, h
     """
     candidates, from_extra = _missing_atom_candidates(model, residual, table.min(), extra)
     lightest = np.full(len(candidates), int(np.argmin(model.heights)))
-    height, significant = _held_out_test(_candidate_sums(model, residual, candidates, lightest), held_out,
+    height, significant = _held_out_test(_candidate_sums(model, residual, candidates, lightest), fold,
                                          significance)
     accept = significant & (height > 0.5 * model.heights.min())
     rejected = history["reasons"]["rejected"]
@@ -491,7 +496,7 @@ def _default_column(column, n):
 
 
 def refine_atoms(series: TiltSeries, atoms: AtomModel, *, elements=None, iterations=15, width_every=3,
-                 tolerance=0.002, complete_rounds=4, min_distance=None, significance=3.0, holdout=0.25,
+                 tolerance=0.002, complete_rounds=4, min_distance=None, significance=2.0, folds=4,
                  background_width=4.0, seed=0, progress=None) -> Refinement:
     """Refine atom positions, per-species heights and widths against the measured projections.
 
@@ -513,10 +518,11 @@ def refine_atoms(series: TiltSeries, atoms: AtomModel, *, elements=None, iterati
         within an eighth of the shortest minimum distance), then adds the atoms the model lacks
         (flagged ``refine_added``): peaks of the back-projected residual (measured - model) and
         input non-atom peaks, between 0.75 and 2 times the shortest minimum distance from the
-        model, whose least-squares height on the projections not held out exceeds half the
-        lightest species' height and that lower the held-out projections' error by more than
-        ``significance`` standard deviations of that decrease (estimated from the residual,
-        which holds the model's error as well as the noise). No atom is added nearer to another
+        model, whose least-squares height exceeds half the lightest species' height and that
+        pass a cross-validated test: fitted without each of ``folds`` folds of the projections
+        in turn, they lower the held-out folds' error by more than ``significance`` standard
+        deviations of that decrease (estimated from the residual, which holds the model's error
+        as well as the noise). No atom is added nearer to another
         than their minimum distance: a free neighbour nearer than that is moved out to it (it was
         pulled into the missing atom's place), a candidate that near a locked atom is dropped.
         Rounds stop once one adds fewer than 0.5 % of the model's atoms. After the last pass,
@@ -533,8 +539,8 @@ def refine_atoms(series: TiltSeries, atoms: AtomModel, *, elements=None, iterati
         :func:`napari_aet.elements.min_distance_table` (a fraction of the sum of the two
         elements' radii); one number for every pair; or a mapping of pairs (``"Fe-Pt"``, ``"Pt"``)
         to Å overriding the table for those pairs.
-    holdout : fraction of the projections held out to test each completion round's candidates
-        (drawn anew each round with ``seed``).
+    folds : the projections are split into this many folds at random (anew each round, with
+        ``seed``) for the cross-validated test of each completion round's candidates.
     background_width : Å; the background may vary across each projection on this scale (the
         residual low-passed with a Gaussian of this sigma): probe tails, a support film, a slow
         detector drift. It must stay well above the atoms' width (sharp residuals are atoms);
@@ -550,8 +556,9 @@ def refine_atoms(series: TiltSeries, atoms: AtomModel, *, elements=None, iterati
     real, present = check_inputs(series, atoms, None if elements is None else list(elements))
     if int(iterations) != iterations or iterations < 0:
         raise InputError(f"iterations must be a whole number of 0 or more, got {iterations}")
-    if not 0 < holdout < 1:
-        raise InputError(f"holdout must be a fraction of the projections between 0 and 1, got {holdout}")
+    if int(folds) != folds or not 2 <= folds <= series.n_angles:
+        raise InputError(f"folds must be a whole number from 2 to the number of projections "
+                         f"({series.n_angles}), got {folds}")
     table = min_distance_table(present, min_distance)
     shortest = float(table.min())
     rows = np.flatnonzero(real)  # output row of each model atom
@@ -571,7 +578,6 @@ def refine_atoms(series: TiltSeries, atoms: AtomModel, *, elements=None, iterati
     added_reason = np.zeros(0, dtype=object)
     candidates = atoms.positions[~real]  # the input's non-atoms, and later the removed atoms
     rng = np.random.default_rng(seed)
-    n_held_out = min(series.n_angles - 1, max(1, int(round(holdout * series.n_angles))))
     cycles = _CYCLES if complete_rounds else 1
     spans = 1 - 0.3 ** np.arange(cycles + 1)  # progress per cycle: most of the work is in the first
     spans = 0.1 + 0.87 * spans / spans[-1]
@@ -599,10 +605,9 @@ def refine_atoms(series: TiltSeries, atoms: AtomModel, *, elements=None, iterati
                 model.update_background(species)
                 model.solve_linear(species)
                 residual = model.combine(species) - model.data
-                held_out = np.zeros(series.n_angles, bool)
-                held_out[rng.choice(series.n_angles, n_held_out, replace=False)] = True
+                fold = rng.permutation(series.n_angles) % int(folds)
                 added, added_species, from_extra = _missing_atoms(model, residual, table, fixed, significance,
-                                                                  candidates, held_out, history)
+                                                                  candidates, fold, history)
                 why = np.where(from_extra, _ADDED[1], _ADDED[0])
                 for name in _ADDED:
                     reasons["added"][name] += int(np.count_nonzero(why == name))
