@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from napari_aet.analysis.atom_metrics import compare_atoms
-from napari_aet.model import InputError
+from napari_aet.model import AtomModel, InputError
 from napari_aet.pipeline import real_atoms, run_pipeline
 from napari_aet.reconstruct import reconstruct
 from napari_aet.reconstruct._common import single_axis_equivalent
@@ -40,6 +40,19 @@ def test_film_and_particle_are_told_apart(film):
                                     dose=400, max_shift=0, seed=0).tilt_series
     geometry, signal = detect_geometry(particle)
     assert geometry == "particle" and signal < 0.05
+
+
+def test_a_neighbour_entering_the_field_counts_and_an_uneven_background_does_not():
+    first, second = fcc_particle(radius=8.0, seed=1), fcc_particle(radius=8.0, seed=2)
+    pair = AtomModel(np.concatenate([first.positions, second.positions + [30.0, 0.0, 20.0]]),
+                     np.concatenate([first.species, second.species]))  # the second enters at 20-60°
+    series = simulate_tilt_series(pair, np.linspace(-70, 70, 41), shape=(48, 48), pixel_size=0.8, dose=400,
+                                  max_shift=0).tilt_series
+    assert detect_geometry(series)[0] == "film"
+    # background 5 ± 2.5 counts per pixel varying across the image, a particle of 55 atoms
+    alone = simulate_tilt_series(fcc_particle(radius=6.0, seed=2), np.linspace(-70, 70, 31), shape=(48, 48),
+                                 max_shift=3, background=5.0, seed=2).tilt_series
+    assert detect_geometry(alone)[0] == "particle"
 
 
 def test_extended_region_holds_every_ray_and_crops_back(film):

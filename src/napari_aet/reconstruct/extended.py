@@ -10,8 +10,8 @@ every ray through the detector crosses the whole depth inside it, and keeps the 
 the published RESIRE codes do the same (``extendedobject``), and GENFIRE cannot, since the
 Fourier slice theorem needs each projection of the whole object.
 
-:func:`detect_geometry` tells the two cases apart from the data: the signal at the image edges
-perpendicular to the tilt axis in the high-tilt projections.
+:func:`detect_geometry` tells the two cases apart from the data: the object seen at the image
+edges across the tilt axis (all of them for a film, some for a neighbour entering the field).
 """
 
 from __future__ import annotations
@@ -24,44 +24,54 @@ from ..model import InputError, TiltSeries
 
 GEOMETRIES = ("auto", "particle", "film")
 
-#: Mean signal in the edge strips of the high-tilt projections, as a fraction of the whole
-#: image's, above which the object is taken to extend beyond the box (an isolated particle: ~0;
-#: a film: ~1).
-EDGE_SIGNAL_FILM = 0.3
+#: Edge signal (:func:`edge_signal`) above which the object is taken to extend beyond the box,
+#: reached by the 90th percentile of the projections: an isolated particle gives ~0, a film ~1,
+#: a neighbour entering the field 0.7-0.9 (in the views it enters).
+EDGE_SIGNAL_FILM = 0.35
 
 
 def edge_signal(series: TiltSeries, margin=0.08, smoothing=2.0) -> np.ndarray:
-    """Per projection ``(n,)``: the mean signal in the two edge strips across the tilt axis over
-    the mean signal of the whole image, both above the series' background level.
+    """Per projection ``(n,)``: how much object the two edge strips across the tilt axis hold
+    compared with the image, the smaller of two ratios that both are ~0 for an isolated particle
+    and ~1 for a film.
 
-    series : an aligned series (tilt axis along image y). margin : strip width as a fraction of
-    nx. smoothing : Gaussian sigma (pixels) applied first, so that noise does not raise the
-    signal above the background level: the 1st percentile of every smoothed pixel of the series
-    (the empty space around an isolated particle; for a film, about its thinnest part).
+    * level: the mean in the edge strips over the mean of the whole image, both above the series'
+      background level (the 1st percentile of all pixels, smoothed by ``smoothing`` pixels so
+      that noise does not count);
+    * structure: the standard deviation of the band-passed image (difference of Gaussians of 1
+      and 3 pixels: atoms, not a slowly varying background or a level) in the edge strips over
+      that in a central strip as wide as both.
+
+    A slowly varying background raises the level but not the structure; noise at a very low dose
+    raises both. series : an aligned series (tilt axis along image y). margin : strip width as a
+    fraction of nx.
     """
-    projections = ndimage.gaussian_filter(np.asarray(series.projections, dtype=np.float64),
-                                          (0, smoothing, smoothing), mode="nearest")
+    projections = np.asarray(series.projections, dtype=np.float64)
     nx = projections.shape[2]
     width = max(1, int(round(margin * nx)))
-    above = projections - np.percentile(projections, 1)
-    edges = np.concatenate([above[:, :, :width], above[:, :, -width:]], axis=2).mean(axis=(1, 2))
-    return edges / np.maximum(above.mean(axis=(1, 2)), np.finfo(np.float64).tiny)
+    centre = slice(nx // 2 - width, nx // 2 + width)
 
+    def edges(images):
+        return np.concatenate([images[:, :, :width], images[:, :, -width:]], axis=2)
 
-def high_tilts(series: TiltSeries, fraction=0.7) -> np.ndarray:
-    """Boolean ``(n,)``: projections tilted at least ``fraction`` of the largest tilt of the series."""
-    tilt = np.degrees(np.arccos(np.clip(np.abs(rotation_matrices(series.angles)[:, 2, 2]), 0, 1)))
-    return tilt >= fraction * tilt.max()
+    smooth = ndimage.gaussian_filter(projections, (0, smoothing, smoothing), mode="nearest")
+    above = smooth - np.percentile(smooth, 1)
+    level = edges(above).mean(axis=(1, 2)) / np.maximum(above.mean(axis=(1, 2)), np.finfo(np.float64).tiny)
+    band = (ndimage.gaussian_filter(projections, (0, 1, 1), mode="nearest")
+            - ndimage.gaussian_filter(projections, (0, 3, 3), mode="nearest"))
+    structure = edges(band).std(axis=(1, 2)) / np.maximum(band[:, :, centre].std(axis=(1, 2)),
+                                                          np.finfo(np.float64).tiny)
+    return np.minimum(level, structure)
 
 
 def detect_geometry(series: TiltSeries, threshold=EDGE_SIGNAL_FILM) -> tuple[str, float]:
     """``("film", s)`` when the object extends beyond the box, else ``("particle", s)``.
 
-    s is the median :func:`edge_signal` of the high-tilt projections (:func:`high_tilts`): an
-    isolated particle leaves the edges of every projection empty, a film or a neighbour entering
-    the field fills them.
+    s is the 90th percentile over the projections of :func:`edge_signal`: an isolated particle
+    leaves the edges of every projection empty; a film fills them in every view, a neighbour
+    entering the field in the views where it enters.
     """
-    signal = float(np.median(edge_signal(series)[high_tilts(series)]))
+    signal = float(np.percentile(edge_signal(series), 90))
     return ("film" if signal > threshold else "particle"), signal
 
 
