@@ -45,7 +45,7 @@ def test_film_and_particle_are_told_apart(film):
 def test_a_neighbour_entering_the_field_counts_and_an_uneven_background_does_not():
     first, second = fcc_particle(radius=8.0, seed=1), fcc_particle(radius=8.0, seed=2)
     pair = AtomModel(np.concatenate([first.positions, second.positions + [30.0, 0.0, 20.0]]),
-                     np.concatenate([first.species, second.species]))  # the second enters at 20-60°
+                     np.concatenate([first.species, second.species]))  # the second enters above ~25°
     series = simulate_tilt_series(pair, np.linspace(-70, 70, 41), shape=(48, 48), pixel_size=0.8, dose=400,
                                   max_shift=0).tilt_series
     assert detect_geometry(series)[0] == "film"
