@@ -496,7 +496,7 @@ def _default_column(column, n):
 
 
 def refine_atoms(series: TiltSeries, atoms: AtomModel, *, elements=None, iterations=15, width_every=3,
-                 tolerance=0.002, complete_rounds=4, min_distance=None, significance=2.0, folds=4,
+                 tolerance=0.002, complete_rounds=4, min_distance=None, significance=1.5, folds=4,
                  background_width=4.0, seed=0, progress=None) -> Refinement:
     """Refine atom positions, per-species heights and widths against the measured projections.
 
