@@ -145,3 +145,18 @@ def test_time_series_from_the_study(make_napari_viewer, qtbot, times):
     assert widget.sources.count() == 2
     assert run_and_wait(qtbot, widget) == "done", widget.message.text()
     assert len(viewer.layers["time series"].data) == sum(map(len, times))
+
+
+def test_analyse_keeps_its_result_in_the_study(make_napari_viewer, qtbot, times):
+    """The analysis of an atoms layer is the study's analyse stage: status done, atoms kept."""
+    from napari_aet.workflow import status
+
+    viewer = make_napari_viewer()
+    atoms = times[0]
+    show_layer(viewer, atoms_layer(atoms, (96, 96, 96), VOXEL, name="atoms"))
+    widget = AnalyseWidget(viewer)
+    qtbot.addWidget(widget)
+    assert run_and_wait(qtbot, widget) == "done"
+    point = widget.session.point
+    assert status(point)["analyse"] == "done" and len(point.analysis) == len(atoms)
+    assert "analyse ✓" in widget.status.text()

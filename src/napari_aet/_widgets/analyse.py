@@ -9,7 +9,7 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from qtpy.QtWidgets import QLabel, QListWidget
 
-from ..analysis.analyze import analyze_atoms
+from .. import workflow
 from ..analysis.nuclei import ISO_LEVELS, nucleus_volume
 from ..layers import atoms_from_layer, atoms_layer, volume_layer
 from ..model import Reconstruction
@@ -32,7 +32,8 @@ def phase_colours(phase, variant) -> np.ndarray:
 
 
 class AnalyseWidget(StageWidget):
-    """Run :func:`napari_aet.analysis.analyze.analyze_atoms` on an atoms layer.
+    """Run the study's analyse stage (:func:`napari_aet.workflow.analyse`, i.e.
+    :func:`napari_aet.analysis.analyze.analyze_atoms`) on an atoms layer; the result is kept in the study.
 
     Adds the Points layer "<atoms> analysis" (every per-atom result as a feature; coloured by phase
     or an order parameter, with a colour bar in the plot), "<atoms> order" (the order parameter as a
@@ -62,19 +63,23 @@ class AnalyseWidget(StageWidget):
         self.analysis = None
         self._names = None
 
+    stage = "analyse"
+
     def prepare(self):
         layer = self.selected(self.atoms_input, "atoms")
         atoms = atoms_from_layer(layer)
+        states = workflow.status(self.session.point)  # a layer from elsewhere stands for the latest atoms
+        latest = next((stage for stage in ("refine", "classify", "trace") if states[stage] == "done"), "trace")
+        self.use_as_study_input(layer, "atoms", latest, atoms)
         meta = layer.metadata["aet"]
         self._names = (layer.name, meta["volume_shape"], meta["voxel_size"])
         params = self.values()
         options = {"lattice": params["lattice"], "lattice_constant": params["lattice_constant"] or None,
                    "min_nucleus": params["min_nucleus"]}
-        if "non_atom" in atoms.features:
-            atoms = atoms.subset(~atoms.features["non_atom"].astype(bool))
-        return lambda progress: analyze_atoms(atoms, progress=progress, **options)
+        return lambda progress: self.session.run("analyse", progress=progress, **options)
 
     def finish(self, analysis):
+        self.session.announce(self.stage)
         self.analysis = analysis
         name, shape, voxel = self._names
         self.show_output(atoms_layer(analysis.atoms, shape, voxel, name=f"{name} analysis"))
