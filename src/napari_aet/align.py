@@ -498,8 +498,8 @@ class AlignmentCheck:
     reprojection : mean held-out re-projection residual, the squared difference between each
         projection and the re-projection of a quick reconstruction from the *other* half of the
         tilts (alternate tilts), mapped back onto the measured pixels, relative to the
-        projection's squared signal (input, aligned); held out, so shifts fitted to noise do not
-        lower it.
+        projection's squared signal, both smoothed by a 1-px Gaussian (input, aligned); held
+        out, so shifts fitted to noise do not lower it.
     common_line_t, reprojection_t : paired t-statistics of the per-projection improvements
         (positive: the aligned series is better); beyond ``threshold`` counts as significant.
     threshold : the t-statistic that counts as significant.
