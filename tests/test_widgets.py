@@ -654,6 +654,9 @@ def test_widgets_docked_one_by_one_follow_the_study_and_match_the_cli(make_napar
     def dock(key):
         return viewer.window.add_plugin_dock_widget("napari-aet", key)[1]
 
+    data = dock("0 Data")  # the study's elements: the physical minimum distance Trace uses comes from them
+    data.elements.setText("Fe,Pt")
+    assert data.apply() is not None
     align = dock("1 Align")
     # The simulated sample has no background at all: its border holds no noise from which
     # napari_aet.preprocess.particle_mask could tell the particle apart, so nothing is subtracted.

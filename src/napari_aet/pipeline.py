@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .elements import min_distance_table
 from .model import AtomModel, InputError, Reconstruction, TiltSeries, check_elements
 from .progress import ProgressCallback, report, sub_progress
 from .reconstruct import RECOMMENDED
@@ -85,7 +84,7 @@ def run_pipeline(series: TiltSeries, elements, *, align=True, method="genfire", 
     bounds = np.cumsum([0.0, *STAGE_WEIGHTS.values()])
     stage_progress = {name: sub_progress(progress, lo, hi)
                       for name, lo, hi in zip(STAGE_WEIGHTS, bounds[:-1], bounds[1:])}
-    point = TimePoint("t0", raw=series)
+    point = TimePoint("t0", raw=series, parameters={"elements": list(elements)})
 
     def timed(name, *args, **kwargs):
         report(stage_progress[name], 0.0, f"{name}…")
@@ -113,8 +112,7 @@ def run_pipeline(series: TiltSeries, elements, *, align=True, method="genfire", 
         stage_progress["reconstruct"] = sub_progress(progress, bounds[1], bounds[3])
     reconstruction = timed("reconstruct", method=method, fsc=fsc, **options)
 
-    # no two peaks nearer than two atoms of these elements can be (elements.min_distance_table)
-    options = {"min_distance": float(min_distance_table(elements).min()), **(trace_options or {})}
+    options = dict(trace_options or {})  # min_distance: from the elements (workflow._trace_defaults)
     parameters["trace_options"] = options
     timed("trace", **options)
 

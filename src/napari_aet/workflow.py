@@ -218,11 +218,26 @@ def reconstruct(point: TimePoint, method="genfire", *, automatic_support=False, 
     return recon
 
 
+def _trace_defaults(point: TimePoint, options: dict) -> dict:
+    """Trace's ``min_distance`` when not given (or None): the shortest physical distance between
+    two atoms of the study's elements (``point.parameters["elements"]``,
+    :func:`napari_aet.elements.min_distance_table`); trace_atoms' own default while no elements
+    are known."""
+    from .elements import min_distance_table
+
+    if options.get("min_distance") is None:
+        options.pop("min_distance", None)
+        if point.parameters.get("elements"):
+            options["min_distance"] = float(min_distance_table(point.parameters["elements"]).min())
+    return options
+
+
 def trace(point: TimePoint, *, replace_edits=False, progress: ProgressCallback = None, **options):
     """Trace atoms in the point's reconstruction (into ``point.atoms``; ``traced`` cleared).
 
-    Refuses to replace atoms holding hand edits unless ``replace_edits``; then the replacement
-    is logged in ``point.edits``.
+    options : :func:`~napari_aet.trace.trace_atoms`'s (see :func:`_trace_defaults` for the
+    minimum distance). Refuses to replace atoms holding hand edits unless ``replace_edits``; then
+    the replacement is logged in ``point.edits``.
     """
     from .edit import replacement
     from .trace import trace_atoms
@@ -290,6 +305,8 @@ def run_stage(point: TimePoint, stage: str, *args, progress: ProgressCallback = 
     if stage not in _RUNNERS:
         raise InputError(f"unknown stage {stage!r}: expected one of {', '.join(STAGES)}")
     _check_fresh(point, stage)
+    if stage == "trace":  # defaults that depend on the study, recorded as used
+        options = _trace_defaults(point, options)
     start = time.perf_counter()
     result = _RUNNERS[stage](point, *args, progress=progress, **options)
     parameters = dict(options)

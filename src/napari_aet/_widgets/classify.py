@@ -68,6 +68,14 @@ class ClassifyWidget(StageWidget):
         self.plot = PlotCanvas()
         self.extra.addWidget(self.plot)
         self._target = None
+        self.session.changed.connect(self._elements_from_study)
+        self._elements_from_study()
+
+    def _elements_from_study(self, _what=None):
+        """Show the study's elements (entered in the Data step), when it has them."""
+        elements = self.session.point.parameters.get("elements")
+        if elements:
+            self.parameters.elements.value = ",".join(elements)
 
     def apply_non_atom_visibility(self, layer):
         """Hide the points classified as non-atoms, in 2D and 3D, unless "show non-atoms" is ticked

@@ -46,8 +46,8 @@ class TraceWidget(StageWidget):
 
     def __init__(self, napari_viewer):
         super().__init__(napari_viewer, [
-            FloatSpinBox(name="min_distance", label="min distance (Å)", value=2.0, min=0.5, max=10.0,
-                         step=0.1),
+            FloatSpinBox(name="min_distance", label="min distance (Å, 0 = from the elements)", value=0.0, min=0.0,
+                         max=10.0, step=0.1),
             FloatSpinBox(name="threshold", label="threshold (0 = auto)", value=0.0, min=0.0, max=1e12,
                          step=0.01),
             SpinBox(name="peel_iterations", label="peel-off rounds", value=0, min=0, max=5),
@@ -83,6 +83,7 @@ class TraceWidget(StageWidget):
         self.use_as_study_input(layer, "reconstruction", "reconstruct", recon)
         params = self.values()
         params["threshold"] = params["threshold"] or None
+        params["min_distance"] = params["min_distance"] or None  # the workflow's default
         support = self.support_input.layer()
         if support is not None:
             params["support"] = np.asarray(support.data) > 0
