@@ -35,10 +35,10 @@ def plan(tmp_path_factory):
         _series(folder / "data" / f"{name}.tif", seed)
     np.savetxt(folder / "data" / "p2_0.tlt", np.linspace(-70, 70, 14))
     path = folder / "plan.csv"
-    path.write_text(f"series,elements,particle,time,{OPTIONS}\n"
-                    "data/p1_0.tif,\"Fe,Pt\",p1,0,0.4,yes,yes,30,1\n"
-                    "data/p1_30.tif,\"Fe,Pt\",p1,30,0.4,yes,yes,30,2\n"
-                    "data/p2_0.tif,\"Fe,Pt\",p2,0,0.4,yes,yes,30,3\n")
+    path.write_text(f"series,elements,particle,time,{OPTIONS},lattice,min_nucleus\n"
+                    "data/p1_0.tif,\"Fe,Pt\",p1,0,0.4,yes,yes,30,1,fcc,5\n"
+                    "data/p1_30.tif,\"Fe,Pt\",p1,30,0.4,yes,yes,30,2,fcc,5\n"
+                    "data/p2_0.tif,\"Fe,Pt\",p2,0,0.4,yes,yes,30,3,,\n")
     return path
 
 
@@ -82,7 +82,9 @@ def test_batch_runs_every_series_and_reports_the_failure(study, plan):
     assert particle["status"] == "done", particle["error"]
     points = load_project(out / "p1" / "study.aet").time_points
     assert [p.name for p in points] == ["0", "30"] and all(p.atoms is not None for p in points)
-    assert (out / "p1" / "0" / "analysis").is_dir() and (out / "p1" / "tracks" / "tracks.csv").is_file()
+    assert (out / "p1" / "tracks" / "tracks.csv").is_file()
+    structure = json.loads((out / "p1" / "30" / "analysis" / "structure.json").read_text())
+    assert structure["parameters"]["min_nucleus"] == 5 and structure["parameters"]["lattice"] == "fcc"
 
 
 def test_a_batch_row_writes_what_run_writes(study, plan, tmp_path):
@@ -155,6 +157,7 @@ def test_plan_paths_options_and_toml(tmp_path):
     assert rows[0].options == {"angles": str(tmp_path / "a.tlt"), "pixel_size": 0.35, "no_refine": True,
                                "method": "wbp"}
     assert rows[1].options == {"no_refine": False, "iterations": 12} and rows[1].elements == "Fe,Pt"
+    assert rows[0].analyze_options == rows[1].analyze_options == {}
     assert time_order([r.time for r in rows]) == ["0.5", "5"]
     assert time_order(["after", "before"]) == ["after", "before"]  # labels keep the plan's order
 
@@ -169,6 +172,7 @@ def test_plan_paths_options_and_toml(tmp_path):
     ("series,elements,particle,time\na.tif,Fe,p,tracks\n", "cannot name a directory"),
     ("series,elements,particle,time\na.tif,Xx,p,0\n", "unknown element"),
     ("series,elements,particle,time,method\na.tif,Fe,p,0,sirt\n", "unknown method 'sirt'"),
+    ("series,elements,particle,time,lattice\na.tif,Fe,p,0,fcc\nb.tif,Fe,p,5,bcc\n", "give the same for every time"),
     ("series,elements,particle,time\n", "lists no tilt series"),
 ])
 def test_bad_plans_are_one_clear_line(tmp_path, capsys, body, message):

@@ -36,6 +36,8 @@ from .runs import RUN_OPTIONS, keep_if_edited, run_to_directory
 
 #: Plan columns every row must give (besides any ``run`` option of :data:`RUN_OPTIONS`).
 REQUIRED = ("series", "elements", "particle", "time")
+#: Optional plan columns passed to ``analyze`` (the same for every time of a particle).
+ANALYZE_OPTIONS = {"lattice": str, "lattice_constant": float, "min_nucleus": int}
 #: Columns of ``summary.csv``.
 SUMMARY_COLUMNS = ("particle", "time", "step", "status", "n_atoms", "r_factor", "wall_time_s", "error", "series")
 #: Names a particle or time label cannot take: they are directories or files of the batch layout.
@@ -49,6 +51,7 @@ class PlanRow:
 
     line : its row number in the plan (1 = the first series), for messages.
     options : keyword arguments of :func:`napari_aet.runs.run_to_directory`.
+    analyze_options : keyword arguments of ``analyze_to_directory`` for the particle.
     """
 
     line: int
@@ -57,6 +60,7 @@ class PlanRow:
     series: Path
     elements: str
     options: dict = field(default_factory=dict)
+    analyze_options: dict = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -133,14 +137,15 @@ def read_plan(path) -> list[PlanRow]:
     records = _records(path)
     if not records:
         raise InputError(f"plan {path.name} lists no tilt series: expected a header and one row per series")
-    known = set(REQUIRED) | set(RUN_OPTIONS)
-    rows, seen = [], set()
+    known = set(REQUIRED) | set(RUN_OPTIONS) | set(ANALYZE_OPTIONS)
+    rows, seen, analysis = [], set(), {}
     for line, record in enumerate(records, start=1):
         where = f"{path.name} row {line}"
         unknown = sorted(set(record) - known)
         if unknown:
             raise InputError(f"{where}: unknown column(s) {', '.join(unknown)}: expected "
-                             f"{', '.join(REQUIRED)} and run options {', '.join(RUN_OPTIONS)}")
+                             f"{', '.join(REQUIRED)}, run options {', '.join(RUN_OPTIONS)} and analyze "
+                             f"options {', '.join(ANALYZE_OPTIONS)}")
         missing = [name for name in REQUIRED if not str(record.get(name) or "").strip()]
         if missing:
             raise InputError(f"{where}: no {', '.join(missing)} given")
@@ -159,8 +164,14 @@ def read_plan(path) -> list[PlanRow]:
             raise InputError(f"{where}: unknown method {options['method']!r}: expected one of {', '.join(METHODS)}")
         if "angles" in options:
             options["angles"] = str(path.parent / Path(options["angles"]).expanduser())
+        analyze = {name: _value(name, record[name], ANALYZE_OPTIONS[name], where)
+                   for name in ANALYZE_OPTIONS if name in record}
+        analyze = {name: value for name, value in analyze.items() if value is not None}
+        if analysis.setdefault(particle, analyze) != analyze:
+            raise InputError(f"{where}: analyze options {analyze} differ from those of particle {particle}'s "
+                             f"earlier rows {analysis[particle]}: give the same for every time of a particle")
         rows.append(PlanRow(line, particle, time_label, path.parent / Path(str(record["series"]).strip()).expanduser(),
-                            elements, options))
+                            elements, options, analyze))
     return rows
 
 
@@ -259,9 +270,10 @@ def build_study(particle_dir, times) -> Path:
                         Project(points, {**provenance("napari-aet batch"), "particle": particle_dir.name}))
 
 
-def finish_particle(particle_dir, times) -> dict:
+def finish_particle(particle_dir, times, analyze_options=None) -> dict:
     """A particle's study-level steps (a dask task): ``study.aet``, then with two or more times
-    ``analyze`` each time and ``track`` them. Returns its summary row."""
+    ``analyze`` each time (with ``analyze_options``: lattice, lattice_constant, min_nucleus) and
+    ``track`` them. Returns its summary row."""
     from .analysis.outputs import analyze_to_directory, track_to_directory
 
     start = time.perf_counter()
@@ -273,7 +285,8 @@ def finish_particle(particle_dir, times) -> dict:
         build_study(particle_dir, times)
         if len(times) >= 2:
             for label in times:
-                analyze_to_directory(particle_dir / label, particle_dir / label / "analysis")
+                analyze_to_directory(particle_dir / label, particle_dir / label / "analysis",
+                                     **(analyze_options or {}))
             track_to_directory([particle_dir / label / "analysis" for label in times], particle_dir / "tracks")
     except Exception as exc:
         summary.update(status="failed", error=_one_line(exc))
@@ -454,7 +467,8 @@ def _finish_particles(client, rows, summaries, out_dir, force, log) -> list[dict
         changed = any(summaries[row.label]["status"] == "done" for row in particle_rows)
         if changed or force or not (out_dir / particle / "study.aet").exists():
             times = time_order(row.time for row in particle_rows)
-            futures.append(client.submit(finish_particle, out_dir / particle, times, pure=False))
+            futures.append(client.submit(finish_particle, out_dir / particle, times,
+                                         particle_rows[0].analyze_options, pure=False))
     results = client.gather(futures)
     for summary in results:
         if summary["status"] == "failed":
