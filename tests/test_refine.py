@@ -262,3 +262,15 @@ def test_held_out_test_rejects_noise_and_a_residual_only_some_projections_show()
     assert noise.mean() < 0.01
     assert atom[1].mean() > 0.95 and np.median(atom[0]) == pytest.approx(1.0, rel=0.1)
     assert np.median(some) == pytest.approx(0.25, abs=0.05)
+
+
+def test_the_report_counts_additions_and_removals_by_reason(truth, measured):
+    from napari_aet.pipeline import _refinement_report
+
+    start = AtomModel(truth.positions[3:], truth.species[3:])  # three atoms missing
+    report = _refinement_report(refine_atoms(measured, start, iterations=4))
+    assert {"n_added", "n_removed", "heights", "widths_A", "final_r_factor", "shift_A"} <= set(report)
+    reasons = report["reasons"]
+    assert set(reasons) == {"added", "removed", "rejected"} and set(reasons["added"]) == set(_ADDED)
+    assert sum(reasons["added"].values()) - sum(reasons["removed"].values()) == report["n_added"] - report["n_removed"]
+    assert report["n_added"] >= 3

@@ -5,7 +5,8 @@
    (a matched filter); its sum is the integrated intensity.
 2. Initial classes from a 1D Gaussian mixture of the integrated intensities: one class per
    element plus a "non-atom" class for noise peaks, kept only when the Bayesian information
-   criterion (BIC) says the data need it.
+   criterion (BIC) says the data need it; and a non-atom class measured where there is only
+   noise: a peak no brighter than the noise peaks away from the particle is a non-atom.
 3. Unbiased iterative re-classification: each atom goes to the class whose average profile
    (leave-one-out, so an atom never votes for itself) is nearest; repeat until no atom moves.
 4. Local re-classification: the class averages seen by an atom are scaled by the brightness
