@@ -3,7 +3,8 @@ import pytest
 from scipy import ndimage
 
 from napari_aet.analysis.atom_metrics import compare_atoms
-from napari_aet.classify import atom_window, classify_atoms, integrated_intensities, local_profiles
+from napari_aet.classify import (atom_window, classify_atoms, integrated_intensities, local_profiles,
+                                 species_warnings)
 from napari_aet.geometry import render_atoms
 from napari_aet.model import AtomModel, InputError, Reconstruction
 from napari_aet.progress import Cancelled
@@ -157,3 +158,24 @@ def test_one_element_in_noise_as_bright_as_its_atoms(truth):
     measured = compare_atoms(classify_atoms(reconstruction, traced, "Pt"), platinum)
     assert mixture["precision"] < 0.8  # the failure: noise peaks taken for atoms
     assert measured["precision"] >= 0.95 and measured["recall"] >= 0.5
+
+
+def test_an_atom_placed_by_hand_is_never_a_non_atom(truth, noisy):
+    reconstruction, traced = noisy
+    first = classify_atoms(reconstruction, traced, "Fe,Pt")
+    noise = np.flatnonzero(first.features["non_atom"])[:3]
+    placed = np.zeros(len(traced), bool)
+    placed[noise] = True
+    again = classify_atoms(reconstruction, traced.with_features(placed=placed), "Fe,Pt")
+    assert not again.features["non_atom"][noise].any() and set(again.species[noise]) <= {"Fe", "Pt"}
+    others = ~placed
+    assert np.mean(again.species[others] == first.species[others]) > 0.98
+
+
+def test_species_warnings_catch_an_element_list_that_does_not_match(truth, noisy):
+    reconstruction, traced = noisy
+    assert species_warnings(classify_atoms(reconstruction, traced, "Fe,Pt"), "Fe,Pt") == []
+    wrong = species_warnings(classify_atoms(reconstruction, traced, "Fe,Pt,Au"), "Fe,Pt,Au")
+    assert any("Pt and Au differ by only 2%" in w for w in wrong)
+    three = species_warnings(classify_atoms(reconstruction, traced, "C,Fe,Pt"), "C,Fe,Pt")
+    assert any(w.startswith("the atoms classified Fe are") for w in three)  # C is far lighter than what it got

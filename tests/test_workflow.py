@@ -103,3 +103,8 @@ def test_analyse_reads_the_current_atoms_and_is_saved(point, tmp_path):
     np.testing.assert_array_equal(back.analysis.features["phase"], point.analysis.features["phase"])
     workflow.run_stage(point, "classify", "Fe,Pt", seed=1)
     assert workflow.status(point)["analyse"] == "stale"
+
+
+def test_classify_warns_when_the_elements_do_not_match(point):
+    workflow.run_stage(point, "classify", "Fe,Pt,Au")
+    assert any("Pt and Au" in w for w in point.report["classify_warnings"])

@@ -275,7 +275,8 @@ def classify_atoms(reconstruction: Reconstruction, atoms: AtomModel, elements, *
 
     reconstruction : the volume and voxel size (Å) the atoms were traced in.
     atoms : positions (x, y, z Å); atoms whose feature ``locked`` is True keep their species
-        ("" = a non-atom) and still shape the class averages.
+        ("" = a non-atom) and still shape the class averages; atoms whose feature ``placed`` is
+        True (placed by hand) are atoms: never the non-atom class.
     elements : element symbols lightest first, e.g. ``("Fe", "Pt")`` or ``"Fe,Pt"``.
     box : edge (voxels) of the cube of each atom's profile and integrated intensity.
     window : width (Å) of the Gaussian weight on the profiles (a matched filter, see
@@ -351,6 +352,10 @@ def classify_atoms(reconstruction: Reconstruction, atoms: AtomModel, elements, *
         neighbours.eliminate_zeros()
         label = _reassign(profiles, label, active, settled, neighbours, max_iterations,
                           sub_progress(progress, 0.45, 0.9), "local re-classification")
+    placed = ~locked & atoms.features.get("placed", np.zeros(len(atoms), bool)).astype(bool) & (label == 0)
+    if np.any(placed):  # a person placed these: atoms, of the element whose average profile is nearest
+        means = _class_means(profiles, label, len(elements) + 1, neighbours)[placed]
+        label[placed] = 1 + np.argmin(_distances(profiles[placed], means)[:, 1:], axis=1)
     report(progress, 0.9, "confidence")
     confidence = np.where(locked, 1.0, _confidence(profiles, label, active, neighbours))
     species = np.array([""] + list(elements), dtype=object)[label]
@@ -358,3 +363,37 @@ def classify_atoms(reconstruction: Reconstruction, atoms: AtomModel, elements, *
     return AtomModel(atoms.positions, species, {
         **atoms.features, "intensity": intensity, "class_index": label, "non_atom": label == 0,
         "confidence": confidence, "ambiguous": ~locked & (confidence < ambiguity_threshold)})
+
+
+#: ADF-STEM contrast exponent used to predict the intensity ratio of two elements (Z**1.6-1.8).
+ADF_EXPONENT = 1.7
+#: Elements whose predicted ADF intensities differ by less than this factor cannot be told apart.
+SEPARABLE_RATIO = 1.15
+
+
+def species_warnings(atoms: AtomModel, elements, *, exponent=ADF_EXPONENT, tolerance=2.0) -> list[str]:
+    """What classified ``atoms`` say against the element list, as sentences (empty: nothing).
+
+    * an element no atom was given;
+    * two elements neighbouring in Z whose ADF intensities (∝ Z**exponent) differ by less than
+      :data:`SEPARABLE_RATIO`: intensities cannot tell them apart (e.g. Pt and Au, 2%);
+    * two neighbouring classes whose measured median intensity ratio is off the predicted one by
+      more than a factor ``tolerance`` (e.g. Fe,Pt,Au on an FePt particle, where noise peaks
+      become Fe, Fe becomes Pt and Pt becomes Au).
+    """
+    elements = check_elements(elements)
+    intensity, species = np.asarray(atoms.features["intensity"], float), atoms.species
+    medians = {e: float(np.median(intensity[species == e])) for e in elements if np.any(species == e)}
+    out = [f"no atom was classified as {e}: check that the sample holds {e}" for e in elements if e not in medians]
+    for light, heavy in zip(elements, elements[1:]):
+        expected = (ATOMIC_NUMBERS[heavy] / ATOMIC_NUMBERS[light]) ** exponent
+        if expected < SEPARABLE_RATIO:
+            out.append(f"{light} and {heavy} differ by only {100 * (expected - 1):.0f}% in ADF intensity "
+                       f"(Z^{exponent:g}): their intensities cannot tell them apart")
+        elif light in medians and heavy in medians and medians[light] > 0:
+            measured = medians[heavy] / medians[light]
+            if not expected / tolerance <= measured <= expected * tolerance:
+                out.append(f"the atoms classified {heavy} are {measured:.1f}x as bright as those classified "
+                           f"{light}, where ADF contrast predicts about {expected:.1f}x: the element list "
+                           "may not match the sample")
+    return out

@@ -276,6 +276,8 @@ def print_summary(report):
         print(f"Alignment: {check['reason']}")
     print(f"Atoms: {atoms['n_atoms']} ({per_element}); {atoms['n_ambiguous']} ambiguous; "
           f"{atoms['n_rejected_peaks']} peaks rejected as noise")
+    for warning in atoms.get("warnings", []):
+        print(f"Warning: {warning}")
     metrics = [f"final {name.replace('_', '-')} {recon[f'final_{key}']:.3f}"
                for key, name in (("r_factor", "R_factor"), ("r_free", "R_free"))
                if recon.get(f"final_{key}") is not None]

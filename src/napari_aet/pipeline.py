@@ -128,7 +128,7 @@ def run_pipeline(series: TiltSeries, elements, *, align=True, method="genfire", 
         atoms = refinement.atoms
 
     result = PipelineResult(series, workflow.tilt_series_of(point), reconstruction, atoms, point.traced, refinement)
-    result.report = build_report(result, parameters, timings, alignment)
+    result.report = build_report(result, parameters, timings, alignment, point.report.get("classify_warnings", []))
     return result
 
 
@@ -155,8 +155,9 @@ def _jsonable(value):
     return value
 
 
-def build_report(result: PipelineResult, parameters, timings, alignment) -> dict:
-    """The content of ``report.json``: versions, parameters, timings, counts, error metrics."""
+def build_report(result: PipelineResult, parameters, timings, alignment, warnings=()) -> dict:
+    """The content of ``report.json``: versions, parameters, timings, counts, error metrics, and
+    the classification's ``warnings`` about the element list."""
     atoms = real_atoms(result.atoms)
     elements, counts = np.unique(atoms.species.astype(str), return_counts=True)
     errors = result.reconstruction.errors
@@ -182,7 +183,8 @@ def build_report(result: PipelineResult, parameters, timings, alignment) -> dict
         **({"refinement": _refinement_report(result.refinement)} if result.refinement is not None else {}),
         "atoms": {"n_atoms": len(atoms), "n_rejected_peaks": len(result.atoms) - len(atoms),
                   "per_element": dict(zip(elements.tolist(), counts.tolist())),
-                  "n_ambiguous": int(np.count_nonzero(ambiguous)) if ambiguous is not None else 0},
+                  "n_ambiguous": int(np.count_nonzero(ambiguous)) if ambiguous is not None else 0,
+                  "warnings": list(warnings)},
     }
     return _jsonable(summary)
 

@@ -255,11 +255,14 @@ def trace(point: TimePoint, *, replace_edits=False, progress: ProgressCallback =
 
 
 def classify(point: TimePoint, elements, *, progress: ProgressCallback = None, **options):
-    """Classify the species of ``point.atoms`` (locked labels kept), in place."""
-    from .classify import classify_atoms
+    """Classify the species of ``point.atoms`` (locked labels kept), in place; what the result says
+    against the element list goes to ``point.report["classify_warnings"]``
+    (:func:`napari_aet.classify.species_warnings`)."""
+    from .classify import classify_atoms, species_warnings
 
-    point.atoms = classify_atoms(point.reconstruction, point.atoms, check_elements(elements), progress=progress,
-                                 **options)
+    elements = check_elements(elements)
+    point.atoms = classify_atoms(point.reconstruction, point.atoms, elements, progress=progress, **options)
+    point.report["classify_warnings"] = species_warnings(point.atoms, elements)
     return point.atoms
 
 

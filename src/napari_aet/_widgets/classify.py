@@ -108,8 +108,9 @@ class ClassifyWidget(StageWidget):
         self.session.announce(self.stage)
         self.plot_histogram(atoms.features["intensity"], atoms.features["class_index"], elements)
         counts = ", ".join(f"{np.count_nonzero(atoms.species == e)} {e}" for e in elements)
+        warnings = "".join(f"\n⚠ {w}" for w in self.session.point.report.get("classify_warnings", []))
         self.show_done(f"{counts}, {np.count_nonzero(atoms.features['non_atom'])} non-atoms; "
-                       f"{np.count_nonzero(atoms.features['ambiguous'])} ambiguous")
+                       f"{np.count_nonzero(atoms.features['ambiguous'])} ambiguous{warnings}")
 
     def plot_histogram(self, intensity, class_index, elements):
         """Stacked histogram of integrated intensity by class, with the class boundaries."""
