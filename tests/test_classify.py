@@ -179,3 +179,20 @@ def test_species_warnings_catch_an_element_list_that_does_not_match(truth, noisy
     assert any("Pt and Au differ by only 2%" in w for w in wrong)
     three = species_warnings(classify_atoms(reconstruction, traced, "C,Fe,Pt"), "C,Fe,Pt")
     assert any(w.startswith("the atoms classified Fe are") for w in three)  # C is far lighter than what it got
+
+
+def test_noise_that_hides_the_atoms_leaves_the_decision_to_the_mixture(monkeypatch, truth):
+    """Pt in correlated noise at half its peak height: the measured noise class would leave
+    three quarters of the peaks non-atoms (67 of 272 kept), so it is not used and the result is
+    the mixture's and the profiles'."""
+    import napari_aet.classify as classify
+
+    platinum = AtomModel(truth.positions, np.full(len(truth), "Pt", dtype=object))
+    volume = _volume(platinum)
+    noise = ndimage.gaussian_filter(np.random.default_rng(1).normal(size=SHAPE), 1.5)
+    reconstruction = Reconstruction(np.maximum(volume + 0.5 * volume.max() * noise / noise.std(), 0), VOXEL)
+    traced = trace_atoms(reconstruction)
+    mixture = classify_atoms(reconstruction, traced, "Pt", noise_quantile=0)
+    assert list(classify_atoms(reconstruction, traced, "Pt").species) == list(mixture.species)
+    monkeypatch.setattr(classify, "_MAX_NOISE_SHARE", 1.0)  # the failure the rule prevents
+    assert np.count_nonzero(classify_atoms(reconstruction, traced, "Pt").species == "Pt") < 0.3 * len(traced)

@@ -37,6 +37,10 @@ _NON_ATOM_CONTRAST = 2.0
 #: Fewest noise peaks away from the particle that describe the non-atom class.
 _MIN_NOISE_PEAKS = 100
 
+#: The measured non-atom class is not used when it would leave more than this share of the
+#: peaks non-atoms.
+_MAX_NOISE_SHARE = 0.75
+
 #: Weight (in atoms) of the global brightness in a local brightness scale (pseudo-count).
 _SHRINK = 5.0
 
@@ -290,7 +294,10 @@ def classify_atoms(reconstruction: Reconstruction, atoms: AtomModel, elements, *
         free peak whose integrated intensity is below their ``noise_quantile`` (:func:`noise_limit`)
         is a non-atom, whatever the intensity mixture and the profiles say: the non-atom class is
         measured where there is nothing but noise, not only guessed from the atoms' histogram,
-        which one element at low dose cannot split. 0 = the intensity mixture and the profiles alone.
+        which one element at low dose cannot split. When that would leave more than 3/4 of the
+        free peaks non-atoms, no atoms stand out of the noise and the mixture and the profiles
+        decide alone.
+        0 = the intensity mixture and the profiles alone.
     seed : for the random starts of the intensity mixture model.
     progress : ``progress(fraction, message)``; raise :class:`~napari_aet.progress.Cancelled` to stop.
 
@@ -332,6 +339,8 @@ def classify_atoms(reconstruction: Reconstruction, atoms: AtomModel, elements, *
         limit = noise_limit(integrated_intensities(reconstruction.volume, noise, reconstruction.voxel_size, box=box,
                                                    window=window), noise_quantile)
         below_noise = free & (intensity <= limit)
+        if np.count_nonzero(below_noise | (free & (label == 0))) > _MAX_NOISE_SHARE * np.count_nonzero(free):
+            below_noise[:] = False  # no atoms stand out of this noise: the mixture and profiles decide alone
         label[below_noise] = 0
         has_non_atoms |= np.any(below_noise)
     active = np.ones(len(elements) + 1, dtype=bool)
