@@ -221,3 +221,18 @@ def test_the_log_is_saved_and_continued(edited, tmp_path):
     reopened.remove_selected()
     assert widget.log[:2] == saved_log and widget.log[2]["action"] == "delete"
     assert reopened.metadata["aet"]["edits"] is widget.log
+
+
+def test_atoms_without_a_measured_intensity_do_not_break_the_histogram(make_napari_viewer, qtbot):
+    """Refinement adds atoms with no integrated intensity (NaN): the editor still opens on them
+    (it crashed napari before) and histograms the others."""
+    atoms = ambiguous_atoms()
+    intensity = np.linspace(1.0, 9.0, len(atoms))
+    intensity[:4] = np.nan
+    viewer = make_napari_viewer()
+    show_layer(viewer, atoms_layer(atoms.with_features(intensity=intensity), SHAPE, VOXEL, name="atoms refined"))
+    widget = EditWidget(viewer)
+    qtbot.addWidget(widget)
+    assert widget.layer is not None and not widget.histogram.isHidden()
+    (ax,) = widget.histogram.figure.axes
+    assert ax.get_xlim()[0] < 2.0 and ax.get_xlim()[1] > 8.0  # the finite intensities

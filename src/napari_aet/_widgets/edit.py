@@ -474,6 +474,10 @@ class EditWidget(QWidget):
             return
         intensity, names = np.asarray(atoms.features["intensity"], float), labels(atoms)
         drawn = self._non_atoms_drawn() | ~np.asarray(atoms.features.get("non_atom", np.zeros(len(atoms), bool)), bool)
+        drawn &= np.isfinite(intensity)  # atoms refinement added have no measured intensity yet
+        self.histogram.setVisible(bool(np.any(drawn)))
+        if not np.any(drawn):
+            return
         groups = [name for name in (*model_elements(atoms), NON_ATOM) if np.any(drawn & (names == name))]
         bins = np.histogram_bin_edges(intensity[drawn], bins=min(60, max(10, int(drawn.sum()) // 10)))
         tops = np.cumsum([np.histogram(intensity[drawn & (names == name)], bins)[0] for name in groups], axis=0)
