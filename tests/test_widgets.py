@@ -686,6 +686,9 @@ def test_widgets_docked_one_by_one_follow_the_study_and_match_the_cli(make_napar
     refined = compare_atoms(gui, small.atoms)
     assert refined["rms_error_pm"] < metrics["rms_error_pm"] and refined["recall"] >= metrics["recall"] - 0.01
 
+    edit = dock("6 Edit atoms")  # the editor docked last works on the refined atoms, the study's current ones
+    assert edit.atoms_input.currentText() == "atoms refined" and edit.in_study()
+
     headless = run_pipeline(small.tilt_series, "Fe,Pt", align_options={"background": "none", "iterations": 3},
                             method="resire", reconstruct_options={"n_iterations": 30}, seed=0).atoms
     np.testing.assert_allclose(gui.positions, headless.positions, atol=1e-4)

@@ -172,6 +172,12 @@ def tag_as_study(layer_data, session, field: str, point_name=None):
     return data, {**kwargs, "metadata": metadata}, kind
 
 
+def study_layer_name(viewer, session, field) -> str | None:
+    """The name of the newest layer of ``viewer`` showing ``field`` of ``session``'s current time point."""
+    names = [layer.name for layer in viewer.layers if study_tag(layer) == (session.id, session.point.name, field)]
+    return names[-1] if names else None
+
+
 def status_text(session) -> str:
     """One line: the current time point and each stage's status (✓ done, ! stale, · not run)."""
     marks = {"done": "✓", "stale": "! stale", "not run": "·"}
@@ -271,8 +277,7 @@ class StageWidget(QWidget):
     # --- the study --------------------------------------------------------------------------
     def study_layer_name(self, field) -> str | None:
         """The name of the newest layer showing ``field`` of the study's current time point."""
-        names = [layer.name for layer in self.viewer.layers if study_tag(layer) == self._tag(field)]
-        return names[-1] if names else None
+        return study_layer_name(self.viewer, self.session, field)
 
     def is_study_input(self, layer, field) -> bool:
         """Whether ``layer`` shows the study's current ``field`` (and that result exists)."""

@@ -43,7 +43,7 @@ from ..geometry import specimen_to_voxel
 from ..layers import ELEMENT_COLOURS, OTHER_COLOUR, atoms_from_layer, reconstruction_from_layer, restyle_atoms
 from ..model import AtomModel, InputError
 from ..review import PLANES, class_average_slices, orthogonal_slices
-from ._base import LayerSelector, is_atoms, is_volume, study_tag
+from ._base import LayerSelector, is_atoms, is_volume, study_layer_name, study_tag
 from .classify import class_boundaries
 from ._plots import PlotCanvas
 from ._study import session_for
@@ -87,7 +87,8 @@ class EditWidget(QWidget):
         self._before = None  # the layer's atoms before the change being notified
         self._changing = False  # between napari's "changing" and "changed": a drag in progress
         self._writing = False  # the widget itself is writing the layer
-        self.atoms_input = LayerSelector(napari_viewer, is_atoms)
+        self.atoms_input = LayerSelector(napari_viewer, is_atoms,  # the study's current atoms first
+                                         preferred=lambda: study_layer_name(napari_viewer, self.session, "atoms"))
         self.atoms_input.currentTextChanged.connect(self.watch)
         napari_viewer.layers.events.inserted.connect(self.watch)
         napari_viewer.layers.events.removed.connect(self.watch)
