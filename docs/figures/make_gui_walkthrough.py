@@ -57,7 +57,7 @@ def main():
     viewer.window._qt_window.resize(*WINDOW)
     _, bench = viewer.window.add_plugin_dock_widget("napari-aet", "AET workbench")
     viewer.open(tiff, plugin="napari-aet")
-    tabs, steps = bench.tabs, bench.steps
+    steps = bench.steps
     settle()
     shot(viewer, "1_data_unknown")
 
@@ -69,23 +69,23 @@ def main():
     data.apply_button.click()
     shot(viewer, "2_data_entered")
 
-    tabs.setCurrentIndex(1)
+    bench.show_step(1)
     align = steps["1 Align"]
     run(align)
     shot(viewer, "3_align")
     align.apply_button.click()
 
-    tabs.setCurrentIndex(2)
-    run(steps["2 Recon"])
+    bench.show_step(2)
+    run(steps["2 Reconstruct"])
     shot(viewer, "4_reconstruct")
 
-    tabs.setCurrentIndex(3)
+    bench.show_step(3)
     run(steps["3 Trace"])
-    tabs.setCurrentIndex(4)
+    bench.show_step(4)
     run(steps["4 Classify"])
     shot(viewer, "5_classify")
 
-    tabs.setCurrentIndex(5)
+    bench.show_step(5)
     run(steps["5 Refine"])
     viewer.dims.ndisplay = 3
     for layer in viewer.layers:
@@ -95,7 +95,7 @@ def main():
     shot(viewer, "6_refine_3d")
 
     viewer.dims.ndisplay = 2
-    tabs.setCurrentIndex(6)
+    bench.show_step(6)
     edit = steps["6 Edit"]
     edit.next_button.click()
     shot(viewer, "7_edit_review")

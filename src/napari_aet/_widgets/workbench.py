@@ -1,22 +1,25 @@
-"""The AET workbench: one dock for a whole study — the study at the top, the stages as tabs.
+"""The AET workbench: one dock for a whole study — the study at the top, then the steps.
 
 At the top: the study's file (or "unsaved"), its time points (choose one, or add one), each
-stage's status on the current time point, and Open / Save / Save as. Below it one tab per step —
-Data, 1 Align, 2 Recon(struct) … 6 Edit, 7 Analyse, 8 Time (series) — each in a scroll area, so the dock fits a 1280×800 screen
+stage's status on the current time point, and Open / Save / Save as. Below it a button per step —
+Data, 1 Align … 6 Edit, 7 Analyse, 8 Time series, in two rows so all are in view — and the chosen
+step's widget in a scroll area, so the dock fits a 1280×800 screen
 whatever the steps hold. Every step works on the same study (:func:`._study.session_for`).
 """
 
 from __future__ import annotations
 
 from qtpy.QtWidgets import (
+    QButtonGroup,
     QComboBox,
     QFileDialog,
+    QGridLayout,
     QHBoxLayout,
     QLabel,
     QLineEdit,
     QPushButton,
     QScrollArea,
-    QTabWidget,
+    QStackedWidget,
     QVBoxLayout,
     QWidget,
 )
@@ -36,11 +39,13 @@ from .timeseries import TimeSeriesWidget
 from .trace import TraceWidget
 
 #: The steps, in order: tab title and widget class.
-STEPS = (("Data", DataWidget), ("1 Align", AlignWidget), ("2 Recon", ReconstructWidget), ("3 Trace", TraceWidget),
-         ("4 Classify", ClassifyWidget), ("5 Refine", RefineWidget), ("6 Edit", EditWidget),
-         ("7 Analyse", AnalyseWidget), ("8 Time", TimeSeriesWidget))
+STEPS = (("Data", DataWidget), ("1 Align", AlignWidget), ("2 Reconstruct", ReconstructWidget),
+         ("3 Trace", TraceWidget), ("4 Classify", ClassifyWidget), ("5 Refine", RefineWidget), ("6 Edit", EditWidget),
+         ("7 Analyse", AnalyseWidget), ("8 Time series", TimeSeriesWidget))
+#: Step buttons per row.
+STEPS_PER_ROW = 5
 #: Width of the dock (pixels): the steps' plots and forms are laid out for it.
-DOCK_WIDTH = 460
+DOCK_WIDTH = 440
 
 
 class Workbench(QWidget):
@@ -62,18 +67,26 @@ class Workbench(QWidget):
         for label in (self.study_label, self.status, self.message):
             label.setWordWrap(True)
 
-        self.tabs = QTabWidget()
-        self.tabs.setStyleSheet("QTabBar::tab { padding: 3px 4px; }")  # every step's tab in view
+        self.stack = QStackedWidget()
+        self.step_buttons = QButtonGroup(self)
+        buttons = QGridLayout()
+        buttons.setSpacing(2)
         self.steps = {}
-        for title, widget_class in STEPS:
+        for index, (title, widget_class) in enumerate(STEPS):
+            button = QPushButton(title)
+            button.setCheckable(True)
+            self.step_buttons.addButton(button, index)
+            buttons.addWidget(button, index // STEPS_PER_ROW, index % STEPS_PER_ROW)
             widget = widget_class(napari_viewer)
             if hasattr(widget, "status"):  # the header shows the study's status once for all steps
                 widget.status.hide()
             scroll = QScrollArea()
             scroll.setWidgetResizable(True)
             scroll.setWidget(widget)
-            self.tabs.addTab(scroll, title)
+            self.stack.addWidget(scroll)
             self.steps[title] = widget
+        self.step_buttons.idClicked.connect(self.show_step)
+        self.show_step(0)
 
         files = QHBoxLayout()
         for button in (self.open_button, self.save_button, self.save_as_button):
@@ -89,7 +102,8 @@ class Workbench(QWidget):
         layout.addLayout(points)
         layout.addWidget(self.status)
         layout.addWidget(self.message)
-        layout.addWidget(self.tabs, 1)
+        layout.addLayout(buttons)
+        layout.addWidget(self.stack, 1)
         self.setMinimumWidth(DOCK_WIDTH)
 
         self.open_button.clicked.connect(self._choose_study)
@@ -99,6 +113,11 @@ class Workbench(QWidget):
         self.time_points.activated.connect(self.select_time_point)
         self.session.changed.connect(self._show_study)
         self._show_study()
+
+    def show_step(self, index):
+        """Show step ``index`` of :data:`STEPS` (its button pressed)."""
+        self.step_buttons.button(index).setChecked(True)
+        self.stack.setCurrentIndex(index)
 
     # --- the study header -----------------------------------------------------------------------
     def _show_study(self, _what=None):
