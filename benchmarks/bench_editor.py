@@ -103,12 +103,12 @@ def gui_latency(presses=20):
     from qtpy.QtTest import QTest
     from qtpy.QtWidgets import QApplication
 
-    from napari_aet._widgets._base import show_layer, tag_as_study
-    from napari_aet._widgets._study import set_session
-    from napari_aet._widgets.edit import EditWidget
+    from napari_aet._napari._base import show_layer, tag_as_study
+    from napari_aet._napari._study import set_session
+    from napari_aet._napari.edit import EditWidget
     from napari_aet.classify import classify_atoms
     from napari_aet.geometry import render_atoms
-    from napari_aet.layers import atoms_layer, volume_layer
+    from napari_aet._napari.layers import atoms_layer, volume_layer
     from napari_aet.model import Reconstruction
     from napari_aet.project import Project, TimePoint
     from napari_aet.session import StudySession

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import napari
 
-from napari_aet._widgets import screenshot
-from napari_aet.layers import atoms_layer, volume_layer
+from napari_aet._napari import screenshot
+from napari_aet._napari.layers import atoms_layer, volume_layer
 from napari_aet.pipeline import real_atoms, run_pipeline
 from napari_aet.simulate import sample_fept
 

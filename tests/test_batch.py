@@ -113,7 +113,7 @@ def test_napari_opens_the_study_by_particle_with_a_time_axis(study, make_napari_
     shown = atoms._view_indices  # the time slider shows the real atoms of one time
     assert set(atoms.features["time"][shown]) == {"30"}
     assert len(shown) == np.count_nonzero(~truth[1].atoms.features["non_atom"].astype(bool))
-    from napari_aet._widgets import screenshot
+    from napari_aet._napari import screenshot
 
     volume.visible = False  # the atoms alone render
     assert np.any(screenshot(viewer)[..., :3] > 0)
@@ -247,7 +247,7 @@ def test_ctrl_c_keeps_finished_series_and_a_rerun_finishes_the_rest(plan, tmp_pa
 
 
 def test_only_batch_directories_open_as_studies(study, tmp_path):
-    from napari_aet.io.napari_hooks import get_reader
+    from napari_aet._napari.hooks import get_reader
 
     out, *_ = study
     assert get_reader(str(out)) is not None

@@ -8,10 +8,10 @@ import h5py
 import numpy as np
 import pytest
 
-from napari_aet import layers
+from napari_aet._napari import layers
 from napari_aet.edit import NON_ATOM, append_to_log, changes, relabel
 from napari_aet.io import read_atoms
-from napari_aet.io.napari_hooks import read_layers, write_atoms, write_project
+from napari_aet._napari.hooks import read_layers, write_atoms, write_project
 from napari_aet.project import load_project
 from napari_aet.simulate import fcc_particle
 

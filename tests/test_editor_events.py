@@ -10,13 +10,13 @@ from qtpy.QtGui import QMouseEvent
 from qtpy.QtTest import QTest
 from qtpy.QtWidgets import QApplication
 
-from napari_aet._widgets._base import show_layer, tag_as_study
-from napari_aet._widgets._study import set_session
-from napari_aet._widgets.edit import EditWidget
+from napari_aet._napari._base import show_layer, tag_as_study
+from napari_aet._napari._study import set_session
+from napari_aet._napari.edit import EditWidget
 from napari_aet.classify import classify_atoms
 from napari_aet.edit import NON_ATOM, labels
 from napari_aet.geometry import render_atoms, specimen_to_voxel
-from napari_aet.layers import EDITED_BORDER, LOCKED_BORDER, atoms_from_layer, atoms_layer, volume_layer
+from napari_aet._napari.layers import EDITED_BORDER, LOCKED_BORDER, atoms_from_layer, atoms_layer, volume_layer
 from napari_aet.model import AtomModel, Reconstruction
 from napari_aet.project import Project, TimePoint
 from napari_aet.review import orthogonal_slices
@@ -152,7 +152,7 @@ def test_a_mouse_drag_is_logged_locked_and_undoable(editor):
 
 def drawn_fraction(viewer, layer):
     """Fraction of the canvas that ``layer`` changes (rendered with and without it)."""
-    from napari_aet._widgets import screenshot
+    from napari_aet._napari import screenshot
 
     shown = screenshot(viewer)
     layer.visible = False
@@ -171,7 +171,7 @@ def test_non_atoms_are_not_drawn_in_3d_nor_reviewed(editor, study_data):
     assert fraction > 0.01  # the atoms are drawn
     real = show_layer(viewer, atoms_layer(atoms.subset(~atoms.features["non_atom"]), SHAPE, VOXEL, name="real"))
     layer.visible = False
-    from napari_aet._widgets import screenshot
+    from napari_aet._napari import screenshot
 
     only_real = screenshot(viewer)
     assert np.mean(np.any(with_hidden != only_real, axis=-1)) < 1e-3  # the same picture: no non-atom drawn
@@ -252,10 +252,10 @@ import napari
 from qtpy.QtCore import Qt
 from qtpy.QtTest import QTest
 from qtpy.QtWidgets import QApplication
-from napari_aet._widgets._base import show_layer, tag_as_study
-from napari_aet._widgets._study import set_session
-from napari_aet._widgets.edit import EditWidget
-from napari_aet.layers import atoms_layer
+from napari_aet._napari._base import show_layer, tag_as_study
+from napari_aet._napari._study import set_session
+from napari_aet._napari.edit import EditWidget
+from napari_aet._napari.layers import atoms_layer
 from napari_aet.session import StudySession
 
 session = StudySession.open(sys.argv[1])
@@ -440,7 +440,7 @@ def test_a_stage_result_shown_in_the_layer_is_not_an_edit(editor, study_data):
 
 
 def test_classify_show_non_atoms_box_draws_them_and_lets_the_queue_visit_them(editor, study_data, qtbot):
-    from napari_aet._widgets.classify import ClassifyWidget
+    from napari_aet._napari.classify import ClassifyWidget
 
     viewer, layer, widget, _ = editor
     _, _, atoms = study_data

@@ -123,8 +123,8 @@ def test_cli_geometry_choice_reaches_the_report(film, tmp_path, capsys):
 
 
 def test_reconstruct_widget_reconstructs_a_film_as_an_extended_object(make_napari_viewer, qtbot, film):
-    from napari_aet._widgets.reconstruct import ReconstructWidget
-    from napari_aet.layers import tilt_series_layer
+    from napari_aet._napari.reconstruct import ReconstructWidget
+    from napari_aet._napari.layers import tilt_series_layer
 
     series, _ = film
     viewer = make_napari_viewer()

@@ -7,12 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from napari_aet import layers
+from napari_aet._napari import layers
 from napari_aet.geometry import voxel_to_specimen
 from napari_aet.io import read_atoms, read_tilt_series, read_volume, write_atoms, write_tilt_series
 from napari_aet.io import write_volume as write_volume_file
-from napari_aet.io.napari_hooks import enclosing_shape, get_reader, write_atoms as write_atoms_hook
-from napari_aet.io.napari_hooks import write_volume as write_volume_hook
+from napari_aet._napari.hooks import enclosing_shape, get_reader, write_atoms as write_atoms_hook
+from napari_aet._napari.hooks import write_volume as write_volume_hook
 from napari_aet.model import InputError, Reconstruction, TiltSeries
 from napari_aet.project import Project, TimePoint, save_project
 from napari_aet.simulate import sample_fept

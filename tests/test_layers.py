@@ -5,8 +5,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from napari_aet._sample_data import sample_fept_layers
-from napari_aet.layers import (atoms_from_layer, atoms_layer, reconstruction_from_layer, tilt_series_from_layer,
+from napari_aet._napari.sample_data import sample_fept_layers
+from napari_aet._napari.layers import (atoms_from_layer, atoms_layer, reconstruction_from_layer, tilt_series_from_layer,
                                tilt_series_layer, volume_layer)
 from napari_aet.model import AtomModel, InputError, Reconstruction, TiltSeries
 

@@ -20,16 +20,16 @@ import napari_aet.classify as classify_module
 import napari_aet.reconstruct as reconstruct_core
 import napari_aet.refine as refine_module
 import napari_aet.trace as trace_module
-from napari_aet._widgets import reconstruct as reconstruct_module
-from napari_aet._widgets import screenshot
-from napari_aet._widgets._base import is_atoms, layer_kind, layer_type, show_layer
-from napari_aet._widgets.align import AlignWidget
-from napari_aet._widgets.classify import ClassifyWidget, class_boundaries
-from napari_aet._widgets.reconstruct import ReconstructWidget
-from napari_aet._widgets.refine import RefineWidget
-from napari_aet._widgets.trace import TraceWidget
+from napari_aet._napari import reconstruct as reconstruct_module
+from napari_aet._napari import screenshot
+from napari_aet._napari._base import is_atoms, layer_kind, layer_type, show_layer
+from napari_aet._napari.align import AlignWidget
+from napari_aet._napari.classify import ClassifyWidget, class_boundaries
+from napari_aet._napari.reconstruct import ReconstructWidget
+from napari_aet._napari.refine import RefineWidget
+from napari_aet._napari.trace import TraceWidget
 from napari_aet.geometry import render_atoms
-from napari_aet.layers import (
+from napari_aet._napari.layers import (
     atoms_from_layer,
     atoms_layer,
     tilt_series_from_layer,
@@ -641,7 +641,7 @@ def test_refine_bad_input_shows_a_message(qtbot, to_refine):
 def test_widgets_docked_one_by_one_follow_the_study_and_match_the_cli(make_napari_viewer, qtbot, monkeypatch):
     """File > Open Sample, then each widget docked only when its stage comes (README order): each
     input is the study's current result, and the atoms equal the headless chain's with the same seed."""
-    from napari_aet import _sample_data
+    from napari_aet._napari import sample_data as _sample_data
     from napari_aet.analysis.atom_metrics import compare_atoms
     from napari_aet.pipeline import run_pipeline
 

@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 
 import napari_aet.analysis.analyze as analyze_module
-from napari_aet._widgets import analyse as analyse_module
-from napari_aet._widgets import screenshot
-from napari_aet._widgets._base import show_layer
-from napari_aet._widgets.analyse import AnalyseWidget
-from napari_aet._widgets.timeseries import TimeSeriesWidget
+from napari_aet._napari import analyse as analyse_module
+from napari_aet._napari import screenshot
+from napari_aet._napari._base import show_layer
+from napari_aet._napari.analyse import AnalyseWidget
+from napari_aet._napari.timeseries import TimeSeriesWidget
 from napari_aet.analysis.outputs import analyze_to_directory
 from napari_aet.io import write_atoms
-from napari_aet.layers import atoms_layer
+from napari_aet._napari.layers import atoms_layer
 from napari_aet.simulate_alloy import annealing_series
 
 WAIT_MS = 60_000

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from napari import save_layers
 
-from napari_aet._widgets import screenshot
-from napari_aet._widgets._base import show_layer
-from napari_aet._widgets.edit import EditWidget
-from napari_aet._widgets.trace import free_atoms_name, has_manual_edits
+from napari_aet._napari import screenshot
+from napari_aet._napari._base import show_layer
+from napari_aet._napari.edit import EditWidget
+from napari_aet._napari.trace import free_atoms_name, has_manual_edits
 from napari_aet.edit import NON_ATOM
-from napari_aet.layers import ELEMENT_COLOURS, atoms_from_layer, atoms_layer
+from napari_aet._napari.layers import ELEMENT_COLOURS, atoms_from_layer, atoms_layer
 from napari_aet.simulate import fcc_particle
 
 VOXEL = 0.5  # Å

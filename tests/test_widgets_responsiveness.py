@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from qtpy.QtCore import QTimer
 
-from napari_aet._widgets._base import show_layer
-from napari_aet._widgets.reconstruct import ReconstructWidget
-from napari_aet.layers import tilt_series_layer
+from napari_aet._napari._base import show_layer
+from napari_aet._napari.reconstruct import ReconstructWidget
+from napari_aet._napari.layers import tilt_series_layer
 from napari_aet.simulate import fcc_particle, simulate_tilt_series
 
 pytestmark = pytest.mark.skipif(not os.environ.get("AET_GUI_TIMING"), reason="timing run: set AET_GUI_TIMING=1")

@@ -5,8 +5,8 @@ import pytest
 import tifffile
 from qtpy.QtWidgets import QApplication
 
-from napari_aet._widgets._base import study_tag
-from napari_aet._widgets.data import parse_angle_range
+from napari_aet._napari._base import study_tag
+from napari_aet._napari.data import parse_angle_range
 from napari_aet.model import InputError
 from napari_aet.simulate import fcc_particle, simulate_tilt_series
 from napari_aet.workflow import status

@@ -241,7 +241,7 @@ def command_demo(args) -> int:
 
 def add_result_layers(viewer, result, truth=None):
     """Add every layer of a pipeline result (and optionally the true atoms, hidden) to a viewer."""
-    from .layers import atoms_layer, tilt_series_layer, volume_layer
+    from ._napari.layers import atoms_layer, tilt_series_layer, volume_layer
 
     recon = result.reconstruction
     layers = [tilt_series_layer(result.raw, "tilt series"), tilt_series_layer(result.aligned, "aligned"),

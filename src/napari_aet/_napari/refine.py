@@ -7,7 +7,7 @@ import inspect
 import numpy as np
 from magicgui.widgets import SpinBox
 
-from ..layers import (ELEMENT_COLOURS, OTHER_COLOUR, atoms_from_layer, atoms_layer, tilt_series_from_layer,
+from .layers import (ELEMENT_COLOURS, OTHER_COLOUR, atoms_from_layer, atoms_layer, tilt_series_from_layer,
                       tilt_series_layer)
 from ..refine import check_inputs, refine_atoms
 from ..workflow import tilt_series_of

@@ -1,4 +1,7 @@
-"""napari dock widgets: one thin widget per stage over the Qt-free core (see docs/gui.md)."""
+"""Everything that imports napari or Qt, or only serves napari: the dock widgets (one per step,
+and the AET workbench), ``layers`` (how the core types appear as napari layers), ``hooks``
+(readers and writers), ``study_layers`` (batch studies in napari) and ``sample_data``.
+The core — every module outside this package — never imports it (see docs/gui.md)."""
 
 
 def screenshot(viewer, path=None, *, size=None):

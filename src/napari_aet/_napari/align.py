@@ -10,7 +10,7 @@ from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox, SpinBox
 from qtpy.QtWidgets import QHBoxLayout, QPushButton
 
 from ..align import align_auto
-from ..layers import tilt_series_from_layer, tilt_series_layer
+from .layers import tilt_series_from_layer, tilt_series_layer
 from ..workflow import ALIGN_METHODS
 from ._base import StageWidget, is_tilt_series
 from ._plots import PlotCanvas

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import layers
+from . import layers
 from ..model import InputError
 from ..project import Project, TimePoint, load_project
 

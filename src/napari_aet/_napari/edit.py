@@ -40,7 +40,7 @@ from ..edit import (
     snap_to_peak,
 )
 from ..geometry import specimen_to_voxel
-from ..layers import ELEMENT_COLOURS, OTHER_COLOUR, atoms_from_layer, reconstruction_from_layer, restyle_atoms
+from .layers import ELEMENT_COLOURS, OTHER_COLOUR, atoms_from_layer, reconstruction_from_layer, restyle_atoms
 from ..model import AtomModel, InputError
 from ..review import PLANES, class_average_slices, orthogonal_slices
 from ._base import LayerSelector, is_atoms, is_volume, study_layer_name, study_tag
@@ -148,7 +148,7 @@ class EditWidget(QWidget):
     # --- the watched layer ---------------------------------------------------------------------
     @property
     def session(self):
-        """The viewer's study session (:func:`~napari_aet._widgets._study.session_for`)."""
+        """The viewer's study session (:func:`~napari_aet._napari._study.session_for`)."""
         return session_for(self.viewer)
 
     @property

@@ -17,7 +17,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..io import read_angles
-from ..layers import tilt_series_layer
+from .layers import tilt_series_layer
 from ..model import InputError, TiltSeries, check_elements
 from ._base import LayerSelector, is_tilt_series, show_layer, tag_as_study
 from ._plots import PlotCanvas

@@ -1,6 +1,6 @@
 """napari reader and writers (contributions in napari.yaml).
 
-Opening a file gives layers built by :mod:`napari_aet.layers`, in specimen Å:
+Opening a file gives layers built by :mod:`napari_aet._napari.layers`, in specimen Å:
 
 * a tilt series -> tilt-series Image layer; without angles (no sidecar, none in the file) it
   opens all the same, flagged ``angles_unknown``, until they are entered in the Data step;
@@ -12,7 +12,7 @@ Opening a file gives layers built by :mod:`napari_aet.layers`, in specimen Å:
 * an ``.aet`` project -> every layer of every time point; a time point's ``edits`` become its
   atoms layer's edit log, ``metadata["aet"]["edits"]``, which the Edit widget continues;
 * a batch study directory, or one particle's ``study.aet`` -> per particle, its volumes and atoms
-  stacked on a leading time axis (:mod:`napari_aet.io.study_layers`).
+  stacked on a leading time axis (:mod:`napari_aet._napari.study_layers`).
 
 Writers: Image layers to volume or tilt-series files; Points layers to atom tables, or to an
 ``.aet`` project that keeps the edit log too.
@@ -31,17 +31,17 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from .. import layers
+from . import layers
 from ..model import AtomModel, InputError
 from ..project import Project, TimePoint, load_project, save_project
-from .angles import find_angle_file
-from .arrays import READERS, read_image_file
-from .atoms import read_atoms
+from ..io.angles import find_angle_file
+from ..io.arrays import READERS, read_image_file
+from ..io.atoms import read_atoms
 from .study_layers import is_study_directory, particle_layers, study_directory_layers, study_particle
-from .atoms import write_atoms as write_atom_file
-from .tilt_series import tilt_series_from_image, write_tilt_series
-from .volumes import reconstruction_from_image
-from .volumes import write_volume as write_volume_file
+from ..io.atoms import write_atoms as write_atom_file
+from ..io.tilt_series import tilt_series_from_image, write_tilt_series
+from ..io.volumes import reconstruction_from_image
+from ..io.volumes import write_volume as write_volume_file
 
 ATOM_EXTENSIONS = (".csv", ".xyz")
 READABLE = {*READERS, *ATOM_EXTENSIONS, ".aet"}

@@ -10,7 +10,7 @@ from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QListWidget, QPushButton
 from ..analysis.analyze import analyze_atoms
 from ..analysis.outputs import load_analysis_inputs
 from ..analysis.timeseries import atoms_nucleus_tracks, follow_particle
-from ..layers import ATOM_DIAMETER
+from .layers import ATOM_DIAMETER
 from ..model import InputError
 from ..progress import sub_progress
 from ._base import StageWidget

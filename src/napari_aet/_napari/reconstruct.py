@@ -9,7 +9,7 @@ from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox, SpinBox
 from scipy import fft
 
 from .. import workflow
-from ..layers import tilt_series_from_layer, volume_layer
+from .layers import tilt_series_from_layer, volume_layer
 from ..model import Reconstruction
 from ..reconstruct import METHODS, parameters, recommended_parameters
 from ..reconstruct.extended import FILM_ITERATIONS, GEOMETRIES, film_parameters, resolve_geometry

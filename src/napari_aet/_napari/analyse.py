@@ -11,7 +11,7 @@ from qtpy.QtWidgets import QLabel, QListWidget
 
 from .. import workflow
 from ..analysis.nuclei import ISO_LEVELS, nucleus_volume
-from ..layers import atoms_from_layer, atoms_layer, volume_layer
+from .layers import atoms_from_layer, atoms_layer, volume_layer
 from ..model import Reconstruction
 from ._base import StageWidget, is_atoms
 from ._plots import PlotCanvas

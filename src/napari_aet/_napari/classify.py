@@ -10,7 +10,7 @@ from magicgui.widgets import FloatSpinBox, LineEdit, SpinBox
 from qtpy.QtWidgets import QCheckBox
 
 from ..classify import classify_atoms
-from ..layers import (ELEMENT_COLOURS, OTHER_COLOUR, atoms_from_layer, atoms_layer, reconstruction_from_layer,
+from .layers import (ELEMENT_COLOURS, OTHER_COLOUR, atoms_from_layer, atoms_layer, reconstruction_from_layer,
                       restyle_atoms)
 from ..model import InputError, check_elements
 from ._base import StageWidget, is_atoms, is_volume
@@ -79,7 +79,7 @@ class ClassifyWidget(StageWidget):
 
     def apply_non_atom_visibility(self, layer):
         """Hide the points classified as non-atoms, in 2D and 3D, unless "show non-atoms" is ticked
-        (data kept; see :func:`napari_aet.layers.atom_style`)."""
+        (data kept; see :func:`napari_aet._napari.layers.atom_style`)."""
         if layer is not None:
             layer.metadata["aet"]["show_non_atoms"] = self.show_non_atoms.isChecked()
             restyle_atoms(layer)

@@ -6,7 +6,7 @@ import numpy as np
 from magicgui.widgets import CheckBox, FloatSpinBox, SpinBox
 from qtpy.QtWidgets import QPushButton
 
-from ..layers import atoms_layer, reconstruction_from_layer, volume_layer
+from .layers import atoms_layer, reconstruction_from_layer, volume_layer
 from ..model import InputError
 from ..trace import particle_support
 from ._base import StageWidget, is_atoms, is_support, is_volume

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .geometry import centre, specimen_to_voxel, voxel_to_specimen
-from .model import AtomModel, InputError, Reconstruction, TiltSeries
+from ..geometry import centre, specimen_to_voxel, voxel_to_specimen
+from ..model import AtomModel, InputError, Reconstruction, TiltSeries
 
 #: Face colours of the elements (RGBA); others get a grey.
 ELEMENT_COLOURS = {

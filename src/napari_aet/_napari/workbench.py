@@ -24,7 +24,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..io.napari_hooks import time_point_layers
+from .hooks import time_point_layers
 from ..model import InputError
 from ._base import show_layer, status_text, study_tag, tag_as_study
 from ._study import session_for

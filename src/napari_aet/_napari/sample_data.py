@@ -1,7 +1,7 @@
 """napari sample data: File > Open Sample > napari-aet."""
 
 from .layers import tilt_series_layer
-from .simulate import sample_fept
+from ..simulate import sample_fept
 
 
 def sample_fept_layers():
