@@ -24,6 +24,7 @@ import shutil
 import signal
 import threading
 import time
+from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -419,6 +420,9 @@ def run_batch(plan, out_dir, *, workers=None, scheduler=None, force=False, progr
         client.subscribe_topic(topic, study.stage)
         futures = {client.submit(run_series, row, out_dir / row.particle / row.time, force=force, topic=topic,
                                  key=f"{topic}-{row.line}", pure=False): row for row in pending}
+        unsettled = Counter(row.particle for row in pending)  # a particle's study steps start once it is 0
+        finishing = [_finish_particle(client, rows, summaries, out_dir, force, particle)
+                     for particle in dict.fromkeys(row.particle for row in rows) if not unsettled[particle]]
         for future in as_completed(futures):
             row = futures[future]
             try:
@@ -431,7 +435,13 @@ def run_batch(plan, out_dir, *, workers=None, scheduler=None, force=False, progr
             if summary["status"] == "failed":
                 log(f"{row.label} failed: {summary['error']}")
             write_summary(out_dir / "summary.csv", _in_plan_order(rows, summaries))
-        particle_rows = _finish_particles(client, rows, summaries, out_dir, force, log)
+            unsettled[row.particle] -= 1
+            if not unsettled[row.particle]:  # overlaps the series still running
+                finishing.append(_finish_particle(client, rows, summaries, out_dir, force, row.particle))
+        particle_rows = client.gather([future for future in finishing if future is not None])
+        for summary in particle_rows:
+            if summary["status"] == "failed":
+                log(f"{summary['particle']} study steps failed: {summary['error']}")
     except KeyboardInterrupt:
         for future, row in futures.items():
             if row.label in summaries:
@@ -456,24 +466,18 @@ def _in_plan_order(rows, summaries) -> list[dict]:
     return [summaries[row.label] for row in rows if row.label in summaries]
 
 
-def _finish_particles(client, rows, summaries, out_dir, force, log) -> list[dict]:
-    """Submit each particle's study steps where a series of it changed (or nothing was built yet)."""
-    by_particle = {}
-    for row in rows:
-        if summaries[row.label]["status"] in ("done", "skipped"):
-            by_particle.setdefault(row.particle, []).append(row)
-    futures = []
-    for particle, particle_rows in by_particle.items():
-        changed = any(summaries[row.label]["status"] == "done" for row in particle_rows)
-        if changed or force or not (out_dir / particle / "study.aet").exists():
-            times = time_order(row.time for row in particle_rows)
-            futures.append(client.submit(finish_particle, out_dir / particle, times,
-                                         particle_rows[0].analyze_options, pure=False))
-    results = client.gather(futures)
-    for summary in results:
-        if summary["status"] == "failed":
-            log(f"{summary['particle']} study steps failed: {summary['error']}")
-    return results
+def _finish_particle(client, rows, summaries, out_dir, force, particle):
+    """Submit ``particle``'s study steps (study.aet, analyze, track) once all its series are settled,
+    if one of them changed, ``force``, or nothing was built yet; the future, or None."""
+    settled = [row for row in rows if row.particle == particle and row.label in summaries
+               and summaries[row.label]["status"] in ("done", "skipped")]
+    if not settled:
+        return None
+    changed = any(summaries[row.label]["status"] == "done" for row in settled)
+    if not (changed or force or not (out_dir / particle / "study.aet").exists()):
+        return None
+    times = time_order(row.time for row in settled)
+    return client.submit(finish_particle, out_dir / particle, times, settled[0].analyze_options, pure=False)
 
 
 def _close(client, topic, own_cluster):
