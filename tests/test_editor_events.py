@@ -359,12 +359,8 @@ def test_review_keys_centre_zoom_and_show_the_atom_beside_the_class_averages(edi
                                orthogonal_slices(reconstruction, atoms.positions[[3]])[0, 0])
 
 
-def test_brushing_the_histogram_selects_the_atoms_of_that_intensity(editor, study_data, qtbot):
-    viewer, layer, widget, _ = editor
-    _, _, atoms = study_data
-    intensity = atoms.features["intensity"]
-    pt = atoms.species == "Pt"
-    low, high = intensity[pt].min() * 0.99, intensity[pt].max() * 1.01  # the Pt peak
+def drawn_histogram(widget, layer):
+    """The editor's histogram drawn on a 400×160 canvas: (canvas, axes, data x -> widget point)."""
     canvas = widget.histogram.canvas
     widget.histogram.show()
     canvas.resize(400, 160)
@@ -377,11 +373,26 @@ def test_brushing_the_histogram_selects_the_atoms_of_that_intensity(editor, stud
         px, py = ax.transData.transform((x, np.mean(ax.get_ylim())))
         return QPoint(int(round(px / ratio)), int(round(canvas.height() - py / ratio)))
 
+    return canvas, ax, pixel
+
+
+def drag_across(qtbot, canvas, pixel, start, end):
+    """A left-button drag on the canvas from data x ``start`` to ``end``, through the middle."""
     left = Qt.MouseButton.LeftButton
-    qtbot.mousePress(canvas, left, pos=pixel(low))
-    qtbot.mouseMove(canvas, pos=pixel((low + high) / 2))
-    qtbot.mouseMove(canvas, pos=pixel(high))
-    qtbot.mouseRelease(canvas, left, pos=pixel(high))
+    qtbot.mousePress(canvas, left, pos=pixel(start))
+    qtbot.mouseMove(canvas, pos=pixel((start + end) / 2))
+    qtbot.mouseMove(canvas, pos=pixel(end))
+    qtbot.mouseRelease(canvas, left, pos=pixel(end))
+
+
+def test_brushing_the_histogram_selects_the_atoms_of_that_intensity(editor, study_data, qtbot):
+    viewer, layer, widget, _ = editor
+    _, _, atoms = study_data
+    intensity = atoms.features["intensity"]
+    pt = atoms.species == "Pt"
+    low, high = intensity[pt].min() * 0.99, intensity[pt].max() * 1.01  # the Pt peak
+    canvas, _, pixel = drawn_histogram(widget, layer)
+    drag_across(qtbot, canvas, pixel, low, high)
     expected = np.flatnonzero((intensity >= low) & (intensity <= high) & ~atoms.features["non_atom"])
     assert set(layer.selected_data) == set(expected.tolist()) and len(expected) == np.count_nonzero(pt)
     assert widget.message.text().startswith(f"selected {len(expected)} atom(s)")
@@ -392,25 +403,10 @@ def test_dragging_a_class_boundary_relabels_the_unlocked_atoms_it_crosses(editor
     _, _, atoms = study_data
     intensity = atoms.features["intensity"]
     pt = np.flatnonzero(atoms.species == "Pt")
-    canvas = widget.histogram.canvas
-    widget.histogram.show()
-    canvas.resize(400, 160)
-    widget._show_histogram(atoms_from_layer(layer))
-    canvas.draw()
-    (ax,) = widget.histogram.figure.axes
+    canvas, _, pixel = drawn_histogram(widget, layer)
     [(lower, upper, line)] = [b for b in widget._boundaries if b[:2] == ("Fe", "Pt")]
     start, target = line.get_xdata()[0], np.median(intensity[pt])  # into the middle of the Pt peak
-    ratio = canvas.devicePixelRatioF()
-
-    def pixel(x):
-        px, py = ax.transData.transform((x, np.mean(ax.get_ylim())))
-        return QPoint(int(round(px / ratio)), int(round(canvas.height() - py / ratio)))
-
-    left = Qt.MouseButton.LeftButton
-    qtbot.mousePress(canvas, left, pos=pixel(start))
-    qtbot.mouseMove(canvas, pos=pixel((start + target) / 2))
-    qtbot.mouseMove(canvas, pos=pixel(target))
-    qtbot.mouseRelease(canvas, left, pos=pixel(target))
+    drag_across(qtbot, canvas, pixel, start, target)
     after = atoms_from_layer(layer)
     changed = np.flatnonzero(after.species != atoms.species)
     assert len(changed) > 0 and set(after.species[changed]) == {"Fe"} and set(changed) <= set(pt)
