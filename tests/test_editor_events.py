@@ -360,7 +360,7 @@ def test_review_keys_centre_zoom_and_show_the_atom_beside_the_class_averages(edi
 
 
 def drawn_histogram(widget, layer):
-    """The editor's histogram drawn on a 400×160 canvas: (canvas, axes, data x -> widget point)."""
+    """The editor's histogram drawn on a 400×160 canvas: (canvas, data x -> widget point)."""
     canvas = widget.histogram.canvas
     widget.histogram.show()
     canvas.resize(400, 160)
@@ -373,7 +373,7 @@ def drawn_histogram(widget, layer):
         px, py = ax.transData.transform((x, np.mean(ax.get_ylim())))
         return QPoint(int(round(px / ratio)), int(round(canvas.height() - py / ratio)))
 
-    return canvas, ax, pixel
+    return canvas, pixel
 
 
 def drag_across(qtbot, canvas, pixel, start, end):
@@ -391,7 +391,7 @@ def test_brushing_the_histogram_selects_the_atoms_of_that_intensity(editor, stud
     intensity = atoms.features["intensity"]
     pt = atoms.species == "Pt"
     low, high = intensity[pt].min() * 0.99, intensity[pt].max() * 1.01  # the Pt peak
-    canvas, _, pixel = drawn_histogram(widget, layer)
+    canvas, pixel = drawn_histogram(widget, layer)
     drag_across(qtbot, canvas, pixel, low, high)
     expected = np.flatnonzero((intensity >= low) & (intensity <= high) & ~atoms.features["non_atom"])
     assert set(layer.selected_data) == set(expected.tolist()) and len(expected) == np.count_nonzero(pt)
@@ -403,7 +403,7 @@ def test_dragging_a_class_boundary_relabels_the_unlocked_atoms_it_crosses(editor
     _, _, atoms = study_data
     intensity = atoms.features["intensity"]
     pt = np.flatnonzero(atoms.species == "Pt")
-    canvas, _, pixel = drawn_histogram(widget, layer)
+    canvas, pixel = drawn_histogram(widget, layer)
     [(lower, upper, line)] = [b for b in widget._boundaries if b[:2] == ("Fe", "Pt")]
     start, target = line.get_xdata()[0], np.median(intensity[pt])  # into the middle of the Pt peak
     drag_across(qtbot, canvas, pixel, start, target)
