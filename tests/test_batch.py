@@ -254,3 +254,19 @@ def test_only_batch_directories_open_as_studies(study, tmp_path):
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "study.aet").write_bytes((out / "p1" / "study.aet").read_bytes())
     assert get_reader(str(tmp_path)) is None  # a study.aet alone does not make a batch directory
+
+
+def test_local_workers_are_single_threaded_without_dasks_malloc_trim(monkeypatch):
+    """dask's MALLOC_TRIM_THRESHOLD_ made every series 55% slower in a worker: it is not set."""
+    import os
+
+    from napari_aet.batch import _close, start_client
+
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    client = start_client(workers=1)
+    try:
+        (environment,) = client.run(lambda: {name: os.environ.get(name)
+                                             for name in ("OMP_NUM_THREADS", "MALLOC_TRIM_THRESHOLD_")}).values()
+    finally:
+        _close(client, "none", True)
+    assert environment == {"OMP_NUM_THREADS": "1", "MALLOC_TRIM_THRESHOLD_": None}

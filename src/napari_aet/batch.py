@@ -358,10 +358,25 @@ def start_client(*, workers=None, scheduler=None):
     workers = (os.cpu_count() or 1) if workers is None else workers
     if workers < 1:
         raise InputError(f"--workers must be 1 or more, got {workers}")
-    with _ctrl_c_ignored():
+    with _ctrl_c_ignored(), _fast_malloc_in_workers():
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
                                silence_logs=logging.ERROR)
     return Client(cluster)
+
+
+@contextmanager
+def _fast_malloc_in_workers():
+    """Worker processes started inside get dask's environment without its
+    ``MALLOC_TRIM_THRESHOLD_``: that setting turns off glibc's adaptive mmap threshold, so every
+    large array the reconstruction allocates is mapped and zero-filled anew; measured, it made a
+    series 55% slower in a worker than in a plain process (benchmarks/RESULTS.md §10). The thread
+    limits (OMP_NUM_THREADS, …) stay."""
+    import dask
+
+    environment = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}))
+    environment.pop("MALLOC_TRIM_THRESHOLD_", None)
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": environment}):
+        yield
 
 
 @contextmanager
