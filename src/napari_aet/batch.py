@@ -373,9 +373,7 @@ def _fast_malloc_in_workers():
     limits (OMP_NUM_THREADS, …) stay."""
     import dask
 
-    environment = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}))
-    environment.pop("MALLOC_TRIM_THRESHOLD_", None)
-    with dask.config.set({"distributed.nanny.pre-spawn-environ": environment}):
+    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):  # None: unset
         yield
 
 
