@@ -3,11 +3,11 @@ import pytest
 from scipy import ndimage
 
 from napari_aet.analysis.atom_metrics import compare_atoms
-from napari_aet.classify import (atom_window, classify_atoms, integrated_intensities, local_profiles,
-                                 species_warnings)
+from napari_aet.classify import classify_atoms, species_warnings
 from napari_aet.geometry import render_atoms
 from napari_aet.model import AtomModel, InputError, Reconstruction
 from napari_aet.progress import Cancelled
+from napari_aet.sampling import atom_window, integrated_intensities, local_profiles
 from napari_aet.simulate import adf_amplitudes, fcc_particle
 from napari_aet.trace import trace_atoms
 

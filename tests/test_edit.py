@@ -9,7 +9,7 @@ import pytest
 
 from napari_aet import edit
 from napari_aet.classify import classify_atoms
-from napari_aet.edit import NON_ATOM
+from napari_aet.atom_labels import NON_ATOM, labels, model_elements
 from napari_aet.geometry import render_atoms
 from napari_aet.model import AtomModel, InputError, Reconstruction
 from napari_aet.simulate import adf_amplitudes, fcc_particle
@@ -31,7 +31,7 @@ def test_relabel_sets_species_non_atom_and_locks(particle):
     out = edit.relabel(out, [5], NON_ATOM)
     assert list(out.species[[0, 3]]) == ["Pt", "Pt"] and out.species[5] == ""
     assert out.features["non_atom"][5] and not out.features["non_atom"][[0, 3]].any()
-    assert edit.labels(out)[5] == NON_ATOM
+    assert labels(out)[5] == NON_ATOM
     edited = np.zeros(len(atoms), bool)
     edited[[0, 3, 5]] = True
     np.testing.assert_array_equal(out.features["edited"], edited)
@@ -45,7 +45,7 @@ def test_relabel_sets_species_non_atom_and_locks(particle):
 
 def test_model_elements_lightest_first():
     atoms = AtomModel(np.zeros((4, 3)), ["Pt", "", "Fe", "Pt"])
-    assert edit.model_elements(atoms) == ("Fe", "Pt")
+    assert model_elements(atoms) == ("Fe", "Pt")
 
 
 def test_changes_detect_delete_move_relabel_add(particle):

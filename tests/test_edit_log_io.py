@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from napari_aet._napari import layers
-from napari_aet.edit import NON_ATOM, append_to_log, changes, relabel
+from napari_aet.atom_labels import NON_ATOM
+from napari_aet.edit import append_to_log, changes, relabel
 from napari_aet.io import read_atoms
 from napari_aet._napari.hooks import read_layers, write_atoms, write_project
 from napari_aet.project import load_project

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_aet.edit import NON_ATOM, relabel
+from napari_aet.atom_labels import NON_ATOM
+from napari_aet.edit import relabel
 from napari_aet.geometry import render_atoms
 from napari_aet.model import InputError, Reconstruction
 from napari_aet.review import class_average_slices, orthogonal_slices

@@ -8,7 +8,8 @@ from napari_aet.geometry import render_atoms, specimen_to_voxel
 from napari_aet.model import InputError, Reconstruction
 from napari_aet.progress import Cancelled
 from napari_aet.simulate import adf_amplitudes, fcc_particle
-from napari_aet.trace import enforce_min_distance, particle_support, trace_atoms
+from napari_aet.elements import enforce_min_distance
+from napari_aet.trace import particle_support, trace_atoms
 
 VOXEL = 0.4
 SHAPE = (64, 64, 64)

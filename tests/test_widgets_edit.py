@@ -10,7 +10,7 @@ from napari_aet._napari import screenshot
 from napari_aet._napari._base import show_layer
 from napari_aet._napari.edit import EditWidget
 from napari_aet._napari.trace import free_atoms_name, has_manual_edits
-from napari_aet.edit import NON_ATOM
+from napari_aet.atom_labels import NON_ATOM
 from napari_aet._napari.layers import ELEMENT_COLOURS, atoms_from_layer, atoms_layer
 from napari_aet.simulate import fcc_particle
 

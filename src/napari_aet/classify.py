@@ -24,9 +24,11 @@ import numpy as np
 from scipy import ndimage, sparse
 from scipy.spatial import cKDTree
 
-from .geometry import specimen_to_voxel, voxel_to_specimen
+from .geometry import voxel_to_specimen
 from .model import ATOMIC_NUMBERS, AtomModel, InputError, Reconstruction, check_elements
 from .progress import report, sub_progress
+from .class_profiles import class_means, confidence_margin, profile_distances
+from .sampling import atom_window, integrated_intensities, local_profiles
 
 #: Lower end of the ADF contrast exponent (intensity ~ Z**exponent is 1.6-1.8 for ADF-STEM).
 _MIN_CONTRAST_EXPONENT = 1.6
@@ -40,55 +42,6 @@ _MIN_NOISE_PEAKS = 100
 #: The measured non-atom class is not used when it would leave more than this share of the
 #: peaks non-atoms.
 _MAX_NOISE_SHARE = 0.75
-
-#: Weight (in atoms) of the global brightness in a local brightness scale (pseudo-count).
-_SHRINK = 5.0
-
-
-def _box_offsets(box):
-    if int(box) != box or box < 1:
-        raise InputError(f"box must be a positive whole number of voxels, got {box}")
-    r = np.arange(box) - (box - 1) / 2
-    return np.stack(np.meshgrid(r, r, r, indexing="ij"), -1).reshape(-1, 3)
-
-
-def local_profiles(volume, atoms: AtomModel, voxel_size, *, box=5, window=None) -> np.ndarray:
-    """Profiles ``(N, box**3)`` float32: the volume on a ``box``-voxel cube centred on each atom.
-
-    Sampled by trilinear interpolation at the atom's sub-voxel position (zero outside).
-    volume : ``(nz, ny, nx)``; atoms : positions in Å; voxel_size : Å.
-    window : width (Å) of a Gaussian weight ``exp(-r**2 / (2 window**2))`` applied about the
-        atom's centre, ``r`` in Å: a matched filter for an atom of that width, so the edge of the
-        cube, where neighbours' tails and noise dominate, counts less; None = unweighted.
-    """
-    volume = np.asarray(volume, dtype=np.float32)
-    if volume.ndim != 3:
-        raise InputError(f"expected a 3D volume (nz, ny, nx), got an array of shape {volume.shape}")
-    offsets = _box_offsets(box)
-    centres = specimen_to_voxel(atoms.positions, volume.shape, voxel_size)
-    points = (centres[:, None, :] + offsets[None]).reshape(-1, 3).T
-    values = ndimage.map_coordinates(volume, points, order=1, mode="constant", cval=0.0).reshape(len(centres), -1)
-    if window:
-        values = values * np.exp(-0.5 * np.sum(offsets ** 2, axis=1) * (voxel_size / window) ** 2)
-    return values.astype(np.float32)
-
-
-def integrated_intensities(volume, atoms: AtomModel, voxel_size, *, box=5, window=None) -> np.ndarray:
-    """Integrated intensity ``(N,)`` of each atom: the sum of its ``box**3`` profile (volume units),
-    Gaussian-weighted if ``window`` (Å) is given (see :func:`local_profiles`)."""
-    return local_profiles(volume, atoms, voxel_size, box=box, window=window).sum(axis=1, dtype=np.float64)
-
-
-def atom_window(atoms: AtomModel):
-    """Width (Å) of an atom in the volume: the median fitted ``width`` of the better half of the
-    atoms by ``fit_quality`` (features of :func:`napari_aet.trace.trace_atoms`); None if absent."""
-    features = atoms.features
-    if "width" not in features or "fit_quality" not in features or len(atoms) == 0:
-        return None
-    width, quality = np.asarray(features["width"], float), np.asarray(features["fit_quality"], float)
-    good = (quality >= np.median(quality)) & (width > 0) & np.isfinite(width)
-    return float(np.median(width[good])) if np.any(good) else None
-
 
 def _fit_mixture(values, k, rng, n_init=4, iterations=300):
     """1D Gaussian mixture of ``k`` components by EM, best of ``n_init`` starts.
@@ -196,80 +149,19 @@ def noise_limit(noise_intensity, quantile) -> float:
     return float(np.quantile(noise_intensity, quantile))
 
 
-def _class_means(profiles, label, n_classes, neighbours):
-    """Leave-one-out class average profiles seen by each atom ``(N, C, M)``.
-
-    neighbours : sparse ``(N, N)`` 0/1 matrix (no diagonal), or None (global averages).
-    With neighbours, the global averages are scaled by the atom's local brightness: the
-    least-squares scale of its neighbouring element atoms' profiles p onto their class
-    averages mu, ``s = (sum p.mu + k) / (sum mu.mu + k)``, shrunk towards 1 by ``k`` =
-    ``_SHRINK`` average atoms where few neighbours exist. Slow drift is multiplicative, so
-    one scale per neighbourhood estimated from every element atom in it is far less noisy
-    than separate local averages per class; non-atoms (noise) do not follow it.
-    """
-    onehot = np.eye(n_classes, dtype=np.float32)[label]  # (N, C)
-    own = onehot[:, :, None] * profiles[:, None, :]  # (N, C, M): the atom's own contribution
-    count = onehot.sum(axis=0)[None] - onehot
-    mean = ((onehot.T @ profiles)[None] - own) / np.maximum(count, 1)[..., None]
-    if neighbours is None:
-        return mean
-    rows, element = np.arange(len(label)), label > 0
-    own_mean = mean[rows, label]  # (N, M)
-    fit = np.where(element, np.einsum("nm,nm->n", profiles, own_mean), 0.0)
-    norm = np.where(element, np.einsum("nm,nm->n", own_mean, own_mean), 0.0)
-    k = _SHRINK * (norm[element].mean() if np.any(element) else 1.0)
-    scale = (neighbours @ fit + k) / (neighbours @ norm + k)
-    return mean * scale.astype(np.float32)[:, None, None]
-
-
-def _distances(profiles, means):
-    """Squared distances ``(N, C)`` of each atom's profile to each class average it sees."""
-    return np.einsum("ncm,ncm->nc", profiles[:, None] - means, profiles[:, None] - means)
-
-
 def _reassign(profiles, label, active, locked, neighbours, max_iterations, progress, stage):
     """Nearest-average re-assignment among ``active`` classes until no atom changes."""
     n_classes = len(active)
     for iteration in range(max_iterations):
         report(progress, min(0.99, iteration / max_iterations), f"{stage}: iteration {iteration + 1}")
-        means = _class_means(profiles, label, n_classes, neighbours)
-        dist = np.where(active[None], _distances(profiles, means), np.inf)
+        means = class_means(profiles, label, n_classes, neighbours)
+        dist = np.where(active[None], profile_distances(profiles, means), np.inf)
         new = np.where(locked, label, np.argmin(dist, axis=1))
         changed = int(np.count_nonzero(new != label))
         label = new
         if changed == 0:
             break
     return label
-
-
-def _confidence(profiles, label, active, neighbours):
-    """Posterior margin ``(N,)`` between the best and the second-best class.
-
-    For a pair of classes (a, b) the log-odds of an atom is ``(d_b - d_a) / (2 s_ab**2)`` where
-    d are squared distances to the class averages and ``s_ab**2`` is the variance of the
-    profiles, about their own class average, along the direction a -> b (pooled over the
-    members of a and b). The margin is ``tanh(log_odds / 2)`` = p_best - p_second of the pair.
-    """
-    n_classes = len(active)
-    means = _class_means(profiles, label, n_classes, neighbours)
-    dist = _distances(profiles, means)  # (N, C)
-    gap = np.sqrt(np.maximum(np.einsum("nacm,nacm->nac", means[:, :, None] - means[:, None],
-                                       means[:, :, None] - means[:, None]), 1e-30))  # (N, C, C)
-    rows = np.arange(len(label))
-    own_gap = gap[rows, label]  # (N, C): |mu_own - mu_c|
-    # projection of the atom on the own -> c axis, measured from its own class average
-    along = (dist - dist[rows, label][:, None] - own_gap ** 2) / (2 * own_gap)  # (N, C), minus sign folded
-    var = np.full((n_classes, n_classes), np.inf)
-    for a in np.flatnonzero(active):
-        for b in np.flatnonzero(active):
-            residuals = np.concatenate([along[label == a, b], along[label == b, a]])
-            if a != b and residuals.size > 1:
-                var[a, b] = max(np.mean(residuals ** 2), 1e-30)
-    log_odds = (dist - dist[rows, label][:, None]) / (2 * var[label])
-    log_odds[rows, label] = np.inf
-    log_odds[:, ~active] = np.inf
-    margin = np.tanh(np.min(log_odds, axis=1) / 2)
-    return np.where(np.isfinite(margin), margin, 1.0)
 
 
 def classify_atoms(reconstruction: Reconstruction, atoms: AtomModel, elements, *, box=5, window=None,
@@ -363,10 +255,10 @@ def classify_atoms(reconstruction: Reconstruction, atoms: AtomModel, elements, *
                           sub_progress(progress, 0.45, 0.9), "local re-classification")
     placed = ~locked & atoms.features.get("placed", np.zeros(len(atoms), bool)).astype(bool) & (label == 0)
     if np.any(placed):  # a person placed these: atoms, of the element whose average profile is nearest
-        means = _class_means(profiles, label, len(elements) + 1, neighbours)[placed]
-        label[placed] = 1 + np.argmin(_distances(profiles[placed], means)[:, 1:], axis=1)
+        means = class_means(profiles, label, len(elements) + 1, neighbours)[placed]
+        label[placed] = 1 + np.argmin(profile_distances(profiles[placed], means)[:, 1:], axis=1)
     report(progress, 0.9, "confidence")
-    confidence = np.where(locked, 1.0, _confidence(profiles, label, active, neighbours))
+    confidence = np.where(locked, 1.0, confidence_margin(profiles, label, active, neighbours))
     species = np.array([""] + list(elements), dtype=object)[label]
     report(progress, 1.0, "classified")
     return AtomModel(atoms.positions, species, {

@@ -19,18 +19,14 @@ from datetime import datetime, timezone
 import numpy as np
 from scipy import ndimage
 
-from .classify import _confidence as _class_confidence
-from .classify import atom_window, local_profiles
+from .atom_labels import NON_ATOM, flag, labels, model_elements
+from .class_profiles import confidence_margin
 from .geometry import specimen_to_voxel, voxel_to_specimen
-from .model import ATOMIC_NUMBERS, AtomModel, InputError, Reconstruction, check_elements
-from .trace import _fit_peaks
+from .model import AtomModel, InputError, Reconstruction, check_elements
+from .sampling import atom_window, fit_peaks, local_profiles
 
 #: Confidence below which a placed atom's label is flagged ``ambiguous`` (classify_atoms' default).
 AMBIGUITY_THRESHOLD = 0.8
-
-#: The label of a point that is "not an atom" (stored as species "" with ``non_atom=True``,
-#: the convention of classify_atoms).
-NON_ATOM = "non-atom"
 
 
 def utc_now() -> str:
@@ -38,24 +34,9 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _flags(atoms: AtomModel, name) -> np.ndarray:
-    """A copy of boolean feature ``name`` (all False where absent)."""
-    return np.array(atoms.features.get(name, np.zeros(len(atoms), bool)), dtype=bool)
-
-
-def labels(atoms: AtomModel) -> np.ndarray:
-    """Per-atom labels: the species, or :data:`NON_ATOM` where ``non_atom`` is True."""
-    return np.where(_flags(atoms, "non_atom"), NON_ATOM, atoms.species.astype(str)).astype(object)
-
-
-def model_elements(atoms: AtomModel) -> tuple[str, ...]:
-    """The element symbols present in the model, lightest first ("" excluded)."""
-    return tuple(sorted(set(atoms.species.tolist()) - {""}, key=ATOMIC_NUMBERS.__getitem__))
-
-
 def mark_edited(atoms: AtomModel, index) -> AtomModel:
     """A copy with atoms ``index`` (indices or boolean mask) flagged ``edited`` and ``locked``."""
-    edited, locked = _flags(atoms, "edited"), _flags(atoms, "locked")
+    edited, locked = flag(atoms, "edited"), flag(atoms, "locked")
     edited[index] = True
     locked[index] = True
     return atoms.with_features(edited=edited, locked=locked)
@@ -66,7 +47,7 @@ def set_locked(atoms: AtomModel, index, locked: bool) -> AtomModel:
     and refinement again; still marked edited)."""
     if locked:
         return mark_edited(atoms, index)
-    flags = _flags(atoms, "locked")
+    flags = flag(atoms, "locked")
     flags[index] = False
     return atoms.with_features(locked=flags)
 
@@ -84,7 +65,7 @@ def relabel(atoms: AtomModel, index, label: str, *, lock=True) -> AtomModel:
         check_elements([label])
     species = atoms.species.copy()
     species[index] = "" if label == NON_ATOM else label
-    non_atom, ambiguous, edited = _flags(atoms, "non_atom"), _flags(atoms, "ambiguous"), _flags(atoms, "edited")
+    non_atom, ambiguous, edited = flag(atoms, "non_atom"), flag(atoms, "ambiguous"), flag(atoms, "edited")
     non_atom[index] = label == NON_ATOM
     if not lock:
         edited[index] = True
@@ -103,7 +84,7 @@ def move_class_boundary(atoms: AtomModel, lower: str, upper: str, old: float, ne
         raise InputError("the atoms carry no intensity: classify them first")
     intensity, names = np.asarray(atoms.features["intensity"], float), labels(atoms)
     target = lower if new > old else upper
-    crossed = np.isin(names, [lower, upper]) & (names != target) & ~_flags(atoms, "locked") & \
+    crossed = np.isin(names, [lower, upper]) & (names != target) & ~flag(atoms, "locked") & \
         (intensity >= min(old, new)) & (intensity <= max(old, new))
     return relabel(atoms, np.flatnonzero(crossed), target, lock=False)
 
@@ -132,9 +113,9 @@ def changes(before: AtomModel, after: AtomModel, removed=(), *, tolerance=1e-6) 
     shift = np.linalg.norm(after.positions[new] - before.positions[old], axis=1)
     moved = np.flatnonzero(shift > tolerance)
     old_labels, new_labels = labels(before), labels(after)
-    confirmed = ~_flags(before, "locked")[old] & _flags(after, "locked")[new]
+    confirmed = ~flag(before, "locked")[old] & flag(after, "locked")[new]
     relabelled = np.flatnonzero((old_labels[old] != new_labels[new]) | confirmed)
-    unlocked = np.flatnonzero(_flags(before, "locked")[old] & ~_flags(after, "locked")[new])
+    unlocked = np.flatnonzero(flag(before, "locked")[old] & ~flag(after, "locked")[new])
     added = np.arange(n, len(after))
     time = utc_now()
     xyz = before.positions.tolist(), after.positions.tolist()
@@ -187,9 +168,9 @@ def review_queue(atoms: AtomModel, *, include_non_atoms=False) -> np.ndarray:
     """
     if "ambiguous" not in atoms.features:
         return np.zeros(0, dtype=np.intp)
-    todo = _flags(atoms, "ambiguous") & ~_flags(atoms, "locked")
+    todo = flag(atoms, "ambiguous") & ~flag(atoms, "locked")
     if not include_non_atoms:
-        todo &= ~_flags(atoms, "non_atom")
+        todo &= ~flag(atoms, "non_atom")
     todo = np.flatnonzero(todo)
     return todo[np.argsort(_confidence(atoms)[todo], kind="stable")]
 
@@ -202,7 +183,7 @@ def in_intensity_range(atoms: AtomModel, low, high, *, include_non_atoms=False) 
     intensity = np.asarray(atoms.features["intensity"], float)
     chosen = (intensity >= min(low, high)) & (intensity <= max(low, high))
     if not include_non_atoms:
-        chosen &= ~_flags(atoms, "non_atom")
+        chosen &= ~flag(atoms, "non_atom")
     return np.flatnonzero(chosen)
 
 
@@ -315,7 +296,7 @@ def snap_to_peak(reconstruction: Reconstruction, position, *, radius=1.0) -> np.
         peak = voxels[peaks[np.argmin(np.linalg.norm(voxels[peaks] - click, axis=1))]]
     else:
         peak = voxels[np.argmax(values)]
-    centre = _fit_peaks(volume, peak[None], 1)[0]
+    centre = fit_peaks(volume, peak[None], 1)[0]
     return voxel_to_specimen(centre, volume.shape, voxel)[0]
 
 
@@ -346,14 +327,14 @@ def place_atoms(atoms: AtomModel, index, reconstruction: Reconstruction | None, 
 
     The placed atoms get ``edited`` and ``placed`` (refinement keeps them) but not ``locked``:
     their label is the classifier's — the element whose average profile (over the other
-    classified atoms, ``box``-voxel cubes weighted by :func:`~napari_aet.classify.atom_window`)
+    classified atoms, ``box``-voxel cubes weighted by :func:`~napari_aet.sampling.atom_window`)
     is nearest their own, never "non-atom" since a person placed them — with classify_atoms'
     ``confidence`` margin, ``ambiguous`` below :data:`AMBIGUITY_THRESHOLD`, and their
     ``intensity``. Without a reconstruction, or in a model never classified, they stay
     unlabelled (species "").
     """
     index = np.atleast_1d(np.asarray(index, dtype=np.intp))
-    edited, placed = _flags(atoms, "edited"), _flags(atoms, "placed")
+    edited, placed = flag(atoms, "edited"), flag(atoms, "placed")
     edited[index] = placed[index] = True
     atoms = atoms.with_features(edited=edited, placed=placed)
     species = atoms.species.copy()
@@ -371,7 +352,7 @@ def place_atoms(atoms: AtomModel, index, reconstruction: Reconstruction | None, 
     distance = np.sum((profiles[index, None] - means[None, 1:]) ** 2, axis=2)  # elements only
     label[index] = 1 + np.argmin(distance, axis=1)
     active = np.bincount(label[others], minlength=len(elements) + 1) > 0
-    confidence = _class_confidence(profiles, label, active, None)[index]
+    confidence = confidence_margin(profiles, label, active, None)[index]
     species[index] = np.array(elements, dtype=object)[label[index] - 1]
     judged = {"confidence": confidence, "ambiguous": confidence < AMBIGUITY_THRESHOLD,
               "non_atom": np.zeros(len(index), bool), "class_index": label[index],

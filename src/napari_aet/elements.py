@@ -121,3 +121,37 @@ def close_pairs(positions, species_index, table, others=None, others_index=None)
         return np.zeros((0, 2), np.int64)
     distance = np.linalg.norm(positions[pairs[:, 0]] - second[pairs[:, 1]], axis=1)
     return pairs[distance < table[species_index[pairs[:, 0]], j_index[pairs[:, 1]]]]
+
+
+def enforce_min_distance(positions, score, min_distance, species_index=None) -> np.ndarray:
+    """Boolean mask of the atoms kept so that no two kept atoms are closer than ``min_distance``.
+
+    Of any too-close pair the one with the higher ``score`` wins (ties broken by position),
+    resolved globally: the result equals greedy suppression in score order, so it does not
+    depend on the order of the input. Vectorised: each round keeps every atom that beats all
+    its undecided neighbours and drops their neighbours.
+    positions : ``(N, 3)``; score : ``(N,)``; min_distance in the units of ``positions``: one
+    number, or an ``(S, S)`` table per pair of species (:func:`napari_aet.elements.min_distance_table`)
+    with each atom's row in ``species_index`` ``(N,)``.
+    """
+    n = len(positions)
+    if species_index is None:
+        pairs = cKDTree(positions).query_pairs(min_distance, output_type="ndarray")
+    else:
+        pairs = close_pairs(positions, species_index, np.asarray(min_distance))
+    # a strict total order: rank by score, then lexicographically by position
+    order = np.lexsort((*positions.T[::-1], score))
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n)
+    state = np.zeros(n, dtype=np.int8)  # 0 undecided, 1 kept, -1 dropped
+    i, j = np.concatenate([pairs[:, 0], pairs[:, 1]]), np.concatenate([pairs[:, 1], pairs[:, 0]])
+    while True:
+        live = (state[i] == 0) & (state[j] == 0)
+        i, j = i[live], j[live]
+        beaten = np.zeros(n, dtype=bool)
+        beaten[i[rank[j] > rank[i]]] = True
+        winners = (state == 0) & ~beaten
+        state[winners] = 1
+        state[j[winners[i]]] = -1
+        if not np.any(state == 0):
+            return state == 1

@@ -29,12 +29,11 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from .align import apply_alignment
-from .elements import close_pairs, min_distance_table
+from .elements import close_pairs, enforce_min_distance, min_distance_table
 from .geometry import atom_footprints, footprint_half_width, voxel_to_specimen
 from .model import ATOMIC_NUMBERS, AtomModel, InputError, TiltSeries
 from .progress import report, sub_progress
 from .reconstruct import weighted_backprojection
-from .trace import enforce_min_distance
 
 #: Largest position change of one atom in one iteration (Å): keeps a step inside the basin.
 _MAX_STEP = 0.25

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from .edit import NON_ATOM, labels, model_elements
+from .atom_labels import NON_ATOM, labels, model_elements
 from .geometry import specimen_to_voxel
 from .model import AtomModel, InputError, Reconstruction
 

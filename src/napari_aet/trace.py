@@ -16,16 +16,12 @@ from scipy import fft, ndimage
 from scipy.spatial import cKDTree
 from skimage.filters import threshold_otsu
 
-from .classify import integrated_intensities
-from .elements import close_pairs
+from .elements import enforce_min_distance
 from .geometry import voxel_to_specimen
 from .model import AtomModel, InputError, Reconstruction
 from .progress import report, sub_progress
+from .sampling import fit_peaks, integrated_intensities, render_fits
 from .threads import fft_workers
-
-#: Atoms fitted per vectorised batch (bounds memory: ~batch * patch voxels * 8 parameters).
-_BATCH = 4096
-
 
 def _check_volume(volume) -> np.ndarray:
     volume = np.asarray(volume, dtype=np.float32)
@@ -109,153 +105,11 @@ def _local_maxima(volume, support, threshold) -> np.ndarray:
     return np.argwhere(peaks)
 
 
-def _patch_offsets(half):
-    r = np.arange(-half, half + 1)
-    return np.stack(np.meshgrid(r, r, r, indexing="ij"), -1).reshape(-1, 3)
-
-
-def _patches(volume, centres, half):
-    """Values ``(N, M)`` of the ``(2*half+1)**3`` voxels around integer ``centres`` (edge-clamped)."""
-    idx = centres[:, None, :] + _patch_offsets(half)[None]
-    idx = np.clip(idx, 0, np.array(volume.shape) - 1)
-    return volume[idx[..., 0], idx[..., 1], idx[..., 2]]
-
-
-def _fit_gaussians(values, offsets, iterations=30):
-    """Fit ``b + A exp(-sum_k (r_k - c_k)^2 / (2 s_k^2))`` to every row of ``values`` at once.
-
-    Levenberg-Marquardt, vectorised over atoms. values : ``(N, M)`` patch values at
-    ``offsets`` ``(M, 3)`` voxels from the patch centre. Returns centre ``(N, 3)`` (voxels,
-    relative to the patch centre), background ``b``, amplitude ``A``, widths ``(N, 3)``
-    (voxels) and R² of the fit.
-    """
-    values = values.astype(np.float64)
-    r = offsets.astype(np.float64)[None]  # (1, M, 3)
-    n = len(values)
-    lo, hi = values.min(axis=1), values.max(axis=1)
-    params = np.zeros((n, 8))
-    params[:, 0], params[:, 1], params[:, 5:] = lo, hi - lo, 1.0
-    damping = np.full(n, 1e-3)
-
-    def model(p):
-        q = (r - p[:, None, 2:5]) / p[:, None, 5:]
-        e = np.exp(-0.5 * np.sum(q * q, axis=2))
-        return q, e, p[:, None, 0] + p[:, None, 1] * e
-
-    def cost(p):
-        return np.sum((model(p)[2] - values) ** 2, axis=1)
-
-    current = cost(params)
-    for _ in range(iterations):
-        q, e, f = model(params)
-        ae = (params[:, 1, None] * e)[..., None]
-        jac = np.concatenate([np.ones_like(e)[..., None], e[..., None], ae * q / params[:, None, 5:],
-                              ae * q * q / params[:, None, 5:]], axis=2)
-        jtj = np.einsum("nmi,nmj->nij", jac, jac)
-        jtr = np.einsum("nmi,nm->ni", jac, values - f)
-        damped = jtj + (damping[:, None] * (np.einsum("nii->ni", jtj) + 1e-12))[..., None] * np.eye(8)
-        trial = params + np.linalg.solve(damped, jtr[..., None])[..., 0]
-        trial[:, 5:] = np.clip(np.abs(trial[:, 5:]), 0.2, 10.0)
-        new = cost(trial)
-        better = new < current
-        gain = np.where(better, current - new, 0.0)
-        params[better], current[better] = trial[better], new[better]
-        damping = np.where(better, damping * 0.3, damping * 10.0)
-        if np.all(gain <= 1e-9 * np.maximum(current, 1e-30)) and np.all(damping > 1e-3):
-            break
-    total = np.sum((values - values.mean(axis=1, keepdims=True)) ** 2, axis=1)
-    quality = np.clip(1.0 - current / np.maximum(total, 1e-30), 0.0, 1.0)
-    return params[:, 2:5], params[:, 0], params[:, 1], params[:, 5:], quality
-
-
-def _gaussians(points, centres, amplitude, widths):
-    """Values ``(N, M)`` at ``points`` ``(N, M, 3)`` of each atom's fitted Gaussian (no background)."""
-    q = (points - centres[:, None]) / widths[:, None]
-    return amplitude[:, None] * np.exp(-0.5 * np.sum(q * q, axis=2))
-
-
-def _fit_peaks(volume, peaks, half, own=None, progress=None):
-    """Fit a Gaussian around each integer peak ``(N, 3)`` (z, y, x voxels) of ``volume``.
-
-    own : ``(centres, amplitudes, widths)`` of Gaussians added back to each atom's patch
-        (refitting an atom on a residual from which every fitted atom was subtracted).
-    Returns centres ``(N, 3)`` (voxels), backgrounds, amplitudes, widths ``(N, 3)`` and fit quality.
-    A fit whose centre leaves the peak voxel's neighbourhood or whose amplitude is not positive
-    failed: it keeps the peak voxel with quality 0.
-    """
-    offsets = _patch_offsets(half)
-    results = []
-    for start in range(0, len(peaks), _BATCH):
-        report(progress, start / len(peaks), "fitting atoms")
-        part = slice(start, start + _BATCH)
-        values = _patches(volume, peaks[part], half)
-        if own is not None:
-            c, a, w = (x[part] for x in own)
-            values = values + _gaussians(peaks[part, None] + offsets[None], c, a, w)
-        centre, background, amplitude, width, quality = _fit_gaussians(values, offsets)
-        failed = (np.abs(centre).max(axis=1) > 1.0) | (amplitude <= 0)
-        centre[failed], quality[failed], background[failed] = 0.0, 0.0, 0.0
-        amplitude[failed] = values[failed, len(offsets) // 2]
-        results.append((peaks[part] + centre, background, amplitude, width, quality))
-    report(progress, 1.0, "fitting atoms")
-    if not results:
-        return np.zeros((0, 3)), np.zeros(0), np.zeros(0), np.zeros((0, 3)), np.zeros(0)
-    return tuple(np.concatenate(x) for x in zip(*results))
-
-
 def _common_width(widths, quality):
     """``(N, 3)`` copies of the median widths of the better half of the fits: the reconstruction's
     blur is shared by all atoms, while one small patch constrains a single atom's width poorly."""
     good = quality >= np.median(quality)
     return np.broadcast_to(np.median(widths[good], axis=0), widths.shape)
-
-
-def _render(shape, centres, amplitude, widths):
-    """A volume ``shape`` of the fitted Gaussians (centres, widths in voxels), each cut at 3 sigma."""
-    half = int(np.ceil(3 * widths.max())) if len(widths) else 0
-    offsets = _patch_offsets(min(half, 8))
-    out = np.zeros(int(np.prod(shape)))
-    for start in range(0, len(centres), _BATCH):
-        part = slice(start, start + _BATCH)
-        points = np.round(centres[part])[:, None].astype(np.int64) + offsets[None]
-        inside = np.all((points >= 0) & (points < np.array(shape)), axis=2)
-        values = _gaussians(points, centres[part], amplitude[part], widths[part])
-        out += np.bincount(np.ravel_multi_index(tuple(points[inside].T), shape), values[inside], out.size)
-    return out.reshape(shape).astype(np.float32)
-
-
-def enforce_min_distance(positions, score, min_distance, species_index=None) -> np.ndarray:
-    """Boolean mask of the atoms kept so that no two kept atoms are closer than ``min_distance``.
-
-    Of any too-close pair the one with the higher ``score`` wins (ties broken by position),
-    resolved globally: the result equals greedy suppression in score order, so it does not
-    depend on the order of the input. Vectorised: each round keeps every atom that beats all
-    its undecided neighbours and drops their neighbours.
-    positions : ``(N, 3)``; score : ``(N,)``; min_distance in the units of ``positions``: one
-    number, or an ``(S, S)`` table per pair of species (:func:`napari_aet.elements.min_distance_table`)
-    with each atom's row in ``species_index`` ``(N,)``.
-    """
-    n = len(positions)
-    if species_index is None:
-        pairs = cKDTree(positions).query_pairs(min_distance, output_type="ndarray")
-    else:
-        pairs = close_pairs(positions, species_index, np.asarray(min_distance))
-    # a strict total order: rank by score, then lexicographically by position
-    order = np.lexsort((*positions.T[::-1], score))
-    rank = np.empty(n, dtype=np.int64)
-    rank[order] = np.arange(n)
-    state = np.zeros(n, dtype=np.int8)  # 0 undecided, 1 kept, -1 dropped
-    i, j = np.concatenate([pairs[:, 0], pairs[:, 1]]), np.concatenate([pairs[:, 1], pairs[:, 0]])
-    while True:
-        live = (state[i] == 0) & (state[j] == 0)
-        i, j = i[live], j[live]
-        beaten = np.zeros(n, dtype=bool)
-        beaten[i[rank[j] > rank[i]]] = True
-        winners = (state == 0) & ~beaten
-        state[winners] = 1
-        state[j[winners[i]]] = -1
-        if not np.any(state == 0):
-            return state == 1
 
 
 def trace_atoms(reconstruction: Reconstruction, *, min_distance=2.0, threshold=None, support=None,
@@ -309,7 +163,7 @@ def trace_atoms(reconstruction: Reconstruction, *, min_distance=2.0, threshold=N
         if k == 0 and len(new_peaks) == 0:
             raise InputError(f"no peak above the threshold {threshold:.4g} inside the particle support: "
                              "lower the threshold or check the support")
-        new = _fit_peaks(residual, new_peaks, half, progress=sub_progress(stage, 0.1, 0.9))
+        new = fit_peaks(residual, new_peaks, half, progress=sub_progress(stage, 0.1, 0.9))
         atoms = AtomModel(voxel_to_specimen(new[0], volume.shape, voxel))
         keep = enforce_min_distance(atoms.positions, integrated_intensities(residual, atoms, voxel, box=2 * half + 1),
                                     min_distance)
@@ -321,10 +175,10 @@ def trace_atoms(reconstruction: Reconstruction, *, min_distance=2.0, threshold=N
         peel_round = np.concatenate([peel_round, np.full(np.count_nonzero(keep), k)])
         if rounds > 1:
             models = (fits[0], fits[2], _common_width(fits[3], fits[4]))
-            residual = volume - _render(volume.shape, *models)
+            residual = volume - render_fits(volume.shape, *models)
     if rounds > 1:
         report(progress, 0.9, "refitting every atom with its neighbours subtracted")
-        fits = list(_fit_peaks(residual, peaks, half, own=models))
+        fits = list(fit_peaks(residual, peaks, half, own=models))
     report(progress, 0.97, "building the atom model")
     centres, background, amplitude, width, quality = fits
     atoms = AtomModel(voxel_to_specimen(centres, volume.shape, voxel), None, {
