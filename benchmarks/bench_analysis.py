@@ -22,7 +22,8 @@ Speed: the same scenario scaled to ~20,000 atoms per time: ``analyze_to_director
     python benchmarks/bench_analysis.py --quick        # 2 seeds, no speed test
     python benchmarks/bench_analysis.py                # 5 seeds and the 20,000-atom speed test
     python benchmarks/bench_analysis.py --speed-only
-    python benchmarks/bench_analysis.py --end-to-end   # ~2,900 atoms per time through the whole chain
+    python benchmarks/bench_analysis.py --end-to-end --seeds 3   # ~2,900 atoms per time through the whole chain
+    python benchmarks/bench_analysis.py --end-to-end --seeds 1 --scenario merge-split
 """
 
 from __future__ import annotations
@@ -40,11 +41,8 @@ from napari_aet.analysis.nuclei import find_nuclei, nucleus_overlap
 from napari_aet.analysis.order import LABELS, _window_codes, classify_order, order_parameters
 from napari_aet.analysis.registration import RigidTransform, register_atoms
 from napari_aet.analysis.tracking import track_nuclei, track_sites
-from napari_aet.simulate_alloy import SCENARIO, annealing_series
-
-EXPECTED_EVENTS = sorted([("present", "grew", "grew"), ("present", "shrank", "shrank"),
-                          ("present", "stable", "stable"), ("present", "shrank", "dissolved"),
-                          ("appeared", "grew")])
+from napari_aet.model import AtomModel
+from napari_aet.simulate_alloy import SCENARIO_EVENTS, SCENARIOS, annealing_series
 
 
 def baseline(fitted, lattice, radius):
@@ -78,11 +76,16 @@ def site_scores(tracks, times):
     return out
 
 
-def accuracy(seeds):
+def event_sequences(nucleus_tracks):
+    """The sorted event sequences of the nucleus tracks (one tuple per track)."""
+    return sorted(map(tuple, nucleus_tracks.to_frame().groupby("nucleus_track")["event"].apply(list)))
+
+
+def accuracy(seeds, scenario):
     rows = {"ours": [], "window 1.0a": [], "window 1.3a": []}
     tracking, events_right = [], 0
     for seed in seeds:
-        times = annealing_series(seed=seed)
+        times = annealing_series(seed=seed, scenario=scenario)
         analyses = []
         for atoms in times:
             fitted, lattice = fit_lattice(atoms)
@@ -95,12 +98,11 @@ def accuracy(seeds):
         tracks = track_sites([t.apply(a.atoms.positions) for t, a in zip(transforms, analyses)],
                              max_distance=0.5 * analyses[0].lattice.r1)
         tracking += site_scores(tracks, times)
-        nuclei = track_nuclei([a.atoms.features["nucleus"] for a in analyses], tracks).to_frame()
-        found = sorted(map(tuple, nuclei.groupby("nucleus_track")["event"].apply(list)))
-        events_right += found == EXPECTED_EVENTS
+        found = event_sequences(track_nuclei([a.atoms.features["nucleus"] for a in analyses], tracks))
+        events_right += found == SCENARIO_EVENTS[scenario]
         print(f"seed {seed}: residuals {[round(t.residual, 3) for t in transforms[1:]]} Å, events "
-              f"{'right' if found == EXPECTED_EVENTS else 'WRONG: ' + str(found)}", flush=True)
-    print(f"\n{len(seeds)} seeds x 3 times, {len(SCENARIO)} planted nuclei (4 or 5 present per time)")
+              f"{'right' if found == SCENARIO_EVENTS[scenario] else 'WRONG: ' + str(found)}", flush=True)
+    print(f"\n{len(seeds)} seeds x 3 times, scenario {scenario}, {len(SCENARIOS[scenario])} planted nuclei")
     print("| method | phase accuracy off boundaries: min / mean | nucleus IoU: min / mean / share >= 0.6 "
           "| spurious nuclei: max per time |")
     print("|---|---|---|---|")
@@ -136,72 +138,106 @@ def speed(radius=45.6):
               f"residuals {np.round(summary['residuals_A'], 3).tolist()} Å; events {summary['events']}")
 
 
-def end_to_end(seed=0, radius=24.0, size=128, pixel_size=0.5, dose=400.0):
+def end_to_end(seeds, scenario, radius=24.0, size=128, pixel_size=0.5, dose=400.0):
     """Tilt series per time (51 tilts over ±70°, ``size``² pixels of ``pixel_size`` Å, Poisson noise at
     ``dose`` counts per Pt atom) -> run_pipeline -> analyze_atoms -> follow_particle, scored on the
-    atoms matched to the truth."""
+    atoms matched to the truth; recall and precision also after tracing (every peak) and after
+    classification (the peaks not called non-atoms), before refinement."""
     from napari_aet.analysis.atom_metrics import compare_atoms, mutual_nearest_pairs
     from napari_aet.analysis.timeseries import follow_particle
     from napari_aet.pipeline import real_atoms, run_pipeline
     from napari_aet.simulate import simulate_tilt_series
 
-    times = annealing_series(radius=radius, max_shift=2.0, seed=seed)
-    analyses, matches = [], []
-    for t, truth in enumerate(times):
-        start = time.perf_counter()
-        series = simulate_tilt_series(truth, shape=(size, size), pixel_size=pixel_size, dose=dose,
-                                      seed=seed + t).tilt_series
-        found = real_atoms(run_pipeline(series, ("Fe", "Pt"), seed=seed).atoms)
-        comparison = compare_atoms(found, truth)
-        i, j = mutual_nearest_pairs(found.positions + comparison["translation"], truth.positions, 1.0)
-        analysis = analyze_atoms(found)
-        analyses.append(analysis)
-        matches.append((i, j))
-        # found labels carried onto the true atoms (unmatched true atoms: A1, no nucleus)
-        phase = np.full(len(truth), "A1", dtype=object)
-        nucleus = np.full(len(truth), -1)
-        phase[j] = analysis.atoms.features["phase"][i]
-        nucleus[j] = analysis.atoms.features["nucleus"][i]
-        _, lattice = fit_lattice(truth)
-        idx, _, present = first_shell(truth.positions, lattice.r1, "fcc")
-        true_phase = truth.features["true_phase"]
-        boundary = ((np.append(true_phase, "")[idx] != true_phase[:, None]) & present).any(axis=1)
-        accuracy = np.mean(phase[~boundary] == true_phase[~boundary])
-        iou, spurious = nucleus_overlap(nucleus, truth.features["true_nucleus"])
-        print(f"time {t}: {len(truth)} true atoms, recall {comparison['recall']:.4f}, precision "
-              f"{comparison['precision']:.4f}, species {comparison['species_accuracy']:.4f}; phase accuracy off "
-              f"boundaries {accuracy:.4f}; nucleus IoU {np.round(iou, 2).tolist()}, spurious {spurious} "
-              f"({time.perf_counter() - start:.0f} s)", flush=True)
-    followed = follow_particle([a.atoms for a in analyses], [a.lattice for a in analyses])
-    for t in range(1, len(times)):
-        site = []
-        for u in (t - 1, t):
-            i, j = matches[u]
-            labels = np.full(len(analyses[u].atoms), -1)
-            labels[i] = times[u].features["site"][j]
-            site.append(labels)
-        _, before, now = np.intersect1d(followed.sites.track[t - 1], followed.sites.track[t], return_indices=True)
-        known = (site[0][before] >= 0) & (site[1][now] >= 0)
-        correct = np.count_nonzero(known & (site[0][before] == site[1][now]))
-        true_links = len(np.intersect1d(site[0][site[0] >= 0], site[1][site[1] >= 0]))
-        print(f"times {t - 1}->{t}: site tracking precision {correct / max(known.sum(), 1):.4f}, recall "
-              f"{correct / max(true_links, 1):.4f}; registration residual {followed.transforms[t].residual:.3f} Å")
-    events = sorted(map(tuple, followed.nuclei.to_frame().groupby("nucleus_track")["event"].apply(list)))
-    print(f"nucleus events {'right' if events == EXPECTED_EVENTS else 'WRONG: ' + str(events)}")
+    table = []
+    for seed in seeds:
+        times = annealing_series(radius=radius, max_shift=2.0, seed=seed, scenario=scenario)
+        analyses, matches = [], []
+        for t, truth in enumerate(times):
+            start = time.perf_counter()
+            series = simulate_tilt_series(truth, shape=(size, size), pixel_size=pixel_size, dose=dose,
+                                          seed=seed + t).tilt_series
+            result = run_pipeline(series, ("Fe", "Pt"), seed=seed)
+            stages = {"trace": compare_atoms(AtomModel(result.traced.positions), truth),  # every traced peak
+                      "classify": compare_atoms(result.traced, truth)}  # without the non-atoms
+            found = real_atoms(result.atoms)
+            comparison = compare_atoms(found, truth)
+            i, j = mutual_nearest_pairs(found.positions + comparison["translation"], truth.positions, 1.0)
+            analysis = analyze_atoms(found)
+            analyses.append(analysis)
+            matches.append((i, j))
+            # found labels carried onto the true atoms (unmatched true atoms: A1, no nucleus)
+            phase = np.full(len(truth), "A1", dtype=object)
+            nucleus = np.full(len(truth), -1)
+            phase[j] = analysis.atoms.features["phase"][i]
+            nucleus[j] = analysis.atoms.features["nucleus"][i]
+            _, lattice = fit_lattice(truth)
+            idx, _, present = first_shell(truth.positions, lattice.r1, "fcc")
+            true_phase = truth.features["true_phase"]
+            boundary = ((np.append(true_phase, "")[idx] != true_phase[:, None]) & present).any(axis=1)
+            accuracy = np.mean(phase[~boundary] == true_phase[~boundary])
+            iou, spurious = nucleus_overlap(nucleus, truth.features["true_nucleus"])
+            row = {"seed": seed, "time": t, "n_true": len(truth), "accuracy": accuracy, "iou": iou,
+                   "spurious": spurious, "seconds": time.perf_counter() - start, "final": comparison, **stages}
+            table.append(row)
+            print(f"seed {seed} time {t}: {len(truth)} true atoms; recall / precision after trace "
+                  f"{stages['trace']['recall']:.4f} / {stages['trace']['precision']:.4f}, after classify "
+                  f"{stages['classify']['recall']:.4f} / {stages['classify']['precision']:.4f}, after refine "
+                  f"{comparison['recall']:.4f} / {comparison['precision']:.4f}, species {comparison['species_accuracy']:.4f}, "
+                  f"RMS {comparison['rms_error_pm']:.1f} pm; phase accuracy off boundaries {accuracy:.4f}; nucleus IoU "
+                  f"{np.round(iou, 2).tolist()}, spurious {spurious} ({row['seconds']:.0f} s)", flush=True)
+        followed = follow_particle([a.atoms for a in analyses], [a.lattice for a in analyses])
+        for t in range(1, len(times)):
+            site = []
+            for u in (t - 1, t):
+                i, j = matches[u]
+                labels = np.full(len(analyses[u].atoms), -1)
+                labels[i] = times[u].features["site"][j]
+                site.append(labels)
+            _, before, now = np.intersect1d(followed.sites.track[t - 1], followed.sites.track[t], return_indices=True)
+            known = (site[0][before] >= 0) & (site[1][now] >= 0)
+            correct = np.count_nonzero(known & (site[0][before] == site[1][now]))
+            true_links = len(np.intersect1d(site[0][site[0] >= 0], site[1][site[1] >= 0]))
+            table[-len(times) + t]["tracking"] = (correct / max(known.sum(), 1), correct / max(true_links, 1),
+                                                  followed.transforms[t].residual)
+        events = event_sequences(followed.nuclei)
+        expected = SCENARIO_EVENTS[scenario]
+        right = sum(min(events.count(e), expected.count(e)) for e in set(expected))
+        table[-1]["events"] = (right, len(expected), events)
+        print(f"seed {seed}: nucleus events right for {right} of {len(expected)} tracks"
+              + ("" if events == expected else f"; found {events}"), flush=True)
+    print_table(table)
+
+
+def print_table(table):
+    """The end-to-end rows as a markdown table (one row per seed and time)."""
+    print("\n| seed | time | recall / precision: trace, classify, refine | species | RMS (pm) | phase accuracy "
+          "off boundaries | nucleus IoU | spurious | site tracking precision / recall (to previous time) "
+          "| nucleus events right | s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for row in table:
+        final = row["final"]
+        recall = ", ".join(f"{row[k]['recall']:.3f} / {row[k]['precision']:.3f}" for k in ("trace", "classify"))
+        tracking = "{:.4f} / {:.4f}".format(*row["tracking"][:2]) if "tracking" in row else "—"
+        events = "{} of {}".format(*row["events"][:2]) if "events" in row else ""
+        print(f"| {row['seed']} | {row['time']} | {recall}, {final['recall']:.4f} / {final['precision']:.4f} | "
+              f"{final['species_accuracy']:.4f} | {final['rms_error_pm']:.1f} | {row['accuracy']:.4f} | "
+              f"{', '.join(f'{x:.2f}' for x in row['iou'])} | {row['spurious']} | {tracking} | {events} | "
+              f"{row['seconds']:.0f} |")
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="2 seeds, no speed test")
-    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--seeds", type=int, default=5, help="seeds 0 .. N-1 of the scenario")
+    parser.add_argument("--scenario", choices=sorted(SCENARIOS), default="annealing")
     parser.add_argument("--speed-only", action="store_true", help="only the 20,000-atom speed test")
     parser.add_argument("--end-to-end", action="store_true",
                         help="only the end-to-end test: tilt series per time -> run -> analyze -> track")
     args = parser.parse_args()
     if args.end_to_end:
-        return end_to_end()
+        return end_to_end(range(args.seeds), args.scenario)
     if not args.speed_only:
-        accuracy(range(2 if args.quick else args.seeds))
+        accuracy(range(2 if args.quick else args.seeds), args.scenario)
     if not args.quick:
         speed()
 

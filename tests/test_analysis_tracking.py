@@ -9,7 +9,8 @@ from napari_aet.analysis.lattice import fit_lattice
 from napari_aet.analysis.registration import RigidTransform, register_atoms
 from napari_aet.analysis.tracking import SiteTracks, track_nuclei, track_sites
 from napari_aet.model import AtomModel
-from napari_aet.simulate_alloy import annealing_series
+from napari_aet.analysis.timeseries import follow_particle
+from napari_aet.simulate_alloy import SCENARIO_EVENTS, annealing_series
 
 
 @pytest.fixture(scope="module")
@@ -60,3 +61,13 @@ def test_merge_and_split_events():
     assert list(rows[rows.time == 1].event) == ["merged", "merged"]
     assert sorted(rows[rows.time == 2].event) == ["split", "split"]
     assert rows[rows.time == 2].nucleus_track.nunique() == 2
+
+
+def test_merge_and_split_of_simulated_nuclei():
+    # two planted L1_0 nuclei grow into one, a planted dumbbell shrinks into two (exact atoms)
+    times = annealing_series(seed=3, scenario="merge-split")
+    assert [len(np.unique(t.features["true_nucleus"][t.features["true_nucleus"] >= 0])) for t in times] == [4, 4, 4]
+    analyses = [analyze_atoms(atoms) for atoms in times]
+    followed = follow_particle([a.atoms for a in analyses], [a.lattice for a in analyses])
+    events = followed.nuclei.to_frame().groupby("nucleus_track")["event"].apply(tuple)
+    assert sorted(events) == SCENARIO_EVENTS["merge-split"]
