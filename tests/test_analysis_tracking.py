@@ -9,7 +9,7 @@ from napari_aet.analysis.lattice import fit_lattice
 from napari_aet.analysis.registration import RigidTransform, register_atoms
 from napari_aet.analysis.tracking import SiteTracks, track_nuclei, track_sites
 from napari_aet.model import AtomModel
-from napari_aet.analysis.timeseries import follow_particle
+from napari_aet.analysis.timeseries import atoms_nucleus_tracks, follow_particle
 from napari_aet.simulate_alloy import SCENARIO_EVENTS, annealing_series
 
 
@@ -71,3 +71,11 @@ def test_merge_and_split_of_simulated_nuclei():
     followed = follow_particle([a.atoms for a in analyses], [a.lattice for a in analyses])
     events = followed.nuclei.to_frame().groupby("nucleus_track")["event"].apply(tuple)
     assert sorted(events) == SCENARIO_EVENTS["merge-split"]
+    # every atom in a nucleus carries a nucleus track; the merged nucleus, the track that continues
+    tracks = atoms_nucleus_tracks(followed, [a.atoms for a in analyses])
+    assert all(np.array_equal(k >= 0, a.atoms.features["nucleus"] >= 0) for k, a in zip(tracks, analyses))
+    rows = followed.nuclei
+    merged = (rows.time == 1) & (rows.event == "merged")
+    continuing = np.intersect1d(rows.nucleus_track[merged], rows.nucleus_track[rows.time == 2])
+    assert len(continuing) == 1
+    assert np.all(tracks[1][analyses[1].atoms.features["nucleus"] == rows.nucleus[merged][0]] == continuing[0])

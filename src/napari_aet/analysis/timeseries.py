@@ -58,12 +58,16 @@ def follow_particle(times, lattices, *, max_distance=None, change=0.1,
 
 
 def atoms_nucleus_tracks(followed: FollowedParticle, times) -> list:
-    """Per time, each atom's nucleus track (-1 outside nuclei), ``(N_t,)`` arrays."""
+    """Per time, each atom's nucleus track (-1 outside nuclei), ``(N_t,)`` arrays. A merged nucleus
+    carries the track that continues through it, its largest predecessor's (the first of equals)."""
     rows = followed.nuclei
     out = []
     for t, atoms in enumerate(times):
         labels = atoms.features["nucleus"].astype(int)
-        here = (rows.time == t) & (rows.nucleus >= 0) & (rows.event != "merged")
+        before = rows.time == t - 1
+        previous = dict(zip(rows.nucleus_track[before], zip(rows.n_atoms[before], -rows.nucleus[before])))
+        here = np.flatnonzero((rows.time == t) & (rows.nucleus >= 0))  # a merged nucleus: the continuing track last
+        here = np.array(sorted(here, key=lambda row: previous.get(rows.nucleus_track[row], (0, 0))), dtype=int)
         lookup = np.full(max(labels.max(initial=-1) + 1, 1), -1)
         lookup[rows.nucleus[here]] = rows.nucleus_track[here]
         out.append(np.where(labels >= 0, lookup[np.maximum(labels, 0)], -1))
