@@ -46,7 +46,8 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from napari_aet import align, preprocess
+from napari_aet import align, background, preprocess
+from napari_aet.projections import apply_alignment
 from napari_aet.simulate import adf_amplitudes, fcc_particle, simulate_tilt_series
 
 OFFSET = 3.0  # px: the rotation axis lies this far off the image centre, across the axis
@@ -107,13 +108,13 @@ def bench_alignment(seed, size, iterations, background):
     aligned, report = align.align_auto(series, iterations=iterations)
     seconds = time.perf_counter() - start
     rows = {}
-    for name, shifts in report["shifts"].items():
+    for name, shifts in report.shifts.items():
         rows[name] = shift_metrics(shifts, true, series.angles, tilt_axis, gauge)
     coarse = align.cross_correlation_shifts(series.replace(tilt_axis=tilt_axis))
     rows["(baseline) neighbour cross-correlation"] = shift_metrics(coarse, true, series.angles, tilt_axis, gauge)
     return {"seed": seed, "tilt_axis": tilt_axis, "axis_error": aligned.tilt_axis - tilt_axis,
-            "common_line_error": report["tilt_axis"]["common_line"] - tilt_axis,
-            "seconds": seconds, "steps": rows, "pm_iterations": len(report["projection_matching"])}
+            "common_line_error": report.tilt_axis.common_line - tilt_axis,
+            "seconds": seconds, "steps": rows, "pm_iterations": len(report.projection_matching)}
 
 
 def bench_frames(seed, size, background):
@@ -138,8 +139,8 @@ def bench_end_to_end(seed, size, background):
                                 seed=seed)
     raw = data.tilt_series
     if background:
-        raw = preprocess.subtract_background(raw, method="smooth", model=None, degree=None)
-    ideal = align.apply_alignment(raw.replace(shifts=data.true_shifts))
+        raw = background.subtract_background(raw, method="smooth", model=None, degree=None)
+    ideal = apply_alignment(raw.replace(shifts=data.true_shifts))
     out = {}
     for name, series, do_align in (("perfectly aligned", ideal, False), ("align_auto", raw, True)):
         start = time.perf_counter()
@@ -159,13 +160,13 @@ def bench_check(seed, size, dose, aligned):
     start = time.perf_counter()
     result, report = align.align_auto(series)
     seconds = time.perf_counter() - start
-    measured = report["shifts"]["centroid and axis offset"]
+    measured = report.shifts["centroid and axis offset"]
 
     def errors(shifts, axis):
         rigid, _ = rigid_residual(axis_frame_error(shifts, true, series.angles, tilt_axis), series.angles)
         return rms(rigid), axis - tilt_axis
 
-    return {"check": report["check"], "measured": errors(measured, report["tilt_axis"]["used"]),
+    return {"check": report.check, "measured": errors(measured, report.tilt_axis.used),
             "returned": errors(result.shifts, result.tilt_axis), "seconds": seconds,
             "max_change": float(np.abs(result.shifts - series.shifts).max())}
 

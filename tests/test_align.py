@@ -1,10 +1,13 @@
 """Alignment methods against simulated tilt series with known shifts, axis and offset."""
 
+import json
+
 import numpy as np
 import pytest
 from scipy import ndimage
 
-from napari_aet import align, preprocess
+from napari_aet import align, background
+from napari_aet.projections import apply_alignment
 from napari_aet.model import InputError, TiltSeries
 from napari_aet.progress import Cancelled
 from napari_aet.reconstruct import reconstruct
@@ -102,7 +105,7 @@ def test_reprojection_refines_the_tilt_axis(atoms):
                                 angles=np.linspace(-70, 70, 29), seed=5)
     series = data.tilt_series.replace(shifts=data.true_shifts, tilt_axis=AXIS + 0.5)
     angle, record = align._refine_tilt_axis(align._signal(series.projections), series)
-    assert record["accepted"] and record["rotations"][0] < 0
+    assert record.accepted and record.rotations[0] < 0
     assert abs(angle - AXIS) < 0.1
 
 
@@ -111,7 +114,7 @@ def test_apply_alignment_matches_an_aligned_simulation(atoms):
     moved = simulate_tilt_series(atoms, max_shift=4, tilt_axis=-20.0, **kwargs)
     ideal = simulate_tilt_series(atoms, max_shift=0, **kwargs).tilt_series.projections
     series = moved.tilt_series.replace(shifts=moved.true_shifts, tilt_axis=-20.0)
-    out = align.apply_alignment(series)
+    out = apply_alignment(series)
     assert out.tilt_axis == 0 and not np.any(out.shifts)
     assert out.metadata["alignment"]["tilt_axis"] == -20.0
     np.testing.assert_allclose(out.metadata["alignment"]["shifts"], moved.true_shifts)
@@ -130,11 +133,20 @@ def test_align_auto_reaches_sub_tenth_pixel(tilted):
     err, offset = rigid_residual(np.stack([dv, du], axis=1), 0, series.angles)
     assert rms(err) < 0.1
     assert abs(offset) < 0.1  # tilt-axis offset recovered
-    assert report["steps"][0]["name"].startswith("centre of mass")
-    assert report["common_line"]["aligned"].shape == report["common_line"]["raw"].shape
-    assert len(report["tilt_axis"]["angles"]) == len(report["tilt_axis"]["scores"])
-    assert report["tilt_axis"]["reprojection"]["accepted"]
+    assert report.steps[0].name.startswith("centre of mass")
+    assert report.common_line.aligned.shape == report.common_line.raw.shape
+    assert len(report.tilt_axis.angles) == len(report.tilt_axis.scores)
+    assert report.tilt_axis.reprojection.accepted and report.tilt_axis.used == aligned.tilt_axis
+    assert 1 <= len(report.projection_matching) <= 3 and report.check.accepted
     assert steps[-1] == 1.0 and np.all(np.diff(steps) >= 0)
+    # what studies and report.json keep: plain dicts under the names they always had
+    record = json.loads(json.dumps(report.record(), default=lambda a: a.tolist()))
+    assert set(record) == {"angles", "shifts", "steps", "background", "background_fit", "tilt_axis", "common_line",
+                           "projection_matching", "offset", "check"}
+    assert record["steps"][0] == {"name": report.steps[0].name, "rms_change": report.steps[0].rms_change}
+    assert record["tilt_axis"]["reprojection"]["accepted"] and record["check"]["reason"] == report.check.reason
+    np.testing.assert_allclose(record["shifts"]["projection matching"], report.shifts["projection matching"])
+    assert set(record["projection_matching"][0]) == {"rms_update", "max_update", "r_factor"}
 
 
 def test_align_auto_rejects_an_inconsistent_tilt_axis(tilted):
@@ -181,7 +193,8 @@ def test_align_auto_without_room_for_a_background_fit():
     data = simulate_tilt_series(small, angles=np.linspace(-60, 60, 21), shape=(64, 64), dose=400, max_shift=3,
                                 seed=9)
     aligned, report = align.align_auto(data.tilt_series, projection_matching=False)
-    assert report["background"].startswith("none (projection")
+    assert report.background.startswith("none (projection") and report.background_fit is None
+    assert "background_fit" not in report.record()
     err, offset = rigid_residual(aligned.shifts, data.true_shifts, data.tilt_series.angles)
     assert rms(err) < 0.15 and abs(offset) < 0.15
 
@@ -199,7 +212,7 @@ def test_background_model_chosen_by_prediction_biases_the_centre_of_mass_less():
     reference = align.center_of_mass_shifts(data.tilt_series.replace(projections=exact.astype(np.float32)))
     bias = {}
     for model, degree in (("each", 3), (None, None)):
-        fitted = preprocess.subtract_background(data.tilt_series, method="smooth", model=model, degree=degree)
+        fitted = background.subtract_background(data.tilt_series, method="smooth", model=model, degree=degree)
         bias[model] = np.mean(np.abs(align.center_of_mass_shifts(fitted) - reference)[:, 1])
     assert fitted.metadata["background"]["model"] in ("shared", "scaled")
     assert bias[None] < 0.5 * bias["each"] and bias[None] < 0.05
@@ -209,7 +222,7 @@ def test_alignment_mapped_back_onto_the_measured_pixels_is_the_data():
     rng = np.random.default_rng(5)
     smooth = ndimage.gaussian_filter(rng.random((3, 48, 48)), (0, 3, 3)).astype(np.float32)
     series = TiltSeries(smooth, [-30.0, 0.0, 30.0], shifts=rng.uniform(-2, 2, (3, 2)), tilt_axis=7.0)
-    back = align._to_measured_frame(align.apply_alignment(series).projections, series.shifts, series.tilt_axis)
+    back = align._to_measured_frame(apply_alignment(series).projections, series.shifts, series.tilt_axis)
     inner = (slice(None), slice(10, -10), slice(10, -10))
     np.testing.assert_allclose(back[inner], smooth[inner], atol=0.02 * smooth.max())
 
@@ -233,10 +246,10 @@ def test_already_aligned_low_dose_series_comes_out_unchanged():
                                 seed=6)
     series = data.tilt_series
     measured, report = align.align_auto(series, iterations=3)
-    assert not report["check"].accepted and report["check"].reason.startswith("input kept")
+    assert not report.check.accepted and report.check.reason.startswith("input kept")
     assert measured.tilt_axis == series.tilt_axis and np.abs(measured.shifts - series.shifts).max() < 0.1
-    assert not np.allclose(report["shifts"]["centroid and axis offset"], 0, atol=0.1)  # it did measure a change
-    volume = reconstruct(align.apply_alignment(measured), "resire", n_iterations=10).volume
+    assert not np.allclose(report.shifts["centroid and axis offset"], 0, atol=0.1)  # it did measure a change
+    volume = reconstruct(apply_alignment(measured), "resire", n_iterations=10).volume
     unaligned = reconstruct(series, "resire", n_iterations=10).volume
     assert np.abs(volume - unaligned).sum() < 1e-3 * np.abs(unaligned).sum()
 

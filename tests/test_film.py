@@ -9,7 +9,7 @@ from napari_aet.analysis.atom_metrics import compare_atoms
 from napari_aet.model import AtomModel, InputError
 from napari_aet.pipeline import real_atoms, run_pipeline
 from napari_aet.reconstruct import reconstruct
-from napari_aet.reconstruct._common import single_axis_equivalent
+from napari_aet.backprojection import single_axis_equivalent
 from napari_aet.reconstruct.extended import crop_to_box, detect_geometry, extended_width, pad_to_region
 from napari_aet.reconstruct.resire import held_out_projections
 from napari_aet.simulate import fcc_particle, fcc_slab, simulate_tilt_series

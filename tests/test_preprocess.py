@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from napari_aet import preprocess
+from napari_aet import background, preprocess
 from napari_aet.model import InputError
 from napari_aet.simulate import fcc_particle, simulate_tilt_series
 
@@ -50,12 +50,12 @@ def test_smooth_background_is_removed(atoms):
     data = simulate_tilt_series(atoms, angles=ANGLES, shape=SHAPE, dose=300, max_shift=1, background=10, seed=1)
     truth = smooth_background(10)
     for method, tolerance in (("constant", 4.0), ("smooth", 0.5)):
-        out = preprocess.subtract_background(data.tilt_series, method=method)
+        out = background.subtract_background(data.tilt_series, method=method)
         estimated = data.tilt_series.projections - out.projections
         assert np.sqrt(np.mean((estimated - truth) ** 2)) < tolerance
         assert len(out.metadata["background"]["levels"]) == len(ANGLES)
     with pytest.raises(InputError, match="unknown"):
-        preprocess.subtract_background(data.tilt_series, method="rolling ball")
+        background.subtract_background(data.tilt_series, method="rolling ball")
 
 
 def test_background_model_is_chosen_by_the_data(atoms):
@@ -69,19 +69,19 @@ def test_background_model_is_chosen_by_the_data(atoms):
     varying = 10 + 8 * (np.cos(turn) * (xx - 0.5) + np.sin(turn) * (yy - 0.5))
     for truth, model in ((scaled, "scaled"), (varying, "each")):
         series = data.tilt_series.replace(projections=(data.tilt_series.projections + rng.poisson(truth)))
-        out = preprocess.subtract_background(series, method="smooth", model=None, degree=None)
+        out = background.subtract_background(series, method="smooth", model=None, degree=None)
         record = out.metadata["background"]
         assert record["model"] == model and set(record["prediction_errors"]) == {"each", "shared", "scaled"}
         estimated = series.projections - out.projections
         assert np.sqrt(np.mean((estimated - truth) ** 2)) < 0.3
     with pytest.raises(InputError, match="model"):
-        preprocess.subtract_background(series, method="smooth", model="rolling ball")
+        background.subtract_background(series, method="smooth", model="rolling ball")
 
 
 def test_background_needs_room_outside_the_particle(atoms):
     data = simulate_tilt_series(atoms, angles=ANGLES, shape=(62, 62), dose=300, max_shift=0, seed=1)
     with pytest.raises(InputError, match="fills the field of view"):
-        preprocess.subtract_background(data.tilt_series)
+        background.subtract_background(data.tilt_series)
 
 
 def test_normalise_intensity_equalises_totals(atoms):
@@ -121,7 +121,7 @@ def test_inverse_anscombe_is_unbiased():
 
 def test_denoise_rejects_background_subtracted_data(atoms):
     data = simulate_tilt_series(atoms, angles=ANGLES, shape=SHAPE, dose=100, max_shift=0, background=5, seed=1)
-    subtracted = preprocess.subtract_background(data.tilt_series)
+    subtracted = background.subtract_background(data.tilt_series)
     with pytest.raises(InputError, match="raw counts"):
         preprocess.denoise(subtracted, method="nlmeans")
 
@@ -143,7 +143,7 @@ def test_particle_mask_on_a_noise_free_zero_background():
     """A border of exact zeros has no measurable noise: the mask must still hug the particle."""
     image = np.zeros((64, 64))
     image[24:40, 20:44] = 50.0
-    mask = preprocess.particle_mask(image)
+    mask = background.particle_mask(image)
     assert mask[24:40, 20:44].all()
     assert mask.mean() < 0.4  # the 16x24 block grown by blur tails above 1% and the margin: ~0.31; without a floor ~0.75
 
@@ -154,6 +154,6 @@ def test_particle_mask_ignores_isolated_noise_peaks():
     image = rng.normal(10.0, 1.0, (96, 96))
     image[40:56, 40:56] += 20.0
     image[5:8, 85:88] += 20.0  # a small bright blob far from the particle
-    mask = preprocess.particle_mask(image)
+    mask = background.particle_mask(image)
     assert mask[40:56, 40:56].all() and not mask[5:8, 85:88].any()
 

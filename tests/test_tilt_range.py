@@ -8,7 +8,8 @@ give the same alignment, reconstruction and atoms.
 import numpy as np
 import pytest
 
-from napari_aet.align import align_auto, apply_alignment
+from napari_aet.align import align_auto
+from napari_aet.projections import apply_alignment
 from napari_aet.analysis.atom_metrics import compare_atoms
 from napari_aet.classify import classify_atoms
 from napari_aet.io import read_tilt_series, write_tilt_series

@@ -3,15 +3,11 @@
 import numpy as np
 import pytest
 
-from napari_aet.analysis.volume_metrics import (
-    fourier_shell_correlation,
-    half_set_fsc,
-    r_factor,
-    resolution_from_fsc,
-)
+from napari_aet.analysis.volume_metrics import fourier_shell_correlation, r_factor, resolution_from_fsc
 from napari_aet.model import InputError
 from napari_aet.reconstruct import reconstruct
 from napari_aet.simulate import fcc_particle, simulate_tilt_series
+from napari_aet.workflow import half_set_fsc
 
 
 @pytest.fixture(scope="module")

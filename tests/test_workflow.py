@@ -108,3 +108,19 @@ def test_analyse_reads_the_current_atoms_and_is_saved(point, tmp_path):
 def test_classify_warns_when_the_elements_do_not_match(point):
     workflow.run_stage(point, "classify", "Fe,Pt,Au")
     assert any("Pt and Au" in w for w in point.report["classify_warnings"])
+
+
+def test_the_study_keeps_the_alignment_report_as_plain_records(series, tmp_path):
+    """align returns a typed report; the study (and so the .aet file) keeps its record, the
+    string-keyed dicts that version-1 files hold too."""
+    point = TimePoint("t0", raw=series)
+    automatic = workflow.align(point, tilt_axis=0.0, projection_matching=False, check=False).report
+    assert automatic.tilt_axis.given == 0.0 and automatic.projection_matching == [] and automatic.check is None
+    assert point.report["alignment"]["tilt_axis"]["used"] == automatic.tilt_axis.used
+    assert "check" not in point.report["alignment"] and "reprojection" not in point.report["alignment"]["tilt_axis"]
+    single = workflow.align(point, "cross-correlation").report
+    assert single.tilt_axis is None and set(point.report["alignment"]) == {"angles", "shifts"}
+    save_project(tmp_path / "study.aet", Project([point]))
+    loaded = load_project(tmp_path / "study.aet").time_points[0].report["alignment"]
+    np.testing.assert_allclose(loaded["shifts"]["cross-correlation"], single.shifts["cross-correlation"])
+    assert loaded["angles"] == single.angles

@@ -3,7 +3,7 @@
 Every ``*_shifts`` function returns ``(n, 2)`` translations (dy, dx) in pixels that
 align projection i when applied with :func:`scipy.ndimage.shift`, measured on the raw
 projections (``series.shifts`` is ignored, except by projection matching which refines
-it). :func:`apply_alignment` resamples the data once, at the end.
+it). :func:`napari_aet.projections.apply_alignment` resamples the data once, at the end.
 
 Axis frame: (u, v) pixel coordinates about the image centre ``(ny//2, nx//2)`` with the
 tilt axis along v; :func:`napari_aet.geometry.in_plane_rotation` maps (u, v) to image
@@ -17,7 +17,7 @@ across the axis is not a gauge: it is the tilt-axis offset, and it must be measu
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields, is_dataclass
 
 import numpy as np
 from scipy import ndimage
@@ -25,33 +25,20 @@ from skimage.registration import phase_cross_correlation
 
 from .geometry import Projector, in_plane_rotation
 from .model import InputError, TiltSeries
-from .preprocess import particle_mask, subtract_background
+from .projections import apply_alignment, border_level, pixel_coordinates
+from .background import particle_mask, subtract_background
+from .backprojection import sirt_volume
 from .progress import report, sub_progress
-from .reconstruct import reconstruct
 
 # ---------------------------------------------------------------------------- helpers
 
 
-def _border_level(projections) -> np.ndarray:
-    """Background level ``(n,)`` of each projection: the median of its 2-pixel border."""
-    p = np.asarray(projections)
-    border = np.concatenate([p[:, :2].reshape(len(p), -1), p[:, -2:].reshape(len(p), -1),
-                             p[:, :, :2].reshape(len(p), -1), p[:, :, -2:].reshape(len(p), -1)], axis=1)
-    return np.median(border, axis=1)
-
-
 def _signal(projections) -> np.ndarray:
     """What the measurements use: each projection minus its border level, zero outside the
-    particle (:func:`napari_aet.preprocess.particle_mask`), so noise and background residue
+    particle (:func:`napari_aet.background.particle_mask`), so noise and background residue
     far from the particle do not bias centres of mass and profiles."""
-    p = np.asarray(projections, dtype=np.float32) - _border_level(projections)[:, None, None].astype(np.float32)
+    p = np.asarray(projections, dtype=np.float32) - border_level(projections)[:, None, None].astype(np.float32)
     return p * np.stack([particle_mask(image) for image in p])
-
-
-def _pixel_coordinates(shape):
-    """Pixel x (columns) and y (rows) relative to the centre ``n // 2``."""
-    ny, nx = shape
-    return np.arange(nx, dtype=np.float64) - nx // 2, np.arange(ny, dtype=np.float64) - ny // 2
 
 
 def _to_image(du, dv, tilt_axis) -> np.ndarray:
@@ -78,7 +65,7 @@ def _centre_of_mass(signal):
         bad = np.flatnonzero(total <= 0)
         raise InputError(f"projection(s) {bad.tolist()} hold no signal above the background: "
                          "check the data or remove those tilts")
-    x, y = _pixel_coordinates(signal.shape[1:])
+    x, y = pixel_coordinates(signal.shape[1:])
     cx = np.einsum("iyx,x->i", signal, x, dtype=np.float64) / total
     cy = np.einsum("iyx,y->i", signal, y, dtype=np.float64) / total
     return cx, cy
@@ -112,7 +99,7 @@ class _Profiles:
     """
 
     def __init__(self, signal, tilt_axis, max_frequency=0.5, coordinates=None):
-        x, y = _pixel_coordinates(signal.shape[1:]) if coordinates is None else coordinates
+        x, y = pixel_coordinates(signal.shape[1:]) if coordinates is None else coordinates
         self.length = 2 * int(np.ceil(np.hypot(np.ptp(x) + 1, np.ptp(y) + 1) / 2)) + 2
         k = np.arange(int(max_frequency * self.length) + 1) / self.length
         a = np.deg2rad(tilt_axis)
@@ -185,7 +172,7 @@ def center_of_mass_shifts(series: TiltSeries) -> np.ndarray:
     both components centre the mass. The background level (border median) is removed
     and pixels outside the particle are ignored; a slowly varying background should be
     subtracted beforehand
-    (:func:`napari_aet.preprocess.subtract_background`).
+    (:func:`napari_aet.background.subtract_background`).
     """
     cx, cy = _centre_of_mass(_signal(series.projections))
     if not series.is_single_axis:
@@ -230,10 +217,10 @@ def _binned(signal, largest=160):
     n, ny, nx = signal.shape
     b = max(1, int(np.ceil(max(ny, nx) / largest)))
     if b == 1:
-        return signal, _pixel_coordinates((ny, nx)), 1
+        return signal, pixel_coordinates((ny, nx)), 1
     my, mx = ny // b, nx // b
     binned = signal[:, :my * b, :mx * b].reshape(n, my, b, mx, b).sum(axis=(2, 4))
-    x, y = _pixel_coordinates((ny, nx))
+    x, y = pixel_coordinates((ny, nx))
     return binned, (x[:mx * b].reshape(mx, b).mean(axis=1), y[:my * b].reshape(my, b).mean(axis=1)), b
 
 
@@ -273,7 +260,8 @@ def _signal_bandwidth(profiles) -> float:
 
 
 def _search_tilt_axis(signal, prior, search, progress=None):
-    """Tilt-axis angle maximising the common-line consistency, and the score curves: coarse
+    """Tilt-axis angle maximising the common-line consistency, and the score curves (angles,
+    scores, fine angles, fine scores): coarse
     (3° steps over ``prior ± search``, frequencies up to 0.15 cycles/px) and fine (0.25°
     steps, frequencies up to where the profiles' signal falls below their noise,
     :func:`_signal_bandwidth`; scores on a different scale). Images larger than 160 px are
@@ -300,7 +288,7 @@ def _search_tilt_axis(signal, prior, search, progress=None):
     c2, c1, _ = np.polyfit(fine[near] - fine[top], fine_scores[near], 2)
     angle = fine[top] - c1 / (2 * c2) if c2 < 0 else fine[top]
     angle = float(np.clip(angle, fine[near][0], fine[near][-1]))
-    return angle, {"angles": coarse, "scores": np.array(scores), "fine_angles": fine, "fine_scores": fine_scores}
+    return angle, (coarse, np.array(scores), fine, fine_scores)
 
 
 def _axis_offset(signal, shifts, angles, tilt_axis):
@@ -318,7 +306,7 @@ def _rotation_residual(measured, model) -> np.ndarray:
     1° (displacements below a pixel). A positive value is corrected by increasing the tilt-axis
     angle of :func:`apply_alignment` by it."""
     gy, gx = np.gradient(np.asarray(model, dtype=np.float64), axis=(1, 2))
-    x, y = _pixel_coordinates(model.shape[1:])
+    x, y = pixel_coordinates(model.shape[1:])
     basis = [y[:, None] * gx - x[None, :] * gy, gx, gy]
     normal = np.array([[np.sum(a * b, axis=(1, 2)) for b in basis] for a in basis]).transpose(2, 0, 1)
     rhs = np.stack([np.sum(a * (model - measured), axis=(1, 2)) for a in basis], axis=1)
@@ -329,7 +317,8 @@ def _axis_rotation(series: TiltSeries, masks, iterations) -> float:
     """Tilt-consistent in-plane rotation (degrees) of ``series`` (shifts and tilt axis applied)
     against its own reconstruction.
 
-    The reconstruction (RESIRE with momentum, ``iterations``, positivity; of the particle's
+    The reconstruction (RESIRE's iteration with momentum, :func:`napari_aet.backprojection.sirt_volume`,
+    ``iterations``, positivity; of the particle's
     window, :func:`_particle_window`) is confined to the particle's visual hull: the voxels
     that project inside the particle mask (``masks`` ``(n, ny, nx)``) of every tilt; without it, R below was far from zero at the true axis
     (by 0.18° after 8 plain iterations on a benchmark series). Each projection's in-plane
@@ -347,7 +336,7 @@ def _axis_rotation(series: TiltSeries, masks, iterations) -> float:
     shape = (inside.shape[2], *inside.shape[1:])  # the reconstruction's default box (nz = nx)
     projector = Projector(shape, series.angles)
     hull = projector.adjoint((~inside).astype(np.float32)) < 0.5
-    volume = reconstruct(aligned, "resire", n_iterations=iterations, support=hull, accelerate=True, step=1.0).volume
+    volume = sirt_volume(aligned, iterations, support=hull, accelerate=True, step=1.0)
     rotation = _rotation_residual(aligned.projections, projector.forward(volume))
     t = np.deg2rad(series.angles)
     design = np.stack([np.ones_like(t), np.cos(t), np.sin(t)], axis=1)
@@ -360,7 +349,7 @@ def _refine_tilt_axis(signal, series: TiltSeries, step=0.25, iterations=50, prog
     the secant (the rotation is linear in the angle over a few tenths of a degree). ``signal``
     as from :func:`_signal`; ``series`` holds the start angle and shifts aligning it. If the
     rotation does not decrease with the angle, or the root lies more than 1° away, the start
-    is kept. Returns the angle and a record (``angles``, ``rotations``, ``accepted``)."""
+    is kept. Returns the angle and a :class:`TiltAxisRefinement`."""
     masks = np.stack([particle_mask(image) for image in signal])
     start = series.replace(projections=signal)
     angles = series.tilt_axis + np.array([0.0, step])
@@ -372,8 +361,7 @@ def _refine_tilt_axis(signal, series: TiltSeries, step=0.25, iterations=50, prog
     root = angles[0] - rotations[0] / slope if slope < 0 else np.inf
     accepted = bool(abs(root - angles[0]) <= 1.0)
     report(progress, 1.0, "tilt axis: re-projection")
-    return (float(root) if accepted else series.tilt_axis), {"angles": angles, "rotations": np.array(rotations),
-                                                              "accepted": accepted}
+    return (float(root) if accepted else series.tilt_axis), TiltAxisRefinement(angles, np.array(rotations), accepted)
 
 
 def estimate_tilt_axis(series: TiltSeries, *, search=90.0, progress=None) -> tuple[float, float]:
@@ -391,38 +379,9 @@ def estimate_tilt_axis(series: TiltSeries, *, search=90.0, progress=None) -> tup
     """
     _single_axis(series, "tilt-axis estimation")
     signal = _signal(series.projections)
-    angle, _ = _search_tilt_axis(signal, series.tilt_axis, search, progress)
+    angle = _search_tilt_axis(signal, series.tilt_axis, search, progress)[0]
     offset, _ = _axis_offset(signal, series.shifts, series.angles, angle)
     return angle, offset
-
-
-# ---------------------------------------------------------------- applying shifts
-
-
-def apply_alignment(series: TiltSeries, *, order=3) -> TiltSeries:
-    """The series resampled with its shifts applied and its tilt axis turned onto image y.
-
-    Sub-pixel spline interpolation of ``order``; pixels from outside the field of view
-    take the projection's background level. The result has zero shifts and
-    ``tilt_axis = 0``; what was applied is recorded in ``metadata["alignment"]``.
-    """
-    ny, nx = series.projections.shape[1:]
-    x, y = _pixel_coordinates((ny, nx))
-    u, v = np.meshgrid(x, y)
-    rot = in_plane_rotation(series.tilt_axis)
-    src_x = rot[0, 0] * u + rot[0, 1] * v + nx // 2
-    src_y = rot[1, 0] * u + rot[1, 1] * v + ny // 2
-    background = _border_level(series.projections)
-    out = np.empty_like(series.projections)
-    for i, (dy, dx) in enumerate(series.shifts):
-        out[i] = ndimage.map_coordinates(series.projections[i], [src_y - dy, src_x - dx], order=order,
-                                         mode="grid-constant", cval=float(background[i]))
-    record = {"shifts": series.shifts.tolist(), "tilt_axis": series.tilt_axis, "order": order}
-    if "alignment" in series.metadata:
-        record["previous"] = series.metadata["alignment"]
-    metadata = {**series.metadata, "alignment": record}
-    return series.replace(projections=out, shifts=np.zeros_like(series.shifts), tilt_axis=0.0,
-                          metadata=metadata)
 
 
 # ------------------------------------------------------------ projection matching
@@ -433,14 +392,14 @@ def projection_matching_shifts(series: TiltSeries, *, iterations=6, reconstructi
     """Shifts (dy, dx) ``(n, 2)`` px refined by projection matching, starting from ``series.shifts``.
 
     Each iteration applies the current alignment, reconstructs (RESIRE,
-    ``reconstruction_iterations``, :func:`napari_aet.reconstruct.reconstruct`; the particle's
+    ``reconstruction_iterations``, :func:`napari_aet.backprojection.sirt_volume`; the particle's
     window only, :func:`_particle_window`, placed with the starting shifts and 8 px to spare),
     re-projects with the same projector, and registers each measured projection onto its
     re-projection (cross-correlation to ``precision`` px). The update's rigid-translation part (the gauge) is removed, so the particle
     stays where the start put it. Stops when the largest update is below ``tolerance`` px.
     ``along_axis=False`` refines only the component across the tilt axis (keep the
-    common-line result along it). ``history``, if a list, receives one dict per iteration
-    (``rms_update``, ``max_update``, ``r_factor``).
+    common-line result along it). ``history``, if a list, receives a :class:`MatchingIteration`
+    per iteration.
     """
     _single_axis(series, "projection matching")
     signal = series.replace(projections=_signal(series.projections))
@@ -451,8 +410,7 @@ def projection_matching_shifts(series: TiltSeries, *, iterations=6, reconstructi
         report(step, 0.0, f"projection matching {it + 1}/{iterations}: reconstructing")
         aligned = apply_alignment(signal.replace(shifts=shifts))
         aligned = aligned.replace(projections=aligned.projections[window])
-        volume = reconstruct(aligned, "resire", n_iterations=reconstruction_iterations,
-                             progress=sub_progress(step, 0.0, 0.8)).volume
+        volume = sirt_volume(aligned, reconstruction_iterations, progress=sub_progress(step, 0.0, 0.8))
         reprojection = Projector(volume.shape, series.angles).forward(volume)
         aligned = aligned.projections
         report(step, 0.8, f"projection matching {it + 1}/{iterations}: registering")
@@ -463,8 +421,8 @@ def projection_matching_shifts(series: TiltSeries, *, iterations=6, reconstructi
         shifts = shifts + _to_image(du, dv, series.tilt_axis)
         size = np.hypot(du, dv)
         if history is not None:
-            history.append({"rms_update": float(np.sqrt(np.mean(size ** 2))), "max_update": float(size.max()),
-                            "r_factor": float(np.abs(aligned - reprojection).sum() / np.abs(aligned).sum())})
+            history.append(MatchingIteration(float(np.sqrt(np.mean(size ** 2))), float(size.max()),
+                                             float(np.abs(aligned - reprojection).sum() / np.abs(aligned).sum())))
         report(step, 1.0, f"projection matching {it + 1}/{iterations}: max update {size.max():.3f} px")
         if size.max() < tolerance:
             break
@@ -473,7 +431,7 @@ def projection_matching_shifts(series: TiltSeries, *, iterations=6, reconstructi
 
 def _background_removed(series: TiltSeries, background) -> tuple[TiltSeries, str]:
     """``series`` with the ``background`` ("smooth", "constant" or "none") removed
-    (:func:`napari_aet.preprocess.subtract_background`), and why not ("" if it was): where the
+    (:func:`napari_aet.background.subtract_background`), and why not ("" if it was): where the
     particle leaves too little background for a fit, the series is returned as it is."""
     if background == "none":
         return series, ""
@@ -532,7 +490,7 @@ def _to_measured_frame(images, shifts, tilt_axis) -> np.ndarray:
     the measured pixels of a series with ``shifts`` ``(n, 2)`` and ``tilt_axis``: the inverse of
     :func:`apply_alignment` (cubic spline interpolation, 0 outside)."""
     ny, nx = images.shape[1:]
-    x, y = _pixel_coordinates((ny, nx))
+    x, y = pixel_coordinates((ny, nx))
     xx, yy = np.meshgrid(x, y)
     rot = in_plane_rotation(tilt_axis)
     out = np.empty_like(images)
@@ -546,7 +504,8 @@ def _to_measured_frame(images, shifts, tilt_axis) -> np.ndarray:
 def _held_out_residual(signal, series: TiltSeries, iterations=10, smoothing=1.0) -> np.ndarray:
     """Per projection ``(n,)``: ``sum (data - model)^2 / sum data^2`` where the data are ``signal``
     smoothed by a Gaussian of ``smoothing`` px (rms) and the model is the re-projection of a
-    reconstruction (RESIRE with momentum, ``iterations``, of the particle's window,
+    reconstruction (RESIRE's iteration with momentum, :func:`napari_aet.backprojection.sirt_volume`,
+    ``iterations``, of the particle's window,
     :func:`_particle_window`) from the other half of the tilts (alternate ones in angle order),
     mapped back onto the measured pixels. The smoothing makes the
     slight low-pass of resampling at sub-pixel shifts negligible: without it, resampled noise is
@@ -560,7 +519,7 @@ def _held_out_residual(signal, series: TiltSeries, iterations=10, smoothing=1.0)
     for train, test in (halves, halves[::-1]):
         part = series.replace(projections=aligned[train], angles=series.angles[train],
                               shifts=np.zeros((len(train), 2)), tilt_axis=0.0)
-        volume = reconstruct(part, "resire", n_iterations=iterations, accelerate=True, step=1.0).volume
+        volume = sirt_volume(part, iterations, accelerate=True, step=1.0)
         model = np.zeros((len(test), *signal.shape[1:]), np.float32)
         model[window] = Projector(volume.shape, series.angles[test]).forward(volume)
         model = _to_measured_frame(model, series.shifts[test], series.tilt_axis)
@@ -625,13 +584,126 @@ def _consistency_check(signal, before, after, threshold, progress=None) -> Align
                           line_t, residual_t, float(threshold))
 
 
+# ------------------------------------------------------------------------ the report
+
+
+@dataclass
+class TiltAxisRefinement:
+    """The re-projection refinement of the tilt-axis angle (:func:`_axis_rotation`).
+
+    angles : ``(2,)`` trial tilt-axis angles (degrees); rotations : ``(2,)`` the tilt-consistent
+    in-plane rotation (degrees) at each; accepted : the secant root was kept.
+    """
+
+    angles: np.ndarray
+    rotations: np.ndarray
+    accepted: bool
+
+
+@dataclass
+class TiltAxisSearch:
+    """How the tilt-axis angle (degrees, ``TiltSeries.tilt_axis`` convention) was found.
+
+    common_line : the common-line optimum; given : the angle passed to :func:`align_auto` (None
+    = estimated); angles, scores : the coarse search (3° steps) and its consistency scores;
+    fine_angles, fine_scores : the fine search (0.25° steps; scores on another scale);
+    estimate : the estimate (the common line, refined by re-projection if that was accepted);
+    used : the angle the alignment used; reprojection : the re-projection refinement (only when
+    the angle was estimated).
+    """
+
+    common_line: float
+    given: float | None
+    angles: np.ndarray
+    scores: np.ndarray
+    fine_angles: np.ndarray
+    fine_scores: np.ndarray
+    estimate: float
+    used: float
+    reprojection: TiltAxisRefinement | None = None
+
+
+@dataclass
+class CommonLineProfiles:
+    """Each projection summed perpendicular to the tilt axis: ``raw`` and ``aligned`` ``(n, L)``
+    (detector counts), along the axis at ``v`` ``(L,)`` pixels about the image centre."""
+
+    v: np.ndarray
+    raw: np.ndarray
+    aligned: np.ndarray
+
+
+@dataclass
+class AlignmentStep:
+    """One step of :func:`align_auto`: its name and the rms change (px) it made to the shifts."""
+
+    name: str
+    rms_change: float
+
+
+@dataclass
+class MatchingIteration:
+    """One iteration of :func:`projection_matching_shifts`: rms and largest shift update (px)
+    and the R-factor of the projections against the re-projection."""
+
+    rms_update: float
+    max_update: float
+    r_factor: float
+
+
+@dataclass
+class AlignmentReport:
+    """What an alignment measured and how (:func:`align_auto`; a single-method alignment fills
+    ``angles`` and ``shifts`` only).
+
+    angles : the tilt angles (degrees). shifts : the shifts ``(n, 2)`` (dy, dx) px after each
+        step, by step name. steps : each step's rms change. background : what was removed before
+        measuring ("smooth", "constant", "none", or "none (why)" when the particle left too little
+        background for a fit); background_fit : the fit's record
+        (``metadata["background"]`` of :func:`napari_aet.background.subtract_background`).
+    tilt_axis : how the tilt axis was found. common_line : the profiles before and after.
+    projection_matching : its iterations ([] when it did not run). offset : the tilt-axis offset
+        (px across the axis) that was removed. check : the consistency check that decided whether
+        the alignment was kept (None when not checked).
+    Everything describes the alignment that was measured, kept or not. Fields that are None do
+    not apply; :meth:`record` is what studies and ``report.json`` keep.
+    """
+
+    angles: list[float]
+    shifts: dict[str, np.ndarray]
+    steps: list[AlignmentStep] | None = None
+    background: str | None = None
+    background_fit: dict | None = None
+    tilt_axis: TiltAxisSearch | None = None
+    common_line: CommonLineProfiles | None = None
+    projection_matching: list[MatchingIteration] | None = None
+    offset: float | None = None
+    check: AlignmentCheck | None = None
+
+    def record(self) -> dict:
+        """The report as plain dicts (JSON-able after numpy conversion), as studies
+        (``TimePoint.report["alignment"]``) and ``report.json`` keep it: fields that do not apply
+        (None) left out, and so are entries of 1000 values or more (the common-line profiles of a
+        long series)."""
+        record = {}
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if value is not None:
+                record[item.name] = asdict(value) if is_dataclass(value) else \
+                    [asdict(v) for v in value] if item.name in ("steps", "projection_matching") else value
+        if self.tilt_axis is not None and self.tilt_axis.reprojection is None:
+            del record["tilt_axis"]["reprojection"]
+        return {name: value for name, value in record.items() if np.size(value) < 1000}
+
+
 # ------------------------------------------------------------------------- chain
 
 
 def align_auto(series: TiltSeries, *, tilt_axis=None, axis_tolerance=1.0, precision=0.05,
                projection_matching=True, iterations=6, background="smooth", check=True,
-               progress=None) -> tuple[TiltSeries, dict]:
-    """Align a single-axis tilt series end to end; returns it with shifts and tilt axis set, and a report.
+               progress=None) -> tuple[TiltSeries, AlignmentReport]:
+    """Align a single-axis tilt series end to end; returns it with shifts and tilt axis set, and an
+    :class:`AlignmentReport`.
 
     1. tilt-axis angle from common-line consistency, refined where the in-plane rotation of
        the projections against a reconstruction confined to the particle's visual hull is
@@ -646,39 +718,33 @@ def align_auto(series: TiltSeries, *, tilt_axis=None, axis_tolerance=1.0, precis
     5. if ``check``, the result is kept only if it is more consistent than the input
        (:func:`check_alignment`: common-line agreement and held-out re-projection residual,
        measured on both); otherwise the input comes back unchanged (its own shifts and tilt
-       axis) and ``report["check"]`` (an :class:`AlignmentCheck`) says why.
+       axis) and ``report.check`` (an :class:`AlignmentCheck`) says why.
 
     All measurements use a copy with the background removed (``background``: "smooth",
-    "constant" or "none", see :func:`napari_aet.preprocess.subtract_background`); for "smooth"
+    "constant" or "none", see :func:`napari_aet.background.subtract_background`); for "smooth"
     the model (one shape fixed to the detector for all tilts, with or without a scale per
     tilt, or a polynomial per tilt) and its degree are those that best predict the outside
     pixels nearest the particle from those farther out: a background left under the particle
     biases the centre of mass, and so the tilt-axis offset. Where the particle leaves too
-    little background for a fit, only the border level is removed and ``report["background"]``
-    says why; otherwise ``report["background_fit"]`` holds the fit's record.
+    little background for a fit, only the border level is removed and ``report.background``
+    says why; otherwise ``report.background_fit`` holds the fit's record.
 
-    The report holds ``background`` (what was removed), ``steps`` (name, rms change in px),
-    ``shifts`` per step ``(n, 2)``,
-    ``tilt_axis`` (estimate, common_line, given, used; ``reprojection`` with the trial angles,
-    their rotations and whether the refinement was accepted; score curves ``angles``/``scores`` over ±90° and
-    ``fine_angles``/``fine_scores`` near the optimum), ``offset`` (px),
-    ``common_line`` (``v``, ``raw`` and ``aligned`` profiles ``(n, L)``) and
-    ``projection_matching`` (per-iteration dicts), and with ``check`` an :class:`AlignmentCheck`
-    under ``check``; the other entries describe the alignment that was measured, kept or not.
-    The projections are not modified.
+    The report (:class:`AlignmentReport`) holds every step's shifts and rms change, the tilt-axis
+    search (score curves over ±90° and near the optimum, the re-projection refinement), the
+    common-line profiles before and after, the projection-matching iterations, the offset and,
+    with ``check``, the :class:`AlignmentCheck`; all describe the alignment that was measured,
+    kept or not. The projections are not modified.
     """
     _single_axis(series, "automatic alignment")
-    rep = {"steps": [], "shifts": {}, "angles": series.angles.tolist(), "background": background}
     measured, why_not = _background_removed(series, background)
-    if why_not:
-        rep["background"] = f"none ({why_not})"
-    elif background != "none":
-        rep["background_fit"] = measured.metadata["background"]
+    rep = AlignmentReport(series.angles.tolist(), {}, [], background=f"none ({why_not})" if why_not else background,
+                          background_fit=measured.metadata["background"] if not why_not and background != "none"
+                          else None)
     signal = _signal(measured.projections)
 
     def record(name, shifts, previous):
-        rep["shifts"][name] = shifts
-        rep["steps"].append({"name": name, "rms_change": float(np.sqrt(np.mean(np.sum((shifts - previous) ** 2, 1))))})
+        rep.shifts[name] = shifts
+        rep.steps.append(AlignmentStep(name, float(np.sqrt(np.mean(np.sum((shifts - previous) ** 2, 1))))))
 
     def first_shifts(axis):
         oriented = series.replace(tilt_axis=axis, projections=signal)
@@ -686,41 +752,40 @@ def align_auto(series: TiltSeries, *, tilt_axis=None, axis_tolerance=1.0, precis
         return oriented, center_of_mass_shifts(oriented) + _to_image(np.zeros_like(dv), dv, axis), dv, profiles
 
     prior = series.tilt_axis if tilt_axis is None else float(tilt_axis)
-    estimate, curve = _search_tilt_axis(signal, prior, 90.0, sub_progress(progress, 0.0, 0.2))
+    estimate, curves = _search_tilt_axis(signal, prior, 90.0, sub_progress(progress, 0.0, 0.2))
     if tilt_axis is not None and abs(estimate - prior) > axis_tolerance:
         raise InputError(f"the given tilt axis {prior:.2f}° disagrees with the data, which indicate "
                          f"{estimate:.2f}°: check the angle, or pass tilt_axis=None to estimate it")
-    rep["tilt_axis"] = {"common_line": estimate, "given": tilt_axis, **curve}
+    common_line, refinement = estimate, None
     if tilt_axis is None:
         oriented, shifts, _, _ = first_shifts(estimate)
-        estimate, rep["tilt_axis"]["reprojection"] = _refine_tilt_axis(
-            signal, oriented.replace(shifts=shifts), progress=sub_progress(progress, 0.2, 0.35))
+        estimate, refinement = _refine_tilt_axis(signal, oriented.replace(shifts=shifts),
+                                                 progress=sub_progress(progress, 0.2, 0.35))
     axis = estimate if tilt_axis is None else prior
-    rep["tilt_axis"].update(estimate=estimate, used=axis)
+    rep.tilt_axis = TiltAxisSearch(common_line, tilt_axis, *curves, estimate=estimate, used=axis,
+                                   reprojection=refinement)
 
     report(progress, 0.35, "centre of mass and common line")
     oriented, shifts, dv, profiles = first_shifts(axis)
     raw, v = profiles.real_space(np.zeros_like(dv))
-    rep["common_line"] = {"v": v, "raw": raw, "aligned": profiles.real_space(dv)[0]}
+    rep.common_line = CommonLineProfiles(v, raw, profiles.real_space(dv)[0])
     record("centre of mass + common line", shifts, np.zeros_like(shifts))
 
-    history = []
+    rep.projection_matching = []
     if projection_matching:
         refined = projection_matching_shifts(oriented.replace(shifts=shifts), iterations=iterations,
-                                             precision=precision, along_axis=False, history=history,
+                                             precision=precision, along_axis=False, history=rep.projection_matching,
                                              progress=sub_progress(progress, 0.4, 0.85))
         record("projection matching", refined, shifts)
         shifts = refined
-    rep["projection_matching"] = history
 
-    offset, fit = _axis_offset(signal, shifts, series.angles, axis)
+    rep.offset, fit = _axis_offset(signal, shifts, series.angles, axis)
     centred = shifts + _to_image(-fit, np.zeros_like(fit), axis)
     record("centroid and axis offset", centred, shifts)
-    rep["offset"] = offset
     result = series.replace(shifts=centred, tilt_axis=axis)
     if check:
-        rep["check"] = _consistency_check(signal, series, result, 2.0, sub_progress(progress, 0.85, 1.0))
-        if not rep["check"].accepted:
+        rep.check = _consistency_check(signal, series, result, 2.0, sub_progress(progress, 0.85, 1.0))
+        if not rep.check.accepted:
             result = series
-    report(progress, 1.0, rep["check"].reason if check else "aligned")
+    report(progress, 1.0, rep.check.reason if check else "aligned")
     return result, rep

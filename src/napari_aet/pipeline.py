@@ -94,11 +94,10 @@ def run_pipeline(series: TiltSeries, elements, *, align=True, method="genfire", 
         report(stage_progress[name], 1.0, f"{name} done in {timings[name]:.1f} s")
         return out
 
-    alignment = {}
     if align:
         options = dict(align_options or {})
         parameters["align_options"] = options
-        alignment = timed("align", **options).report
+        timed("align", **options)
 
     options = {**(reconstruct_options or {})}
     parameters["geometry"], parameters["edge_signal"] = resolve_geometry(workflow.tilt_series_of(point), geometry)
@@ -128,7 +127,8 @@ def run_pipeline(series: TiltSeries, elements, *, align=True, method="genfire", 
         atoms = refinement.atoms
 
     result = PipelineResult(series, workflow.tilt_series_of(point), reconstruction, atoms, point.traced, refinement)
-    result.report = build_report(result, parameters, timings, alignment, point.report.get("classify_warnings", []))
+    result.report = build_report(result, parameters, timings, point.report.get("alignment", {}),
+                                 point.report.get("classify_warnings", []))
     return result
 
 
@@ -156,8 +156,9 @@ def _jsonable(value):
 
 
 def build_report(result: PipelineResult, parameters, timings, alignment, warnings=()) -> dict:
-    """The content of ``report.json``: versions, parameters, timings, counts, error metrics, and
-    the classification's ``warnings`` about the element list."""
+    """The content of ``report.json``: versions, parameters, timings, counts, error metrics, the
+    ``alignment`` as the study keeps it (:meth:`napari_aet.align.AlignmentReport.record`; {} when
+    not aligned), and the classification's ``warnings`` about the element list."""
     atoms = real_atoms(result.atoms)
     elements, counts = np.unique(atoms.species.astype(str), return_counts=True)
     errors = result.reconstruction.errors
@@ -172,7 +173,7 @@ def build_report(result: PipelineResult, parameters, timings, alignment, warning
                   "source": result.raw.metadata.get("source", "")},
         "parameters": parameters,
         "timings_s": {**timings, "total": round(sum(timings.values()), 3)},
-        "alignment": {k: v for k, v in alignment.items() if np.size(v) < 1000},
+        "alignment": alignment,
         "reconstruction": {"method": result.reconstruction.method,
                            "shape": list(result.reconstruction.volume.shape),
                            "voxel_size_A": result.reconstruction.voxel_size,

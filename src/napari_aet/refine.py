@@ -28,12 +28,12 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from .align import apply_alignment
+from .backprojection import weighted_backprojection
 from .elements import close_pairs, enforce_min_distance, min_distance_table
 from .geometry import atom_footprints, footprint_half_width, voxel_to_specimen
 from .model import ATOMIC_NUMBERS, AtomModel, InputError, TiltSeries
 from .progress import report, sub_progress
-from .reconstruct import weighted_backprojection
+from .projections import apply_alignment
 
 #: Largest position change of one atom in one iteration (Å): keeps a step inside the basin.
 _MAX_STEP = 0.25

@@ -24,12 +24,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .model import InputError, Reconstruction, TiltSeries, check_elements
 from .progress import ProgressCallback, report, sub_progress
 from .project import TimePoint, provenance
+
+if TYPE_CHECKING:  # the stages are imported when a stage runs
+    from .align import AlignmentReport
 
 #: The stages in order.
 STAGES = ("align", "reconstruct", "trace", "classify", "refine", "analyse")
@@ -122,8 +126,10 @@ def _last_replace(point: TimePoint) -> int:
 def preprocess_series(series: TiltSeries, *, denoising="none", background="none", normalise=False,
                       progress: ProgressCallback = None) -> TiltSeries:
     """Optional pre-processing, in the order the noise model needs: Poisson-aware denoising of the
-    raw counts, background subtraction, intensity normalisation (:mod:`napari_aet.preprocess`)."""
-    from .preprocess import denoise, normalise_intensity, subtract_background
+    raw counts, background subtraction, intensity normalisation (:mod:`napari_aet.preprocess`,
+    :mod:`napari_aet.background`)."""
+    from .background import subtract_background
+    from .preprocess import denoise, normalise_intensity
 
     series = denoise(series, method=denoising, progress=progress)
     if background != "none":
@@ -141,7 +147,7 @@ class Alignment:
     (``measured``), the alignment report, and the series with the alignment applied."""
 
     measured: TiltSeries
-    report: dict
+    report: AlignmentReport
     aligned: TiltSeries
 
 
@@ -157,8 +163,9 @@ def align(point: TimePoint, method="automatic", *, background=None, subtract_bac
     """
     import inspect
 
-    from .align import align_auto, apply_alignment, center_of_mass_shifts, common_line_shifts, cross_correlation_shifts
-    from .preprocess import subtract_background
+    from .align import AlignmentReport, align_auto, center_of_mass_shifts, common_line_shifts, cross_correlation_shifts
+    from .background import subtract_background
+    from .projections import apply_alignment
 
     if method not in ALIGN_METHODS:
         raise InputError(f"unknown alignment method {method!r}: expected one of {', '.join(ALIGN_METHODS)}")
@@ -179,11 +186,30 @@ def align(point: TimePoint, method="automatic", *, background=None, subtract_bac
         shifts = (cross_correlation_shifts(clean) if method == "cross-correlation"
                   else center_of_mass_shifts(clean) + common_line_shifts(clean, precision=precision))
         measured = series.replace(shifts=shifts)
-        alignment_report = {"shifts": {method: shifts}, "angles": series.angles.tolist()}
+        alignment_report = AlignmentReport(series.angles.tolist(), {method: shifts})
     report(progress, 0.9, "applying the shifts")
     point.aligned = apply_alignment(measured)
-    point.report["alignment"] = {k: v for k, v in alignment_report.items() if np.size(v) < 1000}
+    point.report["alignment"] = alignment_report.record()
     return Alignment(measured, alignment_report, point.aligned)
+
+
+def half_set_fsc(series: TiltSeries, method="genfire", *, progress: ProgressCallback = None,
+                 **params) -> tuple[np.ndarray, np.ndarray]:
+    """FSC ``(frequency 1/Å, fsc)`` between reconstructions of the even and odd projections of an
+    aligned series (:func:`napari_aet.analysis.volume_metrics.fourier_shell_correlation`).
+
+    method, params : as for :func:`napari_aet.reconstruct.reconstruct`.
+    """
+    from .analysis.volume_metrics import fourier_shell_correlation
+    from .reconstruct import reconstruct as reconstruct_volume
+
+    if series.n_angles < 4:
+        raise InputError(f"half-set FSC needs at least 4 projections, got {series.n_angles}")
+    halves = [reconstruct_volume(series.replace(projections=series.projections[start::2],
+                                                angles=series.angles[start::2], shifts=series.shifts[start::2]),
+                                 method, progress=sub_progress(progress, start / 2, (start + 1) / 2), **params)
+              for start in (0, 1)]
+    return fourier_shell_correlation(halves[0].volume, halves[1].volume, series.pixel_size)
 
 
 def reconstruct(point: TimePoint, method="genfire", *, automatic_support=False, fsc=False, stop=None,
@@ -197,8 +223,9 @@ def reconstruct(point: TimePoint, method="genfire", *, automatic_support=False, 
     stop : ``stop()`` true ends the iterations early, keeping the current iterate (the metadata say
         how many ran). on_iteration : called with each :class:`IterationState` (live views).
     """
-    from .analysis.volume_metrics import half_set_fsc, resolution_from_fsc
-    from .reconstruct import RECOMMENDED, parameters, weighted_backprojection
+    from .analysis.volume_metrics import resolution_from_fsc
+    from .backprojection import weighted_backprojection
+    from .reconstruct import RECOMMENDED, parameters
     from .reconstruct import reconstruct as reconstruct_volume
     from .trace import particle_support
 

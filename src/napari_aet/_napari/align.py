@@ -104,7 +104,7 @@ class AlignWidget(StageWidget):
         self._set_pending(True)
         self.plot_report(measured, report)
         rms = np.sqrt(np.mean(np.sum(measured.shifts ** 2, axis=1)))
-        check = report.get("check")
+        check = report.check
         verdict = "aligned: " if check is None else f"{check.reason}; "
         self.show_done(f"{verdict}tilt axis {measured.tilt_axis:.2f}°, rms shift {rms:.2f} px; "
                        f"check the plots, then Apply or Discard")
@@ -142,32 +142,30 @@ class AlignWidget(StageWidget):
         """Shifts per tilt, tilt-axis score curves (coarse and fine search), common-line profiles
         before and after."""
         shifts_ax, axis_ax, raw_ax, aligned_ax = self.plot.subplots(2, 2)
-        angles = np.asarray(report["angles"])
+        angles = np.asarray(report.angles)
         shifts_ax.plot(angles, measured.shifts[:, 1], ".-", label="dx")
         shifts_ax.plot(angles, measured.shifts[:, 0], ".-", label="dy")
         shifts_ax.set_xlabel("tilt (°)")
         shifts_ax.set_ylabel("shift (px)")
         shifts_ax.legend(fontsize=7)
-        if "tilt_axis" in report:
-            curve = report["tilt_axis"]
-            axis_ax.plot(curve["angles"], curve["scores"], ".-", label="coarse")
-            if "fine_angles" in curve:
-                axis_ax.plot(curve["fine_angles"], curve["fine_scores"], ".-", label="fine")
-            axis_ax.axvline(curve.get("common_line", curve["used"]), color="0.5", lw=1, ls="--",
-                            label="common-line optimum")
-            axis_ax.axvline(curve["used"], color="tab:red", lw=1, label="used (refined by re-projection)"
-                            if curve.get("reprojection", {}).get("accepted") else "used")
+        if report.tilt_axis is not None:
+            curve = report.tilt_axis
+            axis_ax.plot(curve.angles, curve.scores, ".-", label="coarse")
+            axis_ax.plot(curve.fine_angles, curve.fine_scores, ".-", label="fine")
+            axis_ax.axvline(curve.common_line, color="0.5", lw=1, ls="--", label="common-line optimum")
+            axis_ax.axvline(curve.used, color="tab:red", lw=1, label="used (refined by re-projection)"
+                            if curve.reprojection is not None and curve.reprojection.accepted else "used")
             axis_ax.legend(fontsize=7)
             axis_ax.set_xlabel("tilt-axis angle (°)")
             axis_ax.set_title("common-line consistency", fontsize=8)
             axis_ax.set_ylabel("score")
         else:
             axis_ax.set_visible(False)
-        if "common_line" in report:
-            profiles, order = report["common_line"], np.argsort(angles)
-            extent = (profiles["v"][0], profiles["v"][-1], len(angles) - 0.5, -0.5)
-            for ax, key in ((raw_ax, "raw"), (aligned_ax, "aligned")):
-                ax.imshow(np.asarray(profiles[key])[order], aspect="auto", extent=extent, cmap="gray")
+        if report.common_line is not None:
+            profiles, order = report.common_line, np.argsort(angles)
+            extent = (profiles.v[0], profiles.v[-1], len(angles) - 0.5, -0.5)
+            for ax, key, image in ((raw_ax, "raw", profiles.raw), (aligned_ax, "aligned", profiles.aligned)):
+                ax.imshow(image[order], aspect="auto", extent=extent, cmap="gray")
                 ax.set_xlabel("along the axis (px)")
                 ax.set_ylabel("projection (by tilt)")
                 ax.set_title(f"common line, {key}", fontsize=8)

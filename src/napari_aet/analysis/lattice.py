@@ -32,7 +32,7 @@ SHELL_LIMIT = {"fcc": 1.2, "bcc": 1.07}
 ALIGNED_DEG = 10.0
 
 
-def _ideal_bonds(kind) -> np.ndarray:
+def ideal_bonds(kind) -> np.ndarray:
     """Unit vectors of the first-shell bonds in the crystal frame, ``(12, 3)`` fcc or ``(8, 3)`` bcc."""
     if kind == "fcc":
         bonds = {tuple(np.roll(v, k)) for v in product((1, -1), (1, -1), (0,)) for k in range(3)}
@@ -240,7 +240,7 @@ def fit_lattice(atoms: AtomModel, *, kind="fcc", lattice_constant=None, max_grai
         raise InputError(f"lattice constant must be a positive number of Å, got {lattice_constant}")
     constant = float(lattice_constant) if lattice_constant else r1 * factor
     rng = np.random.default_rng(seed)
-    ideal = _ideal_bonds(kind)
+    ideal = ideal_bonds(kind)
     _, bonds, present = first_shell(positions, constant / factor, kind)
     n = len(positions)
     grain = np.full(n, -1)

@@ -19,7 +19,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from ..model import AtomModel, InputError
-from .lattice import Lattice, _ideal_bonds, cubic_rotations, kabsch
+from .lattice import Lattice, ideal_bonds, cubic_rotations, kabsch
 
 
 @dataclass
@@ -104,7 +104,7 @@ def register_atoms(moving: AtomModel, fixed: AtomModel, moving_lattice: Lattice,
         candidates.append((target.score(moved + translation, sub_species, 0.3 * r1), rotation, translation))
     _, rotation, start = max(candidates, key=lambda c: c[0])
     moved = sub @ rotation.T
-    steps = np.vstack([np.zeros(3), _ideal_bonds(fixed_lattice.kind) @ fixed_lattice.rotation.T * r1])
+    steps = np.vstack([np.zeros(3), ideal_bonds(fixed_lattice.kind) @ fixed_lattice.rotation.T * r1])
     shifted = [target.translation(moved, start + step, r1) for step in steps]
     translation = max(shifted, key=lambda t: target.score(moved + t, sub_species, 0.3 * r1))
     pos = moving.positions

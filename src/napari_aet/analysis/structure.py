@@ -19,7 +19,7 @@ from scipy.spatial import ConvexHull, QhullError, cKDTree
 from scipy.special import sph_harm_y
 
 from ..model import AtomModel, InputError
-from .lattice import _ideal_bonds, nearest_neighbour_distance
+from .lattice import ideal_bonds, nearest_neighbour_distance
 
 
 def pair_distribution(positions, *, r_max=10.0, bin_width=0.05, max_centres=4000,
@@ -77,7 +77,7 @@ def _averaged_q(positions, idx, present, l):
 
 
 def _fcc_reference(l) -> float:
-    return float(_q_l(_q_lm(_ideal_bonds("fcc")[None], np.ones((1, 12), bool), l), l)[0])
+    return float(_q_l(_q_lm(ideal_bonds("fcc")[None], np.ones((1, 12), bool), l), l)[0])
 
 
 def bond_order(atoms: AtomModel, *, cutoff=None) -> AtomModel:

@@ -4,7 +4,9 @@
   projections, the reprojection made with the shared :class:`~napari_aet.geometry.Projector`.
 * FSC(shell) = ``Re sum A B* / sqrt(sum |A|^2 sum |B|^2)`` over the Fourier coefficients of
   the two volumes in each shell of width ``1 / max(shape)`` cycles per voxel.
-* Half-set FSC: reconstructions from the even- and odd-numbered projections, compared by FSC.
+
+The half-set FSC (reconstructions from the even- and odd-numbered projections, compared by FSC)
+runs the reconstruct stage, so it is orchestration: :func:`napari_aet.workflow.half_set_fsc`.
 """
 
 from __future__ import annotations
@@ -12,11 +14,9 @@ from __future__ import annotations
 import numpy as np
 from scipy import fft
 
+from ..backprojection import check_aligned, relative_residual
 from ..geometry import Projector
 from ..model import InputError, Reconstruction, TiltSeries
-from ..progress import ProgressCallback, sub_progress
-from ..reconstruct import reconstruct
-from ..reconstruct._common import check_aligned, relative_residual
 from ..threads import fft_workers
 
 
@@ -72,18 +72,3 @@ def resolution_from_fsc(frequency, fsc, threshold=0.143) -> float:
     i = below[0] + 1
     f = np.interp(threshold, [fsc[i], fsc[i - 1]], [frequency[i], frequency[i - 1]])
     return 1.0 / f
-
-
-def half_set_fsc(series: TiltSeries, method="genfire", *, progress: ProgressCallback = None,
-                 **params) -> tuple[np.ndarray, np.ndarray]:
-    """FSC ``(frequency 1/Å, fsc)`` between reconstructions of the even and odd projections.
-
-    method, params : as for :func:`napari_aet.reconstruct.reconstruct`.
-    """
-    if series.n_angles < 4:
-        raise InputError(f"half-set FSC needs at least 4 projections, got {series.n_angles}")
-    halves = [reconstruct(series.replace(projections=series.projections[start::2],
-                                         angles=series.angles[start::2], shifts=series.shifts[start::2]),
-                          method, progress=sub_progress(progress, start / 2, (start + 1) / 2), **params)
-              for start in (0, 1)]
-    return fourier_shell_correlation(halves[0].volume, halves[1].volume, series.pixel_size)

@@ -19,7 +19,7 @@ from ._common import IterationState
 from .genfire import iterate_genfire
 from .gridding import fourier_coverage
 from .resire import iterate_resire
-from .wbp import iterate_wbp, weighted_backprojection
+from .wbp import iterate_wbp
 
 __all__ = [
     "METHODS",
@@ -29,7 +29,6 @@ __all__ = [
     "parameters",
     "reconstruct",
     "to_reconstruction",
-    "weighted_backprojection",
 ]
 
 METHODS = ("genfire", "resire", "wbp")

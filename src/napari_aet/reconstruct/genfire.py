@@ -29,16 +29,10 @@ from __future__ import annotations
 import numpy as np
 from scipy import fft
 
+from ..backprojection import check_aligned, relative_residual, volume_shape
 from ..geometry import Projector
 from ..model import InputError, TiltSeries
-from ._common import (
-    IterationState,
-    check_aligned,
-    check_count,
-    check_volume,
-    relative_residual,
-    volume_shape,
-)
+from ._common import IterationState, check_count, check_volume
 from .gridding import GriddedData, grid_projections
 from .wbp import starting_volume
 from ..threads import fft_workers

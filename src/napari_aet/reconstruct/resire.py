@@ -1,11 +1,6 @@
-"""Real-space iterative reconstruction (RESIRE / SIRT family) with the shared projector.
-
-``x <- P(x - step * C A^T R (A x - b))`` where ``A`` is the
-:class:`~napari_aet.geometry.Projector`, ``A^T`` its exact adjoint, ``R = 1 / (A 1)`` the
-inverse ray lengths, ``C = 1 / (A^T 1)`` the inverse voxel coverage and ``P`` the projection
-on the constraints (support and positivity). ``C`` and ``R`` are diagonal, so clipping is
-the exact projection in the metric that makes this a preconditioned projected gradient
-descent on ``||A x - b||^2_R``: it converges for any ``0 < step < 2``.
+"""Real-space iterative reconstruction (RESIRE / SIRT family) with the shared projector: the
+iteration of :func:`napari_aet.backprojection.iterative_backprojection` (its docstring states the
+update) with the method's parameters, R-free and extended objects.
 
 With ``accelerate=True`` the gradient step is taken from an extrapolated point
 (Nesterov/FISTA momentum, step <= 1). It fits the data in far fewer iterations (on the
@@ -17,25 +12,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..geometry import Projector
-from ..model import InputError, TiltSeries
-from ._common import (
-    IterationState,
+from ..backprojection import (
     check_aligned,
-    check_count,
-    check_volume,
+    iterative_backprojection,
     relative_residual,
     single_axis_equivalent,
     volume_shape,
 )
+from ..geometry import Projector
+from ..model import InputError, TiltSeries
+from ._common import IterationState, check_count, check_volume
 from .extended import crop_to_box, pad_to_region
 from .wbp import starting_volume
-
-
-def _inverse(a):
-    out = np.zeros_like(a)
-    np.divide(1.0, a, out=out, where=a > 1e-6)
-    return out
 
 
 def held_out_projections(n_angles, fraction, seed) -> np.ndarray:
@@ -92,35 +80,16 @@ def iterate_resire(series: TiltSeries, n_iterations=50, step=1.8, accelerate=Fal
     angles = single_axis_equivalent(series.angles, box, single_axis_tolerance)
     projector = Projector(shape, angles[~withheld], b.shape[1:])
     free_projector = Projector(shape, angles[withheld], b.shape[1:]) if withheld.any() else None
-    row = _inverse(projector.forward(np.ones(shape, np.float32)))
-    col = step * _inverse(projector.adjoint(np.ones(b.shape, np.float32)))
+    iterates = iterative_backprojection(projector, b, x, step=step, accelerate=accelerate, support=mask,
+                                        positivity=positivity)
 
-    def steps(x):
+    def states():
         errors = {"r_factor": []} | ({"r_free": []} if free_projector else {})
-        projected = projector.forward(x)
-        # the gradient is taken at `point` (x itself without acceleration); its projection
-        # follows from linearity, so each iteration costs one forward and one adjoint.
-        point, projected_point, momentum = x, projected, 1.0
-        for iteration in range(1, n_iterations + 1):
-            new = point - col * projector.adjoint(row * (projected_point - b))
-            if mask is not None:
-                new *= mask
-            if positivity:
-                np.maximum(new, 0, out=new)
-            projected_new = projector.forward(new)
-            if accelerate:
-                next_momentum = (1 + np.sqrt(1 + 4 * momentum**2)) / 2
-                beta = np.float32((momentum - 1) / next_momentum)
-                point = new + beta * (new - x)
-                projected_point = projected_new + beta * (projected_new - projected)
-                momentum = next_momentum
-            else:
-                point, projected_point = new, projected_new
-            x, projected = new, projected_new
+        for iteration, (x, projected) in zip(range(1, n_iterations + 1), iterates):
             errors["r_factor"].append(relative_residual(b, projected))
             if free_projector:
                 errors["r_free"].append(relative_residual(b_free, free_projector.forward(x)))
             yield IterationState(iteration, n_iterations, np.ascontiguousarray(crop_to_box(x, box[2])),
                                  {k: list(v) for k, v in errors.items()}, final=iteration == n_iterations)
 
-    return steps(x)
+    return states()
