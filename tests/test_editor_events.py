@@ -13,8 +13,8 @@ from qtpy.QtWidgets import QApplication
 from napari_aet._napari._base import show_layer, tag_as_study
 from napari_aet._napari._study import set_session
 from napari_aet._napari.edit import EditWidget
+from napari_aet.atom_labels import NON_ATOM, labels
 from napari_aet.classify import classify_atoms
-from napari_aet.edit import NON_ATOM, labels
 from napari_aet.geometry import render_atoms, specimen_to_voxel
 from napari_aet._napari.layers import EDITED_BORDER, LOCKED_BORDER, atoms_from_layer, atoms_layer, volume_layer
 from napari_aet.model import AtomModel, Reconstruction
