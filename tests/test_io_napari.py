@@ -51,11 +51,11 @@ def test_tilt_series_file(tmp_path, sample):
     write_tilt_series(tmp_path / "fept.mrc", series)
     [(data, attributes, kind)] = open_layers(tmp_path / "fept.mrc")
     assert kind == "image" and attributes["name"] == "fept"
-    np.testing.assert_array_equal(data, series.projections)
+    np.testing.assert_array_equal(data[:, 0], series.projections)  # (tilt, z, y, x)
     meta = attributes["metadata"]["aet"]
     assert meta["kind"] == "tilt_series" and meta["pixel_size"] == pytest.approx(0.4)
     np.testing.assert_allclose(meta["angles"], series.angles)
-    assert attributes["scale"] == pytest.approx((1.0, 0.4, 0.4))
+    assert attributes["scale"][-2:] == pytest.approx((0.4, 0.4))
 
 
 def test_cubic_mrc_without_angles_is_a_volume(tmp_path):
@@ -201,7 +201,7 @@ def test_viewer_open(tmp_path, sample, make_napari_viewer):
     write_atoms(tmp_path / "fept_atoms.csv", sample.atoms)
     viewer = make_napari_viewer()
     [series_layer] = viewer.open(str(tmp_path / "fept.mrc"), plugin="napari-aet")
-    assert series_layer.data.shape == (51, 64, 64)
+    assert series_layer.data.shape == (51, 1, 64, 64)  # (tilt, z, y, x): the tilts have a slider of their own
     assert layers.tilt_series_from_layer(series_layer).pixel_size == pytest.approx(0.4)
     [points] = viewer.open(str(tmp_path / "fept_atoms.csv"), plugin="napari-aet")
     np.testing.assert_allclose(layers.atoms_from_layer(points).positions, sample.atoms.positions, atol=1e-9)

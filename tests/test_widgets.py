@@ -259,8 +259,8 @@ def test_align_widget_adds_an_aligned_layer(make_napari_viewer, qtbot, tilt_seri
     widget.parameters.iterations.value = 2  # projection matching: enough here, and faster
     assert run_and_wait(qtbot, widget) == "done"
     layer = viewer.layers["series aligned"]
-    assert layer_kind(layer) == "tilt_series" and layer.data.shape == misaligned.projections.shape
-    np.testing.assert_allclose(layer.scale, (1.0, 0.4, 0.4))
+    assert layer_kind(layer) == "tilt_series" and layer.data.shape == (31, 1, SERIES_SIZE, SERIES_SIZE)
+    np.testing.assert_allclose(layer.scale[-2:], (0.4, 0.4))
     np.testing.assert_array_equal(original.data, before)  # the original is untouched
     aligned = tilt_series_from_layer(layer)
     assert not np.any(aligned.shifts) and aligned.tilt_axis == 0
@@ -441,8 +441,8 @@ def test_reconstruct_stop_and_keep_current(make_napari_viewer, qtbot, tilt_serie
 
 
 def test_after_reconstruct_the_view_shows_the_volume_centre(make_napari_viewer, qtbot, tilt_series):
-    """The tilt series and the volume share the first slider: after Reconstruct the series are
-    hidden and the slider sits at the volume's centre, so the canvas shows the particle's middle."""
+    """After Reconstruct the series are hidden and the z slider sits at the volume's centre, so
+    the canvas shows the particle's middle; the tilt slider stays where the user left it."""
     _, aligned, _, _ = tilt_series
     viewer, widget = docked(make_napari_viewer, qtbot, ReconstructWidget, tilt_series_layer(aligned, name="series"))
     viewer.dims.set_point(0, aligned.n_angles - 1)  # where a user leaves it after browsing the tilts
@@ -457,7 +457,9 @@ def test_after_reconstruct_the_view_shows_the_volume_centre(make_napari_viewer, 
     empty = screenshot(viewer)
     assert changed_fraction(shown, empty) > 0.05  # the central slice of the particle, not an empty edge slice
     centre = volume.data.shape[0] // 2
-    assert viewer.dims.point[0] == pytest.approx(volume.data_to_world([centre, 0, 0])[0], abs=volume.scale[0])
+    assert viewer.dims.axis_labels == ("tilt", "z", "y", "x")
+    assert viewer.dims.point[1] == pytest.approx(volume.data_to_world([centre, 0, 0])[0], abs=volume.scale[0])
+    assert viewer.dims.current_step[0] == aligned.n_angles - 1
 
 
 def test_error_plot_puts_a_final_only_curve_at_the_last_iteration(make_napari_viewer, qtbot):

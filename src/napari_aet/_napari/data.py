@@ -17,7 +17,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..io import read_angles
-from .layers import tilt_series_layer
+from .layers import projections_of, tilt_series_layer
 from ..model import InputError, TiltSeries, check_elements
 from ._base import LayerSelector, is_tilt_series, show_layer, tag_as_study
 from ._plots import PlotCanvas
@@ -176,7 +176,7 @@ class DataWidget(QWidget):
                 raise InputError("the tilt angles are unknown: set a range or load an angle file")
             elements = check_elements(self.elements.text()) if self.elements.text().strip() else None
             info = {k: v for k, v in meta.get("info", {}).items() if k != "pixel_size_unknown"}
-            series = TiltSeries(np.asarray(layer.data), self._angles, self.pixel_size.value(), self.tilt_axis.value(),
+            series = TiltSeries(projections_of(layer), self._angles, self.pixel_size.value(), self.tilt_axis.value(),
                                 np.asarray(meta["shifts"]) if "shifts" in meta else None, info)
         except InputError as error:
             self.message.setText(f"⚠ {error}")

@@ -3,9 +3,15 @@
 World coordinates in the viewer are the specimen frame in Å, in napari's (z, y, x)
 order with the rotation centre at the origin:
 
-* a tilt series is an Image layer ``(n_angles, ny, nx)`` with scale ``(1, px, px)``;
-* a volume is an Image layer ``(nz, ny, nx)`` with scale ``voxel_size`` and a
-  translate that puts voxel ``n // 2`` at 0;
+* a tilt series is an Image layer ``(n_angles, 1, ny, nx)`` — the projections with a z axis
+  of one plane, ``nx`` pixels thick and centred on z = 0, so that it spans the z range of a
+  volume reconstructed from it — with axis labels ``("tilt", "z", "y", "x")`` and a translate
+  that puts pixel ``n // 2`` at 0: its tilt axis is a slider of its own, before the z slider of
+  the volumes, so browsing the tilts never moves a volume's slice nor the reverse, and the
+  current projection shows at every z; in 3D it is drawn as a plane through the centre (napari's
+  ``depiction="plane"``), never as a block;
+* a volume is an Image layer ``(nz, ny, nx)`` with axis labels ``("z", "y", "x")``, scale
+  ``voxel_size`` and a translate that puts voxel ``n // 2`` at 0;
 * atoms are a Points layer in voxel units (z, y, x) with the volume's scale and
   translate, per-atom columns in ``features`` (``element`` first).
 
@@ -36,11 +42,21 @@ ATOM_DIAMETER = 1.4
 EDITED_BORDER_WIDTH = 0.3
 
 
+#: Axis labels of the layers: a tilt series' own tilt axis comes before the volumes' z, y, x.
+VOLUME_AXES = ("z", "y", "x")
+TILT_SERIES_AXES = ("tilt", *VOLUME_AXES)
+
+
 def tilt_series_layer(series: TiltSeries, name="tilt series"):
-    """Layer data tuple of a tilt series."""
+    """Layer data tuple of a tilt series: ``(n_angles, 1, ny, nx)`` (a view of the projections),
+    its tilt axis a slider of its own (see the module docstring)."""
     px = series.pixel_size
-    return (series.projections, {
-        "name": name, "scale": (1.0, px, px),
+    ny, nx = series.projections.shape[1:]
+    translate = tuple(-centre((ny, nx)) * px)
+    return (series.projections[:, None], {
+        "name": name, "scale": (1.0, nx * px, px, px), "translate": (0.0, 0.0, *translate),
+        "axis_labels": TILT_SERIES_AXES, "depiction": "plane",
+        "plane": {"position": (0.0, ny / 2, nx / 2), "normal": (1.0, 0.0, 0.0)},
         "metadata": {"aet": {"kind": "tilt_series", "angles": series.angles.tolist(),
                              "pixel_size": px, "tilt_axis": series.tilt_axis,
                              "shifts": series.shifts.tolist(), "info": series.metadata}},
@@ -56,8 +72,15 @@ def tilt_series_from_layer(layer) -> TiltSeries:
     if meta.get("angles_unknown"):
         raise InputError(f"the tilt angles of layer {layer.name!r} are unknown: enter them in the AET "
                          "workbench's Data step (a range or an angle file)")
-    return TiltSeries(np.asarray(layer.data), np.asarray(meta["angles"]), meta["pixel_size"],
+    return TiltSeries(projections_of(layer), np.asarray(meta["angles"]), meta["pixel_size"],
                       meta.get("tilt_axis", 0.0), np.asarray(meta["shifts"]), dict(meta.get("info", {})))
+
+
+def projections_of(layer) -> np.ndarray:
+    """The ``(n_angles, ny, nx)`` projections an Image layer of a tilt series shows (its data
+    without the one-plane z axis of :func:`tilt_series_layer`; 3D data as they are)."""
+    data = np.asarray(layer.data)
+    return data[:, 0] if data.ndim == 4 and data.shape[1] == 1 else data
 
 
 def _volume_placement(shape, voxel_size):
@@ -69,7 +92,7 @@ def volume_layer(reconstruction: Reconstruction, name="reconstruction"):
     """Layer data tuple of a reconstructed volume, placed in specimen Å."""
     scale, translate = _volume_placement(reconstruction.volume.shape, reconstruction.voxel_size)
     return (reconstruction.volume, {
-        "name": name, "scale": scale, "translate": translate, "rendering": "mip",
+        "name": name, "scale": scale, "translate": translate, "axis_labels": VOLUME_AXES, "rendering": "mip",
         "colormap": "magma",
         "metadata": {"aet": {"kind": "volume", "voxel_size": reconstruction.voxel_size,
                              "method": reconstruction.method, "parameters": reconstruction.parameters,

@@ -202,12 +202,13 @@ class ReconstructWidget(StageWidget):
                        f"iteration(s), {state}; {summary}")
 
     def show_volume_centre(self):
-        """Hide the tilt series (they share the first slider with z) and show the volume's central slice."""
+        """Show the volume's central slice (z = 0 Å, the rotation centre), the tilt series hidden
+        (in 3D their current projection is a plane through the volume)."""
         for layer in self.viewer.layers:
             if is_tilt_series(layer):
                 layer.visible = False
         if self.viewer.dims.ndisplay == 2:
-            self.viewer.dims.set_point(0, 0.0)  # the rotation centre: z = 0 Å
+            self.viewer.dims.set_point(self.viewer.dims.ndim - 3, 0.0)  # z: the third axis from the last
 
     def plot_errors(self, errors, fsc=None):
         """Error curves (R-factor, R-free, ...) against the iteration number, and the FSC if given.
