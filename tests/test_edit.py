@@ -167,26 +167,6 @@ def test_unlock_is_logged(particle):
     assert (entry["action"], entry["index"]) == ("unlock", 6)
 
 
-def test_undo_stack_logs_and_steps_back_and_forth(particle):
-    stack = edit.UndoStack()
-    one = edit.relabel(particle, [0], NON_ATOM)
-    two = one.subset(np.arange(1, len(one)))
-    stack.record(particle, one, edit.changes(particle, one))
-    stack.record(one, two, edit.changes(one, two))
-    atoms, entry = stack.undo()
-    assert atoms is one and entry["action"] == "undo" and entry["entries"][0]["action"] == "delete"
-    atoms, entry = stack.undo()
-    assert atoms is particle and entry["entries"][0]["action"] == "relabel"
-    assert not stack.can_undo
-    with pytest.raises(InputError, match="nothing to undo"):
-        stack.undo()
-    atoms, entry = stack.redo()
-    assert atoms is one and entry["action"] == "redo"
-    stack.record(one, two, [])  # a new edit: nothing left to redo
-    assert not stack.can_redo
-    json.dumps(entry)
-
-
 @pytest.fixture(scope="module")
 def volume_of(particle):
     """The particle rendered at 0.4 Å voxels, and its classified atoms."""

@@ -8,8 +8,8 @@ Atoms a person moved or labelled carry ``edited=True`` and ``locked=True``, whic
 (:func:`place_atoms`) carries ``edited`` and ``placed``: refinement keeps it, while its label
 stays the classifier's until the person sets one. Every change between two versions of the
 atoms becomes an edit-log entry: a JSON-able dict with ``action`` ("delete", "move",
-"relabel", "unlock", "add"; "undo" and "redo" from :class:`UndoStack`), ``index`` and a UTC
-``time``, so nothing edited is lost silently.
+"relabel", "unlock", "add"; "undo" and "redo" from :class:`napari_aet.undo.UndoStack`),
+``index`` and a UTC ``time``, so nothing edited is lost silently.
 """
 
 from __future__ import annotations
@@ -213,54 +213,6 @@ def queue_step(atoms: AtomModel, current=None, step=1, *, include_non_atoms=Fals
         target = place + step - (step > 0 and not in_queue)
     target = int(np.clip(target, 0, len(queue) - 1))
     return int(queue[target]), target, len(queue)
-
-
-class UndoStack:
-    """The atom models before and after each edit step, to undo and redo them.
-
-    :meth:`record` each step with its log entries (a step that continues the last one, such as
-    the next move of a drag, :meth:`amend` s it instead); :meth:`undo` and :meth:`redo` give the
-    atoms to show and the log entry that says so — ``{"action": "undo"/"redo", "entries": [the
-    step's entries], "time"}`` — so the edit log stays the complete history.
-    """
-
-    def __init__(self):
-        self._done: list[tuple[AtomModel, AtomModel, list]] = []
-        self._undone: list[tuple[AtomModel, AtomModel, list]] = []
-
-    def record(self, before: AtomModel, after: AtomModel, entries: list[dict]):
-        """A new step from ``before`` to ``after``; nothing is left to redo."""
-        self._done.append((before, after, [dict(e) for e in entries]))
-        self._undone.clear()
-
-    def amend(self, after: AtomModel, entries: list[dict]):
-        """The last step now ends at ``after``, with log ``entries``."""
-        before, _, _ = self._done[-1]
-        self._done[-1] = (before, after, [dict(e) for e in entries])
-
-    @property
-    def can_undo(self) -> bool:
-        return bool(self._done)
-
-    @property
-    def can_redo(self) -> bool:
-        return bool(self._undone)
-
-    def undo(self) -> tuple[AtomModel, dict]:
-        """(the atoms before the last step, its log entry); InputError if nothing to undo."""
-        if not self._done:
-            raise InputError("nothing to undo")
-        step = self._done.pop()
-        self._undone.append(step)
-        return step[0], {"action": "undo", "entries": step[2], "time": utc_now()}
-
-    def redo(self) -> tuple[AtomModel, dict]:
-        """(the atoms after the last undone step, its log entry); InputError if nothing to redo."""
-        if not self._undone:
-            raise InputError("nothing to redo")
-        step = self._undone.pop()
-        self._done.append(step)
-        return step[1], {"action": "redo", "entries": step[2], "time": utc_now()}
 
 
 def snap_to_peak(reconstruction: Reconstruction, position, *, radius=1.0) -> np.ndarray:

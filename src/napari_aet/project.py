@@ -6,7 +6,7 @@ stages on its time points. Layout (see docs/formats.md)::
 
     /                    attrs format="napari-aet project", format_version, provenance (JSON)
     /time_points/NNNN    one group per time point, in order; attrs name, time (minutes, NaN if
-                         unknown), parameters, report, edits, stages (JSON)
+                         unknown), parameters, report, edits, stages, undo_history (JSON)
         raw/, aligned/   projections, angles, shifts; attrs pixel_size, tilt_axis, metadata
         reconstruction/  volume; attrs voxel_size, method, parameters, errors, metadata
         atoms/, traced/, analysis/
@@ -51,6 +51,8 @@ class TimePoint:
     time : annealing (or other) time in minutes, None if not given; ``name`` is its label.
     stages : per stage of :data:`napari_aet.workflow.STAGES` that ran, ``{"status": "done" or
         "stale", "parameters": {...}, "provenance": {...}}``; see :func:`napari_aet.workflow.status`.
+    undo_history : the editor's undo and redo steps on ``atoms`` and the stage records they were
+        made under (:func:`napari_aet.undo.keep_history`); empty if none.
     """
 
     name: str
@@ -65,6 +67,7 @@ class TimePoint:
     time: float | None = None
     stages: dict = field(default_factory=dict)
     analysis: AtomModel | None = None
+    undo_history: dict = field(default_factory=dict)
 
 
 def provenance(command: str | None = None) -> dict:
@@ -177,7 +180,7 @@ def save_project(path, project: Project) -> Path:
             group.attrs.update(name=point.name, parameters=_dumps(point.parameters),
                                report=_dumps(point.report), edits=_dumps(point.edits),
                                time=np.nan if point.time is None else float(point.time),
-                               stages=_dumps(point.stages))
+                               stages=_dumps(point.stages), undo_history=_dumps(point.undo_history))
             for name, (put, _) in RESULT_FIELDS.items():
                 if getattr(point, name) is not None:
                     put(group.create_group(name), getattr(point, name))
@@ -204,7 +207,8 @@ def load_project(path) -> Project:
             time = float(a.get("time", np.nan))
             point = TimePoint(str(a["name"]), parameters=json.loads(a["parameters"]), report=json.loads(a["report"]),
                               edits=json.loads(a["edits"]), time=None if np.isnan(time) else time,
-                              stages=json.loads(a["stages"]) if "stages" in a else {}, **results)
+                              stages=json.loads(a["stages"]) if "stages" in a else {},
+                              undo_history=json.loads(a.get("undo_history", "{}")), **results)
             if "stages" not in a:
                 point.stages = _version_1_stages(point)
             points.append(point)

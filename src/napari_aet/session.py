@@ -8,8 +8,8 @@ point), and every change is announced on :attr:`StudySession.changed` with the s
 
 Two autosaves sit next to the study file (for a study never saved, in the user's data
 directory), each written atomically: after every stage the whole study (``<study>.autosave.aet``),
-and after every hand edit only what a person made — per time point its atoms, edit log, stage
-records and time (``<study>.edits.aet``), small enough to write after each edit. Opening a study
+and after every hand edit only what a person made — per time point its atoms, edit log, undo
+history, stage records and time (``<study>.edits.aet``), small enough to write after each edit. Opening a study
 takes the newest of the study and its autosave, then the hand edits saved after it, so a killed
 napari loses at most the edit in flight.
 """
@@ -43,8 +43,9 @@ def _newer(path: Path, than: Path) -> bool:
 
 
 def _hand_made(point: TimePoint) -> TimePoint:
-    """The part of a time point a person made: atoms, edit log, stage records, time."""
-    return TimePoint(point.name, atoms=point.atoms, edits=point.edits, stages=point.stages, time=point.time)
+    """The part of a time point a person made: atoms, edit log, undo history, stage records, time."""
+    return TimePoint(point.name, atoms=point.atoms, edits=point.edits, stages=point.stages, time=point.time,
+                     undo_history=point.undo_history)
 
 
 class StudySession:
@@ -150,13 +151,14 @@ class StudySession:
         self.changed.emit("study")
 
     def recover(self, hand_made: Project) -> bool:
-        """Put the atoms and edit logs of ``hand_made`` into the time points of the same name whose
-        stage records match (the edits were made on those results). Returns whether any was."""
+        """Put the atoms, edit logs and undo histories of ``hand_made`` into the time points of the
+        same name whose stage records match (the edits were made on those results). Returns
+        whether any was."""
         by_name = {p.name: p for p in hand_made.time_points}
         recovered = False
         for point in self.study.time_points:
             saved = by_name.get(point.name)
             if saved is not None and saved.stages == point.stages:
-                point.atoms, point.edits = saved.atoms, saved.edits
+                point.atoms, point.edits, point.undo_history = saved.atoms, saved.edits, saved.undo_history
                 recovered = True
         return recovered

@@ -23,7 +23,6 @@ from qtpy.QtWidgets import QGridLayout, QHBoxLayout, QLabel, QPushButton, QVBoxL
 
 from ..atom_labels import NON_ATOM, labels, model_elements
 from ..edit import (
-    UndoStack,
     append_to_log,
     brightest_on_ray,
     changes,
@@ -41,6 +40,7 @@ from ..geometry import specimen_to_voxel
 from .layers import ELEMENT_COLOURS, OTHER_COLOUR, atoms_from_layer, reconstruction_from_layer, restyle_atoms
 from ..model import AtomModel, InputError
 from ..review import PLANES, class_average_slices, orthogonal_slices
+from ..undo import UndoStack, history_of, keep_history
 from ._base import LayerSelector, is_atoms, is_volume, study_layer_name, study_tag
 from .classify import class_boundaries
 from ._plots import PlotCanvas
@@ -169,7 +169,8 @@ class EditWidget(QWidget):
                 emitter.disconnect(callback)
             for key in self._keys():
                 self.layer.bind_key(key, None, overwrite=True)
-        self.layer, self.current, self.history = layer, None, UndoStack()
+        self.layer, self.current = layer, None
+        self.history = history_of(self.session.point) if self.in_study() else UndoStack()
         if layer is not None:
             for emitter, callback in self._connections():
                 emitter.connect(callback)
@@ -229,6 +230,7 @@ class EditWidget(QWidget):
             self.current = None  # indices have shifted
         if self._shows_the_study(after):  # a stage's result, already in the study, being shown: no edit
             self._before = after
+            self.history = history_of(self.session.point)  # void if the stage ran since the last edit
             self._show_status(after)
             return
         if event.action == "changed" and len(after) != len(before):
@@ -341,7 +343,7 @@ class EditWidget(QWidget):
         if not undoable:
             self.history = UndoStack()
         elif len(log) == length and self.history.can_undo:  # the next step of the same drag
-            self.history.amend(after, log[-len(entries):])
+            self.history.amend(before, after, log[-len(entries):])
         else:
             self.history.record(before, after, entries)
         self._save(after)
@@ -351,6 +353,7 @@ class EditWidget(QWidget):
         if self.in_study():
             point = self.session.point
             point.atoms, point.edits = atoms, list(self.log)
+            keep_history(point, self.history)
             self.session.edited()
         self._show_status(atoms)
 
@@ -397,7 +400,11 @@ class EditWidget(QWidget):
         if self.layer is None or not possible:
             self.message.setText(f"⚠ nothing to {what}")
             return
-        atoms, entry = step()
+        try:
+            atoms, entry = step(atoms_from_layer(self.layer))
+        except InputError as error:
+            self.message.setText(f"⚠ {error}")
+            return
         self.current = None
         self._show_atoms(atoms)
         self.log.append(entry)
