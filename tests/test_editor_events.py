@@ -246,6 +246,26 @@ def test_keys_label_lock_delete_add_and_undo_redo_each(editor):
         [action for action, _ in edits]
 
 
+def test_the_keys_work_whatever_layer_is_selected_while_the_editor_is_shown(editor):
+    viewer, layer, widget, session = editor
+    volume = viewer.layers["reconstruction"]
+    before = state(layer)
+    widget.show()
+    viewer.layers.selection.active = volume  # the volume selected, the atoms' selection kept
+    layer.selected_data = {5}
+    key(viewer, "0")
+    assert labels(atoms_from_layer(layer))[5] == NON_ATOM and widget.log[-1]["action"] == "relabel"
+    key(viewer, "Z", CTRL)
+    assert state(layer) == before and state_of(session.point.atoms) == before
+    key(viewer, "N")  # the review queue: the camera goes to the most doubtful drawn atom
+    assert widget.current == 3
+    widget.hide()  # hidden (or closed), the editor leaves the other layers' keys alone
+    viewer.layers.selection.active = volume
+    logged = len(widget.log)
+    key(viewer, "L")
+    assert len(widget.log) == logged and state(layer) == before
+
+
 EDIT_THEN_WAIT = """
 import sys, time
 import napari
@@ -266,15 +286,18 @@ layer = show_layer(viewer, tag_as_study(atoms_layer(point.atoms, volume.volume.s
                                         session, "atoms"))
 widget = EditWidget(viewer)
 QApplication.processEvents()
-layer.selected_data = {5}
-QTest.keyClick(viewer.window._qt_viewer.canvas.native, Qt.Key.Key_0)  # label atom 5 a non-atom
-QApplication.processEvents()
+for atom, key in ((5, Qt.Key.Key_0), (7, Qt.Key.Key_L)):  # label atom 5 a non-atom, then lock atom 7
+    layer.selected_data = {atom}
+    QTest.keyClick(viewer.window._qt_viewer.canvas.native, key)
+    QApplication.processEvents()
 print(widget.log[-1]["action"], flush=True)
 time.sleep(120)
 """
 
 
-def test_an_edit_survives_kill_9(tmp_path, study_data):
+def test_edits_and_their_undo_history_survive_kill_9(make_napari_viewer, tmp_path, study_data):
+    """napari killed after two key-press edits: reopening restores both, and Ctrl+Z undoes the
+    last one, then the one before; Ctrl+Shift+Z redoes it."""
     import os
     import signal
     import subprocess
@@ -294,10 +317,24 @@ def test_an_edit_survives_kill_9(tmp_path, study_data):
     assert process.returncode == -signal.SIGKILL
     reopened = StudySession.open(path)
     assert reopened.recovered
-    assert labels(reopened.point.atoms)[5] == NON_ATOM and reopened.point.atoms.features["locked"][5]
-    (entry,) = reopened.point.edits
-    assert (entry["action"], entry["index"], entry["new"]) == ("relabel", 5, NON_ATOM)
+    assert labels(reopened.point.atoms)[5] == NON_ATOM and reopened.point.atoms.features["locked"][[5, 7]].all()
+    assert [(e["action"], e["index"]) for e in reopened.point.edits] == [("relabel", 5), ("relabel", 7)]
     assert labels(StudySession(reopened.study).point.atoms).tolist()[:5] == labels(atoms).tolist()[:5]
+
+    viewer = make_napari_viewer()
+    set_session(viewer, reopened)
+    layer = show_layer(viewer, tag_as_study(atoms_layer(reopened.point.atoms, SHAPE, VOXEL), reopened, "atoms"))
+    widget = EditWidget(viewer)
+    viewer.window.show()
+    edited = state(layer)
+    key(viewer, "Z", CTRL)  # the lock of atom 7, made before the kill
+    assert widget.log[-1]["action"] == "undo" and widget.log[-1]["entries"][0]["index"] == 7
+    assert not atoms_from_layer(layer).features["locked"][7] and labels(atoms_from_layer(layer))[5] == NON_ATOM
+    key(viewer, "Z", CTRL)  # the label of atom 5
+    assert state(layer) == state_of(atoms) and state_of(reopened.point.atoms) == state_of(atoms)
+    key(viewer, "Z", CTRL | SHIFT)
+    key(viewer, "Z", CTRL | SHIFT)
+    assert state(layer) == edited
 
 
 @pytest.mark.parametrize(("ndisplay", "element"), [(2, "Fe"), (3, "Pt")])

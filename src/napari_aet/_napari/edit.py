@@ -8,7 +8,8 @@ label them, and logs every change in ``layer.metadata["aet"]["edits"]``. When th
 the study's current atoms (``metadata["aet"]["study_id"]`` and ``["study_point"]``), each edit
 is written into the study and autosaved (:meth:`napari_aet.session.StudySession.edited`).
 
-Keys on the watched layer: 1, 2, … label the selected atoms with the model's elements, lightest
+Keys on the watched layer, and while the editor is shown whatever layer is selected (Labels
+layers keep their own): 1, 2, … label the selected atoms with the model's elements, lightest
 first, 0 as non-atom; L locks (or unlocks) them; Ctrl+Z / Ctrl+Shift+Z undo / redo; N / P go to
 the next / previous atom of the review queue.
 """
@@ -41,7 +42,7 @@ from .layers import ELEMENT_COLOURS, OTHER_COLOUR, atoms_from_layer, reconstruct
 from ..model import AtomModel, InputError
 from ..review import PLANES, class_average_slices, orthogonal_slices
 from ..undo import UndoStack, history_of, keep_history
-from ._base import LayerSelector, is_atoms, is_volume, study_layer_name, study_tag
+from ._base import LayerSelector, is_atoms, is_volume, layer_type, study_layer_name, study_tag
 from .classify import class_boundaries
 from ._plots import PlotCanvas
 from ._study import session_for
@@ -88,8 +89,10 @@ class EditWidget(QWidget):
         self.atoms_input = LayerSelector(napari_viewer, is_atoms,  # the study's current atoms first
                                          preferred=lambda: study_layer_name(napari_viewer, self.session, "atoms"))
         self.atoms_input.currentTextChanged.connect(self.watch)
-        napari_viewer.layers.events.inserted.connect(self.watch)
-        napari_viewer.layers.events.removed.connect(self.watch)
+        self._elsewhere = []  # (viewer or layer, keys) bound while the editor is shown
+        for event in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed):
+            event.connect(self.watch)
+            event.connect(self._bind_keys_elsewhere)
 
         self.label_buttons = QGridLayout()
         self.lock_button = QPushButton("Lock / unlock (L)")
@@ -198,6 +201,7 @@ class EditWidget(QWidget):
         while self.label_buttons.count():
             self.label_buttons.takeAt(0).widget().deleteLater()
         self._elements = model_elements(self._before) if self.layer is not None else ()
+        self._bind_keys_elsewhere()
         if self.layer is None:
             return
         for k, name in enumerate((*self._elements, NON_ATOM)):
@@ -209,6 +213,32 @@ class EditWidget(QWidget):
             self.layer.bind_key(digit, None)
         for key, action in self._keys().items():
             self.layer.bind_key(key, lambda _layer, action=action: action(), overwrite=True)
+
+    def showEvent(self, event):
+        super().showEvent(event)
+        self._bind_keys_elsewhere()
+
+    def hideEvent(self, event):
+        super().hideEvent(event)
+        self._bind_keys_elsewhere()
+
+    def _bind_keys_elsewhere(self, event=None):
+        """While the editor is shown its keys work whatever layer is selected: they are bound on
+        the viewer and on its layers besides the watched one (bound as long as it is watched),
+        except Labels layers, whose own keys paint and undo painting. Hidden or closed, the
+        editor unbinds them there."""
+        for target, keys in self._elsewhere:
+            for key in keys:
+                target.bind_key(key, None)
+        self._elsewhere = []
+        if self.layer is None or not self.isVisible():
+            return
+        keys = self._keys()
+        for target in (self.viewer, *(layer for layer in self.viewer.layers
+                                       if layer_type(layer) != "labels" and layer != self.layer)):
+            for key, action in keys.items():
+                target.bind_key(key, lambda _target, action=action: action(), overwrite=True)
+            self._elsewhere.append((target, list(keys)))
 
     # --- napari's edits ------------------------------------------------------------------------
     def _on_data(self, event):
