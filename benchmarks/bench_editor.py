@@ -13,13 +13,15 @@ fraction of placed atoms whose label is the true species (beside the classifier'
 the same atoms).
 
 Saving: :meth:`napari_aet.session.StudySession.edited` (the hand-edits autosave, written after
-every edit) for one time point of 1,103 and 8,691 atoms with a 100-entry edit log.
+every edit) for one time point of 1,103 and 8,691 atoms with a 100-entry edit log and, as the
+editor keeps it, the undo history of those 100 one-atom relabels (:mod:`napari_aet.undo`).
 
 GUI: the wall time of a review step (N) and of a label key in napari (panel, histogram,
 autosave and canvas repaint included) on a classified 1,103-atom particle.
 
     xvfb-run -a python benchmarks/bench_editor.py                 # seed 0, 150 atoms, offsets up to 0.5 Å
     xvfb-run -a python benchmarks/bench_editor.py --gui-only
+    python benchmarks/bench_editor.py --saving-only
 """
 
 from __future__ import annotations
@@ -72,27 +74,34 @@ def placement(seed, n_atoms, offset):
           f"{100 * classifier_right / n:.1f}%)")
 
 
-def saving(radius, repeats=20):
-    from napari_aet.edit import relabel
+def saving(radius, repeats=20, history=100):
+    from napari_aet.edit import changes, relabel
     from napari_aet.project import Project, TimePoint
     from napari_aet.session import StudySession
     from napari_aet.simulate import fcc_particle
+    from napari_aet.undo import UndoStack, keep_history
 
     atoms = fcc_particle(radius=radius, seed=0)
     with tempfile.TemporaryDirectory() as folder:
         session = StudySession(Project([TimePoint("t0", atoms=atoms)]))
         session.save(Path(folder) / "study.aet")
-        session.point.edits = [{"action": "relabel", "index": k, "old": "Fe", "new": "Pt", "time": "t"}
-                               for k in range(100)]
+        point, stack = session.point, UndoStack()
+        for k in range(history):  # the log and the undo history of 100 one-atom relabels
+            before, point.atoms = point.atoms, relabel(point.atoms, [k], "Pt")
+            entries = changes(before, point.atoms)
+            point.edits += entries
+            stack.record(before, point.atoms, entries)
         times = []
-        for k in range(repeats):
-            session.point.atoms = relabel(session.point.atoms, [k], "Pt")
+        for k in range(history, history + repeats):
+            before, point.atoms = point.atoms, relabel(point.atoms, [k], "Pt")
+            stack.record(before, point.atoms, changes(before, point.atoms))
             start = time.perf_counter()
+            keep_history(point, stack)
             session.edited()
             times.append(time.perf_counter() - start)
         size = session.edits_path.stat().st_size
-    print(f"edited() with {len(atoms)} atoms: median {1e3 * np.median(times):.1f} ms, "
-          f"max {1e3 * np.max(times):.1f} ms, file {size / 1e3:.0f} kB")
+    print(f"edited() with {len(atoms)} atoms, {len(point.edits)} log entries, {history + repeats} undo steps: "
+          f"median {1e3 * np.median(times):.1f} ms, max {1e3 * np.max(times):.1f} ms, file {size / 1e3:.0f} kB")
 
 
 def gui_latency(presses=20):
@@ -155,12 +164,15 @@ def main():
     parser.add_argument("--atoms", type=int, default=150, help="atoms placed by hand")
     parser.add_argument("--offset", type=float, default=0.5, help="largest click offset, Å")
     parser.add_argument("--gui-only", action="store_true", help="only the key-press latency in napari")
+    parser.add_argument("--saving-only", action="store_true", help="only the autosave after an edit")
     args = parser.parse_args()
-    if not args.gui_only:
+    if not (args.gui_only or args.saving_only):
         placement(args.seed, args.atoms, args.offset)
+    if not args.gui_only:
         for radius in (16.0, 33.5):  # 1,103 and 8,691 atoms
             saving(radius)
-    gui_latency()
+    if not args.saving_only:
+        gui_latency()
 
 
 if __name__ == "__main__":
