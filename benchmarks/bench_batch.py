@@ -1,19 +1,20 @@
 """``napari-aet batch`` on dask: wall time with one worker process against two, and a batch row
 against a plain ``napari-aet run`` of the same series with the same seed.
 
-Simulates ``--series`` FePt tilt series (64x64 px, 0.4 Å, ``--tilts`` tilts over ±70°, shifts
-±3 px, Poisson noise, 8 Å particles of ~135 atoms, one seed each), writes a plan of particles p0,
-p1, … at times 0 and 30 min (two series each), then runs the whole batch (align, GENFIRE 50
-iterations, trace, classify, one refinement round, or with ``--defaults`` run's own defaults;
-then each particle's study.aet, analyze and track) once per ``--workers`` value, alternating,
-``--repeats`` times, each into a fresh directory. Prints the wall time of each batch, the CPU time of all its processes (workers included) and so the
-cores it kept busy on average, their ratios, the load average before and after (the machine is
-shared), whether the first row's atoms.csv equals that of a plain ``napari-aet run`` (made just
-before), and how many rows are identical between the two worker counts. In a working tree that
-others edit while it runs, code changes between the runs show up as differences.
+Simulates ``--series`` FePt tilt series (``--size`` 64 px square, 0.4 Å, ``--tilts`` tilts over
+±70°, shifts ±3 px, Poisson noise, particles of ``--radius`` 8 Å: ~135 atoms, one seed each),
+writes a plan of particles p0, p1, … at times 0 and 30 min (two series each), then runs the whole
+batch (align, GENFIRE 50 iterations, trace, classify, one refinement round, or with ``--defaults``
+run's own defaults; then each particle's study.aet, analyze and track) once per ``--workers``
+value, alternating, ``--repeats`` times, each into a fresh directory. Prints the wall time of each
+batch, the CPU time of all its processes (workers included) and so the cores it kept busy on
+average, their ratios, the load average before and after (the machine is shared), whether the first
+row's atoms.csv equals that of a plain ``napari-aet run`` (made just before), and how many rows are
+identical between the two worker counts. In a working tree that others edit while it runs, code
+changes between the runs show up as differences.
 
-    nice python benchmarks/bench_batch.py [--series 8] [--tilts 31] [--defaults] [--workers 1 2]
-        [--repeats 1]
+    nice python benchmarks/bench_batch.py [--series 8] [--tilts 31] [--size 64] [--radius 8]
+        [--defaults] [--workers 1 2] [--repeats 1]
 """
 
 import argparse
@@ -44,12 +45,12 @@ def napari_aet(*args) -> tuple[float, float]:
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-def write_plan(folder: Path, n_series: int, n_tilts: int = 31, options=QUICK) -> Path:
+def write_plan(folder: Path, n_series: int, n_tilts=31, options=QUICK, size=64, radius=8.0) -> Path:
     options = {"pixel_size": 0.4, **options}
     rows = ["series,elements,particle,time," + ",".join(options) + ",seed"]
     for seed in range(n_series):
-        atoms = fcc_particle(radius=8.0, elements=("Fe", "Pt"), seed=seed)
-        sim = simulate_tilt_series(atoms, np.linspace(-70, 70, n_tilts), shape=(64, 64), pixel_size=0.4,
+        atoms = fcc_particle(radius=radius, elements=("Fe", "Pt"), seed=seed)
+        sim = simulate_tilt_series(atoms, np.linspace(-70, 70, n_tilts), shape=(size, size), pixel_size=0.4,
                                    dose=400.0, max_shift=3.0, seed=seed)
         write_tilt_series(folder / f"series{seed}.tif", sim.tilt_series)
         rows.append(f"series{seed}.tif,\"Fe,Pt\",p{seed // 2},{30 * (seed % 2)},"
@@ -63,6 +64,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--series", type=int, default=8)
     parser.add_argument("--tilts", type=int, default=31, help="tilts per series (published series: 50-60)")
+    parser.add_argument("--size", type=int, default=64, help="image size, px")
+    parser.add_argument("--radius", type=float, default=8.0, help="particle radius, Å")
     parser.add_argument("--defaults", action="store_true",
                         help="napari-aet run's default options instead of 50 iterations and one refinement round")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
@@ -71,7 +74,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         options = {} if args.defaults else QUICK
-        plan = write_plan(folder, args.series, args.tilts, options)
+        plan = write_plan(folder, args.series, args.tilts, options, args.size, args.radius)
         reference = folder / "run"  # first, so that the batch right after runs the same code
         flags = [f"--{name.replace('_', '-')}={value}" for name, value in options.items()]
         napari_aet("run", folder / "series0.tif", "--elements", "Fe,Pt", "--pixel-size", 0.4, *flags, "--seed", 0,
