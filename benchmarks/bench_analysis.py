@@ -138,28 +138,47 @@ def speed(radius=45.6):
               f"residuals {np.round(summary['residuals_A'], 3).tolist()} Å; events {summary['events']}")
 
 
-def end_to_end(seeds, scenario, radius=24.0, size=128, pixel_size=0.5, dose=400.0):
-    """Tilt series per time (51 tilts over ±70°, ``size``² pixels of ``pixel_size`` Å, Poisson noise at
-    ``dose`` counts per Pt atom) -> run_pipeline -> analyze_atoms -> follow_particle, scored on the
-    atoms matched to the truth; recall and precision also after tracing (every peak) and after
-    classification (the peaks not called non-atoms), before refinement."""
-    from napari_aet.analysis.atom_metrics import compare_atoms, mutual_nearest_pairs
-    from napari_aet.analysis.timeseries import follow_particle
+def chain_atoms(truth, seed, t, size, pixel_size, dose, keep=None, name=""):
+    """The real atoms ``run_pipeline`` finds in a tilt series of ``truth``, recall and precision after
+    tracing (every peak) and after classification (without the non-atoms), and the seconds it took.
+    keep : directory where they are saved as ``name.csv`` / ``name.json`` and read back on a re-run."""
+    import json
+
+    from napari_aet.analysis.atom_metrics import compare_atoms
+    from napari_aet.io import read_atoms, write_atoms
     from napari_aet.pipeline import real_atoms, run_pipeline
     from napari_aet.simulate import simulate_tilt_series
+
+    saved = Path(keep or ".") / name
+    if keep and saved.with_suffix(".json").exists():
+        return read_atoms(saved.with_suffix(".csv")), json.loads(saved.with_suffix(".json").read_text())
+    start = time.perf_counter()
+    series = simulate_tilt_series(truth, shape=(size, size), pixel_size=pixel_size, dose=dose, seed=seed + t).tilt_series
+    result = run_pipeline(series, ("Fe", "Pt"), seed=seed)
+    found = real_atoms(result.atoms)
+    stages = {"trace": compare_atoms(AtomModel(result.traced.positions), truth),  # every traced peak
+              "classify": compare_atoms(result.traced, truth),  # without the non-atoms
+              "seconds": time.perf_counter() - start}
+    if keep:
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        write_atoms(saved.with_suffix(".csv"), found)
+        saved.with_suffix(".json").write_text(json.dumps(stages))
+    return found, stages
+
+
+def end_to_end(seeds, scenario, radius=24.0, size=128, pixel_size=0.5, dose=400.0, keep=None):
+    """Tilt series per time (51 tilts over ±70°, ``size``² pixels of ``pixel_size`` Å, Poisson noise at
+    ``dose`` counts per Pt atom) -> run_pipeline -> analyze_atoms -> follow_particle, scored on the
+    atoms matched to the truth (see :func:`chain_atoms` for ``keep``)."""
+    from napari_aet.analysis.atom_metrics import compare_atoms, mutual_nearest_pairs
+    from napari_aet.analysis.timeseries import follow_particle
 
     table = []
     for seed in seeds:
         times = annealing_series(radius=radius, max_shift=2.0, seed=seed, scenario=scenario)
         analyses, matches = [], []
         for t, truth in enumerate(times):
-            start = time.perf_counter()
-            series = simulate_tilt_series(truth, shape=(size, size), pixel_size=pixel_size, dose=dose,
-                                          seed=seed + t).tilt_series
-            result = run_pipeline(series, ("Fe", "Pt"), seed=seed)
-            stages = {"trace": compare_atoms(AtomModel(result.traced.positions), truth),  # every traced peak
-                      "classify": compare_atoms(result.traced, truth)}  # without the non-atoms
-            found = real_atoms(result.atoms)
+            found, stages = chain_atoms(truth, seed, t, size, pixel_size, dose, keep, f"{scenario}_s{seed}_t{t}")
             comparison = compare_atoms(found, truth)
             i, j = mutual_nearest_pairs(found.positions + comparison["translation"], truth.positions, 1.0)
             analysis = analyze_atoms(found)
@@ -177,7 +196,7 @@ def end_to_end(seeds, scenario, radius=24.0, size=128, pixel_size=0.5, dose=400.
             accuracy = np.mean(phase[~boundary] == true_phase[~boundary])
             iou, spurious = nucleus_overlap(nucleus, truth.features["true_nucleus"])
             row = {"seed": seed, "time": t, "n_true": len(truth), "accuracy": accuracy, "iou": iou,
-                   "spurious": spurious, "seconds": time.perf_counter() - start, "final": comparison, **stages}
+                   "spurious": spurious, "final": comparison, **stages}
             table.append(row)
             print(f"seed {seed} time {t}: {len(truth)} true atoms; recall / precision after trace "
                   f"{stages['trace']['recall']:.4f} / {stages['trace']['precision']:.4f}, after classify "
@@ -230,12 +249,14 @@ def main():
     parser.add_argument("--quick", action="store_true", help="2 seeds, no speed test")
     parser.add_argument("--seeds", type=int, default=5, help="seeds 0 .. N-1 of the scenario")
     parser.add_argument("--scenario", choices=sorted(SCENARIOS), default="annealing")
+    parser.add_argument("--keep", metavar="DIR", help="end to end: save each time's found atoms in DIR "
+                        "and reuse them on a re-run (to re-analyse without re-running the chain)")
     parser.add_argument("--speed-only", action="store_true", help="only the 20,000-atom speed test")
     parser.add_argument("--end-to-end", action="store_true",
                         help="only the end-to-end test: tilt series per time -> run -> analyze -> track")
     args = parser.parse_args()
     if args.end_to_end:
-        return end_to_end(range(args.seeds), args.scenario)
+        return end_to_end(range(args.seeds), args.scenario, keep=args.keep)
     if not args.speed_only:
         accuracy(range(2 if args.quick else args.seeds), args.scenario)
     if not args.quick:
