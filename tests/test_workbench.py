@@ -94,6 +94,56 @@ def test_a_study_saved_from_the_workbench_reopens_with_its_layers(make_napari_vi
     assert status(other.session.point)["align"] == "not run"
 
 
+def test_each_time_point_has_its_layers_together_named_and_shown_alone(make_napari_viewer, plain_tiff, qtbot,
+                                                                         tmp_path):
+    """napari 0.9 has no layer groups: with two time points each one's layers carry its name as a
+    prefix and sit together in the layer list; choosing a time point shows its layers only; the
+    user's own layers are left alone."""
+    path, series = plain_tiff
+    later = tmp_path / "particle_16min.tif"
+    tifffile.imwrite(later, series.projections[:, ::-1])
+    viewer, workbench = workbench_in(make_napari_viewer)
+    data, reconstruct = workbench.steps["Data"], workbench.steps["2 Reconstruct"]
+    reconstruct.parameters.method.value = "wbp"
+
+    def enter_data_and_reconstruct(file):
+        with pytest.warns(UserWarning, match="no tilt angles"):
+            viewer.open(file, plugin="napari-aet")
+        data.pixel_size.setValue(0.4)
+        data.set_range("-70, 70")
+        assert data.apply() is not None
+        reconstruct.run()
+        qtbot.waitUntil(lambda: not reconstruct.running, timeout=WAIT_MS)
+        assert reconstruct.last_outcome == "done", reconstruct.message.text()
+
+    def points_in_order():
+        return [study_tag(layer)[1] for layer in viewer.layers if study_tag(layer)[0] == workbench.session.id]
+
+    enter_data_and_reconstruct(path)
+    assert [layer.name for layer in viewer.layers] == ["particle", "particle wbp", "particle wbp reconstruction |FFT|"]
+    viewer.add_points(name="my notes")
+    workbench.add_time_point("16 min")
+    assert [layer.name for layer in viewer.layers] == [
+        "t0: particle", "t0: particle wbp", "t0: particle wbp reconstruction |FFT|", "my notes"]
+    assert [layer.visible for layer in viewer.layers] == [False, False, False, True]
+    enter_data_and_reconstruct(later)
+    assert [layer.name for layer in viewer.layers][4:] == [
+        "16 min: particle_16min", "16 min: particle_16min wbp", "16 min: particle_16min wbp reconstruction |FFT|"]
+
+    workbench.select_time_point(0)  # back to t0: a new output joins t0's layers
+    assert [layer.visible for layer in viewer.layers] == [True] * 4 + [False] * 3
+    reconstruct.parameters.fourier.value = "measured coverage"
+    reconstruct.run()
+    qtbot.waitUntil(lambda: not reconstruct.running, timeout=WAIT_MS)
+    assert viewer.layers.index("t0: particle wbp measured coverage") == 3
+    assert points_in_order() == ["t0"] * 4 + ["16 min"] * 3
+    assert "my notes" in viewer.layers and viewer.layers["my notes"].visible
+    workbench.select_time_point(1)
+    assert [layer.name for layer in viewer.layers if layer.visible] == [
+        "my notes", "16 min: particle_16min", "16 min: particle_16min wbp",
+        "16 min: particle_16min wbp reconstruction |FFT|"]
+
+
 def test_angle_ranges():
     np.testing.assert_allclose(parse_angle_range("0, 177, 3", 60), np.arange(0, 178, 3.0))
     np.testing.assert_allclose(parse_angle_range("-60:60", 5), [-60, -30, 0, 30, 60])

@@ -97,14 +97,19 @@ class LayerSelector(QComboBox):
         self.own_outputs = own_outputs
         self.follow_new = follow_new
         self.choices = tuple(choices)  # entries before the layers that are not layers (e.g. "automatic")
+        self._chosen = None  # the selected layer, followed through renames
         viewer.layers.events.inserted.connect(self._on_inserted)
         viewer.layers.events.removed.connect(self.refresh)
         for layer in viewer.layers:
-            layer.events.name.connect(self.refresh)
+            layer.events.name.connect(self._on_renamed)
         self.refresh(select=preferred() if preferred is not None else None)
 
+    def _on_renamed(self, event):
+        """Re-list the layers; a renamed selected layer stays selected."""
+        self.refresh(select=event.source.name if self._chosen is not None and self._chosen == event.source else None)
+
     def _on_inserted(self, event):
-        event.value.events.name.connect(self.refresh)
+        event.value.events.name.connect(self._on_renamed)
         new = event.value
         follow = self.follow_new and self.accepts(new) and new.name not in self.own_outputs
         self.refresh(select=new.name if follow else None)
@@ -121,6 +126,7 @@ class LayerSelector(QComboBox):
         if current in names:
             self.setCurrentText(current)
         self.blockSignals(False)
+        self._chosen = self.layer()
         if self.currentText() != before:
             self.currentTextChanged.emit(self.currentText())
 
@@ -162,14 +168,49 @@ def study_tag(layer) -> tuple[str | None, str | None, str | None]:
     return meta.get("study_id"), meta.get("study_point"), meta.get("study_field")
 
 
-def tag_as_study(layer_data, session, field: str, point_name=None):
-    """The layer data tuple, its metadata tagged as showing ``field`` of the session's time point
-    ``point_name`` (default: the current one)."""
+def time_point_name(session, name: str, point_name=None) -> str:
+    """The name of a layer of the session's time point ``point_name`` (default: the current one):
+    ``name`` without any time point's prefix, then "<time point>: " before it when the study has
+    more than one time point (napari 0.9 has no layer groups: the prefix groups them by name)."""
+    for point in session.study.time_points:
+        name = name.removeprefix(f"{point.name}: ")
+    if len(session.study.time_points) < 2:
+        return name
+    return f"{point_name or session.point.name}: {name}"
+
+
+def tag_as_study(layer_data, session, field: str | None, point_name=None):
+    """The layer data tuple as a layer of the session's time point ``point_name`` (default: the
+    current one): named by :func:`time_point_name`, its metadata tagged with the time point and
+    the study result ``field`` it shows (None: another output of a stage run on that time point)."""
     data, kwargs, kind = layer_data
+    point_name = point_name or session.point.name
     metadata = dict(kwargs.get("metadata", {}))
     metadata["aet"] = {**metadata.get("aet", {}), "study_id": session.id,
-                       "study_point": point_name or session.point.name, "study_field": field}
-    return data, {**kwargs, "metadata": metadata}, kind
+                       "study_point": point_name, "study_field": field}
+    return data, {**kwargs, "name": time_point_name(session, kwargs["name"], point_name),
+                  "metadata": metadata}, kind
+
+
+def keep_with_time_point(viewer, layer):
+    """Move ``layer`` just above the other layers of its study time point, if it is not among
+    them already, so that each time point's layers stay together in the layer list."""
+    study_id, point, _ = study_tag(layer)
+    if point is None:
+        return
+    index = viewer.layers.index(layer)
+    same = [k for k, other in enumerate(viewer.layers) if k != index and study_tag(other)[:2] == (study_id, point)]
+    if same and not min(same) - 1 <= index <= max(same) + 1:
+        viewer.layers.move(index, max(same) + 1)
+
+
+def name_by_time_point(viewer, session):
+    """Rename the session's layers as :func:`time_point_name` says (after a time point was added,
+    the first one's layers take its prefix)."""
+    for layer in viewer.layers:
+        study_id, point, _ = study_tag(layer)
+        if study_id == session.id and point is not None:
+            layer.name = time_point_name(session, layer.name, point)
 
 
 def study_layer_name(viewer, session, field) -> str | None:
@@ -200,6 +241,8 @@ class StageWidget(QWidget):
     published = Signal(object)
     #: The workflow stage this widget runs (one of :data:`napari_aet.workflow.STAGES`).
     stage = ""
+    #: Whether the outputs belong to the current time point (named and grouped with it).
+    per_time_point = True
 
     def __init__(self, napari_viewer, parameters=(), run_text="Run", stoppable=False):
         super().__init__()
@@ -212,6 +255,7 @@ class StageWidget(QWidget):
         self._cancel_requested = False
         self._worker = None
         self._outputs = set()
+        self._study_inputs = []  # (selector, the name of the layer showing its study result)
         self.last_outcome = None
 
         self.inputs = QFormLayout()
@@ -271,6 +315,8 @@ class StageWidget(QWidget):
         preferred = None if field is None else (lambda: self.study_layer_name(field))
         selector = LayerSelector(self.viewer, accepts, own_outputs=self._outputs, choices=choices,
                                  follow_new=follow_new, preferred=preferred)
+        if preferred is not None:
+            self._study_inputs.append((selector, preferred))
         self.inputs.addRow(label, selector)
         return selector
 
@@ -310,15 +356,29 @@ class StageWidget(QWidget):
 
     def show_study_output(self, layer_data, field, **overrides):
         """:meth:`show_output` of a layer that shows the study's current ``field``."""
-        return self.show_output(tag_as_study(layer_data, self.session, field), **overrides)
+        return self.show_output(layer_data, field=field, **overrides)
 
-    def _show_status(self, _what=None):
+    def _show_status(self, what=None):
+        """Show the study's status; when another time point became current, select its results as inputs."""
         self.status.setText(status_text(self.session))
+        if what == "study":
+            for selector, preferred in self._study_inputs:
+                point_layers = [layer.name for layer in self.viewer.layers if selector.accepts(layer)
+                                and study_tag(layer)[:2] == (self.session.id, self.session.point.name)]
+                selector.refresh(select=preferred() or (point_layers[-1] if point_layers else None))
 
-    def show_output(self, layer_data, **overrides):
-        """:func:`show_layer` for this stage's outputs (which its own inputs do not switch to)."""
-        self._outputs.add(overrides.get("name", layer_data[1]["name"]))
-        return show_layer(self.viewer, layer_data, **overrides)
+    def show_output(self, layer_data, field=None, **overrides):
+        """:func:`show_layer` for this stage's outputs (which its own inputs do not switch to), as
+        layers of the current time point (:func:`tag_as_study`; ``field``: the study result it
+        shows, if any), kept together with that time point's other layers."""
+        data, kwargs, kind = tag_as_study(layer_data, self.session, field) if self.per_time_point else layer_data
+        kwargs = {**kwargs, **overrides}
+        if self.per_time_point:
+            kwargs["name"] = time_point_name(self.session, kwargs["name"])
+        self._outputs.add(kwargs["name"])
+        layer = show_layer(self.viewer, (data, kwargs, kind))
+        keep_with_time_point(self.viewer, layer)
+        return layer
 
     @staticmethod
     def selected(selector: LayerSelector, what: str):

@@ -98,7 +98,7 @@ class AlignWidget(StageWidget):
 
     def finish(self, result):
         measured, report, aligned = result.measured, result.report, result.aligned
-        self.show_study_output(tilt_series_layer(aligned, name=self.output_name), "aligned")
+        self.output_name = self.show_study_output(tilt_series_layer(aligned, name=self.output_name), "aligned").name
         self.session.announce(self.stage)
         self.side_by_side(True)
         self._set_pending(True)

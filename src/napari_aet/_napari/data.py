@@ -19,7 +19,7 @@ from qtpy.QtWidgets import (
 from ..io import read_angles
 from .layers import projections_of, tilt_series_layer
 from ..model import InputError, TiltSeries, check_elements
-from ._base import LayerSelector, is_tilt_series, show_layer, tag_as_study
+from ._base import LayerSelector, is_tilt_series, keep_with_time_point, show_layer, tag_as_study
 from ._plots import PlotCanvas
 from ._study import session_for
 
@@ -185,7 +185,10 @@ class DataWidget(QWidget):
             self.elements.setText(",".join(elements))
             self.session.point.parameters["elements"] = list(elements)
         self.session.set_raw(series)
-        show_layer(self.viewer, tag_as_study(tilt_series_layer(series, name=layer.name), self.session, "raw"))
+        data, kwargs, kind = tag_as_study(tilt_series_layer(series, name=layer.name), self.session, "raw")
+        show_layer(self.viewer, (data, {**kwargs, "name": layer.name}, kind))  # the same layer, updated
+        layer.name = kwargs["name"]  # "<time point>: …" when the study has several
+        keep_with_time_point(self.viewer, layer)
         self.viewer.reset_view()  # the new pixel size changed the layer's extent
         self.message.setText(f"{layer.name}: {series.n_angles} projections, {series.pixel_size:g} Å/px, "
                              f"tilts {np.min(series.angles):.1f}° to {np.max(series.angles):.1f}° — "

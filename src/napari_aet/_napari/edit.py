@@ -89,6 +89,7 @@ class EditWidget(QWidget):
         self.atoms_input = LayerSelector(napari_viewer, is_atoms,  # the study's current atoms first
                                          preferred=lambda: study_layer_name(napari_viewer, self.session, "atoms"))
         self.atoms_input.currentTextChanged.connect(self.watch)
+        session_for(napari_viewer).changed.connect(self._on_study)
         self._elsewhere = []  # (viewer or layer, keys) bound while the editor is shown
         for event in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed):
             event.connect(self.watch)
@@ -159,8 +160,13 @@ class EditWidget(QWidget):
 
     def in_study(self) -> bool:
         """Whether the watched layer shows the atoms of the viewer's study's current time point."""
-        return self.layer is not None and \
-            study_tag(self.layer)[:2] == (self.session.id, self.session.point.name)
+        return self.layer is not None and study_tag(self.layer) == (self.session.id, self.session.point.name, "atoms")
+
+    def _on_study(self, what):
+        """When another time point became current (or a study was opened), watch its atoms."""
+        if what == "study":
+            self.atoms_input.refresh(select=study_layer_name(self.viewer, self.session, "atoms"))
+            self.watch()
 
     def watch(self, event=None):
         """Follow the layer chosen in the selector (called when it or the layer list changes)."""

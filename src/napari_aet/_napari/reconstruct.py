@@ -15,7 +15,7 @@ from ..reconstruct import METHODS, parameters, recommended_parameters
 from ..reconstruct.extended import FILM_ITERATIONS, GEOMETRIES, film_parameters, resolve_geometry
 from ..reconstruct.genfire import RESOLUTION_SCHEDULES
 from ..reconstruct.gridding import fourier_coverage
-from ._base import StageWidget, is_support, is_tilt_series
+from ._base import StageWidget, is_support, is_tilt_series, time_point_name
 from ._plots import PlotCanvas
 
 #: Shortest time (s) between two live updates of the viewer.
@@ -141,7 +141,7 @@ class ReconstructWidget(StageWidget):
         support_layer = self.support_input.layer()
         if takes_support and support_layer is not None:
             params["support"] = np.asarray(support_layer.data) > 0
-        base = f"{layer.name} {method}"
+        base = time_point_name(self.session, f"{layer.name} {method}")
         fourier, with_fsc = self.parameters.fourier.value, self.parameters.fsc.value
         self._names = {"result": base, "live": f"{base} (running)", "fourier": f"{base} {fourier}"}
         self._lines = {}

@@ -38,6 +38,8 @@ class TimeSeriesWidget(StageWidget):
     track's size against time.
     """
 
+    per_time_point = False  # the time series spans them all
+
     def __init__(self, napari_viewer):
         super().__init__(napari_viewer, [
             FloatSpinBox(name="change", label="grew / shrank beyond (fraction)", value=0.1, min=0.0, max=1.0,

@@ -26,7 +26,7 @@ from qtpy.QtWidgets import (
 
 from .hooks import time_point_layers
 from ..model import InputError
-from ._base import show_layer, status_text, study_tag, tag_as_study
+from ._base import keep_with_time_point, name_by_time_point, show_layer, status_text, study_tag, tag_as_study
 from ._study import session_for
 from .align import AlignWidget
 from .analyse import AnalyseWidget
@@ -132,7 +132,8 @@ class Workbench(QWidget):
         self.status.setText(status_text(session))
 
     def add_time_point(self, name):
-        """Add an empty time point named ``name`` and make it current (its data come next)."""
+        """Add an empty time point named ``name`` and make it current (its data come next); the
+        layers of the others take their time point's prefix and are hidden."""
         try:
             if not name.strip():
                 raise InputError("give the new time point a name, e.g. '16 min'")
@@ -141,6 +142,8 @@ class Workbench(QWidget):
             self.message.setText(f"⚠ {error}")
             return
         self.new_time_point.clear()
+        name_by_time_point(self.viewer, self.session)
+        self.show_time_point()
         self.message.setText(f"time point {name.strip()!r} added: open its tilt series, then the Data step")
 
     def select_time_point(self, index):
@@ -158,7 +161,7 @@ class Workbench(QWidget):
         for data in time_point_layers(session.point):
             field = data[1]["metadata"]["aet"]["study_field"]
             if not any(study_tag(layer) == (session.id, session.point.name, field) for layer in self.viewer.layers):
-                show_layer(self.viewer, tag_as_study(data, session, field))
+                keep_with_time_point(self.viewer, show_layer(self.viewer, tag_as_study(data, session, field)))
 
     # --- files ----------------------------------------------------------------------------------
     def open_study(self, path):
