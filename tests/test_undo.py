@@ -33,6 +33,7 @@ def same(a: AtomModel, b: AtomModel):
     np.testing.assert_array_equal(a.species, b.species)
     for name in a.features:
         np.testing.assert_array_equal(a.features[name], b.features[name], err_msg=name)
+        assert a.features[name].dtype == b.features[name].dtype, name
     return True
 
 

@@ -72,17 +72,15 @@ def _insert_rows(atoms: AtomModel, index, rows: AtomModel) -> AtomModel:
 
 
 def _as_dict(atoms: AtomModel) -> dict:
-    return {"positions": atoms.positions, "species": atoms.species,
-            "features": {name: column for name, column in atoms.features.items()}}
+    return {"positions": atoms.positions, "species": atoms.species, "features": dict(atoms.features),
+            "dtypes": {name: column.dtype.str for name, column in atoms.features.items()}}
 
 
 def _from_dict(record: dict) -> AtomModel:
-    def column(values):
-        values = np.asarray(values)
-        return values.astype(object) if values.dtype.kind in "UO" else values
-
-    return AtomModel(np.asarray(record["positions"], float).reshape(-1, 3), column(record["species"]),
-                     {name: column(values) for name, values in record["features"].items()})
+    """Inverse of :func:`_as_dict`, also after a JSON round trip (which turns arrays into lists)."""
+    return AtomModel(np.asarray(record["positions"], float).reshape(-1, 3), np.asarray(record["species"], object),
+                     {name: np.asarray(values, dtype=np.dtype(record["dtypes"][name]))
+                      for name, values in record["features"].items()})
 
 
 @dataclass
