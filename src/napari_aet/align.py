@@ -682,18 +682,20 @@ class AlignmentReport:
 
     def record(self) -> dict:
         """The report as plain dicts (JSON-able after numpy conversion), as studies
-        (``TimePoint.report["alignment"]``) and ``report.json`` keep it: fields that do not apply
-        (None) left out, and so are entries of 1000 values or more (the common-line profiles of a
-        long series)."""
-        record = {}
-        for item in fields(self):
-            value = getattr(self, item.name)
-            if value is not None:
-                record[item.name] = asdict(value) if is_dataclass(value) else \
-                    [asdict(v) for v in value] if item.name in ("steps", "projection_matching") else value
+        (``TimePoint.report["alignment"]``) and ``report.json`` keep it, fields that do not apply
+        (None) left out. The common-line profiles are kept (``2 n L`` values)."""
+        record = {item.name: _plain(getattr(self, item.name)) for item in fields(self)
+                  if getattr(self, item.name) is not None}
         if self.tilt_axis is not None and self.tilt_axis.reprojection is None:
-            del record["tilt_axis"]["reprojection"]
-        return {name: value for name, value in record.items() if np.size(value) < 1000}
+            del record["tilt_axis"]["reprojection"]  # only an estimated axis is refined
+        return record
+
+
+def _plain(value):
+    """A dataclass, or a list of them, as plain dicts; anything else as it is."""
+    if is_dataclass(value):
+        return asdict(value)
+    return [_plain(v) for v in value] if isinstance(value, list) else value
 
 
 # ------------------------------------------------------------------------- chain
@@ -742,7 +744,7 @@ def align_auto(series: TiltSeries, *, tilt_axis=None, axis_tolerance=1.0, precis
                           else None)
     signal = _signal(measured.projections)
 
-    def record(name, shifts, previous):
+    def add_step(name, shifts, previous):
         rep.shifts[name] = shifts
         rep.steps.append(AlignmentStep(name, float(np.sqrt(np.mean(np.sum((shifts - previous) ** 2, 1))))))
 
@@ -769,19 +771,19 @@ def align_auto(series: TiltSeries, *, tilt_axis=None, axis_tolerance=1.0, precis
     oriented, shifts, dv, profiles = first_shifts(axis)
     raw, v = profiles.real_space(np.zeros_like(dv))
     rep.common_line = CommonLineProfiles(v, raw, profiles.real_space(dv)[0])
-    record("centre of mass + common line", shifts, np.zeros_like(shifts))
+    add_step("centre of mass + common line", shifts, np.zeros_like(shifts))
 
     rep.projection_matching = []
     if projection_matching:
         refined = projection_matching_shifts(oriented.replace(shifts=shifts), iterations=iterations,
                                              precision=precision, along_axis=False, history=rep.projection_matching,
                                              progress=sub_progress(progress, 0.4, 0.85))
-        record("projection matching", refined, shifts)
+        add_step("projection matching", refined, shifts)
         shifts = refined
 
     rep.offset, fit = _axis_offset(signal, shifts, series.angles, axis)
     centred = shifts + _to_image(-fit, np.zeros_like(fit), axis)
-    record("centroid and axis offset", centred, shifts)
+    add_step("centroid and axis offset", centred, shifts)
     result = series.replace(shifts=centred, tilt_axis=axis)
     if check:
         rep.check = _consistency_check(signal, series, result, 2.0, sub_progress(progress, 0.85, 1.0))
