@@ -247,7 +247,8 @@ def print_table(table):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="2 seeds, no speed test")
-    parser.add_argument("--seeds", type=int, default=5, help="seeds 0 .. N-1 of the scenario")
+    parser.add_argument("--seeds", type=int, default=5, help="N seeds of the scenario, from --first-seed")
+    parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--scenario", choices=sorted(SCENARIOS), default="annealing")
     parser.add_argument("--keep", metavar="DIR", help="end to end: save each time's found atoms in DIR "
                         "and reuse them on a re-run (to re-analyse without re-running the chain)")
@@ -256,9 +257,9 @@ def main():
                         help="only the end-to-end test: tilt series per time -> run -> analyze -> track")
     args = parser.parse_args()
     if args.end_to_end:
-        return end_to_end(range(args.seeds), args.scenario, keep=args.keep)
+        return end_to_end(range(args.first_seed, args.first_seed + args.seeds), args.scenario, keep=args.keep)
     if not args.speed_only:
-        accuracy(range(2 if args.quick else args.seeds), args.scenario)
+        accuracy(range(args.first_seed, args.first_seed + (2 if args.quick else args.seeds)), args.scenario)
     if not args.quick:
         speed()
 
