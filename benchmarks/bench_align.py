@@ -46,7 +46,9 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from napari_aet import align, background, preprocess
+from napari_aet import align
+from napari_aet.background import subtract_background
+from napari_aet.frames import register_frames
 from napari_aet.projections import apply_alignment
 from napari_aet.simulate import adf_amplitudes, fcc_particle, simulate_tilt_series
 
@@ -122,7 +124,7 @@ def bench_frames(seed, size, background):
     data = simulate_tilt_series(atoms, shape=(size, size), dose=DOSE, max_shift=MAX_SHIFT, background=background,
                                 n_frames=5, frame_drift=0.7, seed=seed)
     start = time.perf_counter()
-    _, drift = preprocess.register_frames(data.frames)
+    _, drift = register_frames(data.frames)
     seconds = time.perf_counter() - start
     return {"seed": seed, "rms_drift": rms(data.frame_drift), "rms_error": rms(drift - data.frame_drift),
             "seconds": seconds}
@@ -139,7 +141,7 @@ def bench_end_to_end(seed, size, background):
                                 seed=seed)
     raw = data.tilt_series
     if background:
-        raw = background.subtract_background(raw, method="smooth", model=None, degree=None)
+        raw = subtract_background(raw, method="smooth", model=None, degree=None)
     ideal = apply_alignment(raw.replace(shifts=data.true_shifts))
     out = {}
     for name, series, do_align in (("perfectly aligned", ideal, False), ("align_auto", raw, True)):

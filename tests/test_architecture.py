@@ -1,5 +1,6 @@
-"""Who may import whom (docs/architecture.md): a stage never imports another stage, and no module
-imports a private name (or a private module) of another package or module."""
+"""Who may import whom (docs/architecture.md): a stage never imports another stage, the core never
+imports a stage, and no module imports a private name (or a private module) of another package or
+module."""
 
 import ast
 from pathlib import Path
@@ -10,6 +11,10 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "napari_aet"
 
 #: The stages: each imports the core building blocks, never another stage.
 STAGES = ("preprocess", "align", "reconstruct", "trace", "classify", "refine", "edit", "review", "analysis")
+
+#: The core: data, geometry and the building blocks the stages share.
+CORE = ("model", "geometry", "elements", "progress", "threads", "io", "simulate", "projections", "background",
+        "backprojection", "frames", "sampling", "class_profiles", "atom_labels")
 
 
 def modules(top):
@@ -69,6 +74,13 @@ def test_a_stage_imports_no_other_stage(stage):
                 if stage_of(module) not in (None, stage)]
     assert not offences, "stages import other stages (move the shared part into a core module, or the " \
                          "orchestration into workflow.py): " + "; ".join(offences)
+
+
+@pytest.mark.parametrize("core", CORE)
+def test_the_core_imports_no_stage(core):
+    offences = [f"{name} imports {module}" for name, path in modules(core) for module, _ in imports(name, path)
+                if stage_of(module) is not None]
+    assert not offences, "core modules import stages: " + "; ".join(offences)
 
 
 def test_no_private_name_is_imported_across_modules():

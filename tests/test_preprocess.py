@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from napari_aet import background, preprocess
+from napari_aet import background, frames, preprocess
 from napari_aet.model import InputError
 from napari_aet.simulate import fcc_particle, simulate_tilt_series
 
@@ -30,20 +30,20 @@ def clean_projections(atoms, dose, **kwargs):
 def test_register_frames_recovers_drift(atoms):
     data = simulate_tilt_series(atoms, angles=ANGLES, shape=SHAPE, dose=300, max_shift=1, n_frames=5,
                                 frame_drift=0.7, background=10, seed=1)
-    summed, drift = preprocess.register_frames(data.frames)
+    summed, drift = frames.register_frames(data.frames)
     assert summed.shape == data.tilt_series.projections.shape and drift.shape == data.frame_drift.shape
     assert np.sqrt(np.mean(np.sum((drift - data.frame_drift) ** 2, axis=-1))) < 0.1
     assert abs(summed.sum() / data.frames.sum() - 1) < 0.01  # counts kept
-    merged, info = preprocess.merge_frames(data.frames)
+    merged, info = frames.merge_frames(data.frames)
     np.testing.assert_allclose(info["frame_drift"], drift)
     assert info["n_frames"] == 5 and np.array_equal(merged, summed)
 
 
 def test_register_frames_rejects_single_frames():
     with pytest.raises(InputError, match="frame stacks"):
-        preprocess.register_frames(np.ones((3, 16, 16)))
+        frames.register_frames(np.ones((3, 16, 16)))
     with pytest.raises(InputError, match="only one frame"):
-        preprocess.register_frames(np.ones((3, 1, 16, 16)))
+        frames.register_frames(np.ones((3, 1, 16, 16)))
 
 
 def test_smooth_background_is_removed(atoms):

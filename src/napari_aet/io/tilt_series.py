@@ -58,7 +58,7 @@ def read_tilt_series(path, *, angles=None, pixel_size=None, tilt_axis=None, layo
     """Read a tilt series from TIFF, MRC (.mrc .st .ali), NPY, MAT, EMD or DM3/DM4.
 
     A 4D file ``(n_angles, n_frames, ny, nx)`` holds several fast frames per tilt: they are
-    registered and summed (:func:`napari_aet.preprocess.register_frames`), and the drift of
+    registered and summed (:func:`napari_aet.frames.register_frames`), and the drift of
     every frame (px, (dy, dx)) is kept in ``metadata["frame_drift"]``.
 
     Parameters
@@ -83,7 +83,7 @@ def tilt_series_from_image(image: ImageFile, path: Path, *, angles=None, pixel_s
     angles, angles_from = _angles_for(path, angles, image.angles)
     data, frame_info = image.data, {}
     if data.ndim == 4:
-        from ..preprocess import merge_frames
+        from ..frames import merge_frames
 
         data, frame_info = merge_frames(data)
     data = projection_order(data, len(angles), layout, path.name)
