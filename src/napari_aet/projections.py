@@ -16,7 +16,8 @@ from .model import TiltSeries
 
 
 def pixel_coordinates(shape):
-    """Pixel x (columns) and y (rows) relative to the centre ``n // 2``."""
+    """Pixel coordinates of an image ``shape`` (ny, nx): x ``(nx,)`` (columns) and y ``(ny,)`` (rows),
+    float64 pixels relative to the centre ``n // 2``."""
     ny, nx = shape
     return np.arange(nx, dtype=np.float64) - nx // 2, np.arange(ny, dtype=np.float64) - ny // 2
 
@@ -32,8 +33,12 @@ def border_level(projections) -> np.ndarray:
 def apply_alignment(series: TiltSeries, *, order=3) -> TiltSeries:
     """The series resampled with its shifts applied and its tilt axis turned onto image y.
 
-    Sub-pixel spline interpolation of ``order``; pixels from outside the field of view
-    take the projection's background level. The result has zero shifts and
+    First the shifts (``series.shifts[i] = (dy, dx)`` px moves projection i's content by +shift),
+    then the tilt axis (``series.tilt_axis`` degrees from image y) is turned onto y: the output at
+    axis-frame (u, v) is the input at ``R(a) (u, v) + centre - shift`` (docs/conventions.md,
+    :func:`napari_aet.geometry.in_plane_rotation`). Sub-pixel spline
+    interpolation of ``order``; pixels from outside the field of view take the projection's
+    background level (:func:`border_level`). The result has the input's shape, zero shifts and
     ``tilt_axis = 0``; what was applied is recorded in ``metadata["alignment"]``.
     """
     ny, nx = series.projections.shape[1:]
