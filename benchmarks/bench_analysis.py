@@ -216,8 +216,10 @@ def end_to_end(seeds, scenario, radius=24.0, size=128, pixel_size=0.5, dose=400.
             known = (site[0][before] >= 0) & (site[1][now] >= 0)
             correct = np.count_nonzero(known & (site[0][before] == site[1][now]))
             true_links = len(np.intersect1d(site[0][site[0] >= 0], site[1][site[1] >= 0]))
-            table[-len(times) + t]["tracking"] = (correct / max(known.sum(), 1), correct / max(true_links, 1),
-                                                  followed.transforms[t].residual)
+            tracking = (correct / max(known.sum(), 1), correct / max(true_links, 1), followed.transforms[t].residual)
+            table[-len(times) + t]["tracking"] = tracking
+            print("seed {} times {}->{}: site tracking precision {:.4f}, recall {:.4f}; registration residual "
+                  "{:.3f} Å".format(seed, t - 1, t, *tracking), flush=True)
         events = event_sequences(followed.nuclei)
         expected = SCENARIO_EVENTS[scenario]
         right = sum(min(events.count(e), expected.count(e)) for e in set(expected))
