@@ -61,6 +61,16 @@ def test_the_tilt_slider_and_the_z_slider_move_only_their_own_layer(viewer, part
         np.testing.assert_array_equal(displayed(tilts), series.projections[6])
         assert viewer.dims.current_step[0] == 6
 
+    volume.visible = False  # on the canvas: the z slider leaves the tilt image as it is, the tilt slider not
+    viewer.reset_view()
+    shots = {}
+    for tilt, z in ((6, 0), (6, SIZE - 1), (2, SIZE - 1)):
+        viewer.dims.set_current_step(0, tilt)
+        viewer.dims.set_current_step(1, z)
+        shots[tilt, z] = viewer.screenshot(canvas_only=True, flash=False)
+    assert np.array_equal(shots[6, 0], shots[6, SIZE - 1])
+    assert np.mean(np.any(shots[6, SIZE - 1] != shots[2, SIZE - 1], axis=-1)) > 0.05
+
 
 def test_the_tilt_series_is_one_plane_in_3d_and_reads_back_whole(viewer, particle):
     series, _ = particle
