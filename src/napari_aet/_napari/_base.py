@@ -255,7 +255,7 @@ class StageWidget(QWidget):
         self._cancel_requested = False
         self._worker = None
         self._outputs = set()
-        self._study_inputs = []  # (selector, the name of the layer showing its study result)
+        self._study_inputs = []  # (selector, the name of the layer showing its study result, a callable)
         self.last_outcome = None
 
         self.inputs = QFormLayout()
@@ -371,12 +371,12 @@ class StageWidget(QWidget):
         """:func:`show_layer` for this stage's outputs (which its own inputs do not switch to), as
         layers of the current time point (:func:`tag_as_study`; ``field``: the study result it
         shows, if any), kept together with that time point's other layers."""
-        data, kwargs, kind = tag_as_study(layer_data, self.session, field) if self.per_time_point else layer_data
-        kwargs = {**kwargs, **overrides}
+        data, kwargs, kind = layer_data
+        layer_data = (data, {**kwargs, **overrides}, kind)
         if self.per_time_point:
-            kwargs["name"] = time_point_name(self.session, kwargs["name"])
-        self._outputs.add(kwargs["name"])
-        layer = show_layer(self.viewer, (data, kwargs, kind))
+            layer_data = tag_as_study(layer_data, self.session, field)
+        self._outputs.add(layer_data[1]["name"])
+        layer = show_layer(self.viewer, layer_data)
         keep_with_time_point(self.viewer, layer)
         return layer
 
