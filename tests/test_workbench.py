@@ -130,18 +130,17 @@ def test_each_time_point_has_its_layers_together_named_and_shown_alone(make_napa
     assert [layer.name for layer in viewer.layers][4:] == [
         "16 min: particle_16min", "16 min: particle_16min wbp", "16 min: particle_16min wbp reconstruction |FFT|"]
 
-    workbench.select_time_point(0)  # back to t0: a new output joins t0's layers
-    assert [layer.visible for layer in viewer.layers] == [True] * 4 + [False] * 3
+    workbench.select_time_point(0)  # back to t0, as it was (its tilt series hidden by Reconstruct)
+    assert [layer.visible for layer in viewer.layers] == [False] + [True] * 3 + [False] * 3
     reconstruct.parameters.fourier.value = "measured coverage"
-    reconstruct.run()
+    reconstruct.run()  # a new output joins t0's layers
     qtbot.waitUntil(lambda: not reconstruct.running, timeout=WAIT_MS)
     assert viewer.layers.index("t0: particle wbp measured coverage") == 3
     assert points_in_order() == ["t0"] * 4 + ["16 min"] * 3
     assert "my notes" in viewer.layers and viewer.layers["my notes"].visible
     workbench.select_time_point(1)
     assert [layer.name for layer in viewer.layers if layer.visible] == [
-        "my notes", "16 min: particle_16min", "16 min: particle_16min wbp",
-        "16 min: particle_16min wbp reconstruction |FFT|"]
+        "my notes", "16 min: particle_16min wbp", "16 min: particle_16min wbp reconstruction |FFT|"]
 
 
 def test_angle_ranges():

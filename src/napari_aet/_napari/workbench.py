@@ -46,6 +46,8 @@ STEPS = (("Data", DataWidget), ("1 Align", AlignWidget), ("2 Reconstruct", Recon
 STEPS_PER_ROW = 5
 #: Width of the dock (pixels): the steps' plots and forms are laid out for it.
 DOCK_WIDTH = 440
+#: Metadata key of a layer hidden because another time point is shown: its visibility before.
+_VISIBLE_BEFORE = "visible_before_time_point_switch"
 
 
 class Workbench(QWidget):
@@ -152,12 +154,19 @@ class Workbench(QWidget):
         self.show_time_point()
 
     def show_time_point(self):
-        """Show the current time point's results as layers (added where missing), hide the others'."""
+        """Show the current time point's layers (its results added where missing) as they were
+        before another time point hid them, and hide the other time points' layers."""
         session = self.session
         for layer in self.viewer.layers:
             study_id, point, _ = study_tag(layer)
-            if study_id == session.id:
-                layer.visible = point == session.point.name
+            if study_id != session.id or point is None:
+                continue
+            meta = layer.metadata["aet"]
+            if point == session.point.name:
+                layer.visible = meta.pop(_VISIBLE_BEFORE, layer.visible)
+            elif _VISIBLE_BEFORE not in meta:
+                meta[_VISIBLE_BEFORE] = layer.visible
+                layer.visible = False
         for data in time_point_layers(session.point):
             field = data[1]["metadata"]["aet"]["study_field"]
             if not any(study_tag(layer) == (session.id, session.point.name, field) for layer in self.viewer.layers):
