@@ -25,7 +25,7 @@ class ConsoleProgress:
 
     def __init__(self, stream=None):
         self.stream = sys.stderr if stream is None else stream  # looked up now: tests and hosts replace it
-        self.tty = stream.isatty()
+        self.tty = self.stream.isatty()
         self.last_step = -1
         self.last_message = ""
 
