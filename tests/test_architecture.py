@@ -14,7 +14,7 @@ STAGES = ("preprocess", "align", "reconstruct", "trace", "classify", "refine", "
 
 #: The core: data, geometry and the building blocks the stages share.
 CORE = ("model", "geometry", "elements", "progress", "threads", "io", "simulate", "projections", "background",
-        "backprojection", "frames", "sampling", "class_profiles", "atom_labels")
+        "backprojection", "frames", "sampling", "class_profiles", "atom_labels", "undo")
 
 
 def modules(top):

@@ -14,24 +14,17 @@ atoms becomes an edit-log entry: a JSON-able dict with ``action`` ("delete", "mo
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-
 import numpy as np
 from scipy import ndimage
 
 from .atom_labels import NON_ATOM, flag, labels, model_elements
 from .class_profiles import confidence_margin
 from .geometry import specimen_to_voxel, voxel_to_specimen
-from .model import AtomModel, InputError, Reconstruction, check_elements
+from .model import AtomModel, InputError, Reconstruction, check_elements, utc_now
 from .sampling import atom_window, fit_peaks, local_profiles
 
 #: Confidence below which a placed atom's label is flagged ``ambiguous`` (classify_atoms' default).
 AMBIGUITY_THRESHOLD = 0.8
-
-
-def utc_now() -> str:
-    """The current UTC time, ISO 8601 to the second."""
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def mark_edited(atoms: AtomModel, index) -> AtomModel:

@@ -8,8 +8,14 @@ expected. Conventions (frames, axis orders, units) are in ``docs/conventions.md`
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
 
 import numpy as np
+
+
+def utc_now() -> str:
+    """The current UTC time, ISO 8601 to the second: the time stamp of every record."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 #: Atomic numbers of the elements the tool knows (symbol -> Z).
 ATOMIC_NUMBERS = {

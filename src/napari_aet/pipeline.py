@@ -17,13 +17,12 @@ import shutil
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field, is_dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
 from . import __version__
-from .model import AtomModel, InputError, Reconstruction, TiltSeries, check_elements
+from .model import AtomModel, InputError, Reconstruction, TiltSeries, check_elements, utc_now
 from .progress import ProgressCallback, report, sub_progress
 from .reconstruct import RECOMMENDED
 from .reconstruct import parameters as method_parameters
@@ -165,7 +164,7 @@ def build_report(result: PipelineResult, parameters, timings, alignment, warning
     ambiguous = atoms.features.get("ambiguous")
     summary = {
         "napari_aet_version": __version__,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": utc_now(),
         "python": platform.python_version(),
         "numpy": np.__version__,
         "input": {"shape": list(result.raw.projections.shape), "pixel_size_A": result.raw.pixel_size,

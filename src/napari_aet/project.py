@@ -24,7 +24,6 @@ import json
 import platform
 import sys
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 import h5py
@@ -32,7 +31,7 @@ import numpy as np
 
 from . import __version__
 from .io.files import atomic_write, existing_file, suffix_of
-from .model import AtomModel, InputError, Reconstruction, TiltSeries
+from .model import AtomModel, InputError, Reconstruction, TiltSeries, utc_now
 
 FORMAT = "napari-aet project"
 FORMAT_VERSION = 2
@@ -75,7 +74,7 @@ def provenance(command: str | None = None) -> dict:
     import scipy
 
     return {"package": "napari-aet", "version": __version__,
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "date": utc_now(),
             "command": " ".join(sys.argv) if command is None else command,
             "python": platform.python_version(), "numpy": np.__version__, "scipy": scipy.__version__,
             "h5py": h5py.__version__, "platform": platform.platform()}

@@ -17,8 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .edit import utc_now
-from .model import AtomModel, InputError
+from .model import AtomModel, InputError, utc_now
 
 
 def _default(dtype, n) -> np.ndarray:
