@@ -11,6 +11,7 @@ from napari_aet.cli import main
 from napari_aet.io import read_volume, write_atoms
 from napari_aet.model import InputError
 from napari_aet.simulate_alloy import annealing_series
+from cli_output import error_line
 
 ATOM_COLUMNS = ["phase", "variant", "order_L10", "order_L12", "nucleus", "antisite", "displacement"]
 
@@ -85,8 +86,7 @@ def test_bad_input_is_one_line_and_status_2(analysed, tmp_path, capsys, args, me
              "MISSING": str(tmp_path / "missing.csv"), "RANDOM": str(tmp_path / "random.csv"),
              "OUT": str(tmp_path / "out")}
     assert main([names.get(a, a) for a in args]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("napari-aet: error:") and message in err[0]
+    assert message in error_line(capsys)
 
 
 def test_one_element_still_writes_the_structure(analysed, tmp_path, capsys):

@@ -13,6 +13,7 @@ from napari_aet.io import read_atoms, write_tilt_series
 from napari_aet.model import InputError
 from napari_aet.project import load_project
 from napari_aet.simulate import fcc_particle, simulate_tilt_series
+from cli_output import error_line
 
 OPTIONS = "pixel_size,no_align,no_refine,iterations,seed"
 
@@ -181,8 +182,7 @@ def test_bad_plans_are_one_clear_line(tmp_path, capsys, body, message):
     with pytest.raises(InputError, match="plan.csv"):
         read_plan(plan)
     assert main(["batch", str(plan), "--out", str(tmp_path / "out")]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("napari-aet: error:") and message in err[0]
+    assert message in error_line(capsys)
 
 
 def test_run_series_reports_instead_of_raising(tmp_path):

@@ -10,6 +10,7 @@ from napari_aet.cli import main, parse_tilt_axis
 from napari_aet.io import read_atoms, read_volume
 from napari_aet.model import InputError
 from napari_aet.project import load_project
+from cli_output import error_line
 
 
 @pytest.fixture(scope="module")
@@ -74,8 +75,7 @@ def test_bad_input_is_one_clear_line(simulated, tmp_path, capsys, args, message)
     np.savetxt(simulated / "short.tlt", np.linspace(-60, 60, 10))
     args = [a.format(sim=simulated) for a in args] + ["--out", str(tmp_path / "o")]
     assert main(args) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("napari-aet: error:") and message in err[0]
+    assert message in error_line(capsys)
     assert not (tmp_path / "o" / "report.json").exists()
 
 
@@ -92,8 +92,7 @@ def test_run_without_refinement(simulated, tmp_path):
 def test_tilt_axis_inconsistent_with_the_data(simulated, tmp_path, capsys):
     code = main(["run", str(simulated / "tilt_series.tif"), "--pixel-size", "0.4", "--elements", "Fe,Pt",
                  "--out", str(tmp_path / "o"), "--tilt-axis", "x"])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and "tilt axis" in err[0]
+    assert code == 2 and "tilt axis" in error_line(capsys)
 
 
 def test_unwritable_output_directory(simulated, tmp_path, capsys):
@@ -139,8 +138,8 @@ def test_run_refuses_a_directory_with_results_unless_forced(simulated, tmp_path,
     (out / "atoms.csv").write_text("x,y,z,element\n")
     args = ["run", str(simulated / "tilt_series.tif"), *QUICK, "--out", str(out)]
     assert main(args) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "already holds results (atoms.csv)" in err[0] and "--force" in err[0]
+    error = error_line(capsys)
+    assert "already holds results (atoms.csv)" in error and "--force" in error
     assert (out / "atoms.csv").read_text() == "x,y,z,element\n" and not (out / "report.json").exists()
     assert main(args + ["--force"]) == 0
     assert len(read_atoms(out / "atoms.csv")) > 0 and (out / "report.json").exists()
@@ -194,8 +193,8 @@ def test_truncated_tiff_is_one_clear_line(simulated, tmp_path, capsys):
     truncated.write_bytes((simulated / "tilt_series.tif").read_bytes()[:20000])
     assert main(["run", str(truncated), "--angles", str(simulated / "tilt_series.tlt"), *QUICK,
                  "--out", str(tmp_path / "o")]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "truncated or corrupt" in err[0] and "truncated.tif" in err[0]
+    error = error_line(capsys)
+    assert "truncated or corrupt" in error and "truncated.tif" in error
 
 
 def test_nan_projections_are_named(simulated, tmp_path, capsys):
@@ -205,8 +204,7 @@ def test_nan_projections_are_named(simulated, tmp_path, capsys):
     tifffile.imwrite(tmp_path / "nan.tif", data)
     assert main(["run", str(tmp_path / "nan.tif"), "--angles", str(simulated / "tilt_series.tlt"), *QUICK,
                  "--out", str(tmp_path / "o")]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "2 NaN or Inf values, in projections 4, 17" in err[0]
+    assert "2 NaN or Inf values, in projections 4, 17" in error_line(capsys)
 
 
 def test_nan_frames_are_named(tmp_path):
@@ -217,3 +215,19 @@ def test_nan_frames_are_named(tmp_path):
     np.save(tmp_path / "frames.npy", frames)
     with pytest.raises(InputError, match=r"in the frames of tilts 2 \(from 0\)"):
         read_frames(tmp_path / "frames.npy")
+
+
+def test_on_a_terminal_the_error_replaces_the_progress_bar(simulated, tmp_path, monkeypatch):
+    """The bar is redrawn in place with \\r; the error must not be appended to its line."""
+    import io
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr("sys.stderr", terminal)
+    code = main(["run", str(simulated / "tilt_series.tif"), "--pixel-size", "0.4", "--elements", "Fe,Pt",
+                 "--out", str(tmp_path / "o"), "--tilt-axis", "x"])
+    bar, error = terminal.getvalue().rsplit("\r\033[K", 1)
+    assert code == 2 and "%" in bar and error.startswith("napari-aet: error:") and error.count("\n") == 1

@@ -307,13 +307,18 @@ def main(argv=None) -> int:
     try:
         return COMMANDS[args.command](args)
     except InputError as error:
-        print(f"napari-aet: error: {error}", file=sys.stderr)
+        _say(f"napari-aet: error: {error}")
         return 2
     except KeyboardInterrupt:
         kept = ("finished series are kept: run the same command again to finish the rest"
                 if args.command == "batch" else "no results written")
-        print(f"napari-aet: interrupted; {kept}", file=sys.stderr)
+        _say(f"napari-aet: interrupted; {kept}")
         return 130
+
+
+def _say(line):
+    """``line`` on stderr, on a line of its own: on a terminal it replaces a progress bar drawn there."""
+    print(("\r\033[K" if sys.stderr.isatty() else "") + line, file=sys.stderr)
 
 
 if __name__ == "__main__":
