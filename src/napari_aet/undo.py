@@ -193,19 +193,21 @@ class UndoStack:
 
     def undo(self, atoms: AtomModel) -> tuple[AtomModel, dict]:
         """(``atoms`` without the last step, its log entry); InputError if nothing to undo."""
-        if not self._done:
-            raise InputError("nothing to undo")
-        before = self._done[-1].undo(atoms)
-        self._undone.append(self._done.pop())
-        return before, {"action": "undo", "entries": self._undone[-1].entries, "time": utc_now()}
+        return self._move("undo", self._done, self._undone, atoms)
 
     def redo(self, atoms: AtomModel) -> tuple[AtomModel, dict]:
         """(``atoms`` with the last undone step again, its log entry); InputError if nothing to redo."""
-        if not self._undone:
-            raise InputError("nothing to redo")
-        after = self._undone[-1].redo(atoms)
-        self._done.append(self._undone.pop())
-        return after, {"action": "redo", "entries": self._done[-1].entries, "time": utc_now()}
+        return self._move("redo", self._undone, self._done, atoms)
+
+    @staticmethod
+    def _move(action, source: list, target: list, atoms: AtomModel) -> tuple[AtomModel, dict]:
+        """Apply the last step of ``source`` (``action``: "undo" or "redo") and move it to ``target``."""
+        if not source:
+            raise InputError(f"nothing to {action}")
+        step = source[-1]
+        result = getattr(step, action)(atoms)  # the stacks change only once the step applied
+        target.append(source.pop())
+        return result, {"action": action, "entries": step.entries, "time": utc_now()}
 
     def to_dict(self) -> dict:
         """The steps as JSON-able dicts: ``{"done": [...], "undone": [...]}``."""
