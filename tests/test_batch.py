@@ -257,7 +257,7 @@ def test_only_batch_directories_open_as_studies(study, tmp_path):
 
 
 def test_local_workers_are_single_threaded_without_dasks_malloc_trim(monkeypatch):
-    """dask's MALLOC_TRIM_THRESHOLD_ made every series 55% slower in a worker: it is not set."""
+    """dask's MALLOC_TRIM_THRESHOLD_ made every series about 58% slower in a worker: it is not set."""
     import os
 
     from napari_aet.batch import _close, start_client

@@ -369,7 +369,7 @@ def _fast_malloc_in_workers():
     """Worker processes started inside get dask's environment without its
     ``MALLOC_TRIM_THRESHOLD_``: that setting turns off glibc's adaptive mmap threshold, so every
     large array the reconstruction allocates is mapped and zero-filled anew; measured, it made a
-    series 55% slower in a worker than in a plain process (benchmarks/RESULTS.md §10). The thread
+    series about 58% slower in a worker than in a plain process (benchmarks/RESULTS.md §10). The thread
     limits (OMP_NUM_THREADS, …) stay."""
     import dask
 
