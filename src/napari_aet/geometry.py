@@ -21,6 +21,11 @@ from scipy import sparse
 from scipy.special import erf
 
 from .model import InputError
+from .threads import map_threads
+
+#: y slices per block of the single-axis sparse product: a block of the volume stays in
+#: cache (measured at 256³: 2.3–3.9× faster than one product over every slice, on 2 threads).
+_SLICES_PER_BLOCK = 64
 
 
 def euler_angles(angles) -> np.ndarray:
@@ -81,7 +86,8 @@ class Projector:
     neighbouring detector pixels by linear (single axis) or bilinear (general) weights.
     Mass is conserved: ``forward(v).sum(axis=(1, 2)) == v.sum()`` when nothing leaves
     the detector. Single-axis orientations use a cached sparse matrix acting on every
-    y row at once; general Euler angles use the same weights computed per angle.
+    y slice, in cache-sized blocks on several threads; general Euler angles use the same
+    weights computed per angle.
 
     shape : volume shape ``(nz, ny, nx)``; detector_shape : ``(ny_d, nx_d)``, default
     ``(ny, nx)``; angles : ``(n,)`` tilts or ``(n, 3)`` Euler angles, degrees.
@@ -95,6 +101,7 @@ class Projector:
         self.matrices = rotation_matrices(angles)
         self.single_axis = is_single_axis(angles) and self.detector_shape[0] == self.shape[1]
         self._matrix = self._tilt_matrix() if self.single_axis else None
+        self._matrix_transposed = None
 
     @property
     def projection_shape(self):
@@ -134,9 +141,7 @@ class Projector:
         volume = self._check(volume, self.shape, "volume")
         nz, ny, nx = self.shape
         if self.single_axis:
-            flat = np.ascontiguousarray(volume.transpose(0, 2, 1)).reshape(nz * nx, ny)
-            out = self._matrix @ flat
-            return np.ascontiguousarray(out.reshape(-1, self.detector_shape[1], ny).transpose(0, 2, 1))
+            return _slices_product(self._matrix, volume, len(self.matrices))
         out = np.empty(self.projection_shape, dtype=np.float32)
         for i in range(len(self.matrices)):
             index, weights = self._splat_weights(i)
@@ -149,9 +154,9 @@ class Projector:
         projections = self._check(projections, self.projection_shape, "projections")
         nz, ny, nx = self.shape
         if self.single_axis:
-            flat = np.ascontiguousarray(projections.transpose(0, 2, 1)).reshape(-1, ny)
-            out = self._matrix.T @ flat
-            return np.ascontiguousarray(out.reshape(nz, nx, ny).transpose(0, 2, 1))
+            if self._matrix_transposed is None:
+                self._matrix_transposed = self._matrix.T.tocsr()
+            return _slices_product(self._matrix_transposed, projections, nz)
         out = np.zeros(nz * ny * nx, dtype=np.float32)
         for i in range(len(self.matrices)):
             index, weights = self._splat_weights(i)
@@ -177,6 +182,22 @@ class Projector:
             index[k] = np.where(ok, (jv + dv) * nxd + ju + du, 0)
             weights[k] = np.where(ok, w, 0)
         return index, weights
+
+
+def _slices_product(matrix, stack, n_out) -> np.ndarray:
+    """The sparse ``matrix`` applied to every y slice of ``stack``: ``(a, ny, c)`` in,
+    ``(n_out, ny, matrix.shape[0] // n_out)`` float32 out, where slice y of the input, raveled,
+    is the vector multiplied. Blocks of y slices run on several threads."""
+    ny = stack.shape[1]
+    out = np.empty((n_out, ny, matrix.shape[0] // n_out), np.float32)
+
+    def block(start):
+        rows = slice(start, min(start + _SLICES_PER_BLOCK, ny))
+        columns = np.ascontiguousarray(stack[:, rows].transpose(0, 2, 1)).reshape(-1, rows.stop - start)
+        out[:, rows] = (matrix @ columns).reshape(n_out, -1, rows.stop - start).transpose(0, 2, 1)
+
+    map_threads(block, range(0, ny, _SLICES_PER_BLOCK))
+    return out
 
 
 def project(volume, angles, detector_shape=None) -> np.ndarray:

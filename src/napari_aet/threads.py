@@ -8,6 +8,7 @@ variable that also limits BLAS. dask's nanny sets it to 1 in every worker proces
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 
 def fft_workers() -> int:
@@ -15,3 +16,21 @@ def fft_workers() -> int:
     positive integer, else -1 (every core)."""
     value = os.environ.get("OMP_NUM_THREADS", "").strip()
     return int(value) if value.isdigit() and int(value) > 0 else -1
+
+
+def thread_count() -> int:
+    """Threads for the core's own parallel loops: ``OMP_NUM_THREADS`` when it is a positive
+    integer, else every core."""
+    workers = fft_workers()
+    return workers if workers > 0 else os.cpu_count() or 1
+
+
+def map_threads(function, items) -> list:
+    """``[function(item) for item in items]`` on :func:`thread_count` threads (for work that
+    releases the GIL, such as scipy's sparse products and FFTs)."""
+    items = list(items)
+    threads = min(thread_count(), len(items))
+    if threads <= 1:
+        return [function(item) for item in items]
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(function, items))
