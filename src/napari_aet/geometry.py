@@ -21,7 +21,7 @@ from scipy import sparse
 from scipy.special import erf
 
 from .model import InputError
-from .threads import map_threads
+from .threads import map_threads, thread_count
 
 #: y slices per block of the single-axis sparse product: a block of the volume stays in
 #: cache (measured at 256³: 2.3–3.9× faster than one product over every slice, on 2 threads).
@@ -323,19 +323,25 @@ def atom_footprints(positions, sigma, angles, detector_shape, pixel_size, tilt_a
     offsets = np.zeros((len(matrices), 2)) if offsets is None else np.asarray(offsets, float)
     to_image = in_plane_rotation(tilt_axis)
     half = footprint_half_width(sig) if half_width is None else half_width
-    previous = [(None, None), (None, None)]  # per image axis (x, y): the last centres and their integrals
+    jacobians = [to_image @ m[:2] / pixel_size for m in matrices]
+    xy = [positions @ j.T for j in jacobians]
+    # per projection and image axis (x, y): the atoms' centres in pixels from the detector corner
+    centres = [(p[:, 0] + nx // 2 + o[1], p[:, 1] + ny // 2 + o[0]) for p, o in zip(xy, offsets)]
 
-    def integrals(axis, centres, n):
-        if not np.array_equal(previous[axis][0], centres):
-            previous[axis] = centres, _pixel_integrals(centres, sig, n, half, derivatives)
-        return previous[axis][1]
+    def integrals(job):
+        i, axis = job
+        return _pixel_integrals(centres[i][axis], sig, (nx, ny)[axis], half, derivatives)
 
-    for i, m in enumerate(matrices):
-        jacobian = to_image @ m[:2] / pixel_size
-        xy = positions @ jacobian.T
-        x = integrals(0, xy[:, 0] + nx // 2 + offsets[i, 1], nx)
-        y = integrals(1, xy[:, 1] + ny // 2 + offsets[i, 0], ny)
-        yield Footprints(y[0], y[1], x[0], x[1], jacobian, *((y[2], x[2]) if derivatives else ()))
+    latest = [None, None]  # per image axis: the integrals of the last projection
+    for first in range(0, len(matrices), thread_count()):  # a batch of projections on several threads
+        batch = range(first, min(first + thread_count(), len(matrices)))
+        new = [(i, axis) for i in batch for axis in (0, 1)
+               if i == 0 or not np.array_equal(centres[i][axis], centres[i - 1][axis])]
+        computed = dict(zip(new, map_threads(integrals, new)))
+        for i in batch:
+            latest = [computed.get((i, axis), latest[axis]) for axis in (0, 1)]
+            (ix, wx, *dx), (iy, wy, *dy) = latest
+            yield Footprints(iy, wy, ix, wx, jacobians[i], *((dy[0], dx[0]) if derivatives else ()))
 
 
 def project_atoms(positions, amplitudes, sigma, angles, detector_shape, pixel_size,

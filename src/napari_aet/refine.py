@@ -34,6 +34,7 @@ from .geometry import atom_footprints, footprint_half_width, voxel_to_specimen
 from .model import ATOMIC_NUMBERS, AtomModel, InputError, TiltSeries
 from .progress import report, sub_progress
 from .projections import apply_alignment
+from .threads import map_threads
 
 #: Largest position change of one atom in one iteration (Å): keeps a step inside the basin.
 _MAX_STEP = 0.25
@@ -149,7 +150,7 @@ class _Model:
         widths = self.widths.copy()
         widths[s] = width
         half_width = footprint_half_width(widths[self.species_index] / self.series.pixel_size)
-        footprints = self.footprints(self.positions[rows], width, half_width=half_width)
+        footprints = list(self.footprints(self.positions[rows], width, half_width=half_width))
         return self._splat(footprints, np.zeros(np.count_nonzero(rows), int), 1)[0]
 
     def _splat(self, footprints, species_index, n_species) -> np.ndarray:
@@ -157,8 +158,11 @@ class _Model:
         ``(N,)`` from their ``footprints`` (one per projection)."""
         out = np.empty((n_species, *self.data.shape), dtype=np.float32)
         ones = np.ones(len(species_index))
-        for i, f in enumerate(footprints):
-            out[:, i] = f.splat(ones, out[:, i].shape, species_index)
+
+        def one(i):
+            out[:, i] = footprints[i].splat(ones, out[:, i].shape, species_index)
+
+        map_threads(one, range(len(footprints)))
         return out
 
     def combine(self, species) -> np.ndarray:
@@ -174,7 +178,8 @@ class _Model:
         if self.background_width > 0:
             atoms = self.scale[:, None, None] * np.einsum("s,snyx->nyx", self.heights, species)
             sigma = self.background_width / self.series.pixel_size
-            self.smooth = ndimage.gaussian_filter(self.data - atoms, (0, sigma, sigma), mode="nearest")
+            self.smooth = np.stack(map_threads(partial(ndimage.gaussian_filter, sigma=sigma, mode="nearest"),
+                                               self.data - atoms))
 
     def solve_linear(self, species, rounds=3) -> float:
         """Heights, scales and backgrounds that best fit the data given the species projections
@@ -208,13 +213,17 @@ class _Model:
         # entries xx, yy, xy of the unit-amplitude normal matrix; the residual under the footprint
         # and the footprint's squared norm
         gx, gy, hxx, hyy, hxy, overlap, norm = np.empty((7, len(footprints), len(self.positions)))
-        for i, f in enumerate(footprints):
+
+        def one(i):
+            f = footprints[i]
             along_x = f.gather_along_x(residual[i], np.stack([f.wx, f.dwx], -1))  # (N, w, 2)
             syy, sxx = np.sum(f.wy ** 2, 1), np.sum(f.wx ** 2, 1)
             gx[i], gy[i] = np.sum(f.wy * along_x[..., 1], 1), np.sum(f.dwy * along_x[..., 0], 1)
             hxx[i], hyy[i] = syy * np.sum(f.dwx ** 2, 1), np.sum(f.dwy ** 2, 1) * sxx
             hxy[i] = np.sum(f.wy * f.dwy, 1) * np.sum(f.wx * f.dwx, 1)
             overlap[i], norm[i] = np.sum(f.wy * along_x[..., 0], 1), syy * sxx
+
+        map_threads(one, range(len(footprints)))
         amplitude = self.heights[self.species_index]
         c = self.scale[:, None] * amplitude  # (n, N) each atom's amplitude in each projection
         jx, jy = np.stack([f.jacobian for f in footprints], 1)  # (n, 3) each: d(image x, y) / d(x, y, z)
@@ -230,9 +239,14 @@ class _Model:
         """The model's change ``(n, ny, nx)`` per unit step of the atoms along ``direction`` ``(N, 3)`` Å."""
         out = np.empty(self.data.shape)
         amplitude = self.heights[self.species_index]
-        for i, f in enumerate(self.model_footprints(self.positions)):
+        footprints = self.model_footprints(self.positions)
+
+        def one(i):
+            f = footprints[i]
             dx, dy = (direction @ f.jacobian.T).T * self.scale[i] * amplitude
             out[i] = f.splat_shift(dx, dy, out.shape[1:])
+
+        map_threads(one, range(len(footprints)))
         return out
 
     def search_width(self, s, species, error, log_step=0.1) -> tuple[np.ndarray, float]:

@@ -1,4 +1,4 @@
-"""How many threads the core's FFTs use.
+"""How many threads the core uses, for its FFTs and its own thread pool.
 
 One process alone on a machine uses every core; a process that shares the machine with other
 workers (a dask worker of ``napari-aet batch``) is limited to what ``OMP_NUM_THREADS`` says, the
@@ -7,7 +7,9 @@ variable that also limits BLAS. dask's nanny sets it to 1 in every worker proces
 
 from __future__ import annotations
 
+import functools
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 
@@ -27,10 +29,18 @@ def thread_count() -> int:
 
 def map_threads(function, items) -> list:
     """``[function(item) for item in items]`` on :func:`thread_count` threads (for work that
-    releases the GIL, such as scipy's sparse products and FFTs)."""
+    releases the GIL, such as scipy's sparse products and FFTs and numpy's arithmetic). The
+    threads are kept between calls; a call from one of them runs serially."""
     items = list(items)
     threads = min(thread_count(), len(items))
-    if threads <= 1:
+    if threads <= 1 or threading.current_thread().name.startswith(_POOL_NAME):
         return [function(item) for item in items]
-    with ThreadPoolExecutor(threads) as pool:
-        return list(pool.map(function, items))
+    return list(_pool(thread_count()).map(function, items))
+
+
+_POOL_NAME = "napari-aet-worker"
+
+
+@functools.cache
+def _pool(threads) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(threads, thread_name_prefix=_POOL_NAME)
