@@ -70,6 +70,26 @@ def test_planted_nuclei_are_found():
     assert volume[tuple(centre)] > 0.7 and volume.max() <= 1 and volume[0, 0, 0] == 0
 
 
+def test_the_smallest_nucleus_is_found_whole_without_leaks():
+    # seed 1, time 1: the 49-atom L1₀ nucleus (radius 5.5 Å) that has just appeared, next to four larger ones
+    atoms = annealing_series(seed=1)[1]
+    fitted, lattice = fit_lattice(atoms)
+    classified, _ = find_nuclei(classify_order(fitted, lattice), lattice)
+    truth = atoms.features["true_nucleus"]
+    iou, spurious = nucleus_overlap(classified.features["nucleus"], truth)
+    smallest = np.argmin(np.bincount(truth[truth >= 0]))
+    assert np.count_nonzero(truth == smallest) < 50 and iou[smallest] >= 0.6
+    assert np.all(iou >= 0.6) and spurious == 0
+
+
+def test_order_parameters_of_the_region_model_are_checked():
+    fitted, lattice, _ = _whole("L10", "z")
+    with pytest.raises(InputError, match="anti-site fraction must be between 0 and 0.5, got 0.7"):
+        classify_order(fitted, lattice, antisite_fraction=0.7)
+    with pytest.raises(InputError, match="boundary cost must be at least 0"):
+        classify_order(fitted, lattice, boundary_cost=-1)
+
+
 def test_order_needs_two_elements():
     atoms = alloy_particle(radius=10.0)
     fitted, lattice = fit_lattice(atoms)

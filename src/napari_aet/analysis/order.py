@@ -14,21 +14,31 @@ m₁ ≥ m₂ ≥ m₃:
     order_L10 = m₁ − m₂ (variant: the axis of m₁),    order_L12 = min(1, 2 m₃)
 
 (variant: A₃B when η_x η_y η_z > 0, else AB₃, and the sublattice of the minority element from the
-signs). Both are 1 for the perfect crystal and 0 for the other ordered phase. An atom is L1₂ when
-order_L12 ≥ ``threshold`` and ≥ order_L10, else L1₀ when order_L10 ≥ ``threshold``, else A1; the
-labels are then smoothed by the majority of the atom and its 12 nearest sites, and the ordered
-regions, which a window shrinks, grow back into A1 atoms that touch them and carry the element
-their order puts on that site (:func:`classify_order`). An ordered atom whose element is not the
-one its sublattice holds in that order is an anti-site.
+signs). Both are 1 for the perfect crystal and 0 for the other ordered phase.
+
+Phase and variant (:func:`classify_order`): the window order parameters, thresholded at
+``threshold`` and smoothed by a majority filter, *detect* ordered regions (seeds); each atom's own
+element *delineates* them. An atom whose element is the one a label puts on its sublattice fits that
+label; a Potts labelling of all atoms at once (A1, or an ordered label within ``radius`` of its seeds)
+weighs each atom's log-likelihood of its element under the label (anti-sites with probability
+``antisite_fraction``) against the random alloy, plus ``boundary_cost`` per nearest-neighbour bond
+between different labels, and is minimised by alpha-expansion (:mod:`.potts`). Regions are then
+opened (each atom must be in or next to an atom whose 12 neighbours all share its label), a region
+whose evidence does not pay for its boundary with A1 is dropped, and A1 atoms mostly surrounded by
+one ordered label join it. An ordered atom whose element is not the one its sublattice holds in
+that order is an anti-site.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from scipy import sparse
+from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
 from ..model import ATOMIC_NUMBERS, AtomModel, InputError
 from .lattice import Lattice
+from .potts import potts_labels
 
 #: Signs of f_l in η_x, η_y, η_z (rows), over sublattices 0–3 (columns).
 WAVES = np.array([[1, 1, -1, -1], [1, -1, 1, -1], [1, -1, -1, 1]])
@@ -39,8 +49,8 @@ LABELS = (("A1", "", 0), *(("L10", a, sign) for a in AXES for sign in (1, -1)),
 #: Defaults measured on :mod:`napari_aet.simulate_alloy` (benchmarks/bench_analysis.py).
 DEFAULT_RADIUS = 1.0
 DEFAULT_THRESHOLD = 0.5
-DEFAULT_GROW = 2
-DEFAULT_CONTACTS = 3
+DEFAULT_ANTISITE_FRACTION = 0.03
+DEFAULT_BOUNDARY_COST = 0.1
 
 
 def _ideal_heavy() -> np.ndarray:
@@ -146,45 +156,103 @@ def _majority(codes, neighbours) -> np.ndarray:
     return np.where(keep, codes, best)
 
 
-def _grow(codes, matches, neighbours, passes, min_contacts, fill_contacts) -> np.ndarray:
-    """Grow ordered regions into A1 atoms that touch at least ``min_contacts`` atoms of one ordered
-    label and whose element fits it, ``passes`` times; then A1 atoms with ``fill_contacts`` such
-    neighbours join whatever their element (anti-sites)."""
-    rows = np.arange(len(codes))
-    for contacts, must_match in [(min_contacts, True)] * passes + [(fill_contacts, False)]:
-        votes = _neighbour_votes(codes, neighbours)[:, 1:]
-        label = 1 + np.argmax(votes, axis=1)
-        join = (codes == 0) & (votes.max(axis=1) >= contacts)
-        if must_match:
-            join &= matches[rows, label]
-        codes = np.where(join, label, codes)
-    return codes
+def _bonds(neighbours) -> np.ndarray:
+    """Nearest-neighbour bonds ``(M, 2)``, each once, from the neighbour lists (N marks no atom)."""
+    n = len(neighbours)
+    rows = np.repeat(np.arange(n), neighbours.shape[1])
+    cols = neighbours.ravel()
+    keep = (cols < n) & (rows < cols)
+    return np.stack([rows[keep], cols[keep]], axis=1)
+
+
+def _evidence(matches, is_heavy, known, antisite_fraction) -> np.ndarray:
+    """Log-likelihood ratio of each atom's element under each label against the random alloy,
+    ``(N, n_labels)`` (column 0, A1: 0). An ordered label predicts the element that fits it, with
+    probability 1 − ``antisite_fraction``; the random alloy, the particle's composition."""
+    heavy_fraction = np.mean(is_heavy[known]) if known.any() else 0.5
+    random = np.where(is_heavy, heavy_fraction, 1 - heavy_fraction)
+    ordered = np.where(matches, 1 - antisite_fraction, antisite_fraction)
+    evidence = np.log(ordered) - np.log(random)[:, None]
+    evidence[:, 0] = 0
+    evidence[~known] = 0
+    return evidence
+
+
+def _opening(codes, neighbours) -> np.ndarray:
+    """Ordered atoms stay only if they, or a neighbour of their label, have all their neighbours
+    of their label (a region at least two shells thick); the others become A1."""
+    padded = np.append(codes, -1)
+    absent = neighbours == len(codes)
+    same = (padded[neighbours] == codes[:, None]) | absent
+    interior = np.append((codes > 0) & same.all(axis=1), False)
+    near = (interior[neighbours] & same & ~absent).any(axis=1)
+    return np.where(interior[:-1] | near, codes, 0)
+
+
+def _supported(codes, evidence, bonds, boundary_cost) -> np.ndarray:
+    """Ordered regions (connected atoms of one label) whose evidence exceeds the cost of their
+    bonds to A1 atoms — those that lower the energy as a whole; the others become A1."""
+    n = len(codes)
+    a, b = bonds[:, 0], bonds[:, 1]
+    same = (codes[a] == codes[b]) & (codes[a] > 0)
+    graph = sparse.coo_matrix((np.ones(same.sum()), (a[same], b[same])), shape=(n, n))
+    _, region = connected_components(graph, directed=False)
+    gain = np.bincount(region, evidence[np.arange(n), codes], region.max() + 1)
+    ends = np.concatenate([a[(codes[a] > 0) & (codes[b] == 0)], b[(codes[b] > 0) & (codes[a] == 0)]])
+    boundary = np.bincount(region[ends], minlength=region.max() + 1)
+    return np.where(gain[region] > boundary_cost * boundary[region], codes, 0)
+
+
+def _fill_antisites(codes, neighbours, fill_contacts) -> np.ndarray:
+    """A1 atoms touching at least ``fill_contacts`` atoms of one ordered label join it."""
+    votes = _neighbour_votes(codes, neighbours)[:, 1:]
+    join = (codes == 0) & (votes.max(axis=1) >= fill_contacts)
+    return np.where(join, 1 + np.argmax(votes, axis=1), codes)
 
 
 def classify_order(atoms: AtomModel, lattice: Lattice, *, radius=DEFAULT_RADIUS, threshold=DEFAULT_THRESHOLD,
-                   grow=DEFAULT_GROW, min_contacts=DEFAULT_CONTACTS, fill_contacts=7) -> AtomModel:
-    """Order parameters, phase (A1, L10, L12), variant and anti-sites of every atom.
+                   antisite_fraction=DEFAULT_ANTISITE_FRACTION, boundary_cost=DEFAULT_BOUNDARY_COST,
+                   fill_contacts=7) -> AtomModel:
+    """Order parameters, phase (A1, L10 or L12), variant and anti-sites of every atom.
 
     Parameters as :func:`order_parameters`, and
-    threshold : window order parameter above which an atom starts as ordered.
-    grow, min_contacts, fill_contacts : after a majority filter over each atom and its 12 nearest
-        sites, ordered regions grow ``grow`` times into A1 atoms touching at least ``min_contacts``
-        atoms of one ordered label whose element fits that order; then A1 atoms touching
-        ``fill_contacts`` atoms of one label join it whatever their element.
+    threshold : window order parameter above which an atom seeds an ordered region.
+    antisite_fraction : expected fraction of atoms of the wrong element inside an ordered region.
+    boundary_cost : cost of one nearest-neighbour bond between different labels, in units of the
+        log-likelihood of one atom's element (nats).
+    fill_contacts : an A1 atom touching this many atoms of one ordered label joins it whatever its
+        element (an anti-site).
+
+    The seeds (window label, majority of each atom and its 12 nearest sites) keep their label;
+    every other atom within ``radius`` × a of seeds of a label may take that label. See the module
+    docstring for the energy and the steps after it.
 
     Returns the atoms with the columns of :func:`order_parameters` and ``phase``, ``variant``
     ("x"/"y"/"z": L1₀ c axis in the crystal frame; "A3B:j"/"AB3:j": L1₂ with the minority element
     on sublattice j; "" for A1) and ``antisite`` (bool).
     """
+    if not 0 < antisite_fraction < 0.5:
+        raise InputError(f"the anti-site fraction must be between 0 and 0.5, got {antisite_fraction}")
+    if boundary_cost < 0:
+        raise InputError(f"the boundary cost must be at least 0, got {boundary_cost}")
     atoms = order_parameters(atoms, lattice, radius=radius)
-    codes = _window_codes(atoms.features, threshold)
     first_shell, sites = site_neighbours(atoms, lattice, 0.75)
-    sublattice = fcc_sublattice(sites)
+    neighbours = first_shell[:, 1:]
     _, heavy = alloy_elements(atoms)
-    matches = IDEAL[:, sublattice].T == (atoms.species == heavy)[:, None]
-    codes = _majority(codes, first_shell[:, 1:])
-    codes = _grow(codes, matches, first_shell[:, 1:], grow, min_contacts, fill_contacts)
     known = atoms.species != ""
+    is_heavy = (atoms.species == heavy) & known
+    matches = IDEAL[:, fcc_sublattice(sites)].T == is_heavy[:, None]
+    seeds = _majority(_window_codes(atoms.features, threshold), neighbours)
+    evidence = _evidence(matches, is_heavy, known, antisite_fraction)
+    window, _ = site_neighbours(atoms, lattice, radius)
+    seeded = np.vstack([np.eye(len(LABELS), dtype=bool)[seeds], np.zeros((1, len(LABELS)), bool)])
+    allowed = seeded[window].any(axis=1)
+    allowed[:, 0] = True
+    allowed[seeds > 0] = seeded[:-1][seeds > 0]  # seeds keep their label
+    bonds = _bonds(neighbours)
+    codes = potts_labels(np.where(allowed, -evidence, np.inf), bonds, boundary_cost, initial=seeds)
+    codes = _supported(_opening(codes, neighbours), evidence, bonds, boundary_cost)
+    codes = _fill_antisites(codes, neighbours, fill_contacts)
     wrong = ~matches[np.arange(len(codes)), codes]
     return atoms.with_features(phase=np.array([p for p, _, _ in LABELS], dtype=object)[codes],
                                variant=np.array([v for _, v, _ in LABELS], dtype=object)[codes],
