@@ -13,7 +13,7 @@ turned over. For each seed and time:
 * nucleus events right: the event sequences of the nucleus tracks equal the scenario's.
 
 Baseline ("fixed window + threshold"): the same order parameters in a fixed window around each
-site, phase by the 0.5 threshold, nothing else (no majority filter, no element-checked growth),
+site, phase by the 0.5 threshold, nothing else (no majority filter, no region model),
 for window radii 1.0 a (19 sites) and 1.3 a (43 sites).
 
 Speed: the same scenario scaled to ~20,000 atoms per time: ``analyze_to_directory`` per time and
@@ -244,6 +244,10 @@ def print_table(table):
               f"{final['species_accuracy']:.4f} | {final['rms_error_pm']:.1f} | {row['accuracy']:.4f} | "
               f"{', '.join(f'{x:.2f}' for x in row['iou'])} | {row['spurious']} | {tracking} | {events} | "
               f"{row['seconds']:.0f} |")
+    iou = np.concatenate([row["iou"] for row in table])
+    print(f"\nnucleus IoU over {len(iou)} nucleus-times: min {iou.min():.2f}, mean {iou.mean():.3f}, "
+          f"{np.count_nonzero(iou < 0.5)} below 0.5; phase accuracy off boundaries min "
+          f"{min(row['accuracy'] for row in table):.4f}; spurious nuclei max {max(row['spurious'] for row in table)}")
 
 
 def main():

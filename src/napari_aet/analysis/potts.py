@@ -6,8 +6,8 @@ D is a per-node cost of each label (e.g. a negative log-likelihood), w the cost 
 ends differ. Alpha-expansion (Boykov, Veksler & Zabih 2001) lets every node at once either keep its
 label or take label α, which is a binary problem solved exactly by one minimum s–t cut
 (Kolmogorov & Zabih 2004); α runs over the labels until no move lowers E. The result is a local
-minimum within a factor 2 of the global one for the Potts energy, and no single node, nor any set of
-nodes taking one label together, can lower it.
+minimum that no set of nodes taking one label together can lower, within a factor 2 of the global
+minimum for non-negative costs (costs are rounded to 1/1000 for the integer max-flow).
 """
 
 from __future__ import annotations
@@ -16,28 +16,25 @@ import numpy as np
 from scipy import sparse
 from scipy.sparse.csgraph import breadth_first_order, maximum_flow
 
+from ..model import InputError
+
 #: Costs are rounded to integers in units of 1 / SCALE for the max-flow (scipy needs integer capacities).
 SCALE = 1000
 
 
 def potts_energy(costs, edges, weight, labels) -> float:
-    """E(labels) for ``costs`` ``(N, n_labels)``, ``edges`` ``(M, 2)`` and ``weight`` (a number, or
-    an ``(n_labels, n_labels)`` metric: the cost of an edge between each pair of labels)."""
-    weight = _metric(weight, costs.shape[1])
-    return float(costs[np.arange(len(labels)), labels].sum() + weight[labels[edges[:, 0]], labels[edges[:, 1]]].sum())
-
-
-def _metric(weight, n_labels):
-    return weight * (1 - np.eye(n_labels)) if np.ndim(weight) == 0 else np.asarray(weight, float)
+    """E(labels) for ``costs`` ``(N, n_labels)``, ``edges`` ``(M, 2)`` and the edge ``weight``."""
+    return float(costs[np.arange(len(labels)), labels].sum()
+                 + weight * np.count_nonzero(labels[edges[:, 0]] != labels[edges[:, 1]]))
 
 
 def _expansion(costs, edges, weight, labels, alpha) -> np.ndarray:
     """Which nodes take ``alpha`` in the best expansion move (one min-cut)."""
     n = len(labels)
     i, j = edges[:, 0], edges[:, 1]
-    differ = weight[labels[i], labels[j]]               # E00: both keep
-    i_moves = weight[alpha, labels[j]]                  # E10: i takes alpha, j keeps
-    j_moves = weight[labels[i], alpha]                  # E01: i keeps, j takes alpha
+    differ = weight * (labels[i] != labels[j])          # E00: both keep
+    i_moves = weight * (labels[j] != alpha)             # E10: i takes alpha, j keeps
+    j_moves = weight * (labels[i] != alpha)             # E01: i keeps, j takes alpha
     # E(x_i, x_j) = E00 + (E10 - E00) x_i - E10 x_j + (E01 + E10 - E00) (1 - x_i) x_j
     gain = costs[:, alpha] - costs[np.arange(n), labels]
     gain += np.bincount(i, i_moves - differ, n) - np.bincount(j, i_moves, n)
@@ -45,7 +42,7 @@ def _expansion(costs, edges, weight, labels, alpha) -> np.ndarray:
     blocked = ~np.isfinite(gain)  # alpha forbidden here: more than any cut could save
     gain = np.rint(SCALE * np.where(blocked, 0, gain)).astype(np.int64)
     degree = np.bincount(i, minlength=n) + np.bincount(j, minlength=n)
-    gain[blocked] = np.rint(SCALE * (3 * weight.max() * degree[blocked] + 1)).astype(np.int64)
+    gain[blocked] = np.rint(SCALE * (3 * weight * degree[blocked] + 1)).astype(np.int64)
     source, sink = n, n + 1
     nodes = np.arange(n)
     rows = np.concatenate([i, np.full(n, source), nodes])
@@ -78,8 +75,9 @@ def potts_labels(costs, edges, weight, initial=None, max_cycles=10) -> np.ndarra
     edges = np.asarray(edges, np.int64).reshape(-1, 2)
     labels = np.argmin(costs, axis=1) if initial is None else np.asarray(initial, np.int64).copy()
     if not np.all(np.isfinite(costs[np.arange(len(labels)), labels])):
-        raise ValueError("the initial labels must be allowed (finite cost)")
-    weight = _metric(weight, costs.shape[1])
+        raise InputError("the initial labels must be allowed there (a finite cost)")
+    if weight < 0:
+        raise InputError(f"the edge weight must be at least 0, got {weight}")
     energy = potts_energy(costs, edges, weight, labels)
     for _ in range(max_cycles):
         improved = False
