@@ -38,9 +38,12 @@ def test_perfect_l12_gives_one(kind):
 
 def test_random_alloy_is_near_zero_and_a1():
     atoms = alloy_particle(radius=20.0, seed=4)
-    result = classify_order(*fit_lattice(atoms)).features
+    fitted, lattice = fit_lattice(atoms)
+    classified = classify_order(fitted, lattice)
+    result = classified.features
     assert np.mean(result["order_L10"]) < 0.2 and np.mean(result["order_L12"]) < 0.2
     assert np.mean(result["phase"] == "A1") > 0.99
+    assert len(find_nuclei(classified, lattice)[1]) == 0
 
 
 def test_antisites_are_flagged():

@@ -48,7 +48,7 @@ LABELS = (("A1", "", 0), *(("L10", a, sign) for a in AXES for sign in (1, -1)),
           *(("L12", f"{kind}:{j}", 0) for kind in ("A3B", "AB3") for j in range(4)))
 #: Defaults measured on :mod:`napari_aet.simulate_alloy` (benchmarks/bench_analysis.py).
 DEFAULT_RADIUS = 1.0
-DEFAULT_THRESHOLD = 0.5
+DEFAULT_THRESHOLD = 0.6
 DEFAULT_ANTISITE_FRACTION = 0.03
 DEFAULT_BOUNDARY_COST = 0.1
 
