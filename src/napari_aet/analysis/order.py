@@ -48,7 +48,8 @@ LABELS = (("A1", "", 0), *(("L10", a, sign) for a in AXES for sign in (1, -1)),
           *(("L12", f"{kind}:{j}", 0) for kind in ("A3B", "AB3") for j in range(4)))
 #: Defaults measured on :mod:`napari_aet.simulate_alloy` (benchmarks/bench_analysis.py).
 DEFAULT_RADIUS = 1.0
-DEFAULT_THRESHOLD = 0.6
+DEFAULT_THRESHOLD = 0.5
+DEFAULT_CORE_THRESHOLD = 0.7
 DEFAULT_ANTISITE_FRACTION = 0.03
 DEFAULT_BOUNDARY_COST = 0.1
 
@@ -165,6 +166,12 @@ def _bonds(neighbours) -> np.ndarray:
     return np.stack([rows[keep], cols[keep]], axis=1)
 
 
+def _labels_within(codes, window) -> np.ndarray:
+    """Whether an atom of each label (columns) lies in each atom's window (rows), ``(N, n_labels)``."""
+    onehot = np.vstack([np.eye(len(LABELS), dtype=bool), np.zeros((1, len(LABELS)), bool)])
+    return onehot[np.append(codes, len(LABELS))[window]].any(axis=1)
+
+
 def _evidence(matches, is_heavy, known, antisite_fraction) -> np.ndarray:
     """Log-likelihood ratio of each atom's element under each label against the random alloy,
     ``(N, n_labels)`` (column 0, A1: 0). An ordered label predicts the element that fits it, with
@@ -189,9 +196,10 @@ def _opening(codes, neighbours) -> np.ndarray:
     return np.where(interior[:-1] | near, codes, 0)
 
 
-def _supported(codes, evidence, bonds, boundary_cost) -> np.ndarray:
-    """Ordered regions (connected atoms of one label) whose evidence exceeds the cost of their
-    bonds to A1 atoms — those that lower the energy as a whole; the others become A1."""
+def _supported(codes, cores, evidence, bonds, boundary_cost) -> np.ndarray:
+    """Ordered regions (connected atoms of one label) that hold a core atom of their label and whose
+    evidence exceeds the cost of their bonds to A1 atoms (they lower the energy as a whole); the
+    others become A1."""
     n = len(codes)
     a, b = bonds[:, 0], bonds[:, 1]
     same = (codes[a] == codes[b]) & (codes[a] > 0)
@@ -200,7 +208,9 @@ def _supported(codes, evidence, bonds, boundary_cost) -> np.ndarray:
     gain = np.bincount(region, evidence[np.arange(n), codes], region.max() + 1)
     ends = np.concatenate([a[(codes[a] > 0) & (codes[b] == 0)], b[(codes[b] > 0) & (codes[a] == 0)]])
     boundary = np.bincount(region[ends], minlength=region.max() + 1)
-    return np.where(gain[region] > boundary_cost * boundary[region], codes, 0)
+    has_core = np.zeros(region.max() + 1, bool)
+    has_core[region[(cores == codes) & (codes > 0)]] = True
+    return np.where(has_core[region] & (gain[region] > boundary_cost * boundary[region]), codes, 0)
 
 
 def _fill_antisites(codes, neighbours, fill_contacts) -> np.ndarray:
@@ -211,21 +221,24 @@ def _fill_antisites(codes, neighbours, fill_contacts) -> np.ndarray:
 
 
 def classify_order(atoms: AtomModel, lattice: Lattice, *, radius=DEFAULT_RADIUS, threshold=DEFAULT_THRESHOLD,
-                   antisite_fraction=DEFAULT_ANTISITE_FRACTION, boundary_cost=DEFAULT_BOUNDARY_COST,
-                   fill_contacts=7) -> AtomModel:
+                   core_threshold=DEFAULT_CORE_THRESHOLD, antisite_fraction=DEFAULT_ANTISITE_FRACTION,
+                   boundary_cost=DEFAULT_BOUNDARY_COST, fill_contacts=7) -> AtomModel:
     """Order parameters, phase (A1, L10 or L12), variant and anti-sites of every atom.
 
     Parameters as :func:`order_parameters`, and
     threshold : window order parameter above which an atom seeds an ordered region.
+    core_threshold : a region is kept only if it holds a core atom, one whose window order parameter
+        is at least this (after the same majority filter).
     antisite_fraction : expected fraction of atoms of the wrong element inside an ordered region.
     boundary_cost : cost of one nearest-neighbour bond between different labels, in units of the
         log-likelihood of one atom's element (nats).
     fill_contacts : an A1 atom touching this many atoms of one ordered label joins it whatever its
         element (an anti-site).
 
-    The seeds (window label, majority of each atom and its 12 nearest sites) keep their label;
-    every other atom within ``radius`` × a of seeds of a label may take that label. See the module
-    docstring for the energy and the steps after it.
+    The core atoms (window label at ``core_threshold``, majority of each atom and its 12 nearest
+    sites) keep their label; every other atom within ``radius`` × a of seeds (the same at
+    ``threshold``) or cores of a label may take that label. See the module docstring for the energy
+    and the steps after it.
 
     Returns the atoms with the columns of :func:`order_parameters` and ``phase``, ``variant``
     ("x"/"y"/"z": L1₀ c axis in the crystal frame; "A3B:j"/"AB3:j": L1₂ with the minority element
@@ -242,16 +255,16 @@ def classify_order(atoms: AtomModel, lattice: Lattice, *, radius=DEFAULT_RADIUS,
     known = atoms.species != ""
     is_heavy = (atoms.species == heavy) & known
     matches = IDEAL[:, fcc_sublattice(sites)].T == is_heavy[:, None]
-    seeds = _majority(_window_codes(atoms.features, threshold), neighbours)
+    seeds, cores = (_majority(_window_codes(atoms.features, level), neighbours)
+                    for level in (threshold, core_threshold))
     evidence = _evidence(matches, is_heavy, known, antisite_fraction)
     window, _ = site_neighbours(atoms, lattice, radius)
-    seeded = np.vstack([np.eye(len(LABELS), dtype=bool)[seeds], np.zeros((1, len(LABELS)), bool)])
-    allowed = seeded[window].any(axis=1)
+    allowed = _labels_within(seeds, window) | _labels_within(cores, window)
     allowed[:, 0] = True
-    allowed[seeds > 0] = seeded[:-1][seeds > 0]  # seeds keep their label
+    allowed[cores > 0] = np.eye(len(LABELS), dtype=bool)[cores[cores > 0]]  # cores keep their label
     bonds = _bonds(neighbours)
-    codes = potts_labels(np.where(allowed, -evidence, np.inf), bonds, boundary_cost, initial=seeds)
-    codes = _supported(_opening(codes, neighbours), evidence, bonds, boundary_cost)
+    codes = potts_labels(np.where(allowed, -evidence, np.inf), bonds, boundary_cost, initial=cores)
+    codes = _supported(_opening(codes, neighbours), cores, evidence, bonds, boundary_cost)
     codes = _fill_antisites(codes, neighbours, fill_contacts)
     wrong = ~matches[np.arange(len(codes)), codes]
     return atoms.with_features(phase=np.array([p for p, _, _ in LABELS], dtype=object)[codes],
