@@ -16,16 +16,17 @@ m₁ ≥ m₂ ≥ m₃:
 (variant: A₃B when η_x η_y η_z > 0, else AB₃, and the sublattice of the minority element from the
 signs). Both are 1 for the perfect crystal and 0 for the other ordered phase.
 
-Phase and variant (:func:`classify_order`): the window order parameters, thresholded at
-``threshold`` and smoothed by a majority filter, *detect* ordered regions (seeds); each atom's own
-element *delineates* them. An atom whose element is the one a label puts on its sublattice fits that
-label; a Potts labelling of all atoms at once (A1, or an ordered label within ``radius`` of its seeds)
+Phase and variant (:func:`classify_order`): the window order parameters, thresholded and smoothed
+by a majority filter, *detect* ordered regions — seeds at ``threshold`` say where a label may go,
+core atoms at ``core_threshold`` that a region is there; each atom's own element *delineates* them.
+An atom whose element is the one a label puts on its sublattice fits that label; a Potts labelling
+of all atoms at once (A1, or an ordered label within ``radius`` of its seeds or cores; cores fixed)
 weighs each atom's log-likelihood of its element under the label (anti-sites with probability
 ``antisite_fraction``) against the random alloy, plus ``boundary_cost`` per nearest-neighbour bond
 between different labels, and is minimised by alpha-expansion (:mod:`.potts`). Regions are then
 opened (each atom must be in or next to an atom whose 12 neighbours all share its label), a region
-whose evidence does not pay for its boundary with A1 is dropped, and A1 atoms mostly surrounded by
-one ordered label join it. An ordered atom whose element is not the one its sublattice holds in
+without a core atom or whose evidence does not pay for its boundary with A1 is dropped, and A1 atoms
+mostly surrounded by one ordered label join it. An ordered atom whose element is not the one its sublattice holds in
 that order is an anti-site.
 """
 
