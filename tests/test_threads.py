@@ -33,3 +33,18 @@ def test_a_task_that_maps_again_runs_its_inner_map_serially(monkeypatch):
     for result in map_threads(inner, range(4)):  # would deadlock if the inner maps waited for the pool
         assert [y for y, _ in result] == [0, 1, 2]
         assert len({name for _, name in result}) == 1
+
+
+def test_a_forked_child_maps_on_threads_of_its_own(monkeypatch):
+    """The parent's pool threads do not exist in a forked child; reusing that pool would hang."""
+    import multiprocessing
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert map_threads(abs, [-1, -2]) == [1, 2]  # the parent's pool exists now
+    child = multiprocessing.get_context("fork").Process(target=map_threads, args=(abs, [-1, -2, -3]))
+    child.start()
+    child.join(timeout=20)
+    hung = child.is_alive()
+    if hung:
+        child.kill()
+    assert not hung and child.exitcode == 0

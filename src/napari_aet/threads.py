@@ -35,12 +35,14 @@ def map_threads(function, items) -> list:
     threads = min(thread_count(), len(items))
     if threads <= 1 or threading.current_thread().name.startswith(_POOL_NAME):
         return [function(item) for item in items]
-    return list(_pool(thread_count()).map(function, items))
+    return list(_pool(thread_count(), os.getpid()).map(function, items))
 
 
 _POOL_NAME = "napari-aet-worker"
 
 
 @functools.cache
-def _pool(threads) -> ThreadPoolExecutor:
+def _pool(threads, process) -> ThreadPoolExecutor:
+    """One pool per thread count and process: a forked child makes its own (the parent's threads do
+    not exist in it)."""
     return ThreadPoolExecutor(threads, thread_name_prefix=_POOL_NAME)
