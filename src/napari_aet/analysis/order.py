@@ -105,6 +105,11 @@ def order_parameters(atoms: AtomModel, lattice: Lattice, *, radius=DEFAULT_RADIU
     Returns the atoms with columns ``eta_x``, ``eta_y``, ``eta_z``, ``order_L10``, ``order_L12`` in
     [0, 1] (float32), ``variant_L10`` and ``variant_L12``.
     """
+    return _window_order(atoms, lattice, radius)[1]
+
+
+def _window_order(atoms: AtomModel, lattice: Lattice, radius):
+    """The window :func:`order_parameters` used (:func:`site_neighbours`, ``(N, k)``) and its result."""
     if lattice.kind != "fcc":
         raise InputError(f"L1₀ / L1₂ order needs an fcc lattice, got {lattice.kind}")
     _, heavy = alloy_elements(atoms)
@@ -122,7 +127,7 @@ def order_parameters(atoms: AtomModel, lattice: Lattice, *, radius=DEFAULT_RADIU
     a3b = np.prod(signs, axis=1) > 0
     minority = signs * np.where(a3b, 1, -1)[:, None]
     sublattice = 2 * (minority[:, 0] < 0) + (minority[:, 1] < 0)
-    return atoms.with_features(
+    return idx, atoms.with_features(
         eta_x=eta[:, 0].astype(np.float32), eta_y=eta[:, 1].astype(np.float32), eta_z=eta[:, 2].astype(np.float32),
         order_L10=(size[:, 2] - size[:, 1]).astype(np.float32),
         order_L12=np.minimum(1.0, 2 * size[:, 0]).astype(np.float32),
@@ -249,7 +254,7 @@ def classify_order(atoms: AtomModel, lattice: Lattice, *, radius=DEFAULT_RADIUS,
         raise InputError(f"the anti-site fraction must be between 0 and 0.5, got {antisite_fraction}")
     if boundary_cost < 0:
         raise InputError(f"the boundary cost must be at least 0, got {boundary_cost}")
-    atoms = order_parameters(atoms, lattice, radius=radius)
+    window, atoms = _window_order(atoms, lattice, radius)
     first_shell, sites = site_neighbours(atoms, lattice, 0.75)
     neighbours = first_shell[:, 1:]
     _, heavy = alloy_elements(atoms)
@@ -259,7 +264,6 @@ def classify_order(atoms: AtomModel, lattice: Lattice, *, radius=DEFAULT_RADIUS,
     seeds, cores = (_majority(_window_codes(atoms.features, level), neighbours)
                     for level in (threshold, core_threshold))
     evidence = _evidence(matches, is_heavy, known, antisite_fraction)
-    window, _ = site_neighbours(atoms, lattice, radius)
     allowed = _labels_within(seeds, window) | _labels_within(cores, window)
     allowed[:, 0] = True
     allowed[cores > 0] = np.eye(len(LABELS), dtype=bool)[cores[cores > 0]]  # cores keep their label
