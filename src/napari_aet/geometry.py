@@ -139,7 +139,6 @@ class Projector:
     def forward(self, volume) -> np.ndarray:
         """Projections ``(n, ny_d, nx_d)`` float32 of a volume ``(nz, ny, nx)``."""
         volume = self._check(volume, self.shape, "volume")
-        nz, ny, nx = self.shape
         if self.single_axis:
             return _slices_product(self._matrix, volume, len(self.matrices))
         out = np.empty(self.projection_shape, dtype=np.float32)
@@ -333,8 +332,9 @@ def atom_footprints(positions, sigma, angles, detector_shape, pixel_size, tilt_a
         return _pixel_integrals(centres[i][axis], sig, (nx, ny)[axis], half, derivatives)
 
     latest = [None, None]  # per image axis: the integrals of the last projection
-    for first in range(0, len(matrices), thread_count()):  # a batch of projections on several threads
-        batch = range(first, min(first + thread_count(), len(matrices)))
+    threads = thread_count()
+    for first in range(0, len(matrices), threads):  # a batch of projections on several threads
+        batch = range(first, min(first + threads, len(matrices)))
         new = [(i, axis) for i in batch for axis in (0, 1)
                if i == 0 or not np.array_equal(centres[i][axis], centres[i - 1][axis])]
         computed = dict(zip(new, map_threads(integrals, new)))

@@ -31,11 +31,10 @@ def map_threads(function, items) -> list:
     """``[function(item) for item in items]`` on :func:`thread_count` threads (for work that
     releases the GIL, such as scipy's sparse products and FFTs and numpy's arithmetic). The
     threads are kept between calls; a call from one of them runs serially."""
-    items = list(items)
-    threads = min(thread_count(), len(items))
-    if threads <= 1 or threading.current_thread().name.startswith(_POOL_NAME):
+    items, threads = list(items), thread_count()
+    if threads == 1 or len(items) <= 1 or threading.current_thread().name.startswith(_POOL_NAME):
         return [function(item) for item in items]
-    return list(_pool(thread_count(), os.getpid()).map(function, items))
+    return list(_pool(threads, os.getpid()).map(function, items))
 
 
 _POOL_NAME = "napari-aet-worker"
