@@ -112,8 +112,10 @@ def floor(out: Path):
 
 def run(out: Path, dose, seed, max_shift):
     from scipy import ndimage
+    from scipy.spatial import cKDTree
 
     from napari_aet.analysis.atom_metrics import compare_atoms, mutual_nearest_pairs
+    from napari_aet.elements import close_pairs, min_distance_table
     from napari_aet.model import TiltSeries
     from napari_aet.pipeline import real_atoms, run_pipeline
 
@@ -125,16 +127,21 @@ def run(out: Path, dose, seed, max_shift):
     start = time.perf_counter()
     result = run_pipeline(series, "Fe,Pt", seed=seed)
     wall = time.perf_counter() - start
-    print("| stage | atoms | recall | precision | RMS pm | Fe RMS pm | Pt RMS pm | species |")
-    print("|---|---|---|---|---|---|---|---|")
+    table = min_distance_table(("Fe", "Pt"))
+    print("| stage | atoms | recall | precision | RMS pm | Fe RMS pm | Pt RMS pm | species | pairs below the "
+          "physical minimum | nearest pair Å |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for stage, atoms in (("traced", result.traced), ("refined", result.atoms)):
         atoms = real_atoms(atoms)
         m = compare_atoms(atoms, truth)
         i, j = mutual_nearest_pairs(atoms.positions + m["translation"], truth.positions, 1.0)
         error = np.linalg.norm(atoms.positions[i] + m["translation"] - truth.positions[j], axis=1)
         rms = {e: np.sqrt(np.mean(error[truth.species[j] == e] ** 2)) * 100 for e in ("Fe", "Pt")}
+        index = np.searchsorted(["Fe", "Pt"], atoms.species.astype(str))
+        too_close = len(close_pairs(atoms.positions, index, table))
+        nearest = cKDTree(atoms.positions).query(atoms.positions, k=2)[0][:, 1].min()
         print(f"| {stage} | {len(atoms)} | {m['recall']:.2%} | {m['precision']:.2%} | {m['rms_error_pm']:.1f} | "
-              f"{rms['Fe']:.1f} | {rms['Pt']:.1f} | {m['species_accuracy']:.2%} |")
+              f"{rms['Fe']:.1f} | {rms['Pt']:.1f} | {m['species_accuracy']:.2%} | {too_close} | {nearest:.2f} |")
     timings = ", ".join(f"{k} {v:.0f} s" for k, v in result.report["timings_s"].items())
     print(f"\nTruth {len(truth)} atoms; dose {dose:g}, seed {seed}, shifts ±{max_shift:g} px; {timings}; "
           f"wall {wall:.0f} s")
