@@ -12,7 +12,8 @@ dose = counts per heaviest atom per projection):
 
 Each row compares the final atoms (non-atoms left out) with the truth:
 ``analysis.atom_metrics.compare_atoms`` (mutual nearest neighbours within 1 Å after removing
-a global translation), and counts the atoms the refinement added and removed.
+a global translation), counts the atoms the refinement added and removed, and gives the run's
+wall time and each stage's.
 
     python benchmarks/bench_dose.py [--doses 40 100 400] [--radius 10] [--size 80] [--tilts 41]
 """
@@ -37,9 +38,10 @@ def run_case(name, truth, elements, dose, args, align):
     m = compare_atoms(real_atoms(result.atoms), truth)
     traced = compare_atoms(real_atoms(result.traced), truth) if result.traced is not None else m
     f = result.atoms.features
+    stages = ", ".join(f"{k} {v:.1f}" for k, v in result.report["timings_s"].items() if k != "total")
     print(f"| {dose:g} | {name} | {m['n_found']} / {m['n_true']} | {m['recall']:.2%} | {m['precision']:.2%} | "
           f"{m['rms_error_pm']:.1f} | {traced['recall']:.2%} / {traced['precision']:.2%} | "
-          f"{int(f['refine_added'].sum())} / {int(f['refine_removed'].sum())} | {wall:.0f} s |", flush=True)
+          f"{int(f['refine_added'].sum())} / {int(f['refine_removed'].sum())} | {wall:.0f} s | {stages} |", flush=True)
 
 
 def main():
@@ -58,8 +60,8 @@ def main():
              "fept": ("FePt pre-aligned", fept, "Fe,Pt", False),
              "pt": ("Pt pre-aligned", platinum, "Pt", False)}
     print("| dose | case | found / true | recall | precision | RMS pm | traced recall / precision | "
-          "refinement added / removed | wall |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "refinement added / removed | wall | stages (s) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for dose in args.doses:
         for case in args.cases:
             name, truth, elements, align = cases[case]
