@@ -85,6 +85,20 @@ def test_the_smallest_nucleus_is_found_whole_without_leaks():
     assert np.all(iou >= 0.6) and spurious == 0
 
 
+def test_a_stable_nucleus_keeps_its_size_when_nearby_surface_atoms_come_and_go():
+    # merge-split seed 4: the L1₂ nucleus (planted 4, 79 atoms) and its surroundings are the same at
+    # times 0 and 1, but surface sites near it are missing at time 0 only; cut windows must not let
+    # its fringe grow (without the window-size scaling of the thresholds: 81 -> 91 atoms, "grew")
+    sizes = []
+    for atoms in annealing_series(n_times=2, seed=4, scenario="merge-split"):
+        fitted, lattice = fit_lattice(atoms)
+        classified, _ = find_nuclei(classify_order(fitted, lattice), lattice)
+        found, truth = classified.features["nucleus"], atoms.features["true_nucleus"]
+        label = np.bincount(found[(truth == 4) & (found >= 0)]).argmax()
+        sizes.append(np.count_nonzero(found == label))
+    assert abs(sizes[1] / sizes[0] - 1) <= 0.1
+
+
 def test_order_parameters_of_the_region_model_are_checked():
     fitted, lattice, _ = _whole("L10", "z")
     with pytest.raises(InputError, match="anti-site fraction must be between 0 and 0.5, got 0.7"):

@@ -18,7 +18,9 @@ signs). Both are 1 for the perfect crystal and 0 for the other ordered phase.
 
 Phase and variant (:func:`classify_order`): the window order parameters, thresholded and smoothed
 by a majority filter, *detect* ordered regions — seeds at ``threshold`` say where a label may go,
-core atoms at ``core_threshold`` that a region is there; each atom's own element *delineates* them.
+core atoms at ``core_threshold`` that a region is there (both thresholds times sqrt(k / n) for a
+window with n of its k sites present: at the surface fewer sites make a chance order likelier);
+each atom's own element *delineates* them.
 An atom whose element is the one a label puts on its sublattice fits that label; a Potts labelling
 of all atoms at once (A1, or an ordered label within ``radius`` of its seeds or cores; cores fixed)
 weighs each atom's log-likelihood of its element under the label (anti-sites with probability
@@ -147,6 +149,14 @@ def _window_codes(features, threshold) -> np.ndarray:
     return np.where(is_l12, l12, np.where(is_l10, l10, 0))
 
 
+def _window_scale(window, n_atoms) -> np.ndarray:
+    """Per atom, sqrt(full window / sites present in its window) ``(N,)``: a window order parameter
+    from n sites varies by chance as 1/sqrt(n), so a window cut by the surface or a vacancy needs a
+    higher value to be as significant as a full one."""
+    present = np.count_nonzero(window < n_atoms, axis=1)
+    return np.sqrt(window.shape[1] / np.maximum(present, 1))
+
+
 def _neighbour_votes(codes, neighbours) -> np.ndarray:
     """How many of each atom's neighbours carry each label, ``(N, n_labels)``."""
     n_labels = len(LABELS)
@@ -232,9 +242,10 @@ def classify_order(atoms: AtomModel, lattice: Lattice, *, radius=DEFAULT_RADIUS,
     """Order parameters, phase (A1, L10 or L12), variant and anti-sites of every atom.
 
     Parameters as :func:`order_parameters`, and
-    threshold : window order parameter above which an atom seeds an ordered region.
+    threshold : window order parameter above which an atom with a full window seeds an ordered
+        region (times sqrt(k / n) when only n of the window's k sites hold an atom, capped at 1).
     core_threshold : a region is kept only if it holds a core atom, one whose window order parameter
-        is at least this (after the same majority filter).
+        is at least this, scaled alike (after the same majority filter).
     antisite_fraction : expected fraction of atoms of the wrong element inside an ordered region.
     boundary_cost : cost of one nearest-neighbour bond between different labels, in units of the
         log-likelihood of one atom's element (nats).
@@ -261,7 +272,8 @@ def classify_order(atoms: AtomModel, lattice: Lattice, *, radius=DEFAULT_RADIUS,
     known = atoms.species != ""
     is_heavy = (atoms.species == heavy) & known
     matches = IDEAL[:, fcc_sublattice(sites)].T == is_heavy[:, None]
-    seeds, cores = (_majority(_window_codes(atoms.features, level), neighbours)
+    scale = _window_scale(window, len(atoms))
+    seeds, cores = (_majority(_window_codes(atoms.features, np.minimum(level * scale, 1.0)), neighbours)
                     for level in (threshold, core_threshold))
     evidence = _evidence(matches, is_heavy, known, antisite_fraction)
     allowed = _labels_within(seeds, window) | _labels_within(cores, window)
