@@ -19,20 +19,30 @@ os.environ["OMP_NUM_THREADS"] = "1"
 import numpy as np  # noqa: E402  (after the thread count)
 
 
+def interpreted():
+    total = 0
+    for i in range(30_000_000):
+        total += i * i
+
+
+def in_cache():
+    a = np.random.default_rng(0).random((64, 64)).astype(np.float32)
+    for _ in range(200_000):
+        a = np.sin(a)
+
+
+def streaming():
+    a = np.ones(32_000_000)
+    for _ in range(40):
+        a = a * 1.0000001 + 1.0
+
+
+KINDS = {"python": interpreted, "small": in_cache, "memory": streaming}
+
+
 def work(queue, kind):
     start = time.perf_counter()
-    if kind == "python":
-        total = 0
-        for i in range(30_000_000):
-            total += i * i
-    elif kind == "small":
-        a = np.random.default_rng(0).random((64, 64)).astype(np.float32)
-        for _ in range(200_000):
-            a = np.sin(a)
-    else:
-        a = np.ones(32_000_000)
-        for _ in range(40):
-            a = a * 1.0000001 + 1.0
+    KINDS[kind]()
     queue.put(time.perf_counter() - start)
 
 
@@ -47,7 +57,11 @@ def timed(n, kind) -> list:
 
 
 def main():
-    for kind in sys.argv[1:] or ["python", "small", "memory"]:
+    kinds = sys.argv[1:] or list(KINDS)
+    unknown = set(kinds) - set(KINDS)
+    if unknown:
+        sys.exit(f"unknown kind(s) {', '.join(sorted(unknown))}: choose from {', '.join(KINDS)}")
+    for kind in kinds:
         alone = timed(1, kind) + timed(1, kind)
         both = timed(2, kind)
         print(f"{kind}: alone {alone[0]:.2f} s, {alone[1]:.2f} s; two at once {both[0]:.2f} s, {both[1]:.2f} s; "

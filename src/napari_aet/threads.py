@@ -12,6 +12,9 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+#: Name prefix of the pool's threads (a call from one of them runs serially).
+_POOL_NAME = "napari-aet-worker"
+
 
 def fft_workers() -> int:
     """The ``workers`` argument for :mod:`scipy.fft` calls: ``OMP_NUM_THREADS`` when it is a
@@ -35,9 +38,6 @@ def map_threads(function, items) -> list:
     if threads == 1 or len(items) <= 1 or threading.current_thread().name.startswith(_POOL_NAME):
         return [function(item) for item in items]
     return list(_pool(threads, os.getpid()).map(function, items))
-
-
-_POOL_NAME = "napari-aet-worker"
 
 
 @functools.cache

@@ -153,8 +153,8 @@ def _window_scale(window, n_atoms) -> np.ndarray:
     """Per atom, sqrt(full window / sites present in its window) ``(N,)``: a window order parameter
     from n sites varies by chance as 1/sqrt(n), so a window cut by the surface or a vacancy needs a
     higher value to be as significant as a full one."""
-    present = np.count_nonzero(window < n_atoms, axis=1)
-    return np.sqrt(window.shape[1] / np.maximum(present, 1))
+    present = np.count_nonzero(window < n_atoms, axis=1)  # at least the atom itself
+    return np.sqrt(window.shape[1] / present)
 
 
 def _neighbour_votes(codes, neighbours) -> np.ndarray:
