@@ -66,6 +66,24 @@ def test_refinement_recovers_positions_heights_and_widths(truth, measured):
     np.testing.assert_allclose(result.atoms.features["refine_shift"],
                                np.linalg.norm(result.atoms.positions - start.positions, axis=1))
     assert compare_atoms(result.atoms, truth)["recall"] == 1.0
+    assert min(result.errors["moves_kept"].values()) > 0.95  # the held-out projections confirm the moves
+
+
+@pytest.mark.parametrize("start_error", [0.0, 0.2])
+def test_held_out_projections_undo_the_moves_they_do_not_support(truth, start_error):
+    """At a low dose the refinement also fits the noise: from the true positions every move is
+    noise and is undone; from perturbed ones part is kept, and the atoms end nearer the truth."""
+    series = simulate_tilt_series(truth, angles=ANGLES, shape=(64, 64), dose=100.0, blur=BLUR, max_shift=0,
+                                  seed=7).tilt_series
+    start = perturbed(truth, scale=start_error) if start_error else truth
+    free = refine_atoms(series, start, complete_rounds=0, validate_moves=False)
+    checked = refine_atoms(series, start, complete_rounds=0)
+    assert free.errors["moves_kept"] == {"Fe": 1.0, "Pt": 1.0}
+    kept = checked.errors["moves_kept"]
+    if start_error:
+        assert 0.3 < min(kept.values()) and rms_pm(checked.atoms, truth) < 0.9 * rms_pm(free.atoms, truth)
+    else:
+        assert max(kept.values()) < 0.25 and rms_pm(checked.atoms, truth) < 0.5 * rms_pm(free.atoms, truth)
 
 
 def test_missing_atoms_are_added_and_spurious_ones_removed(truth, measured):

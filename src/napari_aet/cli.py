@@ -288,13 +288,16 @@ def print_summary(report):
         metrics.insert(0, f"{geometry} geometry (edge signal at high tilt {report['parameters']['edge_signal']:.2f})")
     print(f"Reconstruction: {recon['method']}, {recon['shape']} voxels" + "".join(f", {m}" for m in metrics))
     if "refinement" in report:
+        from .refine import describe_moves_kept
+
         refined = report["refinement"]
         species = ", ".join(f"{e} height {h:.4g}, width {refined['widths_A'][e]:.2f} Å"
                             for e, h in refined["heights"].items())
         moved = refined["shift_A"]
         print(f"Refinement against the projections: {species}; final R-factor {refined['final_r_factor']:.3f}; "
               f"{refined['n_added']} atoms added, {refined['n_removed']} removed"
-              + (f", the others moved by {moved['median']:.2f} Å (median)" if moved else ""))
+              + (f", the others moved by {moved['median']:.2f} Å (median)" if moved else "")
+              + (f"; {describe_moves_kept(refined['moves_kept'])}" if refined.get("moves_kept") else ""))
     print(f"Timings: {timings}")
 
 

@@ -192,8 +192,9 @@ def build_report(result: PipelineResult, parameters, timings, alignment, warning
 def _refinement_report(refinement: Refinement) -> dict:
     """Species heights (counts per projection) and widths (Å), error curves, atoms added and
     removed (``n_added`` / ``n_removed``: in the final model; ``reasons``: every addition,
-    removal and rejected candidate over all rounds, counted by reason), and how far the others
-    moved (Å)."""
+    removal and rejected candidate over all rounds, counted by reason), how far the others
+    moved (Å) and the fraction of each element's moves that held-out projections supported
+    (``moves_kept``)."""
     features = refinement.atoms.features
     shift = features["refine_shift"][np.isfinite(features["refine_shift"]) & (refinement.atoms.species != "")]
     return {"heights": refinement.heights, "widths_A": refinement.widths,
@@ -202,6 +203,7 @@ def _refinement_report(refinement: Refinement) -> dict:
             "n_added": int(np.count_nonzero(features["refine_added"])),
             "n_removed": int(np.count_nonzero(features["refine_removed"])),
             "reasons": refinement.errors.get("reasons", {}),
+            "moves_kept": refinement.errors.get("moves_kept", {}),
             "shift_A": {"median": float(np.median(shift)), "max": float(np.max(shift))} if len(shift) else {},
             "scale_range": [float(refinement.scale.min()), float(refinement.scale.max())]}
 

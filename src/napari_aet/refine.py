@@ -59,6 +59,9 @@ _REJECTED = ("held-out test", "minimum distance")
 #: Widths tried first (Å); the best one starts the per-species search.
 _START_WIDTHS = (0.3, 0.4, 0.55, 0.75, 1.0)
 
+#: Fractions of a species' half-data moves tried on the held-out half (:func:`_validated_moves`).
+_MOVE_FRACTIONS = (0.0, 0.25, 0.5, 0.75, 1.0)
+
 
 @dataclass
 class Refinement:
@@ -73,7 +76,9 @@ class Refinement:
     background : ``(n_angles, ny, nx)`` float32 background of each projection (counts/px).
     errors : ``r_factor`` (sum |measured - model| / sum |measured - background|) before each
         iteration and at the end, ``rms_step`` (Å) of the positions in each iteration, and the
-        numbers of atoms ``added`` per completion round and ``removed`` at the end.
+        numbers of atoms ``added`` per completion round and ``removed`` at the end,
+        ``reasons`` (see :func:`refine_atoms`) and ``moves_kept``: per element, the fraction of
+        its atoms' moves the held-out projections support (:func:`_validated_moves`).
     """
 
     atoms: AtomModel
@@ -501,6 +506,91 @@ def _missing_atoms(model: _Model, residual, table, fixed, significance, extra, f
     return candidates[keep], species[keep], from_extra[keep]
 
 
+def describe_moves_kept(moves_kept: dict) -> str:
+    """One line for a person: the fraction of each element's refinement moves that held-out
+    projections supported (``errors["moves_kept"]`` of a :class:`Refinement`)."""
+    if not moves_kept:
+        return ""
+    return "moves kept (checked on held-out projections): " + ", ".join(
+        f"{e} {f:.0%}" for e, f in moves_kept.items())
+
+
+def _half_series(series: TiltSeries, index) -> TiltSeries:
+    """The projections ``index`` of ``series`` with their angles and shifts."""
+    return series.replace(projections=series.projections[index], angles=series.angles[index],
+                          shifts=series.shifts[index])
+
+
+def _half_model(model: _Model, index, positions) -> _Model:
+    """A model of the projections ``index`` only, with ``model``'s species, heights and widths."""
+    return _Model(_half_series(model.series, index), positions.copy(), model.species_index, model.heights.copy(),
+                  model.widths.copy(), model.scale[index].copy(), background_width=model.background_width)
+
+
+def _fit_error(model: _Model) -> float:
+    """The squared error of ``model``'s atoms where they are, after fitting its linear parameters
+    and background as the refinement does."""
+    species = model.species_projections(model.positions)
+    model.solve_linear(species)
+    model.update_background(species)
+    return model.solve_linear(species)
+
+
+def _parabola_minimum(x, y) -> float:
+    """The x of the least of ``y`` sampled at evenly spaced ``x``, refined by the parabola through it
+    and its two neighbours (the end point itself at either end)."""
+    best = int(np.argmin(y))
+    if best in (0, len(y) - 1):
+        return float(x[best])
+    left, middle, right = y[best - 1:best + 2]
+    curvature = left + right - 2 * middle
+    offset = 0.5 * (left - right) / curvature if curvature > 0 else 0.0
+    return float(x[best] + offset * (x[1] - x[0]))
+
+
+def _validated_moves(model: _Model, start, fixed, table, iterations, tolerance, progress) -> np.ndarray:
+    """The fraction ``(S,)`` of its atoms' moves from ``start`` ``(N, 3)`` Å to ``model.positions``
+    that each species keeps, by cross-validation over the projections.
+
+    Where the image model is wrong (channelling along zone axes, a measured probe), the positions
+    that fit it best can lie further from the atoms than where the tracing put them. So the
+    projections are split into two interleaved halves; on each, the free atoms (not ``fixed``)
+    are refined again from ``start``, and the other half judges them: its squared error with each
+    species' atoms moved a fraction f of their half-data moves (:data:`_MOVE_FRACTIONS`, one
+    species at a time, twice over). The f with the least held-out error, summed over both halves,
+    weighs the move against its scatter; a move from all the projections scatters half as much
+    (in variance), so the species keeps 2f / (1 + f) of it (f = s / (s + 2n) for a move of signal
+    variance s and noise variance n per full data set, and the full data's s / (s + n) follows).
+    """
+    halves = (np.arange(0, model.series.n_angles, 2), np.arange(1, model.series.n_angles, 2))
+    moves = []
+    for k, half in enumerate(halves):
+        fit = _half_model(model, half, start)
+        _refine_positions(fit, fixed, start, table.min() / 2, iterations, 0, tolerance,
+                          {"r_factor": [], "rms_step": []}, sub_progress(progress, 0.4 * k, 0.4 * (k + 1)), table)
+        moves.append(fit.positions - start)
+    judges = [_half_model(model, other, start) for other in halves[::-1]]
+    errors = {}
+
+    def held_out_error(fractions):
+        key = tuple(fractions)
+        if key not in errors:
+            step = fractions[model.species_index][:, None]
+            for judge, move in zip(judges, moves):
+                judge.positions = start + step * move
+            errors[key] = sum(_fit_error(judge) for judge in judges)
+        return errors[key]
+
+    fractions = np.ones(len(model.heights))
+    n_species = len(fractions)
+    for sweep in range(1 if n_species == 1 else 2):
+        for s in range(n_species):
+            report(progress, 0.8 + 0.2 * (sweep * n_species + s) / (2 * n_species), "checking the moves on held-out projections")
+            trials = [held_out_error(np.where(np.arange(n_species) == s, f, fractions)) for f in _MOVE_FRACTIONS]
+            fractions[s] = _parabola_minimum(_MOVE_FRACTIONS, trials)
+    return 2 * fractions / (1 + fractions)
+
+
 def _default_column(column, n):
     """``n`` values for new rows of a feature column: False, -1, NaN or "" by its type."""
     kind = column.dtype.kind
@@ -510,7 +600,7 @@ def _default_column(column, n):
 
 def refine_atoms(series: TiltSeries, atoms: AtomModel, *, elements=None, iterations=15, width_every=3,
                  tolerance=0.002, complete_rounds=4, min_distance=None, significance=1.5, folds=4,
-                 background_width=4.0, seed=0, progress=None) -> Refinement:
+                 background_width=4.0, validate_moves=True, seed=0, progress=None) -> Refinement:
     """Refine atom positions, per-species heights and widths against the measured projections.
 
     series : the tilt series the atoms come from, with its alignment (``shifts`` in pixels,
@@ -558,6 +648,9 @@ def refine_atoms(series: TiltSeries, atoms: AtomModel, *, elements=None, iterati
         residual low-passed with a Gaussian of this sigma): probe tails, a support film, a slow
         detector drift. It must stay well above the atoms' width (sharp residuals are atoms);
         0 = one constant level per projection.
+    validate_moves : finally, each species keeps only the part of its atoms' moves from their
+        input positions that held-out projections support (:func:`_validated_moves`; added atoms
+        keep theirs); the kept fractions are ``errors["moves_kept"]``. Needs 4 projections or more.
     seed : for the held-out projections.
     progress : ``progress(fraction, message)``; raise :class:`~napari_aet.progress.Cancelled` to stop.
 
@@ -593,7 +686,7 @@ def refine_atoms(series: TiltSeries, atoms: AtomModel, *, elements=None, iterati
     rng = np.random.default_rng(seed)
     cycles = _CYCLES if complete_rounds else 1
     spans = 1 - 0.3 ** np.arange(cycles + 1)  # progress per cycle: most of the work is in the first
-    spans = 0.1 + 0.87 * spans / spans[-1]
+    spans = 0.1 + 0.8 * spans / spans[-1]
 
     def drop_atoms(drop, why):
         nonlocal rows, fixed, origin, added_reason, candidates
@@ -667,6 +760,19 @@ def refine_atoms(series: TiltSeries, atoms: AtomModel, *, elements=None, iterati
             model.solve_linear(species)
             height_ratio = model.gradient(model.combine(species) - model.data)[2]
             history["removed"][-1] += int(np.count_nonzero(drop))
+    kept = np.ones(len(model.heights))
+    if validate_moves and series.n_angles >= 4:
+        added = rows >= len(atoms)
+        start = model.positions.copy()
+        start[~added] = atoms.positions[rows[~added]]
+        kept = _validated_moves(model, start, fixed | added, table, iterations, tolerance,
+                                sub_progress(progress, 0.9, 0.97))
+        model.positions = _separate(start + kept[model.species_index][:, None] * (model.positions - start),
+                                    model.species_index, fixed, table, np.zeros(0, int))
+        _fit_error(model)
+        species = model.species_projections(model.positions)
+        height_ratio = model.gradient(model.combine(species) - model.data)[2]
+    history["moves_kept"] = dict(zip(present, kept.tolist()))
     history["r_factor"].append(model.r_factor(model.combine(species) - model.data))
     report(progress, 0.97, "building the refined model")
     new = rows >= len(atoms)  # added atoms that stayed, numbered after the input's

@@ -9,7 +9,7 @@ from magicgui.widgets import SpinBox
 
 from .layers import (ELEMENT_COLOURS, OTHER_COLOUR, atoms_from_layer, atoms_layer, tilt_series_from_layer,
                       tilt_series_layer)
-from ..refine import check_inputs, refine_atoms
+from ..refine import check_inputs, describe_moves_kept, refine_atoms
 from ..workflow import tilt_series_of
 from ._base import StageWidget, is_atoms, is_tilt_series
 from ._plots import PlotCanvas
@@ -81,7 +81,8 @@ class RefineWidget(StageWidget):
         self.show_done(f"R-factor {refinement.errors['r_factor'][0]:.3f} → {refinement.errors['r_factor'][-1]:.3f}; "
                        f"{species}; {np.count_nonzero(f['refine_added'])} atoms added, "
                        f"{np.count_nonzero(f['refine_removed'])} removed (now non-atoms); the others moved "
-                       f"{np.median(moved):.2f} Å (median), {moved.max():.2f} Å (max)")
+                       f"{np.median(moved):.2f} Å (median), {moved.max():.2f} Å (max); "
+                       + describe_moves_kept(refinement.errors.get("moves_kept", {})))
 
     def plot_refinement(self, refinement):
         """R-factor per iteration, and the height ratio of each species' atoms."""
