@@ -59,8 +59,10 @@ _REJECTED = ("held-out test", "minimum distance")
 #: Widths tried first (Å); the best one starts the per-species search.
 _START_WIDTHS = (0.3, 0.4, 0.55, 0.75, 1.0)
 
-#: Fractions of a species' half-data moves tried on the held-out half (:func:`_validated_moves`).
+#: Fractions of a species' moves tried on the held-out projections, and the number of folds the
+#: projections are split into (:func:`_validated_moves`).
 _MOVE_FRACTIONS = (0.0, 0.25, 0.5, 0.75, 1.0)
+_MOVE_FOLDS = 4
 
 
 @dataclass
@@ -515,15 +517,15 @@ def describe_moves_kept(moves_kept: dict) -> str:
         f"{e} {f:.0%}" for e, f in moves_kept.items())
 
 
-def _half_series(series: TiltSeries, index) -> TiltSeries:
+def _series_part(series: TiltSeries, index) -> TiltSeries:
     """The projections ``index`` of ``series`` with their angles and shifts."""
     return series.replace(projections=series.projections[index], angles=series.angles[index],
                           shifts=series.shifts[index])
 
 
-def _half_model(model: _Model, index, positions) -> _Model:
+def _model_part(model: _Model, index, positions) -> _Model:
     """A model of the projections ``index`` only, with ``model``'s species, heights and widths."""
-    return _Model(_half_series(model.series, index), positions.copy(), model.species_index, model.heights.copy(),
+    return _Model(_series_part(model.series, index), positions.copy(), model.species_index, model.heights.copy(),
                   model.widths.copy(), model.scale[index].copy(), background_width=model.background_width)
 
 
@@ -554,22 +556,25 @@ def _validated_moves(model: _Model, start, fixed, table, iterations, tolerance, 
 
     Where the image model is wrong (channelling along zone axes, a measured probe), the positions
     that fit it best can lie further from the atoms than where the tracing put them. So the
-    projections are split into two interleaved halves; on each, the free atoms (not ``fixed``)
-    are refined again from ``start``, and the other half judges them: its squared error with each
-    species' atoms moved a fraction f of their half-data moves (:data:`_MOVE_FRACTIONS`, one
-    species at a time, twice over). The f with the least held-out error, summed over both halves,
-    weighs the move against its scatter; a move from all the projections scatters half as much
-    (in variance), so the species keeps 2f / (1 + f) of it (f = s / (s + 2n) for a move of signal
-    variance s and noise variance n per full data set, and the full data's s / (s + n) follows).
+    projections are split into :data:`_MOVE_FOLDS` interleaved folds; without each fold in turn,
+    the free atoms (not ``fixed``) are refined again from ``start``, and the left-out fold judges
+    them: its squared error with each species' atoms moved a fraction f of those moves
+    (:data:`_MOVE_FRACTIONS`, one species at a time, twice over, refined by a parabola). The f
+    with the least held-out error, summed over the folds, weighs the move against its scatter:
+    f = s / (s + c n) for a move of signal variance s whose noise has variance n with all the
+    projections and c n = K / (K - 1) n with the (K - 1) / K of them it was fitted on. With all the
+    projections the species keeps s / (s + n) = c f / (c f + 1 - f) of each move.
     """
-    halves = (np.arange(0, model.series.n_angles, 2), np.arange(1, model.series.n_angles, 2))
-    moves = []
-    for k, half in enumerate(halves):
-        fit = _half_model(model, half, start)
+    n, k = model.series.n_angles, _MOVE_FOLDS
+    folds = [np.arange(i, n, k) for i in range(k)]
+    moves, judges = [], []
+    for i, fold in enumerate(folds):
+        fit = _model_part(model, np.setdiff1d(np.arange(n), fold), start)
         _refine_positions(fit, fixed, start, table.min() / 2, iterations, 0, tolerance,
-                          {"r_factor": [], "rms_step": []}, sub_progress(progress, 0.4 * k, 0.4 * (k + 1)), table)
+                          {"r_factor": [], "rms_step": []}, sub_progress(progress, 0.8 * i / k, 0.8 * (i + 1) / k),
+                          table)
         moves.append(fit.positions - start)
-    judges = [_half_model(model, other, start) for other in halves[::-1]]
+        judges.append(_model_part(model, fold, start))
     errors = {}
 
     def held_out_error(fractions):
@@ -585,10 +590,12 @@ def _validated_moves(model: _Model, start, fixed, table, iterations, tolerance, 
     n_species = len(fractions)
     for sweep in range(1 if n_species == 1 else 2):
         for s in range(n_species):
-            report(progress, 0.8 + 0.2 * (sweep * n_species + s) / (2 * n_species), "checking the moves on held-out projections")
+            report(progress, 0.8 + 0.2 * (sweep * n_species + s) / (2 * n_species),
+                   "checking the moves on held-out projections")
             trials = [held_out_error(np.where(np.arange(n_species) == s, f, fractions)) for f in _MOVE_FRACTIONS]
             fractions[s] = _parabola_minimum(_MOVE_FRACTIONS, trials)
-    return 2 * fractions / (1 + fractions)
+    c = k / (k - 1)
+    return c * fractions / (c * fractions + 1 - fractions)
 
 
 def _default_column(column, n):
@@ -650,7 +657,7 @@ def refine_atoms(series: TiltSeries, atoms: AtomModel, *, elements=None, iterati
         0 = one constant level per projection.
     validate_moves : finally, each species keeps only the part of its atoms' moves from their
         input positions that held-out projections support (:func:`_validated_moves`; added atoms
-        keep theirs); the kept fractions are ``errors["moves_kept"]``. Needs 4 projections or more.
+        keep theirs); the kept fractions are ``errors["moves_kept"]``. Needs 8 projections or more.
     seed : for the held-out projections.
     progress : ``progress(fraction, message)``; raise :class:`~napari_aet.progress.Cancelled` to stop.
 
@@ -761,7 +768,7 @@ def refine_atoms(series: TiltSeries, atoms: AtomModel, *, elements=None, iterati
             height_ratio = model.gradient(model.combine(species) - model.data)[2]
             history["removed"][-1] += int(np.count_nonzero(drop))
     kept = np.ones(len(model.heights))
-    if validate_moves and series.n_angles >= 4:
+    if validate_moves and series.n_angles >= 2 * _MOVE_FOLDS:
         added = rows >= len(atoms)
         start = model.positions.copy()
         start[~added] = atoms.positions[rows[~added]]
