@@ -7,7 +7,7 @@ from napari_aet.geometry import atom_footprints, project_atoms
 from napari_aet.model import AtomModel, InputError, TiltSeries
 from napari_aet.progress import Cancelled
 from napari_aet.elements import close_pairs, min_distance_table
-from napari_aet.refine import _ADDED, _REMOVED, _held_out_test, _Model, refine_atoms
+from napari_aet.refine import _ADDED, _REMOVED, _held_out_test, _Model, _partial_moves, refine_atoms
 from napari_aet.simulate import adf_amplitudes, fcc_particle, simulate_tilt_series
 
 ANGLES = np.linspace(-70, 70, 29)
@@ -84,6 +84,18 @@ def test_held_out_projections_undo_the_moves_they_do_not_support(truth, start_er
         assert 0.3 < min(kept.values()) and rms_pm(checked.atoms, truth) < 0.9 * rms_pm(free.atoms, truth)
     else:
         assert max(kept.values()) < 0.25 and rms_pm(checked.atoms, truth) < 0.5 * rms_pm(free.atoms, truth)
+
+
+def test_partial_moves_keep_every_pair_apart():
+    """Halfway along their moves two atoms would pass each other 1 Å apart: they do not; a pair
+    already too near at the end (locked atoms may be) is left as it is."""
+    table = min_distance_table(["Pt"])
+    start = np.array([[0.0, 0.0, 0.0], [3.0, 1.0, 0.0], [10.0, 0.0, 0.0], [11.0, 0.0, 0.0]])
+    final = np.array([[3.0, 0.0, 0.0], [0.0, 1.0, 0.0], [10.0, 0.0, 0.0], [11.0, 0.0, 0.0]])
+    fixed = np.array([False, False, True, True])
+    moved = _partial_moves(start, final, np.full(4, 0.5), np.zeros(4, int), fixed, table)
+    assert np.linalg.norm(moved[0] - moved[1]) >= table[0, 0]
+    np.testing.assert_array_equal(moved[2:], final[2:])
 
 
 def test_missing_atoms_are_added_and_spurious_ones_removed(truth, measured):

@@ -557,7 +557,8 @@ def _validated_moves(model: _Model, start, fixed, table, iterations, tolerance, 
     Where the image model is wrong (channelling along zone axes, a measured probe), the positions
     that fit it best can lie further from the atoms than where the tracing put them. So the
     projections are split into :data:`_MOVE_FOLDS` interleaved folds; without each fold in turn,
-    the free atoms (not ``fixed``) are refined again from ``start``, and the left-out fold judges
+    the free atoms (not ``fixed``) are refined again from ``start`` (a third of ``iterations``:
+    enough to point each move), and the left-out fold judges
     them: its squared error with each species' atoms moved a fraction f of those moves
     (:data:`_MOVE_FRACTIONS`, one species at a time, twice over, refined by a parabola). The f
     with the least held-out error, summed over the folds, weighs the move against its scatter:
@@ -570,7 +571,7 @@ def _validated_moves(model: _Model, start, fixed, table, iterations, tolerance, 
     moves, judges = [], []
     for i, fold in enumerate(folds):
         fit = _model_part(model, np.setdiff1d(np.arange(n), fold), start)
-        _refine_positions(fit, fixed, start, table.min() / 2, iterations, 0, tolerance,
+        _refine_positions(fit, fixed, start, table.min() / 2, max(1, iterations // 3), 0, tolerance,
                           {"r_factor": [], "rms_step": []}, sub_progress(progress, 0.8 * i / k, 0.8 * (i + 1) / k),
                           table)
         moves.append(fit.positions - start)
@@ -596,6 +597,20 @@ def _validated_moves(model: _Model, start, fixed, table, iterations, tolerance, 
             fractions[s] = _parabola_minimum(_MOVE_FRACTIONS, trials)
     c = k / (k - 1)
     return c * fractions / (c * fractions + 1 - fractions)
+
+
+def _partial_moves(start, final, fraction, species_index, fixed, table) -> np.ndarray:
+    """Positions ``(N, 3)`` Å a ``fraction`` ``(N,)`` of the way from ``start`` to ``final``, pairs
+    nearer than their minimum distance (``table``) pushed apart (:func:`_separate`); an atom still
+    too near another after that goes all the way to ``final``, with its partner, until no pair is
+    (or every atom of the pairs left is at ``final``, as the caller's locked atoms may be)."""
+    positions = _separate(start + fraction[:, None] * (final - start), species_index, fixed, table, np.zeros(0, int))
+    while True:
+        near = np.unique(close_pairs(positions, species_index, table))
+        near = near[np.any(positions[near] != final[near], axis=1)]
+        if len(near) == 0:
+            return positions
+        positions[near] = final[near]
 
 
 def _default_column(column, n):
@@ -774,8 +789,8 @@ def refine_atoms(series: TiltSeries, atoms: AtomModel, *, elements=None, iterati
         start[~added] = atoms.positions[rows[~added]]
         kept = _validated_moves(model, start, fixed | added, table, iterations, tolerance,
                                 sub_progress(progress, 0.9, 0.97))
-        model.positions = _separate(start + kept[model.species_index][:, None] * (model.positions - start),
-                                    model.species_index, fixed, table, np.zeros(0, int))
+        model.positions = _partial_moves(start, model.positions, kept[model.species_index], model.species_index,
+                                         fixed, table)
         _fit_error(model)
         species = model.species_projections(model.positions)
         height_ratio = model.gradient(model.combine(species) - model.data)[2]
