@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_aet.cli import main, parse_tilt_axis
+from napari_aet.cli import build_parser, main, parse_tilt_axis
 from napari_aet.io import read_atoms, read_volume
 from napari_aet.model import InputError
 from napari_aet.project import load_project
+from napari_aet.runs import RUN_OPTIONS, pipeline_options
 from cli_output import error_line
 
 
@@ -46,6 +47,7 @@ def test_run_writes_every_result(simulated, tmp_path, capsys):
     assert set(refinement["heights"]) == {"Fe", "Pt"} and refinement["heights"]["Pt"] > refinement["heights"]["Fe"]
     assert 0.3 < refinement["widths_A"]["Pt"] < 1.0 and 0 < refinement["final_r_factor"] < 1
     assert 0 < refinement["shift_A"]["median"] < 0.5 and refinement["n_added"] >= 0
+    assert set(refinement["moves_kept"]) == {"Fe", "Pt"} and all(0 <= f <= 1 for f in refinement["moves_kept"].values())
     assert report["parameters"]["refine_options"] == {"complete_rounds": 1, "seed": 1}  # refinement gets the run's seed
     assert "refine_shift" in (out / "atoms.csv").read_text().splitlines()[0]
     assert load_project(out / "project.aet").time_points[0].traced is not None
@@ -55,7 +57,15 @@ def test_run_writes_every_result(simulated, tmp_path, capsys):
     fsc = recon["half_set_fsc"]
     assert fsc["fsc"][0] > 0.9 and 0.8 < fsc["resolution_A_at_0.143"] < 5.0
     assert read_volume(out / "reconstruction.mrc").voxel_size == pytest.approx(0.4)
-    assert "Atoms:" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "Atoms:" in printed and "moves kept (checked on held-out projections): Fe" in printed
+
+
+def test_keep_every_move_reaches_the_refinement():
+    args = build_parser().parse_args(["run", "series.tif", "--elements", "Pt", "--out", "o", "--keep-every-move"])
+    assert args.keep_every_move and RUN_OPTIONS["keep_every_move"] is bool
+    assert pipeline_options(keep_every_move=True)["refine_options"] == {"validate_moves": False}
+    assert pipeline_options()["refine_options"] == {}
 
 
 @pytest.mark.parametrize("args, message", [

@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 import pytest
-from qtpy.QtCore import QTimer
+from qtpy.QtCore import Qt, QTimer
 from scipy.spatial import cKDTree
 
 import napari_aet.align as align_module
@@ -610,6 +610,7 @@ def test_refine_widget_adds_refined_atoms_model_and_residual(qtbot, to_refine, t
     aligned = viewer.layers["aligned"].data
     np.testing.assert_allclose(np.asarray(model.data) + np.asarray(residual.data), aligned, atol=1e-3)
     assert not model.visible and widget.plot.has_data() and "R-factor" in widget.message.text()
+    assert "moves kept (checked on held-out projections): Fe" in widget.message.text()
 
     for name in ("aligned", "atoms", "atoms model projections", "atoms residual"):
         viewer.layers[name].visible = False
@@ -619,6 +620,25 @@ def test_refine_widget_adds_refined_atoms_model_and_residual(qtbot, to_refine, t
     viewer.layers["atoms refined"].visible = False
     empty = screenshot(viewer)
     assert changed_fraction(shown, empty) > 0.01  # the refined atoms really render
+
+
+def test_refine_check_box_keeps_every_move(qtbot, to_refine, monkeypatch):
+    """Unticking "keep only moves held-out projections support" from the keyboard reaches the refinement."""
+    viewer, widget, _, _ = to_refine
+    original, received = refine_module.refine_atoms, []
+
+    def recording(*args, **options):
+        received.append(options.get("validate_moves", "default"))
+        return original(*args, **options)
+
+    monkeypatch.setattr(refine_module, "refine_atoms", recording)
+    box = widget.parameters.validate_moves
+    assert box.value
+    qtbot.keyClick(box.native, Qt.Key.Key_Space)  # a person tabs to the box and presses space
+    assert not box.value
+    assert run_and_wait(qtbot, widget) == "done"
+    assert received == [False]
+    assert "moves kept (checked on held-out projections): Fe 100%, Pt 100%" in widget.message.text()
 
 
 def test_refine_cancel_mid_run(qtbot, to_refine, monkeypatch):

@@ -55,6 +55,9 @@ def _add_common(parser):
                         help="rounds at most of adding atoms the residual shows missing, each followed by a "
                              "refinement pass; they stop once a round adds fewer than 0.5%% of the atoms (default 4; "
                              "each round costs about one pass; 0 = positions only)")
+    parser.add_argument("--keep-every-move", action="store_true",
+                        help="keep every refinement move (default: each element keeps the part of its atoms' moves "
+                             "that projections held out of the fit support; docs/refinement.md)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -141,7 +144,8 @@ def command_run(args) -> int:
 def _stage_options(args) -> dict:
     """run_pipeline's keyword arguments for the options shared by ``run`` and ``demo``."""
     return pipeline_options(iterations=args.iterations, no_refine=args.no_refine,
-                            refine_iterations=args.refine_iterations, refine_rounds=args.refine_rounds)
+                            refine_iterations=args.refine_iterations, refine_rounds=args.refine_rounds,
+                            keep_every_move=args.keep_every_move)
 
 
 def command_batch(args) -> int:

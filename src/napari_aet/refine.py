@@ -558,9 +558,9 @@ def _validated_moves(model: _Model, start, fixed, table, iterations, tolerance, 
     that fit it best can lie further from the atoms than where the tracing put them. So the
     projections are split into :data:`_MOVE_FOLDS` interleaved folds; without each fold in turn,
     the free atoms (not ``fixed``) are refined again from ``start`` (a third of ``iterations``:
-    enough to point each move), and the left-out fold judges
-    them: its squared error with each species' atoms moved a fraction f of those moves
-    (:data:`_MOVE_FRACTIONS`, one species at a time, twice over, refined by a parabola). The f
+    enough to point each move), and the left-out fold judges them: its squared error with each
+    species' atoms moved a fraction f of those moves (:data:`_MOVE_FRACTIONS`, one species at a
+    time, twice over, refined by a parabola). The f
     with the least held-out error, summed over the folds, weighs the move against its scatter:
     f = s / (s + c n) for a move of signal variance s whose noise has variance n with all the
     projections and c n = K / (K - 1) n with the (K - 1) / K of them it was fitted on. With all the

@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 
 import numpy as np
-from magicgui.widgets import SpinBox
+from magicgui.widgets import CheckBox, SpinBox
 
 from .layers import (ELEMENT_COLOURS, OTHER_COLOUR, atoms_from_layer, atoms_layer, tilt_series_from_layer,
                       tilt_series_layer)
@@ -35,6 +35,8 @@ class RefineWidget(StageWidget):
             SpinBox(name="iterations", label="iterations", value=default["iterations"], min=0, max=500),
             SpinBox(name="width_every", label="fit widths every (0 = never)", value=default["width_every"],
                     min=0, max=100),
+            CheckBox(name="validate_moves", label="keep only moves held-out projections support",
+                     value=default["validate_moves"]),
         ], run_text="Refine atoms")
         self.series_input = self.add_input("tilt series", is_tilt_series, field="aligned")
         self.atoms_input = self.add_input("atoms", is_atoms, field="atoms")
