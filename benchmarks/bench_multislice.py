@@ -143,7 +143,7 @@ def run(out: Path, dose, seed, max_shift, validate_moves=True):
         print(f"| {stage} | {len(atoms)} | {m['recall']:.2%} | {m['precision']:.2%} | {m['rms_error_pm']:.1f} | "
               f"{rms['Fe']:.1f} | {rms['Pt']:.1f} | {m['species_accuracy']:.2%} | {too_close} | {nearest:.2f} |")
     timings = ", ".join(f"{k} {v:.0f} s" for k, v in result.report["timings_s"].items())
-    kept = ", ".join(f"{e} {v:.0%}" for e, v in result.report["refinement"]["moves_kept"].items())
+    kept = ", ".join(f"{e} {v:.0%}" for e, v in result.report["refinement"]["moves_kept"].items()) or "all (not checked)"
     print(f"\nTruth {len(truth)} atoms; dose {dose:g}, seed {seed}, shifts ±{max_shift:g} px; {timings}; "
           f"wall {wall:.0f} s; moves kept {kept}")
 

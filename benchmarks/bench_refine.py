@@ -51,7 +51,7 @@ def run_case(spec, validate_moves=True):
     f = result.atoms.features
     timings = result.report["timings_s"]
     reasons = result.report["refinement"]["reasons"]
-    kept = ", ".join(f"{e} {v:.0%}" for e, v in result.report["refinement"]["moves_kept"].items())
+    kept = ", ".join(f"{e} {v:.0%}" for e, v in result.report["refinement"]["moves_kept"].items()) or "all (not checked)"
     why = "; ".join(f"{kind} " + ", ".join(f"{n} {reason}" for reason, n in counts.items() if n)
                     for kind, counts in reasons.items() if any(counts.values()))
     rows.append(f"|  |  | refinement: {int(f['refine_added'].sum())} added, {int(f['refine_removed'].sum())} removed "

@@ -78,7 +78,7 @@ def test_held_out_projections_undo_the_moves_they_do_not_support(truth, start_er
     start = perturbed(truth, scale=start_error) if start_error else truth
     free = refine_atoms(series, start, complete_rounds=0, validate_moves=False)
     checked = refine_atoms(series, start, complete_rounds=0)
-    assert free.errors["moves_kept"] == {"Fe": 1.0, "Pt": 1.0}
+    assert free.errors["moves_kept"] == {}  # not checked
     kept = checked.errors["moves_kept"]
     if start_error:
         assert 0.3 < min(kept.values()) and rms_pm(checked.atoms, truth) < 0.9 * rms_pm(free.atoms, truth)

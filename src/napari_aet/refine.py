@@ -80,7 +80,8 @@ class Refinement:
         iteration and at the end, ``rms_step`` (Å) of the positions in each iteration, and the
         numbers of atoms ``added`` per completion round and ``removed`` at the end,
         ``reasons`` (see :func:`refine_atoms`) and ``moves_kept``: per element, the fraction of
-        its atoms' moves the held-out projections support (:func:`_validated_moves`).
+        its atoms' moves the held-out projections support (:func:`_validated_moves`; empty when
+        the moves were not checked).
     """
 
     atoms: AtomModel
@@ -672,7 +673,8 @@ def refine_atoms(series: TiltSeries, atoms: AtomModel, *, elements=None, iterati
         0 = one constant level per projection.
     validate_moves : finally, each species keeps only the part of its atoms' moves from their
         input positions that held-out projections support (:func:`_validated_moves`; added atoms
-        keep theirs); the kept fractions are ``errors["moves_kept"]``. Needs 8 projections or more.
+        keep theirs); the kept fractions are ``errors["moves_kept"]``. Needs 8 projections or
+        more; with fewer, or False, every move is kept and ``moves_kept`` is empty.
     seed : for the held-out projections.
     progress : ``progress(fraction, message)``; raise :class:`~napari_aet.progress.Cancelled` to stop.
 
@@ -782,7 +784,7 @@ def refine_atoms(series: TiltSeries, atoms: AtomModel, *, elements=None, iterati
             model.solve_linear(species)
             height_ratio = model.gradient(model.combine(species) - model.data)[2]
             history["removed"][-1] += int(np.count_nonzero(drop))
-    kept = np.ones(len(model.heights))
+    history["moves_kept"] = {}  # unchecked
     if validate_moves and series.n_angles >= 2 * _MOVE_FOLDS:
         added = rows >= len(atoms)
         start = model.positions.copy()
@@ -794,7 +796,7 @@ def refine_atoms(series: TiltSeries, atoms: AtomModel, *, elements=None, iterati
         _fit_error(model)
         species = model.species_projections(model.positions)
         height_ratio = model.gradient(model.combine(species) - model.data)[2]
-    history["moves_kept"] = dict(zip(present, kept.tolist()))
+        history["moves_kept"] = dict(zip(present, kept.tolist()))
     history["r_factor"].append(model.r_factor(model.combine(species) - model.data))
     report(progress, 0.97, "building the refined model")
     new = rows >= len(atoms)  # added atoms that stayed, numbered after the input's

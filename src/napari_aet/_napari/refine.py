@@ -80,11 +80,12 @@ class RefineWidget(StageWidget):
                             for e, h in refinement.heights.items())
         f = refinement.atoms.features
         moved = f["refine_shift"][np.isfinite(f["refine_shift"]) & (refinement.atoms.species != "")]
+        kept = describe_moves_kept(refinement.errors["moves_kept"])
         self.show_done(f"R-factor {refinement.errors['r_factor'][0]:.3f} → {refinement.errors['r_factor'][-1]:.3f}; "
                        f"{species}; {np.count_nonzero(f['refine_added'])} atoms added, "
                        f"{np.count_nonzero(f['refine_removed'])} removed (now non-atoms); the others moved "
-                       f"{np.median(moved):.2f} Å (median), {moved.max():.2f} Å (max); "
-                       + describe_moves_kept(refinement.errors.get("moves_kept", {})))
+                       f"{np.median(moved):.2f} Å (median), {moved.max():.2f} Å (max)"
+                       + (f"; {kept}" if kept else ""))
 
     def plot_refinement(self, refinement):
         """R-factor per iteration, and the height ratio of each species' atoms."""
