@@ -118,6 +118,7 @@ def run(out: Path, dose, seed, max_shift, validate_moves=True):
     from napari_aet.elements import close_pairs, min_distance_table
     from napari_aet.model import TiltSeries
     from napari_aet.pipeline import real_atoms, run_pipeline
+    from napari_aet.refine import describe_moves_kept
 
     truth, clean, angles = load(out, dose)
     rng = np.random.default_rng(seed)
@@ -143,9 +144,9 @@ def run(out: Path, dose, seed, max_shift, validate_moves=True):
         print(f"| {stage} | {len(atoms)} | {m['recall']:.2%} | {m['precision']:.2%} | {m['rms_error_pm']:.1f} | "
               f"{rms['Fe']:.1f} | {rms['Pt']:.1f} | {m['species_accuracy']:.2%} | {too_close} | {nearest:.2f} |")
     timings = ", ".join(f"{k} {v:.0f} s" for k, v in result.report["timings_s"].items())
-    kept = ", ".join(f"{e} {v:.0%}" for e, v in result.report["refinement"]["moves_kept"].items()) or "all (not checked)"
+    kept = describe_moves_kept(result.report["refinement"]["moves_kept"]) or "every move kept (not checked)"
     print(f"\nTruth {len(truth)} atoms; dose {dose:g}, seed {seed}, shifts ±{max_shift:g} px; {timings}; "
-          f"wall {wall:.0f} s; moves kept {kept}")
+          f"wall {wall:.0f} s; {kept}")
 
 
 def main():

@@ -21,6 +21,7 @@ import numpy as np
 
 from napari_aet.analysis.atom_metrics import compare_atoms, mutual_nearest_pairs
 from napari_aet.pipeline import real_atoms, run_pipeline
+from napari_aet.refine import describe_moves_kept
 from napari_aet.simulate import fcc_particle, simulate_tilt_series
 
 SIZES = {"1k": (16.0, 128), "8k": (32.6, 192)}
@@ -51,11 +52,11 @@ def run_case(spec, validate_moves=True):
     f = result.atoms.features
     timings = result.report["timings_s"]
     reasons = result.report["refinement"]["reasons"]
-    kept = ", ".join(f"{e} {v:.0%}" for e, v in result.report["refinement"]["moves_kept"].items()) or "all (not checked)"
+    kept = describe_moves_kept(result.report["refinement"]["moves_kept"]) or "every move kept (not checked)"
     why = "; ".join(f"{kind} " + ", ".join(f"{n} {reason}" for reason, n in counts.items() if n)
                     for kind, counts in reasons.items() if any(counts.values()))
     rows.append(f"|  |  | refinement: {int(f['refine_added'].sum())} added, {int(f['refine_removed'].sum())} removed "
-                f"({why}); moves kept {kept}; refine {timings['refine']:.0f} s of {wall:.0f} s |  |  |  |  |  |  |")
+                f"({why}); {kept}; refine {timings['refine']:.0f} s of {wall:.0f} s |  |  |  |  |  |  |")
     return rows
 
 

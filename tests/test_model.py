@@ -76,3 +76,15 @@ def test_check_elements():
                          ("fe,Fe", "repeats")]:
         with pytest.raises(InputError, match=message):
             check_elements(bad)
+
+
+def test_tilt_series_subset_keeps_each_projection_with_its_angle_and_shift():
+    projections = np.arange(4 * 8 * 8, dtype=np.float32).reshape(4, 8, 8) + 1
+    series = TiltSeries(projections, [-30.0, -10.0, 10.0, 30.0], 0.4, tilt_axis=5.0,
+                        shifts=np.arange(8.0).reshape(4, 2))
+    part = series.subset(np.array([3, 1]))
+    np.testing.assert_array_equal(part.projections, projections[[3, 1]])
+    np.testing.assert_array_equal(part.angles, [30.0, -10.0])
+    np.testing.assert_array_equal(part.shifts, [[6.0, 7.0], [2.0, 3.0]])
+    assert (part.pixel_size, part.tilt_axis) == (0.4, 5.0)
+    assert series.subset(slice(0, None, 2)).n_angles == 2

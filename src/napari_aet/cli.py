@@ -297,11 +297,11 @@ def print_summary(report):
         refined = report["refinement"]
         species = ", ".join(f"{e} height {h:.4g}, width {refined['widths_A'][e]:.2f} Å"
                             for e, h in refined["heights"].items())
-        moved = refined["shift_A"]
+        moved, kept = refined["shift_A"], describe_moves_kept(refined.get("moves_kept", {}))
         print(f"Refinement against the projections: {species}; final R-factor {refined['final_r_factor']:.3f}; "
               f"{refined['n_added']} atoms added, {refined['n_removed']} removed"
               + (f", the others moved by {moved['median']:.2f} Å (median)" if moved else "")
-              + (f"; {describe_moves_kept(refined['moves_kept'])}" if refined.get("moves_kept") else ""))
+              + (f"; {kept}" if kept else ""))
     print(f"Timings: {timings}")
 
 

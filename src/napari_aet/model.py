@@ -143,6 +143,12 @@ class TiltSeries:
         changes.setdefault("metadata", dict(self.metadata))
         return replace(self, **changes)
 
+    def subset(self, index) -> TiltSeries:
+        """The projections selected by an index array, slice or boolean mask, with their angles and
+        shifts (pixel size, tilt axis and metadata kept)."""
+        return self.replace(projections=self.projections[index], angles=self.angles[index],
+                            shifts=self.shifts[index])
+
 
 @dataclass
 class Reconstruction:

@@ -518,25 +518,19 @@ def describe_moves_kept(moves_kept: dict) -> str:
         f"{e} {f:.0%}" for e, f in moves_kept.items())
 
 
-def _series_part(series: TiltSeries, index) -> TiltSeries:
-    """The projections ``index`` of ``series`` with their angles and shifts."""
-    return series.replace(projections=series.projections[index], angles=series.angles[index],
-                          shifts=series.shifts[index])
-
-
 def _model_part(model: _Model, index, positions) -> _Model:
     """A model of the projections ``index`` only, with ``model``'s species, heights and widths."""
-    return _Model(_series_part(model.series, index), positions.copy(), model.species_index, model.heights.copy(),
+    return _Model(model.series.subset(index), positions.copy(), model.species_index, model.heights.copy(),
                   model.widths.copy(), model.scale[index].copy(), background_width=model.background_width)
 
 
-def _fit_error(model: _Model) -> float:
-    """The squared error of ``model``'s atoms where they are, after fitting its linear parameters
-    and background as the refinement does."""
+def _fit_linear(model: _Model) -> tuple[np.ndarray, float]:
+    """Fit ``model``'s linear parameters and background, as the refinement does, to its atoms
+    where they are; returns their species projections and the squared error."""
     species = model.species_projections(model.positions)
     model.solve_linear(species)
     model.update_background(species)
-    return model.solve_linear(species)
+    return species, model.solve_linear(species)
 
 
 def _parabola_minimum(x, y) -> float:
@@ -585,7 +579,7 @@ def _validated_moves(model: _Model, start, fixed, table, iterations, tolerance, 
             step = fractions[model.species_index][:, None]
             for judge, move in zip(judges, moves):
                 judge.positions = start + step * move
-            errors[key] = sum(_fit_error(judge) for judge in judges)
+            errors[key] = sum(_fit_linear(judge)[1] for judge in judges)
         return errors[key]
 
     fractions = np.ones(len(model.heights))
@@ -793,8 +787,7 @@ def refine_atoms(series: TiltSeries, atoms: AtomModel, *, elements=None, iterati
                                 sub_progress(progress, 0.9, 0.97))
         model.positions = _partial_moves(start, model.positions, kept[model.species_index], model.species_index,
                                          fixed, table)
-        _fit_error(model)
-        species = model.species_projections(model.positions)
+        species = _fit_linear(model)[0]
         height_ratio = model.gradient(model.combine(species) - model.data)[2]
         history["moves_kept"] = dict(zip(present, kept.tolist()))
     history["r_factor"].append(model.r_factor(model.combine(species) - model.data))

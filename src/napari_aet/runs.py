@@ -100,16 +100,15 @@ def check_output(out_dir, *, force=False) -> Path:
 def run_to_directory(series_path, out_dir, elements, *, angles=None, pixel_size=None, tilt_axis=None,
                      no_align=False, method="genfire", iterations=None, fsc=False, no_refine=False,
                      refine_iterations=None, refine_rounds=None, keep_every_move=False, seed=0, geometry="auto",
-                     force=False,
-                     progress: ProgressCallback = None, log: Callable[[str], None] | None = None) -> dict:
+                     force=False, progress: ProgressCallback = None, log: Callable[[str], None] | None = None) -> dict:
     """Read a tilt-series file, run the whole chain and write its results into ``out_dir``.
 
     Exactly what ``napari-aet run`` does; the keyword options are its flags (see ``napari-aet
     run --help``): ``angles`` an angle file (else the sidecar/metadata rules), ``pixel_size`` Å
     (else from the file), ``tilt_axis`` ``"y"``, ``"x"`` or degrees from the image y axis,
     ``iterations`` reconstruction iterations, ``refine_rounds``/``refine_iterations`` the
-    refinement's limits, ``keep_every_move`` its moves unchecked, ``seed`` every random step, ``geometry`` ``"auto"``, ``"particle"`` or
-    ``"film"`` (:func:`napari_aet.pipeline.run_pipeline`).
+    refinement's limits, ``keep_every_move`` its moves unchecked, ``seed`` every random step,
+    ``geometry`` ``"auto"``, ``"particle"`` or ``"film"`` (:func:`napari_aet.pipeline.run_pipeline`).
 
     force : replace results already in ``out_dir``; a previous ``project.aet`` holding hand
         edits is renamed, never overwritten (see :func:`keep_if_edited`).

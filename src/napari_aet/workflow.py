@@ -205,9 +205,8 @@ def half_set_fsc(series: TiltSeries, method="genfire", *, progress: ProgressCall
 
     if series.n_angles < 4:
         raise InputError(f"half-set FSC needs at least 4 projections, got {series.n_angles}")
-    halves = [reconstruct_volume(series.replace(projections=series.projections[start::2],
-                                                angles=series.angles[start::2], shifts=series.shifts[start::2]),
-                                 method, progress=sub_progress(progress, start / 2, (start + 1) / 2), **params)
+    halves = [reconstruct_volume(series.subset(slice(start, None, 2)), method,
+                                 progress=sub_progress(progress, start / 2, (start + 1) / 2), **params)
               for start in (0, 1)]
     return fourier_shell_correlation(halves[0].volume, halves[1].volume, series.pixel_size)
 
