@@ -227,15 +227,20 @@ def test_bad_input_and_cancel(truth, measured):
         refine_atoms(measured, truth, iterations=5, progress=cancel)
 
 
-def test_one_species_projection_uses_the_window_of_the_whole_model(truth, measured):
-    """The width search re-projects one species alone: with its current width it must give exactly
-    that species' image of the whole model (same footprint window, although the other is wider)."""
+def test_a_rewidened_species_image_is_the_image_made_at_the_new_width(truth, measured):
+    """The width search changes a species' width in Fourier space instead of projecting its atoms
+    again: the result must be the projection made directly at that width, narrower or wider."""
     index = (truth.species == "Pt").astype(int)
-    model = _Model(measured, truth.positions, index, np.array([300.0, 2000.0]), np.array([0.45, 0.8]),
-                   np.ones(measured.n_angles))
-    species = model.species_projections(model.positions)
-    np.testing.assert_array_equal(model.species_projection(0, 0.45), species[0])
-    np.testing.assert_array_equal(model.species_projection(1, 0.8), species[1])
+    heights, scale = np.array([300.0, 2000.0]), np.ones(measured.n_angles)
+    images = _Model(measured, truth.positions, index, heights, np.array([0.45, 0.6]), scale).species_projections(
+        truth.positions)
+    model = _Model(measured, truth.positions, index, heights, np.array([0.45, 0.6]), scale)
+    for new_width in (0.5, 0.75):
+        direct = _Model(measured, truth.positions, index, heights, np.array([0.45, new_width]),
+                        scale).species_projections(truth.positions)[1]
+        rewidened = model.rewidened(images[1], 0.6, new_width)
+        assert np.abs(rewidened - direct).max() < 1e-3 * direct.max()
+        assert not np.allclose(rewidened, images[1], atol=1e-2 * direct.max())
 
 
 def test_progress_only_moves_forward(truth, measured):

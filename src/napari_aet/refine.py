@@ -25,16 +25,16 @@ from dataclasses import dataclass, field
 from functools import partial
 
 import numpy as np
-from scipy import ndimage
+from scipy import fft, ndimage
 from scipy.spatial import cKDTree
 
 from .backprojection import weighted_backprojection
 from .elements import close_pairs, enforce_min_distance, min_distance_table
-from .geometry import atom_footprints, footprint_half_width, voxel_to_specimen
+from .geometry import atom_footprints, voxel_to_specimen
 from .model import ATOMIC_NUMBERS, AtomModel, InputError, TiltSeries
 from .progress import report, sub_progress
 from .projections import apply_alignment
-from .threads import map_threads
+from .threads import fft_workers, map_threads
 
 #: Largest position change of one atom in one iteration (Å): keeps a step inside the basin.
 _MAX_STEP = 0.25
@@ -151,15 +151,19 @@ class _Model:
         """Unit-height projections ``(S, n, ny, nx)`` float32 of each species' atoms at ``positions``."""
         return self._splat(self.model_footprints(positions), self.species_index, len(self.heights))
 
-    def species_projection(self, s, width) -> np.ndarray:
-        """Unit-height projections ``(n, ny, nx)`` float32 of species ``s``'s atoms at the model's
-        positions with width ``width`` (Å), in the same footprint window as every model atom."""
-        rows = self.species_index == s
-        widths = self.widths.copy()
-        widths[s] = width
-        half_width = footprint_half_width(widths[self.species_index] / self.series.pixel_size)
-        footprints = list(self.footprints(self.positions[rows], width, half_width=half_width))
-        return self._splat(footprints, np.zeros(np.count_nonzero(rows), int), 1)[0]
+    def rewidened(self, images, width, new_width) -> np.ndarray:
+        """Unit-height species projections ``images`` ``(n, ny, nx)`` made with Gaussian width
+        ``width`` (Å), changed to ``new_width``: a Gaussian blurred by a Gaussian is a Gaussian, so
+        each image's spectrum is multiplied by exp(-2 pi^2 (new_width^2 - width^2) |q|^2). The
+        images are padded by four of the wider sigmas so no atom's tail wraps around an edge."""
+        ny, nx = images.shape[1:]
+        pad = int(np.ceil(4 * max(width, new_width) / self.series.pixel_size))
+        shape = (fft.next_fast_len(ny + pad, real=True), fft.next_fast_len(nx + pad, real=True))
+        q2 = (fft.fftfreq(shape[0], self.series.pixel_size)[:, None] ** 2
+              + fft.rfftfreq(shape[1], self.series.pixel_size)[None, :] ** 2)
+        factor = np.exp(-2 * np.pi ** 2 * (new_width ** 2 - width ** 2) * q2).astype(np.float32)
+        spectrum = fft.rfft2(images, s=shape, workers=fft_workers()) * factor
+        return fft.irfft2(spectrum, s=shape, workers=fft_workers())[:, :ny, :nx].astype(np.float32)
 
     def _splat(self, footprints, species_index, n_species) -> np.ndarray:
         """``(n_species, n, ny, nx)`` float32 unit-height projections of atoms of ``species_index``
@@ -265,7 +269,7 @@ class _Model:
             widths = self.widths.copy()
             widths[s] *= np.exp(sign * log_step)
             images = species.copy()
-            images[s] = self.species_projection(s, widths[s])
+            images[s] = self.rewidened(species[s], self.widths[s], widths[s])
             trials[sign] = (widths, images, self._trial_error(images))
         e_minus, e_plus = trials[-1][2], trials[1][2]
         curvature = e_minus + e_plus - 2 * error
@@ -274,7 +278,7 @@ class _Model:
             widths = self.widths.copy()
             widths[s] *= np.exp(offset * log_step)
             images = species.copy()
-            images[s] = self.species_projection(s, widths[s])
+            images[s] = self.rewidened(species[s], self.widths[s], widths[s])
             trials[0] = (widths, images, self._trial_error(images))
         best = min(trials.values(), key=lambda t: t[2])
         if best[2] < error:
@@ -311,12 +315,15 @@ def check_inputs(series, atoms, elements=None) -> tuple[np.ndarray, list]:
 
 
 def _choose_width(model: _Model, progress):
-    """Start every species at the width of :data:`_START_WIDTHS` that fits the data best."""
+    """Start every species at the width of :data:`_START_WIDTHS` that fits the data best (the
+    atoms are projected once at the narrowest and widened, :meth:`_Model.rewidened`)."""
+    narrowest = min(_START_WIDTHS)
+    model.widths = np.full(len(model.heights), narrowest)
+    narrow = model.species_projections(model.positions)
     errors = {}
     for i, width in enumerate(_START_WIDTHS):
         report(progress, i / len(_START_WIDTHS), f"atom width {width:.2f} Å")
-        model.widths = np.full(len(model.heights), width)
-        errors[width] = model._trial_error(model.species_projections(model.positions))
+        errors[width] = model._trial_error(np.stack([model.rewidened(images, narrowest, width) for images in narrow]))
     model.widths = np.full(len(model.heights), min(errors, key=errors.get))
 
 
