@@ -48,6 +48,7 @@ def test_run_writes_every_result(simulated, tmp_path, capsys):
     assert 0.3 < refinement["widths_A"]["Pt"] < 1.0 and 0 < refinement["final_r_factor"] < 1
     assert 0 < refinement["shift_A"]["median"] < 0.5 and refinement["n_added"] >= 0
     assert set(refinement["moves_kept"]) == {"Fe", "Pt"} and all(0 <= f <= 1 for f in refinement["moves_kept"].values())
+    assert refinement["residual_correlation"] and min(refinement["residual_correlation"]) >= 1  # per completion round
     assert report["parameters"]["refine_options"] == {"complete_rounds": 1, "seed": 1}  # refinement gets the run's seed
     assert "refine_shift" in (out / "atoms.csv").read_text().splitlines()[0]
     assert load_project(out / "project.aet").time_points[0].traced is not None

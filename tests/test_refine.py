@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from napari_aet.analysis.atom_metrics import compare_atoms
@@ -7,7 +8,8 @@ from napari_aet.geometry import atom_footprints, project_atoms
 from napari_aet.model import AtomModel, InputError, TiltSeries
 from napari_aet.progress import Cancelled
 from napari_aet.elements import close_pairs, min_distance_table
-from napari_aet.refine import _ADDED, _REMOVED, _held_out_test, _Model, _partial_moves, refine_atoms
+from napari_aet.refine import (_ADDED, _REMOVED, _held_out_test, _Model, _partial_moves, _residual_correlation,
+                               refine_atoms)
 from napari_aet.simulate import adf_amplitudes, fcc_particle, simulate_tilt_series
 
 ANGLES = np.linspace(-70, 70, 29)
@@ -272,6 +274,39 @@ def test_no_atom_is_added_below_the_minimum_distance(truth):
         else:
             assert np.any(gap < 0.3)  # the control: the test would see an atom added there
             assert len(close_pairs(real.positions, index, table)) > 0
+
+
+def test_held_out_test_holds_its_rate_on_noise_correlated_between_pixels():
+    """Noise smoothed over neighbouring pixels (resampled, denoised) makes a footprint's sum vary
+    more than independent pixels would: without the residual's correlation the test passes
+    tens of times more noise candidates than on white noise, with it as rarely. White noise has a correlation of about
+    1, noise shifted by half a pixel with a cubic spline (as alignment resamples) more."""
+    rng = np.random.default_rng(1)
+    n, m, w = 32, 2000, 7
+    g = np.exp(-0.5 * (np.arange(-3, 4) / 1.4) ** 2)
+    s = (g[:, None] * g[None])[None, None]  # (1, 1, 7, 7)
+    fold = rng.permutation(n) % 4
+    white = rng.normal(size=(n, 96, 96))
+    smooth = ndimage.gaussian_filter(white, (0, 1.0, 1.0))
+    smooth /= smooth.std()
+    shifted = np.stack([ndimage.shift(image, (0.5, 0.5), order=3, mode="wrap") for image in white])
+    corner = rng.integers(0, 96 - w, size=(2, n, m))
+    rows = corner[0][..., None, None] + np.arange(w)[:, None]
+    cols = corner[1][..., None, None] + np.arange(w)[None, :]
+
+    def sums(noise):
+        r = noise[np.arange(n)[:, None, None, None], rows, cols]  # (n, m, 7, 7)
+        return np.stack([np.sum(s * r, axis=(2, 3)), np.broadcast_to(np.sum(s * s), (n, m)),
+                         np.sum(s ** 2 * r ** 2, axis=(2, 3)), np.sum(s ** 3 * r, axis=(2, 3)),
+                         np.broadcast_to(np.sum(s ** 4), (n, m))])
+
+    assert _residual_correlation(white, 1.4) < 1.05
+    assert _residual_correlation(shifted, 1.4) > 1.15
+    correlation = _residual_correlation(smooth, 1.4)
+    assert correlation > 3
+    assert _held_out_test(sums(white), fold, 1.5)[1].mean() < 0.002
+    assert _held_out_test(sums(smooth), fold, 1.5)[1].mean() > 0.01
+    assert _held_out_test(sums(smooth), fold, 1.5, correlation)[1].mean() < 0.002
 
 
 def test_held_out_test_rejects_noise_and_a_residual_only_some_projections_show():

@@ -193,8 +193,9 @@ def _refinement_report(refinement: Refinement) -> dict:
     """Species heights (counts per projection) and widths (Å), error curves, atoms added and
     removed (``n_added`` / ``n_removed``: in the final model; ``reasons``: every addition,
     removal and rejected candidate over all rounds, counted by reason), how far the others
-    moved (Å) and the fraction of each element's moves that held-out projections supported
-    (``moves_kept``)."""
+    moved (Å), the fraction of each element's moves that held-out projections supported
+    (``moves_kept``) and, per completion round, how correlated the residual's pixels were
+    (``residual_correlation``: the variance factor of the candidates' test, 1 = independent)."""
     features = refinement.atoms.features
     shift = features["refine_shift"][np.isfinite(features["refine_shift"]) & (refinement.atoms.species != "")]
     return {"heights": refinement.heights, "widths_A": refinement.widths,
@@ -204,6 +205,7 @@ def _refinement_report(refinement: Refinement) -> dict:
             "n_removed": int(np.count_nonzero(features["refine_removed"])),
             "reasons": refinement.errors.get("reasons", {}),
             "moves_kept": refinement.errors.get("moves_kept", {}),
+            "residual_correlation": refinement.errors.get("residual_correlation", []),
             "shift_A": {"median": float(np.median(shift)), "max": float(np.max(shift))} if len(shift) else {},
             "scale_range": [float(refinement.scale.min()), float(refinement.scale.max())]}
 

@@ -428,22 +428,44 @@ def _candidate_sums(model: _Model, residual, positions, species_index) -> np.nda
     return sums
 
 
-def _held_out_test(sums, fold, significance):
+def _held_out_test(sums, fold, significance, correlation=1.0):
     """Heights ``(M,)`` of candidate atoms fitted on every projection, and whether each passes
     a cross-validated test: every projection is held out once (``fold`` ``(n,)``: its fold),
     the candidate's height is fitted on the other folds, and the decreases of the held-out
     folds' squared errors on adding it, summed, must exceed ``significance`` times their
     standard deviation. The deviation comes from the residual left once the candidate is added,
-    which holds the model's own error as well as the noise."""
+    which holds the model's own error as well as the noise, pixel by pixel; ``correlation``
+    (:func:`_residual_correlation`) scales its variance for residuals correlated between pixels."""
     per_fold = np.stack([sums[:, fold == k].sum(axis=1) for k in range(fold.max() + 1)], axis=1)  # (5, K, M)
     total = per_fold.sum(axis=1)
     sr, ss, ssrr, sssr, ssss = per_fold
     fit = (total[0] - sr) / np.maximum(total[1] - ss, 1e-30)  # (K, M): without fold k
     gain = np.sum(2 * fit * sr - fit ** 2 * ss, axis=0)
     left = np.maximum(ssrr - 2 * fit * sssr + fit ** 2 * ssss, 0.0)  # sum s² (r - h s)² over fold k
-    deviation = 2 * np.sqrt(np.sum(fit ** 2 * left, axis=0))
+    deviation = 2 * np.sqrt(correlation * np.sum(fit ** 2 * left, axis=0))
     height = total[0] / np.maximum(total[1], 1e-30)
     return height, (height > 0) & (gain > significance * deviation)
+
+
+def _residual_correlation(residual, sigma, reach=4) -> float:
+    """How much a footprint-weighted sum of ``residual`` ``(n, ny, nx)`` pixels varies beyond what
+    independent pixels would give: sum over lags (dy, dx) up to ``reach`` pixels of the residual's
+    autocorrelation coefficient times exp(-|lag|^2 / (4 sigma^2)), the overlap of two Gaussian
+    footprints of width ``sigma`` (pixels) that far apart. About 1 for Poisson noise; more where
+    the images were resampled (alignment's sub-pixel shifts), denoised, or the model's error is
+    smooth (a film's material outside the box, channelling). Never below 1."""
+    centred = residual - residual.mean(axis=(1, 2), keepdims=True)
+    shape = tuple(fft.next_fast_len(n + reach, real=True) for n in residual.shape[1:])
+    spectrum = fft.rfft2(centred, s=shape, workers=fft_workers())
+    power = np.einsum("nyx,nyx->yx", spectrum.real, spectrum.real) + np.einsum("nyx,nyx->yx", spectrum.imag,
+                                                                             spectrum.imag)
+    autocorrelation = fft.irfft2(power, s=shape, workers=fft_workers())
+    if autocorrelation[0, 0] <= 0:
+        return 1.0
+    lags = np.arange(-reach, reach + 1)
+    coefficient = autocorrelation[np.ix_(lags % shape[0], lags % shape[1])] / autocorrelation[0, 0]
+    overlap = np.exp(-(lags[:, None] ** 2 + lags[None, :] ** 2) / (4 * sigma ** 2))
+    return max(1.0, float(np.sum(coefficient * overlap)))
 
 
 def _missing_atom_candidates(model: _Model, residual, shortest, extra) -> tuple[np.ndarray, np.ndarray]:
@@ -501,9 +523,12 @@ def _missing_atoms(model: _Model, residual, table, fixed, significance, extra, f
     each rule.
     """
     candidates, from_extra = _missing_atom_candidates(model, residual, table.min(), extra)
-    lightest = np.full(len(candidates), int(np.argmin(model.heights)))
+    light = int(np.argmin(model.heights))
+    lightest = np.full(len(candidates), light)
+    correlation = _residual_correlation(residual, model.widths[light] / model.series.pixel_size)
+    history["residual_correlation"].append(correlation)
     height, significant = _held_out_test(_candidate_sums(model, residual, candidates, lightest), fold,
-                                         significance)
+                                         significance, correlation)
     accept = significant & (height > 0.5 * model.heights.min())
     rejected = history["reasons"]["rejected"]
     rejected["held-out test"] += int(np.count_nonzero(~accept))
@@ -700,7 +725,7 @@ def refine_atoms(series: TiltSeries, atoms: AtomModel, *, elements=None, iterati
     passes = max(1, int(complete_rounds))
     origin = model.positions.copy()
     _choose_width(model, sub_progress(progress, 0.0, 0.1))
-    history = {"r_factor": [], "rms_step": [], "added": [], "removed": [],
+    history = {"r_factor": [], "rms_step": [], "added": [], "removed": [], "residual_correlation": [],
                "reasons": {"added": dict.fromkeys(_ADDED, 0), "removed": dict.fromkeys(_REMOVED, 0),
                            "rejected": dict.fromkeys(_REJECTED, 0)}}
     reasons = history["reasons"]
