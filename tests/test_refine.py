@@ -234,9 +234,8 @@ def test_a_rewidened_species_image_is_the_image_made_at_the_new_width(truth, mea
     again: the result must be the projection made directly at that width, narrower or wider."""
     index = (truth.species == "Pt").astype(int)
     heights, scale = np.array([300.0, 2000.0]), np.ones(measured.n_angles)
-    images = _Model(measured, truth.positions, index, heights, np.array([0.45, 0.6]), scale).species_projections(
-        truth.positions)
     model = _Model(measured, truth.positions, index, heights, np.array([0.45, 0.6]), scale)
+    images = model.species_projections(truth.positions)
     for new_width in (0.5, 0.75):
         direct = _Model(measured, truth.positions, index, heights, np.array([0.45, new_width]),
                         scale).species_projections(truth.positions)[1]
@@ -276,11 +275,20 @@ def test_no_atom_is_added_below_the_minimum_distance(truth):
             assert len(close_pairs(real.positions, index, table)) > 0
 
 
+def footprint_sums(s, r):
+    """The five candidate sums of ``_held_out_test`` for footprint ``s`` and residual patches ``r``
+    ``(n, m, w, w)``."""
+    n, m = r.shape[:2]
+    return np.stack([np.sum(s * r, axis=(2, 3)), np.broadcast_to(np.sum(s * s), (n, m)),
+                     np.sum(s ** 2 * r ** 2, axis=(2, 3)), np.sum(s ** 3 * r, axis=(2, 3)),
+                     np.broadcast_to(np.sum(s ** 4), (n, m))])
+
+
 def test_held_out_test_holds_its_rate_on_noise_correlated_between_pixels():
     """Noise smoothed over neighbouring pixels (resampled, denoised) makes a footprint's sum vary
-    more than independent pixels would: without the residual's correlation the test passes
-    tens of times more noise candidates than on white noise, with it as rarely. White noise has a correlation of about
-    1, noise shifted by half a pixel with a cubic spline (as alignment resamples) more."""
+    more than independent pixels would: without the residual's correlation the test passes tens of
+    times more noise candidates than on white noise, with it as rarely. White noise has a correlation
+    of about 1, noise shifted by half a pixel with a cubic spline (as alignment resamples) more."""
     rng = np.random.default_rng(1)
     n, m, w = 32, 2000, 7
     g = np.exp(-0.5 * (np.arange(-3, 4) / 1.4) ** 2)
@@ -295,10 +303,7 @@ def test_held_out_test_holds_its_rate_on_noise_correlated_between_pixels():
     cols = corner[1][..., None, None] + np.arange(w)[None, :]
 
     def sums(noise):
-        r = noise[np.arange(n)[:, None, None, None], rows, cols]  # (n, m, 7, 7)
-        return np.stack([np.sum(s * r, axis=(2, 3)), np.broadcast_to(np.sum(s * s), (n, m)),
-                         np.sum(s ** 2 * r ** 2, axis=(2, 3)), np.sum(s ** 3 * r, axis=(2, 3)),
-                         np.broadcast_to(np.sum(s ** 4), (n, m))])
+        return footprint_sums(s, noise[np.arange(n)[:, None, None, None], rows, cols])  # patches (n, m, 7, 7)
 
     assert _residual_correlation(white, 1.4) < 1.05
     assert _residual_correlation(shifted, 1.4) > 1.15
@@ -321,10 +326,7 @@ def test_held_out_test_rejects_noise_and_a_residual_only_some_projections_show()
     fold = rng.permutation(n) % 4
 
     def sums(signal):
-        r = signal[:, :, None, None] * s + rng.normal(size=(n, m, 7, 7))
-        return np.stack([np.sum(s * r, axis=(2, 3)), np.broadcast_to(np.sum(s * s), (n, m)),
-                         np.sum(s ** 2 * r ** 2, axis=(2, 3)), np.sum(s ** 3 * r, axis=(2, 3)),
-                         np.broadcast_to(np.sum(s ** 4), (n, m))])
+        return footprint_sums(s, signal[:, :, None, None] * s + rng.normal(size=(n, m, 7, 7)))
 
     noise = _held_out_test(sums(np.zeros((n, m))), fold, 2.0)[1]
     atom = _held_out_test(sums(np.full((n, m), 1.0)), fold, 2.0)

@@ -152,18 +152,18 @@ class _Model:
         return self._splat(self.model_footprints(positions), self.species_index, len(self.heights))
 
     def rewidened(self, images, width, new_width) -> np.ndarray:
-        """Unit-height species projections ``images`` ``(n, ny, nx)`` made with Gaussian width
+        """Unit-height species projections ``images`` ``(..., ny, nx)`` made with Gaussian width
         ``width`` (Å), changed to ``new_width``: a Gaussian blurred by a Gaussian is a Gaussian, so
         each image's spectrum is multiplied by exp(-2 pi^2 (new_width^2 - width^2) |q|^2). The
         images are padded by four of the wider sigmas so no atom's tail wraps around an edge."""
-        ny, nx = images.shape[1:]
+        ny, nx = images.shape[-2:]
         pad = int(np.ceil(4 * max(width, new_width) / self.series.pixel_size))
         shape = (fft.next_fast_len(ny + pad, real=True), fft.next_fast_len(nx + pad, real=True))
         q2 = (fft.fftfreq(shape[0], self.series.pixel_size)[:, None] ** 2
               + fft.rfftfreq(shape[1], self.series.pixel_size)[None, :] ** 2)
         factor = np.exp(-2 * np.pi ** 2 * (new_width ** 2 - width ** 2) * q2).astype(np.float32)
         spectrum = fft.rfft2(images, s=shape, workers=fft_workers()) * factor
-        return fft.irfft2(spectrum, s=shape, workers=fft_workers())[:, :ny, :nx].astype(np.float32)
+        return fft.irfft2(spectrum, s=shape, workers=fft_workers())[..., :ny, :nx].astype(np.float32)
 
     def _splat(self, footprints, species_index, n_species) -> np.ndarray:
         """``(n_species, n, ny, nx)`` float32 unit-height projections of atoms of ``species_index``
@@ -323,7 +323,7 @@ def _choose_width(model: _Model, progress):
     errors = {}
     for i, width in enumerate(_START_WIDTHS):
         report(progress, i / len(_START_WIDTHS), f"atom width {width:.2f} Å")
-        errors[width] = model._trial_error(np.stack([model.rewidened(images, narrowest, width) for images in narrow]))
+        errors[width] = model._trial_error(model.rewidened(narrow, narrowest, width))
     model.widths = np.full(len(model.heights), min(errors, key=errors.get))
 
 
@@ -457,8 +457,7 @@ def _residual_correlation(residual, sigma, reach=4) -> float:
     centred = residual - residual.mean(axis=(1, 2), keepdims=True)
     shape = tuple(fft.next_fast_len(n + reach, real=True) for n in residual.shape[1:])
     spectrum = fft.rfft2(centred, s=shape, workers=fft_workers())
-    power = np.einsum("nyx,nyx->yx", spectrum.real, spectrum.real) + np.einsum("nyx,nyx->yx", spectrum.imag,
-                                                                             spectrum.imag)
+    power = np.einsum("nyx,nyx->yx", spectrum, spectrum.conj()).real
     autocorrelation = fft.irfft2(power, s=shape, workers=fft_workers())
     if autocorrelation[0, 0] <= 0:
         return 1.0
