@@ -1,8 +1,9 @@
 """Species classification of traced atoms, with every doubt made visible.
 
 1. Each atom's local profile: the ``box**3`` voxels around its sub-voxel position
-   (trilinear interpolation), weighted by a Gaussian of the atom's own width in the volume
-   (a matched filter); its sum is the integrated intensity.
+   (trilinear interpolation), weighted by a Gaussian of the atoms' width in the volume (a
+   matched filter, measured on the brightest atoms' mean profile); its sum is the integrated
+   intensity.
 2. Initial classes from a 1D Gaussian mixture of the integrated intensities: one class per
    element plus a "non-atom" class for noise peaks, kept only when the Bayesian information
    criterion (BIC) says the data need it; and a non-atom class measured where there is only
@@ -176,8 +177,8 @@ def classify_atoms(reconstruction: Reconstruction, atoms: AtomModel, elements, *
     elements : element symbols lightest first, e.g. ``("Fe", "Pt")`` or ``"Fe,Pt"``.
     box : edge (voxels) of the cube of each atom's profile and integrated intensity.
     window : width (Å) of the Gaussian weight on the profiles (a matched filter, see
-        :func:`local_profiles`); None = :func:`atom_window` (the atoms' own fitted width;
-        unweighted when the atoms carry no fit); 0 = unweighted.
+        :func:`local_profiles`); None = :func:`atom_window` (the width of the brightest atoms'
+        mean profile); 0 = unweighted.
     local_radius : radius (Å) of the neighbourhood of the local brightness scale; 0 = global only.
     ambiguity_threshold : atoms whose confidence is below it are flagged ``ambiguous``.
     max_iterations : cap on each re-assignment loop.
@@ -205,7 +206,7 @@ def classify_atoms(reconstruction: Reconstruction, atoms: AtomModel, elements, *
         raise InputError("no atoms to classify: trace atoms first")
     report(progress, 0.0, "measuring atom profiles")
     if window is None:
-        window = atom_window(atoms)
+        window = atom_window(reconstruction.volume, atoms, reconstruction.voxel_size)
     profiles = local_profiles(reconstruction.volume, atoms, reconstruction.voxel_size, box=box, window=window)
     intensity = profiles.sum(axis=1, dtype=np.float64)
     locked = atoms.features["locked"].astype(bool)
