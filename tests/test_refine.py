@@ -220,6 +220,10 @@ def test_bad_input_and_cancel(truth, measured):
         refine_atoms(measured.projections, truth)
     with pytest.raises(InputError, match="not among the elements"):
         refine_atoms(measured, truth, elements=("Pt",))
+    with pytest.raises(InputError, match="not among the elements"):
+        refine_atoms(measured, truth, elements="Pt")  # a string is a comma-separated list, not letters
+    with pytest.raises(InputError, match="unknown element"):
+        refine_atoms(measured, truth, elements="Fe,Xx")
 
     def cancel(fraction, message):
         if fraction > 0.2:

@@ -31,7 +31,7 @@ from scipy.spatial import cKDTree
 from .backprojection import weighted_backprojection
 from .elements import close_pairs, enforce_min_distance, min_distance_table
 from .geometry import atom_footprints, voxel_to_specimen
-from .model import ATOMIC_NUMBERS, AtomModel, InputError, TiltSeries
+from .model import ATOMIC_NUMBERS, AtomModel, InputError, TiltSeries, check_elements
 from .progress import report, sub_progress
 from .projections import apply_alignment
 from .threads import fft_workers, map_threads
@@ -657,7 +657,8 @@ def refine_atoms(series: TiltSeries, atoms: AtomModel, *, elements=None, iterati
     atoms : classified atoms; non-atoms (species "") are left out of the model and unmoved;
         atoms whose feature ``locked`` or ``placed`` (put there by hand, :func:`napari_aet.edit.place_atoms`)
         is True stay where they are and are never removed.
-    elements : element order for the report (default: the species present).
+    elements : element order for the report, e.g. ``"Fe,Pt"`` or ``("Fe", "Pt")`` (default: the
+        species present).
     iterations : position updates at most per pass; a pass stops earlier when the RMS step
         < ``tolerance`` Å. No atom moves further than half the shortest minimum distance from
         where its cycle (below) started: an atom pulled further is explaining a neighbour the
@@ -708,7 +709,7 @@ def refine_atoms(series: TiltSeries, atoms: AtomModel, *, elements=None, iterati
     ``rejected``: :data:`_REJECTED`), over all rounds, and the output atoms carry the reason
     they were added or removed in the feature ``refine_reason``.
     """
-    real, present = check_inputs(series, atoms, None if elements is None else list(elements))
+    real, present = check_inputs(series, atoms, None if elements is None else check_elements(elements))
     if int(iterations) != iterations or iterations < 0:
         raise InputError(f"iterations must be a whole number of 0 or more, got {iterations}")
     if int(folds) != folds or not 2 <= folds <= series.n_angles:
