@@ -212,6 +212,8 @@ def test_placed_atoms_are_labelled_by_the_classifier_not_locked(particle, volume
     assert not features["locked"].any() and np.count_nonzero(features["placed"]) == 2
     assert (features["confidence"][index] > 0.8).all() and not features["ambiguous"][index].any()
     np.testing.assert_array_equal(features["class_index"][index], [1, 2])
+    # measured as Classify measured them (the same matched filter, from the other atoms)
+    np.testing.assert_allclose(features["intensity"][index], classified.features["intensity"][index], rtol=0.01)
     unlabelled = edit.place_atoms(stale, index, None)  # no volume: left for Classify
     assert list(unlabelled.species[index]) == ["", ""]
 

@@ -273,7 +273,7 @@ def place_atoms(atoms: AtomModel, index, reconstruction: Reconstruction | None, 
     The placed atoms get ``edited`` and ``placed`` (refinement keeps them) but not ``locked``:
     their label is the classifier's — the element whose average profile (over the other
     classified atoms, ``box``-voxel cubes weighted by :func:`~napari_aet.sampling.atom_window`
-    of the element atoms)
+    of the other atoms, as :func:`~napari_aet.classify.classify_atoms` weights them)
     is nearest their own, never "non-atom" since a person placed them — with classify_atoms'
     ``confidence`` margin, ``ambiguous`` below :data:`AMBIGUITY_THRESHOLD`, and their
     ``intensity``. Without a reconstruction, or in a model never classified, they stay
@@ -292,8 +292,7 @@ def place_atoms(atoms: AtomModel, index, reconstruction: Reconstruction | None, 
     class_of = {e: k + 1 for k, e in enumerate(elements)}
     label = np.array([class_of.get(s, 0) for s in atoms.species], dtype=np.int64)
     profiles = local_profiles(reconstruction.volume, atoms, reconstruction.voxel_size, box=box,
-                              window=atom_window(reconstruction.volume, atoms.subset(others[label[others] > 0]),
-                                                 reconstruction.voxel_size))
+                              window=atom_window(reconstruction.volume, atoms.subset(others), reconstruction.voxel_size))
     onehot = np.eye(len(elements) + 1, dtype=np.float32)[label[others]]
     means = (onehot.T @ profiles[others]) / np.maximum(onehot.sum(axis=0), 1)[:, None]
     distance = np.sum((profiles[index, None] - means[None, 1:]) ** 2, axis=2)  # elements only
