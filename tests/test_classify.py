@@ -69,6 +69,7 @@ def test_the_window_is_the_width_of_an_atom_in_a_noisy_volume(truth, blur):
     atoms = AtomModel(np.concatenate([truth.positions, noise.positions]))
     assert atom_window(volume, atoms, VOXEL) == pytest.approx(np.hypot(blur, VOXEL / np.sqrt(6)), rel=0.06)
     assert atom_window(volume, atoms.subset(np.arange(2)), VOXEL) is None  # too few atoms
+    assert atom_window(np.zeros_like(volume), atoms, VOXEL) is None  # nothing peaks: unweighted
 
 
 def test_two_species_and_non_atoms(truth, noisy):

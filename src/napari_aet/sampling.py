@@ -58,7 +58,8 @@ def integrated_intensities(volume, atoms: AtomModel, voxel_size, *, box=5, windo
 def atom_window(volume, atoms: AtomModel, voxel_size, *, reach=1.2, share=0.25):
     """Width σ (Å) of an atom as :func:`local_profiles` sees it (its width in the volume; trilinear
     sampling adds about voxel²/6 in variance): the default ``window`` of :func:`local_profiles` in
-    classification and editing, a matched filter. None when there are fewer than 3 atoms.
+    classification and editing, a matched filter. None (unweighted) when there are fewer than 3
+    atoms or their mean profile does not peak at the centre.
 
     A Gaussian plus a constant fitted to the mean profile, over a cube of half-edge ``reach`` Å
     (at least 2 voxels), of the brightest ``share`` of the atoms (by the sum over that cube, at
@@ -71,23 +72,28 @@ def atom_window(volume, atoms: AtomModel, voxel_size, *, reach=1.2, share=0.25):
     """
     if len(atoms) < 3:
         return None
+    volume = np.asarray(volume, dtype=np.float32)
     box = 2 * max(2, int(np.ceil(reach / voxel_size))) + 1
-    profiles = local_profiles(volume, atoms, voxel_size, box=box)
-    brightest = np.argsort(profiles.sum(axis=1))[::-1][:max(3, int(round(share * len(atoms))))]
+    cube_means = ndimage.uniform_filter(volume, size=box, mode="constant")  # sampled linearly = the cube's mean
+    centres = specimen_to_voxel(atoms.positions, volume.shape, voxel_size).T
+    ranking = ndimage.map_coordinates(cube_means, centres, order=1, mode="constant", cval=0.0)
+    brightest = atoms.subset(np.argsort(ranking)[::-1][:max(3, int(round(share * len(atoms))))])
+    mean = local_profiles(volume, brightest, voxel_size, box=box).mean(axis=0, dtype=np.float64)
     r2 = np.sum(_box_offsets(box) ** 2, axis=1) * voxel_size ** 2
-    return _gaussian_width(r2, profiles[brightest].mean(axis=0, dtype=np.float64), limits=(0.25 * voxel_size, reach))
+    return _gaussian_width(r2, mean, limits=(0.25 * voxel_size, reach))
 
 
 def _gaussian_width(r2, values, limits):
     """σ (within ``limits``) of ``a exp(-r2 / 2σ²) + b`` (a > 0) fitted by least squares to
     ``values`` at squared radii ``r2``: for each σ on a fine grid a and b are linear, so the best
-    σ is the one whose centred Gaussian explains the most of the centred values."""
+    σ is the one whose centred Gaussian explains the most of the centred values; None when no σ
+    gives a > 0."""
     sigmas = np.geomspace(*limits, 200)
     gaussians = np.exp(-r2[None] / (2 * sigmas[:, None] ** 2))
     gaussians -= gaussians.mean(axis=1, keepdims=True)
     overlap = gaussians @ (values - values.mean())
     explained = np.where(overlap > 0, overlap ** 2 / np.einsum("sm,sm->s", gaussians, gaussians), -np.inf)
-    return float(sigmas[int(np.argmax(explained))])
+    return float(sigmas[int(np.argmax(explained))]) if np.isfinite(explained.max()) else None
 
 
 def _patch_offsets(half):
