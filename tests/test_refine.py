@@ -248,6 +248,17 @@ def test_a_rewidened_species_image_is_the_image_made_at_the_new_width(truth, mea
         assert not np.allclose(rewidened, images[1], atol=1e-2 * direct.max())
 
 
+@pytest.mark.parametrize("blur", [0.45, 0.65, 0.85])
+def test_the_start_width_lies_between_the_widths_tried(blur):
+    """The start width is the parabola's minimum, not the nearest of the five widths tried
+    (0.3 … 1.0 Å): each blur here lies between two of them."""
+    atoms = fcc_particle(radius=6.0, seed=1)
+    series = simulate_tilt_series(atoms, angles=np.linspace(-70, 70, 15), shape=(48, 48), dose=None, blur=blur,
+                                  max_shift=0.0).tilt_series
+    start = refine_atoms(series, atoms, iterations=0, complete_rounds=0, validate_moves=False)
+    assert start.widths["Pt"] == pytest.approx(blur, rel=0.05)
+
+
 def test_progress_only_moves_forward(truth, measured):
     """Fractions reported through every cycle, pass and removal step never go back."""
     seen = []

@@ -57,7 +57,7 @@ _REMOVED = ("crowded", "too faint", "too close")
 _REJECTED = ("held-out test", "minimum distance")
 
 #: Widths tried first (Å); the best one starts the per-species search.
-_START_WIDTHS = (0.3, 0.4, 0.55, 0.75, 1.0)
+_START_WIDTHS = tuple(np.geomspace(0.3, 1.0, 5))
 
 #: Fractions of a species' moves tried on the held-out projections, and the number of folds the
 #: projections are split into (:func:`_validated_moves`).
@@ -315,16 +315,18 @@ def check_inputs(series, atoms, elements=None) -> tuple[np.ndarray, list]:
 
 
 def _choose_width(model: _Model, progress):
-    """Start every species at the width of :data:`_START_WIDTHS` that fits the data best (the
-    atoms are projected once at the narrowest and widened, :meth:`_Model.rewidened`)."""
+    """Start every species at the width that fits the data best: the least error among
+    :data:`_START_WIDTHS` (evenly spaced in log σ), refined by a parabola through it and its
+    neighbours, so that a start between two grid widths does not snap to either (the atoms are
+    projected once at the narrowest and widened, :meth:`_Model.rewidened`)."""
     narrowest = min(_START_WIDTHS)
     model.widths = np.full(len(model.heights), narrowest)
     narrow = model.species_projections(model.positions)
-    errors = {}
+    errors = []
     for i, width in enumerate(_START_WIDTHS):
         report(progress, i / len(_START_WIDTHS), f"atom width {width:.2f} Å")
-        errors[width] = model._trial_error(model.rewidened(narrow, narrowest, width))
-    model.widths = np.full(len(model.heights), min(errors, key=errors.get))
+        errors.append(model._trial_error(model.rewidened(narrow, narrowest, width)))
+    model.widths = np.full(len(model.heights), np.exp(_parabola_minimum(np.log(_START_WIDTHS), errors)))
 
 
 def _pair_keys(pairs, n) -> np.ndarray:
