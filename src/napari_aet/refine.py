@@ -56,7 +56,8 @@ _ADDED = ("residual peak", "non-atom peak")
 _REMOVED = ("crowded", "too faint", "too close")
 _REJECTED = ("held-out test", "minimum distance")
 
-#: Widths tried first (Å); the best one starts the per-species search.
+#: Widths tried first (Å, evenly spaced in log σ); the parabola's minimum through the best of them
+#: starts the per-species search (:func:`_choose_width`).
 _START_WIDTHS = tuple(np.geomspace(0.3, 1.0, 5))
 
 #: Fractions of a species' moves tried on the held-out projections, and the number of folds the
@@ -264,22 +265,18 @@ class _Model:
     def search_width(self, s, species, error, log_step=0.1) -> tuple[np.ndarray, float]:
         """Parabolic line search of species ``s``'s width in log(sigma); returns the species
         projections and error at the accepted width."""
-        trials = {}
-        for sign in (-1, 1):
+        def trial(steps):  # species s at its width times exp(steps * log_step)
             widths = self.widths.copy()
-            widths[s] *= np.exp(sign * log_step)
+            widths[s] *= np.exp(steps * log_step)
             images = species.copy()
             images[s] = self.rewidened(species[s], self.widths[s], widths[s])
-            trials[sign] = (widths, images, self._trial_error(images))
+            return widths, images, self._trial_error(images)
+
+        trials = {sign: trial(sign) for sign in (-1, 1)}
         e_minus, e_plus = trials[-1][2], trials[1][2]
         curvature = e_minus + e_plus - 2 * error
         if curvature > 0:
-            offset = np.clip(0.5 * (e_minus - e_plus) / curvature, -2.0, 2.0)
-            widths = self.widths.copy()
-            widths[s] *= np.exp(offset * log_step)
-            images = species.copy()
-            images[s] = self.rewidened(species[s], self.widths[s], widths[s])
-            trials[0] = (widths, images, self._trial_error(images))
+            trials[0] = trial(np.clip(0.5 * (e_minus - e_plus) / curvature, -2.0, 2.0))
         best = min(trials.values(), key=lambda t: t[2])
         if best[2] < error:
             self.widths = best[0]
