@@ -256,9 +256,12 @@ def test_only_batch_directories_open_as_studies(study, tmp_path):
     assert get_reader(str(tmp_path)) is None  # a study.aet alone does not make a batch directory
 
 
-def test_local_workers_are_single_threaded_without_dasks_malloc_trim(monkeypatch):
-    """dask's MALLOC_TRIM_THRESHOLD_ made every series about 58% slower in a worker: it is not set."""
+def test_local_workers_are_single_threaded_quiet_and_without_dasks_malloc_trim(monkeypatch):
+    """dask's MALLOC_TRIM_THRESHOLD_ made every series about 58% slower in a worker: it is not set;
+    the workers' profiler and frequent monitors, which cost CPU the series need, are off or slowed."""
     import os
+
+    import dask
 
     from napari_aet.batch import _close, start_client
 
@@ -267,6 +270,11 @@ def test_local_workers_are_single_threaded_without_dasks_malloc_trim(monkeypatch
     try:
         (environment,) = client.run(lambda: {name: os.environ.get(name)
                                              for name in ("OMP_NUM_THREADS", "MALLOC_TRIM_THRESHOLD_")}).values()
+        (settings,) = client.run(lambda: [dask.config.get(f"distributed.{name}") for name in
+                                          ("worker.profile.enabled", "admin.system-monitor.interval",
+                                           "admin.tick.interval")]).values()
     finally:
         _close(client, "none", True)
     assert environment == {"OMP_NUM_THREADS": "1", "MALLOC_TRIM_THRESHOLD_": None}
+    assert settings == [False, "5s", "500ms"]
+    assert dask.config.get("distributed.worker.profile.enabled")  # the caller's own settings untouched

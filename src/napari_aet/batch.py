@@ -44,6 +44,20 @@ SUMMARY_COLUMNS = ("particle", "time", "step", "status", "n_atoms", "r_factor", 
 #: Names a particle or time label cannot take: they are directories or files of the batch layout.
 RESERVED = {"tracks", "analysis", "study.aet", "summary.csv"}
 TRUE, FALSE = {"true", "yes", "y", "1"}, {"false", "no", "n", "0", ""}
+#: dask settings of the local cluster :func:`start_client` starts, each measured to cost a batch
+#: time on a 2-core machine (benchmarks/RESULTS.md §10):
+#:
+#: * no ``MALLOC_TRIM_THRESHOLD_`` in the workers' environment: it turns off glibc's adaptive mmap
+#:   threshold, so every large array of the reconstruction is mapped and zero-filled anew (a series
+#:   was 58% slower in a worker than in a plain process);
+#: * no statistical profiling of the running task (a sample of every thread's stack each 10 ms), the
+#:   system monitor every 5 s instead of 0.5 s and the event loops' health check every 0.5 s instead
+#:   of 20 ms: together they kept about 0.04 of a core busy in the batch's process and as much in
+#:   each worker, taken from the series when there are as many workers as cores.
+LOCAL_CLUSTER_CONFIG = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,  # None: unset
+                        "distributed.worker.profile.enabled": False,
+                        "distributed.admin.system-monitor.interval": "5s",
+                        "distributed.admin.tick.interval": "500ms"}
 
 
 @dataclass(frozen=True)
@@ -344,9 +358,9 @@ class StudyProgress:
 def start_client(*, workers=None, scheduler=None):
     """A dask ``Client``: on the running scheduler at ``scheduler`` (e.g. ``"tcp://host:8786"``),
     else on a new ``LocalCluster`` of ``workers`` (default: one per core) single-threaded worker
-    processes. dask's nanny sets OMP_NUM_THREADS (and MKL/OpenBLAS) to 1 in each worker process,
-    which :func:`napari_aet.threads.fft_workers` and BLAS honour, so workers do not oversubscribe
-    the cores."""
+    processes, with :data:`LOCAL_CLUSTER_CONFIG`. dask's nanny sets OMP_NUM_THREADS (and
+    MKL/OpenBLAS) to 1 in each worker process, which :func:`napari_aet.threads.fft_workers` and BLAS
+    honour, so workers do not oversubscribe the cores."""
     from distributed import Client, LocalCluster
 
     if scheduler is not None:
@@ -358,23 +372,12 @@ def start_client(*, workers=None, scheduler=None):
     workers = (os.cpu_count() or 1) if workers is None else workers
     if workers < 1:
         raise InputError(f"--workers must be 1 or more, got {workers}")
-    with _ctrl_c_ignored(), _fast_malloc_in_workers():
+    import dask
+
+    with _ctrl_c_ignored(), dask.config.set(LOCAL_CLUSTER_CONFIG):
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
                                silence_logs=logging.ERROR)
     return Client(cluster)
-
-
-@contextmanager
-def _fast_malloc_in_workers():
-    """Worker processes started inside get dask's environment without its
-    ``MALLOC_TRIM_THRESHOLD_``: that setting turns off glibc's adaptive mmap threshold, so every
-    large array the reconstruction allocates is mapped and zero-filled anew; measured, it made a
-    series about 58% slower in a worker than in a plain process (benchmarks/RESULTS.md §10). The thread
-    limits (OMP_NUM_THREADS, …) stay."""
-    import dask
-
-    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):  # None: unset
-        yield
 
 
 @contextmanager
