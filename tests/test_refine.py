@@ -361,3 +361,18 @@ def test_the_report_counts_additions_and_removals_by_reason(truth, measured):
     assert set(reasons) == {"added", "removed", "rejected"} and set(reasons["added"]) == set(_ADDED)
     assert sum(reasons["added"].values()) - sum(reasons["removed"].values()) == report["n_added"] - report["n_removed"]
     assert report["n_added"] >= 3
+
+
+def test_the_start_width_is_not_widened_by_missing_atoms():
+    """With half the atoms missing, the model as it is fits best with its atoms twice too wide
+    (they take up their missing neighbours' signal, and hide them from the completion); judged
+    after one completion, the start width stays near the atoms' own."""
+    particle = fcc_particle(radius=8.0, seed=3)
+    truth = AtomModel(particle.positions, np.full(len(particle), "Pt", dtype=object))
+    series = simulate_tilt_series(truth, angles=np.linspace(-70, 70, 21), shape=(56, 56), dose=40, blur=0.5,
+                                  max_shift=0.0, seed=3).tilt_series
+    half = truth.subset(np.random.default_rng(3).random(len(truth)) < 0.5)
+    as_it_is = refine_atoms(series, half, iterations=0, complete_rounds=0, validate_moves=False)
+    completed = refine_atoms(series, half, iterations=0, complete_rounds=1, validate_moves=False)
+    assert as_it_is.widths["Pt"] > 1.5 * 0.5
+    assert completed.widths["Pt"] == pytest.approx(0.5, rel=0.1)
