@@ -755,10 +755,11 @@ def refine_atoms(series: TiltSeries, atoms: AtomModel, *, elements=None, iterati
     origin = model.positions.copy()
     candidates = atoms.positions[~real]  # the input's non-atoms, and later the removed atoms
 
+    start_fold = np.random.default_rng(seed).permutation(series.n_angles) % int(folds)  # one for every width
+
     def missing(trial, residual):  # what a completion round would add, without counting it
-        fold = np.random.default_rng(seed).permutation(series.n_angles) % int(folds)
         scratch = {"residual_correlation": [], "reasons": {"rejected": dict.fromkeys(_REJECTED, 0)}}
-        return _missing_atoms(trial, residual, table, fixed, significance, candidates, fold, scratch)[:2]
+        return _missing_atoms(trial, residual, table, fixed, significance, candidates, start_fold, scratch)[:2]
 
     _choose_width(model, sub_progress(progress, 0.0, 0.1), missing if complete_rounds else None)
     history = {"r_factor": [], "rms_step": [], "added": [], "removed": [], "residual_correlation": [],
