@@ -8,7 +8,7 @@ published atom model, in the core strip each sub-area contributed to it.
 Runs ``run_pipeline`` (already aligned: ``align=False``; exact Euler angles from
 ``angles_euler.txt``) on each area and prints, as a Markdown table row: geometry, atoms,
 found / published and published / found in the core strip, RMS distance (pm) of matched pairs,
-final R-factor and R-free of the reconstruction, stage wall times, the run's wall time, its CPU time
+final R-factor and R-free of the reconstruction, the half-set precision of the refined positions (pm, per element), stage wall times, the run's wall time, its CPU time
 (both cores; on a shared machine the wall time grows with the load, the CPU time hardly) and the
 load average at the end.
 
@@ -100,6 +100,7 @@ def run_area(area, geometry="auto", refine=True, seed=0, out=None) -> dict:
            **score(atoms.positions, published.positions, core.positions, meta),
            "r_factor": result.report["reconstruction"].get("final_r_factor"),
            "r_free": result.report["reconstruction"].get("final_r_free"),
+           "precision_pm": result.report.get("refinement", {}).get("precision_pm"),
            "timings_s": result.report["timings_s"], "cpu_s_per_stage": stage_cpu.seconds,
            "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
            "load_average": os.getloadavg()[0]}

@@ -611,6 +611,8 @@ def test_refine_widget_adds_refined_atoms_model_and_residual(qtbot, to_refine, t
     np.testing.assert_allclose(np.asarray(model.data) + np.asarray(residual.data), aligned, atol=1e-3)
     assert not model.visible and widget.plot.has_data() and "R-factor" in widget.message.text()
     assert "moves kept (checked on held-out projections): Fe" in widget.message.text()
+    assert "precision (half sets, noise only) Fe" in widget.message.text()
+    assert np.isfinite(viewer.layers["atoms refined"].features["half_set_error"]).all()
 
     for name in ("aligned", "atoms", "atoms model projections", "atoms residual"):
         viewer.layers[name].visible = False
@@ -637,8 +639,27 @@ def test_refine_check_box_keeps_every_move(qtbot, to_refine, monkeypatch):
     qtbot.keyClick(box.native, Qt.Key.Key_Space)  # a person tabs to the box and presses space
     assert not box.value
     assert run_and_wait(qtbot, widget) == "done"
-    assert received == [False]
+    assert received[0] is False  # the refinement's; the half-set estimate's two never check moves
     assert "R-factor" in widget.message.text() and "moves kept" not in widget.message.text()
+
+
+def test_refine_precision_box_from_the_keyboard(qtbot, to_refine, monkeypatch):
+    """Unticking "estimate precision from half sets" leaves one refinement, and no estimate."""
+    viewer, widget, _, _ = to_refine
+    original, calls = refine_module.refine_atoms, []
+
+    def counting(*args, **options):
+        calls.append(args[0].n_angles)
+        return original(*args, **options)
+
+    monkeypatch.setattr(refine_module, "refine_atoms", counting)
+    box = widget.parameters.precision
+    assert box.value
+    qtbot.keyClick(box.native, Qt.Key.Key_Space)
+    assert not box.value
+    assert run_and_wait(qtbot, widget) == "done"
+    assert len(calls) == 1 and "precision" not in widget.message.text()
+    assert "half_set_error" not in viewer.layers["atoms refined"].features.columns
 
 
 def test_refine_cancel_mid_run(qtbot, to_refine, monkeypatch):

@@ -58,6 +58,9 @@ def _add_common(parser):
     parser.add_argument("--keep-every-move", action="store_true",
                         help="keep every refinement move (default: each element keeps the part of its atoms' moves "
                              "that projections held out of the fit support; docs/refinement.md)")
+    parser.add_argument("--no-precision", action="store_true",
+                        help="skip the half-set estimate of the refined positions' error (two refinements against "
+                             "the even and the odd projections; docs/refinement.md)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -145,7 +148,7 @@ def _stage_options(args) -> dict:
     """run_pipeline's keyword arguments for the options shared by ``run`` and ``demo``."""
     return pipeline_options(iterations=args.iterations, no_refine=args.no_refine,
                             refine_iterations=args.refine_iterations, refine_rounds=args.refine_rounds,
-                            keep_every_move=args.keep_every_move)
+                            keep_every_move=args.keep_every_move, no_precision=args.no_precision)
 
 
 def command_batch(args) -> int:
@@ -302,6 +305,10 @@ def print_summary(report):
               f"{refined['n_added']} atoms added, {refined['n_removed']} removed"
               + (f", the others moved by {moved['median']:.2f} Å (median)" if moved else "")
               + (f"; {kept}" if kept else ""))
+        if refined.get("precision_pm"):
+            from .precision import describe_precision
+
+            print(f"Position precision (half sets, noise only): {describe_precision(refined['precision_pm'])}")
     print(f"Timings: {timings}")
 
 

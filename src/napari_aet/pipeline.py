@@ -195,7 +195,8 @@ def _refinement_report(refinement: Refinement) -> dict:
     removal and rejected candidate over all rounds, counted by reason), how far the others
     moved (Å), the fraction of each element's moves that held-out projections supported
     (``moves_kept``) and, per completion round, how correlated the residual's pixels were
-    (``residual_correlation``: the variance factor of the candidates' test, 1 = independent)."""
+    (``residual_correlation``: the variance factor of the candidates' test, 1 = independent) and the
+    half-set estimate of the positions' error per element (``precision_pm``, empty when not made)."""
     features = refinement.atoms.features
     shift = features["refine_shift"][np.isfinite(features["refine_shift"]) & (refinement.atoms.species != "")]
     return {"heights": refinement.heights, "widths_A": refinement.widths,
@@ -207,6 +208,7 @@ def _refinement_report(refinement: Refinement) -> dict:
             "moves_kept": refinement.errors.get("moves_kept", {}),
             "residual_correlation": refinement.errors.get("residual_correlation", []),
             "shift_A": {"median": float(np.median(shift)), "max": float(np.max(shift))} if len(shift) else {},
+            "precision_pm": refinement.precision,
             "scale_range": [float(refinement.scale.min()), float(refinement.scale.max())]}
 
 

@@ -83,6 +83,10 @@ class Refinement:
         ``reasons`` (see :func:`refine_atoms`) and ``moves_kept``: per element, the fraction of
         its atoms' moves the held-out projections support (:func:`_validated_moves`; empty when
         the moves were not checked).
+    precision : per element, the half-set estimate of the refined positions' RMS error in pm along
+        ``x``, ``y``, ``z`` and ``3d``, and its number of ``atoms``
+        (:func:`napari_aet.precision.half_set_precision`; empty unless it was estimated); each
+        atom's own estimate is then the feature ``half_set_error`` (Å).
     """
 
     atoms: AtomModel
@@ -91,6 +95,7 @@ class Refinement:
     scale: np.ndarray
     background: np.ndarray
     errors: dict = field(default_factory=dict)
+    precision: dict = field(default_factory=dict)
 
     def model_projections(self, series: TiltSeries) -> np.ndarray:
         """The simulated projections ``(n_angles, ny, nx)`` float32 of the refined model."""

@@ -25,7 +25,8 @@ RESULT_FILES = ("atoms.csv", "report.json", "project.aet", "reconstruction.mrc",
 #: may give any of them as a column. Defaults are those of :func:`run_to_directory`.
 RUN_OPTIONS = {"angles": str, "pixel_size": float, "tilt_axis": str, "no_align": bool, "method": str,
                "iterations": int, "fsc": bool, "no_refine": bool, "refine_iterations": int,
-               "refine_rounds": int, "keep_every_move": bool, "seed": int, "geometry": str}
+               "refine_rounds": int, "keep_every_move": bool, "no_precision": bool, "seed": int,
+               "geometry": str}
 
 
 def parse_tilt_axis(text) -> float:
@@ -40,11 +41,14 @@ def parse_tilt_axis(text) -> float:
 
 
 def pipeline_options(*, iterations=None, no_refine=False, refine_iterations=None, refine_rounds=None,
-                     keep_every_move=False) -> dict:
+                     keep_every_move=False, no_precision=False) -> dict:
     """:func:`napari_aet.pipeline.run_pipeline` keyword arguments for the options that ``run`` and
-    ``demo`` share (reconstruction iterations, refinement on/off, its iterations and rounds, and
-    whether it keeps every move without checking it on held-out projections)."""
+    ``demo`` share (reconstruction iterations, refinement on/off, its iterations and rounds,
+    whether it keeps every move without checking it on held-out projections, and whether it skips
+    the half-set estimate of the positions' error)."""
     refine_options = {"validate_moves": False} if keep_every_move else {}
+    if no_precision:
+        refine_options["precision"] = False
     for flag, name, value in (("refine-iterations", "iterations", refine_iterations),
                               ("refine-rounds", "complete_rounds", refine_rounds)):
         if value is not None:
@@ -99,7 +103,8 @@ def check_output(out_dir, *, force=False) -> Path:
 
 def run_to_directory(series_path, out_dir, elements, *, angles=None, pixel_size=None, tilt_axis=None,
                      no_align=False, method="genfire", iterations=None, fsc=False, no_refine=False,
-                     refine_iterations=None, refine_rounds=None, keep_every_move=False, seed=0, geometry="auto",
+                     refine_iterations=None, refine_rounds=None, keep_every_move=False, no_precision=False, seed=0,
+                     geometry="auto",
                      force=False, progress: ProgressCallback = None, log: Callable[[str], None] | None = None) -> dict:
     """Read a tilt-series file, run the whole chain and write its results into ``out_dir``.
 
@@ -107,7 +112,8 @@ def run_to_directory(series_path, out_dir, elements, *, angles=None, pixel_size=
     run --help``): ``angles`` an angle file (else the sidecar/metadata rules), ``pixel_size`` Å
     (else from the file), ``tilt_axis`` ``"y"``, ``"x"`` or degrees from the image y axis,
     ``iterations`` reconstruction iterations, ``refine_rounds``/``refine_iterations`` the
-    refinement's limits, ``keep_every_move`` its moves unchecked, ``seed`` every random step,
+    refinement's limits, ``keep_every_move`` its moves unchecked, ``no_precision`` no half-set
+    estimate of the positions' error, ``seed`` every random step,
     ``geometry`` ``"auto"``, ``"particle"`` or ``"film"`` (:func:`napari_aet.pipeline.run_pipeline`).
 
     force : replace results already in ``out_dir``; a previous ``project.aet`` holding hand
@@ -126,7 +132,8 @@ def run_to_directory(series_path, out_dir, elements, *, angles=None, pixel_size=
     out_dir = check_output(out_dir, force=force)
     axis = None if tilt_axis is None else parse_tilt_axis(tilt_axis)
     options = pipeline_options(iterations=iterations, no_refine=no_refine, refine_iterations=refine_iterations,
-                               refine_rounds=refine_rounds, keep_every_move=keep_every_move)
+                               refine_rounds=refine_rounds, keep_every_move=keep_every_move,
+                               no_precision=no_precision)
     series = read_tilt_series(series_path, angles=angles, pixel_size=pixel_size, tilt_axis=axis)
     log(f"Read {series_path}: {series.n_angles} projections of {series.projections.shape[1:]} px, "
         f"{series.pixel_size:g} Å/px, tilts {np.min(series.angles):.1f}° to {np.max(series.angles):.1f}°")

@@ -292,14 +292,31 @@ def classify(point: TimePoint, elements, *, progress: ProgressCallback = None, *
     return point.atoms
 
 
-def refine(point: TimePoint, *, elements=None, progress: ProgressCallback = None, **options):
+def refine(point: TimePoint, *, elements=None, precision=True, progress: ProgressCallback = None, **options):
     """Refine ``point.atoms`` against the tilt series; ``traced`` keeps the input. Returns the
-    :class:`~napari_aet.refine.Refinement` (its species heights, widths, error curves)."""
+    :class:`~napari_aet.refine.Refinement` (its species heights, widths, error curves).
+
+    precision : also estimate the refined positions' error from the even and the odd projections
+        (:func:`napari_aet.precision.half_set_precision`; two more refinements without completion,
+        skipped with fewer than its ``MIN_ANGLES`` projections): ``refinement.precision``,
+        ``point.report["precision"]`` and the atoms' feature ``half_set_error`` (Å).
+    """
+    from .precision import MIN_ANGLES, half_set_precision
     from .refine import refine_atoms
 
     if elements is None:
         elements = point.stages.get("classify", {}).get("parameters", {}).get("elements")
-    refinement = refine_atoms(tilt_series_of(point), point.atoms, elements=elements, progress=progress, **options)
+    series = tilt_series_of(point)
+    estimate = precision and series.n_angles >= MIN_ANGLES
+    refinement = refine_atoms(series, point.atoms, elements=elements,
+                              progress=sub_progress(progress, 0.0, 0.85 if estimate else 1.0), **options)
+    if estimate:
+        same = {k: options[k] for k in ("iterations", "width_every", "background_width", "min_distance") if k in options}
+        found = half_set_precision(series, refinement.atoms, elements=elements,
+                                   progress=sub_progress(progress, 0.85, 1.0), **same)
+        refinement.precision = found.per_element
+        refinement.atoms = refinement.atoms.with_features(half_set_error=found.atom_error)
+    point.report["precision"] = refinement.precision
     point.traced, point.atoms = point.atoms, refinement.atoms
     return refinement
 

@@ -9,7 +9,9 @@ from magicgui.widgets import CheckBox, SpinBox
 
 from .layers import (ELEMENT_COLOURS, OTHER_COLOUR, atoms_from_layer, atoms_layer, tilt_series_from_layer,
                       tilt_series_layer)
+from ..precision import describe_precision
 from ..refine import check_inputs, describe_moves_kept, refine_atoms
+from ..workflow import refine as refine_stage
 from ..workflow import tilt_series_of
 from ._base import StageWidget, is_atoms, is_tilt_series
 from ._plots import PlotCanvas
@@ -20,9 +22,10 @@ class RefineWidget(StageWidget):
     (:func:`napari_aet.refine.refine_atoms`).
 
     Reads an (aligned) tilt series and a classified atoms layer; never changes them. Adds the
-    Points layer "<atoms> refined" (features ``refine_shift`` in Å, ``height_ratio``, and the
+    Points layer "<atoms> refined" (features ``refine_shift`` in Å, ``height_ratio``, the
     ``refine_added`` / ``refine_removed`` flags of atoms the residual showed missing or
-    spurious; removed ones stay as hidden non-atoms), the
+    spurious — removed ones stay as hidden non-atoms — and, with the half-set precision on,
+    each atom's ``half_set_error`` in Å), the
     model's simulated projections "<atoms> model projections" and the residual "<atoms> residual"
     (measured − model: missing atoms show as bright spots, spurious ones as dark). The plot shows
     the R-factor per iteration and each species' ``height_ratio`` histogram: atoms far from 1
@@ -37,6 +40,8 @@ class RefineWidget(StageWidget):
                     min=0, max=100),
             CheckBox(name="validate_moves", label="keep only moves held-out projections support",
                      value=default["validate_moves"]),
+            CheckBox(name="precision", label="estimate precision from half sets (2 more refinements)",
+                     value=inspect.signature(refine_stage).parameters["precision"].default),
         ], run_text="Refine atoms")
         self.series_input = self.add_input("tilt series", is_tilt_series, field="aligned")
         self.atoms_input = self.add_input("atoms", is_atoms, field="atoms")
@@ -85,7 +90,9 @@ class RefineWidget(StageWidget):
                        f"{species}; {np.count_nonzero(f['refine_added'])} atoms added, "
                        f"{np.count_nonzero(f['refine_removed'])} removed (now non-atoms); the others moved "
                        f"{np.median(moved):.2f} Å (median), {moved.max():.2f} Å (max)"
-                       + (f"; {kept}" if kept else ""))
+                       + (f"; {kept}" if kept else "")
+                       + (f"; precision (half sets, noise only) {describe_precision(refinement.precision)}"
+                          if refinement.precision else ""))
 
     def plot_refinement(self, refinement):
         """R-factor per iteration, and the height ratio of each species' atoms."""
