@@ -50,7 +50,7 @@ def test_run_writes_every_result(simulated, tmp_path, capsys):
     assert set(refinement["moves_kept"]) == {"Fe", "Pt"} and all(0 <= f <= 1 for f in refinement["moves_kept"].values())
     assert refinement["residual_correlation"] and min(refinement["residual_correlation"]) >= 1  # per completion round
     assert report["parameters"]["refine_options"] == {"complete_rounds": 1, "seed": 1}  # refinement gets the run's seed
-    assert "refine_shift" in (out / "atoms.csv").read_text().splitlines()[0]
+    assert {"refine_shift", "half_set_error"} <= set((out / "atoms.csv").read_text().splitlines()[0].split(","))
     assert load_project(out / "project.aet").time_points[0].traced is not None
     recon = report["reconstruction"]
     assert recon["method"] == "genfire" and report["parameters"]["reconstruct_options"]["n_iterations"] == 60
@@ -60,6 +60,8 @@ def test_run_writes_every_result(simulated, tmp_path, capsys):
     assert read_volume(out / "reconstruction.mrc").voxel_size == pytest.approx(0.4)
     printed = capsys.readouterr().out
     assert "Atoms:" in printed and "moves kept (checked on held-out projections): Fe" in printed
+    assert set(report["refinement"]["precision_pm"]) == {"Fe", "Pt"}
+    assert "Position precision (half sets, noise only): Fe" in printed
 
 
 def test_keep_every_move_reaches_the_refinement():
@@ -67,6 +69,12 @@ def test_keep_every_move_reaches_the_refinement():
     assert args.keep_every_move and RUN_OPTIONS["keep_every_move"] is bool
     assert pipeline_options(keep_every_move=True)["refine_options"] == {"validate_moves": False}
     assert pipeline_options()["refine_options"] == {}
+
+
+def test_no_precision_reaches_the_refine_stage():
+    args = build_parser().parse_args(["run", "series.tif", "--elements", "Pt", "--out", "o", "--no-precision"])
+    assert args.no_precision and RUN_OPTIONS["no_precision"] is bool
+    assert pipeline_options(no_precision=True)["refine_options"] == {"precision": False}
 
 
 @pytest.mark.parametrize("args, message", [
