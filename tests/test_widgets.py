@@ -612,6 +612,7 @@ def test_refine_widget_adds_refined_atoms_model_and_residual(qtbot, to_refine, t
     assert not model.visible and widget.plot.has_data() and "R-factor" in widget.message.text()
     assert "moves kept (checked on held-out projections): Fe" in widget.message.text()
     assert "precision (half sets, noise only) Fe" in widget.message.text()
+    assert [ax.get_xlabel() for ax in widget.plot.figure.axes][-1] == "half-set error (pm)"
     assert np.isfinite(viewer.layers["atoms refined"].features["half_set_error"]).all()
 
     for name in ("aligned", "atoms", "atoms model projections", "atoms residual"):
@@ -659,6 +660,7 @@ def test_refine_precision_box_from_the_keyboard(qtbot, to_refine, monkeypatch):
     assert not box.value
     assert run_and_wait(qtbot, widget) == "done"
     assert len(calls) == 1 and "precision" not in widget.message.text()
+    assert len(widget.plot.figure.axes) == 2  # R-factor and height ratios only
     assert "half_set_error" not in viewer.layers["atoms refined"].features.columns
 
 

@@ -29,7 +29,8 @@ class RefineWidget(StageWidget):
     model's simulated projections "<atoms> model projections" and the residual "<atoms> residual"
     (measured − model: missing atoms show as bright spots, spurious ones as dark). The plot shows
     the R-factor per iteration and each species' ``height_ratio`` histogram: atoms far from 1
-    are candidates for another species, or for deletion.
+    are candidates for another species, or for deletion; with the precision estimate, also each
+    species' ``half_set_error`` histogram with its RMS (pm).
     """
 
     def __init__(self, napari_viewer):
@@ -95,8 +96,9 @@ class RefineWidget(StageWidget):
                           if refinement.precision else ""))
 
     def plot_refinement(self, refinement):
-        """R-factor per iteration, and the height ratio of each species' atoms."""
-        curve, ratios = self.plot.subplots(1, 2)
+        """R-factor per iteration, the height ratio of each species' atoms and, when it was
+        estimated, each species' half-set position error."""
+        curve, ratios, *spread = self.plot.subplots(1, 3 if refinement.precision else 2)
         curve.plot(refinement.errors["r_factor"], color=ELEMENT_COLOURS["Pt"], lw=1.5)
         curve.set_xlabel("iteration")
         curve.set_ylabel("R-factor")
@@ -112,4 +114,21 @@ class RefineWidget(StageWidget):
         ratios.set_xlabel("height / species height")
         ratios.set_ylabel("atoms")
         ratios.legend(fontsize=7)
+        if spread:
+            self.plot_precision(spread[0], refinement)
         self.plot.draw()
+
+    @staticmethod
+    def plot_precision(axes, refinement):
+        """Histogram of each species' atoms' ``half_set_error`` (pm), its RMS dashed."""
+        atoms = refinement.atoms
+        error = 100 * atoms.features["half_set_error"]
+        top = float(np.nanpercentile(error, 99.5)) * 1.1
+        for element, estimate in refinement.precision.items():
+            colour = ELEMENT_COLOURS.get(element, OTHER_COLOUR)
+            axes.hist(error[atoms.species == element], bins=40, range=(0.0, top), alpha=0.7, color=colour,
+                      label=f"{element} {estimate['3d']:.0f} pm")
+            axes.axvline(estimate["3d"], color=colour, lw=1, ls="--")
+        axes.set_xlabel("half-set error (pm)")
+        axes.set_ylabel("atoms")
+        axes.legend(fontsize=7)
