@@ -79,6 +79,7 @@ def test_batch_runs_every_series_and_reports_the_failure(study, plan):
         assert int(rows["p1", label, "run"]["n_atoms"]) == report["atoms"]["n_atoms"] == len(
             read_atoms(result / "atoms.csv"))
         assert 0 < float(rows["p1", label, "run"]["r_factor"]) < 1
+        assert rows["p1", label, "run"]["precision_pm"] == ""  # no refinement in this plan
     particle = rows["p1", "0,30", "study+analyze+track"]
     assert particle["status"] == "done", particle["error"]
     points = load_project(out / "p1" / "study.aet").time_points
@@ -192,6 +193,18 @@ def test_run_series_reports_instead_of_raising(tmp_path):
     summary = run_series(row, tmp_path / "out")
     assert summary["status"] == "failed" and "missing.tif does not exist" in summary["error"]
     assert not (tmp_path / "out").exists()
+
+
+def test_a_refined_series_reports_its_precision(tmp_path):
+    from napari_aet.batch import PlanRow
+
+    row = PlanRow(1, "p", "0", _series(tmp_path / "s.tif", 1), "Fe,Pt",
+                  {"pixel_size": 0.4, "no_align": True, "iterations": 30, "refine_rounds": 0})
+    summary = run_series(row, tmp_path / "out")
+    assert summary["status"] == "done", summary["error"]
+    estimate = json.loads((tmp_path / "out" / "report.json").read_text())["refinement"]["precision_pm"]
+    assert summary["precision_pm"] == ";".join(f"{e}={v['3d']:.1f}" for e, v in estimate.items())
+    assert set(estimate) == {"Fe", "Pt"}
 
 
 def test_rebuilding_a_study_keeps_its_hand_edits(study):
