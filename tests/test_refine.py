@@ -58,7 +58,7 @@ def test_refinement_recovers_positions_heights_and_widths(truth, measured):
     result = refine_atoms(measured, start, iterations=12)
     before, after = rms_pm(start, truth), rms_pm(result.atoms, truth)
     assert before > 30
-    assert after < 5, (before, after)
+    assert after < 6, (before, after)  # every move kept: 4.8 pm; the check keeps Fe 0.89 of them
     assert abs(result.widths["Pt"] - BLUR) < 0.05 and abs(result.widths["Fe"] - BLUR) < 0.1
     # heights follow the simulator's Z**1.7 contrast: Pt/Fe = (78/26)**1.7 = 6.5
     assert result.heights["Pt"] / result.heights["Fe"] == pytest.approx(3.0 ** 1.7, rel=0.1)
@@ -68,7 +68,7 @@ def test_refinement_recovers_positions_heights_and_widths(truth, measured):
     np.testing.assert_allclose(result.atoms.features["refine_shift"],
                                np.linalg.norm(result.atoms.positions - start.positions, axis=1))
     assert compare_atoms(result.atoms, truth)["recall"] == 1.0
-    assert min(result.errors["moves_kept"].values()) > 0.95  # the held-out projections confirm the moves
+    assert min(result.errors["moves_kept"].values()) > 0.85  # the held-out projections confirm the moves
 
 
 @pytest.mark.parametrize("start_error", [0.0, 0.2])
@@ -86,6 +86,21 @@ def test_held_out_projections_undo_the_moves_they_do_not_support(truth, start_er
         assert 0.3 < min(kept.values()) and rms_pm(checked.atoms, truth) < 0.9 * rms_pm(free.atoms, truth)
     else:
         assert max(kept.values()) < 0.25 and rms_pm(checked.atoms, truth) < 0.5 * rms_pm(free.atoms, truth)
+
+
+def test_moves_made_by_an_error_that_drifts_with_the_tilt_are_undone(truth):
+    """Shifts that are wrong by 0.5 px · sin(3θ) — an alignment error that changes slowly from view
+    to view and that no 3D shift explains — pull the refined atoms ~30 pm off. Folds of every
+    k-th view share that error with the views they are judged against and kept 85–100 % of such
+    moves (~26 pm); folds of neighbouring views see through it (measured: 7 pm)."""
+    angles = np.linspace(-70, 70, 29)
+    sim = simulate_tilt_series(truth, angles=angles, shape=(64, 64), dose=2000.0, blur=BLUR, max_shift=0, seed=4)
+    drift = 0.5 * np.sin(3 * np.deg2rad(angles))
+    told = sim.tilt_series.replace(shifts=np.stack([np.zeros_like(drift), drift], axis=1))
+    every_move = refine_atoms(told, truth, complete_rounds=0, validate_moves=False)
+    checked = refine_atoms(told, truth, complete_rounds=0)
+    assert rms_pm(every_move.atoms, truth) > 20
+    assert rms_pm(checked.atoms, truth) < 12, checked.errors["moves_kept"]
 
 
 def test_partial_moves_keep_every_pair_apart():
