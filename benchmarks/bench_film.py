@@ -8,9 +8,9 @@ published atom model, in the core strip each sub-area contributed to it.
 Runs ``run_pipeline`` (already aligned: ``align=False``; exact Euler angles from
 ``angles_euler.txt``) on each area and prints, as a Markdown table row: geometry, atoms,
 found / published and published / found in the core strip, RMS distance (pm) of matched pairs,
-final R-factor and R-free of the reconstruction, the half-set precision of the refined positions (pm, per element), stage wall times, the run's wall time, its CPU time
-(both cores; on a shared machine the wall time grows with the load, the CPU time hardly) and the
-load average at the end.
+final R-factor and R-free of the reconstruction, the half-set precision of the refined positions
+(pm, per element), stage wall times, the run's wall time, its CPU time (both cores; on a shared
+machine the wall time grows with the load, the CPU time hardly) and the load average at the end.
 
 Match rule: mutual nearest neighbours within ``MATCH_A`` Å, no translation removed (the published
 model is in each sub-area's frame). Our atoms are matched against every published atom in the

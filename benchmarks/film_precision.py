@@ -96,7 +96,8 @@ def main():
     print("|---|---|---|" + "---|" * len(FRACTIONS))
     print("\n".join(curves))
     if args.chain:
-        print("\n| area | projections | atoms | found / published | published / found | RMS pm |\n|---|---|---|---|---|---|")
+        print("\n| area | projections | atoms | found / published | published / found | RMS pm |\n"
+              "|---|---|---|---|---|---|")
         for area in args.areas:
             for row in chain_on_halves(area):
                 print(row)

@@ -142,10 +142,10 @@ def read_plan(path) -> list[PlanRow]:
     (labels; times in minutes are ordered by value), and optionally any ``run`` option:
     ``angles``, ``pixel_size`` (Å), ``tilt_axis``, ``no_align``, ``method``, ``iterations``,
     ``fsc``, ``no_refine``, ``refine_iterations``, ``refine_rounds``, ``keep_every_move``,
-    ``no_precision``, ``seed``, ``geometry`` (:data:`napari_aet.runs.RUN_OPTIONS`). Relative paths are relative to the plan file; an
-    empty cell means the default. Raises InputError for a plan that cannot run (unknown column,
-    missing value, a repeated particle and time, an unknown method); a missing or bad series
-    file is not checked here: its row fails alone.
+    ``no_precision``, ``seed``, ``geometry`` (:data:`napari_aet.runs.RUN_OPTIONS`). Relative paths
+    are relative to the plan file; an empty cell means the default. Raises InputError for a plan
+    that cannot run (unknown column, missing value, a repeated particle and time, an unknown
+    method); a missing or bad series file is not checked here: its row fails alone.
     """
     path = Path(path).expanduser().absolute()  # series paths must hold on every worker
     if not path.is_file():

@@ -311,7 +311,8 @@ def refine(point: TimePoint, *, elements=None, precision=True, progress: Progres
     refinement = refine_atoms(series, point.atoms, elements=elements,
                               progress=sub_progress(progress, 0.0, 0.85 if estimate else 1.0), **options)
     if estimate:
-        same = {k: options[k] for k in ("iterations", "width_every", "background_width", "min_distance") if k in options}
+        shared = ("iterations", "width_every", "background_width", "min_distance")
+        same = {k: options[k] for k in shared if k in options}
         found = half_set_precision(series, refinement.atoms, elements=elements,
                                    progress=sub_progress(progress, 0.85, 1.0), **same)
         refinement.precision = found.per_element
