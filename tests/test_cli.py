@@ -9,6 +9,7 @@ import tifffile
 from napari_aet.cli import build_parser, main, parse_tilt_axis
 from napari_aet.io import read_atoms, read_volume
 from napari_aet.model import InputError
+from napari_aet.pipeline import real_atoms
 from napari_aet.project import load_project
 from napari_aet.runs import RUN_OPTIONS, pipeline_options
 from cli_output import error_line
@@ -77,6 +78,32 @@ def test_no_precision_reaches_the_refine_stage():
     assert pipeline_options(no_precision=True)["refine_options"] == {"precision": False}
 
 
+def test_min_distance_reaches_tracing_and_refinement():
+    args = build_parser().parse_args(["run", "s.tif", "--elements", "Fe,Pt", "--out", "o", "--min-distance", "Pt=2.6"])
+    assert args.min_distance == "Pt=2.6" and RUN_OPTIONS["min_distance"] is str
+    options = pipeline_options(min_distance="Pt=2.6")
+    assert options["trace_options"] == {"min_distance": {"Pt-Pt": 2.6}}
+    assert options["refine_options"] == {"min_distance": {"Pt-Pt": 2.6}}
+    assert pipeline_options()["trace_options"] == {}
+
+
+def test_no_two_atoms_nearer_than_the_minimum_distance_given(simulated, tmp_path):
+    def shortest(out):
+        from scipy.spatial import cKDTree
+
+        positions = real_atoms(read_atoms(out / "atoms.csv")).positions
+        return cKDTree(positions).query(positions, k=2)[0][:, 1].min()
+
+    common = [str(simulated / "tilt_series.tif"), "--pixel-size", "0.4", "--elements", "Fe,Pt", "--iterations", "20",
+              "--no-align", "--no-precision"]
+    assert main(["run", *common, "--out", str(tmp_path / "default")]) == 0
+    assert main(["run", *common, "--out", str(tmp_path / "far"), "--min-distance", "Fe=3,Fe-Pt=3,Pt=3"]) == 0
+    report = json.loads((tmp_path / "far" / "report.json").read_text())["parameters"]
+    assert report["trace_options"]["min_distance"] == report["refine_options"]["min_distance"] == {
+        "Fe-Fe": 3.0, "Fe-Pt": 3.0, "Pt-Pt": 3.0}
+    assert shortest(tmp_path / "default") < 2.9 <= 3.0 <= shortest(tmp_path / "far")
+
+
 @pytest.mark.parametrize("args, message", [
     (["run", "missing.tif", "--pixel-size", "0.4", "--elements", "Fe,Pt"], "missing.tif"),
     (["run", "{sim}/tilt_series.tif", "--pixel-size", "0", "--elements", "Fe,Pt"], "pixel size"),
@@ -89,6 +116,8 @@ def test_no_precision_reaches_the_refine_stage():
      "--refine-iterations"),
     (["run", "{sim}/tilt_series.tif", "--pixel-size", "0.4", "--elements", "Fe,Pt", "--refine-rounds", "-2"],
      "--refine-rounds"),
+    (["run", "{sim}/tilt_series.tif", "--pixel-size", "0.4", "--elements", "Fe,Pt", "--min-distance", "Fe-Pt"],
+     "the minimum distance"),
 ])
 def test_bad_input_is_one_clear_line(simulated, tmp_path, capsys, args, message):
     np.savetxt(simulated / "short.tlt", np.linspace(-60, 60, 10))

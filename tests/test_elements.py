@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from napari_aet.elements import MIN_DISTANCE_FRACTION, RADII, close_pairs, min_distance_table
+from napari_aet.elements import MIN_DISTANCE_FRACTION, RADII, close_pairs, min_distance_table, parse_min_distance
 from napari_aet.model import ATOMIC_NUMBERS, InputError
 
 
@@ -27,6 +27,17 @@ def test_user_overrides_one_number_or_some_pairs():
         min_distance_table("Fe,Pt", {"Fe-Xx": 2.0})
     with pytest.raises(InputError, match="not a pair"):
         min_distance_table("Fe,Pt", {"Fe-Pt-Fe": 2.0})
+
+
+def test_an_override_written_as_text_is_one_number_or_pairs():
+    assert parse_min_distance(" 2.2 ") == 2.2
+    assert parse_min_distance("Pt-Fe=2.4, Pt=2.6") == {"Pt-Fe": 2.4, "Pt-Pt": 2.6}
+    table = min_distance_table("Fe,Pt", parse_min_distance("Pt-Fe=2.4,Pt=2.6"))
+    assert table[0, 1] == 2.4 and table[1, 1] == 2.6 and table[0, 0] == min_distance_table("Fe")[0, 0]
+    for text, message in (("far", "a number, or pairs"), ("0", "positive"), ("Fe-Pt=", "Fe-Pt must be a number"),
+                          ("Fe-Pt=2.3,Pt", "expected PAIR=Å"), ("Fe-Xx=2", "unknown element")):
+        with pytest.raises(InputError, match=message):
+            parse_min_distance(text)
 
 
 def test_close_pairs_match_a_brute_force_search():

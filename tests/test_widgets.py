@@ -664,6 +664,30 @@ def test_refine_precision_box_from_the_keyboard(qtbot, to_refine, monkeypatch):
     assert "half_set_error" not in viewer.layers["atoms refined"].features.columns
 
 
+def test_refine_min_distance_typed_in_reaches_the_refinement(qtbot, to_refine, monkeypatch):
+    """A minimum distance typed into its box holds for the refined atoms; 0 means the physical table."""
+    viewer, widget, _, _ = to_refine
+    original, received = refine_module.refine_atoms, []
+
+    def recording(*args, **options):
+        received.append(options.get("min_distance"))
+        return original(*args, **options)
+
+    monkeypatch.setattr(refine_module, "refine_atoms", recording)
+    field = widget.parameters.min_distance
+    assert field.value == 0.0
+    qtbot.keyClick(field.native, Qt.Key.Key_A, Qt.KeyboardModifier.ControlModifier)
+    qtbot.keyClicks(field.native, "3")
+    qtbot.keyClick(field.native, Qt.Key.Key_Return)
+    assert field.value == 3.0
+    qtbot.keyClick(widget.parameters.precision.native, Qt.Key.Key_Space)
+    assert run_and_wait(qtbot, widget) == "done"
+    assert received == [3.0]
+    refined = atoms_from_layer(viewer.layers["atoms refined"])
+    positions = refined.positions[refined.species != ""]
+    assert cKDTree(positions).query(positions, k=2)[0][:, 1].min() >= 3.0
+
+
 def test_refine_cancel_mid_run(qtbot, to_refine, monkeypatch):
     viewer, widget, _, _ = to_refine
     reached, release = pause_at_first_progress(monkeypatch, refine_module, "refine_atoms")

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from .elements import parse_min_distance
 from .model import InputError, check_elements
 from .progress import ProgressCallback
 from .reconstruct import METHODS
@@ -142,10 +143,11 @@ def read_plan(path) -> list[PlanRow]:
     (labels; times in minutes are ordered by value), and optionally any ``run`` option:
     ``angles``, ``pixel_size`` (Å), ``tilt_axis``, ``no_align``, ``method``, ``iterations``,
     ``fsc``, ``no_refine``, ``refine_iterations``, ``refine_rounds``, ``keep_every_move``,
-    ``no_precision``, ``seed``, ``geometry`` (:data:`napari_aet.runs.RUN_OPTIONS`). Relative paths
-    are relative to the plan file; an empty cell means the default. Raises InputError for a plan
-    that cannot run (unknown column, missing value, a repeated particle and time, an unknown
-    method); a missing or bad series file is not checked here: its row fails alone.
+    ``no_precision``, ``min_distance`` (``2.2`` or ``"Fe-Pt=2.3,Pt=2.4"``, quoted in a CSV), ``seed``,
+    ``geometry`` (:data:`napari_aet.runs.RUN_OPTIONS`). Relative paths are relative to the plan
+    file; an empty cell means the default. Raises InputError for a plan that cannot run (unknown
+    column, missing value, a repeated particle and time, an unknown method, a malformed minimum
+    distance); a missing or bad series file is not checked here: its row fails alone.
     """
     path = Path(path).expanduser().absolute()  # series paths must hold on every worker
     if not path.is_file():
@@ -178,6 +180,11 @@ def read_plan(path) -> list[PlanRow]:
         options = {name: value for name, value in options.items() if value is not None}
         if options.get("method", METHODS[0]) not in METHODS:
             raise InputError(f"{where}: unknown method {options['method']!r}: expected one of {', '.join(METHODS)}")
+        if "min_distance" in options:
+            try:
+                parse_min_distance(options["min_distance"])
+            except InputError as exc:
+                raise InputError(f"{where}: {exc}") from None
         if "angles" in options:
             options["angles"] = str(path.parent / Path(options["angles"]).expanduser())
         analyze = {name: _value(name, record[name], ANALYZE_OPTIONS[name], where)

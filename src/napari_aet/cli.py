@@ -61,6 +61,10 @@ def _add_common(parser):
     parser.add_argument("--no-precision", action="store_true",
                         help="skip the half-set estimate of the refined positions' error (two refinements against "
                              "the even and the odd projections; docs/refinement.md)")
+    parser.add_argument("--min-distance", default=None, metavar="Å|PAIR=Å,...",
+                        help="shortest distance tracing and refinement allow between atoms: one number of Å for "
+                             "every pair (e.g. 2.2) or pairs overriding the physical table (e.g. Fe-Pt=2.3,Pt=2.4; "
+                             "default: 0.85 of the sum of the elements' radii, docs/refinement.md)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -148,7 +152,8 @@ def _stage_options(args) -> dict:
     """run_pipeline's keyword arguments for the options shared by ``run`` and ``demo``."""
     return pipeline_options(iterations=args.iterations, no_refine=args.no_refine,
                             refine_iterations=args.refine_iterations, refine_rounds=args.refine_rounds,
-                            keep_every_move=args.keep_every_move, no_precision=args.no_precision)
+                            keep_every_move=args.keep_every_move, no_precision=args.no_precision,
+                            min_distance=args.min_distance)
 
 
 def command_batch(args) -> int:

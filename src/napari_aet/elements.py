@@ -70,6 +70,23 @@ def _distance(name, value) -> float:
     return value
 
 
+def parse_min_distance(text) -> float | dict[str, float]:
+    """A user's minimum-distance override from text (the command line, a batch plan): one number of
+    Å for every pair (``"2.2"``), or pairs (``"Ta=2.2"``, ``"Fe-Pt=2.3,Pt=2.4"``) overriding the
+    table for those pairs only, as :func:`min_distance_table` takes it."""
+    text = str(text).strip()
+    if "=" not in text:
+        return _distance("the minimum distance (a number, or pairs such as 'Fe-Pt=2.3,Pt=2.4')", text)
+    pairs = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise InputError(f"minimum distance {item!r}: expected PAIR=Å, e.g. 'Fe-Pt=2.3' or 'Pt=2.4'")
+        a, b = _pair_key(key.strip())
+        pairs[f"{a}-{b}"] = _distance(f"the minimum distance of {a}-{b}", value)
+    return pairs
+
+
 def min_distance_table(elements, min_distance=None) -> np.ndarray:
     """The shortest allowed distance (Å) between atoms of each pair of ``elements``.
 

@@ -25,8 +25,8 @@ RESULT_FILES = ("atoms.csv", "report.json", "project.aet", "reconstruction.mrc",
 #: may give any of them as a column. Defaults are those of :func:`run_to_directory`.
 RUN_OPTIONS = {"angles": str, "pixel_size": float, "tilt_axis": str, "no_align": bool, "method": str,
                "iterations": int, "fsc": bool, "no_refine": bool, "refine_iterations": int,
-               "refine_rounds": int, "keep_every_move": bool, "no_precision": bool, "seed": int,
-               "geometry": str}
+               "refine_rounds": int, "keep_every_move": bool, "no_precision": bool, "min_distance": str,
+               "seed": int, "geometry": str}
 
 
 def parse_tilt_axis(text) -> float:
@@ -41,14 +41,20 @@ def parse_tilt_axis(text) -> float:
 
 
 def pipeline_options(*, iterations=None, no_refine=False, refine_iterations=None, refine_rounds=None,
-                     keep_every_move=False, no_precision=False) -> dict:
+                     keep_every_move=False, no_precision=False, min_distance=None) -> dict:
     """:func:`napari_aet.pipeline.run_pipeline` keyword arguments for the options that ``run`` and
     ``demo`` share (reconstruction iterations, refinement on/off, its iterations and rounds,
-    whether it keeps every move without checking it on held-out projections, and whether it skips
-    the half-set estimate of the positions' error)."""
+    whether it keeps every move without checking it on held-out projections, whether it skips
+    the half-set estimate of the positions' error, and the minimum distance between atoms that
+    tracing and refinement keep: text for :func:`napari_aet.elements.parse_min_distance`)."""
+    from .elements import parse_min_distance
+
     refine_options = {"validate_moves": False} if keep_every_move else {}
+    trace_options = {}
     if no_precision:
         refine_options["precision"] = False
+    if min_distance is not None:
+        trace_options["min_distance"] = refine_options["min_distance"] = parse_min_distance(min_distance)
     for flag, name, value in (("refine-iterations", "iterations", refine_iterations),
                               ("refine-rounds", "complete_rounds", refine_rounds)):
         if value is not None:
@@ -56,7 +62,7 @@ def pipeline_options(*, iterations=None, no_refine=False, refine_iterations=None
                 raise InputError(f"--{flag} must be 0 or more, got {value}")
             refine_options[name] = value
     return {"reconstruct_options": {} if iterations is None else {"n_iterations": iterations},
-            "refine": not no_refine, "refine_options": refine_options}
+            "trace_options": trace_options, "refine": not no_refine, "refine_options": refine_options}
 
 
 def existing_results(out_dir) -> list[str]:
@@ -103,9 +109,8 @@ def check_output(out_dir, *, force=False) -> Path:
 
 def run_to_directory(series_path, out_dir, elements, *, angles=None, pixel_size=None, tilt_axis=None,
                      no_align=False, method="genfire", iterations=None, fsc=False, no_refine=False,
-                     refine_iterations=None, refine_rounds=None, keep_every_move=False, no_precision=False, seed=0,
-                     geometry="auto",
-                     force=False, progress: ProgressCallback = None, log: Callable[[str], None] | None = None) -> dict:
+                     refine_iterations=None, refine_rounds=None, keep_every_move=False, no_precision=False,
+                     min_distance=None, seed=0, geometry="auto", force=False, progress: ProgressCallback = None, log: Callable[[str], None] | None = None) -> dict:
     """Read a tilt-series file, run the whole chain and write its results into ``out_dir``.
 
     Exactly what ``napari-aet run`` does; the keyword options are its flags (see ``napari-aet
@@ -113,7 +118,9 @@ def run_to_directory(series_path, out_dir, elements, *, angles=None, pixel_size=
     (else from the file), ``tilt_axis`` ``"y"``, ``"x"`` or degrees from the image y axis,
     ``iterations`` reconstruction iterations, ``refine_rounds``/``refine_iterations`` the
     refinement's limits, ``keep_every_move`` its moves unchecked, ``no_precision`` no half-set
-    estimate of the positions' error, ``seed`` every random step,
+    estimate of the positions' error, ``min_distance`` the shortest distance (Å) tracing and
+    refinement allow between atoms (``"2.2"`` or ``"Fe-Pt=2.3,Pt=2.4"``; default: the physical
+    table of :mod:`napari_aet.elements`), ``seed`` every random step,
     ``geometry`` ``"auto"``, ``"particle"`` or ``"film"`` (:func:`napari_aet.pipeline.run_pipeline`).
 
     force : replace results already in ``out_dir``; a previous ``project.aet`` holding hand
@@ -133,7 +140,7 @@ def run_to_directory(series_path, out_dir, elements, *, angles=None, pixel_size=
     axis = None if tilt_axis is None else parse_tilt_axis(tilt_axis)
     options = pipeline_options(iterations=iterations, no_refine=no_refine, refine_iterations=refine_iterations,
                                refine_rounds=refine_rounds, keep_every_move=keep_every_move,
-                               no_precision=no_precision)
+                               no_precision=no_precision, min_distance=min_distance)
     series = read_tilt_series(series_path, angles=angles, pixel_size=pixel_size, tilt_axis=axis)
     log(f"Read {series_path}: {series.n_angles} projections of {series.projections.shape[1:]} px, "
         f"{series.pixel_size:g} Å/px, tilts {np.min(series.angles):.1f}° to {np.max(series.angles):.1f}°")

@@ -23,6 +23,7 @@ new. Tracing again would replace hand-edited atoms: it refuses unless ``replace_
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -248,13 +249,18 @@ def _trace_defaults(point: TimePoint, options: dict) -> dict:
     """Trace's ``min_distance`` when not given (or None): the shortest physical distance between
     two atoms of the study's elements (``point.parameters["elements"]``,
     :func:`napari_aet.elements.min_distance_table`); trace_atoms' own default while no elements
-    are known."""
+    are known. A mapping of pairs to Å overrides those pairs of that table."""
     from .elements import min_distance_table
 
-    if options.get("min_distance") is None:
-        options.pop("min_distance", None)
-        if point.parameters.get("elements"):
-            options["min_distance"] = float(min_distance_table(point.parameters["elements"]).min())
+    value = options.pop("min_distance", None)
+    if isinstance(value, Mapping):
+        if not point.parameters.get("elements"):
+            raise InputError("trace: a minimum distance per element pair needs the study's elements")
+        value = float(min_distance_table(point.parameters["elements"], value).min())
+    elif value is None and point.parameters.get("elements"):
+        value = float(min_distance_table(point.parameters["elements"]).min())
+    if value is not None:
+        options["min_distance"] = value
     return options
 
 

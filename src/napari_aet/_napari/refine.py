@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 
 import numpy as np
-from magicgui.widgets import CheckBox, SpinBox
+from magicgui.widgets import CheckBox, FloatSpinBox, SpinBox
 
 from .layers import (ELEMENT_COLOURS, OTHER_COLOUR, atoms_from_layer, atoms_layer, tilt_series_from_layer,
                       tilt_series_layer)
@@ -39,6 +39,8 @@ class RefineWidget(StageWidget):
             SpinBox(name="iterations", label="iterations", value=default["iterations"], min=0, max=500),
             SpinBox(name="width_every", label="fit widths every (0 = never)", value=default["width_every"],
                     min=0, max=100),
+            FloatSpinBox(name="min_distance", label="min distance (Å, 0 = from the elements)", value=0.0, min=0.0,
+                         max=10.0, step=0.1),
             CheckBox(name="validate_moves", label="keep only moves held-out projections support",
                      value=default["validate_moves"]),
             CheckBox(name="precision", label="estimate precision from half sets (2 more refinements)",
@@ -64,6 +66,7 @@ class RefineWidget(StageWidget):
         self.use_as_study_input(layer, "atoms", "classify", atoms)
         self._target = (layer.name, dict(layer.metadata["aet"]))
         params = self.values()
+        params["min_distance"] = params["min_distance"] or None  # the physical table
 
         def job(progress):
             refinement = self.session.run("refine", progress=progress, **params)
