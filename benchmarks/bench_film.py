@@ -2,7 +2,7 @@
 published atom model, in the core strip each sub-area contributed to it.
 
     python benchmarks/bench_film.py [--areas area17 area53] [--geometry auto|particle|film]
-                                    [--no-refine] [--out DIR]
+                                    [--no-refine] [--min-distance TEXT] [--out DIR]
     python benchmarks/bench_film.py --score DIR   # score DIR/AREA written by `napari-aet run`
 
 Runs ``run_pipeline`` (already aligned: ``align=False``; exact Euler angles from
@@ -17,6 +17,7 @@ model is in each sub-area's frame). Our atoms are matched against every publishe
 box, then counted inside the core strip only: found / published = matched published core atoms
 over published core atoms; published / found = our matched atoms in the strip over our atoms in
 the strip. The strip is ``core_strip_vox_about_centre`` of meta.json (x, y voxel bounds, all z).
+``--min-distance`` is ``napari-aet run``'s (tracing and refinement; default the physical table).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import numpy as np
 from napari_aet.analysis.atom_metrics import mutual_nearest_pairs
 from napari_aet.io import read_atoms, read_tilt_series
 from napari_aet.pipeline import real_atoms, run_pipeline
+from napari_aet.runs import pipeline_options
 
 #: The data (``$TA_FILM_DATA``, else ../shared/data/ta_film beside the repository).
 DATA = Path(os.environ.get("TA_FILM_DATA", Path(__file__).resolve().parents[2] / "shared" / "data" / "ta_film"))
@@ -88,11 +90,13 @@ class StageCPU:
             self.seconds[message.split(" ")[0]] = round(time.process_time() - self._start, 1)
 
 
-def run_area(area, geometry="auto", refine=True, seed=0, out=None) -> dict:
+def run_area(area, geometry="auto", refine=True, seed=0, out=None, min_distance=None) -> dict:
     series, meta, published, core = load_area(area)
     stage_cpu = StageCPU()
+    options = pipeline_options(min_distance=min_distance)
     start, cpu = time.perf_counter(), time.process_time()
     result = run_pipeline(series, "Ta", align=False, geometry=geometry, refine=refine, seed=seed,
+                          trace_options=options["trace_options"], refine_options=options["refine_options"],
                           progress=stage_cpu)
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     atoms = real_atoms(result.atoms)
@@ -136,6 +140,7 @@ def main():
     parser.add_argument("--areas", nargs="+", default=["area17", "area53"])
     parser.add_argument("--geometry", default="auto")
     parser.add_argument("--no-refine", action="store_true")
+    parser.add_argument("--min-distance", default=None, help="as napari-aet run's (default: the physical table)")
     parser.add_argument("--out", default=None, help="also write each run's results to DIR/AREA")
     parser.add_argument("--score", default=None, help="score the results in DIR/AREA instead of running")
     args = parser.parse_args()
@@ -143,7 +148,7 @@ def main():
         if args.score:
             row = score_results(area, Path(args.score) / area)
         else:
-            row = run_area(area, args.geometry, not args.no_refine, out=args.out)
+            row = run_area(area, args.geometry, not args.no_refine, out=args.out, min_distance=args.min_distance)
         print(json.dumps(row))
         t = row["timings_s"]
         print(f"| {area} | {row['geometry']} | {row['n_atoms']} | {row['found_over_published']:.1%} | "
