@@ -5,6 +5,7 @@ import copy
 import h5py
 import numpy as np
 import pytest
+from scipy.spatial import cKDTree
 
 from napari_aet import workflow
 from napari_aet.edit import relabel
@@ -124,3 +125,23 @@ def test_the_study_keeps_the_alignment_report_as_plain_records(series, tmp_path)
     loaded = load_project(tmp_path / "study.aet").time_points[0].report["alignment"]
     np.testing.assert_allclose(loaded["shifts"]["cross-correlation"], single.shifts["cross-correlation"])
     assert loaded["angles"] == single.angles
+
+
+def test_a_minimum_distance_given_to_the_tracing_holds_for_the_refinement(point):
+    point.parameters["elements"] = ["Fe", "Pt"]
+    far = {"Fe-Fe": 3.0, "Fe-Pt": 3.0, "Pt-Pt": 3.0}
+    workflow.run_stage(point, "trace", min_distance=far)
+    assert point.stages["trace"]["parameters"]["min_distance"] == 3.0  # the table's shortest, for tracing
+    assert point.stages["trace"]["parameters"]["min_distance_given"] == far
+    workflow.run_stage(point, "classify", "Fe,Pt")
+    workflow.run_stage(point, "refine", complete_rounds=1, precision=False)
+    assert point.stages["refine"]["parameters"]["min_distance"] == far
+    real = point.atoms.positions[point.atoms.species != ""]
+    assert cKDTree(real).query(real, k=2)[0][:, 1].min() >= 3.0 - 1e-6
+
+    workflow.run_stage(point, "trace")  # the physical table again, for both stages
+    workflow.run_stage(point, "classify", "Fe,Pt")
+    workflow.run_stage(point, "refine", complete_rounds=1, precision=False)
+    assert "min_distance" not in point.stages["refine"]["parameters"]
+    real = point.atoms.positions[point.atoms.species != ""]
+    assert cKDTree(real).query(real, k=2)[0][:, 1].min() < 2.9

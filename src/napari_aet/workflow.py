@@ -245,14 +245,17 @@ def reconstruct(point: TimePoint, method="genfire", *, automatic_support=False, 
     return recon
 
 
-def _trace_defaults(point: TimePoint, options: dict) -> dict:
-    """Trace's ``min_distance`` when not given (or None): the shortest physical distance between
-    two atoms of the study's elements (``point.parameters["elements"]``,
+def _trace_defaults(point: TimePoint, options: dict) -> tuple[dict, dict]:
+    """Trace's options with ``min_distance`` when not given (or None): the shortest physical
+    distance between two atoms of the study's elements (``point.parameters["elements"]``,
     :func:`napari_aet.elements.min_distance_table`); trace_atoms' own default while no elements
-    are known. A mapping of pairs to Å overrides those pairs of that table."""
+    are known. A mapping of pairs to Å overrides those pairs of that table. Also what to record
+    beside them: a value given, as ``min_distance_given``, for the refinement
+    (:func:`_refine_defaults`)."""
     from .elements import min_distance_table
 
     value = options.pop("min_distance", None)
+    recorded = {} if value is None else {"min_distance_given": value}
     if isinstance(value, Mapping):
         if not point.parameters.get("elements"):
             raise InputError("trace: a minimum distance per element pair needs the study's elements")
@@ -261,7 +264,18 @@ def _trace_defaults(point: TimePoint, options: dict) -> dict:
         value = float(min_distance_table(point.parameters["elements"]).min())
     if value is not None:
         options["min_distance"] = value
-    return options
+    return options, recorded
+
+
+def _refine_defaults(point: TimePoint, options: dict) -> tuple[dict, dict]:
+    """Refine's options with ``min_distance`` when not given (or None): the one given to the
+    tracing of this point, if any (one number or pairs), else refine_atoms' physical table."""
+    if options.get("min_distance") is None:
+        options.pop("min_distance", None)
+        given = point.stages.get("trace", {}).get("parameters", {}).get("min_distance_given")
+        if given is not None:
+            options["min_distance"] = given
+    return options, {}
 
 
 def trace(point: TimePoint, *, replace_edits=False, progress: ProgressCallback = None, **options):
@@ -301,6 +315,7 @@ def classify(point: TimePoint, elements, *, progress: ProgressCallback = None, *
 def refine(point: TimePoint, *, elements=None, precision=True, progress: ProgressCallback = None, **options):
     """Refine ``point.atoms`` against the tilt series; ``traced`` keeps the input. Returns the
     :class:`~napari_aet.refine.Refinement` (its species heights, widths, error curves).
+    Through :func:`run_stage`, a ``min_distance`` not given is the one the tracing was given.
 
     precision : also estimate the refined positions' error from the even and the odd projections
         (:func:`napari_aet.precision.half_set_precision`; two more refinements without completion,
@@ -347,6 +362,9 @@ _RUNNERS = {"align": align, "reconstruct": reconstruct, "trace": trace, "classif
             "analyse": analyse}
 
 
+_DEFAULTS = {"trace": _trace_defaults, "refine": _refine_defaults}
+
+
 def run_stage(point: TimePoint, stage: str, *args, progress: ProgressCallback = None, **options):
     """Run ``stage`` (one of :data:`STAGES`) on ``point`` with ``options`` and record it.
 
@@ -358,11 +376,12 @@ def run_stage(point: TimePoint, stage: str, *args, progress: ProgressCallback = 
     if stage not in _RUNNERS:
         raise InputError(f"unknown stage {stage!r}: expected one of {', '.join(STAGES)}")
     _check_fresh(point, stage)
-    if stage == "trace":  # defaults that depend on the study, recorded as used
-        options = _trace_defaults(point, options)
+    recorded = {}
+    if stage in _DEFAULTS:  # defaults that depend on the study, recorded as used
+        options, recorded = _DEFAULTS[stage](point, dict(options))
     start = time.perf_counter()
     result = _RUNNERS[stage](point, *args, progress=progress, **options)
-    parameters = dict(options)
+    parameters = {**options, **recorded}
     if stage == "reconstruct":  # what the method used, iterations run included
         parameters.update(result.parameters, method=result.method)
     if stage == "classify":

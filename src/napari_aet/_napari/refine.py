@@ -39,7 +39,7 @@ class RefineWidget(StageWidget):
             SpinBox(name="iterations", label="iterations", value=default["iterations"], min=0, max=500),
             SpinBox(name="width_every", label="fit widths every (0 = never)", value=default["width_every"],
                     min=0, max=100),
-            FloatSpinBox(name="min_distance", label="min distance (Å, 0 = from the elements)", value=0.0, min=0.0,
+            FloatSpinBox(name="min_distance", label="min distance (Å, 0 = as traced)", value=0.0, min=0.0,
                          max=10.0, step=0.1),
             CheckBox(name="validate_moves", label="keep only moves held-out projections support",
                      value=default["validate_moves"]),
@@ -66,7 +66,7 @@ class RefineWidget(StageWidget):
         self.use_as_study_input(layer, "atoms", "classify", atoms)
         self._target = (layer.name, dict(layer.metadata["aet"]))
         params = self.values()
-        params["min_distance"] = params["min_distance"] or None  # the physical table
+        params["min_distance"] = params["min_distance"] or None  # the tracing's, else the physical table
 
         def job(progress):
             refinement = self.session.run("refine", progress=progress, **params)
