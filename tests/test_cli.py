@@ -55,6 +55,8 @@ def test_run_writes_every_result(simulated, tmp_path, capsys):
     assert load_project(out / "project.aet").time_points[0].traced is not None
     recon = report["reconstruction"]
     assert recon["method"] == "genfire" and report["parameters"]["reconstruct_options"]["n_iterations"] == 60
+    assert 0.9 < recon["relative_totals"][0] <= 1 <= recon["relative_totals"][1] < 1.1  # a steady beam
+    assert "normalisation_factors" not in recon
     assert len(recon["errors_per_iteration"]["r_free"]) == 60 and 0 < recon["final_r_free"] < 1
     fsc = recon["half_set_fsc"]
     assert fsc["fsc"][0] > 0.9 and 0.8 < fsc["resolution_A_at_0.143"] < 5.0
@@ -63,6 +65,7 @@ def test_run_writes_every_result(simulated, tmp_path, capsys):
     assert "Atoms:" in printed and "moves kept (checked on held-out projections): Fe" in printed
     assert set(report["refinement"]["precision_pm"]) == {"Fe", "Pt"}
     assert "Position precision (half sets, noise only): Fe" in printed
+    assert "total intensities range" not in printed and "Projections scaled" not in printed
 
 
 def test_keep_every_move_reaches_the_refinement():
@@ -70,6 +73,31 @@ def test_keep_every_move_reaches_the_refinement():
     assert args.keep_every_move and RUN_OPTIONS["keep_every_move"] is bool
     assert pipeline_options(keep_every_move=True)["refine_options"] == {"validate_moves": False}
     assert pipeline_options()["refine_options"] == {}
+
+
+def test_normalise_reaches_the_reconstruction():
+    args = build_parser().parse_args(["run", "series.tif", "--elements", "Pt", "--out", "o", "--normalise"])
+    assert args.normalise and RUN_OPTIONS["normalise"] is bool
+    assert pipeline_options(normalise=True)["reconstruct_options"] == {"normalise": True}
+    assert pipeline_options()["reconstruct_options"] == {}
+
+
+def test_a_drifting_beam_is_pointed_out_and_normalised_on_request(simulated, tmp_path, capsys):
+    from napari_aet.io import read_tilt_series, write_tilt_series
+
+    series = read_tilt_series(simulated / "tilt_series.tif", pixel_size=0.4)
+    drift = np.random.default_rng(0).uniform(0.7, 1.3, series.n_angles)
+    write_tilt_series(tmp_path / "drift.tif", series.replace(projections=series.projections * drift[:, None, None]))
+    common = [str(tmp_path / "drift.tif"), "--pixel-size", "0.4", "--elements", "Fe,Pt", "--iterations", "20",
+              "--no-refine"]
+    assert main(["run", *common, "--out", str(tmp_path / "as_is")]) == 0
+    assert "total intensities range" in capsys.readouterr().out
+    assert main(["run", *common, "--out", str(tmp_path / "scaled"), "--normalise"]) == 0
+    printed = capsys.readouterr().out
+    assert "Projections scaled to one total intensity" in printed and "total intensities range" not in printed
+    recon = json.loads((tmp_path / "scaled" / "report.json").read_text())["reconstruction"]
+    low, high = recon["normalisation_factors"]
+    assert low < 1 / drift.max() * 1.1 and high > 1 / drift.min() * 0.9  # they undo the drift
 
 
 def test_no_precision_reaches_the_refine_stage():

@@ -101,6 +101,8 @@ def test_pipeline_detects_the_film_and_traces_no_ghost_atoms(film):
         found[geometry] = compare_atoms(in_box(result.atoms), truth, remove_translation=False)
         assert result.report["parameters"]["geometry"] == used
         assert result.report["reconstruction"]["method"] == method
+        low, high = result.report["reconstruction"]["relative_totals"]  # a film's total grows with the tilt
+        assert high - low > 0.2
     assert result.report["reconstruction"]["final_r_free"] is not None
     film_score, particle_score = found["auto"], found["particle"]
     assert film_score["recall"] >= 0.85 and film_score["precision"] >= 0.95

@@ -377,6 +377,7 @@ def test_reconstruct_widget_genfire(make_napari_viewer, qtbot, tilt_series, trut
     fourier = viewer.layers["series genfire reconstruction |FFT|"]
     assert layer_kind(fourier) == "fourier" and fourier.data.shape == (SERIES_SIZE,) * 3
     assert widget.plot.has_data()
+    assert "scaled" not in widget.message.text()  # the projections as they are, by default
 
 
 def test_reconstruct_wbp_hides_iterative_parameters(make_napari_viewer, qtbot, tilt_series, truth_volume):
@@ -390,7 +391,12 @@ def test_reconstruct_wbp_hides_iterative_parameters(make_napari_viewer, qtbot, t
     assert is_hidden(widget.parameters.n_iterations) and not is_hidden(widget.parameters.thickness)
     widget.parameters.fourier.value = "measured coverage"
     widget.parameters.fsc.value = True
+    box = widget.parameters.normalise
+    assert not box.value and not is_hidden(box)
+    qtbot.keyClick(box.native, Qt.Key.Key_Space)  # every projection scaled to one total intensity
+    assert box.value
     assert run_and_wait(qtbot, widget) == "done"
+    assert "projections scaled by" in widget.message.text()
     layer = viewer.layers["series wbp"]
     assert correlation(layer.data, truth_volume) > 0.8
     coverage = viewer.layers["series wbp measured coverage"].data  # (kz, ky, kx), zero frequency at c

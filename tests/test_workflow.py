@@ -145,3 +145,23 @@ def test_a_minimum_distance_given_to_the_tracing_holds_for_the_refinement(point)
     assert "min_distance" not in point.stages["refine"]["parameters"]
     real = point.atoms.positions[point.atoms.species != ""]
     assert cKDTree(real).query(real, k=2)[0][:, 1].min() < 2.9
+
+
+def test_normalising_undoes_a_drifting_beam_current(series):
+    """Projections scaled by up to ±25% (a drifting beam current) reconstruct, once normalised,
+    as the steady ones do (the same volume but for one overall scale); left as they are, worse."""
+    drift = np.random.default_rng(4).uniform(0.75, 1.25, series.n_angles)
+    runs = {}
+    for name, scale, normalise in (("steady", np.ones(series.n_angles), True), ("drifting", drift, False),
+                                   ("normalised", drift, True)):
+        point = TimePoint("t0", raw=series.replace(projections=series.projections * scale[:, None, None],
+                                                   shifts=np.zeros((series.n_angles, 2))))
+        runs[name] = workflow.run_stage(point, "reconstruct", method="resire", n_iterations=20, normalise=normalise)
+    steady, drifting, normalised = runs["steady"], runs["drifting"], runs["normalised"]
+    factors = np.asarray(normalised.metadata["normalisation"]["factors"])
+    undone = factors * drift / np.asarray(steady.metadata["normalisation"]["factors"])
+    assert np.ptp(undone) < 1e-4 * undone.mean()  # the factors undo the drift exactly
+    assert "normalisation" not in drifting.metadata
+    ratio = normalised.volume.sum() / steady.volume.sum()
+    np.testing.assert_allclose(normalised.volume, ratio * steady.volume, atol=1e-3 * np.abs(steady.volume).max())
+    assert normalised.errors["r_factor"][-1] < drifting.errors["r_factor"][-1]

@@ -47,6 +47,10 @@ def _add_common(parser):
     parser.add_argument("--method", default="genfire", choices=METHODS, help="reconstruction (default genfire)")
     parser.add_argument("--iterations", type=int, default=None,
                         help="reconstruction iterations (default: reconstruct.RECOMMENDED)")
+    parser.add_argument("--normalise", action="store_true",
+                        help="scale every projection to the series' mean total intensity before reconstructing, "
+                             "undoing beam-current drift (an isolated particle only: wrong for a film, and where "
+                             "channelling brightens views near a zone axis; docs/reconstruction.md)")
     parser.add_argument("--no-refine", action="store_true",
                         help="keep the traced positions (skip refinement against the projections)")
     parser.add_argument("--refine-iterations", type=int, default=None,
@@ -150,8 +154,9 @@ def command_run(args) -> int:
 
 def _stage_options(args) -> dict:
     """run_pipeline's keyword arguments for the options shared by ``run`` and ``demo``."""
-    return pipeline_options(iterations=args.iterations, no_refine=args.no_refine,
-                            refine_iterations=args.refine_iterations, refine_rounds=args.refine_rounds,
+    return pipeline_options(iterations=args.iterations, normalise=args.normalise,
+                            no_refine=args.no_refine, refine_iterations=args.refine_iterations,
+                            refine_rounds=args.refine_rounds,
                             keep_every_move=args.keep_every_move, no_precision=args.no_precision,
                             min_distance=args.min_distance)
 
@@ -278,6 +283,10 @@ def show_in_napari(result, truth=None):
     napari.run()
 
 
+#: Spread (max - min) of the projections' relative total intensities above which the summary says so.
+TOTALS_SPREAD = 0.2
+
+
 def print_summary(report):
     atoms = report["atoms"]
     recon = report["reconstruction"]
@@ -299,6 +308,12 @@ def print_summary(report):
     if geometry:
         metrics.insert(0, f"{geometry} geometry (edge signal at high tilt {report['parameters']['edge_signal']:.2f})")
     print(f"Reconstruction: {recon['method']}, {recon['shape']} voxels" + "".join(f", {m}" for m in metrics))
+    low, high = recon["relative_totals"]
+    if "normalisation_factors" in recon:
+        print(f"Projections scaled to one total intensity (their totals were {low:.2f}–{high:.2f} × the mean)")
+    elif high - low > TOTALS_SPREAD:
+        print(f"Note: the projections' total intensities range {low:.2f}–{high:.2f} × their mean: a drifting beam "
+              "current (try --normalise), a zone axis in some views, or a film or neighbour in the field")
     if "refinement" in report:
         from .refine import describe_moves_kept
 

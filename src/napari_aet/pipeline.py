@@ -70,7 +70,11 @@ def run_pipeline(series: TiltSeries, elements, *, align=True, method="genfire", 
     geometry : "particle" (an isolated object inside the box), "film" (an extended object: films,
         substrates, neighbours entering the field; reconstructed by RESIRE over a region wider
         than the box, :mod:`napari_aet.reconstruct.extended`) or "auto" (film when the high-tilt
-        projections carry signal at their edges). The report records the geometry used.
+        projections carry signal at their edges). The report records the geometry used, and the
+        range of the projections' total intensities over their mean
+        (``reconstruction.relative_totals``); ``reconstruct_options={"normalise": True}`` scales
+        them to one before reconstructing (beam-current drift; the factors' range in
+        ``reconstruction.normalisation_factors``).
     progress : ``progress(fraction, message)`` over the whole chain.
     """
     from . import workflow
@@ -158,6 +162,8 @@ def build_report(result: PipelineResult, parameters, timings, alignment, warning
     """The content of ``report.json``: versions, parameters, timings, counts, error metrics, the
     ``alignment`` as the study keeps it (:meth:`napari_aet.align.AlignmentReport.record`; {} when
     not aligned), and the classification's ``warnings`` about the element list."""
+    from .preprocess import relative_totals
+
     atoms = real_atoms(result.atoms)
     elements, counts = np.unique(atoms.species.astype(str), return_counts=True)
     errors = result.reconstruction.errors
@@ -179,7 +185,9 @@ def build_report(result: PipelineResult, parameters, timings, alignment, warning
                            **{f"final_{k}": (v[-1] if v else None) for k, v in errors.items()},
                            "errors_per_iteration": errors,
                            **({"half_set_fsc": result.reconstruction.metadata["fsc"]}
-                              if "fsc" in result.reconstruction.metadata else {})},
+                              if "fsc" in result.reconstruction.metadata else {}),
+                           "relative_totals": _range(relative_totals(result.aligned)),
+                           **_normalisation_report(result.reconstruction.metadata)},
         **({"refinement": _refinement_report(result.refinement)} if result.refinement is not None else {}),
         "atoms": {"n_atoms": len(atoms), "n_rejected_peaks": len(result.atoms) - len(atoms),
                   "per_element": dict(zip(elements.tolist(), counts.tolist())),
@@ -187,6 +195,16 @@ def build_report(result: PipelineResult, parameters, timings, alignment, warning
                   "warnings": list(warnings)},
     }
     return _jsonable(summary)
+
+
+def _range(values) -> list[float]:
+    return [float(np.min(values)), float(np.max(values))]
+
+
+def _normalisation_report(metadata) -> dict:
+    """The range of the factors that scaled the projections to one total intensity ({} if none did)."""
+    factors = metadata.get("normalisation", {}).get("factors")
+    return {"normalisation_factors": _range(factors)} if factors else {}
 
 
 def _refinement_report(refinement: Refinement) -> dict:

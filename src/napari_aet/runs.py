@@ -26,6 +26,7 @@ RESULT_FILES = ("atoms.csv", "report.json", "project.aet", "reconstruction.mrc",
 RUN_OPTIONS = {"angles": str, "pixel_size": float, "tilt_axis": str, "no_align": bool, "method": str,
                "iterations": int, "fsc": bool, "no_refine": bool, "refine_iterations": int,
                "refine_rounds": int, "keep_every_move": bool, "no_precision": bool, "min_distance": str,
+               "normalise": bool,
                "seed": int, "geometry": str}
 
 
@@ -40,10 +41,11 @@ def parse_tilt_axis(text) -> float:
         raise InputError(f"--tilt-axis must be y, x or a number of degrees, got {text!r}") from None
 
 
-def pipeline_options(*, iterations=None, no_refine=False, refine_iterations=None, refine_rounds=None,
-                     keep_every_move=False, no_precision=False, min_distance=None) -> dict:
+def pipeline_options(*, iterations=None, normalise=False, no_refine=False, refine_iterations=None,
+                     refine_rounds=None, keep_every_move=False, no_precision=False, min_distance=None) -> dict:
     """:func:`napari_aet.pipeline.run_pipeline` keyword arguments for the options that ``run`` and
-    ``demo`` share (reconstruction iterations, refinement on/off, its iterations and rounds,
+    ``demo`` share (reconstruction iterations, whether the projections are scaled to one total
+    intensity first, refinement on/off, its iterations and rounds,
     whether it keeps every move without checking it on held-out projections, whether it skips
     the half-set estimate of the positions' error, and the minimum distance between atoms that
     tracing and refinement keep: text for :func:`napari_aet.elements.parse_min_distance`)."""
@@ -61,7 +63,10 @@ def pipeline_options(*, iterations=None, no_refine=False, refine_iterations=None
             if value < 0:
                 raise InputError(f"--{flag} must be 0 or more, got {value}")
             refine_options[name] = value
-    return {"reconstruct_options": {} if iterations is None else {"n_iterations": iterations},
+    reconstruct_options = {} if iterations is None else {"n_iterations": iterations}
+    if normalise:
+        reconstruct_options["normalise"] = True
+    return {"reconstruct_options": reconstruct_options,
             "trace_options": trace_options, "refine": not no_refine, "refine_options": refine_options}
 
 
@@ -108,15 +113,17 @@ def check_output(out_dir, *, force=False) -> Path:
 
 
 def run_to_directory(series_path, out_dir, elements, *, angles=None, pixel_size=None, tilt_axis=None,
-                     no_align=False, method="genfire", iterations=None, fsc=False, no_refine=False,
-                     refine_iterations=None, refine_rounds=None, keep_every_move=False, no_precision=False,
-                     min_distance=None, seed=0, geometry="auto", force=False, progress: ProgressCallback = None, log: Callable[[str], None] | None = None) -> dict:
+                     no_align=False, method="genfire", iterations=None, normalise=False, fsc=False,
+                     no_refine=False, refine_iterations=None, refine_rounds=None, keep_every_move=False,
+                     no_precision=False, min_distance=None, seed=0, geometry="auto", force=False,
+                     progress: ProgressCallback = None, log: Callable[[str], None] | None = None) -> dict:
     """Read a tilt-series file, run the whole chain and write its results into ``out_dir``.
 
     Exactly what ``napari-aet run`` does; the keyword options are its flags (see ``napari-aet
     run --help``): ``angles`` an angle file (else the sidecar/metadata rules), ``pixel_size`` Å
     (else from the file), ``tilt_axis`` ``"y"``, ``"x"`` or degrees from the image y axis,
-    ``iterations`` reconstruction iterations, ``refine_rounds``/``refine_iterations`` the
+    ``iterations`` reconstruction iterations, ``normalise`` the projections scaled to one total
+    intensity before reconstructing, ``refine_rounds``/``refine_iterations`` the
     refinement's limits, ``keep_every_move`` its moves unchecked, ``no_precision`` no half-set
     estimate of the positions' error, ``min_distance`` the shortest distance (Å) tracing and
     refinement allow between atoms (``"2.2"`` or ``"Fe-Pt=2.3,Pt=2.4"``; default: the physical
@@ -138,9 +145,10 @@ def run_to_directory(series_path, out_dir, elements, *, angles=None, pixel_size=
     elements = check_elements(elements)
     out_dir = check_output(out_dir, force=force)
     axis = None if tilt_axis is None else parse_tilt_axis(tilt_axis)
-    options = pipeline_options(iterations=iterations, no_refine=no_refine, refine_iterations=refine_iterations,
-                               refine_rounds=refine_rounds, keep_every_move=keep_every_move,
-                               no_precision=no_precision, min_distance=min_distance)
+    options = pipeline_options(iterations=iterations, normalise=normalise, no_refine=no_refine,
+                               refine_iterations=refine_iterations, refine_rounds=refine_rounds,
+                               keep_every_move=keep_every_move, no_precision=no_precision,
+                               min_distance=min_distance)
     series = read_tilt_series(series_path, angles=angles, pixel_size=pixel_size, tilt_axis=axis)
     log(f"Read {series_path}: {series.n_angles} projections of {series.projections.shape[1:]} px, "
         f"{series.pixel_size:g} Å/px, tilts {np.min(series.angles):.1f}° to {np.max(series.angles):.1f}°")

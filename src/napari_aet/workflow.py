@@ -212,12 +212,17 @@ def half_set_fsc(series: TiltSeries, method="genfire", *, progress: ProgressCall
     return fourier_shell_correlation(halves[0].volume, halves[1].volume, series.pixel_size)
 
 
-def reconstruct(point: TimePoint, method="genfire", *, automatic_support=False, fsc=False, stop=None,
-                on_iteration=None, progress: ProgressCallback = None, **params) -> Reconstruction:
+def reconstruct(point: TimePoint, method="genfire", *, normalise=False, automatic_support=False, fsc=False,
+                stop=None, on_iteration=None, progress: ProgressCallback = None, **params) -> Reconstruction:
     """Reconstruct the point's tilt series (into ``point.reconstruction``).
 
     method, params : :func:`napari_aet.reconstruct.iterate`'s, over the method's recommended
-        parameters. automatic_support : confine to the particle mask of a weighted back-projection.
+        parameters. normalise : first scale every projection to the series' mean total intensity
+        (:func:`napari_aet.preprocess.normalise_intensity`: an isolated particle scatters the same
+        total at every tilt, so beam-current drift is undone; wrong for a film, whose path length
+        grows with the tilt, and where channelling brightens the views near a zone axis); the
+        factors go to ``reconstruction.metadata["normalisation"]``.
+        automatic_support : confine to the particle mask of a weighted back-projection.
     fsc : also the half-set Fourier shell correlation (two more reconstructions), stored in
         ``reconstruction.metadata["fsc"]``.
     stop : ``stop()`` true ends the iterations early, keeping the current iterate (the metadata say
@@ -225,11 +230,14 @@ def reconstruct(point: TimePoint, method="genfire", *, automatic_support=False, 
     """
     from .analysis.volume_metrics import resolution_from_fsc
     from .backprojection import weighted_backprojection
+    from .preprocess import normalise_intensity
     from .reconstruct import RECOMMENDED, parameters
     from .reconstruct import reconstruct as reconstruct_volume
     from .trace import particle_support
 
     series = tilt_series_of(point)
+    if normalise:
+        series = normalise_intensity(series)
     params = parameters(method, **{**RECOMMENDED.get(method, {}), **params})  # checked, defaults filled
     if automatic_support:
         report(progress, 0.0, "support: particle mask of a weighted back-projection")
@@ -241,6 +249,8 @@ def reconstruct(point: TimePoint, method="genfire", *, automatic_support=False, 
         frequency, correlation = half_set_fsc(series, method, progress=sub_progress(progress, 1 / 3, 1.0), **params)
         recon.metadata["fsc"] = {"frequency_per_A": frequency.tolist(), "fsc": correlation.tolist(),
                                  "resolution_A_at_0.143": float(resolution_from_fsc(frequency, correlation))}
+    if normalise:
+        recon.metadata["normalisation"] = series.metadata["normalisation"]
     point.reconstruction = recon
     return recon
 

@@ -67,6 +67,8 @@ class ReconstructWidget(StageWidget):
         super().__init__(napari_viewer, [
             ComboBox(name="geometry", choices=GEOMETRIES, value="auto"),
             ComboBox(name="method", choices=METHODS, value="genfire"),
+            CheckBox(name="normalise", label="scale each projection to one total intensity (beam drift)",
+                     value=False),
             SpinBox(name="n_iterations", label="iterations", value=default["n_iterations"], min=1, max=10_000),
             FloatSpinBox(name="oversampling", value=default["oversampling"], min=1.0, max=6.0, step=0.5),
             FloatSpinBox(name="cutoff", label="interpolation cutoff (voxels)", value=default["cutoff"], min=0.05,
@@ -98,7 +100,7 @@ class ReconstructWidget(StageWidget):
     def _show_method_parameters(self):
         recommended = recommended_parameters(self.parameters.method.value)
         for widget in self.parameters:
-            if widget.name in ("geometry", "method", "fourier", "fsc"):
+            if widget.name in ("geometry", "method", "normalise", "fourier", "fsc"):
                 continue
             widget.visible = widget.name in recommended
             if widget.name in recommended:  # each method starts from its own recommended values, as the CLI does
@@ -136,6 +138,7 @@ class ReconstructWidget(StageWidget):
         if self._geometry == "film":  # an extended object: RESIRE over a region wider than the box
             params = {**film_parameters(series, params.get("thickness")), **(params if method == "resire" else {})}
             method = "resire"
+        normalise = self.parameters.normalise.value
         takes_support = "support" in parameters(method)
         automatic_support = takes_support and self.support_input.currentText() == SUPPORT_CHOICES[1]
         support_layer = self.support_input.layer()
@@ -154,8 +157,8 @@ class ReconstructWidget(StageWidget):
                 shown[0] = time.monotonic()
 
         def job(progress):
-            recon = self.session.run("reconstruct", method=method, automatic_support=automatic_support,
-                                     fsc=with_fsc, stop=lambda: self.stop_requested, on_iteration=live,
+            recon = self.session.run("reconstruct", method=method, normalise=normalise,
+                                     automatic_support=automatic_support, fsc=with_fsc, stop=lambda: self.stop_requested, on_iteration=live,
                                      progress=progress, **params)
             series = workflow.tilt_series_of(self.session.point)
             views = {"none": lambda: None, "measured coverage": lambda: fourier_coverage(series),
@@ -198,8 +201,10 @@ class ReconstructWidget(StageWidget):
                                                                   np.asarray(fsc["fsc"])))
         state = "done" if completed else "stopped early, current iterate kept as a new layer"
         self.session.announce(self.stage)
+        factors = recon.metadata.get("normalisation", {}).get("factors")
+        scaled = f"; projections scaled by {min(factors):.3f}–{max(factors):.3f} to one total" if factors else ""
         self.show_done(f"{recon.method} ({self._geometry} geometry): {recon.metadata['iterations_run']} "
-                       f"iteration(s), {state}; {summary}")
+                       f"iteration(s), {state}; {summary}{scaled}")
 
     def show_volume_centre(self):
         """Show the volume's central slice (z = 0 Å, the rotation centre), the tilt series hidden
