@@ -93,6 +93,11 @@ def test_normalise_intensity_equalises_totals(atoms):
     assert np.ptp(totals) < 1e-4 * totals.mean()
     factors = np.array(out.metadata["normalisation"]["factors"])
     assert np.ptp(factors * scale) < 1e-3 * np.mean(factors * scale)  # the factors undo the scaling
+    np.testing.assert_allclose(preprocess.relative_totals(series), scale / scale.mean(), rtol=1e-4)
+    below_zero = series.replace(projections=series.projections - 2 * series.projections.mean())
+    assert np.all(np.isnan(preprocess.relative_totals(below_zero)))  # reported, not raised
+    with pytest.raises(InputError, match="no positive total"):
+        preprocess.normalise_intensity(below_zero)
 
 
 @pytest.mark.parametrize("method", ["nlmeans", "wavelet"])

@@ -378,6 +378,8 @@ def test_reconstruct_widget_genfire(make_napari_viewer, qtbot, tilt_series, trut
     assert layer_kind(fourier) == "fourier" and fourier.data.shape == (SERIES_SIZE,) * 3
     assert widget.plot.has_data()
     assert "scaled" not in widget.message.text()  # the projections as they are, by default
+    totals = widget.plot.figure.axes[-1]  # each projection's total over the mean, against its tilt
+    assert totals.get_ylabel() == "total intensity / mean" and len(totals.lines[0].get_xdata()) == aligned.n_angles
 
 
 def test_reconstruct_wbp_hides_iterative_parameters(make_napari_viewer, qtbot, tilt_series, truth_volume):
@@ -405,7 +407,7 @@ def test_reconstruct_wbp_hides_iterative_parameters(make_napari_viewer, qtbot, t
     assert np.all(coverage[c + 4:, c, c] == 0) and np.all(coverage[c, c, c + 1:] > 0)  # wedge about kz
     fsc = layer.metadata["aet"]["fsc"]
     assert fsc["fsc"][1] > 0.8 and 0.8 < fsc["resolution_A_at_0.143"] < 5  # Å; Nyquist is 0.8 Å
-    assert "FSC" in widget.message.text() and len(widget.plot.figure.axes) == 2
+    assert "FSC" in widget.message.text() and len(widget.plot.figure.axes) == 3  # errors, FSC, totals
 
 
 def test_reconstruct_live_update_then_cancel(make_napari_viewer, qtbot, tilt_series, monkeypatch):

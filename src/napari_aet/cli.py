@@ -308,7 +308,7 @@ def print_summary(report):
     if geometry:
         metrics.insert(0, f"{geometry} geometry (edge signal at high tilt {report['parameters']['edge_signal']:.2f})")
     print(f"Reconstruction: {recon['method']}, {recon['shape']} voxels" + "".join(f", {m}" for m in metrics))
-    low, high = recon["relative_totals"]
+    low, high = (np.nan if value is None else value for value in recon["relative_totals"])
     if "normalisation_factors" in recon:
         print(f"Projections scaled to one total intensity (their totals were {low:.2f}–{high:.2f} × the mean)")
     elif high - low > TOTALS_SPREAD:

@@ -21,12 +21,11 @@ from .progress import report
 def relative_totals(series: TiltSeries) -> np.ndarray:
     """Each projection's total intensity over the series' mean ``(n,)``: about 1 everywhere for an
     isolated particle under a steady beam; spread by beam-current drift, and by channelling where a
-    zone axis lies near the beam (up to 1.38 at two views of an abTEM series, benchmarks/RESULTS.md §3)."""
+    zone axis lies near the beam (up to 1.38 at two views of an abTEM series, benchmarks/RESULTS.md §3).
+    NaN when the mean total is not positive (e.g. a background subtracted to below zero)."""
     totals = series.projections.sum(axis=(1, 2), dtype=np.float64)
-    if np.any(totals <= 0):
-        raise InputError(f"projection(s) {np.flatnonzero(totals <= 0).tolist()} have no positive total "
-                         "intensity: check the background subtraction or remove those tilts")
-    return totals / totals.mean()
+    mean = totals.mean()
+    return totals / mean if mean > 0 else np.full(len(totals), np.nan)
 
 
 def normalise_intensity(series: TiltSeries) -> TiltSeries:
@@ -35,7 +34,11 @@ def normalise_intensity(series: TiltSeries) -> TiltSeries:
     Run after :func:`napari_aet.background.subtract_background`, or the background is counted as mass. The
     factors ``(n,)`` go to ``metadata["normalisation"]["factors"]``.
     """
-    factors = 1.0 / relative_totals(series)
+    relative = relative_totals(series)
+    if not np.all(relative > 0):
+        raise InputError(f"projection(s) {np.flatnonzero(~(relative > 0)).tolist()} have no positive total "
+                         "intensity: check the background subtraction or remove those tilts")
+    factors = 1.0 / relative
     out = (series.projections * factors[:, None, None]).astype(np.float32)
     return series.replace(projections=out, metadata={**series.metadata,
                                                      "normalisation": {"factors": factors.tolist()}})

@@ -10,7 +10,9 @@ from scipy import fft
 
 from .. import workflow
 from .layers import tilt_series_from_layer, volume_layer
+from ..geometry import euler_angles
 from ..model import Reconstruction
+from ..preprocess import relative_totals
 from ..reconstruct import METHODS, parameters, recommended_parameters
 from ..reconstruct.extended import FILM_ITERATIONS, GEOMETRIES, film_parameters, resolve_geometry
 from ..reconstruct.genfire import RESOLUTION_SCHEDULES
@@ -158,12 +160,13 @@ class ReconstructWidget(StageWidget):
 
         def job(progress):
             recon = self.session.run("reconstruct", method=method, normalise=normalise,
-                                     automatic_support=automatic_support, fsc=with_fsc, stop=lambda: self.stop_requested, on_iteration=live,
-                                     progress=progress, **params)
+                                     automatic_support=automatic_support, fsc=with_fsc,
+                                     stop=lambda: self.stop_requested, on_iteration=live, progress=progress, **params)
             series = workflow.tilt_series_of(self.session.point)
             views = {"none": lambda: None, "measured coverage": lambda: fourier_coverage(series),
                      "reconstruction |FFT|": lambda: fourier_view(recon.volume)}
-            return recon, views[fourier]()
+            totals = euler_angles(series.angles)[:, 1], relative_totals(series)
+            return recon, views[fourier](), totals
 
         return job
 
@@ -181,7 +184,7 @@ class ReconstructWidget(StageWidget):
             self.viewer.layers.remove(self._names["live"])
 
     def finish(self, result):
-        recon, fourier = result
+        recon, fourier, totals = result
         self.discard()
         completed = recon.metadata["completed"]
         name = self._names["result"] if completed else \
@@ -198,7 +201,7 @@ class ReconstructWidget(StageWidget):
             self.show_output(fourier_layer(fourier, recon.voxel_size, recon.volume.shape[2],
                                            self._names["fourier"]))
         self.plot_errors(recon.errors, None if fsc is None else (np.asarray(fsc["frequency_per_A"]),
-                                                                  np.asarray(fsc["fsc"])))
+                                                                  np.asarray(fsc["fsc"])), totals)
         state = "done" if completed else "stopped early, current iterate kept as a new layer"
         self.session.announce(self.stage)
         factors = recon.metadata.get("normalisation", {}).get("factors")
@@ -215,8 +218,10 @@ class ReconstructWidget(StageWidget):
         if self.viewer.dims.ndisplay == 2:
             self.viewer.dims.set_point(self.viewer.dims.ndim - 3, 0.0)  # z: the third axis from the last
 
-    def plot_errors(self, errors, fsc=None):
-        """Error curves (R-factor, R-free, ...) against the iteration number, and the FSC if given.
+    def plot_errors(self, errors, fsc=None, totals=None):
+        """Error curves (R-factor, R-free, ...) against the iteration number, the FSC if given
+        (frequencies 1/Å, correlations) and, if given, each projection's total intensity over the
+        mean against its tilt (tilts °, ratios; :func:`napari_aet.preprocess.relative_totals`).
 
         A curve shorter than the others (e.g. an R-factor computed for the final volume only)
         is drawn at the last iterations. During a run the curves are updated in place (cheap),
@@ -228,20 +233,26 @@ class ReconstructWidget(StageWidget):
         def iterations(curve):
             return np.arange(last - len(curve), last) + 1
 
-        if fsc is None and curves and curves.keys() == self._lines.keys():
+        if fsc is None and totals is None and curves and curves.keys() == self._lines.keys():
             for name, curve in curves.items():
                 self._lines[name].set_data(iterations(curve), curve)
             self._lines[name].axes.relim()
             self._lines[name].axes.autoscale_view()
             self.plot.draw(relayout=False)
             return
-        axes = self.plot.subplots(1, 1 if fsc is None else 2)
+        axes = self.plot.subplots(1, 1 + (fsc is not None) + (totals is not None))
         if fsc is not None:
             frequency, correlation = fsc
             axes[1].plot(frequency, correlation, ".-")
             axes[1].axhline(0.143, color="tab:red", lw=1, ls="--")
             axes[1].set_xlabel("spatial frequency (1/Å)")
             axes[1].set_ylabel("half-set FSC")
+        if totals is not None:  # drift, channelling near a zone axis, or a film: see reconstruction.md
+            tilts, ratios = totals
+            axes[-1].plot(tilts, ratios, "o", ms=3)
+            axes[-1].axhline(1.0, color="white", lw=1, ls="--")
+            axes[-1].set_xlabel("tilt (°)")
+            axes[-1].set_ylabel("total intensity / mean")
         self._lines = {name: axes[0].plot(iterations(curve), curve, marker="o" if len(curve) == 1 else None,
                                           label=name.replace("_", " "))[0]
                        for name, curve in curves.items()}
