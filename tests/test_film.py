@@ -121,7 +121,13 @@ def test_cli_geometry_choice_reaches_the_report(film, tmp_path, capsys):
                  "--no-align", "--no-refine", "--geometry", "particle"]) == 0
     report = json.loads((out / "report.json").read_text())
     assert report["parameters"]["geometry"] == "particle" and report["reconstruction"]["method"] == "genfire"
-    assert "particle geometry (edge signal at high tilt" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "particle geometry (edge signal at high tilt" in printed
+    assert "total intensities range" in printed  # a particle's should not spread so: the summary says why it may
+    assert main(["run", str(tmp_path / "film.tif"), "--pixel-size", "0.4", "--elements", "Pt", "--out",
+                 str(tmp_path / "as_film"), "--no-align", "--no-refine"]) == 0
+    printed = capsys.readouterr().out
+    assert "film geometry" in printed and "total intensities range" not in printed  # a film's always do
 
 
 def test_reconstruct_widget_reconstructs_a_film_as_an_extended_object(make_napari_viewer, qtbot, film):

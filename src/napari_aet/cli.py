@@ -311,9 +311,9 @@ def print_summary(report):
     low, high = (np.nan if value is None else value for value in recon["relative_totals"])
     if "normalisation_factors" in recon:
         print(f"Projections scaled to one total intensity (their totals were {low:.2f}–{high:.2f} × the mean)")
-    elif high - low > TOTALS_SPREAD:
+    elif high - low > TOTALS_SPREAD and geometry != "film":  # a film's total grows with the tilt anyway
         print(f"Note: the projections' total intensities range {low:.2f}–{high:.2f} × their mean: a drifting beam "
-              "current (try --normalise), a zone axis in some views, or a film or neighbour in the field")
+              "current (try --normalise), a zone axis in some views, or a neighbour entering the field")
     if "refinement" in report:
         from .refine import describe_moves_kept
 
