@@ -372,6 +372,7 @@ _RUNNERS = {"align": align, "reconstruct": reconstruct, "trace": trace, "classif
             "analyse": analyse}
 
 
+#: Per stage: its options completed from the study before it runs, and what to record beside them.
 _DEFAULTS = {"trace": _trace_defaults, "refine": _refine_defaults}
 
 
