@@ -100,6 +100,25 @@ def test_a_drifting_beam_is_pointed_out_and_normalised_on_request(simulated, tmp
     assert low < 1 / drift.max() * 1.1 and high > 1 / drift.min() * 0.9  # they undo the drift
 
 
+def test_spikes_are_replaced_counted_and_kept_on_request(simulated, tmp_path, capsys):
+    from napari_aet.io import read_tilt_series, write_tilt_series
+
+    series = read_tilt_series(simulated / "tilt_series.tif", pixel_size=0.4)
+    projections = series.projections.copy()
+    projections[3, 10, 12] = projections[17, 40, 50] = 10 * projections.max()  # two X-ray hits
+    write_tilt_series(tmp_path / "hits.tif", series.replace(projections=projections))
+    common = [str(tmp_path / "hits.tif"), "--pixel-size", "0.4", "--elements", "Fe,Pt", "--iterations", "20",
+              "--no-refine"]
+    assert main(["run", *common, "--out", str(tmp_path / "clean")]) == 0
+    assert "Replaced 2 single-pixel spike(s)" in capsys.readouterr().out
+    assert json.loads((tmp_path / "clean" / "report.json").read_text())["input"]["spikes_replaced"] == 2
+    assert main(["run", *common, "--out", str(tmp_path / "kept"), "--keep-spikes"]) == 0
+    assert "Replaced" not in capsys.readouterr().out
+    report = json.loads((tmp_path / "kept" / "report.json").read_text())
+    assert report["input"]["spikes_replaced"] == 0 and report["parameters"]["keep_spikes"] is True
+    assert RUN_OPTIONS["keep_spikes"] is bool
+
+
 def test_no_precision_reaches_the_refine_stage():
     args = build_parser().parse_args(["run", "series.tif", "--elements", "Pt", "--out", "o", "--no-precision"])
     assert args.no_precision and RUN_OPTIONS["no_precision"] is bool

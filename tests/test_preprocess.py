@@ -162,3 +162,36 @@ def test_particle_mask_ignores_isolated_noise_peaks():
     mask = background.particle_mask(image)
     assert mask[40:56, 40:56].all() and not mask[5:8, 85:88].any()
 
+
+
+def with_spikes(series, level, seed=5):
+    """``series`` with 12 single-pixel spikes at ``level`` times its brightest pixel (random places),
+    two at the image's edges and one hot pixel at that level in every projection; and the set of
+    their (projection, row, column)."""
+    rng = np.random.default_rng(seed)
+    projections, top = series.projections.copy(), series.projections.max()
+    n, ny, nx = projections.shape
+    where = {(int(rng.integers(n)), int(rng.integers(4, ny - 4)), int(rng.integers(4, nx - 4))) for _ in range(12)}
+    where |= {(i, ny // 5, nx // 7) for i in range(n)} | {(0, 0, 0), (1, ny - 1, nx // 2)}  # hot; at the edges
+    for i, y, x in where:
+        projections[i, y, x] = level * top
+    return series.replace(projections=projections), where
+
+
+@pytest.mark.parametrize("dose", [None, 400, 4])
+def test_spikes_are_replaced_and_atoms_never_are(atoms, dose):
+    clean = simulate_tilt_series(atoms, angles=ANGLES, shape=SHAPE, dose=dose, max_shift=2, seed=1).tilt_series
+    assert preprocess.replace_spikes(clean) is clean  # nothing found: the very same series
+    sparse = simulate_tilt_series(fcc_particle(radius=4.0, seed=0), angles=ANGLES, shape=(160, 160), dose=dose,
+                                  seed=1).tilt_series  # a few atoms in a wide field, the noise its local maxima
+    assert preprocess.replace_spikes(sparse) is sparse
+    if dose == 4:
+        return  # a spike ten times a 4-count maximum is not told from noise: not asked for
+    spiked, where = with_spikes(clean, 3.0)
+    out = preprocess.replace_spikes(spiked)
+    assert {tuple(p) for p in out.metadata["spikes"]} == where
+    i, y, x = np.array(sorted(where)).T
+    assert np.all(out.projections[i, y, x] <= clean.projections.max())  # each is now like its neighbours
+    untouched = np.ones(clean.projections.shape, bool)
+    untouched[i, y, x] = False
+    np.testing.assert_array_equal(out.projections[untouched], spiked.projections[untouched])

@@ -286,7 +286,11 @@ def test_align_single_step_method_with_preprocessing(make_napari_viewer, qtbot, 
     atoms = tilt_series[0]
     series = simulate_tilt_series(atoms, np.linspace(-70, 70, 31), shape=(64, 64), background=5.0,
                                   seed=3).tilt_series
+    projections = series.projections.copy()
+    projections[5, 20, 30] = 10 * projections.max()  # an X-ray hit, replaced by default
+    series = series.replace(projections=projections)
     viewer, widget = docked(make_napari_viewer, qtbot, AlignWidget, tilt_series_layer(series, name="series"))
+    assert widget.parameters.spikes.value == "replace"
     widget.parameters.method.value = "cross-correlation"
     assert is_hidden(widget.parameters.projection_matching)
     widget.parameters.background.value = "constant"
@@ -296,6 +300,7 @@ def test_align_single_step_method_with_preprocessing(make_napari_viewer, qtbot, 
     layer = viewer.layers["series aligned"]
     assert layer_kind(layer) == "tilt_series"
     assert {"background", "normalisation", "alignment"} <= set(layer.metadata["aet"]["info"])
+    assert "1 single-pixel spike(s) replaced" in widget.message.text()
     corner = layer.data[:, :8, :8].mean()
     assert abs(corner) < 0.2 * series.projections[:, :8, :8].mean()  # background removed
 

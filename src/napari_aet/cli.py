@@ -47,6 +47,9 @@ def _add_common(parser):
     parser.add_argument("--method", default="genfire", choices=METHODS, help="reconstruction (default genfire)")
     parser.add_argument("--iterations", type=int, default=None,
                         help="reconstruction iterations (default: reconstruct.RECOMMENDED)")
+    parser.add_argument("--keep-spikes", action="store_true",
+                        help="keep single-pixel outliers (X-ray hits, hot pixels; default: replaced by the median of "
+                             "their neighbours, counted in the report; docs/alignment.md)")
     parser.add_argument("--normalise", action="store_true",
                         help="scale every projection to the series' mean total intensity before reconstructing, "
                              "undoing beam-current drift (an isolated particle only: wrong for a film, and where "
@@ -154,7 +157,7 @@ def command_run(args) -> int:
 
 def _stage_options(args) -> dict:
     """run_pipeline's keyword arguments for the options shared by ``run`` and ``demo``."""
-    return pipeline_options(iterations=args.iterations, normalise=args.normalise,
+    return pipeline_options(keep_spikes=args.keep_spikes, iterations=args.iterations, normalise=args.normalise,
                             no_refine=args.no_refine, refine_iterations=args.refine_iterations,
                             refine_rounds=args.refine_rounds,
                             keep_every_move=args.keep_every_move, no_precision=args.no_precision,
@@ -292,6 +295,10 @@ def print_summary(report):
     recon = report["reconstruction"]
     timings = ", ".join(f"{k} {v:.1f} s" for k, v in report["timings_s"].items())
     per_element = ", ".join(f"{n} {e}" for e, n in atoms["per_element"].items())
+    spikes = report["input"].get("spikes_replaced", 0)
+    if spikes:
+        print(f"Replaced {spikes} single-pixel spike(s) (X-ray hits, hot pixels) by the median of their neighbours "
+              "(--keep-spikes keeps them)")
     check = report.get("alignment", {}).get("check")
     if check:
         print(f"Alignment: {check['reason']}")

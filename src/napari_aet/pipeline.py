@@ -51,13 +51,18 @@ class PipelineResult:
     report: dict = field(default_factory=dict)
 
 
-def run_pipeline(series: TiltSeries, elements, *, align=True, method="genfire", reconstruct_options=None,
-                 align_options=None, trace_options=None, classify_options=None, refine=True, refine_options=None,
-                 fsc=False, seed=0, geometry="auto", progress: ProgressCallback = None) -> PipelineResult:
+def run_pipeline(series: TiltSeries, elements, *, keep_spikes=False, align=True, method="genfire",
+                 reconstruct_options=None, align_options=None, trace_options=None, classify_options=None, refine=True,
+                 refine_options=None, fsc=False, seed=0, geometry="auto",
+                 progress: ProgressCallback = None) -> PipelineResult:
     """Run every stage on ``series``.
 
     elements : element symbols, lightest first ("Fe,Pt"); with a single element every
         traced peak gets it, except those classified as noise (``non_atom``).
+    keep_spikes : keep single-pixel outliers (X-ray hits, hot pixels); by default they are
+        replaced by the median of their neighbours first (:func:`napari_aet.preprocess.replace_spikes`;
+        the study's raw series is the cleaned one) and the report counts them
+        (``input.spikes_replaced``).
     align : estimate and apply shifts and tilt axis (:func:`napari_aet.align.align_auto`).
     method : reconstruction method, one of :data:`napari_aet.reconstruct.METHODS`.
     refine : refine the classified atoms' positions, and each species' height and width, against
@@ -78,15 +83,18 @@ def run_pipeline(series: TiltSeries, elements, *, align=True, method="genfire", 
     progress : ``progress(fraction, message)`` over the whole chain.
     """
     from . import workflow
+    from .preprocess import replace_spikes
     from .project import TimePoint
     from .reconstruct.extended import film_parameters, resolve_geometry
 
     elements = check_elements(elements)
-    timings, parameters = {}, {"elements": list(elements), "align": bool(align), "method": method,
-                               "seed": seed}
+    timings, parameters = {}, {"elements": list(elements), "keep_spikes": bool(keep_spikes), "align": bool(align),
+                               "method": method, "seed": seed}
     bounds = np.cumsum([0.0, *STAGE_WEIGHTS.values()])
     stage_progress = {name: sub_progress(progress, lo, hi)
                       for name, lo, hi in zip(STAGE_WEIGHTS, bounds[:-1], bounds[1:])}
+    if not keep_spikes:
+        series = replace_spikes(series)
     point = TimePoint("t0", raw=series, parameters={"elements": list(elements)})
 
     def timed(name, *args, **kwargs):
@@ -175,7 +183,8 @@ def build_report(result: PipelineResult, parameters, timings, alignment, warning
         "numpy": np.__version__,
         "input": {"shape": list(result.raw.projections.shape), "pixel_size_A": result.raw.pixel_size,
                   "angles_deg": [float(np.min(result.raw.angles)), float(np.max(result.raw.angles))],
-                  "source": result.raw.metadata.get("source", "")},
+                  "source": result.raw.metadata.get("source", ""),
+                  "spikes_replaced": len(result.raw.metadata.get("spikes", []))},
         "parameters": parameters,
         "timings_s": {**timings, "total": round(sum(timings.values()), 3)},
         "alignment": alignment,

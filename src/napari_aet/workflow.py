@@ -124,14 +124,18 @@ def _last_replace(point: TimePoint) -> int:
 
 # --- the stages ------------------------------------------------------------------------------
 
-def preprocess_series(series: TiltSeries, *, denoising="none", background="none", normalise=False,
+def preprocess_series(series: TiltSeries, *, spikes="keep", denoising="none", background="none", normalise=False,
                       progress: ProgressCallback = None) -> TiltSeries:
-    """Optional pre-processing, in the order the noise model needs: Poisson-aware denoising of the
-    raw counts, background subtraction, intensity normalisation (:mod:`napari_aet.preprocess`,
-    :mod:`napari_aet.background`)."""
+    """Optional pre-processing, in the order the noise model needs: single-pixel spikes replaced
+    (``spikes="replace"``), Poisson-aware denoising of the raw counts, background subtraction,
+    intensity normalisation (:mod:`napari_aet.preprocess`, :mod:`napari_aet.background`)."""
     from .background import subtract_background
-    from .preprocess import denoise, normalise_intensity
+    from .preprocess import denoise, normalise_intensity, replace_spikes
 
+    if spikes not in ("keep", "replace"):
+        raise InputError(f"spikes must be 'keep' or 'replace', got {spikes!r}")
+    if spikes == "replace":
+        series = replace_spikes(series)
     series = denoise(series, method=denoising, progress=progress)
     if background != "none":
         series = subtract_background(series, method=background)
@@ -153,7 +157,8 @@ class Alignment:
 
 
 def align(point: TimePoint, method="automatic", *, background=None, subtract_background_from_result=False,
-          denoising="none", normalise=False, progress: ProgressCallback = None, **measure_options) -> Alignment:
+          spikes="keep", denoising="none", normalise=False, progress: ProgressCallback = None,
+          **measure_options) -> Alignment:
     """Pre-process ``point.raw``, measure its alignment and apply it (into ``point.aligned``).
 
     method : one of :data:`ALIGN_METHODS`; "automatic" is :func:`napari_aet.align.align_auto`
@@ -174,7 +179,7 @@ def align(point: TimePoint, method="automatic", *, background=None, subtract_bac
         raise InputError(f"time point {point.name!r} has no tilt series to align")
     if background is None:
         background = inspect.signature(align_auto).parameters["background"].default
-    series = preprocess_series(point.raw, denoising=denoising, normalise=normalise,
+    series = preprocess_series(point.raw, spikes=spikes, denoising=denoising, normalise=normalise,
                                background=background if subtract_background_from_result else "none",
                                progress=sub_progress(progress, 0.0, 0.2))
     to_measure = "none" if subtract_background_from_result else background

@@ -36,6 +36,7 @@ class AlignWidget(StageWidget):
             CheckBox(name="projection_matching", label="projection matching", value=True),
             SpinBox(name="iterations", label="matching iterations", value=6, min=1, max=50),
             FloatSpinBox(name="precision", label="precision (px)", value=0.05, min=0.01, max=1.0, step=0.01),
+            ComboBox(name="spikes", label="single-pixel spikes", choices=["replace", "keep"], value="replace"),
             ComboBox(name="background", label="background", choices=["none", "constant", "smooth"],
                      value=BACKGROUND_DEFAULT),
             CheckBox(name="subtract_background_from_result", label="subtract the background from the result",
@@ -106,7 +107,9 @@ class AlignWidget(StageWidget):
         rms = np.sqrt(np.mean(np.sum(measured.shifts ** 2, axis=1)))
         check = report.check
         verdict = "aligned: " if check is None else f"{check.reason}; "
-        self.show_done(f"{verdict}tilt axis {measured.tilt_axis:.2f}°, rms shift {rms:.2f} px; "
+        spikes = len(measured.metadata.get("spikes", []))
+        replaced = f"{spikes} single-pixel spike(s) replaced; " if spikes else ""
+        self.show_done(f"{verdict}{replaced}tilt axis {measured.tilt_axis:.2f}°, rms shift {rms:.2f} px; "
                        f"check the plots, then Apply or Discard")
 
     def side_by_side(self, on):
