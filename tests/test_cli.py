@@ -66,6 +66,7 @@ def test_run_writes_every_result(simulated, tmp_path, capsys):
     assert set(report["refinement"]["precision_pm"]) == {"Fe", "Pt"}
     assert "Position precision (half sets, noise only): Fe" in printed
     assert "total intensities range" not in printed and "Projections scaled" not in printed
+    assert refinement["worst_projections"] == [] and len(refinement["projection_misfit"]) == 31  # none stands out
 
 
 def test_keep_every_move_reaches_the_refinement():
@@ -119,6 +120,30 @@ def test_spikes_are_replaced_counted_and_kept_on_request(simulated, tmp_path, ca
     assert RUN_OPTIONS["keep_spikes"] is bool
 
 
+def test_projections_that_fit_worst_are_named_and_can_be_left_out(simulated, tmp_path, capsys):
+    from scipy import ndimage
+
+    from napari_aet.io import read_tilt_series, write_tilt_series
+
+    series = read_tilt_series(simulated / "tilt_series.tif", pixel_size=0.4)
+    projections = series.projections.copy()
+    for i in (8, 21):  # scan distortion: sheared images
+        projections[i] = ndimage.affine_transform(projections[i], [[1, 0], [0.15, 1]], offset=[0, -5], order=1)
+    write_tilt_series(tmp_path / "sheared.tif", series.replace(projections=projections))
+    common = [str(tmp_path / "sheared.tif"), "--pixel-size", "0.4", "--elements", "Fe,Pt", "--iterations", "20"]
+    assert main(["run", *common, "--out", str(tmp_path / "all"), "--refine-rounds", "1", "--no-precision"]) == 0
+    worst = json.loads((tmp_path / "all" / "report.json").read_text())["refinement"]["worst_projections"]
+    assert {p["index"] for p in worst} == {8, 21} and all(p["misfit"] > 1.5 for p in worst)
+    indices = ",".join(str(p["index"]) for p in worst)  # worst first
+    assert "Projections fitting the model worst" in (printed := capsys.readouterr().out)
+    assert f"--exclude {indices} leaves them out" in printed
+    assert main(["run", *common, "--out", str(tmp_path / "some"), "--no-refine", "--exclude", "8, 21"]) == 0
+    assert "Left out projections 8, 21; 29 remain" in capsys.readouterr().out
+    report = json.loads((tmp_path / "some" / "report.json").read_text())
+    assert report["input"]["excluded_projections"] == [8, 21] and report["input"]["shape"][0] == 29
+    assert RUN_OPTIONS["exclude"] is str
+
+
 def test_no_precision_reaches_the_refine_stage():
     args = build_parser().parse_args(["run", "series.tif", "--elements", "Pt", "--out", "o", "--no-precision"])
     assert args.no_precision and RUN_OPTIONS["no_precision"] is bool
@@ -165,6 +190,10 @@ def test_no_two_atoms_nearer_than_the_minimum_distance_given(simulated, tmp_path
      "--refine-rounds"),
     (["run", "{sim}/tilt_series.tif", "--pixel-size", "0.4", "--elements", "Fe,Pt", "--min-distance", "Fe-Pt"],
      "the minimum distance"),
+    (["run", "{sim}/tilt_series.tif", "--pixel-size", "0.4", "--elements", "Fe,Pt", "--exclude", "3,40"],
+     "no projection [40] among the 31"),
+    (["run", "{sim}/tilt_series.tif", "--pixel-size", "0.4", "--elements", "Fe,Pt", "--exclude", "first"],
+     "--exclude must list projection indices"),
 ])
 def test_bad_input_is_one_clear_line(simulated, tmp_path, capsys, args, message):
     np.savetxt(simulated / "short.tlt", np.linspace(-60, 60, 10))

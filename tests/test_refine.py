@@ -9,7 +9,7 @@ from napari_aet.model import AtomModel, InputError, TiltSeries
 from napari_aet.progress import Cancelled
 from napari_aet.elements import close_pairs, min_distance_table
 from napari_aet.refine import (_ADDED, _REMOVED, _held_out_test, _Model, _partial_moves, _residual_correlation,
-                               refine_atoms)
+                               refine_atoms, worst_projections)
 from napari_aet.simulate import adf_amplitudes, fcc_particle, simulate_tilt_series
 
 ANGLES = np.linspace(-70, 70, 29)
@@ -370,8 +370,9 @@ def test_the_report_counts_additions_and_removals_by_reason(truth, measured):
     from napari_aet.pipeline import _refinement_report
 
     start = AtomModel(truth.positions[3:], truth.species[3:])  # three atoms missing
-    report = _refinement_report(refine_atoms(measured, start, iterations=4))
-    assert {"n_added", "n_removed", "heights", "widths_A", "final_r_factor", "shift_A"} <= set(report)
+    report = _refinement_report(refine_atoms(measured, start, iterations=4), measured.angles)
+    expected = {"n_added", "n_removed", "heights", "widths_A", "final_r_factor", "shift_A", "worst_projections"}
+    assert expected <= set(report)
     reasons = report["reasons"]
     assert set(reasons) == {"added", "removed", "rejected"} and set(reasons["added"]) == set(_ADDED)
     assert sum(reasons["added"].values()) - sum(reasons["removed"].values()) == report["n_added"] - report["n_removed"]
@@ -391,3 +392,13 @@ def test_the_start_width_is_not_widened_by_missing_atoms():
     completed = refine_atoms(series, half, iterations=0, complete_rounds=1, validate_moves=False)
     assert as_it_is.widths["Pt"] > 1.5 * 0.5
     assert completed.widths["Pt"] == pytest.approx(0.5, rel=0.1)
+
+
+def test_worst_projections_stand_far_above_the_others():
+    rng = np.random.default_rng(0)
+    misfit = 1 + 0.05 * rng.standard_normal(40)
+    assert len(worst_projections(misfit)) == 0
+    misfit[[7, 30]] = 2.4, 1.8  # two bad images
+    assert worst_projections(misfit).tolist() == [7, 30]
+    misfit[12] = 1.45  # far out, but not 1.5 times the median
+    assert worst_projections(misfit).tolist() == [7, 30]

@@ -701,6 +701,23 @@ def test_refine_min_distance_typed_in_reaches_the_refinement(qtbot, to_refine, m
     assert cKDTree(positions).query(positions, k=2)[0][:, 1].min() >= 3.0
 
 
+def test_refine_names_the_projections_that_fit_worst(qtbot, to_refine):
+    """Two sheared images (scan distortion) in the series: the status line names them."""
+    from scipy import ndimage
+
+    viewer, widget, _, _ = to_refine
+    data = np.array(viewer.layers["aligned"].data)  # (projection, 1, y, x): the layer's axes
+    for i in (4, 11):
+        data[i, 0] = ndimage.affine_transform(data[i, 0], [[1, 0], [0.15, 1]], offset=[0, -5], order=1)
+    viewer.layers["aligned"].data = data
+    widget.parameters.precision.value = False
+    assert run_and_wait(qtbot, widget) == "done"
+    text = widget.message.text()
+    assert "projections fitting worst: " in text
+    named = {int(part.split(" (")[0]) for part in text.split("projections fitting worst: ")[1].split("), ")}
+    assert named == {4, 11}
+
+
 def test_refine_cancel_mid_run(qtbot, to_refine, monkeypatch):
     viewer, widget, _, _ = to_refine
     reached, release = pause_at_first_progress(monkeypatch, refine_module, "refine_atoms")

@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--angles", default=None, help="tilt angle file (one per line, or phi theta psi columns)")
     run.add_argument("--tilt-axis", default=None,
                      help="y, x or degrees from the image y axis; checked against the data (default: estimated)")
+    run.add_argument("--exclude", default=None, metavar="I,J,...",
+                     help="leave out these projections (indices from 0 in the file's order, as napari's slider "
+                          "counts; e.g. those the summary names as fitting worst)")
     run.add_argument("--no-align", action="store_true", help="the series is already aligned")
     run.add_argument("--fsc", action="store_true",
                      help="also report the half-set Fourier shell correlation (two more reconstructions)")
@@ -332,6 +335,13 @@ def print_summary(report):
               f"{refined['n_added']} atoms added, {refined['n_removed']} removed"
               + (f", the others moved by {moved['median']:.2f} Å (median)" if moved else "")
               + (f"; {kept}" if kept else ""))
+        if refined.get("worst_projections"):
+            listed = ", ".join(f"{p['index']} ({p['tilt_deg']:+.1f}°, {p['misfit']:.1f}×)"
+                               for p in refined["worst_projections"])
+            indices = ",".join(str(p["index"]) for p in refined["worst_projections"])
+            print(f"Projections fitting the model worst (index, tilt, RMS residual over the median): {listed}: a bad "
+                  f"image (drift, blur, contamination) — --exclude {indices} leaves them out — or where the model "
+                  "is poorest (a zone axis, a film's highest tilts)")
         if refined.get("precision_pm"):
             from .precision import describe_precision
 

@@ -184,7 +184,8 @@ def build_report(result: PipelineResult, parameters, timings, alignment, warning
         "input": {"shape": list(result.raw.projections.shape), "pixel_size_A": result.raw.pixel_size,
                   "angles_deg": [float(np.min(result.raw.angles)), float(np.max(result.raw.angles))],
                   "source": result.raw.metadata.get("source", ""),
-                  "spikes_replaced": len(result.raw.metadata.get("spikes", []))},
+                  "spikes_replaced": len(result.raw.metadata.get("spikes", [])),
+                  "excluded_projections": result.raw.metadata.get("excluded_projections", [])},
         "parameters": parameters,
         "timings_s": {**timings, "total": round(sum(timings.values()), 3)},
         "alignment": alignment,
@@ -197,7 +198,8 @@ def build_report(result: PipelineResult, parameters, timings, alignment, warning
                               if "fsc" in result.reconstruction.metadata else {}),
                            "relative_totals": _range(relative_totals(result.aligned)),
                            **_normalisation_report(result.reconstruction.metadata)},
-        **({"refinement": _refinement_report(result.refinement)} if result.refinement is not None else {}),
+        **({"refinement": _refinement_report(result.refinement, result.aligned.angles)}
+           if result.refinement is not None else {}),
         "atoms": {"n_atoms": len(atoms), "n_rejected_peaks": len(result.atoms) - len(atoms),
                   "per_element": dict(zip(elements.tolist(), counts.tolist())),
                   "n_ambiguous": int(np.count_nonzero(ambiguous)) if ambiguous is not None else 0,
@@ -216,14 +218,24 @@ def _normalisation_report(metadata) -> dict:
     return {"normalisation_factors": _range(factors)} if factors else {}
 
 
-def _refinement_report(refinement: Refinement) -> dict:
+def _refinement_report(refinement: Refinement, angles) -> dict:
     """Species heights (counts per projection) and widths (Å), error curves, atoms added and
     removed (``n_added`` / ``n_removed``: in the final model; ``reasons``: every addition,
     removal and rejected candidate over all rounds, counted by reason), how far the others
     moved (Å), the fraction of each element's moves that held-out projections supported
     (``moves_kept``) and, per completion round, how correlated the residual's pixels were
     (``residual_correlation``: the variance factor of the candidates' test, 1 = independent) and the
-    half-set estimate of the positions' error per element (``precision_pm``, empty when not made)."""
+    half-set estimate of the positions' error per element (``precision_pm``, empty when not made),
+    each projection's RMS residual over their median (``projection_misfit``) and those that fit far
+    worse than the others (``worst_projections``: index, tilt in degrees — θ of Euler ``angles`` —
+    and misfit, worst first; :func:`napari_aet.refine.worst_projections`)."""
+    from .refine import worst_projections
+
+    misfit = refinement.errors.get("projection_misfit", [])
+    tilts = np.asarray(angles, dtype=np.float64)
+    tilts = tilts[:, 1] if tilts.ndim == 2 else tilts
+    worst = [{"index": int(i), "tilt_deg": float(tilts[i]), "misfit": float(misfit[i])}
+             for i in worst_projections(misfit)] if len(misfit) else []
     features = refinement.atoms.features
     shift = features["refine_shift"][np.isfinite(features["refine_shift"]) & (refinement.atoms.species != "")]
     return {"heights": refinement.heights, "widths_A": refinement.widths,
@@ -236,6 +248,7 @@ def _refinement_report(refinement: Refinement) -> dict:
             "residual_correlation": refinement.errors.get("residual_correlation", []),
             "shift_A": {"median": float(np.median(shift)), "max": float(np.max(shift))} if len(shift) else {},
             "precision_pm": refinement.precision,
+            "projection_misfit": misfit, "worst_projections": worst,
             "scale_range": [float(refinement.scale.min()), float(refinement.scale.max())]}
 
 

@@ -82,9 +82,10 @@ class Refinement:
     errors : ``r_factor`` (sum |measured - model| / sum |measured - background|) before each
         iteration and at the end, ``rms_step`` (Å) of the positions in each iteration, and the
         numbers of atoms ``added`` per completion round and ``removed`` at the end,
-        ``reasons`` (see :func:`refine_atoms`) and ``moves_kept``: per element, the fraction of
+        ``reasons`` (see :func:`refine_atoms`), ``moves_kept``: per element, the fraction of
         its atoms' moves the held-out projections support (:func:`_validated_moves`; empty when
-        the moves were not checked).
+        the moves were not checked), and ``projection_misfit``: each projection's RMS residual over
+        their median (:func:`worst_projections`).
     precision : per element, the half-set estimate of the refined positions' RMS error in pm along
         ``x``, ``y``, ``z`` and ``3d``, and its number of ``atoms``
         (:func:`napari_aet.precision.half_set_precision`; empty unless it was estimated); each
@@ -576,6 +577,26 @@ def _missing_atoms(model: _Model, residual, table, fixed, significance, extra, f
     return candidates[keep], species[keep], from_extra[keep]
 
 
+#: A projection fits worst when its RMS residual is more than this many times the median ...
+MISFIT_RATIO = 1.5
+#: ... and this many robust deviations (1.4826 × the median absolute deviation) above it: on clean
+#: simulations the worst projection stood 2.1 deviations and 1.14 times above, two blurred or
+#: sheared ones 9–23 deviations and 1.7–2.5 times (benchmarks/RESULTS.md §5).
+MISFIT_DEVIATIONS = 6.0
+
+
+def worst_projections(misfit) -> np.ndarray:
+    """Indices of the projections that fit the refined model far worse than the others, worst
+    first, from ``misfit`` ``(n,)`` (each projection's RMS residual over the median, the
+    ``projection_misfit`` of :class:`Refinement`.errors): a bad image (scan drift, blur,
+    contamination) or where the image model is poorest (a zone axis, a film's highest tilts)."""
+    misfit = np.asarray(misfit, dtype=np.float64)
+    deviation = 1.4826 * np.median(np.abs(misfit - np.median(misfit)))
+    worst = np.flatnonzero((misfit > MISFIT_RATIO * np.median(misfit))
+                           & (misfit - np.median(misfit) > MISFIT_DEVIATIONS * deviation))
+    return worst[np.argsort(-misfit[worst])]
+
+
 def describe_moves_kept(moves_kept: dict) -> str:
     """One line for a person: the fraction of each element's refinement moves that held-out
     projections supported (``errors["moves_kept"]`` of a :class:`Refinement`)."""
@@ -882,7 +903,10 @@ def refine_atoms(series: TiltSeries, atoms: AtomModel, *, elements=None, iterati
         species = _fit_linear(model)[0]
         height_ratio = model.gradient(model.combine(species) - model.data)[2]
         history["moves_kept"] = dict(zip(present, kept.tolist()))
-    history["r_factor"].append(model.r_factor(model.combine(species) - model.data))
+    residual = model.combine(species) - model.data
+    history["r_factor"].append(model.r_factor(residual))
+    misfit = np.sqrt(np.mean(residual.astype(np.float64) ** 2, axis=(1, 2)))
+    history["projection_misfit"] = (misfit / np.median(misfit)).tolist()
     report(progress, 0.97, "building the refined model")
     new = rows >= len(atoms)  # added atoms that stayed, numbered after the input's
     rows[new] = len(atoms) + np.arange(np.count_nonzero(new))

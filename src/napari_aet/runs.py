@@ -26,7 +26,7 @@ RESULT_FILES = ("atoms.csv", "report.json", "project.aet", "reconstruction.mrc",
 RUN_OPTIONS = {"angles": str, "pixel_size": float, "tilt_axis": str, "no_align": bool, "method": str,
                "iterations": int, "fsc": bool, "no_refine": bool, "refine_iterations": int,
                "refine_rounds": int, "keep_every_move": bool, "no_precision": bool, "min_distance": str,
-               "normalise": bool, "keep_spikes": bool,
+               "normalise": bool, "keep_spikes": bool, "exclude": str,
                "seed": int, "geometry": str}
 
 
@@ -69,6 +69,25 @@ def pipeline_options(*, keep_spikes=False, iterations=None, normalise=False, no_
         reconstruct_options["normalise"] = True
     return {"keep_spikes": keep_spikes, "reconstruct_options": reconstruct_options,
             "trace_options": trace_options, "refine": not no_refine, "refine_options": refine_options}
+
+
+def exclude_projections(series, text):
+    """``series`` without the projections listed in ``text`` ("10,20": indices from 0 in the file's
+    order), which ``metadata["excluded_projections"]`` records."""
+    try:
+        excluded = sorted({int(item) for item in str(text).replace(" ", "").split(",") if item})
+    except ValueError:
+        raise InputError(f"--exclude must list projection indices such as 10,20, got {text!r}") from None
+    outside = [i for i in excluded if not 0 <= i < series.n_angles]
+    if outside:
+        raise InputError(f"--exclude: no projection {outside} among the {series.n_angles} (indices 0 to "
+                         f"{series.n_angles - 1})")
+    kept = np.setdiff1d(np.arange(series.n_angles), excluded)
+    if len(kept) < 2:
+        raise InputError(f"--exclude would leave {len(kept)} projection(s): at least 2 are needed")
+    out = series.subset(kept)
+    out.metadata["excluded_projections"] = excluded
+    return out
 
 
 def existing_results(out_dir) -> list[str]:
@@ -114,23 +133,23 @@ def check_output(out_dir, *, force=False) -> Path:
 
 
 def run_to_directory(series_path, out_dir, elements, *, angles=None, pixel_size=None, tilt_axis=None,
-                     keep_spikes=False, no_align=False, method="genfire", iterations=None, normalise=False, fsc=False,
-                     no_refine=False, refine_iterations=None, refine_rounds=None, keep_every_move=False,
-                     no_precision=False, min_distance=None, seed=0, geometry="auto", force=False,
+                     exclude=None, keep_spikes=False, no_align=False, method="genfire", iterations=None,
+                     normalise=False, fsc=False, no_refine=False, refine_iterations=None, refine_rounds=None,
+                     keep_every_move=False, no_precision=False, min_distance=None, seed=0, geometry="auto", force=False,
                      progress: ProgressCallback = None, log: Callable[[str], None] | None = None) -> dict:
     """Read a tilt-series file, run the whole chain and write its results into ``out_dir``.
 
     Exactly what ``napari-aet run`` does; the keyword options are its flags (see ``napari-aet run
-    --help``): ``angles`` an angle file (else the sidecar/metadata rules), ``pixel_size`` Å (else
-    from the file), ``tilt_axis`` ``"y"``, ``"x"`` or degrees from the image y axis, ``keep_spikes``
-    single-pixel outliers not replaced, ``iterations`` reconstruction iterations, ``normalise`` the
-    projections scaled to one total intensity before reconstructing,
-    ``refine_rounds``/``refine_iterations`` the refinement's limits, ``keep_every_move`` its moves
-    unchecked, ``no_precision`` no half-set estimate of the positions' error, ``min_distance`` the
-    shortest distance (Å) tracing and refinement allow between atoms (``"2.2"`` or
-    ``"Fe-Pt=2.3,Pt=2.4"``; default: the physical table of :mod:`napari_aet.elements`), ``seed``
-    every random step, ``geometry`` ``"auto"``, ``"particle"`` or ``"film"``
-    (:func:`napari_aet.pipeline.run_pipeline`).
+    --help``): ``exclude`` projections left out ("10,20", indices from 0), ``angles`` an angle file
+    (else the sidecar/metadata rules), ``pixel_size`` Å (else from the file), ``tilt_axis`` ``"y"``,
+    ``"x"`` or degrees from the image y axis, ``keep_spikes`` single-pixel outliers not replaced,
+    ``iterations`` reconstruction iterations, ``normalise`` the projections scaled to one total
+    intensity before reconstructing, ``refine_rounds``/``refine_iterations`` the refinement's
+    limits, ``keep_every_move`` its moves unchecked, ``no_precision`` no half-set estimate of the
+    positions' error, ``min_distance`` the shortest distance (Å) tracing and refinement allow
+    between atoms (``"2.2"`` or ``"Fe-Pt=2.3,Pt=2.4"``; default: the physical table of
+    :mod:`napari_aet.elements`), ``seed`` every random step, ``geometry`` ``"auto"``, ``"particle"``
+    or ``"film"`` (:func:`napari_aet.pipeline.run_pipeline`).
 
     force : replace results already in ``out_dir``; a previous ``project.aet`` holding hand
         edits is renamed, never overwritten (see :func:`keep_if_edited`).
@@ -154,6 +173,10 @@ def run_to_directory(series_path, out_dir, elements, *, angles=None, pixel_size=
     series = read_tilt_series(series_path, angles=angles, pixel_size=pixel_size, tilt_axis=axis)
     log(f"Read {series_path}: {series.n_angles} projections of {series.projections.shape[1:]} px, "
         f"{series.pixel_size:g} Å/px, tilts {np.min(series.angles):.1f}° to {np.max(series.angles):.1f}°")
+    if exclude:
+        series = exclude_projections(series, exclude)
+        log(f"Left out projections {', '.join(map(str, series.metadata['excluded_projections']))}; "
+            f"{series.n_angles} remain")
     result = run_pipeline(series, elements, align=not no_align, method=method,
                           align_options={} if axis is None else {"tilt_axis": axis},  # checked against the data
                           **options, fsc=fsc, seed=seed, geometry=geometry, progress=progress)

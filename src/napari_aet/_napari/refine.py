@@ -10,7 +10,8 @@ from magicgui.widgets import CheckBox, FloatSpinBox, SpinBox
 from .layers import (ELEMENT_COLOURS, OTHER_COLOUR, atoms_from_layer, atoms_layer, tilt_series_from_layer,
                       tilt_series_layer)
 from ..precision import describe_precision
-from ..refine import check_inputs, describe_moves_kept, refine_atoms
+from ..geometry import euler_angles
+from ..refine import check_inputs, describe_moves_kept, refine_atoms, worst_projections
 from ..workflow import refine as refine_stage
 from ..workflow import tilt_series_of
 from ._base import StageWidget, is_atoms, is_tilt_series
@@ -90,11 +91,17 @@ class RefineWidget(StageWidget):
         f = refinement.atoms.features
         moved = f["refine_shift"][np.isfinite(f["refine_shift"]) & (refinement.atoms.species != "")]
         kept = describe_moves_kept(refinement.errors["moves_kept"])
+        misfit = np.asarray(refinement.errors["projection_misfit"])
+        tilts = euler_angles(series.angles)[:, 1]
+        worst = ", ".join(f"{i} ({tilts[i]:+.1f}°, {misfit[i]:.1f}× the median residual)"
+                          for i in worst_projections(misfit))
         self.show_done(f"R-factor {refinement.errors['r_factor'][0]:.3f} → {refinement.errors['r_factor'][-1]:.3f}; "
                        f"{species}; {np.count_nonzero(f['refine_added'])} atoms added, "
                        f"{np.count_nonzero(f['refine_removed'])} removed (now non-atoms); the others moved "
                        f"{np.median(moved):.2f} Å (median), {moved.max():.2f} Å (max)"
                        + (f"; {kept}" if kept else "")
+                       + (f"; projections fitting worst: {worst} (a bad image, or where the model is poorest)"
+                          if worst else "")
                        + (f"; precision (half sets, noise only) {describe_precision(refinement.precision)}"
                           if refinement.precision else ""))
 
