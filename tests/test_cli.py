@@ -193,7 +193,7 @@ def test_no_two_atoms_nearer_than_the_minimum_distance_given(simulated, tmp_path
     (["run", "{sim}/tilt_series.tif", "--pixel-size", "0.4", "--elements", "Fe,Pt", "--exclude", "3,40"],
      "no projection [40] among the 31"),
     (["run", "{sim}/tilt_series.tif", "--pixel-size", "0.4", "--elements", "Fe,Pt", "--exclude", "first"],
-     "--exclude must list projection indices"),
+     "projections to leave out must be indices"),
 ])
 def test_bad_input_is_one_clear_line(simulated, tmp_path, capsys, args, message):
     np.savetxt(simulated / "short.tlt", np.linspace(-60, 60, 10))

@@ -74,6 +74,16 @@ def test_a_plain_tiff_gets_its_pixel_size_and_angles_in_the_data_step(make_napar
     assert tuple(layer.scale[-2:]) == (0.4, 0.4) and "angles_unknown" not in layer.metadata["aet"]
     assert study_tag(layer) == (workbench.session.id, "t0", "raw")
 
+    qtbot.keyClicks(data.exclude, "4, 11, 40")  # bad images named by the refinement; 40 is not there
+    assert data.apply() is None and "no projection [40] among the 31" in data.message.text()
+    data.exclude.clear()
+    qtbot.keyClicks(data.exclude, "4, 11")
+    assert data.apply() is not None and "29 projections (4, 11 left out)" in data.message.text()
+    raw = workbench.session.point.raw
+    assert raw.n_angles == 29 and np.allclose(raw.angles, np.delete(series.angles, [4, 11]))
+    assert np.shape(layer.data)[0] == 29 and data.exclude.text() == ""  # the indices applied once
+    assert data.apply().n_angles == 29  # applying again leaves out nothing more
+
 
 def test_a_study_saved_from_the_workbench_reopens_with_its_layers(make_napari_viewer, plain_tiff, tmp_path):
     _, series = plain_tiff

@@ -77,14 +77,14 @@ def exclude_projections(series, text):
     try:
         excluded = sorted({int(item) for item in str(text).replace(" ", "").split(",") if item})
     except ValueError:
-        raise InputError(f"--exclude must list projection indices such as 10,20, got {text!r}") from None
+        raise InputError(f"projections to leave out must be indices such as 10,20, got {text!r}") from None
     outside = [i for i in excluded if not 0 <= i < series.n_angles]
     if outside:
-        raise InputError(f"--exclude: no projection {outside} among the {series.n_angles} (indices 0 to "
-                         f"{series.n_angles - 1})")
+        raise InputError(f"projections to leave out: no projection {outside} among the {series.n_angles} "
+                         f"(indices 0 to {series.n_angles - 1})")
     kept = np.setdiff1d(np.arange(series.n_angles), excluded)
     if len(kept) < 2:
-        raise InputError(f"--exclude would leave {len(kept)} projection(s): at least 2 are needed")
+        raise InputError(f"leaving out {len(excluded)} projections would leave {len(kept)}: at least 2 are needed")
     out = series.subset(kept)
     out.metadata["excluded_projections"] = excluded
     return out

@@ -19,6 +19,7 @@ from qtpy.QtWidgets import (
 from ..io import read_angles
 from .layers import projections_of, tilt_series_layer
 from ..model import InputError, TiltSeries, check_elements
+from ..runs import exclude_projections
 from ._base import LayerSelector, is_tilt_series, keep_with_time_point, show_layer, tag_as_study
 from ._plots import PlotCanvas
 from ._study import session_for
@@ -47,8 +48,9 @@ class DataWidget(QWidget):
 
     Shows the chosen tilt-series layer's pixel size (Å), angles (where they came from, and a plot
     of angle against projection), tilt axis (degrees from the image y axis) and the study's
-    elements; "Use for the study" validates them, updates the layer and makes it the current
-    time point's raw data (every stage that ran becomes stale).
+    elements; projections to leave out (indices from 0, e.g. those the refinement names as fitting
+    worst); "Use for the study" validates them, updates the layer and makes it the current time
+    point's raw data (every stage that ran becomes stale).
     """
 
     def __init__(self, napari_viewer):
@@ -63,6 +65,7 @@ class DataWidget(QWidget):
         self.angle_source = QLabel("")
         self.tilt_axis = QDoubleSpinBox(decimals=2, minimum=-180.0, maximum=180.0, singleStep=0.5, suffix=" °")
         self.elements = QLineEdit(placeholderText="lightest first, e.g. Fe,Pt")
+        self.exclude = QLineEdit(placeholderText="indices from 0, e.g. 4, 11 (bad images)")
         self.apply_button = QPushButton("Use for the study")
         self.message = QLabel("")
         self.message.setWordWrap(True)
@@ -80,6 +83,7 @@ class DataWidget(QWidget):
         form.addRow("", self.angle_source)
         form.addRow("tilt axis (0 = image y)", self.tilt_axis)
         form.addRow("elements", self.elements)
+        form.addRow("leave out projections", self.exclude)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(self.plot)
@@ -178,6 +182,8 @@ class DataWidget(QWidget):
             info = {k: v for k, v in meta.get("info", {}).items() if k != "pixel_size_unknown"}
             series = TiltSeries(projections_of(layer), self._angles, self.pixel_size.value(), self.tilt_axis.value(),
                                 np.asarray(meta["shifts"]) if "shifts" in meta else None, info)
+            if self.exclude.text().strip():
+                series = exclude_projections(series, self.exclude.text())
         except InputError as error:
             self.message.setText(f"⚠ {error}")
             return None
@@ -185,12 +191,17 @@ class DataWidget(QWidget):
             self.elements.setText(",".join(elements))
             self.session.point.parameters["elements"] = list(elements)
         self.session.set_raw(series)
+        self._angles = series.angles  # the indices typed referred to the series before; they are used
+        self.exclude.clear()
         data, kwargs, kind = tag_as_study(tilt_series_layer(series, name=layer.name), self.session, "raw")
         show_layer(self.viewer, (data, {**kwargs, "name": layer.name}, kind))  # the same layer, updated
         layer.name = kwargs["name"]  # "<time point>: …" when the study has several
         keep_with_time_point(self.viewer, layer)
         self.viewer.reset_view()  # the new pixel size changed the layer's extent
-        self.message.setText(f"{layer.name}: {series.n_angles} projections, {series.pixel_size:g} Å/px, "
+        left_out = series.metadata.get("excluded_projections")
+        self.message.setText(f"{layer.name}: {series.n_angles} projections"
+                             + (f" ({', '.join(map(str, left_out))} left out)" if left_out else "")
+                             + f", {series.pixel_size:g} Å/px, "
                              f"tilts {np.min(series.angles):.1f}° to {np.max(series.angles):.1f}° — "
                              "the study's data now; align it next")
         return series
