@@ -50,7 +50,9 @@ def test_run_writes_every_result(simulated, tmp_path, capsys):
     assert 0 < refinement["shift_A"]["median"] < 0.5 and refinement["n_added"] >= 0
     assert set(refinement["moves_kept"]) == {"Fe", "Pt"} and all(0 <= f <= 1 for f in refinement["moves_kept"].values())
     assert refinement["residual_correlation"] and min(refinement["residual_correlation"]) >= 1  # per completion round
-    assert report["parameters"]["refine_options"] == {"complete_rounds": 1, "seed": 1}  # refinement gets the run's seed
+    # the refinement gets the run's seed, and removes the background the reconstruction did
+    assert report["parameters"]["refine_options"] == {"complete_rounds": 1, "seed": 1, "background": "smooth"}
+    assert recon_background(report) == "smooth"
     assert {"refine_shift", "half_set_error"} <= set((out / "atoms.csv").read_text().splitlines()[0].split(","))
     assert load_project(out / "project.aet").time_points[0].traced is not None
     recon = report["reconstruction"]
@@ -69,11 +71,22 @@ def test_run_writes_every_result(simulated, tmp_path, capsys):
     assert refinement["worst_projections"] == [] and len(refinement["projection_misfit"]) == 31  # none stands out
 
 
+def recon_background(report):
+    return report["reconstruction"]["background"]["method"]
+
+
 def test_keep_every_move_reaches_the_refinement():
     args = build_parser().parse_args(["run", "series.tif", "--elements", "Pt", "--out", "o", "--keep-every-move"])
     assert args.keep_every_move and RUN_OPTIONS["keep_every_move"] is bool
     assert pipeline_options(keep_every_move=True)["refine_options"] == {"validate_moves": False}
     assert pipeline_options()["refine_options"] == {}
+
+
+def test_a_background_choice_reaches_the_reconstruction():
+    args = build_parser().parse_args(["run", "s.tif", "--elements", "Pt", "--out", "o", "--background", "constant"])
+    assert args.background == "constant" and RUN_OPTIONS["background"] is str
+    assert pipeline_options(background="none")["reconstruct_options"] == {"background": "none"}
+    assert pipeline_options()["reconstruct_options"] == {}  # auto: smooth for a particle, none for a film
 
 
 def test_normalise_reaches_the_reconstruction():

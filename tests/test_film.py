@@ -106,7 +106,9 @@ def test_pipeline_detects_the_film_and_traces_no_ghost_atoms(film):
     assert result.report["reconstruction"]["final_r_free"] is not None
     film_score, particle_score = found["auto"], found["particle"]
     assert film_score["recall"] >= 0.85 and film_score["precision"] >= 0.95
-    assert film_score["precision"] > particle_score["precision"] + 0.05
+    # treated as a particle, a film loses atoms (its signal taken for background) or invents them
+    assert min(film_score["recall"], film_score["precision"]) > min(particle_score["recall"],
+                                                                    particle_score["precision"]) + 0.05
     assert film_score["rms_error_pm"] < particle_score["rms_error_pm"]
 
 
@@ -121,6 +123,7 @@ def test_cli_geometry_choice_reaches_the_report(film, tmp_path, capsys):
                  "--no-align", "--no-refine", "--geometry", "particle"]) == 0
     report = json.loads((out / "report.json").read_text())
     assert report["parameters"]["geometry"] == "particle" and report["reconstruction"]["method"] == "genfire"
+    assert report["reconstruction"]["background"]["method"] == "smooth"  # a particle's: measured around it
     printed = capsys.readouterr().out
     assert "particle geometry (edge signal at high tilt" in printed
     assert "total intensities range" in printed  # a particle's should not spread so: the summary says why it may
@@ -128,6 +131,8 @@ def test_cli_geometry_choice_reaches_the_report(film, tmp_path, capsys):
                  str(tmp_path / "as_film"), "--no-align", "--no-refine"]) == 0
     printed = capsys.readouterr().out
     assert "film geometry" in printed and "total intensities range" not in printed  # a film's always do
+    film = json.loads((tmp_path / "as_film" / "report.json").read_text())
+    assert film["reconstruction"]["background"] == {"method": "none"}  # no empty region to measure it in
 
 
 def test_reconstruct_widget_reconstructs_a_film_as_an_extended_object(make_napari_viewer, qtbot, film):

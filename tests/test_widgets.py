@@ -383,6 +383,7 @@ def test_reconstruct_widget_genfire(make_napari_viewer, qtbot, tilt_series, trut
     assert layer_kind(fourier) == "fourier" and fourier.data.shape == (SERIES_SIZE,) * 3
     assert widget.plot.has_data()
     assert "scaled" not in widget.message.text()  # the projections as they are, by default
+    assert "smooth background removed" in widget.message.text()  # auto, for a particle
     totals = widget.plot.figure.axes[-1]  # each projection's total over the mean, against its tilt
     assert totals.get_ylabel() == "total intensity / mean" and len(totals.lines[0].get_xdata()) == aligned.n_angles
 

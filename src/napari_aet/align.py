@@ -26,7 +26,7 @@ from skimage.registration import phase_cross_correlation
 from .geometry import Projector, in_plane_rotation
 from .model import InputError, TiltSeries
 from .projections import apply_alignment, border_level, pixel_coordinates
-from .background import particle_mask, subtract_background
+from .background import background_removed, particle_mask
 from .backprojection import sirt_volume
 from .progress import report, sub_progress
 
@@ -429,18 +429,6 @@ def projection_matching_shifts(series: TiltSeries, *, iterations=6, reconstructi
     return shifts
 
 
-def _background_removed(series: TiltSeries, background) -> tuple[TiltSeries, str]:
-    """``series`` with the ``background`` ("smooth", "constant" or "none") removed
-    (:func:`napari_aet.background.subtract_background`), and why not ("" if it was): where the
-    particle leaves too little background for a fit, the series is returned as it is."""
-    if background == "none":
-        return series, ""
-    try:
-        return subtract_background(series, method=background, model=None, degree=None), ""
-    except InputError as error:  # too little background to fit: the border level is used
-        return series, str(error)
-
-
 # ------------------------------------------------------------- consistency check
 
 
@@ -552,7 +540,7 @@ def check_alignment(before: TiltSeries, after: TiltSeries, *, threshold=2.0, bac
     _single_axis(before, "the alignment check")
     if after.projections.shape != before.projections.shape or not np.array_equal(after.angles, before.angles):
         raise InputError("the alignment check compares two alignments of the same projections and angles")
-    signal = _signal(_background_removed(before, background)[0].projections)
+    signal = _signal(background_removed(before, background)[0].projections)
     return _consistency_check(signal, before, after, threshold, progress)
 
 
@@ -738,7 +726,7 @@ def align_auto(series: TiltSeries, *, tilt_axis=None, axis_tolerance=1.0, precis
     kept or not. The projections are not modified.
     """
     _single_axis(series, "automatic alignment")
-    measured, why_not = _background_removed(series, background)
+    measured, why_not = background_removed(series, background)
     rep = AlignmentReport(series.angles.tolist(), {}, [], background=f"none ({why_not})" if why_not else background,
                           background_fit=measured.metadata["background"] if not why_not and background != "none"
                           else None)

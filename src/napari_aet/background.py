@@ -164,3 +164,16 @@ def subtract_background(series: TiltSeries, *, method="constant", degree=3, mode
     record["levels"] = background.mean(axis=1).tolist()
     out = (images - background).reshape(n, ny, nx).astype(np.float32)
     return series.replace(projections=out, metadata={**series.metadata, "background": record})
+
+
+def background_removed(series: TiltSeries, background) -> tuple[TiltSeries, str]:
+    """``series`` with the ``background`` ("smooth", "constant" or "none") removed
+    (:func:`subtract_background`, the model and degree chosen from the data), and why not (""
+    if it was): where the particle leaves too little background for a fit, the series is returned
+    as it is."""
+    if background == "none":
+        return series, ""
+    try:
+        return subtract_background(series, method=background, model=None, degree=None), ""
+    except InputError as error:  # too little background to fit
+        return series, str(error)

@@ -50,6 +50,9 @@ def _add_common(parser):
     parser.add_argument("--keep-spikes", action="store_true",
                         help="keep single-pixel outliers (X-ray hits, hot pixels; default: replaced by the median of "
                              "their neighbours, counted in the report; docs/alignment.md)")
+    parser.add_argument("--background", default="auto", choices=("auto", "none", "constant", "smooth"),
+                        help="removed before reconstructing, estimated outside the particle (a detector offset, a "
+                             "support film): auto (default) = smooth for a particle, none for a film")
     parser.add_argument("--normalise", action="store_true",
                         help="scale every projection to the series' mean total intensity before reconstructing, "
                              "undoing beam-current drift (an isolated particle only: wrong for a film, and where "
@@ -160,7 +163,8 @@ def command_run(args) -> int:
 
 def _stage_options(args) -> dict:
     """run_pipeline's keyword arguments for the options shared by ``run`` and ``demo``."""
-    return pipeline_options(keep_spikes=args.keep_spikes, iterations=args.iterations, normalise=args.normalise,
+    return pipeline_options(keep_spikes=args.keep_spikes, iterations=args.iterations, background=args.background,
+                            normalise=args.normalise,
                             no_refine=args.no_refine, refine_iterations=args.refine_iterations,
                             refine_rounds=args.refine_rounds,
                             keep_every_move=args.keep_every_move, no_precision=args.no_precision,
@@ -314,6 +318,11 @@ def print_summary(report):
                if recon.get(f"final_{key}") is not None]
     if "half_set_fsc" in recon:
         metrics.append(f"half-set FSC resolution {recon['half_set_fsc']['resolution_A_at_0.143']:.2f} Å")
+    removed = recon.get("background", {})
+    if removed.get("mean_level") is not None:
+        metrics.append(f"{removed['method']} background removed (mean {removed['mean_level']:.3g} counts/px)")
+    elif removed.get("why_not"):
+        metrics.append(f"background kept ({removed['why_not']})")
     geometry = report["parameters"].get("geometry")
     if geometry:
         metrics.insert(0, f"{geometry} geometry (edge signal at high tilt {report['parameters']['edge_signal']:.2f})")

@@ -76,7 +76,11 @@ def run_pipeline(series: TiltSeries, elements, *, keep_spikes=False, align=True,
         substrates, neighbours entering the field; reconstructed by RESIRE over a region wider
         than the box, :mod:`napari_aet.reconstruct.extended`) or "auto" (film when the high-tilt
         projections carry signal at their edges). The report records the geometry used, and the
-        range of the projections' total intensities over their mean
+        range of the projections' total intensities over their mean. A particle's background (a
+        detector offset, a support film) is removed before reconstructing
+        (``reconstruct_options={"background": "auto"}``, the default: "smooth" for a particle,
+        "none" for a film; or "none", "constant", "smooth"; report ``reconstruction.background``),
+        and the
         (``reconstruction.relative_totals``); ``reconstruct_options={"normalise": True}`` scales
         them to one before reconstructing (beam-current drift; the factors' range in
         ``reconstruction.normalisation_factors``).
@@ -85,7 +89,7 @@ def run_pipeline(series: TiltSeries, elements, *, keep_spikes=False, align=True,
     from . import workflow
     from .preprocess import replace_spikes
     from .project import TimePoint
-    from .reconstruct.extended import film_parameters, resolve_geometry
+    from .reconstruct.extended import background_for, film_parameters, resolve_geometry
 
     elements = check_elements(elements)
     timings, parameters = {}, {"elements": list(elements), "keep_spikes": bool(keep_spikes), "align": bool(align),
@@ -117,6 +121,7 @@ def run_pipeline(series: TiltSeries, elements, *, keep_spikes=False, align=True,
         options = {**film_parameters(workflow.tilt_series_of(point)), **options}
     if "seed" in method_parameters(method):
         options.setdefault("seed", seed)
+    options["background"] = background_for(parameters["geometry"], options.get("background", "auto"))
     parameters["reconstruct_options"] = {**RECOMMENDED.get(method, {}), **options}
     if fsc:  # the half-set reconstructions are part of the stage (its timing includes them)
         stage_progress["reconstruct"] = sub_progress(progress, bounds[1], bounds[3])
@@ -132,7 +137,8 @@ def run_pipeline(series: TiltSeries, elements, *, keep_spikes=False, align=True,
 
     refinement = None
     if refine:
-        options = {"seed": seed, **(refine_options or {})}
+        options = {"seed": seed, "background": parameters["reconstruct_options"]["background"],
+                   **(refine_options or {})}
         parameters["refine_options"] = options
         refinement = timed("refine", elements=elements, **options)
         atoms = refinement.atoms
@@ -197,6 +203,7 @@ def build_report(result: PipelineResult, parameters, timings, alignment, warning
                            **({"half_set_fsc": result.reconstruction.metadata["fsc"]}
                               if "fsc" in result.reconstruction.metadata else {}),
                            "relative_totals": _range(relative_totals(result.aligned)),
+                           "background": result.reconstruction.metadata.get("background", {"method": "none"}),
                            **_normalisation_report(result.reconstruction.metadata)},
         **({"refinement": _refinement_report(result.refinement, result.aligned.angles)}
            if result.refinement is not None else {}),

@@ -26,7 +26,7 @@ RESULT_FILES = ("atoms.csv", "report.json", "project.aet", "reconstruction.mrc",
 RUN_OPTIONS = {"angles": str, "pixel_size": float, "tilt_axis": str, "no_align": bool, "method": str,
                "iterations": int, "fsc": bool, "no_refine": bool, "refine_iterations": int,
                "refine_rounds": int, "keep_every_move": bool, "no_precision": bool, "min_distance": str,
-               "normalise": bool, "keep_spikes": bool, "exclude": str,
+               "normalise": bool, "keep_spikes": bool, "exclude": str, "background": str,
                "seed": int, "geometry": str}
 
 
@@ -41,11 +41,12 @@ def parse_tilt_axis(text) -> float:
         raise InputError(f"--tilt-axis must be y, x or a number of degrees, got {text!r}") from None
 
 
-def pipeline_options(*, keep_spikes=False, iterations=None, normalise=False, no_refine=False,
+def pipeline_options(*, keep_spikes=False, iterations=None, background="auto", normalise=False, no_refine=False,
                      refine_iterations=None, refine_rounds=None, keep_every_move=False, no_precision=False,
                      min_distance=None) -> dict:
     """:func:`napari_aet.pipeline.run_pipeline` keyword arguments for the options that ``run`` and
-    ``demo`` share (whether single-pixel spikes are kept, reconstruction iterations, whether the
+    ``demo`` share (whether single-pixel spikes are kept, reconstruction iterations, the background
+    removed before reconstructing ("auto": smooth for a particle, none for a film), whether the
     projections are scaled to one total intensity first, refinement on/off, its iterations and
     rounds, whether it keeps every move without checking it on held-out projections, whether it skips
     the half-set estimate of the positions' error, and the minimum distance between atoms that
@@ -65,6 +66,8 @@ def pipeline_options(*, keep_spikes=False, iterations=None, normalise=False, no_
                 raise InputError(f"--{flag} must be 0 or more, got {value}")
             refine_options[name] = value
     reconstruct_options = {} if iterations is None else {"n_iterations": iterations}
+    if background != "auto":
+        reconstruct_options["background"] = background
     if normalise:
         reconstruct_options["normalise"] = True
     return {"keep_spikes": keep_spikes, "reconstruct_options": reconstruct_options,
@@ -134,8 +137,9 @@ def check_output(out_dir, *, force=False) -> Path:
 
 def run_to_directory(series_path, out_dir, elements, *, angles=None, pixel_size=None, tilt_axis=None,
                      exclude=None, keep_spikes=False, no_align=False, method="genfire", iterations=None,
-                     normalise=False, fsc=False, no_refine=False, refine_iterations=None, refine_rounds=None,
-                     keep_every_move=False, no_precision=False, min_distance=None, seed=0, geometry="auto", force=False,
+                     background="auto", normalise=False, fsc=False, no_refine=False, refine_iterations=None,
+                     refine_rounds=None, keep_every_move=False, no_precision=False, min_distance=None, seed=0,
+                     geometry="auto", force=False,
                      progress: ProgressCallback = None, log: Callable[[str], None] | None = None) -> dict:
     """Read a tilt-series file, run the whole chain and write its results into ``out_dir``.
 
@@ -143,13 +147,14 @@ def run_to_directory(series_path, out_dir, elements, *, angles=None, pixel_size=
     --help``): ``exclude`` projections left out ("10,20", indices from 0), ``angles`` an angle file
     (else the sidecar/metadata rules), ``pixel_size`` Å (else from the file), ``tilt_axis`` ``"y"``,
     ``"x"`` or degrees from the image y axis, ``keep_spikes`` single-pixel outliers not replaced,
-    ``iterations`` reconstruction iterations, ``normalise`` the projections scaled to one total
-    intensity before reconstructing, ``refine_rounds``/``refine_iterations`` the refinement's
-    limits, ``keep_every_move`` its moves unchecked, ``no_precision`` no half-set estimate of the
-    positions' error, ``min_distance`` the shortest distance (Å) tracing and refinement allow
-    between atoms (``"2.2"`` or ``"Fe-Pt=2.3,Pt=2.4"``; default: the physical table of
-    :mod:`napari_aet.elements`), ``seed`` every random step, ``geometry`` ``"auto"``, ``"particle"``
-    or ``"film"`` (:func:`napari_aet.pipeline.run_pipeline`).
+    ``iterations`` reconstruction iterations, ``background`` removed before reconstructing,
+    ``normalise`` the projections scaled to one total intensity before reconstructing,
+    ``refine_rounds``/``refine_iterations`` the refinement's limits, ``keep_every_move`` its moves
+    unchecked, ``no_precision`` no half-set estimate of the positions' error, ``min_distance`` the
+    shortest distance (Å) tracing and refinement allow between atoms (``"2.2"`` or
+    ``"Fe-Pt=2.3,Pt=2.4"``; default: the physical table of :mod:`napari_aet.elements`), ``seed``
+    every random step, ``geometry`` ``"auto"``, ``"particle"`` or ``"film"``
+    (:func:`napari_aet.pipeline.run_pipeline`).
 
     force : replace results already in ``out_dir``; a previous ``project.aet`` holding hand
         edits is renamed, never overwritten (see :func:`keep_if_edited`).
@@ -166,7 +171,8 @@ def run_to_directory(series_path, out_dir, elements, *, angles=None, pixel_size=
     elements = check_elements(elements)
     out_dir = check_output(out_dir, force=force)
     axis = None if tilt_axis is None else parse_tilt_axis(tilt_axis)
-    options = pipeline_options(keep_spikes=keep_spikes, iterations=iterations, normalise=normalise,
+    options = pipeline_options(keep_spikes=keep_spikes, iterations=iterations, background=background,
+                               normalise=normalise,
                                no_refine=no_refine, refine_iterations=refine_iterations, refine_rounds=refine_rounds,
                                keep_every_move=keep_every_move, no_precision=no_precision,
                                min_distance=min_distance)

@@ -217,23 +217,31 @@ def half_set_fsc(series: TiltSeries, method="genfire", *, progress: ProgressCall
     return fourier_shell_correlation(halves[0].volume, halves[1].volume, series.pixel_size)
 
 
-def reconstruct(point: TimePoint, method="genfire", *, normalise=False, automatic_support=False, fsc=False,
-                stop=None, on_iteration=None, progress: ProgressCallback = None, **params) -> Reconstruction:
+def reconstruct(point: TimePoint, method="genfire", *, background="none", normalise=False, automatic_support=False,
+                fsc=False, stop=None, on_iteration=None, progress: ProgressCallback = None,
+                **params) -> Reconstruction:
     """Reconstruct the point's tilt series (into ``point.reconstruction``).
 
     method, params : :func:`napari_aet.reconstruct.iterate`'s, over the method's recommended
-        parameters. normalise : first scale every projection to the series' mean total intensity
+        parameters.
+    background : "constant" or "smooth" first removes the background estimated outside the
+        particle (:func:`napari_aet.background.background_removed`: a detector offset, a support
+        film; a particle's reconstruction would otherwise hold it as a uniform slab, and tracing
+        finds atoms in it), recorded in ``reconstruction.metadata["background"]``; "none" (a film
+        has no empty region to measure it in).
+    normalise : first scale every projection to the series' mean total intensity
         (:func:`napari_aet.preprocess.normalise_intensity`: an isolated particle scatters the same
         total at every tilt, so beam-current drift is undone; wrong for a film, whose path length
         grows with the tilt, and where channelling brightens the views near a zone axis); the
         factors go to ``reconstruction.metadata["normalisation"]``.
-        automatic_support : confine to the particle mask of a weighted back-projection.
+    automatic_support : confine to the particle mask of a weighted back-projection.
     fsc : also the half-set Fourier shell correlation (two more reconstructions), stored in
         ``reconstruction.metadata["fsc"]``.
     stop : ``stop()`` true ends the iterations early, keeping the current iterate (the metadata say
         how many ran). on_iteration : called with each :class:`IterationState` (live views).
     """
     from .analysis.volume_metrics import resolution_from_fsc
+    from .background import background_removed
     from .backprojection import weighted_backprojection
     from .preprocess import normalise_intensity
     from .reconstruct import RECOMMENDED, parameters
@@ -241,6 +249,12 @@ def reconstruct(point: TimePoint, method="genfire", *, normalise=False, automati
     from .trace import particle_support
 
     series = tilt_series_of(point)
+    removed = {}
+    if background != "none":
+        series, why_not = background_removed(series, background)
+        levels = series.metadata.get("background", {}).get("levels")
+        removed = ({"method": background, "mean_level": float(np.mean(levels))} if not why_not and levels is not None
+                   else {"method": "none", "why_not": why_not})
     if normalise:
         series = normalise_intensity(series)
     params = parameters(method, **{**RECOMMENDED.get(method, {}), **params})  # checked, defaults filled
@@ -256,6 +270,8 @@ def reconstruct(point: TimePoint, method="genfire", *, normalise=False, automati
                                  "resolution_A_at_0.143": float(resolution_from_fsc(frequency, correlation))}
     if normalise:
         recon.metadata["normalisation"] = series.metadata["normalisation"]
+    if removed:
+        recon.metadata["background"] = removed
     point.reconstruction = recon
     return recon
 
@@ -327,22 +343,27 @@ def classify(point: TimePoint, elements, *, progress: ProgressCallback = None, *
     return point.atoms
 
 
-def refine(point: TimePoint, *, elements=None, precision=True, progress: ProgressCallback = None, **options):
+def refine(point: TimePoint, *, elements=None, background="none", precision=True, progress: ProgressCallback = None,
+           **options):
     """Refine ``point.atoms`` against the tilt series; ``traced`` keeps the input. Returns the
     :class:`~napari_aet.refine.Refinement` (its species heights, widths, error curves).
     Through :func:`run_stage`, a ``min_distance`` not given is the one the tracing was given.
+
+    background : removed from the series first, as :func:`reconstruct` does ("none", "constant",
+        "smooth"): a large background left in makes the refinement add atoms to explain it.
 
     precision : also estimate the refined positions' error from the even and the odd projections
         (:func:`napari_aet.precision.half_set_precision`; two more refinements without completion,
         skipped with fewer than its ``MIN_ANGLES`` projections): ``refinement.precision``,
         ``point.report["precision"]`` and the atoms' feature ``half_set_error`` (Å).
     """
+    from .background import background_removed
     from .precision import MIN_ANGLES, half_set_precision
     from .refine import refine_atoms
 
     if elements is None:
         elements = point.stages.get("classify", {}).get("parameters", {}).get("elements")
-    series = tilt_series_of(point)
+    series = background_removed(tilt_series_of(point), background)[0]
     estimate = precision and series.n_angles >= MIN_ANGLES
     refinement = refine_atoms(series, point.atoms, elements=elements,
                               progress=sub_progress(progress, 0.0, 0.85 if estimate else 1.0), **options)

@@ -14,7 +14,7 @@ from ..geometry import euler_angles
 from ..model import Reconstruction
 from ..preprocess import relative_totals
 from ..reconstruct import METHODS, parameters, recommended_parameters
-from ..reconstruct.extended import FILM_ITERATIONS, GEOMETRIES, film_parameters, resolve_geometry
+from ..reconstruct.extended import FILM_ITERATIONS, GEOMETRIES, background_for, film_parameters, resolve_geometry
 from ..reconstruct.genfire import RESOLUTION_SCHEDULES
 from ..reconstruct.gridding import fourier_coverage
 from ._base import StageWidget, is_support, is_tilt_series, time_point_name
@@ -69,6 +69,8 @@ class ReconstructWidget(StageWidget):
         super().__init__(napari_viewer, [
             ComboBox(name="geometry", choices=GEOMETRIES, value="auto"),
             ComboBox(name="method", choices=METHODS, value="genfire"),
+            ComboBox(name="background", label="background removed first",
+                     choices=["auto", "none", "constant", "smooth"], value="auto"),
             CheckBox(name="normalise", label="scale each projection to one total intensity (beam drift)",
                      value=False),
             SpinBox(name="n_iterations", label="iterations", value=default["n_iterations"], min=1, max=10_000),
@@ -102,7 +104,7 @@ class ReconstructWidget(StageWidget):
     def _show_method_parameters(self):
         recommended = recommended_parameters(self.parameters.method.value)
         for widget in self.parameters:
-            if widget.name in ("geometry", "method", "normalise", "fourier", "fsc"):
+            if widget.name in ("geometry", "method", "background", "normalise", "fourier", "fsc"):
                 continue
             widget.visible = widget.name in recommended
             if widget.name in recommended:  # each method starts from its own recommended values, as the CLI does
@@ -141,6 +143,7 @@ class ReconstructWidget(StageWidget):
             params = {**film_parameters(series, params.get("thickness")), **(params if method == "resire" else {})}
             method = "resire"
         normalise = self.parameters.normalise.value
+        background = background_for(self._geometry, self.parameters.background.value)
         takes_support = "support" in parameters(method)
         automatic_support = takes_support and self.support_input.currentText() == SUPPORT_CHOICES[1]
         support_layer = self.support_input.layer()
@@ -159,7 +162,7 @@ class ReconstructWidget(StageWidget):
                 shown[0] = time.monotonic()
 
         def job(progress):
-            recon = self.session.run("reconstruct", method=method, normalise=normalise,
+            recon = self.session.run("reconstruct", method=method, background=background, normalise=normalise,
                                      automatic_support=automatic_support, fsc=with_fsc,
                                      stop=lambda: self.stop_requested, on_iteration=live, progress=progress, **params)
             series = workflow.tilt_series_of(self.session.point)
@@ -204,6 +207,9 @@ class ReconstructWidget(StageWidget):
                                                                   np.asarray(fsc["fsc"])), totals)
         state = "done" if completed else "stopped early, current iterate kept as a new layer"
         self.session.announce(self.stage)
+        removed = recon.metadata.get("background", {})
+        if removed.get("mean_level") is not None:
+            summary += f"; {removed['method']} background removed (mean {removed['mean_level']:.3g})"
         factors = recon.metadata.get("normalisation", {}).get("factors")
         scaled = f"; projections scaled by {min(factors):.3f}–{max(factors):.3f} to one total" if factors else ""
         self.show_done(f"{recon.method} ({self._geometry} geometry): {recon.metadata['iterations_run']} "

@@ -84,6 +84,15 @@ def resolve_geometry(series: TiltSeries, geometry="auto") -> tuple[str, float]:
     return (detected if geometry == "auto" else geometry), signal
 
 
+def background_for(geometry, background="auto") -> str:
+    """The background to remove before reconstructing: ``background`` unless "auto", which is
+    "smooth" (estimated outside the particle) for a particle and "none" for a film (no empty
+    region to measure it in)."""
+    if background != "auto":
+        return background
+    return "smooth" if geometry == "particle" else "none"
+
+
 def extended_width(series: TiltSeries, thickness=None, limit=4.0) -> int:
     """Width (voxels along x) of a region in which every ray through the detector crosses the
     whole depth ``thickness`` (voxels, default nx) at every orientation of the series.
