@@ -165,3 +165,17 @@ def test_normalising_undoes_a_drifting_beam_current(series):
     ratio = normalised.volume.sum() / steady.volume.sum()
     np.testing.assert_allclose(normalised.volume, ratio * steady.volume, atol=1e-3 * np.abs(steady.volume).max())
     assert normalised.errors["r_factor"][-1] < drifting.errors["r_factor"][-1]
+
+
+def test_the_refinement_removes_the_background_the_reconstruction_removed(series):
+    level = 30.0  # a detector offset, counts per pixel
+    point = TimePoint("t0", raw=series.replace(projections=series.projections + level,
+                                               shifts=np.zeros((series.n_angles, 2))),
+                      parameters={"elements": ["Fe", "Pt"]})
+    workflow.run_stage(point, "reconstruct", method="resire", n_iterations=20, background="smooth")
+    assert point.reconstruction.metadata["background"]["mean_level"] == pytest.approx(level, rel=0.05)
+    workflow.run_stage(point, "trace")
+    workflow.run_stage(point, "classify", "Fe,Pt")
+    workflow.run_stage(point, "refine", complete_rounds=1, precision=False)
+    assert point.stages["refine"]["parameters"]["background"] == "smooth"  # the reconstruction's
+    assert np.count_nonzero(point.atoms.species != "") < 1.3 * np.count_nonzero(point.traced.species != "")

@@ -300,12 +300,15 @@ def _trace_defaults(point: TimePoint, options: dict) -> tuple[dict, dict]:
 
 def _refine_defaults(point: TimePoint, options: dict) -> tuple[dict, dict]:
     """Refine's options with ``min_distance`` when not given (or None): the one given to the
-    tracing of this point, if any (one number or pairs), else refine_atoms' physical table."""
-    if options.get("min_distance") is None:
-        options.pop("min_distance", None)
-        given = point.stages.get("trace", {}).get("parameters", {}).get("min_distance_given")
-        if given is not None:
-            options["min_distance"] = given
+    tracing of this point, if any (one number or pairs), else refine_atoms' physical table; and
+    ``background`` when not given: the one the reconstruction removed, if any."""
+    for name, stage, key in (("min_distance", "trace", "min_distance_given"),
+                             ("background", "reconstruct", "background")):
+        if options.get(name) is None:
+            options.pop(name, None)
+            given = point.stages.get(stage, {}).get("parameters", {}).get(key)
+            if given is not None:
+                options[name] = given
     return options, {}
 
 
@@ -347,7 +350,8 @@ def refine(point: TimePoint, *, elements=None, background="none", precision=True
            **options):
     """Refine ``point.atoms`` against the tilt series; ``traced`` keeps the input. Returns the
     :class:`~napari_aet.refine.Refinement` (its species heights, widths, error curves).
-    Through :func:`run_stage`, a ``min_distance`` not given is the one the tracing was given.
+    Through :func:`run_stage`, a ``min_distance`` not given is the one the tracing was given, and a
+    ``background`` not given the one the reconstruction removed.
 
     background : removed from the series first, as :func:`reconstruct` does ("none", "constant",
         "smooth"): a large background left in makes the refinement add atoms to explain it.
