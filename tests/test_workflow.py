@@ -178,4 +178,7 @@ def test_the_refinement_removes_the_background_the_reconstruction_removed(series
     workflow.run_stage(point, "classify", "Fe,Pt")
     workflow.run_stage(point, "refine", complete_rounds=1, precision=False)
     assert point.stages["refine"]["parameters"]["background"] == "smooth"  # the reconstruction's
+    fitted = workflow.refined_series(point)  # what the model projections are compared with
+    removed = np.mean(workflow.tilt_series_of(point).projections) - np.mean(fitted.projections)
+    assert removed == pytest.approx(level, rel=0.05)
     assert np.count_nonzero(point.atoms.species != "") < 1.3 * np.count_nonzero(point.traced.species != "")

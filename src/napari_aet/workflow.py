@@ -383,6 +383,15 @@ def refine(point: TimePoint, *, elements=None, background="none", precision=True
     return refinement
 
 
+def refined_series(point: TimePoint) -> TiltSeries:
+    """The tilt series the point's refinement fitted: its aligned series with the background the
+    refinement removed (its stage's ``background``), for model projections and residuals."""
+    from .background import background_removed
+
+    background = point.stages.get("refine", {}).get("parameters", {}).get("background", "none")
+    return background_removed(tilt_series_of(point), background)[0]
+
+
 def analyse(point: TimePoint, *, progress: ProgressCallback = None, **options):
     """Lattice, chemical order, nuclei, structure and strain of ``point.atoms`` (the real atoms;
     :func:`napari_aet.analysis.analyze.analyze_atoms`); the analysed atoms go to ``point.analysis``

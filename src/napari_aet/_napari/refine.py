@@ -13,7 +13,7 @@ from ..precision import describe_precision
 from ..geometry import euler_angles
 from ..refine import check_inputs, describe_moves_kept, refine_atoms, worst_projections
 from ..workflow import refine as refine_stage
-from ..workflow import tilt_series_of
+from ..workflow import refined_series
 from ._base import StageWidget, is_atoms, is_tilt_series
 from ._plots import PlotCanvas
 
@@ -71,14 +71,14 @@ class RefineWidget(StageWidget):
 
         def job(progress):
             refinement = self.session.run("refine", progress=progress, **params)
-            return refinement, refinement.model_projections(tilt_series_of(point))
+            series = refined_series(point)  # with the background the refinement removed
+            return refinement, series, refinement.model_projections(series)
 
         return job
 
     def finish(self, result):
-        refinement, model = result
+        refinement, series, model = result
         name, meta = self._target
-        series = tilt_series_of(self.session.point)
         self.show_study_output(atoms_layer(refinement.atoms, meta["volume_shape"], meta["voxel_size"],
                                            name=f"{name} refined"), "atoms")
         self.session.announce(self.stage)
