@@ -181,4 +181,6 @@ def test_the_refinement_removes_the_background_the_reconstruction_removed(series
     fitted = workflow.refined_series(point)  # what the model projections are compared with
     removed = np.mean(workflow.tilt_series_of(point).projections) - np.mean(fitted.projections)
     assert removed == pytest.approx(level, rel=0.05)
+    with pytest.raises(InputError, match="background 'smoth' is unknown"):
+        workflow.run_stage(point, "reconstruct", method="resire", n_iterations=2, background="smoth")
     assert np.count_nonzero(point.atoms.species != "") < 1.3 * np.count_nonzero(point.traced.species != "")

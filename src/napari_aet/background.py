@@ -166,11 +166,17 @@ def subtract_background(series: TiltSeries, *, method="constant", degree=3, mode
     return series.replace(projections=out, metadata={**series.metadata, "background": record})
 
 
+#: What can be removed before reconstructing and refining (:func:`background_removed`).
+BACKGROUNDS = ("none", "constant", "smooth")
+
+
 def background_removed(series: TiltSeries, background) -> tuple[TiltSeries, str]:
     """``series`` with the ``background`` ("smooth", "constant" or "none") removed
     (:func:`subtract_background`, the model and degree chosen from the data), and why not (""
     if it was): where the particle leaves too little background for a fit, the series is returned
     as it is."""
+    if background not in BACKGROUNDS:
+        raise InputError(f"background {background!r} is unknown: expected one of {', '.join(BACKGROUNDS)}")
     if background == "none":
         return series, ""
     try:

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from .background import BACKGROUNDS
 from .elements import parse_min_distance
 from .model import InputError, check_elements
 from .progress import ProgressCallback
@@ -181,6 +182,9 @@ def read_plan(path) -> list[PlanRow]:
         options = {name: value for name, value in options.items() if value is not None}
         if options.get("method", METHODS[0]) not in METHODS:
             raise InputError(f"{where}: unknown method {options['method']!r}: expected one of {', '.join(METHODS)}")
+        if options.get("background", "auto") not in ("auto", *BACKGROUNDS):
+            raise InputError(f"{where}: unknown background {options['background']!r}: expected auto, "
+                             f"{', '.join(BACKGROUNDS)}")
         if "min_distance" in options:
             try:
                 parse_min_distance(options["min_distance"])
