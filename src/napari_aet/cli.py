@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .background import BACKGROUNDS
 from .model import InputError, check_elements
 from .reconstruct import METHODS
 from .reconstruct.extended import GEOMETRIES
@@ -50,7 +51,7 @@ def _add_common(parser):
     parser.add_argument("--keep-spikes", action="store_true",
                         help="keep single-pixel outliers (X-ray hits, hot pixels; default: replaced by the median of "
                              "their neighbours, counted in the report; docs/alignment.md)")
-    parser.add_argument("--background", default="auto", choices=("auto", "none", "constant", "smooth"),
+    parser.add_argument("--background", default="auto", choices=("auto", *BACKGROUNDS),
                         help="removed before reconstructing, estimated outside the particle (a detector offset, a "
                              "support film): auto (default) = smooth for a particle, none for a film")
     parser.add_argument("--normalise", action="store_true",

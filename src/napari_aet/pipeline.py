@@ -76,14 +76,13 @@ def run_pipeline(series: TiltSeries, elements, *, keep_spikes=False, align=True,
         substrates, neighbours entering the field; reconstructed by RESIRE over a region wider
         than the box, :mod:`napari_aet.reconstruct.extended`) or "auto" (film when the high-tilt
         projections carry signal at their edges). The report records the geometry used, and the
-        range of the projections' total intensities over their mean. A particle's background (a
-        detector offset, a support film) is removed before reconstructing
-        (``reconstruct_options={"background": "auto"}``, the default: "smooth" for a particle,
-        "none" for a film; or "none", "constant", "smooth"; report ``reconstruction.background``),
-        and the
-        (``reconstruction.relative_totals``); ``reconstruct_options={"normalise": True}`` scales
-        them to one before reconstructing (beam-current drift; the factors' range in
-        ``reconstruction.normalisation_factors``).
+        range of the projections' total intensities over their mean
+        (``reconstruction.relative_totals``). A particle's background (a detector offset, a support
+        film) is removed before reconstructing and refining (``reconstruct_options={"background":
+        "auto"}``, the default: "smooth" for a particle, "none" for a film; or "none", "constant",
+        "smooth"; report ``reconstruction.background``). ``reconstruct_options={"normalise": True}``
+        scales the projections to one total intensity before reconstructing (beam-current drift;
+        the factors' range in ``reconstruction.normalisation_factors``).
     progress : ``progress(fraction, message)`` over the whole chain.
     """
     from . import workflow
@@ -236,11 +235,11 @@ def _refinement_report(refinement: Refinement, angles) -> dict:
     each projection's RMS residual over their median (``projection_misfit``) and those that fit far
     worse than the others (``worst_projections``: index, tilt in degrees — θ of Euler ``angles`` —
     and misfit, worst first; :func:`napari_aet.refine.worst_projections`)."""
+    from .geometry import euler_angles
     from .refine import worst_projections
 
     misfit = refinement.errors.get("projection_misfit", [])
-    tilts = np.asarray(angles, dtype=np.float64)
-    tilts = tilts[:, 1] if tilts.ndim == 2 else tilts
+    tilts = euler_angles(angles)[:, 1]
     worst = [{"index": int(i), "tilt_deg": float(tilts[i]), "misfit": float(misfit[i])}
              for i in worst_projections(misfit)] if len(misfit) else []
     features = refinement.atoms.features

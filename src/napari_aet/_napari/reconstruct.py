@@ -10,6 +10,7 @@ from scipy import fft
 
 from .. import workflow
 from .layers import tilt_series_from_layer, volume_layer
+from ..background import BACKGROUNDS
 from ..geometry import euler_angles
 from ..model import Reconstruction
 from ..preprocess import relative_totals
@@ -70,7 +71,7 @@ class ReconstructWidget(StageWidget):
             ComboBox(name="geometry", choices=GEOMETRIES, value="auto"),
             ComboBox(name="method", choices=METHODS, value="genfire"),
             ComboBox(name="background", label="background removed first",
-                     choices=["auto", "none", "constant", "smooth"], value="auto"),
+                     choices=["auto", *BACKGROUNDS], value="auto"),
             CheckBox(name="normalise", label="scale each projection to one total intensity (beam drift)",
                      value=False),
             SpinBox(name="n_iterations", label="iterations", value=default["n_iterations"], min=1, max=10_000),
