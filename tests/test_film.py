@@ -55,6 +55,22 @@ def test_a_neighbour_entering_the_field_counts_and_an_uneven_background_does_not
     assert detect_geometry(alone)[0] == "particle"
 
 
+def test_automatic_alignment_keeps_a_film_as_it_is_and_says_why(film, tmp_path, capsys):
+    from napari_aet.align import align_auto
+    from napari_aet.cli import main
+    from napari_aet.io import write_tilt_series
+
+    series, _ = film
+    kept, report = align_auto(series)
+    assert kept is series and report.skipped.startswith("kept as it is: the object fills the field of view")
+    write_tilt_series(tmp_path / "film.tif", series)  # the CLI aligns by default: it runs, and says so
+    assert main(["run", str(tmp_path / "film.tif"), "--pixel-size", "0.4", "--elements", "Pt", "--out",
+                 str(tmp_path / "out"), "--no-refine"]) == 0
+    assert "Alignment: kept as it is: the object fills the field of view" in capsys.readouterr().out
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["alignment"]["skipped"].startswith("kept as it is")
+
+
 def test_extended_region_holds_every_ray_and_crops_back(film):
     series, _ = film
     width = extended_width(series)

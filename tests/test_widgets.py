@@ -326,6 +326,20 @@ def test_align_bad_input_shows_a_message(make_napari_viewer, qtbot, tilt_series)
     assert "series aligned" not in viewer.layers
 
 
+def test_align_keeps_a_series_with_euler_angles_and_says_why(make_napari_viewer, qtbot, tilt_series):
+    _, aligned, _, _ = tilt_series
+    euler = np.stack([np.full(31, 0.3), aligned.angles, np.full(31, -0.3)], axis=1)  # (φ, θ, ψ): aligned already
+    series = aligned.replace(angles=euler)
+    viewer, widget = docked(make_napari_viewer, qtbot, AlignWidget, tilt_series_layer(series, name="series"))
+    qtbot.mouseClick(widget.run_button, Qt.LeftButton)
+    qtbot.waitUntil(lambda: not widget.running, timeout=WAIT_MS)
+    assert widget.last_outcome == "done"
+    assert widget.message.text().startswith("kept as it is: the series has Euler angles")
+    kept = tilt_series_from_layer(viewer.layers["series aligned"])
+    np.testing.assert_allclose(kept.projections, series.projections, atol=1e-3)  # no shift, no rotation
+    np.testing.assert_allclose(kept.angles, euler)
+
+
 # --- reconstruct ----------------------------------------------------------------------------------
 
 def pause_after_first_iteration(monkeypatch):

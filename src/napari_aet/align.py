@@ -29,6 +29,7 @@ from .projections import apply_alignment, border_level, pixel_coordinates
 from .background import background_removed, particle_mask
 from .backprojection import sirt_volume
 from .progress import report, sub_progress
+from .reconstruct.extended import EDGE_SIGNAL_FILM, edge_signal
 
 # ---------------------------------------------------------------------------- helpers
 
@@ -55,7 +56,25 @@ def _to_axis(shifts, tilt_axis):
 
 def _single_axis(series: TiltSeries, what: str):
     if not series.is_single_axis:
-        raise InputError(f"{what} needs single-axis tilt angles (n,), got Euler angles {series.angles.shape}")
+        raise InputError(f"{what} needs single-axis tilt angles (one tilt per projection); this series has "
+                         f"Euler angles (φ, θ, ψ) for each of its {series.n_angles} projections")
+
+
+def _why_not_aligned(series: TiltSeries) -> str | None:
+    """Why :func:`align_auto` cannot measure ``series``'s alignment, or None: Euler angles (they come
+    from an alignment already made), or an object that fills the field of view in most
+    projections (a film, or a particle larger than the images: its centre of mass and outline,
+    which the automatic alignment follows, are not in the images)."""
+    if not series.is_single_axis:
+        return ("kept as it is: the series has Euler angles (φ, θ, ψ) for each projection, which come from "
+                "an alignment already made; automatic alignment measures single-axis tilt series")
+    coverage = float(np.median(edge_signal(series)))
+    if coverage > EDGE_SIGNAL_FILM:
+        return (f"kept as it is: the object fills the field of view in most projections (median edge signal "
+                f"{coverage:.2f} > {EDGE_SIGNAL_FILM}: a film, or a particle larger than the images), and automatic "
+                f"alignment follows an isolated particle's centre of mass and outline; align such a series "
+                f"beforehand, or use the cross-correlation method")
+    return None
 
 
 def _centre_of_mass(signal):
@@ -667,6 +686,7 @@ class AlignmentReport:
     projection_matching: list[MatchingIteration] | None = None
     offset: float | None = None
     check: AlignmentCheck | None = None
+    skipped: str | None = None
 
     def record(self) -> dict:
         """The report as plain dicts (JSON-able after numpy conversion), as studies
@@ -710,6 +730,10 @@ def align_auto(series: TiltSeries, *, tilt_axis=None, axis_tolerance=1.0, precis
        measured on both); otherwise the input comes back unchanged (its own shifts and tilt
        axis) and ``report.check`` (an :class:`AlignmentCheck`) says why.
 
+    A series this cannot align comes back unchanged, with ``report.skipped`` saying why: Euler
+    angles (an alignment already made), or an object filling the field of view in most
+    projections (:func:`napari_aet.reconstruct.extended.edge_signal`: a film).
+
     All measurements use a copy with the background removed (``background``: "smooth",
     "constant" or "none", see :func:`napari_aet.background.subtract_background`); for "smooth"
     the model (one shape fixed to the detector for all tilts, with or without a scale per
@@ -725,7 +749,10 @@ def align_auto(series: TiltSeries, *, tilt_axis=None, axis_tolerance=1.0, precis
     with ``check``, the :class:`AlignmentCheck`; all describe the alignment that was measured,
     kept or not. The projections are not modified.
     """
-    _single_axis(series, "automatic alignment")
+    skipped = _why_not_aligned(series)
+    if skipped:
+        report(progress, 1.0, skipped)
+        return series, AlignmentReport(np.asarray(series.angles).tolist(), {}, skipped=skipped)
     measured, why_not = background_removed(series, background)
     rep = AlignmentReport(series.angles.tolist(), {}, [], background=f"none ({why_not})" if why_not else background,
                           background_fit=measured.metadata["background"] if not why_not and background != "none"

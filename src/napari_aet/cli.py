@@ -307,9 +307,9 @@ def print_summary(report):
     if spikes:
         print(f"Replaced {spikes} single-pixel spike(s) (X-ray hits, hot pixels) by the median of their neighbours "
               "(--keep-spikes keeps them)")
-    check = report.get("alignment", {}).get("check")
-    if check:
-        print(f"Alignment: {check['reason']}")
+    alignment = report.get("alignment", {})
+    if alignment.get("skipped") or alignment.get("check"):
+        print(f"Alignment: {alignment.get('skipped') or alignment['check']['reason']}")
     print(f"Atoms: {atoms['n_atoms']} ({per_element}); {atoms['n_ambiguous']} ambiguous; "
           f"{atoms['n_rejected_peaks']} peaks rejected as noise")
     for warning in atoms.get("warnings", []):

@@ -106,7 +106,7 @@ class AlignWidget(StageWidget):
         self.plot_report(measured, report)
         rms = np.sqrt(np.mean(np.sum(measured.shifts ** 2, axis=1)))
         check = report.check
-        verdict = "aligned: " if check is None else f"{check.reason}; "
+        verdict = f"{report.skipped}; " if report.skipped else "aligned: " if check is None else f"{check.reason}; "
         spikes = len(measured.metadata.get("spikes", []))
         replaced = f"{spikes} single-pixel spike(s) replaced; " if spikes else ""
         self.show_done(f"{verdict}{replaced}tilt axis {measured.tilt_axis:.2f}°, rms shift {rms:.2f} px; "
