@@ -562,6 +562,8 @@ def test_classify_widget_labels_species(qtbot, traced, particle):
     qtbot.addWidget(widget)
     layer = traced.layers["atoms"]
     assert widget.atoms_input.currentText() == "atoms" and widget.volume_input.currentText() == "volume"
+    assert widget.parameters.elements.value == ""  # no study elements: none guessed
+    qtbot.keyClicks(widget.parameters.elements.native, "Fe,Pt")
     assert run_and_wait(qtbot, widget) == "done"
     assert traced.layers["atoms"] is layer  # updated in place, not replaced
     found = atoms_from_layer(layer)
@@ -595,6 +597,7 @@ def test_classify_cancel_mid_run(qtbot, traced, monkeypatch):
     before = layer.features.copy()
     widget = ClassifyWidget(traced)
     qtbot.addWidget(widget)
+    widget.parameters.elements.value = "Fe,Pt"
     reached, release = pause_at_first_progress(monkeypatch, classify_module, "classify_atoms")
     cancel_mid_run(qtbot, widget, reached, release)
     assert layer.features.equals(before)  # nothing relabelled
@@ -603,6 +606,8 @@ def test_classify_cancel_mid_run(qtbot, traced, monkeypatch):
 def test_classify_bad_input_shows_a_message(qtbot, traced):
     widget = ClassifyWidget(traced)
     qtbot.addWidget(widget)
+    widget.run()
+    assert not widget.running and "the elements are unknown" in widget.message.text()
     widget.parameters.elements.value = "Fe,Xx"
     widget.run()
     assert not widget.running and "Xx" in widget.message.text()

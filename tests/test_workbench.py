@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import tifffile
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QApplication
 
 from napari_aet._napari._base import study_tag
@@ -66,6 +67,7 @@ def test_a_plain_tiff_gets_its_pixel_size_and_angles_in_the_data_step(make_napar
     assert "gives 29 angles but the series has 31" in data.message.text()
     data.pixel_size.setValue(0.4)
     data.set_range("-70, 70")
+    assert data.message.text() == ""  # nothing unknown any more
     data.elements.setText("fe, pt")
     assert data.apply() is not None
     raw = workbench.session.point.raw
@@ -83,6 +85,22 @@ def test_a_plain_tiff_gets_its_pixel_size_and_angles_in_the_data_step(make_napar
     assert raw.n_angles == 29 and np.allclose(raw.angles, np.delete(series.angles, [4, 11]))
     assert np.shape(layer.data)[0] == 29 and data.exclude.text() == ""  # the indices applied once
     assert data.apply().n_angles == 29  # applying again leaves out nothing more
+
+
+def test_elements_entered_after_the_reconstruction_leave_it_current(make_napari_viewer, qtbot):
+    viewer, workbench = workbench_in(make_napari_viewer)
+    viewer.open_sample("napari-aet", "fept")  # File > Open Sample
+    step = workbench.steps["Data"]
+    assert step.elements.text() == "Fe,Pt"  # the sample knows what it holds
+    step.elements.clear()
+    qtbot.mouseClick(step.apply_button, Qt.LeftButton)
+    session = workbench.session
+    session.run("reconstruct", method="wbp")
+    session.run("trace")
+    qtbot.keyClicks(step.elements, "Fe,Pt")
+    qtbot.mouseClick(step.apply_button, Qt.LeftButton)
+    assert status(session.point)["reconstruct"] == "done" and status(session.point)["trace"] == "stale"
+    assert session.point.parameters["elements"] == ["Fe", "Pt"] and "unchanged" in step.message.text()
 
 
 def test_a_study_saved_from_the_workbench_reopens_with_its_layers(make_napari_viewer, plain_tiff, tmp_path):

@@ -25,11 +25,10 @@ from skimage.registration import phase_cross_correlation
 
 from .geometry import Projector, in_plane_rotation
 from .model import InputError, TiltSeries
-from .projections import apply_alignment, border_level, pixel_coordinates
+from .projections import EDGE_SIGNAL_FILM, apply_alignment, border_level, edge_signal, pixel_coordinates
 from .background import background_removed, particle_mask
 from .backprojection import sirt_volume
 from .progress import report, sub_progress
-from .reconstruct.extended import EDGE_SIGNAL_FILM, edge_signal
 
 # ---------------------------------------------------------------------------- helpers
 
@@ -732,7 +731,7 @@ def align_auto(series: TiltSeries, *, tilt_axis=None, axis_tolerance=1.0, precis
 
     A series this cannot align comes back unchanged, with ``report.skipped`` saying why: Euler
     angles (an alignment already made), or an object filling the field of view in most
-    projections (:func:`napari_aet.reconstruct.extended.edge_signal`: a film).
+    projections (:func:`napari_aet.projections.edge_signal`: a film).
 
     All measurements use a copy with the background removed (``background``: "smooth",
     "constant" or "none", see :func:`napari_aet.background.subtract_background`); for "smooth"

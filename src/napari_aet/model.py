@@ -138,6 +138,13 @@ class TiltSeries:
     def is_single_axis(self) -> bool:
         return self.angles.ndim == 1
 
+    def same_data(self, other: TiltSeries) -> bool:
+        """Whether ``other`` holds the same projections, angles, pixel size, tilt axis and shifts
+        (metadata aside)."""
+        return (self.pixel_size == other.pixel_size and self.tilt_axis == other.tilt_axis
+                and all(np.array_equal(getattr(self, name), getattr(other, name))
+                        for name in ("angles", "shifts", "projections")))
+
     def replace(self, **changes) -> TiltSeries:
         """A copy with some fields changed (arrays not copied unless given)."""
         changes.setdefault("metadata", dict(self.metadata))

@@ -143,8 +143,9 @@ def simulate_tilt_series(atoms: AtomModel, angles=None, shape=(128, 128), pixel_
                               tilt_axis=tilt_axis, offsets=displacement + drift[:, f])
         expected = clean + smooth / n_frames
         frames[:, f] = expected if dose is None else rng.poisson(np.maximum(expected, 0))
+    elements = sorted(set(atoms.species.tolist()), key=ATOMIC_NUMBERS.get)  # lightest first, as the chain wants
     series = TiltSeries(frames.sum(axis=1), angles, pixel_size, metadata={
-        "source": "napari_aet.simulate", "dose": dose, "seed": seed, "blur": blur})
+        "source": "napari_aet.simulate", "dose": dose, "seed": seed, "blur": blur, "elements": elements})
     return SimulatedData(series, atoms, -displacement,
                          frames if n_frames > 1 else None, drift if n_frames > 1 else None)
 

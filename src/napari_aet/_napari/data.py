@@ -3,6 +3,8 @@ entered and checked, then the tilt series becomes the study's data."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from qtpy.QtWidgets import (
     QDoubleSpinBox,
@@ -16,6 +18,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from .. import workflow
 from ..io import read_angles
 from .layers import projections_of, tilt_series_layer
 from ..model import InputError, TiltSeries, check_elements
@@ -95,6 +98,7 @@ class DataWidget(QWidget):
         self.range_button.clicked.connect(lambda: self.set_range(self.angle_range.text()))
         self.file_button.clicked.connect(self._choose_angle_file)
         self.apply_button.clicked.connect(self.apply)
+        self.pixel_size.valueChanged.connect(self.show_warnings)
         self.show_layer_values()
 
     # --- reading the layer ----------------------------------------------------------------------
@@ -103,9 +107,11 @@ class DataWidget(QWidget):
         return (layer, layer.metadata["aet"]) if layer is not None else (None, None)
 
     def show_layer_values(self, _=None):
-        """Fill the fields from the chosen layer (and the study's elements)."""
+        """Fill the fields from the chosen layer (and the study's elements, else a simulation's)."""
         layer, meta = self._layer_meta()
         elements = self.session.point.parameters.get("elements")
+        if not elements and layer is not None:
+            elements = meta.get("info", {}).get("elements")
         self.elements.setText(",".join(elements) if elements else self.elements.text())
         if layer is None:
             self.message.setText("open a tilt series (File > Open, or File > Open Sample > napari-aet)")
@@ -118,9 +124,17 @@ class DataWidget(QWidget):
         self.angle_source.setText("⚠ unknown: set a range or load a file" if unknown else
                                   f"{len(self._angles)} from {source}")
         self.plot_angles()
-        warnings = [w for w, bad in (("the pixel size is unknown (1 Å shown)",
-                                      meta.get("info", {}).get("pixel_size_unknown")),
-                                     ("the tilt angles are unknown", unknown)) if bad]
+        self.show_warnings()
+
+    def show_warnings(self):
+        """What is still unknown about the chosen layer, or nothing."""
+        _, meta = self._layer_meta()
+        if meta is None:
+            return
+        warnings = [w for w, bad in (("the pixel size is unknown (1 Å shown): enter it",
+                                      meta.get("info", {}).get("pixel_size_unknown")
+                                      and self.pixel_size.value() == meta["pixel_size"]),
+                                     ("the tilt angles are unknown", self._angles is None)) if bad]
         self.message.setText("⚠ " + "; ".join(warnings) if warnings else "")
 
     def plot_angles(self):
@@ -149,6 +163,7 @@ class DataWidget(QWidget):
             return
         self.angle_source.setText(f"{len(self._angles)} from the range {text}")
         self.plot_angles()
+        self.show_warnings()
 
     def load_angle_file(self, path):
         """Angles from a file (``.tlt``, ``.rawtlt``, text, Euler tables; :func:`napari_aet.io.read_angles`)."""
@@ -161,8 +176,10 @@ class DataWidget(QWidget):
             self.message.setText(f"⚠ {error}")
             return
         self._angles = angles
-        self.angle_source.setText(f"{len(angles)} from {path}")
+        self.angle_source.setText(f"{len(angles)} from {Path(path).name}")
+        self.angle_source.setToolTip(str(path))
         self.plot_angles()
+        self.show_warnings()
 
     def _choose_angle_file(self):
         path, _ = QFileDialog.getOpenFileName(self, "Tilt angles", "", "Angles (*.tlt *.rawtlt *.txt *.csv *.npy *.mat)")
@@ -187,9 +204,19 @@ class DataWidget(QWidget):
         except InputError as error:
             self.message.setText(f"⚠ {error}")
             return None
+        point = self.session.point
+        unchanged = point.raw is not None and point.raw.same_data(series)
         if elements is not None:
             self.elements.setText(",".join(elements))
-            self.session.point.parameters["elements"] = list(elements)
+            if list(elements) != point.parameters.get("elements"):
+                point.parameters["elements"] = list(elements)
+                if unchanged:  # the elements set the tracing's minimum distance and the classes
+                    workflow.mark_stale_from(point, "trace")
+                    self.session.announce("raw")
+        if unchanged:
+            self.message.setText("the study's series is unchanged"
+                                 + (f"; elements {', '.join(elements)}" if elements else ""))
+            return point.raw
         self.session.set_raw(series)
         self._angles = series.angles  # the indices typed referred to the series before; they are used
         self.exclude.clear()
