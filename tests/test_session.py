@@ -1,8 +1,10 @@
 """The study session: autosaves that survive a killed process, and recovery on opening."""
 
+import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -10,7 +12,7 @@ import pytest
 from napari_aet.edit import relabel
 from napari_aet.model import AtomModel, InputError
 from napari_aet.project import Project, TimePoint, save_project
-from napari_aet.session import StudySession, autosave_paths
+from napari_aet.session import StudySession, autosave_folder, autosave_paths
 
 
 @pytest.fixture
@@ -73,3 +75,18 @@ def test_time_points_and_autosave_names(tmp_path):
     assert [p.name for p in autosave_paths(tmp_path / "a.aet")] == ["a.autosave.aet", "a.edits.aet"]
     with pytest.raises(InputError, match="is an autosave"):
         StudySession.open(tmp_path / "a.edits.aet")
+
+
+def test_the_autosave_folder_is_set_by_the_environment_and_old_autosaves_are_pruned(tmp_path, monkeypatch):
+    monkeypatch.setenv("NAPARI_AET_AUTOSAVE_DIR", str(tmp_path / "autosaves"))
+    assert autosave_folder() == tmp_path / "autosaves" and autosave_folder().is_dir()
+    month_ago = time.time() - 31 * 86400
+    old, recent, mine = (tmp_path / "autosaves" / name for name in (
+        "study-0ld.edits.aet", "study-recent.autosave.aet", "notes.autosave.aet"))
+    for path in (old, recent, mine):
+        save_project(path, Project([TimePoint("t0")]))
+    for path in (old, mine):
+        os.utime(path, (month_ago, month_ago))
+    session = StudySession()  # a session starting prunes what is 30 days old
+    assert session.autosave_path.parent == tmp_path / "autosaves"
+    assert not old.exists() and recent.exists() and mine.exists()  # only autosaves of studies never saved
