@@ -11,7 +11,7 @@ each written atomically: after every stage the whole study (``<study>.autosave.a
 and after every hand edit only what a person made — per time point its atoms, edit log, undo
 history, stage records and time (``<study>.edits.aet``), small enough to write after each edit. Opening a study
 takes the newest of the study and its autosave, then the hand edits saved after it, so a killed
-napari loses at most the edit in flight.
+napari loses at most the edit in flight; opening the autosave of a study never saved recovers it.
 Autosaves of studies never saved that were not written for :data:`PRUNE_AFTER_DAYS` days are
 removed when a session starts.
 """
@@ -69,8 +69,17 @@ def autosave_paths(path: Path | None) -> tuple[Path, Path]:
     return path.with_name(f"{stem}.autosave.aet"), path.with_name(f"{stem}.edits.aet")
 
 
+def _study_of(path: Path) -> Path:
+    """The study file whose autosave is ``path`` (``path`` itself if it is no autosave)."""
+    for suffix in _AUTOSAVE_SUFFIXES:
+        if path.name.endswith(suffix):
+            return path.with_name(path.name.removesuffix(suffix) + ".aet")
+    return path
+
+
 def _newer(path: Path, than: Path) -> bool:
-    return path.exists() and path.stat().st_mtime_ns >= than.stat().st_mtime_ns
+    """Whether ``path`` exists and was written no earlier than ``than`` (or ``than`` is missing)."""
+    return path.exists() and (not than.exists() or path.stat().st_mtime_ns >= than.stat().st_mtime_ns)
 
 
 def _hand_made(point: TimePoint) -> TimePoint:
@@ -92,13 +101,13 @@ class StudySession:
         prune_autosaves()
         self._set(study if study is not None else Project([TimePoint("t0")]), path)
 
-    def _set(self, study: Project, path):
+    def _set(self, study: Project, path, autosaves: tuple[Path, Path] | None = None):
         if not study.time_points:
             raise InputError("a study needs at least one time point")
         self.study, self.index = study, 0
         self.recovered = False  # whether opening restored work from an autosave
         self.path = None if path is None else Path(path)
-        self.autosave_path, self.edits_path = autosave_paths(self.path)
+        self.autosave_path, self.edits_path = autosaves or autosave_paths(self.path)
 
     @property
     def point(self) -> TimePoint:
@@ -165,18 +174,21 @@ class StudySession:
 
     def load(self, path):
         """Work on the study saved at ``path`` from now on, with whatever its autosaves hold that
-        is newer (``recovered`` says whether they held any); announces "study"."""
-        path = Path(path)
-        if path.name.endswith((".autosave.aet", ".edits.aet")):
-            raise InputError(f"{path.name} is an autosave: open the study it belongs to "
-                             f"({path.name.split('.')[0]}.aet), which restores it")
-        source = path
+        is newer (``recovered`` says whether they held any); announces "study".
+
+        ``path`` may be an autosave (``<study>.autosave.aet``, ``<study>.edits.aet``): its study
+        ``<study>.aet`` is opened. A study never saved (no ``<study>.aet``) is recovered from its
+        autosaves alone: it stays unsaved (``path`` None) and keeps autosaving to them."""
+        path = _study_of(Path(path).expanduser())
         autosave, edits = autosave_paths(path)
-        if _newer(autosave, path):
-            source = autosave
+        source = autosave if _newer(autosave, path) else path
+        if not source.exists():
+            source = edits  # only hand edits were autosaved
+        if not source.exists():
+            raise InputError(f"file {path} does not exist, nor any autosave of it: check the name and directory")
         study = load_project(source)
         recovered = source != path
-        self._set(study, path)
+        self._set(study, path if path.exists() else None, (autosave, edits))
         if _newer(edits, source):
             recovered |= self.recover(load_project(edits))
         self.recovered = recovered
