@@ -4,12 +4,14 @@ import numpy as np
 import pytest
 import tifffile
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QApplication
+from qtpy.QtWidgets import QApplication, QFileDialog
 
 from napari_aet._napari._base import study_tag
 from napari_aet._napari.data import parse_angle_range
 from napari_aet._napari.layers import projections_of
 from napari_aet.model import InputError
+from napari_aet.project import save_project
+from napari_aet.session import StudySession
 from napari_aet.simulate import fcc_particle, simulate_tilt_series
 from napari_aet.workflow import status
 
@@ -121,6 +123,36 @@ def test_a_study_saved_from_the_workbench_reopens_with_its_layers(make_napari_vi
     (layer,) = [layer for layer in other_viewer.layers if study_tag(layer)[1:] == ("t0", "raw")]
     np.testing.assert_array_equal(projections_of(layer), series.projections)
     assert status(other.session.point)["align"] == "not run"
+
+
+def test_open_recovers_the_autosave_of_a_study_never_saved(make_napari_viewer, plain_tiff, qtbot, monkeypatch,
+                                                          tmp_path):
+    """After a crash, Open… on the autosave of a study never saved brings it back, still unsaved;
+    Save asks for a name, and the autosave goes."""
+    _, series = plain_tiff
+    crashed = StudySession()
+    crashed.set_raw(series)
+    crashed.add_time_point("16 min")
+    save_project(crashed.autosave_path, crashed.study)  # as autosaved after a stage; then napari crashed
+    viewer, workbench = workbench_in(make_napari_viewer)
+
+    def click(button, dialog, path):
+        monkeypatch.setattr(QFileDialog, dialog, lambda *args, **kwargs: (str(path), ""))
+        qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
+
+    click(workbench.open_button, "getOpenFileName", tmp_path / "missing.aet")
+    assert "missing.aet does not exist, nor any autosave of it" in workbench.message.text()
+    click(workbench.open_button, "getOpenFileName", crashed.autosave_path)
+    assert "recovered an unsaved study" in workbench.message.text() and "Save it" in workbench.message.text()
+    assert workbench.study_label.text().endswith("unsaved (autosaved)")
+    assert [workbench.time_points.itemText(i) for i in range(workbench.time_points.count())] == ["t0", "16 min"]
+    workbench.select_time_point(0)
+    (layer,) = [layer for layer in viewer.layers if study_tag(layer)[1:] == ("t0", "raw")]
+    np.testing.assert_array_equal(projections_of(layer), series.projections)
+
+    click(workbench.save_button, "getSaveFileName", tmp_path / "particle.aet")
+    assert workbench.study_label.text().endswith("particle.aet") and (tmp_path / "particle.aet").exists()
+    assert not crashed.autosave_path.exists()
 
 
 def test_each_time_point_has_its_layers_together_named_and_shown_alone(make_napari_viewer, plain_tiff, qtbot,

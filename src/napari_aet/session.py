@@ -6,17 +6,22 @@ through :meth:`StudySession.run` (:func:`napari_aet.workflow.run_stage` on the c
 point), and every change is announced on :attr:`StudySession.changed` with the stage's name
 ("edit" for hand edits, "study" when the study itself was replaced).
 
-Two autosaves sit next to the study file (for a study never saved, in the user's data
-directory), each written atomically: after every stage the whole study (``<study>.autosave.aet``),
+Two autosaves sit next to the study file (for a study never saved, in :func:`autosave_folder`),
+each written atomically: after every stage the whole study (``<study>.autosave.aet``),
 and after every hand edit only what a person made — per time point its atoms, edit log, undo
 history, stage records and time (``<study>.edits.aet``), small enough to write after each edit. Opening a study
 takes the newest of the study and its autosave, then the hand edits saved after it, so a killed
-napari loses at most the edit in flight.
+napari loses at most the edit in flight; opening the autosave of a study never saved recovers it.
+Autosaves of studies never saved that were not written for :data:`PRUNE_AFTER_DAYS` days are
+removed when a session starts.
 """
 
 from __future__ import annotations
 
+import os
+import time
 import uuid
+from contextlib import suppress
 from pathlib import Path
 
 from psygnal import Signal
@@ -25,21 +30,56 @@ from . import workflow
 from .model import InputError, TiltSeries
 from .project import Project, TimePoint, load_project, save_project
 
-def autosave_paths(path: Path | None) -> tuple[Path, Path]:
-    """The (whole-study, hand-edits) autosave files of the study saved at ``path`` (fresh ones in
-    the user's data directory for a study never saved)."""
-    if path is None:
+#: Environment variable that sets the folder of the autosaves of studies never saved.
+AUTOSAVE_DIR_VARIABLE = "NAPARI_AET_AUTOSAVE_DIR"
+#: Autosaves of studies never saved that were not written for this many days are removed.
+PRUNE_AFTER_DAYS = 30
+_AUTOSAVE_SUFFIXES = (".autosave.aet", ".edits.aet")
+
+
+def autosave_folder() -> Path:
+    """The folder of the autosaves of studies never saved (made if missing): the environment
+    variable ``NAPARI_AET_AUTOSAVE_DIR`` if set, else ``autosave`` in the user's data directory."""
+    folder = os.environ.get(AUTOSAVE_DIR_VARIABLE)
+    if not folder:
         from platformdirs import user_data_dir
 
         folder = Path(user_data_dir("napari-aet")) / "autosave"
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"study-{uuid.uuid4().hex[:12]}.aet"
+    folder = Path(folder).expanduser()
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def prune_autosaves(days: float = PRUNE_AFTER_DAYS):
+    """Remove the autosaves of studies never saved (``study-*`` in :func:`autosave_folder`) not
+    written for ``days`` days."""
+    oldest = time.time() - days * 86400
+    for path in autosave_folder().glob("study-*.aet"):
+        with suppress(FileNotFoundError):  # another napari may prune at the same time
+            if path.name.endswith(_AUTOSAVE_SUFFIXES) and path.stat().st_mtime < oldest:
+                path.unlink()
+
+
+def autosave_paths(path: Path | None) -> tuple[Path, Path]:
+    """The (whole-study, hand-edits) autosave files of the study saved at ``path`` (fresh ones in
+    :func:`autosave_folder` for a study never saved)."""
+    if path is None:
+        path = autosave_folder() / f"study-{uuid.uuid4().hex[:12]}.aet"
     stem = path.name.removesuffix(".aet")
     return path.with_name(f"{stem}.autosave.aet"), path.with_name(f"{stem}.edits.aet")
 
 
+def _study_of(path: Path) -> Path:
+    """The study file whose autosave is ``path`` (``path`` itself if it is no autosave)."""
+    for suffix in _AUTOSAVE_SUFFIXES:
+        if path.name.endswith(suffix):
+            return path.with_name(path.name.removesuffix(suffix) + ".aet")
+    return path
+
+
 def _newer(path: Path, than: Path) -> bool:
-    return path.exists() and path.stat().st_mtime_ns >= than.stat().st_mtime_ns
+    """Whether ``path`` exists and was written no earlier than ``than`` (or ``than`` is missing)."""
+    return path.exists() and (not than.exists() or path.stat().st_mtime_ns >= than.stat().st_mtime_ns)
 
 
 def _hand_made(point: TimePoint) -> TimePoint:
@@ -58,15 +98,16 @@ class StudySession:
 
     def __init__(self, study: Project | None = None, path=None):
         self.id = uuid.uuid4().hex  # tells this session's layers from layers of other studies
+        prune_autosaves()
         self._set(study if study is not None else Project([TimePoint("t0")]), path)
 
-    def _set(self, study: Project, path):
+    def _set(self, study: Project, path, autosaves: tuple[Path, Path] | None = None):
         if not study.time_points:
             raise InputError("a study needs at least one time point")
         self.study, self.index = study, 0
         self.recovered = False  # whether opening restored work from an autosave
         self.path = None if path is None else Path(path)
-        self.autosave_path, self.edits_path = autosave_paths(self.path)
+        self.autosave_path, self.edits_path = autosaves or autosave_paths(self.path)
 
     @property
     def point(self) -> TimePoint:
@@ -133,18 +174,21 @@ class StudySession:
 
     def load(self, path):
         """Work on the study saved at ``path`` from now on, with whatever its autosaves hold that
-        is newer (``recovered`` says whether they held any); announces "study"."""
-        path = Path(path)
-        if path.name.endswith((".autosave.aet", ".edits.aet")):
-            raise InputError(f"{path.name} is an autosave: open the study it belongs to "
-                             f"({path.name.split('.')[0]}.aet), which restores it")
-        source = path
+        is newer (``recovered`` says whether they held any); announces "study".
+
+        ``path`` may be an autosave (``<study>.autosave.aet``, ``<study>.edits.aet``): its study
+        ``<study>.aet`` is opened. A study never saved (no ``<study>.aet``) is recovered from its
+        autosaves alone: it stays unsaved (``path`` None) and keeps autosaving to them."""
+        path = _study_of(Path(path).expanduser())
         autosave, edits = autosave_paths(path)
-        if _newer(autosave, path):
-            source = autosave
+        source = autosave if _newer(autosave, path) else path
+        if not source.exists():
+            source = edits  # only hand edits were autosaved
+        if not source.exists():
+            raise InputError(f"file {path} does not exist, nor any autosave of it: check the name and directory")
         study = load_project(source)
         recovered = source != path
-        self._set(study, path)
+        self._set(study, path if path.exists() else None, (autosave, edits))
         if _newer(edits, source):
             recovered |= self.recover(load_project(edits))
         self.recovered = recovered

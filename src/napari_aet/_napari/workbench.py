@@ -174,16 +174,22 @@ class Workbench(QWidget):
 
     # --- files ----------------------------------------------------------------------------------
     def open_study(self, path):
-        """Open a study file (``.aet``): its layers replace nothing, the steps work on it from now on."""
+        """Open a study file (``.aet``, or the autosave of a study never saved, which recovers it):
+        its layers replace nothing, the steps work on it from now on."""
         try:
             self.session.load(path)
         except InputError as error:
             self.message.setText(f"⚠ {error}")
             return
         self.show_time_point()
-        recovered = "; unsaved work restored from its autosave" if self.session.recovered else ""
-        self.message.setText(f"opened {self.session.path.name}: {len(self.session.study.time_points)} time "
-                             f"point(s){recovered}")
+        session = self.session
+        points = f"{len(session.study.time_points)} time point(s)"
+        if session.path is None:
+            self.message.setText(f"recovered an unsaved study from its autosave {session.autosave_path.name}: "
+                                 f"{points}. It was never saved: Save it under a name to keep it")
+            return
+        recovered = "; unsaved work restored from its autosave" if session.recovered else ""
+        self.message.setText(f"opened {session.path.name}: {points}{recovered}")
 
     def save_study(self, path=None):
         """Save the whole study (to ``path``, or its file); asks for a file when it has none."""
