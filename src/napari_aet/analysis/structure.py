@@ -32,13 +32,27 @@ def _volume(positions) -> float:
         return np.ptp(positions, axis=0).prod() or 1.0
 
 
-def _g(centres, targets, volume, edges, max_centres, seed) -> np.ndarray:
-    """g(r) of ``targets`` around ``centres`` (at most ``max_centres`` of them, drawn with ``seed``)."""
-    centres = centres[np.random.default_rng(seed).choice(len(centres), size=min(len(centres), max_centres),
-                                                           replace=False)]
-    counts = np.diff(cKDTree(centres).count_neighbors(cKDTree(targets), edges).astype(float))  # self at r=0 out
+def _pair_histograms(positions, codes, n_codes, edges, max_centres, seed):
+    """Pair-distance histograms ``(n_codes, n_codes, n_bins)``: [a, b] counts the atoms of code b at
+    edges[k] < d ≤ edges[k+1] from the centres of code a, the centres being at most ``max_centres``
+    atoms drawn with ``seed``; and the number of centres of each code."""
+    n = len(positions)
+    pick = np.random.default_rng(seed).choice(n, size=min(n, max_centres), replace=False)
+    pairs = cKDTree(positions[pick]).sparse_distance_matrix(cKDTree(positions), edges[-1], output_type="ndarray")
+    k = np.searchsorted(edges, pairs["v"], side="left") - 1
+    pairs, k = pairs[k >= 0], k[k >= 0]  # an atom and itself (d = 0) left out
+    n_bins = len(edges) - 1
+    index = (codes[pick][pairs["i"]] * n_codes + codes[pairs["j"]]) * n_bins + k
+    counts = np.bincount(index, minlength=n_codes * n_codes * n_bins).reshape(n_codes, n_codes, n_bins)
+    return counts.astype(float), np.bincount(codes[pick], minlength=n_codes)
+
+
+def _binned(positions, codes, n_codes, r_max, bin_width, max_centres, seed):
+    """Bin centres r (Å), the shell volumes 4πr²Δr over the hull volume, and :func:`_pair_histograms`."""
+    edges = np.arange(0.0, r_max + bin_width, bin_width)
     r = 0.5 * (edges[1:] + edges[:-1])
-    return counts / (len(centres) * (len(targets) / volume) * 4 * np.pi * r ** 2 * np.diff(edges))
+    return r, 4 * np.pi * r ** 2 * bin_width / _volume(positions), \
+        *_pair_histograms(positions, codes, n_codes, edges, max_centres, seed)
 
 
 def pair_distribution(positions, *, r_max=10.0, bin_width=0.05, max_centres=4000,
@@ -50,22 +64,24 @@ def pair_distribution(positions, *, r_max=10.0, bin_width=0.05, max_centres=4000
     positions = np.asarray(positions, float)
     if len(positions) < 5:
         raise InputError(f"the pair distribution needs at least 5 atoms, got {len(positions)}")
-    edges = np.arange(0.0, r_max + bin_width, bin_width)
-    return 0.5 * (edges[1:] + edges[:-1]), _g(positions, positions, _volume(positions), edges, max_centres, seed)
+    r, shell, counts, centres = _binned(positions, np.zeros(len(positions), int), 1, r_max, bin_width,
+                                        max_centres, seed)
+    return r, counts[0, 0] / (centres[0] * len(positions) * shell)
 
 
 def partial_pair_distributions(positions, species, *, r_max=10.0, bin_width=0.05, max_centres=4000,
                                seed=0) -> dict:
     """Partial pair distributions g_ab(r) for every pair of elements a ≤ b (alphabetical), keyed
     "a-b": b atoms around a atoms over N_a·ρ_b·4πr²Δr, ρ_b = N_b / hull volume, so a random
-    mixture gives g_ab ≈ g for every pair. Bins as :func:`pair_distribution`; an element with
-    fewer than 2 atoms is left out."""
-    positions, species = np.asarray(positions, float), np.asarray(species)
-    edges = np.arange(0.0, r_max + bin_width, bin_width)
-    volume = _volume(positions)
-    elements = [e for e in sorted(set(species)) if np.count_nonzero(species == e) >= 2]
-    return {f"{a}-{b}": _g(positions[species == a], positions[species == b], volume, edges, max_centres, seed)
-            for i, a in enumerate(elements) for b in elements[i:]}
+    mixture gives g_ab ≈ g for every pair. Bins and centres as :func:`pair_distribution` (N_a:
+    the centres of element a); an element without 2 atoms and 2 centres is left out."""
+    positions = np.asarray(positions, float)
+    elements, codes = np.unique(np.asarray(species, str), return_inverse=True)
+    r, shell, counts, centres = _binned(positions, codes, len(elements), r_max, bin_width, max_centres, seed)
+    atoms = np.bincount(codes, minlength=len(elements))
+    kept = [a for a in range(len(elements)) if atoms[a] >= 2 and centres[a] >= 2]
+    return {f"{elements[a]}-{elements[b]}": counts[a, b] / (centres[a] * atoms[b] * shell)
+            for i, a in enumerate(kept) for b in kept[i:]}
 
 
 def first_minimum(r, g, *, smooth=0.1) -> float:
@@ -79,10 +95,15 @@ def first_minimum(r, g, *, smooth=0.1) -> float:
     return float(r[window[np.argmin(g[window])]])
 
 
-def _neighbours(positions, cutoff, k=30):
-    """The up to ``k`` neighbours within ``cutoff`` Å (k far above an fcc 12 or an amorphous metal's 12-16)."""
-    dist, idx = cKDTree(positions).query(positions, k=min(k + 1, len(positions)), distance_upper_bound=cutoff)
-    return idx[:, 1:], np.isfinite(dist[:, 1:])
+def _neighbours(positions, cutoff, k=14):
+    """Every atom's neighbours within ``cutoff`` Å, ``(N, k)`` indices and presence (k doubled until
+    no atom has k of them)."""
+    tree = cKDTree(positions)
+    while True:
+        dist, idx = tree.query(positions, k=min(k + 1, len(positions)), distance_upper_bound=cutoff)
+        if k + 1 >= len(positions) or not np.isfinite(dist[:, -1]).any():
+            return idx[:, 1:], np.isfinite(dist[:, 1:])
+        k *= 2
 
 
 def _q_lm(unit_bonds, present, l):
