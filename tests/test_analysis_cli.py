@@ -10,6 +10,7 @@ from napari_aet.analysis.outputs import analyze_to_directory, track_to_directory
 from napari_aet.cli import main
 from napari_aet.io import read_volume, write_atoms
 from napari_aet.model import InputError
+from napari_aet.simulate import amorphous_slab
 from napari_aet.simulate_alloy import annealing_series
 from cli_output import error_line
 
@@ -74,7 +75,8 @@ def test_track_accepts_atoms_files_and_the_functions_return_summaries(analysed, 
     (["track", "ONE", "--out", "OUT"], "at least two time points"),
     (["analyze", "NOELEMENT", "--out", "OUT"], "no element column"),
     (["analyze", "MISSING", "--out", "OUT"], "does not exist"),
-    (["analyze", "RANDOM", "--out", "OUT"], "does not fit"),
+    (["analyze", "RANDOM", "--out", "OUT", "--lattice", "fcc"], 'does not fit these atoms: only'),
+    (["analyze", "RANDOM", "--out", "OUT", "--lattice", "bcc"], 'lattice "none" for an amorphous sample'),
 ])
 def test_bad_input_is_one_line_and_status_2(analysed, tmp_path, capsys, args, message):
     _, outputs = analysed
@@ -104,3 +106,27 @@ def test_one_element_still_writes_the_structure(analysed, tmp_path, capsys):
 def test_min_nucleus_is_checked(tmp_path):
     with pytest.raises(InputError, match="at least 1"):
         analyze_to_directory(tmp_path / "x.csv", tmp_path, min_nucleus=0)
+
+
+def test_analyze_without_a_lattice_writes_the_structure_and_says_what_was_skipped(tmp_path, capsys):
+    write_atoms(tmp_path / "film.csv", amorphous_slab(elements=("Ta",), seed=0))
+    out = tmp_path / "none"
+    assert main(["analyze", str(tmp_path / "film.csv"), "--out", str(out), "--lattice", "none"]) == 0
+    printed = capsys.readouterr().out
+    assert "no lattice (amorphous)" in printed and "skipped: lattice fit, chemical order, nuclei, strain" in printed
+    assert sorted(p.name for p in out.iterdir()) == ["atoms.csv", "structure.json"]
+    table = pd.read_csv(out / "atoms.csv")
+    assert list(table.columns) == [*pd.read_csv(tmp_path / "film.csv").columns, "coordination", "Q4", "Q6"]
+    structure = json.loads((out / "structure.json").read_text())
+    assert structure["lattice"] is None and structure["parameters"]["lattice"] == "none"
+    assert 2.4 <= structure["first_peak_A"] <= 2.6 and structure["neighbour_cutoff_A"] > 3
+    summary = structure["summary"]
+    assert summary["ran"] == ["pair distribution", "coordination", "Q4/Q6"]
+    assert summary["skipped"]["chemical order"] == "needs a lattice: no lattice chosen (amorphous)"
+
+    auto = tmp_path / "auto"  # no --lattice: neither fits, analysed as amorphous, and said so
+    assert main(["analyze", str(tmp_path / "film.csv"), "--out", str(auto)]) == 0
+    assert "lattice auto: no lattice fits" in capsys.readouterr().out
+    assert json.loads((auto / "structure.json").read_text())["summary"]["lattice"] == "none"
+    assert main(["track", str(out), str(auto), "--out", str(tmp_path / "tracks")]) == 2
+    assert "analysed without a lattice (amorphous)" in error_line(capsys)

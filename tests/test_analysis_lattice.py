@@ -63,7 +63,9 @@ def test_round_to_sites_keeps_fcc_parity():
 def test_random_points_do_not_fit():
     rng = np.random.default_rng(0)
     atoms = AtomModel(rng.uniform(-15, 15, (2000, 3)), np.full(2000, "Pt", dtype=object))
-    with pytest.raises(InputError, match="does not fit.*bonds"):
+    with pytest.raises(InputError, match="an fcc lattice does not fit.*bonds.*lattice \"none\" for an amorphous"):
         fit_lattice(atoms)
+    with pytest.raises(InputError, match="^a bcc lattice does not fit.*of a bcc bond direction"):
+        fit_lattice(atoms, kind="bcc")
     with pytest.raises(InputError, match="lattice must be one of"):
         fit_lattice(atoms, kind="hcp")

@@ -14,6 +14,7 @@ from napari_aet._napari.timeseries import TimeSeriesWidget
 from napari_aet.analysis.outputs import analyze_to_directory
 from napari_aet.io import write_atoms
 from napari_aet._napari.layers import atoms_layer
+from napari_aet.simulate import amorphous_slab
 from napari_aet.simulate_alloy import annealing_series
 
 WAIT_MS = 60_000
@@ -160,3 +161,30 @@ def test_analyse_keeps_its_result_in_the_study(make_napari_viewer, qtbot, times)
     point = widget.session.point
     assert status(point)["analyse"] == "done" and len(point.analysis) == len(atoms)
     assert "analyse ✓" in widget.status.text()
+
+
+def test_analyse_an_amorphous_film_without_a_lattice(make_napari_viewer, qtbot):
+    """Lattice "none (amorphous)" chosen in the combo box: structure only, and the message says what was skipped."""
+    from qtpy.QtCore import Qt
+
+    viewer = make_napari_viewer()
+    show_layer(viewer, atoms_layer(amorphous_slab(elements=("Ta",), seed=0), (40, 96, 96), VOXEL, name="film"))
+    widget = AnalyseWidget(viewer)
+    qtbot.addWidget(widget)
+    combo = widget.parameters.lattice.native
+    assert combo.currentText() == "auto"
+    combo.setCurrentIndex(combo.findText("none (amorphous)"))
+    assert widget.values()["lattice"] == "none"
+    qtbot.mouseClick(widget.run_button, Qt.LeftButton)
+    qtbot.waitUntil(lambda: not widget.running, timeout=WAIT_MS)
+    assert widget.last_outcome == "done", widget.message.text()
+    message = widget.message.text()
+    assert "no lattice (amorphous)" in message and "skipped: lattice fit, chemical order, nuclei, strain" in message
+    points = viewer.layers["film analysis"]
+    assert {"coordination", "Q4", "Q6"} <= set(points.features.columns) and "phase" not in points.features
+    assert "film order" not in viewer.layers and "film nuclei" not in viewer.layers
+    assert widget.parameters.colour_by.value == "Q6" and widget.nuclei_list.count() == 0
+    q6 = points.features["Q6"].to_numpy()
+    assert not np.allclose(points.face_color[np.argmax(q6)], points.face_color[np.argmin(q6)])
+    pdf, histogram, _ = widget.plot.figure.axes
+    assert pdf.lines and histogram.get_xlabel() == "Q4, Q6 (fcc = 1)" and histogram.patches

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .analysis.analyze import LATTICES
 from .background import BACKGROUNDS
 from .model import InputError, check_elements
 from .reconstruct import METHODS
@@ -140,7 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     analyze = sub.add_parser("analyze", help="lattice, chemical order, nuclei, structure and strain of an atom model")
     analyze.add_argument("atoms", help="atoms CSV (x,y,z,element in Å) or a run directory holding atoms.csv")
     analyze.add_argument("--out", required=True, help="output directory")
-    analyze.add_argument("--lattice", default="fcc", choices=("fcc", "bcc"), help="lattice (default fcc)")
+    analyze.add_argument("--lattice", default="auto", choices=LATTICES,
+                         help="auto (default): fcc or bcc, whichever fits, else none; none: amorphous — pair "
+                              "distribution, coordination and Q4/Q6 only (no lattice fit, chemical order, "
+                              "nuclei or strain)")
     analyze.add_argument("--lattice-constant", type=float, default=None,
                          help="lattice constant in Å (default: from the first peak of the pair distribution)")
     analyze.add_argument("--min-nucleus", type=int, default=13, help="fewest atoms of a nucleus (default 13)")
@@ -216,9 +220,7 @@ def command_analyze(args) -> int:
     summary = analyze_to_directory(args.atoms, args.out, lattice=args.lattice,
                                    lattice_constant=args.lattice_constant, min_nucleus=args.min_nucleus,
                                    progress=ConsoleProgress())
-    phases = ", ".join(f"{n} {p}" for p, n in summary["phase_counts"].items())
-    print(f"{summary['n_atoms']} atoms on an {summary['lattice']} lattice, a = {summary['lattice_constant_A']:.3f} Å; "
-          f"{phases}; {summary['n_nuclei']} nuclei. Results in {Path(args.out).resolve()}")
+    print(f"{summary['n_atoms']} atoms: {summary['text']}. Results in {Path(args.out).resolve()}")
     return 0
 
 

@@ -1,4 +1,5 @@
-"""7 Analyse: lattice, chemical order, nuclei, structure and strain of an atoms layer (see docs/analysis.md)."""
+"""7 Analyse: lattice, chemical order, nuclei, structure and strain of an atoms layer, or only the
+structure of an amorphous one (see docs/analysis.md)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from matplotlib.colors import Normalize
 from qtpy.QtWidgets import QLabel, QListWidget
 
 from .. import workflow
+from ..analysis.analyze import LATTICES
 from ..analysis.nuclei import ISO_LEVELS, nucleus_volume
 from .layers import atoms_from_layer, atoms_layer, volume_layer
 from ..model import Reconstruction
@@ -19,7 +21,9 @@ from ._plots import PlotCanvas
 #: Face colours of the phases (L1₀ by variant).
 PHASE_COLOURS = {("A1", ""): "#8c8c8c", ("L10", "x"): "#e6550d", ("L10", "y"): "#31a354", ("L10", "z"): "#3182bd",
                  "L12": "#d62fd6"}
-COLOUR_BY = ("phase", "order_L10", "order_L12")
+COLOUR_BY = ("phase", "order_L10", "order_L12", "Q4", "Q6")
+#: Lattice choices as shown: (label, value).
+LATTICE_CHOICES = [("none (amorphous)" if c == "none" else c, c) for c in LATTICES]
 ORDER_MAP = "viridis"
 
 
@@ -35,16 +39,20 @@ class AnalyseWidget(StageWidget):
     """Run the study's analyse stage (:func:`napari_aet.workflow.analyse`, i.e.
     :func:`napari_aet.analysis.analyze.analyze_atoms`) on an atoms layer; the result is kept in the study.
 
-    Adds the Points layer "<atoms> analysis" (every per-atom result as a feature; coloured by phase
-    or an order parameter, with a colour bar in the plot), "<atoms> order" (the order parameter as a
-    volume drawn as an iso-surface at the chosen level: 0.3, 0.5 or 0.7) and "<atoms> nuclei" (a
-    Labels layer). Plots the pair distribution and the order-parameter histograms; lists the
-    nuclei — clicking one centres the camera on it.
+    Adds the Points layer "<atoms> analysis" (every per-atom result as a feature; coloured by phase,
+    an order parameter or Q4 / Q6, with a colour bar in the plot), "<atoms> order" (the order
+    parameter as a volume drawn as an iso-surface at the chosen level: 0.3, 0.5 or 0.7) and
+    "<atoms> nuclei" (a Labels layer). Plots the pair distribution (and the partial ones) and the
+    order-parameter histograms (Q4 / Q6 without a lattice); lists the nuclei — clicking one centres
+    the camera on it. Lattice "none (amorphous)", or "auto" when no lattice fits, gives only the
+    structure; the message says what was skipped and why.
     """
 
     def __init__(self, napari_viewer):
         super().__init__(napari_viewer, [
-            ComboBox(name="lattice", label="lattice", choices=["fcc", "bcc"], value="fcc"),
+            ComboBox(name="lattice", label="lattice", choices=LATTICE_CHOICES, value="auto",
+                     tooltip="auto: fcc or bcc, whichever fits, else none; none: an amorphous sample — pair "
+                             "distribution, coordination and Q4/Q6 only"),
             FloatSpinBox(name="lattice_constant", label="lattice constant (Å, 0 = from the PDF)", value=0.0,
                          min=0.0, max=20.0, step=0.01),
             SpinBox(name="min_nucleus", label="smallest nucleus (atoms)", value=13, min=1, max=100000),
@@ -93,13 +101,13 @@ class AnalyseWidget(StageWidget):
             self.show_output((labels, {"name": f"{name} nuclei", "scale": kwargs["scale"],
                                        "translate": kwargs["translate"], "opacity": 0.5,
                                        "metadata": {"aet": {"kind": "nuclei"}}}, "labels"))
-        self._recolour()
+        if "phase" not in analysis.atoms.features and self.values()["colour_by"] not in analysis.atoms.features:
+            self.parameters.colour_by.value = "Q6"  # no order without a lattice (redraws)
+        else:
+            self._recolour()
         self._list_nuclei()
-        summary = analysis.summary()
-        phases = ", ".join(f"{n} {p}" for p, n in summary["phase_counts"].items())
         note = f" ⚠ {analysis.order_error}" if analysis.order_error else ""
-        self.show_done(f"{summary['lattice']} lattice, a = {summary['lattice_constant_A']:.3f} Å, "
-                       f"{summary['n_grains']} grain(s); {phases}; {summary['n_nuclei']} nuclei.{note}")
+        self.show_done(f"{analysis.describe()}.{note}")
 
     def _points(self):
         name = f"{self._names[0]} analysis" if self._names else None
@@ -112,10 +120,11 @@ class AnalyseWidget(StageWidget):
             return
         f = self.analysis.atoms.features
         by = self.values()["colour_by"]
-        if by == "phase":
+        if by == "phase" and by in f:
             colours = phase_colours(f["phase"], f["variant"])
-        else:
-            colours = colormaps[ORDER_MAP](np.nan_to_num(np.asarray(f[by], float)))
+        else:  # a column the analysis did not make (order without a lattice) is all 0
+            colours = colormaps[ORDER_MAP](np.clip(np.nan_to_num(np.asarray(f.get(by, 0.0), float)), 0, 1))
+            colours = np.broadcast_to(colours, (len(self.analysis.atoms), 4))
         layer.face_color = colours
         self.plot_analysis(by)
 
@@ -125,22 +134,30 @@ class AnalyseWidget(StageWidget):
             self.viewer.layers[name].iso_threshold = float(level)
 
     def plot_analysis(self, colour_by):
-        """Pair distribution, order-parameter histograms, and the colour key."""
+        """Pair distribution (and the partial ones), order-parameter histograms (Q4 / Q6 without a
+        lattice), and the colour key."""
         pdf, histogram, key = self.plot.subplots(1, 3)
         structure = self.analysis.structure["pdf"]
-        pdf.plot(structure["r_A"], structure["g"], lw=1, color="#d0d0d0")
+        pdf.plot(structure["r_A"], structure["g"], lw=1, color="#d0d0d0", label="all")
+        for pair, g in structure.get("partial", {}).items():
+            pdf.plot(structure["r_A"], g, lw=0.7, label=pair)
+        if "partial" in structure:
+            pdf.legend(fontsize=6)
         pdf.set_xlabel("r (Å)")
         pdf.set_ylabel("g(r)")
         f = self.analysis.atoms.features
-        for column, colour in (("order_L10", PHASE_COLOURS[("L10", "z")]), ("order_L12", PHASE_COLOURS["L12"])):
+        lattice = self.analysis.lattice is not None
+        columns = (("order_L10", PHASE_COLOURS[("L10", "z")]), ("order_L12", PHASE_COLOURS["L12"])) if lattice \
+            else (("Q4", PHASE_COLOURS[("L10", "y")]), ("Q6", PHASE_COLOURS[("L10", "x")]))
+        for column, colour in columns:
             values = np.asarray(f[column], float)
             if np.isfinite(values).any():
-                histogram.hist(values[np.isfinite(values)], bins=20, range=(0, 1), alpha=0.7, color=colour,
-                               label=column)
-        histogram.set_yscale("log")
-        histogram.set_xlabel("order parameter")
+                histogram.hist(values[np.isfinite(values)], bins=20, range=(0, 1 if lattice else 1.2), alpha=0.7,
+                               color=colour, label=column)
+        histogram.set_yscale("log" if lattice else "linear")
+        histogram.set_xlabel("order parameter" if lattice else "Q4, Q6 (fcc = 1)")
         histogram.legend(fontsize=6)
-        if colour_by == "phase":
+        if colour_by == "phase" and "phase" in f:
             for i, (k, colour) in enumerate(PHASE_COLOURS.items()):
                 label = "L12" if k == "L12" else " ".join(k).strip()
                 key.barh(i, 1, color=colour)

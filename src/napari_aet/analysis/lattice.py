@@ -30,6 +30,20 @@ KINDS = ("fcc", "bcc")
 SHELL_LIMIT = {"fcc": 1.2, "bcc": 1.07}
 #: Largest angle (degrees) between a bond and an ideal bond direction for the bond to count as aligned.
 ALIGNED_DEG = 10.0
+#: Smallest share of aligned bonds for a lattice to fit.
+MIN_ALIGNED = 0.5
+
+
+class LatticeMisfit(InputError):
+    """The lattice ``kind`` does not fit: only ``fraction`` of the bonds are aligned (< :data:`MIN_ALIGNED`)."""
+
+    def __init__(self, kind, fraction):
+        self.kind, self.fraction = kind, fraction
+        article = "an" if kind == "fcc" else "a"
+        super().__init__(f"{article} {kind} lattice does not fit these atoms: only {fraction:.0%} of the "
+                         f"nearest-neighbour bonds lie within {ALIGNED_DEG:g}° of {article} {kind} bond direction "
+                         "(expected most); try the other lattice, lattice \"none\" for an amorphous sample "
+                         "(pair distribution, coordination and Q4/Q6 without a lattice), or check the atom model")
 
 
 def ideal_bonds(kind) -> np.ndarray:
@@ -229,7 +243,7 @@ def fit_lattice(atoms: AtomModel, *, kind="fcc", lattice_constant=None, max_grai
     The atoms with new columns ``site_i``, ``site_j``, ``site_k`` (site coordinates in units of a/2
     in the grain's crystal frame), ``grain``, ``misorientation`` (degrees), ``displacement_x/_y/_z``
     and ``displacement`` (Å, atom minus site), and the :class:`Lattice`.
-    Raises InputError when fewer than half of the bonds align with the lattice.
+    Raises :class:`LatticeMisfit` (an InputError) when fewer than half of the bonds align with the lattice.
     """
     if kind not in KINDS:
         raise InputError(f"lattice must be one of {', '.join(KINDS)}, got {kind!r}")
@@ -256,12 +270,10 @@ def fit_lattice(atoms: AtomModel, *, kind="fcc", lattice_constant=None, max_grai
         members = np.flatnonzero(free)[fits]
         grain[members] = len(rotations)
         rotations.append(rotation)
-        aligned_bonds += aligned.sum()
+        aligned_bonds += aligned[fits].sum()  # only the bonds of the atoms that joined the grain
     aligned_fraction = aligned_bonds / max(present.sum(), 1)
-    if aligned_fraction < 0.5:
-        raise InputError(f"an {kind} lattice does not fit these atoms: only {aligned_fraction:.0%} of the "
-                         f"nearest-neighbour bonds lie within {ALIGNED_DEG:g}° of an {kind} bond direction "
-                         "(expected most); try the other lattice or check the atom model")
+    if aligned_fraction < MIN_ALIGNED:
+        raise LatticeMisfit(kind, float(aligned_fraction))
     if np.any(grain < 0):  # poorly coordinated atoms join the grain of their nearest assigned atom
         assigned = np.flatnonzero(grain >= 0)
         _, nearest = cKDTree(positions[assigned]).query(positions[grain < 0])

@@ -2,7 +2,9 @@
 
 ``analyze`` writes ``atoms.csv`` (the input columns, then ``phase``, ``variant``, ``order_L10``,
 ``order_L12``, ``nucleus``, ``antisite``, ``displacement``, then the other per-atom results),
-``nuclei.csv``, ``structure.json``, ``order.mrc`` and ``strain_xx.mrc`` … ``strain_yz.mrc``.
+``nuclei.csv``, ``structure.json``, ``order.mrc`` and ``strain_xx.mrc`` … ``strain_yz.mrc``; without
+a lattice (amorphous) only ``atoms.csv`` (the input columns, ``coordination``, ``Q4``, ``Q6``) and
+``structure.json``, whose summary lists the analyses that ran and those skipped, with why.
 ``track`` writes ``tracks.csv``, ``transforms.json`` and ``nuclei_tracks.csv``. Files are written
 into a hidden staging folder and moved in only when all succeeded, the JSON file last, so a failed
 run leaves no half-written result (as :func:`napari_aet.pipeline.write_results`).
@@ -88,27 +90,30 @@ def write_analysis(analysis: Analysis, out_dir, input_columns=(), parameters=Non
     summary = analysis.summary()
     with _staged(out_dir, "structure.json") as staging:
         write_atoms(staging / "atoms.csv", _output_atoms(analysis, input_columns))
-        analysis.nuclei.to_frame().to_csv(staging / "nuclei.csv", index=False, lineterminator="\n")
+        if analysis.lattice is not None:
+            analysis.nuclei.to_frame().to_csv(staging / "nuclei.csv", index=False, lineterminator="\n")
         if analysis.order_volume is not None:
             write_volume(staging / "order.mrc", Reconstruction(analysis.order_volume, analysis.order_voxel_size,
                                                                method="order parameter"))
-        for name in COMPONENTS:
+        for name in COMPONENTS if analysis.strain is not None else ():
             write_volume(staging / f"strain_{name}.mrc", Reconstruction(analysis.strain.strain[name],
                                                                         analysis.strain.voxel_size, method="strain"))
-        record = {"summary": summary, "lattice": analysis.lattice.to_dict(), **analysis.structure,
+        lattice = analysis.lattice.to_dict() if analysis.lattice is not None else None
+        record = {"summary": summary, "lattice": lattice, **analysis.structure,
                   "parameters": parameters or {}}
         (staging / "structure.json").write_text(json.dumps(record, indent=1))
     return summary
 
 
-def analyze_to_directory(source, out_dir, *, lattice="fcc", lattice_constant=None, min_nucleus=13,
+def analyze_to_directory(source, out_dir, *, lattice="auto", lattice_constant=None, min_nucleus=13,
                          progress: ProgressCallback = None) -> dict:
     """``napari-aet analyze``: analyse the atoms of ``source`` and write the files into ``out_dir``.
 
     source : an atoms CSV (x, y, z in Å, element; other columns kept) or a directory holding
-    atoms.csv (a run directory). Returns the summary (atoms, lattice constant, phase counts,
-    nuclei). When the order analysis cannot run, everything else is written and then InputError
-    says why.
+    atoms.csv (a run directory). lattice : "auto", "fcc", "bcc" or "none" (amorphous; see
+    :func:`~.analyze.choose_lattice`). Returns the summary (atoms, lattice, phase counts, nuclei,
+    analyses run and skipped) with ``text``, a line for a person. When the order analysis cannot
+    run on a lattice, everything else is written and then InputError says why.
     """
     if min_nucleus < 1:
         raise InputError(f"--min-nucleus must be at least 1, got {min_nucleus}")
@@ -121,16 +126,20 @@ def analyze_to_directory(source, out_dir, *, lattice="fcc", lattice_constant=Non
     report(progress, 1.0, "analysis written")
     if analysis.order_error:
         raise InputError(f"{analysis.order_error}; the structure analysis was written to {out_dir}")
-    return summary
+    return {**summary, "text": analysis.describe()}
 
 
 def load_analysis_inputs(source):
-    """Atoms (with ``nucleus``) and lattice of one time point: read from an ``analyze`` output, or
-    analysed now when ``source`` is a run directory or an atoms file."""
+    """Atoms (with ``nucleus``) and lattice (None: analysed without one) of one time point: read
+    from an ``analyze`` output, or analysed now when ``source`` is a run directory or an atoms file."""
     atoms = read_source(source)
     structure = Path(source) / "structure.json"
-    if structure.is_file() and "nucleus" in atoms.features:
-        return atoms, Lattice.from_dict(json.loads(structure.read_text())["lattice"])
+    if structure.is_file():
+        record = json.loads(structure.read_text())
+        if record.get("lattice", {}) is None:
+            return atoms, None
+        if "nucleus" in atoms.features:
+            return atoms, Lattice.from_dict(record["lattice"])
     analysis = analyze_atoms(atoms)
     return analysis.atoms, analysis.lattice
 

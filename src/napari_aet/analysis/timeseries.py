@@ -34,12 +34,17 @@ def follow_particle(times, lattices, *, max_distance=None, change=0.1,
     """Register, track sites and link nuclei.
 
     times : analysed :class:`AtomModel` per time, in time order (column ``nucleus``).
-    lattices : their fitted :class:`Lattice`. max_distance : largest site move between times (Å;
+    lattices : their fitted :class:`Lattice` (None, amorphous, is refused). max_distance : largest site move between times (Å;
     default half the nearest-neighbour distance). change : relative size change for grew / shrank.
     """
     times, lattices = list(times), list(lattices)
     if len(times) < 2:
         raise InputError(f"tracking needs at least two time points, got {len(times)}")
+    amorphous = [t for t, lattice in enumerate(lattices) if lattice is None]
+    if amorphous:
+        raise InputError(f"time point(s) {amorphous} were analysed without a lattice (amorphous): tracking "
+                         "registers the times by their lattices and follows ordered nuclei, so it needs a "
+                         "lattice (analyse with lattice auto, fcc or bcc)")
     missing = [t for t, atoms in enumerate(times) if "nucleus" not in atoms.features]
     if missing:
         raise InputError(f"time point(s) {missing} have not been analysed (no nucleus column)")
