@@ -171,3 +171,23 @@ def test_reconstruct_widget_reconstructs_a_film_as_an_extended_object(make_napar
     assert layer.data.shape == (NX, NY, NX) and "film geometry" in widget.message.text()
     assert layer.metadata["aet"]["parameters"]["object_width"] == extended_width(series)
     assert len(layer.metadata["aet"]["errors"]["r_free"]) == 10
+
+
+def test_reconstruct_widget_on_auto_shows_the_film_method_it_runs(make_napari_viewer, qtbot, film):
+    from qtpy.QtCore import Qt
+
+    from napari_aet._napari.reconstruct import ReconstructWidget
+    from napari_aet._napari.layers import tilt_series_layer
+
+    series, _ = film
+    viewer = make_napari_viewer()
+    data, kwargs, kind = tilt_series_layer(series, name="film")
+    getattr(viewer, f"add_{kind}")(data, **kwargs)
+    widget = ReconstructWidget(viewer)
+    qtbot.addWidget(widget)
+    assert widget.parameters.geometry.value == "auto" and widget.parameters.method.value == "genfire"
+    qtbot.mouseClick(widget.run_button, Qt.LeftButton)
+    assert widget.parameters.method.value == "resire" and widget.parameters.n_iterations.value == 40
+    qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
+    assert widget.last_outcome == "done" and "film geometry" in widget.message.text()
+    assert len(viewer.layers["film resire"].metadata["aet"]["errors"]["r_free"]) == 40  # as the form says

@@ -116,9 +116,12 @@ class ReconstructWidget(StageWidget):
     def _show_film_parameters(self):
         """A film is reconstructed by RESIRE: show it with the film's iteration settings."""
         if self.parameters.geometry.value == "film":
-            self.parameters.method.value = "resire"
-            for name, value in FILM_ITERATIONS.items():
-                getattr(self.parameters, name).value = value
+            self._show_film_method()
+
+    def _show_film_method(self):
+        self.parameters.method.value = "resire"
+        for name, value in FILM_ITERATIONS.items():
+            getattr(self.parameters, name).value = value
 
     def method_parameters(self) -> dict:
         """The selected method's core parameters from the fields (without the support)."""
@@ -136,10 +139,12 @@ class ReconstructWidget(StageWidget):
         raw_is_aligned = self.session.point.aligned is None and self.is_study_input(layer, "raw")
         if not raw_is_aligned:  # never aligned: the study reconstructs its raw series
             self.use_as_study_input(layer, "aligned", "align", tilt_series_from_layer(layer))
-        method = self.parameters.method.value
-        params = self.method_parameters()
         series = workflow.tilt_series_of(self.session.point)
         self._geometry, _ = resolve_geometry(series, self.parameters.geometry.value)
+        if self._geometry == "film" and self.parameters.method.value != "resire":
+            self._show_film_method()  # "auto" found a film: the form shows what runs
+        method = self.parameters.method.value
+        params = self.method_parameters()
         if self._geometry == "film":  # an extended object: RESIRE over a region wider than the box
             params = {**film_parameters(series, params.get("thickness")), **(params if method == "resire" else {})}
             method = "resire"
