@@ -274,11 +274,20 @@ def test_the_start_width_lies_between_the_widths_tried(blur):
     assert start.widths["Pt"] == pytest.approx(blur, rel=0.05)
 
 
-def test_progress_only_moves_forward(truth, measured):
-    """Fractions reported through every cycle, pass and removal step never go back."""
-    seen = []
-    refine_atoms(measured, perturbed(truth), iterations=4, progress=lambda fraction, message="": seen.append(fraction))
+def test_progress_only_moves_forward_and_names_each_pass(truth, measured):
+    """Fractions reported through every cycle, pass and removal step never go back; the messages
+    say which pass an iteration count belongs to (a settling pass runs a third of them)."""
+    seen, messages = [], []
+
+    def progress(fraction, message=""):
+        seen.append(fraction)
+        messages.append(message)
+
+    refine_atoms(measured, perturbed(truth), iterations=6, progress=progress)
     assert seen == sorted(seen) and seen[-1] == 1.0
+    assert "completion round 1: settling positions: iteration 2 of 2" in messages
+    assert "refining positions (pass 1): iteration 6 of 6" in messages
+    assert any(m.startswith("checking the moves on held-out views 1 of ") for m in messages)
 
 
 def test_no_atom_is_added_below_the_minimum_distance(truth):

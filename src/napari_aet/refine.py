@@ -393,11 +393,11 @@ def _separate(positions, species_index, fixed, table, exempt, rounds=10) -> np.n
 
 
 def _refine_positions(model: _Model, fixed, origin, reach, iterations, width_every, tolerance, history, progress,
-                      table):
+                      table, label="refining positions"):
     """Run the position updates (and width searches) on ``model``, each atom staying within
     ``reach`` Å of its ``origin`` ``(N, 3)`` and no pair nearer than its minimum distance
     (``table``, :func:`_separate`); returns the final species projections and each atom's
-    height ratio."""
+    height ratio. ``label`` names the pass in the progress messages."""
     exempt = _pair_keys(close_pairs(model.positions, model.species_index, table * (1 - _MARGIN)),
                         len(model.positions))
     species = model.species_projections(model.positions)
@@ -405,7 +405,7 @@ def _refine_positions(model: _Model, fixed, origin, reach, iterations, width_eve
     direction = preconditioned = previous = None
     shrink, height_ratio = 1.0, np.ones(len(model.positions))
     for it in range(iterations):
-        report(progress, it / iterations, f"refining positions: iteration {it + 1} of {iterations}")
+        report(progress, it / iterations, f"{label}: iteration {it + 1} of {iterations}")
         if width_every and it % width_every == 0:
             for s in range(len(model.heights)):
                 species, error = model.search_width(s, species, error)
@@ -673,7 +673,7 @@ def _validated_moves(model: _Model, start, fixed, table, iterations, tolerance, 
         fit = _model_part(model, np.setdiff1d(np.arange(n), fold), start)
         _refine_positions(fit, fixed, start, table.min() / 2, max(1, iterations // 3), 0, tolerance,
                           {"r_factor": [], "rms_step": []}, sub_progress(progress, 0.8 * i / k, 0.8 * (i + 1) / k),
-                          table)
+                          table, f"checking the moves on held-out views {i + 1} of {k}")
         moves.append(fit.positions - start)
         judges.append(_model_part(model, fold, start))
     errors = {}
@@ -836,7 +836,8 @@ def refine_atoms(series: TiltSeries, atoms: AtomModel, *, elements=None, iterati
             stage = sub_progress(part, 0.9 * k / passes, 0.9 * (k + 1) / passes)
             if k < complete_rounds:  # settle the positions near where they are, then look for missing atoms
                 _refine_positions(model, fixed, origin, shortest / 8, max(1, iterations // 3), 0, tolerance,
-                                  history, sub_progress(stage, 0.0, 0.3), table)
+                                  history, sub_progress(stage, 0.0, 0.3), table,
+                                  f"completion round {k + 1}: settling positions")
                 report(stage, 0.3, "looking for missing and spurious atoms")
                 species = model.species_projections(model.positions)
                 model.update_background(species)
@@ -862,7 +863,8 @@ def refine_atoms(series: TiltSeries, atoms: AtomModel, *, elements=None, iterati
                 model.positions = _separate(model.positions, model.species_index, fixed, table,
                                             _pair_keys(before, len(model.positions)))
             species, height_ratio = _refine_positions(model, fixed, origin, shortest / 2, iterations, width_every,
-                                                      tolerance, history, sub_progress(stage, 0.35, 1.0), table)
+                                                      tolerance, history, sub_progress(stage, 0.35, 1.0), table,
+                                                      f"refining positions (pass {k + 1})")
             if complete_rounds and len(added) < _COMPLETE * len(model.positions):
                 break
         n_dropped = 0
@@ -877,7 +879,7 @@ def refine_atoms(series: TiltSeries, atoms: AtomModel, *, elements=None, iterati
             drop_atoms(drop, why)
             species, height_ratio = _refine_positions(model, fixed, origin, shortest / 2, iterations, 0, tolerance,
                                                       history, sub_progress(part, 0.9 + 0.05 * j, 0.95 + 0.05 * j),
-                                                      table)
+                                                      table, f"refining positions after removing {why} atoms")
         if complete_rounds:
             history["removed"].append(n_dropped)
         if changed + n_dropped < _COMPLETE * len(model.positions):
