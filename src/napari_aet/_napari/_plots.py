@@ -38,8 +38,9 @@ class PlotCanvas(QWidget):
             ax.tick_params(colors=_FOREGROUND, labelsize=7)
             for spine in ax.spines.values():
                 spine.set_color(_FOREGROUND)
-            ax.xaxis.label.set_color(_FOREGROUND)
-            ax.yaxis.label.set_color(_FOREGROUND)
+            for label in (ax.xaxis.label, ax.yaxis.label):  # 8 pt: three panels' labels fit a dock's width
+                label.set_color(_FOREGROUND)
+                label.set_fontsize(8)
             ax.title.set_color(_FOREGROUND)
         return axes
 

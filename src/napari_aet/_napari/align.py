@@ -158,7 +158,7 @@ class AlignWidget(StageWidget):
             axis_ax.axvline(curve.common_line, color="0.5", lw=1, ls="--", label="common-line optimum")
             axis_ax.axvline(curve.used, color="tab:red", lw=1, label="used (refined by re-projection)"
                             if curve.reprojection is not None and curve.reprojection.accepted else "used")
-            axis_ax.legend(fontsize=7)
+            axis_ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=2, frameon=False)
             axis_ax.set_xlabel("tilt-axis angle (°)")
             axis_ax.set_title("common-line consistency", fontsize=8)
             axis_ax.set_ylabel("score")
