@@ -1,17 +1,19 @@
 """The napari-aet command: the contract that batch users and outside checks rely on."""
 
 import json
+import re
 
 import numpy as np
 import pytest
 import tifffile
 
 from napari_aet.cli import build_parser, main, parse_tilt_axis
-from napari_aet.io import read_atoms, read_volume
+from napari_aet.io import read_atoms, read_volume, write_tilt_series
 from napari_aet.model import InputError
 from napari_aet.pipeline import real_atoms
 from napari_aet.project import load_project
 from napari_aet.runs import RUN_OPTIONS, pipeline_options
+from napari_aet.simulate import fcc_particle, simulate_tilt_series
 from cli_output import error_line
 
 
@@ -368,3 +370,22 @@ def test_on_a_terminal_the_error_replaces_the_progress_bar(simulated, tmp_path, 
                  "--out", str(tmp_path / "o"), "--tilt-axis", "x"])
     bar, error = terminal.getvalue().rsplit("\r\033[K", 1)
     assert code == 2 and "%" in bar and error.startswith("napari-aet: error:") and error.count("\n") == 1
+
+
+@pytest.mark.parametrize("pixel_size, message", [("0.04", "is the pixel size in Å .a value in nm is 10 times smaller"),
+                                                 ("40", "too few to tell them apart")])
+def test_a_pixel_size_in_the_wrong_unit_is_refused_before_any_work(tmp_path, capsys, pixel_size, message):
+    series = simulate_tilt_series(fcc_particle(radius=5.0), np.linspace(-60, 60, 9), shape=(32, 32)).tilt_series
+    write_tilt_series(tmp_path / "s.tif", series)
+    assert main(["run", str(tmp_path / "s.tif"), "--pixel-size", pixel_size, "--elements", "Pt,Fe",
+                 "--out", str(tmp_path / "out")]) == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert not (tmp_path / "out" / "report.json").exists()
+
+
+def test_too_few_projections_are_refused_before_any_work(tmp_path, capsys):
+    series = simulate_tilt_series(fcc_particle(radius=5.0), np.linspace(-60, 60, 5), shape=(32, 32)).tilt_series
+    write_tilt_series(tmp_path / "s.tif", series)
+    assert main(["run", str(tmp_path / "s.tif"), "--pixel-size", "0.4", "--elements", "Pt",
+                 "--out", str(tmp_path / "out")]) == 2
+    assert "5 projections: a tomogram needs many views" in capsys.readouterr().err

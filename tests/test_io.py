@@ -254,6 +254,12 @@ def test_bad_angle_files(tmp_path):
     (tmp_path / "nan.tlt").write_text("1\nnan\n")
     with pytest.raises(InputError, match="NaN or Inf"):
         read_angles(tmp_path / "nan.tlt")
+    np.savetxt(tmp_path / "radians.tlt", np.radians(np.linspace(-70, 70, 25)))
+    with pytest.raises(InputError, match=r"span only 2.44° \(-1.22 to 1.22\): are they in radians"):
+        read_angles(tmp_path / "radians.tlt")
+    np.savetxt(tmp_path / "indexed.txt", np.column_stack([np.arange(25), np.linspace(-70, 70, 25)]))
+    with pytest.raises(InputError, match="remove any index or dose column"):
+        read_angles(tmp_path / "indexed.txt")
 
 
 # --- volumes ----------------------------------------------------------------------------------------------
@@ -425,6 +431,10 @@ def test_unset_mrc_voxel_size_counts_as_missing(tmp_path, series):
     np.savetxt(tmp_path / "s.tlt", series.angles)
     with pytest.raises(InputError, match="s.mrc has no pixel size"):
         read_tilt_series(tmp_path / "s.mrc")
+    with mrcfile.open(tmp_path / "s.mrc", "r+") as mrc:
+        mrc.voxel_size = 1.0  # what many programs write when they do not know it
+    with pytest.warns(UserWarning, match="gives 1 Å per pixel, the value many programs write when the pixel size"):
+        assert read_tilt_series(tmp_path / "s.mrc").pixel_size == 1.0
 
 
 # --- writing: unwritable places and atomicity -------------------------------------------------------------

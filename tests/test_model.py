@@ -7,7 +7,7 @@ from napari_aet.model import AtomModel, InputError, Reconstruction, TiltSeries, 
 
 
 def series(**changes):
-    args = dict(projections=np.ones((5, 16, 16)), angles=np.linspace(-60, 60, 5), pixel_size=0.4)
+    args = dict(projections=np.arange(5 * 16 * 16.0).reshape(5, 16, 16), angles=np.linspace(-60, 60, 5), pixel_size=0.4)
     args.update(changes)
     return TiltSeries(**args)
 
@@ -26,7 +26,8 @@ def test_valid_tilt_series_is_float32_with_zero_shifts():
     (dict(pixel_size=-1.0), "pixel size must be a positive"),
     (dict(angles=[-100, -50, 0, 50, 260]), "duplicates"),  # -100° and 260° are one view
     (dict(angles=[-50, 0, 0, 20, 50]), "duplicates"),
-    (dict(projections=np.zeros((5, 16, 16))), "all projections are zero"),
+    (dict(projections=np.zeros((5, 16, 16))), "the images hold no contrast"),
+    (dict(projections=np.full((5, 16, 16), 7.0)), "same value \\(7\\)"),
     (dict(angles=np.zeros((5, 2))), r"shape \(n,\) or \(n, 3\)"),
 ])
 def test_bad_tilt_series_input(changes, message):
@@ -72,6 +73,8 @@ def test_atom_model_bad_input():
 def test_check_elements():
     assert check_elements("Fe, Pt") == ("Fe", "Pt")
     assert check_elements("fe,PT") == check_elements(["fE", "pt"]) == ("Fe", "Pt")  # any case
+    assert check_elements("Pt,Fe") == check_elements("Pt Fe") == ("Fe", "Pt")  # lightest first, any separator
+    assert check_elements("au; Fe ,pt") == ("Fe", "Pt", "Au")
     for bad, message in [("", "no element"), ("Fe,Qq", "unknown element"), ("Fe,Fe", "repeats"),
                          ("fe,Fe", "repeats")]:
         with pytest.raises(InputError, match=message):

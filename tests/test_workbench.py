@@ -67,10 +67,12 @@ def test_a_plain_tiff_gets_its_pixel_size_and_angles_in_the_data_step(make_napar
 
     data.set_range("-70, 70, 5")  # 29 angles for 31 projections
     assert "gives 29 angles but the series has 31" in data.message.text()
-    data.pixel_size.setValue(0.4)
     data.set_range("-70, 70")
-    assert data.message.text() == ""  # nothing unknown any more
     data.elements.setText("fe, pt")
+    data.pixel_size.setValue(4.0)  # 0.4 nm typed as Å would be: too coarse for FePt's atoms
+    assert data.apply() is None and "too few to tell them apart" in data.message.text()
+    data.pixel_size.setValue(0.4)
+    assert data.message.text() == ""  # nothing unknown any more
     assert data.apply() is not None
     raw = workbench.session.point.raw
     assert raw.pixel_size == 0.4 and np.allclose(raw.angles, series.angles)

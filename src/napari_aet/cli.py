@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the whole chain on a tilt series file")
     run.add_argument("tilt_series", help="TIFF, MRC/ST/ALI, NPY, EMD, DM3/DM4 or GENFIRE .mat/.npy")
     run.add_argument("--pixel-size", type=float, default=None, help="pixel size in Å (else from the file)")
-    run.add_argument("--elements", required=True, help="species lightest first, e.g. Fe,Pt (one element: every real atom gets it)")
+    run.add_argument("--elements", required=True, help="species, e.g. Fe,Pt, in any order (taken lightest first; one element: every real atom gets it)")
     run.add_argument("--out", required=True, help="output directory")
     run.add_argument("--angles", default=None, help="tilt angle file (one per line, or phi theta psi columns)")
     run.add_argument("--tilt-axis", default=None,

@@ -112,6 +112,29 @@ def min_distance_table(elements, min_distance=None) -> np.ndarray:
     return table
 
 
+#: Shortest physical distance between the elements' atoms over the pixel size, in pixels: below
+#: the first, two atoms cannot be told apart; above the second, the pixel size is almost surely
+#: in the wrong unit (nm typed for Å). AET data sample it at 4-10 (e.g. FePt 2.11 Å at 0.3-0.5 Å).
+PIXELS_PER_MIN_DISTANCE = (1.5, 25.0)
+
+
+def check_pixel_size(pixel_size, elements):
+    """InputError unless the elements' shortest physical distance spans a sensible number of
+    pixels (:data:`PIXELS_PER_MIN_DISTANCE`) at ``pixel_size`` (Å): a pixel size in the wrong unit
+    would otherwise run for hours or make atoms up."""
+    shortest = float(min_distance_table(elements).min())
+    pixels = shortest / float(pixel_size)
+    low, high = PIXELS_PER_MIN_DISTANCE
+    if pixels < low:
+        raise InputError(f"pixel size {pixel_size:g} Å: atoms of {','.join(check_elements(elements))} can be "
+                         f"{shortest:.2f} Å apart, {pixels:.2f} pixels, too few to tell them apart; is the pixel "
+                         "size in Å (not nm or pm)?")
+    if pixels > high:
+        raise InputError(f"pixel size {pixel_size:g} Å: atoms {shortest:.2f} Å apart would be {pixels:.0f} pixels "
+                         f"apart, far finer sampling than atomic resolution needs; is the pixel size in Å "
+                         f"(a value in nm is 10 times smaller)?")
+
+
 def close_pairs(positions, species_index, table, others=None, others_index=None) -> np.ndarray:
     """Pairs of atoms nearer than their minimum distance.
 

@@ -7,6 +7,7 @@ expected. Conventions (frames, axis orders, units) are in ``docs/conventions.md`
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 
@@ -35,10 +36,11 @@ class InputError(ValueError):
 
 
 def check_elements(elements) -> tuple[str, ...]:
-    """Validate element symbols (e.g. ``"Fe,Pt"``, ``"fe, PT"`` or ``["Fe", "Pt"]``; case does not
-    matter), lightest first; returns them spelled as chemical symbols."""
+    """Validate element symbols (e.g. ``"Fe,Pt"``, ``"fe, PT"``, ``"Pt Fe"`` or ``["Fe", "Pt"]``;
+    case and order do not matter); returns them spelled as chemical symbols, lightest first
+    (by atomic number: the order the classes take by brightness)."""
     if isinstance(elements, str):
-        elements = [e for e in elements.split(",") if e.strip()]
+        elements = [e for e in re.split(r"[,;\s]+", elements) if e]
     elements = tuple(e.strip()[:1].upper() + e.strip()[1:].lower() for e in elements)
     if not elements:
         raise InputError("no element given: expected symbols such as 'Fe,Pt'")
@@ -48,7 +50,7 @@ def check_elements(elements) -> tuple[str, ...]:
                          "expected chemical symbols such as Fe, Pt, Au")
     if len(set(elements)) != len(elements):
         raise InputError(f"element list {','.join(elements)} repeats a symbol")
-    return elements
+    return tuple(sorted(elements, key=ATOMIC_NUMBERS.get))
 
 
 def _finite_array(name, a, ndim, dtype, items=None):
@@ -127,8 +129,9 @@ class TiltSeries:
         self.shifts = _finite_array("shifts", self.shifts, 2, np.float64)
         if self.shifts.shape != (n, 2):
             raise InputError(f"shifts must have shape ({n}, 2), got {self.shifts.shape}")
-        if not np.any(self.projections):
-            raise InputError("all projections are zero: the file holds no image data")
+        if np.ptp(self.projections) == 0:
+            raise InputError("every pixel of every projection has the same value "
+                             f"({float(self.projections.flat[0]):g}): the images hold no contrast")
 
     @property
     def n_angles(self) -> int:

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
+from .elements import check_pixel_size
 from .model import AtomModel, InputError, Reconstruction, TiltSeries, check_elements, utc_now
 from .progress import ProgressCallback, report, sub_progress
 from .reconstruct import RECOMMENDED
@@ -29,6 +30,10 @@ from .reconstruct import parameters as method_parameters
 from .refine import Refinement
 
 #: Share of the total progress bar given to each stage.
+#: Fewest projections the chain accepts: the refinement checks its moves on 4 blocks of held-out
+#: views, 2 projections each at least (docs/refinement.md).
+MIN_PROJECTIONS = 8
+
 STAGE_WEIGHTS = {"align": 0.15, "reconstruct": 0.45, "fsc": 0.1, "trace": 0.05, "classify": 0.05,
                  "refine": 0.2}
 
@@ -91,6 +96,10 @@ def run_pipeline(series: TiltSeries, elements, *, keep_spikes=False, align=True,
     from .reconstruct.extended import background_for, film_parameters, resolve_geometry
 
     elements = check_elements(elements)
+    check_pixel_size(series.pixel_size, elements)
+    if series.n_angles < MIN_PROJECTIONS:
+        raise InputError(f"{series.n_angles} projections: a tomogram needs many views (AET series hold 30-70); "
+                         f"the chain needs at least {MIN_PROJECTIONS}")
     timings, parameters = {}, {"elements": list(elements), "keep_spikes": bool(keep_spikes), "align": bool(align),
                                "method": method, "seed": seed}
     bounds = np.cumsum([0.0, *STAGE_WEIGHTS.values()])

@@ -53,7 +53,7 @@ class ClassifyWidget(StageWidget):
     def __init__(self, napari_viewer):
         default = {name: p.default for name, p in inspect.signature(classify_atoms).parameters.items()}
         super().__init__(napari_viewer, [
-            LineEdit(name="elements", label="elements (lightest first)", value=""),
+            LineEdit(name="elements", label="elements", value=""),
             SpinBox(name="box", label="box (voxels)", value=default["box"], min=1, max=21, step=2),
             FloatSpinBox(name="local_radius", label="local radius (Å, 0 = global)", value=default["local_radius"],
                          min=0.0, max=100.0, step=1.0),
@@ -92,8 +92,7 @@ class ClassifyWidget(StageWidget):
         atoms = atoms_from_layer(layer)
         params = self.values()
         if not params["elements"].strip():
-            raise InputError("the elements are unknown: enter them here or in the Data step, lightest first "
-                             "(e.g. Fe,Pt)")
+            raise InputError("the elements are unknown: enter them here or in the Data step (e.g. Fe,Pt)")
         elements = check_elements(params.pop("elements"))
         self.use_as_study_input(volume, "reconstruction", "reconstruct", reconstruction_from_layer(volume))
         self.use_as_study_input(layer, "atoms", "trace", atoms)

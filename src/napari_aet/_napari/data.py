@@ -19,6 +19,7 @@ from qtpy.QtWidgets import (
 )
 
 from .. import workflow
+from ..elements import check_pixel_size
 from ..io import read_angles
 from .layers import projections_of, tilt_series_layer
 from ..model import InputError, TiltSeries, check_elements
@@ -67,7 +68,7 @@ class DataWidget(QWidget):
         self.file_button = QPushButton("Load angle file…")
         self.angle_source = QLabel("")
         self.tilt_axis = QDoubleSpinBox(decimals=2, minimum=-180.0, maximum=180.0, singleStep=0.5, suffix=" °")
-        self.elements = QLineEdit(placeholderText="lightest first, e.g. Fe,Pt")
+        self.elements = QLineEdit(placeholderText="e.g. Fe,Pt (any order)")
         self.exclude = QLineEdit(placeholderText="indices from 0, e.g. 4, 11 (bad images)")
         self.apply_button = QPushButton("Use for the study")
         self.message = QLabel("")
@@ -196,6 +197,8 @@ class DataWidget(QWidget):
             if self._angles is None:
                 raise InputError("the tilt angles are unknown: set a range or load an angle file")
             elements = check_elements(self.elements.text()) if self.elements.text().strip() else None
+            if elements is not None:
+                check_pixel_size(self.pixel_size.value(), elements)
             info = {k: v for k, v in meta.get("info", {}).items() if k != "pixel_size_unknown"}
             series = TiltSeries(projections_of(layer), self._angles, self.pixel_size.value(), self.tilt_axis.value(),
                                 np.asarray(meta["shifts"]) if "shifts" in meta else None, info)

@@ -64,9 +64,14 @@ def read_angles(path) -> np.ndarray:
     angles = np.atleast_1d(angles)
     if not (angles.ndim == 1 or (angles.ndim == 2 and angles.shape[1] == 3)):
         raise InputError(f"angle file {path.name} has shape {angles.shape}: expected one angle per "
-                         "line or three Euler angles (phi theta psi) per line")
+                         "line or three Euler angles (phi theta psi) per line; remove any index or dose "
+                         "column, and write decimals with a point (a decimal comma splits a number in two)")
     if not np.all(np.isfinite(angles)):
         raise InputError(f"angle file {path.name} contains NaN or Inf values")
+    if angles.ndim == 1 and len(angles) >= 5 and np.all(np.abs(angles) <= np.pi + 0.01) \
+            and np.ptp(angles) > 0.5:
+        raise InputError(f"the angles of {path.name} span only {np.ptp(angles):.2f}° ({angles.min():.2f} to "
+                         f"{angles.max():.2f}): are they in radians? napari-aet reads degrees")
     return angles
 
 

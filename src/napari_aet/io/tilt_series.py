@@ -12,6 +12,7 @@ per angle and the first two do not.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -93,6 +94,9 @@ def tilt_series_from_image(image: ImageFile, path: Path, *, angles=None, pixel_s
     info = {**image.info, **frame_info, "angles_from": angles_from, "pixel_size_from": "given"}
     if pixel_size is None and image.pixel_size is not None:
         pixel_size, info["pixel_size_from"] = image.pixel_size, "file metadata"
+        if image.pixel_size == 1.0 and image.info.get("format") == "MRC":
+            warnings.warn(f"{path.name}: the MRC header gives 1 Å per pixel, the value many programs write when "
+                          "the pixel size is unset: check it, or give the pixel size (--pixel-size)", stacklevel=2)
     if pixel_size is None:
         info["pixel_size_from"] = "unknown"
         if missing_pixel_size is None:
