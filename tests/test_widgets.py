@@ -28,6 +28,7 @@ from napari_aet._napari.classify import ClassifyWidget, class_boundaries
 from napari_aet._napari.reconstruct import ReconstructWidget
 from napari_aet._napari.refine import RefineWidget
 from napari_aet._napari.trace import TraceWidget
+from napari_aet.atom_labels import NON_ATOM, labels
 from napari_aet.geometry import render_atoms
 from napari_aet._napari.layers import (
     atoms_from_layer,
@@ -561,6 +562,26 @@ def test_classify_widget_labels_species(qtbot, traced, particle):
     np.testing.assert_array_equal(layer.shown, ~non_atom)  # noise peaks hidden, still in the data
     widget.show_non_atoms.setChecked(True)
     assert layer.shown.all()
+
+
+def test_classify_colours_an_element_outside_the_table_in_the_layer_and_the_histogram(qtbot, traced):
+    """Ta has no colour in the table: it gets one of its own, not the non-atoms' grey, on the
+    points and on its histogram bars."""
+    widget = ClassifyWidget(traced)
+    qtbot.addWidget(widget)
+    widget.parameters.elements.value = "Fe,Ta"  # the heavy atoms called Ta
+    qtbot.mouseClick(widget.run_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not widget.running, timeout=WAIT_MS)
+    assert widget.last_outcome == "done"
+    layer = traced.layers["atoms"]
+    names = labels(atoms_from_layer(layer))
+    points = {name: layer.face_color[np.flatnonzero(names == name)[0]] for name in ("Fe", "Ta", NON_ATOM)}
+    assert len({tuple(c) for c in points.values()}) == 3
+    (ax,) = widget.plot.figure.axes
+    bars = {bars.patches[0].get_label(): [bar.get_facecolor() for bar in bars] for bars in ax.containers}
+    assert sorted(bars) == sorted(points)  # one stack of bars per label, labelled for the legend
+    for name, colour in points.items():
+        np.testing.assert_allclose(bars[name], [colour] * len(bars[name]))
 
 
 def test_classify_never_relabels_locked_atoms(qtbot, traced):
