@@ -50,6 +50,9 @@ EDITED_BORDER = (0.2, 0.9, 1.0, 1.0)
 #: Diameter (Å) of a drawn atom, and the width of the border of an edited one (fraction of it).
 ATOM_DIAMETER = 1.4
 EDITED_BORDER_WIDTH = 0.3
+#: Smallest and largest drawn size of an atom (canvas pixels): napari's largest, no smallest,
+#: so that an atom of size 0 is not drawn at all (napari's default smallest is 2 pixels).
+CANVAS_SIZE_LIMITS = (0.0, 10000.0)
 
 
 #: Axis labels of the layers: a tilt series' own tilt axis comes before the volumes' z, y, x.
@@ -147,21 +150,24 @@ def _flag(atoms: AtomModel, name) -> np.ndarray:
 
 
 def atom_style(atoms: AtomModel, voxel_size, *, show_non_atoms=False) -> dict:
-    """Per-point display of ``atoms`` as Points layer keyword arguments.
+    """Display of ``atoms`` as Points layer keyword arguments: per point, and the drawn size limits.
 
     Face colour by label (:func:`atom_colours`); a border on atoms a person edited
     (:data:`LOCKED_BORDER` on locked ones, :data:`EDITED_BORDER` on the others). Non-atoms
     (feature ``non_atom``) stay in the layer, so that point indices are atom indices, but unless
     ``show_non_atoms`` they are not drawn: ``shown`` False hides them in 2D, and size 0 in 3D,
-    where napari 0.9 draws every point whatever ``shown`` says (a point of size 0 is neither
-    drawn nor picked).
+    where napari 0.9.2 draws every point whatever ``shown`` says when all the layer's axes are
+    displayed. A point of size 0 is neither drawn nor picked only with
+    :data:`CANVAS_SIZE_LIMITS`: napari's default draws every point at least 2 canvas pixels
+    wide, so a dot would remain.
     """
     shown = show_non_atoms | ~_flag(atoms, "non_atom")
     locked, edited = _flag(atoms, "locked"), _flag(atoms, "edited")
     border = np.where(locked[:, None], LOCKED_BORDER, EDITED_BORDER).reshape(-1, 4)
     return {"shown": shown, "size": np.where(shown, ATOM_DIAMETER / voxel_size, 0.0),
             "face_color": atom_colours(atoms), "border_color": border,
-            "border_width": np.where(locked | edited, EDITED_BORDER_WIDTH, 0.0)}
+            "border_width": np.where(locked | edited, EDITED_BORDER_WIDTH, 0.0),
+            "canvas_size_limits": CANVAS_SIZE_LIMITS}
 
 
 def restyle_atoms(layer, atoms: AtomModel | None = None):
