@@ -660,6 +660,17 @@ def test_refine_widget_adds_refined_atoms_model_and_residual(qtbot, to_refine, t
     assert changed_fraction(shown, empty) > 0.01  # the refined atoms really render
 
 
+def test_refined_atoms_are_shown_in_place_of_their_input(qtbot, to_refine):
+    """After Refine only the refined atoms show (not every marker twice); the input is hidden, not removed."""
+    viewer, widget, _, _ = to_refine
+    qtbot.keyClick(widget.parameters.precision.native, Qt.Key.Key_Space)  # no half-set refinements: quicker
+    qtbot.mouseClick(widget.run_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not widget.running, timeout=WAIT_MS)
+    assert widget.last_outcome == "done"
+    assert [layer.name for layer in viewer.layers if is_atoms(layer) and layer.visible] == ["atoms refined"]
+    assert is_atoms(viewer.layers["atoms"])
+
+
 def test_refine_check_box_keeps_every_move(qtbot, to_refine, monkeypatch):
     """Unticking "keep only moves held-out projections support" from the keyboard reaches the refinement."""
     viewer, widget, _, _ = to_refine
