@@ -16,7 +16,8 @@ from napari_aet._napari.edit import EditWidget
 from napari_aet.atom_labels import NON_ATOM, labels
 from napari_aet.classify import classify_atoms
 from napari_aet.geometry import render_atoms, specimen_to_voxel
-from napari_aet._napari.layers import EDITED_BORDER, LOCKED_BORDER, atoms_from_layer, atoms_layer, volume_layer
+from napari_aet._napari.layers import (EDITED_BORDER, LOCKED_BORDER, atoms_from_layer, atoms_layer, restyle_atoms,
+                                       volume_layer)
 from napari_aet.model import AtomModel, Reconstruction
 from napari_aet.project import Project, TimePoint
 from napari_aet.review import orthogonal_slices
@@ -161,28 +162,30 @@ def drawn_fraction(viewer, layer):
     return np.mean(np.any(shown != hidden, axis=-1)), shown
 
 
-def test_non_atoms_are_not_drawn_in_3d_nor_reviewed(editor, study_data):
+def test_non_atoms_are_not_drawn_in_2d_or_3d_nor_reviewed(editor, study_data):
+    from napari_aet._napari import screenshot
+
     viewer, layer, widget, _ = editor
     _, _, atoms = study_data
     viewer.layers["reconstruction"].visible = False
-    viewer.dims.ndisplay = 3
-    viewer.reset_view()
-    fraction, with_hidden = drawn_fraction(viewer, layer)
-    assert fraction > 0.01  # the atoms are drawn
-    real = show_layer(viewer, atoms_layer(atoms.subset(~atoms.features["non_atom"]), SHAPE, VOXEL, name="real"))
-    layer.visible = False
-    from napari_aet._napari import screenshot
-
-    only_real = screenshot(viewer)
-    assert np.mean(np.any(with_hidden != only_real, axis=-1)) < 1e-3  # the same picture: no non-atom drawn
+    real = show_layer(viewer, atoms_layer(atoms.subset(~atoms.features["non_atom"]), SHAPE, VOXEL, name="real"),
+                      visible=False)
+    for ndisplay in (3, 2):
+        viewer.dims.ndisplay = ndisplay
+        viewer.dims.set_point(0, NOISE[0, 2])  # in 2D, the slice through a non-atom
+        viewer.reset_view()
+        fraction, with_hidden = drawn_fraction(viewer, layer)
+        assert ndisplay == 2 or fraction > 0.01  # the atoms are drawn (in 2D none is on that slice)
+        layer.visible, real.visible = False, True
+        assert np.array_equal(with_hidden, screenshot(viewer))  # the same picture: not a pixel of a non-atom drawn
+        layer.visible, real.visible = True, False
+        for show in (True, False):  # as Classify's "show non-atoms" box does
+            layer.metadata["aet"]["show_non_atoms"] = show
+            restyle_atoms(layer)
+            if show:
+                assert np.mean(np.any(screenshot(viewer) != with_hidden, axis=-1)) > 1e-4  # now they are drawn
     viewer.layers.remove(real)
-    layer.visible = True
-    layer.metadata["aet"]["show_non_atoms"] = True  # as Classify's "show non-atoms" box does
-    widget._on_features()
-    assert np.mean(np.any(drawn_fraction(viewer, layer)[1] != with_hidden, axis=-1)) > 1e-3
 
-    layer.metadata["aet"]["show_non_atoms"] = False
-    widget._on_features()
     non_atoms = set(np.flatnonzero(atoms.features["non_atom"]))
     viewer.layers.selection.active = layer  # keys act on the selected layer
     visited = []

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from napari_aet._napari.sample_data import sample_fept_layers
-from napari_aet._napari.layers import (atoms_from_layer, atoms_layer, reconstruction_from_layer, tilt_series_from_layer,
-                               tilt_series_layer, volume_layer)
+from napari_aet._napari.layers import (NON_ATOM_COLOUR, atoms_from_layer, atoms_layer, reconstruction_from_layer,
+                                       tilt_series_from_layer, tilt_series_layer, volume_layer)
 from napari_aet.model import AtomModel, InputError, Reconstruction, TiltSeries
 
 
@@ -45,6 +45,17 @@ def test_atoms_round_trip_and_world_position_in_angstrom():
     back = atoms_from_layer(as_layer((data, kwargs, kind)))
     assert np.allclose(back.positions, atoms.positions) and list(back.species) == ["Fe", "Pt"]
     assert np.array_equal(back.features["intensity"], [1.0, 6.0])
+
+
+def test_every_element_has_a_colour_of_its_own_and_non_atoms_are_grey():
+    """Elements outside the colour table (Si, Ta) get distinct colours, never the non-atoms' grey."""
+    atoms = AtomModel(np.zeros((5, 3)), ["Ta", "Si", "Pt", "", ""], {"non_atom": [False, False, False, True, False]})
+    colours = [tuple(c) for c in atoms_layer(atoms, (20, 20, 20), 0.4)[1]["face_color"]]
+    ta, si, pt, non_atom, unclassified = colours
+    assert non_atom == NON_ATOM_COLOUR
+    assert len({ta, si, pt, non_atom, unclassified}) == 5
+    again = atoms_layer(AtomModel(np.zeros((2, 3)), ["Si", "Ta"]), (20, 20, 20), 0.4)[1]["face_color"]
+    assert [tuple(c) for c in again] == [si, ta]  # the same colours, whatever the order of the atoms
 
 
 def test_wrong_layer_kind_is_reported():

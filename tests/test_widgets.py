@@ -28,6 +28,7 @@ from napari_aet._napari.classify import ClassifyWidget, class_boundaries
 from napari_aet._napari.reconstruct import ReconstructWidget
 from napari_aet._napari.refine import RefineWidget
 from napari_aet._napari.trace import TraceWidget
+from napari_aet.atom_labels import NON_ATOM, labels
 from napari_aet.geometry import render_atoms
 from napari_aet._napari.layers import (
     atoms_from_layer,
@@ -579,6 +580,26 @@ def test_classify_widget_labels_species(qtbot, traced, particle):
     assert layer.shown.all()
 
 
+def test_classify_colours_an_element_outside_the_table_in_the_layer_and_the_histogram(qtbot, traced):
+    """Ta has no colour in the table: it gets one of its own, not the non-atoms' grey, on the
+    points and on its histogram bars."""
+    widget = ClassifyWidget(traced)
+    qtbot.addWidget(widget)
+    widget.parameters.elements.value = "Fe,Ta"  # the heavy atoms called Ta
+    qtbot.mouseClick(widget.run_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not widget.running, timeout=WAIT_MS)
+    assert widget.last_outcome == "done"
+    layer = traced.layers["atoms"]
+    names = labels(atoms_from_layer(layer))
+    points = {name: layer.face_color[np.flatnonzero(names == name)[0]] for name in ("Fe", "Ta", NON_ATOM)}
+    assert len({tuple(c) for c in points.values()}) == 3
+    (ax,) = widget.plot.figure.axes
+    bars = {bars.patches[0].get_label(): [bar.get_facecolor() for bar in bars] for bars in ax.containers}
+    assert sorted(bars) == sorted(points)  # one stack of bars per label, labelled for the legend
+    for name, colour in points.items():
+        np.testing.assert_allclose(bars[name], [colour] * len(bars[name]))
+
+
 def test_classify_never_relabels_locked_atoms(qtbot, traced):
     layer = traced.layers["atoms"]
     locked = np.arange(5)
@@ -656,6 +677,17 @@ def test_refine_widget_adds_refined_atoms_model_and_residual(qtbot, to_refine, t
     viewer.layers["atoms refined"].visible = False
     empty = screenshot(viewer)
     assert changed_fraction(shown, empty) > 0.01  # the refined atoms really render
+
+
+def test_refined_atoms_are_shown_in_place_of_their_input(qtbot, to_refine):
+    """After Refine only the refined atoms show (not every marker twice); the input is hidden, not removed."""
+    viewer, widget, _, _ = to_refine
+    qtbot.keyClick(widget.parameters.precision.native, Qt.Key.Key_Space)  # no half-set refinements: quicker
+    qtbot.mouseClick(widget.run_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not widget.running, timeout=WAIT_MS)
+    assert widget.last_outcome == "done"
+    assert [layer.name for layer in viewer.layers if is_atoms(layer) and layer.visible] == ["atoms refined"]
+    assert is_atoms(viewer.layers["atoms"])
 
 
 def test_refine_check_box_keeps_every_move(qtbot, to_refine, monkeypatch):

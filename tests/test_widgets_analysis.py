@@ -43,6 +43,7 @@ def test_analyse_widget_layers_plots_nuclei_and_rendering(make_napari_viewer, qt
     qtbot.addWidget(widget)
     assert run_and_wait(qtbot, widget) == "done", widget.message.text()
     points = viewer.layers["atoms analysis"]
+    assert not viewer.layers["atoms"].visible and points.visible  # one atom set shows at a time
     assert {"phase", "variant", "order_L10", "order_L12", "nucleus", "antisite"} <= set(points.features.columns)
     assert {"A1", "L10", "L12"} == set(points.features["phase"])
     ordered = points.features["phase"].to_numpy() != "A1"

@@ -204,6 +204,19 @@ def keep_with_time_point(viewer, layer):
         viewer.layers.move(index, max(same) + 1)
 
 
+def show_only_these_atoms(viewer, layer):
+    """Show the atoms layer ``layer`` of a study time point and hide that time point's other atoms
+    layers (hidden, not removed: their eye in the layer list shows them again), so that one atom
+    set shows at a time, not every marker twice."""
+    study_id, point, _ = study_tag(layer)
+    if point is None:
+        return
+    for other in viewer.layers:
+        if other is not layer and is_atoms(other) and study_tag(other)[:2] == (study_id, point):
+            other.visible = False
+    layer.visible = True
+
+
 def name_by_time_point(viewer, session):
     """Rename the session's layers as :func:`time_point_name` says (after a time point was added,
     the first one's layers take its prefix)."""
@@ -370,7 +383,8 @@ class StageWidget(QWidget):
     def show_output(self, layer_data, field=None, **overrides):
         """:func:`show_layer` for this stage's outputs (which its own inputs do not switch to), as
         layers of the current time point (:func:`tag_as_study`; ``field``: the study result it
-        shows, if any), kept together with that time point's other layers."""
+        shows, if any), kept together with that time point's other layers; an atoms output is
+        shown in place of the time point's other atoms layers (:func:`show_only_these_atoms`)."""
         data, kwargs, kind = layer_data
         layer_data = (data, {**kwargs, **overrides}, kind)
         if self.per_time_point:
@@ -378,6 +392,8 @@ class StageWidget(QWidget):
         self._outputs.add(layer_data[1]["name"])
         layer = show_layer(self.viewer, layer_data)
         keep_with_time_point(self.viewer, layer)
+        if is_atoms(layer):
+            show_only_these_atoms(self.viewer, layer)
         return layer
 
     @staticmethod

@@ -10,8 +10,8 @@ from magicgui.widgets import FloatSpinBox, LineEdit, SpinBox
 from qtpy.QtWidgets import QCheckBox
 
 from ..classify import classify_atoms
-from .layers import (ELEMENT_COLOURS, OTHER_COLOUR, atoms_from_layer, atoms_layer, reconstruction_from_layer,
-                      restyle_atoms)
+from ..atom_labels import NON_ATOM, model_elements
+from .layers import atoms_from_layer, atoms_layer, label_colours, reconstruction_from_layer, restyle_atoms
 from ..model import InputError, check_elements
 from ._base import StageWidget, is_atoms, is_volume
 from ._plots import PlotCanvas
@@ -108,21 +108,23 @@ class ClassifyWidget(StageWidget):
                                          "atoms")
         self.apply_non_atom_visibility(updated)
         self.session.announce(self.stage)
-        self.plot_histogram(atoms.features["intensity"], atoms.features["class_index"], elements)
+        self.plot_histogram(atoms, elements)
         counts = ", ".join(f"{np.count_nonzero(atoms.species == e)} {e}" for e in elements)
         warnings = "".join(f"\n⚠ {w}" for w in self.session.point.report.get("classify_warnings", []))
         self.show_done(f"{counts}, {np.count_nonzero(atoms.features['non_atom'])} non-atoms; "
                        f"{np.count_nonzero(atoms.features['ambiguous'])} ambiguous{warnings}")
 
-    def plot_histogram(self, intensity, class_index, elements):
-        """Stacked histogram of integrated intensity by class, with the class boundaries."""
+    def plot_histogram(self, atoms, elements):
+        """Stacked histogram of the integrated intensity of ``atoms`` classified into ``elements``
+        by class, in the atoms' colours, with the class boundaries."""
         (ax,) = self.plot.subplots()
-        names = ["non-atom", *elements]
+        intensity, class_index = atoms.features["intensity"], atoms.features["class_index"]
+        names = [NON_ATOM, *elements]
         classes = [c for c in range(len(names)) if np.any(class_index == c)]
+        colours = label_colours(model_elements(atoms))
         bins = np.histogram_bin_edges(intensity, bins=min(60, max(10, len(intensity) // 10)))
         ax.hist([intensity[class_index == c] for c in classes], bins=bins, stacked=True,
-                color=[OTHER_COLOUR if c == 0 else ELEMENT_COLOURS.get(names[c], OTHER_COLOUR) for c in classes],
-                label=[names[c] for c in classes])
+                color=[colours[names[c]] for c in classes], label=[names[c] for c in classes])
         for _, _, threshold in class_boundaries(intensity, class_index):
             ax.axvline(threshold, color="white", lw=1, ls="--")
         ax.set_xlabel("integrated intensity")

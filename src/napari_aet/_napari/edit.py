@@ -38,7 +38,7 @@ from ..edit import (
     snap_to_peak,
 )
 from ..geometry import specimen_to_voxel
-from .layers import ELEMENT_COLOURS, OTHER_COLOUR, atoms_from_layer, reconstruction_from_layer, restyle_atoms
+from .layers import atoms_from_layer, label_colours, reconstruction_from_layer, restyle_atoms
 from ..model import AtomModel, InputError
 from ..review import PLANES, class_average_slices, orthogonal_slices
 from ..undo import UndoStack, history_of, keep_history
@@ -537,9 +537,10 @@ class EditWidget(QWidget):
             for artist in self._histogram_artists:
                 artist.remove()
         self._histogram_groups = groups
+        colours = label_colours(model_elements(atoms))
         self._histogram_artists = [
-            ax.stairs(top, bins, baseline=tops[k - 1] if k else 0, fill=True, label=name,
-                      color=ELEMENT_COLOURS.get(name, OTHER_COLOUR)) for k, (name, top) in enumerate(zip(groups, tops))]
+            ax.stairs(top, bins, baseline=tops[k - 1] if k else 0, fill=True, label=name, color=colours[name])
+            for k, (name, top) in enumerate(zip(groups, tops))]
         in_groups = drawn & np.isin(names, groups)
         index = np.array([groups.index(name) for name in names[in_groups]])
         self._boundaries = [(groups[lower], groups[upper], ax.axvline(threshold, color="white", lw=1, ls="--"))

@@ -23,16 +23,26 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..atom_labels import NON_ATOM, labels, model_elements
 from ..geometry import centre, specimen_to_voxel, voxel_to_specimen
-from ..model import AtomModel, InputError, Reconstruction, TiltSeries
+from ..model import ATOMIC_NUMBERS, AtomModel, InputError, Reconstruction, TiltSeries
 
-#: Face colours of the elements (RGBA); others get a grey.
+#: Face colours (RGBA) of the elements that have one of their own.
 ELEMENT_COLOURS = {
     "Fe": (0.95, 0.55, 0.15, 1.0), "Pt": (0.45, 0.65, 1.0, 1.0), "Au": (1.0, 0.85, 0.2, 1.0),
     "Pd": (0.3, 0.8, 0.8, 1.0), "Ni": (0.4, 0.9, 0.4, 1.0), "Co": (0.9, 0.3, 0.6, 1.0),
-    "W": (0.7, 0.5, 0.9, 1.0), "": (0.9, 0.9, 0.9, 1.0),
+    "W": (0.7, 0.5, 0.9, 1.0),
 }
-OTHER_COLOUR = (0.6, 0.6, 0.6, 1.0)
+#: Colours of the other elements, given in turn to those a model holds, lightest first (none is
+#: grey, white or a colour of ELEMENT_COLOURS; they repeat only past ten such elements in a model).
+EXTRA_ELEMENT_COLOURS = (
+    (0.9, 0.2, 0.2, 1.0), (0.3, 0.35, 1.0, 1.0), (0.75, 0.9, 0.3, 1.0), (0.6, 0.3, 0.1, 1.0),
+    (1.0, 0.6, 0.6, 1.0), (0.55, 0.2, 0.75, 1.0), (0.6, 0.95, 0.85, 1.0), (0.85, 0.75, 0.55, 1.0),
+    (0.6, 0.6, 0.2, 1.0), (1.0, 0.4, 1.0, 1.0),
+)
+#: Colours of the points classified as not atoms, and of those not classified yet.
+NON_ATOM_COLOUR = (0.6, 0.6, 0.6, 1.0)
+UNCLASSIFIED_COLOUR = (0.9, 0.9, 0.9, 1.0)
 #: Border colours of the atoms a person touched: locked (position and label kept as set), and
 #: edited but free (e.g. placed by hand, its label left to the classifier).
 LOCKED_BORDER = (1.0, 1.0, 1.0, 1.0)
@@ -40,6 +50,9 @@ EDITED_BORDER = (0.2, 0.9, 1.0, 1.0)
 #: Diameter (Å) of a drawn atom, and the width of the border of an edited one (fraction of it).
 ATOM_DIAMETER = 1.4
 EDITED_BORDER_WIDTH = 0.3
+#: Smallest and largest drawn size of an atom (canvas pixels): napari's largest, no smallest,
+#: so that an atom of size 0 is not drawn at all (napari's default smallest is 2 pixels).
+CANVAS_SIZE_LIMITS = (0.0, 10000.0)
 
 
 #: Axis labels of the layers: a tilt series' own tilt axis comes before the volumes' z, y, x.
@@ -111,9 +124,25 @@ def reconstruction_from_layer(layer) -> Reconstruction:
                           dict(meta.get("errors", {})))
 
 
-def element_colours(species) -> np.ndarray:
-    """``(N, 4)`` RGBA face colours for element symbols."""
-    return np.array([ELEMENT_COLOURS.get(s, OTHER_COLOUR) for s in species], dtype=float).reshape(-1, 4)
+def label_colours(elements) -> dict[str, tuple]:
+    """RGBA colour of every label of a model made of ``elements`` (symbols), the one source of
+    the colours of atoms in layers, histograms and legends.
+
+    Each element has its own: its :data:`ELEMENT_COLOURS` entry, else the next of
+    :data:`EXTRA_ELEMENT_COLOURS`, given to ``elements`` outside the table lightest first; a
+    non-atom (:data:`~napari_aet.atom_labels.NON_ATOM`) is :data:`NON_ATOM_COLOUR`, an
+    unclassified point ("") :data:`UNCLASSIFIED_COLOUR`.
+    """
+    others = sorted(set(elements) - set(ELEMENT_COLOURS), key=ATOMIC_NUMBERS.__getitem__)
+    return {NON_ATOM: NON_ATOM_COLOUR, "": UNCLASSIFIED_COLOUR,
+            **{e: ELEMENT_COLOURS[e] for e in elements if e in ELEMENT_COLOURS},
+            **{e: EXTRA_ELEMENT_COLOURS[k % len(EXTRA_ELEMENT_COLOURS)] for k, e in enumerate(others)}}
+
+
+def atom_colours(atoms: AtomModel) -> np.ndarray:
+    """``(N, 4)`` RGBA face colours of ``atoms`` by label (:func:`label_colours` of its elements)."""
+    colours = label_colours(model_elements(atoms))
+    return np.array([colours[label] for label in labels(atoms)], dtype=float).reshape(-1, 4)
 
 
 def _flag(atoms: AtomModel, name) -> np.ndarray:
@@ -121,20 +150,24 @@ def _flag(atoms: AtomModel, name) -> np.ndarray:
 
 
 def atom_style(atoms: AtomModel, voxel_size, *, show_non_atoms=False) -> dict:
-    """Per-point display of ``atoms`` as Points layer keyword arguments.
+    """Display of ``atoms`` as Points layer keyword arguments: per point, and the drawn size limits.
 
-    Face colour by element; a border on atoms a person edited (:data:`LOCKED_BORDER` on locked
-    ones, :data:`EDITED_BORDER` on the others). Non-atoms (feature ``non_atom``) stay in the
-    layer, so that point indices are atom indices, but unless ``show_non_atoms`` they are not
-    drawn: ``shown`` False hides them in 2D, and size 0 in 3D, where napari 0.9 draws every
-    point whatever ``shown`` says (a point of size 0 is neither drawn nor picked).
+    Face colour by label (:func:`atom_colours`); a border on atoms a person edited
+    (:data:`LOCKED_BORDER` on locked ones, :data:`EDITED_BORDER` on the others). Non-atoms
+    (feature ``non_atom``) stay in the layer, so that point indices are atom indices, but unless
+    ``show_non_atoms`` they are not drawn: ``shown`` False hides them in 2D, and size 0 in 3D,
+    where napari 0.9.2 draws every point whatever ``shown`` says when all the layer's axes are
+    displayed. A point of size 0 is neither drawn nor picked only with
+    :data:`CANVAS_SIZE_LIMITS`: napari's default draws every point at least 2 canvas pixels
+    wide, so a dot would remain.
     """
     shown = show_non_atoms | ~_flag(atoms, "non_atom")
     locked, edited = _flag(atoms, "locked"), _flag(atoms, "edited")
     border = np.where(locked[:, None], LOCKED_BORDER, EDITED_BORDER).reshape(-1, 4)
     return {"shown": shown, "size": np.where(shown, ATOM_DIAMETER / voxel_size, 0.0),
-            "face_color": element_colours(atoms.species), "border_color": border,
-            "border_width": np.where(locked | edited, EDITED_BORDER_WIDTH, 0.0)}
+            "face_color": atom_colours(atoms), "border_color": border,
+            "border_width": np.where(locked | edited, EDITED_BORDER_WIDTH, 0.0),
+            "canvas_size_limits": CANVAS_SIZE_LIMITS}
 
 
 def restyle_atoms(layer, atoms: AtomModel | None = None):

@@ -7,7 +7,8 @@ import inspect
 import numpy as np
 from magicgui.widgets import CheckBox, FloatSpinBox, SpinBox
 
-from .layers import (ELEMENT_COLOURS, OTHER_COLOUR, atoms_from_layer, atoms_layer, tilt_series_from_layer,
+from ..atom_labels import model_elements
+from .layers import (ELEMENT_COLOURS, atoms_from_layer, atoms_layer, label_colours, tilt_series_from_layer,
                       tilt_series_layer)
 from ..precision import describe_precision
 from ..geometry import euler_angles
@@ -113,29 +114,31 @@ class RefineWidget(StageWidget):
         curve.set_xlabel("iteration")
         curve.set_ylabel("R-factor")
         atoms = refinement.atoms
+        colours = label_colours({*model_elements(atoms), *refinement.heights})  # as the layer's atoms
         ratio = atoms.features["height_ratio"]
         top = max(2.5, float(np.nanmax(ratio, initial=0.0)) * 1.05)  # a Pt atom labelled Fe sits near 6.5
         for element in refinement.heights:
             values = ratio[atoms.species == element]
             ratios.hist(values, bins=60, range=(0.0, top), alpha=0.7, label=element,
-                        color=ELEMENT_COLOURS.get(element, OTHER_COLOUR))
+                        color=colours[element])
         ratios.set_yscale("log")  # single outlying atoms stay visible beside the main peak
         ratios.axvline(1.0, color="white", lw=1, ls="--")
         ratios.set_xlabel("height / species height")
         ratios.set_ylabel("atoms")
         ratios.legend(fontsize=7)
         if spread:
-            self.plot_precision(spread[0], refinement)
+            self.plot_precision(spread[0], refinement, colours)
         self.plot.draw()
 
     @staticmethod
-    def plot_precision(axes, refinement):
-        """Histogram of each species' atoms' ``half_set_error`` (pm), its RMS dashed."""
+    def plot_precision(axes, refinement, colours):
+        """Histogram of each species' atoms' ``half_set_error`` (pm), its RMS dashed, in ``colours``
+        (by element)."""
         atoms = refinement.atoms
         error = 100 * atoms.features["half_set_error"]
         top = float(np.nanpercentile(error, 99.5)) * 1.1
         for element, estimate in refinement.precision.items():
-            colour = ELEMENT_COLOURS.get(element, OTHER_COLOUR)
+            colour = colours[element]
             axes.hist(error[atoms.species == element], bins=40, range=(0.0, top), alpha=0.7, color=colour,
                       label=f"{element} {estimate['3d']:.0f} pm")
             axes.axvline(estimate["3d"], color=colour, lw=1, ls="--")
