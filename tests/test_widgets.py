@@ -396,6 +396,8 @@ def test_reconstruct_widget_genfire(make_napari_viewer, qtbot, tilt_series, trut
     assert "series genfire (running)" not in viewer.layers
     fourier = viewer.layers["series genfire reconstruction |FFT|"]
     assert layer_kind(fourier) == "fourier" and fourier.data.shape == (SERIES_SIZE,) * 3
+    half_view = np.array(viewer.canvas.size) / viewer.camera.zoom / 2  # (h, w) Å seen about the centre
+    assert fourier.extent.world[1][-1] <= viewer.camera.center[-1] + half_view[-1]  # beside the volume, in view
     assert widget.plot.has_data()
     assert "scaled" not in widget.message.text()  # the projections as they are, by default
     assert "smooth background removed" in widget.message.text()  # auto, for a particle

@@ -209,6 +209,7 @@ class ReconstructWidget(StageWidget):
         if fourier is not None:
             self.show_output(fourier_layer(fourier, recon.voxel_size, recon.volume.shape[2],
                                            self._names["fourier"]))
+            self.viewer.reset_view()  # the volume and its Fourier view beside it, both whole in view
         self.plot_errors(recon.errors, None if fsc is None else (np.asarray(fsc["frequency_per_A"]),
                                                                   np.asarray(fsc["fsc"])), totals)
         state = "done" if completed else "stopped early, current iterate kept as a new layer"
