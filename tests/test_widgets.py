@@ -261,6 +261,7 @@ def test_align_widget_adds_an_aligned_layer(make_napari_viewer, qtbot, tilt_seri
     assert run_and_wait(qtbot, widget) == "done"
     layer = viewer.layers["series aligned"]
     assert layer_kind(layer) == "tilt_series" and layer.data.shape == (31, 1, SERIES_SIZE, SERIES_SIZE)
+    assert layer.contrast_limits == original.contrast_limits  # side by side on one scale
     np.testing.assert_allclose(layer.scale[-2:], (0.4, 0.4))
     np.testing.assert_array_equal(original.data, before)  # the original is untouched
     aligned = tilt_series_from_layer(layer)

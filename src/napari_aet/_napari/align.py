@@ -99,7 +99,12 @@ class AlignWidget(StageWidget):
 
     def finish(self, result):
         measured, report, aligned = result.measured, result.report, result.aligned
-        self.output_name = self.show_study_output(tilt_series_layer(aligned, name=self.output_name), "aligned").name
+        output = self.show_study_output(tilt_series_layer(aligned, name=self.output_name), "aligned")
+        self.output_name = output.name
+        values = self.values()
+        if not (values["subtract_background_from_result"] or values["normalise"] or values["denoising"] != "none") \
+                and self.input_name in self.viewer.layers:  # the same counts: the same contrast, side by side
+            output.contrast_limits = self.viewer.layers[self.input_name].contrast_limits
         self.session.announce(self.stage)
         self.side_by_side(True)
         self._set_pending(True)
