@@ -389,3 +389,17 @@ def test_too_few_projections_are_refused_before_any_work(tmp_path, capsys):
     assert main(["run", str(tmp_path / "s.tif"), "--pixel-size", "0.4", "--elements", "Pt",
                  "--out", str(tmp_path / "out")]) == 2
     assert "5 projections: a tomogram needs many views" in capsys.readouterr().err
+
+
+def test_bad_reconstruction_options_are_refused_before_any_work(tmp_path, capsys, monkeypatch):
+    import napari_aet.align
+
+    def fail(series, *, background="smooth", **options):
+        raise AssertionError("alignment ran before the options were checked")
+
+    monkeypatch.setattr(napari_aet.align, "align_auto", fail)
+    series = simulate_tilt_series(fcc_particle(radius=5.0), np.linspace(-60, 60, 9), shape=(32, 32)).tilt_series
+    write_tilt_series(tmp_path / "s.tif", series)
+    assert main(["run", str(tmp_path / "s.tif"), "--pixel-size", "0.4", "--elements", "Pt", "--iterations", "0",
+                 "--out", str(tmp_path / "out")]) == 2
+    assert "iterations must be a whole number of 1 or more, got 0" in capsys.readouterr().err

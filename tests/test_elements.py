@@ -35,7 +35,8 @@ def test_an_override_written_as_text_is_one_number_or_pairs():
     table = min_distance_table("Fe,Pt", parse_min_distance("Pt-Fe=2.4,Pt=2.6"))
     assert table[0, 1] == 2.4 and table[1, 1] == 2.6 and table[0, 0] == min_distance_table("Fe")[0, 0]
     for text, message in (("far", "a number, or pairs"), ("0", "positive"), ("Fe-Pt=", "Fe-Pt must be a number"),
-                          ("Fe-Pt=2.3,Pt", "expected PAIR=Å"), ("Fe-Xx=2", "unknown element")):
+                          ("Fe-Pt=2.3,Pt", "expected PAIR=Å"), ("Fe-Xx=2", "unknown element"),
+                          ("22", "22 Å: no two neighbouring atoms are that far apart")):
         with pytest.raises(InputError, match=message):
             parse_min_distance(text)
 

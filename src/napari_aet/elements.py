@@ -60,6 +60,10 @@ def _pair_key(key) -> tuple[str, str]:
     return parts[0], parts[1]
 
 
+#: Largest minimum distance (Å) accepted: nearest neighbours in solids lie within 1.5-3.5 Å.
+MAX_MIN_DISTANCE = 5.0
+
+
 def _distance(name, value) -> float:
     try:
         value = float(value)
@@ -67,6 +71,9 @@ def _distance(name, value) -> float:
         raise InputError(f"{name} must be a number of Å, got {value!r}") from None
     if not (np.isfinite(value) and value > 0):
         raise InputError(f"{name} must be a positive number of Å, got {value}")
+    if value > MAX_MIN_DISTANCE:
+        raise InputError(f"{name} {value:g} Å: no two neighbouring atoms are that far apart (a minimum distance "
+                         f"lies between 1.5 and {MAX_MIN_DISTANCE:g} Å, e.g. 2.2)")
     return value
 
 

@@ -97,6 +97,9 @@ def run_pipeline(series: TiltSeries, elements, *, keep_spikes=False, align=True,
 
     elements = check_elements(elements)
     check_pixel_size(series.pixel_size, elements)
+    iterations = (reconstruct_options or {}).get("n_iterations")  # checked now, not after the alignment
+    if iterations is not None and (int(iterations) != iterations or iterations < 1):
+        raise InputError(f"reconstruction iterations must be a whole number of 1 or more, got {iterations}")
     if series.n_angles < MIN_PROJECTIONS:
         raise InputError(f"{series.n_angles} projections: a tomogram needs many views (AET series hold 30-70); "
                          f"the chain needs at least {MIN_PROJECTIONS}")
