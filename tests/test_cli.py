@@ -229,7 +229,9 @@ def test_run_without_refinement(simulated, tmp_path):
 def test_tilt_axis_inconsistent_with_the_data(simulated, tmp_path, capsys):
     code = main(["run", str(simulated / "tilt_series.tif"), "--pixel-size", "0.4", "--elements", "Fe,Pt",
                  "--out", str(tmp_path / "o"), "--tilt-axis", "x"])
-    assert code == 2 and "tilt axis" in error_line(capsys)
+    error = error_line(capsys)
+    assert code == 2 and "tilt axis 90.00° disagrees with the data" in error
+    assert "leave out --tilt-axis" in error  # the command line's words, not only Python's
 
 
 def test_unwritable_output_directory(simulated, tmp_path, capsys):
