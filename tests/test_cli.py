@@ -38,7 +38,7 @@ def test_run_writes_every_result(simulated, tmp_path, capsys):
     assert main(["run", str(simulated / "tilt_series.tif"), "--pixel-size", "0.4", "--elements", "Fe,Pt",
                  "--out", str(out), "--seed", "1", "--fsc", "--iterations", "60", "--refine-rounds", "1"]) == 0
     names = {p.name for p in out.iterdir()}
-    assert {"atoms.csv", "reconstruction.mrc", "aligned.tif", "report.json", "project.aet"} <= names
+    assert {"atoms.csv", "reconstruction.mrc", "aligned.tif", "report.json", "project.aet", "summary.txt"} <= names
     assert not [n for n in names if n.startswith(".partial")]
     header = (out / "atoms.csv").read_text().splitlines()[0].split(",")
     assert header[:4] == ["x", "y", "z", "element"]
@@ -67,6 +67,12 @@ def test_run_writes_every_result(simulated, tmp_path, capsys):
     assert read_volume(out / "reconstruction.mrc").voxel_size == pytest.approx(0.4)
     printed = capsys.readouterr().out
     assert "Atoms:" in printed and "moves kept (checked on held-out projections): Fe" in printed
+    assert (out / "summary.txt").read_text().rstrip("\n") in printed  # what was printed is kept
+    axis, shifts = report["alignment"]["tilt_axis"]["used"], list(report["alignment"]["shifts"].values())[-1]
+    rms = np.sqrt(np.mean(np.sum(np.square(shifts), axis=1)))
+    assert 1 < rms < 5  # the simulator shifts by up to ±3 px
+    assert re.search(rf"^Alignment: aligned series kept: .*; tilt axis {axis:.1f}°, rms shift {rms:.1f} px$", printed,
+                     re.MULTILINE)
     assert set(report["refinement"]["precision_pm"]) == {"Fe", "Pt"}
     assert "Position precision (half sets, noise only): Fe" in printed
     assert "total intensities range" not in printed and "Projections scaled" not in printed
@@ -75,6 +81,42 @@ def test_run_writes_every_result(simulated, tmp_path, capsys):
 
 def recon_background(report):
     return report["reconstruction"]["background"]["method"]
+
+
+def test_the_summary_is_saved_with_where_the_input_came_from(simulated, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(simulated)  # relative paths given, absolute ones recorded
+    out = tmp_path / "result"
+    assert main(["run", "tilt_series.tif", "--elements", "Fe,Pt", "--no-align", "--no-refine", "--iterations", "5",
+                 "--out", str(out)]) == 0
+    saved = (out / "summary.txt").read_text()
+    assert saved.endswith("\n") and saved.rstrip("\n") in capsys.readouterr().out
+    series, sidecar = (simulated / "tilt_series.tif").resolve(), (simulated / "tilt_series.tlt").resolve()
+    assert saved.startswith(f"Input: {series}; angles from sidecar {sidecar}, pixel size 0.4 Å from file metadata\n")
+    assert "\nAlignment: not run (--no-align)\n" in saved
+    source = json.loads((out / "report.json").read_text())["input"]
+    assert source["path"] == str(series) and source["angles_from"] == f"sidecar {sidecar}"
+    assert source["pixel_size_from"] == "file metadata"
+    assert main(["run", "tilt_series.tif", "--elements", "Fe,Pt", "--no-align", "--no-refine", "--iterations", "5",
+                 "--pixel-size", "0.5", "--angles", "tilt_series.tlt", "--out", str(tmp_path / "given")]) == 0
+    assert (tmp_path / "given" / "summary.txt").read_text().startswith(
+        f"Input: {series}; angles from --angles {sidecar}, pixel size 0.5 Å from --pixel-size\n")
+
+
+def test_the_alignment_line_says_what_the_alignment_did():
+    from napari_aet.runs import _alignment_line
+
+    shifts = {"centre of mass": [[0, 0], [0, 0]], "final": [[3.0, 4.0], [0.0, 0.0]]}  # rms 5/√2 px
+    measured = {"tilt_axis": {"used": 29.84, "given": None}, "shifts": shifts}
+    kept = {**measured, "check": {"accepted": True, "reason": "aligned series kept: better"}}
+    assert _alignment_line({"parameters": {"align": True}, "alignment": kept}) == (
+        "aligned series kept: better; tilt axis 29.8°, rms shift 3.5 px")
+    rejected = {"tilt_axis": {"used": 27.0, "given": 27.0}, "shifts": shifts,
+                "check": {"accepted": False, "reason": "input kept: worse"}}
+    assert _alignment_line({"parameters": {"align": True}, "alignment": rejected}) == (
+        "input kept: worse; not kept: tilt axis 27.0° (given), rms shift 3.5 px")
+    skipped = {"angles": [0, 1], "shifts": {}, "skipped": "kept as it is: Euler angles"}
+    assert _alignment_line({"parameters": {"align": True}, "alignment": skipped}) == "kept as it is: Euler angles"
+    assert _alignment_line({"parameters": {"align": False}, "alignment": {}}) == "not run (--no-align)"
 
 
 def test_keep_every_move_reaches_the_refinement():
@@ -231,7 +273,9 @@ def test_run_without_refinement(simulated, tmp_path):
 def test_tilt_axis_inconsistent_with_the_data(simulated, tmp_path, capsys):
     code = main(["run", str(simulated / "tilt_series.tif"), "--pixel-size", "0.4", "--elements", "Fe,Pt",
                  "--out", str(tmp_path / "o"), "--tilt-axis", "x"])
-    assert code == 2 and "tilt axis" in error_line(capsys)
+    error = error_line(capsys)
+    assert code == 2 and "tilt axis 90.00° disagrees with the data" in error
+    assert "leave out --tilt-axis" in error  # the command line's words, not only Python's
 
 
 def test_unwritable_output_directory(simulated, tmp_path, capsys):

@@ -280,6 +280,18 @@ def test_volume_mrc_header_says_volume(tmp_path):
         assert float(mrc.voxel_size.x) == pytest.approx(0.37, rel=1e-6)
 
 
+def test_volume_mrc_origin_puts_the_rotation_centre_at_zero(tmp_path):
+    """ChimeraX and EMAN place voxel i at origin + i * voxel size: voxel n // 2 must land at 0 Å,
+    where atoms.csv has the rotation centre."""
+    rec = volume(shape=(21, 24, 27))
+    write_volume(tmp_path / "v.mrc", rec)
+    with mrcfile.open(tmp_path / "v.mrc") as mrc:
+        origin = [float(mrc.header.origin[axis]) for axis in "xyz"]
+    for start, n in zip(origin, (27, 24, 21)):
+        assert start + (n // 2) * 0.37 == pytest.approx(0, abs=1e-5) and start < 0
+    np.testing.assert_array_equal(read_volume(tmp_path / "v.mrc").volume, rec.volume)  # the origin changes no data
+
+
 def test_volume_needs_3d_and_a_voxel_size(tmp_path):
     np.save(tmp_path / "flat.npy", np.ones((8, 8), np.float32))
     with pytest.raises(InputError, match=r"flat.npy holds a 2D array of shape \(8, 8\): expected a volume"):

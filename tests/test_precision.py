@@ -89,3 +89,16 @@ def test_the_refine_stage_records_the_estimate_in_the_study(truth, tmp_path):
     skipped = workflow.refine(point, complete_rounds=0, precision=False)
     assert skipped.precision == {} and point.report["precision"] == {}
     assert "half_set_error" not in point.atoms.features
+
+
+def test_progress_names_the_half_sets(truth):
+    """The half-set refinements run after the refinement itself: their messages (the last of them
+    "refined N atoms (0 added, 0 removed)") must not read as the refinement's result."""
+    messages = []
+    half_set_precision(aligned_series(truth, 400.0), truth, iterations=2,
+                       progress=lambda fraction, message: messages.append((fraction, message)))
+    first = [m for f, m in messages if m.startswith("precision, half set 1 of 2: ")]
+    second = [m for f, m in messages if m.startswith("precision, half set 2 of 2: ")]
+    assert first and second and len(first) + len(second) == len(messages)
+    assert messages[-1][1].startswith("precision, half set 2 of 2: refined")
+    assert max(f for f, m in messages if m in first) <= 0.5 <= min(f for f, m in messages if m in second)

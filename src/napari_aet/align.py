@@ -771,7 +771,8 @@ def align_auto(series: TiltSeries, *, tilt_axis=None, axis_tolerance=1.0, precis
     estimate, curves = _search_tilt_axis(signal, prior, 90.0, sub_progress(progress, 0.0, 0.2))
     if tilt_axis is not None and abs(estimate - prior) > axis_tolerance:
         raise InputError(f"the given tilt axis {prior:.2f}° disagrees with the data, which indicate "
-                         f"{estimate:.2f}°: check the angle, or pass tilt_axis=None to estimate it")
+                         f"{estimate:.2f}°: check the angle, or leave it out to estimate it (tilt_axis=None; on "
+                         "the command line, leave out --tilt-axis)")
     common_line, refinement = estimate, None
     if tilt_axis is None:
         oriented, shifts, _, _ = first_shifts(estimate)

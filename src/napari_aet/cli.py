@@ -19,7 +19,7 @@ from .background import BACKGROUNDS
 from .model import InputError, check_elements
 from .reconstruct import METHODS
 from .reconstruct.extended import GEOMETRIES
-from .runs import RUN_OPTIONS, parse_tilt_axis, pipeline_options  # noqa: F401 (parse_tilt_axis: API)
+from .runs import RUN_OPTIONS, parse_tilt_axis, pipeline_options, summary_text  # noqa: F401 (parse_tilt_axis: API)
 
 
 class ConsoleProgress:
@@ -161,7 +161,7 @@ def command_run(args) -> int:
     report = run_to_directory(args.tilt_series, args.out, args.elements, force=args.force,
                               **{name: getattr(args, name) for name in RUN_OPTIONS},
                               progress=ConsoleProgress(), log=print)
-    print_summary(report)
+    print(summary_text(report))
     print(f"Results in {Path(args.out).resolve()}")
     return 0
 
@@ -255,7 +255,7 @@ def command_demo(args) -> int:
         result.report["truth_comparison_before_refinement"] = before
     if args.out:
         write_results(result, args.out)
-    print_summary(result.report)
+    print(summary_text(result.report))
     print(f"Against the simulator's truth: {truth['recall']:.1%} of atoms found, "
           f"{truth['precision']:.1%} of traced atoms real, RMS position error {truth['rms_error_pm']:.1f} pm, "
           f"species correct for {truth['species_accuracy']:.1%} (match: mutual nearest neighbours "
@@ -294,71 +294,6 @@ def show_in_napari(result, truth=None):
 
     add_result_layers(napari.Viewer(title="napari-aet demo"), result, truth)
     napari.run()
-
-
-#: Spread (max - min) of the projections' relative total intensities above which the summary says so.
-TOTALS_SPREAD = 0.2
-
-
-def print_summary(report):
-    atoms = report["atoms"]
-    recon = report["reconstruction"]
-    timings = ", ".join(f"{k} {v:.1f} s" for k, v in report["timings_s"].items())
-    per_element = ", ".join(f"{n} {e}" for e, n in atoms["per_element"].items())
-    spikes = report["input"].get("spikes_replaced", 0)
-    if spikes:
-        print(f"Replaced {spikes} single-pixel spike(s) (X-ray hits, hot pixels) by the median of their neighbours "
-              "(--keep-spikes keeps them)")
-    alignment = report.get("alignment", {})
-    if alignment.get("skipped") or alignment.get("check"):
-        print(f"Alignment: {alignment.get('skipped') or alignment['check']['reason']}")
-    print(f"Atoms: {atoms['n_atoms']} ({per_element}); {atoms['n_ambiguous']} ambiguous; "
-          f"{atoms['n_rejected_peaks']} peaks rejected as noise")
-    for warning in atoms.get("warnings", []):
-        print(f"Warning: {warning}")
-    metrics = [f"final {name.replace('_', '-')} {recon[f'final_{key}']:.3f}"
-               for key, name in (("r_factor", "R_factor"), ("r_free", "R_free"))
-               if recon.get(f"final_{key}") is not None]
-    if "half_set_fsc" in recon:
-        metrics.append(f"half-set FSC resolution {recon['half_set_fsc']['resolution_A_at_0.143']:.2f} Å")
-    removed = recon.get("background", {})
-    if removed.get("mean_level") is not None:
-        metrics.append(f"{removed['method']} background removed (mean {removed['mean_level']:.3g} counts/px)")
-    elif removed.get("why_not"):
-        metrics.append(f"background kept ({removed['why_not']})")
-    geometry = report["parameters"].get("geometry")
-    if geometry:
-        metrics.insert(0, f"{geometry} geometry (edge signal at high tilt {report['parameters']['edge_signal']:.2f})")
-    print(f"Reconstruction: {recon['method']}, {recon['shape']} voxels" + "".join(f", {m}" for m in metrics))
-    low, high = (np.nan if value is None else value for value in recon["relative_totals"])
-    if "normalisation_factors" in recon:
-        print(f"Projections scaled to one total intensity (their totals were {low:.2f}–{high:.2f} × the mean)")
-    elif high - low > TOTALS_SPREAD and geometry != "film":  # a film's total grows with the tilt anyway
-        print(f"Note: the projections' total intensities range {low:.2f}–{high:.2f} × their mean: a drifting beam "
-              "current (try --normalise), a zone axis in some views, or a neighbour entering the field")
-    if "refinement" in report:
-        from .refine import describe_moves_kept
-
-        refined = report["refinement"]
-        species = ", ".join(f"{e} height {h:.4g}, width {refined['widths_A'][e]:.2f} Å"
-                            for e, h in refined["heights"].items())
-        moved, kept = refined["shift_A"], describe_moves_kept(refined.get("moves_kept", {}))
-        print(f"Refinement against the projections: {species}; final R-factor {refined['final_r_factor']:.3f}; "
-              f"{refined['n_added']} atoms added, {refined['n_removed']} removed"
-              + (f", the others moved by {moved['median']:.2f} Å (median)" if moved else "")
-              + (f"; {kept}" if kept else ""))
-        if refined.get("worst_projections"):
-            listed = ", ".join(f"{p['index']} ({p['tilt_deg']:+.1f}°, {p['misfit']:.1f}×)"
-                               for p in refined["worst_projections"])
-            indices = ",".join(str(p["index"]) for p in refined["worst_projections"])
-            print(f"Projections fitting the model worst (index, tilt, RMS residual over the median): {listed}: a bad "
-                  f"image (drift, blur, contamination) — --exclude {indices} leaves them out — or where the model "
-                  "is poorest (a zone axis, a film's highest tilts)")
-        if refined.get("precision_pm"):
-            from .precision import describe_precision
-
-            print(f"Position precision (half sets, noise only): {describe_precision(refined['precision_pm'])}")
-    print(f"Timings: {timings}")
 
 
 COMMANDS = {"run": command_run, "batch": command_batch, "simulate": command_simulate, "demo": command_demo,

@@ -55,6 +55,8 @@ def half_set_precision(series: TiltSeries, atoms: AtomModel, *, elements=None, i
     the even and the odd projections (:func:`napari_aet.refine.refine_atoms` with
     ``complete_rounds=0``, ``validate_moves=False`` and the given ``iterations``, ``width_every``,
     ``background_width`` and ``min_distance``). Needs :data:`MIN_ANGLES` projections or more.
+    Progress messages start "precision, half set 1 of 2: " (then 2 of 2), so that the half-set
+    refinements' counts are not taken for those of the refinement itself.
     """
     from .refine import refine_atoms
 
@@ -63,8 +65,9 @@ def half_set_precision(series: TiltSeries, atoms: AtomModel, *, elements=None, i
     options = {"elements": elements, "iterations": iterations, "width_every": width_every,
                "background_width": background_width, "min_distance": min_distance, "complete_rounds": 0,
                "validate_moves": False}
-    halves = [refine_atoms(series.subset(slice(start, None, 2)), atoms,
-                           progress=sub_progress(progress, start / 2, (start + 1) / 2), **options).atoms.positions
+    halves = [refine_atoms(series.subset(slice(start, None, 2)), atoms, **options,
+                           progress=sub_progress(progress, start / 2, (start + 1) / 2,
+                                                 f"precision, half set {start + 1} of 2: ")).atoms.positions
               for start in (0, 1)]
     difference = (halves[0] - halves[1]) / 2
     fixed = np.zeros(len(atoms), bool)

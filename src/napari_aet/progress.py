@@ -22,8 +22,9 @@ def report(progress: ProgressCallback, fraction: float, message: str = "") -> No
         progress(min(max(float(fraction), 0.0), 1.0), message)
 
 
-def sub_progress(progress: ProgressCallback, start: float, stop: float) -> ProgressCallback:
-    """A callback that maps [0, 1] onto [start, stop] of ``progress`` (for stages of a chain)."""
+def sub_progress(progress: ProgressCallback, start: float, stop: float, prefix: str = "") -> ProgressCallback:
+    """A callback that maps [0, 1] onto [start, stop] of ``progress`` (for stages of a chain),
+    ``prefix`` before every message (naming the part of the stage, e.g. "precision, half set 1 of 2: ")."""
     if progress is None:
         return None
-    return lambda fraction, message="": progress(start + (stop - start) * fraction, message)
+    return lambda fraction, message="": progress(start + (stop - start) * fraction, prefix + message)

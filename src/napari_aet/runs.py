@@ -1,4 +1,5 @@
-"""One tilt-series file -> one result directory: what ``napari-aet run`` and every batch row do.
+"""One tilt-series file -> one result directory: what ``napari-aet run`` and every batch row do,
+and the summary of a run for a person (printed, and kept as ``summary.txt``).
 
 The command line never destroys work: a directory that already holds results is refused
 unless ``force``; even then a previous ``project.aet`` that holds hand edits is kept under a
@@ -161,10 +162,14 @@ def run_to_directory(series_path, out_dir, elements, *, angles=None, pixel_size=
     progress : ``progress(fraction, message)`` over the whole chain.
     log : called with one-line messages for the user (what was read, what was kept).
 
-    Returns the report written to ``report.json``. Raises InputError for bad input before
+    Writes what :func:`napari_aet.pipeline.write_results` writes, the report's ``input`` with the
+    file's absolute path and where its angles and pixel size came from, then ``summary.txt``
+    (:func:`summary_text`, what ``napari-aet run`` prints). Returns the report written to
+    ``report.json``. Raises InputError for bad input before
     anything is written; ``out_dir`` is created only when the run succeeded.
     """
     from .io import read_tilt_series
+    from .io.files import atomic_write
     from .pipeline import run_pipeline, write_results
 
     log = log or (lambda message: None)
@@ -177,6 +182,7 @@ def run_to_directory(series_path, out_dir, elements, *, angles=None, pixel_size=
                                keep_every_move=keep_every_move, no_precision=no_precision,
                                min_distance=min_distance)
     series = read_tilt_series(series_path, angles=angles, pixel_size=pixel_size, tilt_axis=axis)
+    provenance = _provenance(series_path, series.metadata, angles, pixel_size)
     log(f"Read {series_path}: {series.n_angles} projections of {series.projections.shape[1:]} px, "
         f"{series.pixel_size:g} Å/px, tilts {np.min(series.angles):.1f}° to {np.max(series.angles):.1f}°")
     if exclude:
@@ -189,4 +195,114 @@ def run_to_directory(series_path, out_dir, elements, *, angles=None, pixel_size=
     kept = keep_if_edited(out_dir / "project.aet") if force else None
     if kept is not None:
         log(f"Kept the previous project, which holds hand edits, as {kept}")
-    return write_results(result, out_dir)
+    report = write_results(result, out_dir, extra_report={"input": {**result.report["input"], **provenance}})
+    with atomic_write(out_dir / "summary.txt") as temporary:
+        temporary.write_text(summary_text(report) + "\n")
+    return report
+
+
+def _provenance(series_path, metadata, angles, pixel_size) -> dict:
+    """For ``report.json``'s "input": the series file's absolute ``path``, and where its angles
+    (``--angles FILE``, ``sidecar FILE`` or ``file metadata``) and its pixel size (``--pixel-size``
+    or ``file metadata``) came from, as the reader recorded them in the series' ``metadata``."""
+    if angles is not None:
+        angles_from = f"--angles {Path(angles).resolve()}"
+    elif metadata["angles_from"] == "file metadata":
+        angles_from = "file metadata"
+    else:  # the sidecar's path
+        angles_from = f"sidecar {Path(metadata['angles_from']).resolve()}"
+    return {"path": str(Path(series_path).resolve()), "angles_from": angles_from,
+            "pixel_size_from": "--pixel-size" if pixel_size is not None else metadata["pixel_size_from"]}
+
+
+#: Spread (max - min) of the projections' relative total intensities above which the summary says so.
+TOTALS_SPREAD = 0.2
+
+
+def summary_text(report) -> str:
+    """A run's summary for a person, from its report (``report.json``): what ``napari-aet run``
+    prints and writes to ``summary.txt`` — input, alignment, atoms, reconstruction, refinement, timings."""
+    lines = []
+    say = lines.append
+    atoms = report["atoms"]
+    recon = report["reconstruction"]
+    source = report["input"]
+    if "path" in source:  # read from a file by run_to_directory
+        say(f"Input: {source['path']}; angles from {source['angles_from']}, pixel size {source['pixel_size_A']:g} Å "
+            f"from {source['pixel_size_from']}")
+    timings = ", ".join(f"{k} {v:.1f} s" for k, v in report["timings_s"].items())
+    per_element = ", ".join(f"{n} {e}" for e, n in atoms["per_element"].items())
+    spikes = source.get("spikes_replaced", 0)
+    if spikes:
+        say(f"Replaced {spikes} single-pixel spike(s) (X-ray hits, hot pixels) by the median of their neighbours "
+            "(--keep-spikes keeps them)")
+    alignment = _alignment_line(report)
+    if alignment:
+        say(f"Alignment: {alignment}")
+    say(f"Atoms: {atoms['n_atoms']} ({per_element}); {atoms['n_ambiguous']} ambiguous; "
+        f"{atoms['n_rejected_peaks']} peaks rejected as noise")
+    for warning in atoms.get("warnings", []):
+        say(f"Warning: {warning}")
+    metrics = [f"final {name.replace('_', '-')} {recon[f'final_{key}']:.3f}"
+               for key, name in (("r_factor", "R_factor"), ("r_free", "R_free"))
+               if recon.get(f"final_{key}") is not None]
+    if "half_set_fsc" in recon:
+        metrics.append(f"half-set FSC resolution {recon['half_set_fsc']['resolution_A_at_0.143']:.2f} Å")
+    removed = recon.get("background", {})
+    if removed.get("mean_level") is not None:
+        metrics.append(f"{removed['method']} background removed (mean {removed['mean_level']:.3g} counts/px)")
+    elif removed.get("why_not"):
+        metrics.append(f"background kept ({removed['why_not']})")
+    geometry = report["parameters"].get("geometry")
+    if geometry:
+        metrics.insert(0, f"{geometry} geometry (edge signal at high tilt {report['parameters']['edge_signal']:.2f})")
+    say(f"Reconstruction: {recon['method']}, {recon['shape']} voxels" + "".join(f", {m}" for m in metrics))
+    low, high = (np.nan if value is None else value for value in recon["relative_totals"])
+    if "normalisation_factors" in recon:
+        say(f"Projections scaled to one total intensity (their totals were {low:.2f}–{high:.2f} × the mean)")
+    elif high - low > TOTALS_SPREAD and geometry != "film":  # a film's total grows with the tilt anyway
+        say(f"Note: the projections' total intensities range {low:.2f}–{high:.2f} × their mean: a drifting beam "
+            "current (try --normalise), a zone axis in some views, or a neighbour entering the field")
+    if "refinement" in report:
+        from .refine import describe_moves_kept
+
+        refined = report["refinement"]
+        species = ", ".join(f"{e} height {h:.4g}, width {refined['widths_A'][e]:.2f} Å"
+                            for e, h in refined["heights"].items())
+        moved, kept = refined["shift_A"], describe_moves_kept(refined.get("moves_kept", {}))
+        say(f"Refinement against the projections: {species}; final R-factor {refined['final_r_factor']:.3f}; "
+            f"{refined['n_added']} atoms added, {refined['n_removed']} removed"
+            + (f", the others moved by {moved['median']:.2f} Å (median)" if moved else "")
+            + (f"; {kept}" if kept else ""))
+        if refined.get("worst_projections"):
+            listed = ", ".join(f"{p['index']} ({p['tilt_deg']:+.1f}°, {p['misfit']:.1f}×)"
+                               for p in refined["worst_projections"])
+            indices = ",".join(str(p["index"]) for p in refined["worst_projections"])
+            say(f"Projections fitting the model worst (index, tilt, RMS residual over the median): {listed}: a bad "
+                f"image (drift, blur, contamination) — --exclude {indices} leaves them out — or where the model "
+                "is poorest (a zone axis, a film's highest tilts)")
+        if refined.get("precision_pm"):
+            from .precision import describe_precision
+
+            say(f"Position precision (half sets, noise only): {describe_precision(refined['precision_pm'])}")
+    say(f"Timings: {timings}")
+    return "\n".join(lines)
+
+
+def _alignment_line(report) -> str | None:
+    """What the alignment did (after "Alignment: "): not run, skipped and why, or the check's verdict
+    with the tilt axis (degrees from the image y axis) and the rms of the shifts (px) it measured."""
+    alignment = report.get("alignment", {})
+    if not report["parameters"].get("align", True):
+        return "not run (--no-align)"
+    if alignment.get("skipped"):
+        return alignment["skipped"]
+    if not alignment.get("tilt_axis"):
+        return None
+    axis, shifts = alignment["tilt_axis"], np.asarray(list(alignment["shifts"].values())[-1])
+    measured = (f"tilt axis {axis['used']:.1f}°{' (given)' if axis.get('given') is not None else ''}, "
+                f"rms shift {np.sqrt(np.mean(np.sum(shifts ** 2, axis=1))):.1f} px")
+    check = alignment.get("check")
+    if check is None:
+        return measured
+    return f"{check['reason']}; {measured}" if check["accepted"] else f"{check['reason']}; not kept: {measured}"

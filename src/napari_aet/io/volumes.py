@@ -58,8 +58,10 @@ def reconstruction_from_image(image: ImageFile, path: Path, *, voxel_size=None, 
 
 def write_volume(path, reconstruction: Reconstruction) -> Path:
     """Write a volume atomically: ``.mrc``/``.rec`` (MRC volume, ispg 1, voxel size in Å in the
-    header) or ``.tif``/``.tiff`` (ImageJ float32 stack calibrated in nm, z spacing included).
-    Method, parameters and error curves are kept only in the project file."""
+    header; as origin the position of voxel (0, 0, 0), ``-(n // 2) * voxel_size`` Å per axis, so that
+    voxel ``n // 2``, the rotation centre, is at 0 Å like the atoms' positions) or ``.tif``/``.tiff``
+    (ImageJ float32 stack calibrated in nm, z spacing included). Method, parameters and error
+    curves are kept only in the project file."""
     path = Path(path)
     suffix = suffix_of(path, WRITE_EXTENSIONS, "a volume")
     volume = np.asarray(reconstruction.volume, dtype=np.float32)
@@ -78,4 +80,6 @@ def write_volume(path, reconstruction: Reconstruction) -> Path:
                 mrc.set_data(volume)
                 mrc.set_volume()
                 mrc.voxel_size = reconstruction.voxel_size
+                # (x, y, z) Å of voxel (0, 0, 0), where ChimeraX and EMAN put it (voxel i at origin + i * size)
+                mrc.header.origin = tuple(-(n // 2) * reconstruction.voxel_size for n in volume.shape[::-1])
     return path
