@@ -103,20 +103,20 @@ def test_the_summary_is_saved_with_where_the_input_came_from(simulated, tmp_path
 
 
 def test_the_alignment_line_says_what_the_alignment_did():
-    from napari_aet.runs import _alignment_line
+    from napari_aet.runs import alignment_line
 
     shifts = {"centre of mass": [[0, 0], [0, 0]], "final": [[3.0, 4.0], [0.0, 0.0]]}  # rms 5/√2 px
     measured = {"tilt_axis": {"used": 29.84, "given": None}, "shifts": shifts}
     kept = {**measured, "check": {"accepted": True, "reason": "aligned series kept: better"}}
-    assert _alignment_line({"parameters": {"align": True}, "alignment": kept}) == (
+    assert alignment_line({"parameters": {"align": True}, "alignment": kept}) == (
         "aligned series kept: better; tilt axis 29.8°, rms shift 3.5 px")
     rejected = {"tilt_axis": {"used": 27.0, "given": 27.0}, "shifts": shifts,
                 "check": {"accepted": False, "reason": "input kept: worse"}}
-    assert _alignment_line({"parameters": {"align": True}, "alignment": rejected}) == (
+    assert alignment_line({"parameters": {"align": True}, "alignment": rejected}) == (
         "input kept: worse; not kept: tilt axis 27.0° (given), rms shift 3.5 px")
     skipped = {"angles": [0, 1], "shifts": {}, "skipped": "kept as it is: Euler angles"}
-    assert _alignment_line({"parameters": {"align": True}, "alignment": skipped}) == "kept as it is: Euler angles"
-    assert _alignment_line({"parameters": {"align": False}, "alignment": {}}) == "not run (--no-align)"
+    assert alignment_line({"parameters": {"align": True}, "alignment": skipped}) == "kept as it is: Euler angles"
+    assert alignment_line({"parameters": {"align": False}, "alignment": {}}) == "not run (--no-align)"
 
 
 def test_keep_every_move_reaches_the_refinement():

@@ -236,7 +236,7 @@ def summary_text(report) -> str:
     if spikes:
         say(f"Replaced {spikes} single-pixel spike(s) (X-ray hits, hot pixels) by the median of their neighbours "
             "(--keep-spikes keeps them)")
-    alignment = _alignment_line(report)
+    alignment = alignment_line(report)
     if alignment:
         say(f"Alignment: {alignment}")
     say(f"Atoms: {atoms['n_atoms']} ({per_element}); {atoms['n_ambiguous']} ambiguous; "
@@ -289,7 +289,7 @@ def summary_text(report) -> str:
     return "\n".join(lines)
 
 
-def _alignment_line(report) -> str | None:
+def alignment_line(report) -> str | None:
     """What the alignment did (after "Alignment: "): not run, skipped and why, or the check's verdict
     with the tilt axis (degrees from the image y axis) and the rms of the shifts (px) it measured."""
     alignment = report.get("alignment", {})
