@@ -91,7 +91,8 @@ def test_the_summary_is_saved_with_where_the_input_came_from(simulated, tmp_path
     saved = (out / "summary.txt").read_text()
     assert saved.endswith("\n") and saved.rstrip("\n") in capsys.readouterr().out
     series, sidecar = (simulated / "tilt_series.tif").resolve(), (simulated / "tilt_series.tlt").resolve()
-    assert saved.startswith(f"Input: {series}; angles from sidecar {sidecar}, pixel size 0.4 Å from file metadata\n")
+    assert saved.startswith(f"Input: {series} read as stack (angles, y, x); angles from sidecar {sidecar}, pixel "
+                            "size 0.4 Å from file metadata\n")
     assert "\nAlignment: not run (--no-align)\n" in saved
     source = json.loads((out / "report.json").read_text())["input"]
     assert source["path"] == str(series) and source["angles_from"] == f"sidecar {sidecar}"
@@ -99,7 +100,8 @@ def test_the_summary_is_saved_with_where_the_input_came_from(simulated, tmp_path
     assert main(["run", "tilt_series.tif", "--elements", "Fe,Pt", "--no-align", "--no-refine", "--iterations", "5",
                  "--pixel-size", "0.5", "--angles", "tilt_series.tlt", "--out", str(tmp_path / "given")]) == 0
     assert (tmp_path / "given" / "summary.txt").read_text().startswith(
-        f"Input: {series}; angles from --angles {sidecar}, pixel size 0.5 Å from --pixel-size\n")
+        f"Input: {series} read as stack (angles, y, x); angles from --angles {sidecar}, pixel size 0.5 Å from "
+        "--pixel-size\n")
 
 
 def test_the_alignment_line_says_what_the_alignment_did():

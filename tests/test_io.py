@@ -164,6 +164,7 @@ def test_genfire_layout_matches_our_geometry(tmp_path, fmt):
     auto = read_tilt_series(path, angles=tmp_path / "angles.txt", pixel_size=1.0)
     explicit = read_tilt_series(path, angles=tmp_path / "angles.txt", pixel_size=1.0, layout="genfire")
     np.testing.assert_array_equal(auto.projections, explicit.projections)
+    assert auto.metadata["layout"] == "genfire (x, y, angles)"  # detected, and said
     ours = project_atoms(ATOM, np.ones(1), 1.0, TILTS, (32, 32), 1.0)
     for measured, expected in zip(auto.projections, ours):
         assert peak(measured) == peak(expected)

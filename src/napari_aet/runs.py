@@ -24,7 +24,7 @@ RESULT_FILES = ("atoms.csv", "report.json", "project.aet", "reconstruction.mrc",
 
 #: ``run`` options by name (the command-line flag with ``_`` for ``-``) and type; a batch plan
 #: may give any of them as a column. Defaults are those of :func:`run_to_directory`.
-RUN_OPTIONS = {"angles": str, "pixel_size": float, "tilt_axis": str, "no_align": bool, "method": str,
+RUN_OPTIONS = {"angles": str, "pixel_size": float, "tilt_axis": str, "layout": str, "no_align": bool, "method": str,
                "iterations": int, "fsc": bool, "no_refine": bool, "refine_iterations": int,
                "refine_rounds": int, "keep_every_move": bool, "no_precision": bool, "min_distance": str,
                "normalise": bool, "keep_spikes": bool, "exclude": str, "background": str,
@@ -137,7 +137,7 @@ def check_output(out_dir, *, force=False) -> Path:
 
 
 def run_to_directory(series_path, out_dir, elements, *, angles=None, pixel_size=None, tilt_axis=None,
-                     exclude=None, keep_spikes=False, no_align=False, method="genfire", iterations=None,
+                     layout=None, exclude=None, keep_spikes=False, no_align=False, method="genfire", iterations=None,
                      background="auto", normalise=False, fsc=False, no_refine=False, refine_iterations=None,
                      refine_rounds=None, keep_every_move=False, no_precision=False, min_distance=None, seed=0,
                      geometry="auto", force=False,
@@ -147,7 +147,8 @@ def run_to_directory(series_path, out_dir, elements, *, angles=None, pixel_size=
     Exactly what ``napari-aet run`` does; the keyword options are its flags (see ``napari-aet run
     --help``): ``exclude`` projections left out ("10,20", indices from 0), ``angles`` an angle file
     (else the sidecar/metadata rules), ``pixel_size`` Å (else from the file), ``tilt_axis`` ``"y"``,
-    ``"x"`` or degrees from the image y axis, ``keep_spikes`` single-pixel outliers not replaced,
+    ``"x"`` or degrees from the image y axis, ``layout`` of a 3D array (``"stack"`` or ``"genfire"``,
+    else detected; :func:`napari_aet.io.read_tilt_series`), ``keep_spikes`` single-pixel outliers not replaced,
     ``iterations`` reconstruction iterations, ``background`` removed before reconstructing,
     ``normalise`` the projections scaled to one total intensity before reconstructing,
     ``refine_rounds``/``refine_iterations`` the refinement's limits, ``keep_every_move`` its moves
@@ -181,7 +182,7 @@ def run_to_directory(series_path, out_dir, elements, *, angles=None, pixel_size=
                                no_refine=no_refine, refine_iterations=refine_iterations, refine_rounds=refine_rounds,
                                keep_every_move=keep_every_move, no_precision=no_precision,
                                min_distance=min_distance)
-    series = read_tilt_series(series_path, angles=angles, pixel_size=pixel_size, tilt_axis=axis)
+    series = read_tilt_series(series_path, angles=angles, pixel_size=pixel_size, tilt_axis=axis, layout=layout)
     provenance = _provenance(series_path, series.metadata, angles, pixel_size)
     log(f"Read {series_path}: {series.n_angles} projections of {series.projections.shape[1:]} px, "
         f"{series.pixel_size:g} Å/px, tilts {np.min(series.angles):.1f}° to {np.max(series.angles):.1f}°")
@@ -212,7 +213,8 @@ def _provenance(series_path, metadata, angles, pixel_size) -> dict:
     else:  # the sidecar's path
         angles_from = f"sidecar {Path(metadata['angles_from']).resolve()}"
     return {"path": str(Path(series_path).resolve()), "angles_from": angles_from,
-            "pixel_size_from": "--pixel-size" if pixel_size is not None else metadata["pixel_size_from"]}
+            "pixel_size_from": "--pixel-size" if pixel_size is not None else metadata["pixel_size_from"],
+            "layout": metadata["layout"]}
 
 
 #: Spread (max - min) of the projections' relative total intensities above which the summary says so.
@@ -228,8 +230,8 @@ def summary_text(report) -> str:
     recon = report["reconstruction"]
     source = report["input"]
     if "path" in source:  # read from a file by run_to_directory
-        say(f"Input: {source['path']}; angles from {source['angles_from']}, pixel size {source['pixel_size_A']:g} Å "
-            f"from {source['pixel_size_from']}")
+        say(f"Input: {source['path']} read as {source['layout']}; angles from {source['angles_from']}, pixel size "
+            f"{source['pixel_size_A']:g} Å from {source['pixel_size_from']}")
     timings = ", ".join(f"{k} {v:.1f} s" for k, v in report["timings_s"].items())
     per_element = ", ".join(f"{n} {e}" for e, n in atoms["per_element"].items())
     spikes = source.get("spikes_replaced", 0)

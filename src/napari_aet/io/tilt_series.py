@@ -23,6 +23,8 @@ from .arrays import ImageFile, read_image_file
 from .files import atomic_write, suffix_of
 
 LAYOUTS = ("stack", "genfire")
+#: The array axes of each layout, as the report and summary name them.
+LAYOUT_AXES = {"stack": "stack (angles, y, x)", "genfire": "genfire (x, y, angles)"}
 WRITE_EXTENSIONS = {".tif", ".tiff", ".mrc", ".st", ".ali"}
 
 
@@ -41,8 +43,9 @@ def _angles_for(path: Path, angles, metadata_angles):
     return np.asarray(angles, dtype=np.float64), "given"
 
 
-def projection_order(data, n_angles, layout=None, name="data") -> np.ndarray:
-    """``(n_angles, ny, nx)`` view of a 3D array stored in ``layout`` (None: auto-detect)."""
+def projection_order(data, n_angles, layout=None, name="data") -> tuple[np.ndarray, str]:
+    """``(n_angles, ny, nx)`` view of a 3D array stored in ``layout`` (None: detected — "genfire"
+    when only the last axis has one entry per angle), and the layout used."""
     data = np.asarray(data)
     if data.ndim != 3:
         raise InputError(f"{name} holds a {data.ndim}D array of shape {data.shape}: expected a stack of "
@@ -51,7 +54,7 @@ def projection_order(data, n_angles, layout=None, name="data") -> np.ndarray:
         layout = "genfire" if data.shape[2] == n_angles and n_angles not in data.shape[:2] else "stack"
     if layout not in LAYOUTS:
         raise InputError(f"unknown layout {layout!r}: expected one of {', '.join(LAYOUTS)}")
-    return data.transpose(2, 1, 0) if layout == "genfire" else data
+    return (data.transpose(2, 1, 0) if layout == "genfire" else data), layout
 
 
 def read_tilt_series(path, *, angles=None, pixel_size=None, tilt_axis=None, layout=None,
@@ -87,11 +90,12 @@ def tilt_series_from_image(image: ImageFile, path: Path, *, angles=None, pixel_s
         from ..frames import merge_frames
 
         data, frame_info = merge_frames(data)
-    data = projection_order(data, len(angles), layout, path.name)
+    data, layout = projection_order(data, len(angles), layout, path.name)
     if len(data) != len(angles):
         raise InputError(f"{path.name} holds {len(data)} projections but {len(angles)} angles were found "
                          f"({angles_from}): there must be one angle per projection")
-    info = {**image.info, **frame_info, "angles_from": angles_from, "pixel_size_from": "given"}
+    info = {**image.info, **frame_info, "angles_from": angles_from, "pixel_size_from": "given",
+            "layout": LAYOUT_AXES[layout]}
     if pixel_size is None and image.pixel_size is not None:
         pixel_size, info["pixel_size_from"] = image.pixel_size, "file metadata"
         if image.pixel_size == 1.0 and image.info.get("format") == "MRC":
