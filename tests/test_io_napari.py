@@ -73,7 +73,7 @@ def test_volume_decision(tmp_path, sample):
     flat = Reconstruction(np.ones((10, 30, 40), np.float32), 0.5)
     write_volume_file(tmp_path / "flat.mrc", flat)
     assert open_layers(tmp_path / "flat.mrc")[0][1]["metadata"]["aet"]["kind"] == "volume"
-    cubic_series = TiltSeries(np.ones((64, 64, 64), np.float32), np.linspace(-63, 63, 64), 0.4)
+    cubic_series = TiltSeries(np.random.default_rng(0).random((64, 64, 64), np.float32), np.linspace(-63, 63, 64), 0.4)
     write_tilt_series(tmp_path / "cubic.mrc", cubic_series)
     assert open_layers(tmp_path / "cubic.mrc")[0][1]["metadata"]["aet"]["kind"] == "tilt_series"
     with mrcfile.new(tmp_path / "stack.rec") as mrc:
