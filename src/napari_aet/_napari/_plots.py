@@ -57,7 +57,10 @@ class PlotCanvas(QWidget):
                 legend.get_frame().set_facecolor(_BACKGROUND)
                 for text in legend.get_texts():
                     text.set_color(_FOREGROUND)
-        self.canvas.draw_idle()
+        if relayout:  # a finished plot now: a draw left pending could outlive a closed widget
+            self.canvas.draw()
+        else:  # live updates: coalesced
+            self.canvas.draw_idle()
 
     def has_data(self) -> bool:
         """Whether any axes hold plotted lines, bars or images."""
