@@ -144,6 +144,8 @@ def test_rerun_skips_finished_series_and_force_redoes_them(study, plan):
 
 
 def test_plan_paths_options_and_toml(tmp_path):
+    for name in ("a.tif", "b.tif", "a.tlt"):
+        (tmp_path / name).touch()
     csv_plan = tmp_path / "plan.csv"
     csv_plan.write_text("series,elements,particle,time,angles,pixel-size,no_refine,iterations,method\n"
                         "a.tif,Fe,p,5,a.tlt,0.35,true,,wbp\n"
@@ -178,8 +180,12 @@ def test_plan_paths_options_and_toml(tmp_path):
     ("series,elements,particle,time,background\na.tif,Fe,p,0,smoth\n", "unknown background 'smoth'"),
     ("series,elements,particle,time,lattice\na.tif,Fe,p,0,fcc\nb.tif,Fe,p,5,bcc\n", "give the same for every time"),
     ("series,elements,particle,time\n", "lists no tilt series"),
+    ("series,elements,particle,time\nc.tif,Fe,p,0\n", "series file"),
+    ("series,elements,particle,time,angles\na.tif,Fe,p,0,c.tlt\n", "angles file"),
 ])
 def test_bad_plans_are_one_clear_line(tmp_path, capsys, body, message):
+    for name in ("a.tif", "b.tif"):
+        (tmp_path / name).touch()
     plan = tmp_path / "plan.csv"
     plan.write_text(body)
     with pytest.raises(InputError, match="plan.csv"):

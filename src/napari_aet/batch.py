@@ -192,14 +192,17 @@ def read_plan(path) -> list[PlanRow]:
                 raise InputError(f"{where}: {exc}") from None
         if "angles" in options:
             options["angles"] = str(path.parent / Path(options["angles"]).expanduser())
+        series = path.parent / Path(str(record["series"]).strip()).expanduser()
+        for what, file in (("series", series), ("angles", options.get("angles"))):
+            if file is not None and not Path(file).is_file():  # found now, not hours into the batch
+                raise InputError(f"{where}: {what} file {file} does not exist (paths are relative to the plan)")
         analyze = {name: _value(name, record[name], ANALYZE_OPTIONS[name], where)
                    for name in ANALYZE_OPTIONS if name in record}
         analyze = {name: value for name, value in analyze.items() if value is not None}
         if analysis.setdefault(particle, analyze) != analyze:
             raise InputError(f"{where}: analyze options {analyze} differ from those of particle {particle}'s "
                              f"earlier rows {analysis[particle]}: give the same for every time of a particle")
-        rows.append(PlanRow(line, particle, time_label, path.parent / Path(str(record["series"]).strip()).expanduser(),
-                            elements, options, analyze))
+        rows.append(PlanRow(line, particle, time_label, series, elements, options, analyze))
     return rows
 
 
