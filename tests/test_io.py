@@ -261,6 +261,16 @@ def test_bad_angle_files(tmp_path):
     np.savetxt(tmp_path / "indexed.txt", np.column_stack([np.arange(25), np.linspace(-70, 70, 25)]))
     with pytest.raises(InputError, match="remove any index or dose column"):
         read_angles(tmp_path / "indexed.txt")
+    np.savetxt(tmp_path / "dose.txt", np.column_stack([np.arange(1, 26), np.linspace(-70, 70, 25), np.ones(25)]))
+    with pytest.raises(InputError, match="the first column counts 1, 2, 3 …, an index, not Euler angles"):
+        read_angles(tmp_path / "dose.txt")
+
+
+def test_a_tiff_of_several_channels_is_refused(tmp_path):
+    data = np.random.default_rng(0).random((5, 2, 16, 16), np.float32)  # HAADF and BF per tilt
+    tifffile.imwrite(tmp_path / "two.tif", data, imagej=True, metadata={"axes": "ZCYX"})
+    with pytest.raises(InputError, match="two.tif holds 2 channels per image .axes ZCYX"):
+        read_tilt_series(tmp_path / "two.tif", angles=np.linspace(-60, 60, 5), pixel_size=0.4)
 
 
 # --- volumes ----------------------------------------------------------------------------------------------

@@ -68,6 +68,10 @@ def read_angles(path) -> np.ndarray:
                          "column, and write decimals with a point (a decimal comma splits a number in two)")
     if not np.all(np.isfinite(angles)):
         raise InputError(f"angle file {path.name} contains NaN or Inf values")
+    if angles.ndim == 2 and len(angles) > 3 and any(np.array_equal(angles[:, 0], np.arange(len(angles)) + start)
+                                                    for start in (0, 1)):
+        raise InputError(f"angle file {path.name}: the first column counts {angles[0, 0]:g}, {angles[1, 0]:g}, "
+                         f"{angles[2, 0]:g} …, an index, not Euler angles: keep only the tilt angle column")
     if angles.ndim == 1 and len(angles) >= 5 and np.all(np.abs(angles) <= np.pi + 0.01) \
             and np.ptp(angles) > 0.5:
         raise InputError(f"the angles of {path.name} span only {np.ptp(angles):.2f}° ({angles.min():.2f} to "

@@ -82,6 +82,11 @@ def _read_tiff(path: Path) -> ImageFile:
     import tifffile
 
     with _logged_errors_raised("tifffile"), tifffile.TiffFile(path) as tif:
+        axes = tif.series[0].axes if tif.series else ""
+        if len(axes) > 3 and ("C" in axes or "S" in axes):  # a stack of channels (HAADF + BF) or RGB, not frames
+            count = tif.series[0].shape[axes.index("C" if "C" in axes else "S")]
+            raise InputError(f"{path.name} holds {count} channels per image (axes {axes}; e.g. HAADF and BF, or "
+                             "RGB): save the ADF channel alone as a grey-scale stack")
         data = tif.asarray()
         kind = (tif.imagej_metadata or {}).get("aet_kind")
         pixel_size = _tiff_pixel_size(tif)
