@@ -266,6 +266,18 @@ def test_bad_angle_files(tmp_path):
         read_angles(tmp_path / "dose.txt")
 
 
+def test_negative_values_wrapped_round_in_unsigned_integers_are_read_back(tmp_path, series):
+    signed = np.round(series.projections - 20).astype(np.int16)  # background subtracted: negatives
+    tifffile.imwrite(tmp_path / "wrapped.tif", signed.view(np.uint16))  # saved as unsigned
+    with pytest.warns(UserWarning, match="negative values saved as unsigned 16-bit"):
+        read = read_tilt_series(tmp_path / "wrapped.tif", angles=series.angles, pixel_size=0.4)
+    np.testing.assert_array_equal(read.projections, signed)
+    bright = (signed.astype(np.int32) + 40000).astype(np.uint16)  # a real offset beyond 32767: kept
+    tifffile.imwrite(tmp_path / "bright.tif", bright)
+    np.testing.assert_array_equal(read_tilt_series(tmp_path / "bright.tif", angles=series.angles,
+                                                   pixel_size=0.4).projections, bright)
+
+
 def test_a_tiff_of_several_channels_is_refused(tmp_path):
     data = np.random.default_rng(0).random((5, 2, 16, 16), np.float32)  # HAADF and BF per tilt
     tifffile.imwrite(tmp_path / "two.tif", data, imagej=True, metadata={"axes": "ZCYX"})

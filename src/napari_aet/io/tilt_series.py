@@ -81,11 +81,25 @@ def read_tilt_series(path, *, angles=None, pixel_size=None, tilt_axis=None, layo
                                   tilt_axis=tilt_axis, layout=layout, missing_pixel_size=missing_pixel_size)
 
 
+def _unwrapped(data: np.ndarray, name: str) -> np.ndarray:
+    """``data``, or, when it is unsigned 16-bit data whose spread shrinks to under a tenth read as
+    signed (negative values, e.g. after a background subtraction, saved as unsigned wrap round to
+    just below 65536), the same bits read as signed, with a warning."""
+    if data.dtype != np.uint16 or data.size == 0:
+        return data
+    signed = data.view(np.int16)
+    if np.std(signed, dtype=np.float64) < 0.1 * np.std(data, dtype=np.float64):
+        warnings.warn(f"{name}: negative values saved as unsigned 16-bit integers (wrapped round to near 65535) "
+                      "are read as the negative numbers they were", stacklevel=3)
+        return signed
+    return data
+
+
 def tilt_series_from_image(image: ImageFile, path: Path, *, angles=None, pixel_size=None, tilt_axis=None,
                            layout=None, missing_pixel_size=None) -> TiltSeries:
     """The TiltSeries in an already read file (see :func:`read_tilt_series` for the parameters)."""
     angles, angles_from = _angles_for(path, angles, image.angles)
-    data, frame_info = image.data, {}
+    data, frame_info = _unwrapped(image.data, path.name), {}
     if data.ndim == 4:
         from ..frames import merge_frames
 
