@@ -185,7 +185,10 @@ def test_reconstruct_widget_on_auto_shows_the_film_method_it_runs(make_napari_vi
     getattr(viewer, f"add_{kind}")(data, **kwargs)
     widget = ReconstructWidget(viewer)
     qtbot.addWidget(widget)
-    assert widget.parameters.geometry.value == "auto" and widget.parameters.method.value == "genfire"
+    assert widget.parameters.geometry.value == "auto"
+    assert widget.parameters.method.value == "resire" and widget.parameters.n_iterations.value == 40  # before Run
+    assert "(a film)" in widget.message.text()
+    widget.parameters.method.value = "genfire"  # chosen by hand: on Run, the form again shows what runs
     qtbot.mouseClick(widget.run_button, Qt.LeftButton)
     assert widget.parameters.method.value == "resire" and widget.parameters.n_iterations.value == 40
     qtbot.waitUntil(lambda: not widget.running, timeout=60_000)

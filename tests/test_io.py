@@ -240,6 +240,8 @@ def test_read_angles_formats(tmp_path):
     scipy.io.savemat(tmp_path / "e.mat", {"angles": euler.T})  # MATLAB users often store 3 x n
     np.testing.assert_array_equal(read_angles(tmp_path / "e.npy"), euler)
     np.testing.assert_array_equal(read_angles(tmp_path / "e.mat"), euler)
+    (tmp_path / "single.txt").write_text("0 -60 0\n0 -30 0\n0 0 0\n0 30 0\n")  # GENFIRE's single-axis tilts
+    np.testing.assert_array_equal(read_angles(tmp_path / "single.txt"), [-60, -30, 0, 30])
 
 
 def test_bad_angle_files(tmp_path):

@@ -337,6 +337,8 @@ def test_align_keeps_a_series_with_euler_angles_and_says_why(make_napari_viewer,
     qtbot.waitUntil(lambda: not widget.running, timeout=WAIT_MS)
     assert widget.last_outcome == "done"
     assert widget.message.text().startswith("kept as it is: the series has Euler angles")
+    dx, dy = widget.plot.figure.axes[0].lines  # the shifts plotted against the tilt θ, once each
+    np.testing.assert_allclose(dx.get_xdata(), aligned.angles)
     kept = tilt_series_from_layer(viewer.layers["series aligned"])
     np.testing.assert_allclose(kept.projections, series.projections, atol=1e-3)  # no shift, no rotation
     np.testing.assert_allclose(kept.angles, euler)

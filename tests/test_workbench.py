@@ -105,6 +105,7 @@ def test_elements_entered_after_the_reconstruction_leave_it_current(make_napari_
     qtbot.mouseClick(step.apply_button, Qt.LeftButton)
     assert status(session.point)["reconstruct"] == "done" and status(session.point)["trace"] == "stale"
     assert session.point.parameters["elements"] == ["Fe", "Pt"] and "unchanged" in step.message.text()
+    assert "trace again (its minimum distance comes from the elements)" in step.message.text()
 
 
 def test_a_study_saved_from_the_workbench_reopens_with_its_layers(make_napari_viewer, plain_tiff, tmp_path):

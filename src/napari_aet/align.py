@@ -72,7 +72,7 @@ def _why_not_aligned(series: TiltSeries) -> str | None:
         return (f"kept as it is: the object fills the field of view in most projections (median edge signal "
                 f"{coverage:.2f} > {EDGE_SIGNAL_FILM}: a film, or a particle larger than the images), and automatic "
                 f"alignment follows an isolated particle's centre of mass and outline; align such a series "
-                f"beforehand, or use the cross-correlation method")
+                f"beforehand (e.g. by patch tracking or fiducials)")
     return None
 
 

@@ -119,27 +119,29 @@ def min_distance_table(elements, min_distance=None) -> np.ndarray:
     return table
 
 
-#: Shortest physical distance between the elements' atoms over the pixel size, in pixels: below
-#: the first, two atoms cannot be told apart; above the second, the pixel size is almost surely
-#: in the wrong unit (nm typed for Å). AET data sample it at 4-10 (e.g. FePt 2.11 Å at 0.3-0.5 Å).
-PIXELS_PER_MIN_DISTANCE = (1.5, 25.0)
+#: The elements' minimum distances over the pixel size, in pixels: when even the longest is below
+#: the first, or even the shortest above the second, the pixel size is almost surely in the wrong
+#: unit (nm typed for Å, or Å for nm). AET data sample them at 2-10 (e.g. FePt 2.1-2.3 Å, Ce-O 1.1-3.5 Å at
+#: 0.3-0.8 Å per pixel).
+PIXELS_PER_MIN_DISTANCE = (1.0, 25.0)
 
 
-def check_pixel_size(pixel_size, elements):
-    """InputError unless the elements' shortest physical distance spans a sensible number of
-    pixels (:data:`PIXELS_PER_MIN_DISTANCE`) at ``pixel_size`` (Å): a pixel size in the wrong unit
-    would otherwise run for hours or make atoms up."""
-    shortest = float(min_distance_table(elements).min())
-    pixels = shortest / float(pixel_size)
+def check_pixel_size(pixel_size, elements, min_distance=None):
+    """InputError when the pixel size ``pixel_size`` (Å) is almost surely in the wrong unit: the
+    longest minimum distance of the elements' pairs (:func:`min_distance_table`, with the user's
+    ``min_distance``) under :data:`PIXELS_PER_MIN_DISTANCE`'s first value in pixels, or the shortest
+    over its second. A series in the wrong unit would otherwise run for hours or make atoms up."""
+    table = min_distance_table(elements, min_distance)
     low, high = PIXELS_PER_MIN_DISTANCE
-    if pixels < low:
-        raise InputError(f"pixel size {pixel_size:g} Å: atoms of {','.join(check_elements(elements))} can be "
-                         f"{shortest:.2f} Å apart, {pixels:.2f} pixels, too few to tell them apart; is the pixel "
-                         "size in Å (not nm or pm)?")
-    if pixels > high:
-        raise InputError(f"pixel size {pixel_size:g} Å: atoms {shortest:.2f} Å apart would be {pixels:.0f} pixels "
-                         f"apart, far finer sampling than atomic resolution needs; is the pixel size in Å "
-                         f"(a value in nm is 10 times smaller)?")
+    longest, shortest = float(table.max()) / float(pixel_size), float(table.min()) / float(pixel_size)
+    if longest < low:
+        raise InputError(f"pixel size {pixel_size:g} Å: atoms of {','.join(check_elements(elements))} are "
+                         f"{table.max():.2f} Å apart at the most, {longest:.2f} pixels, too few to tell them "
+                         "apart; is the pixel size in Å (not nm or pm)?")
+    if shortest > high:
+        raise InputError(f"pixel size {pixel_size:g} Å: atoms {table.min():.2f} Å apart would be {shortest:.0f} "
+                         "pixels apart, far finer sampling than atomic resolution needs; is the pixel size in Å "
+                         "(a value in nm is 10 times smaller)?")
 
 
 def close_pairs(positions, species_index, table, others=None, others_index=None) -> np.ndarray:

@@ -96,7 +96,7 @@ def run_pipeline(series: TiltSeries, elements, *, keep_spikes=False, align=True,
     from .reconstruct.extended import background_for, film_parameters, resolve_geometry
 
     elements = check_elements(elements)
-    check_pixel_size(series.pixel_size, elements)
+    check_pixel_size(series.pixel_size, elements, (trace_options or {}).get("min_distance"))
     iterations = (reconstruct_options or {}).get("n_iterations")  # checked now, not after the alignment
     if iterations is not None and (int(iterations) != iterations or iterations < 1):
         raise InputError(f"reconstruction iterations must be a whole number of 1 or more, got {iterations}")

@@ -151,6 +151,7 @@ class AlignWidget(StageWidget):
         before and after."""
         shifts_ax, axis_ax, raw_ax, aligned_ax = self.plot.subplots(2, 2)
         angles = np.asarray(report.angles)
+        angles = angles if angles.ndim == 1 else angles[:, 1]  # Euler (φ, θ, ψ): against the tilt θ
         shifts_ax.plot(angles, measured.shifts[:, 1], ".-", label="dx")
         shifts_ax.plot(angles, measured.shifts[:, 0], ".-", label="dy")
         shifts_ax.set_xlabel("tilt (°)")

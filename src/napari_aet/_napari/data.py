@@ -217,8 +217,11 @@ class DataWidget(QWidget):
                     workflow.mark_stale_from(point, "trace")
                     self.session.announce("raw")
         if unchanged:
+            stale = workflow.status(point).get("trace") == "stale"
             self.message.setText("the study's series is unchanged"
-                                 + (f"; elements {', '.join(elements)}" if elements else ""))
+                                 + (f"; elements {', '.join(elements)}" if elements else "")
+                                 + ("; trace again (its minimum distance comes from the elements), then the steps "
+                                    "after it" if stale else ""))
             return point.raw
         self.session.set_raw(series)
         self._angles = series.angles  # the indices typed referred to the series before; they are used

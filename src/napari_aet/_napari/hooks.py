@@ -34,7 +34,7 @@ import numpy as np
 from . import layers
 from ..model import AtomModel, InputError
 from ..project import Project, TimePoint, load_project, save_project
-from ..io.angles import find_angle_file
+from ..io.angles import SIDECAR_PATTERNS, find_angle_file
 from ..io.arrays import READERS, read_image_file
 from ..io.atoms import read_atoms
 from .study_layers import is_study_directory, particle_layers, study_directory_layers, study_particle
@@ -140,8 +140,10 @@ def read_layers(path) -> list[tuple]:
         _warn_unknown(path, "pixel size")
     layer = layers.tilt_series_layer(series, name=path.stem)
     if angles_unknown:
-        warnings.warn(f"{path.name} holds no tilt angles and has no angle file beside it: enter them in the "
-                      "AET workbench's Data step before aligning", stacklevel=2)
+        names = ", ".join(pattern.format(stem=path.stem) for pattern in SIDECAR_PATTERNS)
+        warnings.warn(f"{path.name} holds no tilt angles and no angle file of its name lies beside it ({names}): "
+                      "enter them, or load any angle file, in the AET workbench's Data step before aligning",
+                      stacklevel=2)
         layer[1]["metadata"]["aet"]["angles_unknown"] = True
     return [layer]
 

@@ -12,7 +12,7 @@ from .. import workflow
 from .layers import tilt_series_from_layer, volume_layer
 from ..background import BACKGROUNDS
 from ..geometry import euler_angles
-from ..model import Reconstruction
+from ..model import InputError, Reconstruction
 from ..preprocess import relative_totals
 from ..reconstruct import METHODS, parameters, recommended_parameters
 from ..reconstruct.extended import FILM_ITERATIONS, GEOMETRIES, background_for, film_parameters, resolve_geometry
@@ -97,7 +97,9 @@ class ReconstructWidget(StageWidget):
         self.extra.addWidget(self.plot)
         self.parameters.method.changed.connect(self._show_method_parameters)
         self.parameters.geometry.changed.connect(self._show_film_parameters)
+        self.series_input.currentTextChanged.connect(self._show_detected_geometry)
         self._show_method_parameters()
+        self._show_detected_geometry()
         self._names = None
         self._lines = {}
         self._geometry = None
@@ -117,6 +119,20 @@ class ReconstructWidget(StageWidget):
         """A film is reconstructed by RESIRE: show it with the film's iteration settings."""
         if self.parameters.geometry.value == "film":
             self._show_film_method()
+
+    def _show_detected_geometry(self, _=None):
+        """On "auto", a film found in the chosen series shows at once as the RESIRE it will run."""
+        layer = self.series_input.layer()
+        if layer is None or self.parameters.geometry.value != "auto" or self.parameters.method.value == "resire":
+            return
+        try:
+            geometry = resolve_geometry(tilt_series_from_layer(layer))[0]
+        except InputError:  # angles or pixel size not entered yet: Run will say so
+            return
+        if geometry == "film":
+            self._show_film_method()
+            self.message.setText(f"{layer.name}: object at the image edges (a film) — RESIRE over a region wider "
+                                 "than the box will run, with the film's settings")
 
     def _show_film_method(self):
         self.parameters.method.value = "resire"

@@ -48,7 +48,8 @@ def read_angles(path) -> np.ndarray:
     spaces or commas; blank lines and ``#`` comments are skipped. GENFIRE ``.npy``/``.mat``
     tables of shape ``(n, 3)`` (or ``(3, n)``) are read too.
 
-    Returns ``(n,)`` single-axis tilts or ``(n, 3)`` Euler angles, float64.
+    Returns ``(n,)`` single-axis tilts or ``(n, 3)`` Euler angles, float64; Euler triples whose
+    φ and ψ are all 0 are single-axis tilts θ, returned as ``(n,)`` (so the series can be aligned).
     """
     path = existing_file(path)
     if path.suffix.lower() in (".npy", ".mat"):
@@ -72,6 +73,8 @@ def read_angles(path) -> np.ndarray:
                                                     for start in (0, 1)):
         raise InputError(f"angle file {path.name}: the first column counts {angles[0, 0]:g}, {angles[1, 0]:g}, "
                          f"{angles[2, 0]:g} …, an index, not Euler angles: keep only the tilt angle column")
+    if angles.ndim == 2 and not np.any(angles[:, [0, 2]]):  # (0, θ, 0) triples: single-axis tilts, alignable
+        angles = angles[:, 1]
     if angles.ndim == 1 and len(angles) >= 5 and np.all(np.abs(angles) <= np.pi + 0.01) \
             and np.ptp(angles) > 0.5:
         raise InputError(f"the angles of {path.name} span only {np.ptp(angles):.2f}° ({angles.min():.2f} to "
