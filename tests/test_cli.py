@@ -198,6 +198,7 @@ def test_projections_that_fit_worst_are_named_and_can_be_left_out(simulated, tmp
     assert f"--exclude {indices} leaves them out" in printed
     assert main(["run", *common, "--out", str(tmp_path / "some"), "--no-refine", "--exclude", "8, 21"]) == 0
     assert "Left out projections 8, 21; 29 remain" in capsys.readouterr().out
+    assert "; projections 8, 21 left out (--exclude)\n" in (tmp_path / "some" / "summary.txt").read_text()
     report = json.loads((tmp_path / "some" / "report.json").read_text())
     assert report["input"]["excluded_projections"] == [8, 21] and report["input"]["shape"][0] == 29
     assert RUN_OPTIONS["exclude"] is str

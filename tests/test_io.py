@@ -280,11 +280,16 @@ def test_negative_values_wrapped_round_in_unsigned_integers_are_read_back(tmp_pa
                                                    pixel_size=0.4).projections, bright)
 
 
-def test_a_tiff_of_several_channels_is_refused(tmp_path):
-    data = np.random.default_rng(0).random((5, 2, 16, 16), np.float32)  # HAADF and BF per tilt
-    tifffile.imwrite(tmp_path / "two.tif", data, imagej=True, metadata={"axes": "ZCYX"})
-    with pytest.raises(InputError, match="two.tif holds 2 channels per image .axes ZCYX"):
+def test_detector_channels_are_refused_and_frames_saved_as_channels_are_frames(tmp_path, series):
+    haadf = series.projections[:5]
+    both = np.stack([haadf, haadf.max() - haadf], axis=1)  # HAADF and BF (inverted contrast) per tilt
+    tifffile.imwrite(tmp_path / "two.tif", both, imagej=True, metadata={"axes": "ZCYX"})
+    with pytest.raises(InputError, match="two.tif holds 2 channels per image .axes ZCYX. that are not frames"):
         read_tilt_series(tmp_path / "two.tif", angles=np.linspace(-60, 60, 5), pixel_size=0.4)
+    frames = np.stack([haadf, haadf], axis=1)  # two frames per tilt, stored as ImageJ channels
+    tifffile.imwrite(tmp_path / "frames.tif", frames, imagej=True, metadata={"axes": "ZCYX"})
+    read = read_tilt_series(tmp_path / "frames.tif", angles=np.linspace(-60, 60, 5), pixel_size=0.4)
+    assert read.metadata["n_frames"] == 2 and read.n_angles == 5
 
 
 # --- volumes ----------------------------------------------------------------------------------------------

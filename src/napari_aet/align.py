@@ -82,7 +82,7 @@ def _centre_of_mass(signal):
     if np.any(total <= 0):
         bad = np.flatnonzero(total <= 0)
         raise InputError(f"projection(s) {bad.tolist()} hold no signal above the background: "
-                         "check the data or remove those tilts")
+                         "check the data or leave those tilts out (--exclude I,J)")
     x, y = pixel_coordinates(signal.shape[1:])
     cx = np.einsum("iyx,x->i", signal, x, dtype=np.float64) / total
     cy = np.einsum("iyx,y->i", signal, y, dtype=np.float64) / total

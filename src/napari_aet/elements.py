@@ -73,7 +73,7 @@ def _distance(name, value) -> float:
         raise InputError(f"{name} must be a positive number of Å, got {value}")
     if value > MAX_MIN_DISTANCE:
         raise InputError(f"{name} {value:g} Å: no two neighbouring atoms are that far apart (a minimum distance "
-                         f"lies between 1.5 and {MAX_MIN_DISTANCE:g} Å, e.g. 2.2)")
+                         f"is at most {MAX_MIN_DISTANCE:g} Å, e.g. 2.2)")
     return value
 
 

@@ -184,8 +184,9 @@ def run_to_directory(series_path, out_dir, elements, *, angles=None, pixel_size=
                                min_distance=min_distance)
     series = read_tilt_series(series_path, angles=angles, pixel_size=pixel_size, tilt_axis=axis, layout=layout)
     provenance = _provenance(series_path, series.metadata, angles, pixel_size)
+    tilts = series.angles if series.is_single_axis else series.angles[:, 1]  # Euler (φ, θ, ψ): θ
     log(f"Read {series_path}: {series.n_angles} projections of {series.projections.shape[1:]} px, "
-        f"{series.pixel_size:g} Å/px, tilts {np.min(series.angles):.1f}° to {np.max(series.angles):.1f}°")
+        f"{series.pixel_size:g} Å/px, tilts {np.min(tilts):.1f}° to {np.max(tilts):.1f}°")
     if exclude:
         series = exclude_projections(series, exclude)
         log(f"Left out projections {', '.join(map(str, series.metadata['excluded_projections']))}; "
@@ -230,8 +231,10 @@ def summary_text(report) -> str:
     recon = report["reconstruction"]
     source = report["input"]
     if "path" in source:  # read from a file by run_to_directory
+        left_out = source.get("excluded_projections")
         say(f"Input: {source['path']} read as {source['layout']}; angles from {source['angles_from']}, pixel size "
-            f"{source['pixel_size_A']:g} Å from {source['pixel_size_from']}")
+            f"{source['pixel_size_A']:g} Å from {source['pixel_size_from']}"
+            + (f"; projections {', '.join(map(str, left_out))} left out (--exclude)" if left_out else ""))
     timings = ", ".join(f"{k} {v:.1f} s" for k, v in report["timings_s"].items())
     per_element = ", ".join(f"{n} {e}" for e, n in atoms["per_element"].items())
     spikes = source.get("spikes_replaced", 0)

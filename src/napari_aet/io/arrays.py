@@ -78,16 +78,25 @@ def _logged_errors_raised(logger_name):
         raise ValueError(f"truncated or corrupt file: {handler.messages[-1]}")
 
 
+def _check_channels_are_frames(data, axes, name):
+    """InputError unless the channels (ImageJ axis C, or S) of a stack are frames of one image, to
+    be registered and summed: detector channels (HAADF and BF: BF is dark where HAADF is bright) or
+    colour samples are not."""
+    axis = axes.index("C" if "C" in axes else "S")
+    channels = np.moveaxis(data, axis, 0).reshape(data.shape[axis], -1).astype(np.float64)
+    if "S" in axes or np.corrcoef(channels)[0, 1:].min() < 0:
+        raise InputError(f"{name} holds {data.shape[axis]} channels per image (axes {axes}) that are not frames of "
+                         "one image (e.g. HAADF and BF, or RGB): save the ADF channel alone as a grey-scale stack")
+
+
 def _read_tiff(path: Path) -> ImageFile:
     import tifffile
 
     with _logged_errors_raised("tifffile"), tifffile.TiffFile(path) as tif:
         axes = tif.series[0].axes if tif.series else ""
-        if len(axes) > 3 and ("C" in axes or "S" in axes):  # a stack of channels (HAADF + BF) or RGB, not frames
-            count = tif.series[0].shape[axes.index("C" if "C" in axes else "S")]
-            raise InputError(f"{path.name} holds {count} channels per image (axes {axes}; e.g. HAADF and BF, or "
-                             "RGB): save the ADF channel alone as a grey-scale stack")
         data = tif.asarray()
+        if len(axes) > 3 and ("C" in axes or "S" in axes):
+            _check_channels_are_frames(data, axes, path.name)
         kind = (tif.imagej_metadata or {}).get("aet_kind")
         pixel_size = _tiff_pixel_size(tif)
     return ImageFile(data, pixel_size, kind=kind, info={"format": "TIFF"})
