@@ -151,16 +151,23 @@ def test_cli_geometry_choice_reaches_the_report(film, tmp_path, capsys):
     assert film["reconstruction"]["background"] == {"method": "none"}  # no empty region to measure it in
 
 
-def test_reconstruct_widget_reconstructs_a_film_as_an_extended_object(make_napari_viewer, qtbot, film):
+@pytest.fixture
+def film_reconstruct_widget(make_napari_viewer, qtbot, film):
+    """A viewer holding the film's series as layer "film", and a Reconstruct widget on it."""
     from napari_aet._napari.reconstruct import ReconstructWidget
     from napari_aet._napari.layers import tilt_series_layer
 
-    series, _ = film
     viewer = make_napari_viewer()
-    data, kwargs, kind = tilt_series_layer(series, name="film")
+    data, kwargs, kind = tilt_series_layer(film[0], name="film")
     getattr(viewer, f"add_{kind}")(data, **kwargs)
     widget = ReconstructWidget(viewer)
     qtbot.addWidget(widget)
+    return viewer, widget
+
+
+def test_reconstruct_widget_reconstructs_a_film_as_an_extended_object(film_reconstruct_widget, qtbot, film):
+    series, _ = film
+    viewer, widget = film_reconstruct_widget
     widget.parameters.geometry.value = "film"  # shows RESIRE with the film's iteration settings
     assert widget.parameters.method.value == "resire" and widget.parameters.accelerate.value
     widget.parameters.n_iterations.value = 10
@@ -173,18 +180,10 @@ def test_reconstruct_widget_reconstructs_a_film_as_an_extended_object(make_napar
     assert len(layer.metadata["aet"]["errors"]["r_free"]) == 10
 
 
-def test_reconstruct_widget_on_auto_shows_the_film_method_it_runs(make_napari_viewer, qtbot, film):
+def test_reconstruct_widget_on_auto_shows_the_film_method_it_runs(film_reconstruct_widget, qtbot):
     from qtpy.QtCore import Qt
 
-    from napari_aet._napari.reconstruct import ReconstructWidget
-    from napari_aet._napari.layers import tilt_series_layer
-
-    series, _ = film
-    viewer = make_napari_viewer()
-    data, kwargs, kind = tilt_series_layer(series, name="film")
-    getattr(viewer, f"add_{kind}")(data, **kwargs)
-    widget = ReconstructWidget(viewer)
-    qtbot.addWidget(widget)
+    viewer, widget = film_reconstruct_widget
     assert widget.parameters.geometry.value == "auto"
     assert widget.parameters.method.value == "resire" and widget.parameters.n_iterations.value == 40  # before Run
     assert "(a film)" in widget.message.text()
