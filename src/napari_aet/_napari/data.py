@@ -54,7 +54,8 @@ class DataWidget(QWidget):
     of angle against projection), tilt axis (degrees from the image y axis) and the study's
     elements; projections to leave out (indices from 0, e.g. those the refinement names as fitting
     worst); "Use for the study" validates them, updates the layer and makes it the current time
-    point's raw data (every stage that ran becomes stale).
+    point's raw data (every stage that ran becomes stale; when only the elements changed, the
+    tracing and the stages after it).
     """
 
     def __init__(self, napari_viewer):
