@@ -165,6 +165,11 @@ def test_genfire_layout_matches_our_geometry(tmp_path, fmt):
     explicit = read_tilt_series(path, angles=tmp_path / "angles.txt", pixel_size=1.0, layout="genfire")
     np.testing.assert_array_equal(auto.projections, explicit.projections)
     assert auto.metadata["layout"] == "genfire (x, y, angles)"  # detected, and said
+    if fmt == "npy":  # the same images as a (y, x, angles) stack
+        np.save(tmp_path / "yx.npy", data.transpose(1, 0, 2))
+        last = read_tilt_series(tmp_path / "yx.npy", angles=tmp_path / "angles.txt", pixel_size=1.0,
+                                layout="angles-last")
+        np.testing.assert_array_equal(last.projections, auto.projections)
     ours = project_atoms(ATOM, np.ones(1), 1.0, TILTS, (32, 32), 1.0)
     for measured, expected in zip(auto.projections, ours):
         assert peak(measured) == peak(expected)

@@ -91,9 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--elements", required=True, help="species, e.g. Fe,Pt, in any order (taken lightest first; one element: every real atom gets it)")
     run.add_argument("--out", required=True, help="output directory")
     run.add_argument("--angles", default=None, help="tilt angle file (one per line, or phi theta psi columns)")
-    run.add_argument("--layout", default=None, choices=["stack", "genfire"],
-                     help="axes of a 3D array: stack (angles, y, x) or genfire (x, y, angles); default: detected "
-                          "(genfire when only the last axis has one entry per angle), and the summary says which")
+    run.add_argument("--layout", default=None, choices=["stack", "genfire", "angles-last"],
+                     help="axes of a 3D array: stack (angles, y, x), genfire (x, y, angles) or angles-last (y, x, "
+                          "angles); default: detected (genfire when only the last axis has one entry per angle), "
+                          "and the summary says which")
     run.add_argument("--tilt-axis", default=None,
                      help="y, x or degrees from the image y axis; checked against the data (default: estimated)")
     run.add_argument("--exclude", default=None, metavar="I,J,...",

@@ -7,6 +7,8 @@ Array layouts
 (its gridding takes projection axis 0 as x and axis 1 as y); read as
 ``data.transpose(2, 1, 0)``. It is detected automatically when the last axis has one entry
 per angle and the first two do not.
+``"angles-last"``: ``(ny, nx, n_angles)``, an image stack with the angle axis last (never
+detected: it cannot be told from GENFIRE's, which it mirrors); read as ``data.transpose(2, 0, 1)``.
 """
 
 from __future__ import annotations
@@ -22,9 +24,12 @@ from .angles import find_angle_file, read_angles, write_angles
 from .arrays import ImageFile, read_image_file
 from .files import atomic_write, suffix_of
 
-LAYOUTS = ("stack", "genfire")
+LAYOUTS = ("stack", "genfire", "angles-last")
 #: The array axes of each layout, as the report and summary name them.
-LAYOUT_AXES = {"stack": "stack (angles, y, x)", "genfire": "genfire (x, y, angles)"}
+LAYOUT_AXES = {"stack": "stack (angles, y, x)", "genfire": "genfire (x, y, angles)",
+               "angles-last": "angles-last (y, x, angles)"}
+#: How each layout's axes become (angles, y, x).
+_TO_STACK = {"stack": (0, 1, 2), "genfire": (2, 1, 0), "angles-last": (2, 0, 1)}
 WRITE_EXTENSIONS = {".tif", ".tiff", ".mrc", ".st", ".ali"}
 
 
@@ -54,7 +59,7 @@ def projection_order(data, n_angles, layout=None, name="data") -> tuple[np.ndarr
         layout = "genfire" if data.shape[2] == n_angles and n_angles not in data.shape[:2] else "stack"
     if layout not in LAYOUTS:
         raise InputError(f"unknown layout {layout!r}: expected one of {', '.join(LAYOUTS)}")
-    return (data.transpose(2, 1, 0) if layout == "genfire" else data), layout
+    return data.transpose(_TO_STACK[layout]), layout
 
 
 def read_tilt_series(path, *, angles=None, pixel_size=None, tilt_axis=None, layout=None,
@@ -73,7 +78,9 @@ def read_tilt_series(path, *, angles=None, pixel_size=None, tilt_axis=None, layo
         ``(n,)`` tilts or ``(n, 3)`` Euler angles.
     pixel_size : Å; None takes it from the file's calibration.
     tilt_axis : degrees from the image y axis; None means 0.
-    layout : ``"stack"`` ``(n, ny, nx)``, ``"genfire"`` ``(nx, ny, n)``, or None to detect.
+    layout : ``"stack"`` ``(n, ny, nx)``, ``"genfire"`` ``(nx, ny, n)``, ``"angles-last"``
+        ``(ny, nx, n)`` (an image stack with the angle axis last, not GENFIRE's), or None to detect
+        (``"genfire"`` when only the last axis has one entry per angle, else ``"stack"``).
     missing_pixel_size : Å to use, flagged by ``metadata["pixel_size_unknown"] = True``, when
         neither ``pixel_size`` nor the file gives one; None raises InputError instead.
     """
