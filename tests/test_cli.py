@@ -450,3 +450,17 @@ def test_bad_reconstruction_options_are_refused_before_any_work(tmp_path, capsys
     assert main(["run", str(tmp_path / "s.tif"), "--pixel-size", "0.4", "--elements", "Pt", "--iterations", "0",
                  "--out", str(tmp_path / "out")]) == 2
     assert "iterations must be a whole number of 1 or more, got 0" in capsys.readouterr().err
+
+
+def test_a_projection_of_nan_can_be_left_out(tmp_path, capsys):
+    series = simulate_tilt_series(fcc_particle(radius=5.0), np.linspace(-60, 60, 9), shape=(32, 32)).tilt_series
+    data = series.projections.copy()
+    data[3] = np.nan  # a corrupt frame
+    np.save(tmp_path / "s.npy", data)
+    np.savetxt(tmp_path / "s.tlt", series.angles)
+    common = ["run", str(tmp_path / "s.npy"), "--pixel-size", "0.4", "--elements", "Pt", "--no-align", "--no-refine",
+              "--iterations", "3"]
+    assert main([*common, "--out", str(tmp_path / "a")]) == 2
+    assert "NaN or Inf values, in projections 3" in capsys.readouterr().err
+    assert main([*common, "--exclude", "3", "--out", str(tmp_path / "b")]) == 0
+    assert "Left out projections 3; 8 remain" in capsys.readouterr().out

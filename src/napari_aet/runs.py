@@ -77,18 +77,11 @@ def pipeline_options(*, keep_spikes=False, iterations=None, background="auto", n
 
 def exclude_projections(series, text):
     """``series`` without the projections listed in ``text`` ("10,20": indices from 0 in the file's
-    order), which ``metadata["excluded_projections"]`` records."""
-    try:
-        excluded = sorted({int(item) for item in str(text).replace(" ", "").split(",") if item})
-    except ValueError:
-        raise InputError(f"projections to leave out must be indices such as 10,20, got {text!r}") from None
-    outside = [i for i in excluded if not 0 <= i < series.n_angles]
-    if outside:
-        raise InputError(f"projections to leave out: no projection {outside} among the {series.n_angles} "
-                         f"(indices 0 to {series.n_angles - 1})")
-    kept = np.setdiff1d(np.arange(series.n_angles), excluded)
-    if len(kept) < 2:
-        raise InputError(f"leaving out {len(excluded)} projections would leave {len(kept)}: at least 2 are needed")
+    order, :func:`napari_aet.io.tilt_series.kept_projections`), which
+    ``metadata["excluded_projections"]`` records."""
+    from .io.tilt_series import kept_projections
+
+    kept, excluded = kept_projections(series.n_angles, text)
     out = series.subset(kept)
     out.metadata["excluded_projections"] = excluded
     return out
@@ -182,15 +175,15 @@ def run_to_directory(series_path, out_dir, elements, *, angles=None, pixel_size=
                                no_refine=no_refine, refine_iterations=refine_iterations, refine_rounds=refine_rounds,
                                keep_every_move=keep_every_move, no_precision=no_precision,
                                min_distance=min_distance)
-    series = read_tilt_series(series_path, angles=angles, pixel_size=pixel_size, tilt_axis=axis, layout=layout)
+    series = read_tilt_series(series_path, angles=angles, pixel_size=pixel_size, tilt_axis=axis, layout=layout,
+                              exclude=exclude)
     provenance = _provenance(series_path, series.metadata, angles, pixel_size)
     tilts = series.angles if series.is_single_axis else series.angles[:, 1]  # Euler (φ, θ, ψ): θ
-    log(f"Read {series_path}: {series.n_angles} projections of {series.projections.shape[1:]} px, "
+    left_out = series.metadata.get("excluded_projections", [])
+    log(f"Read {series_path}: {series.n_angles + len(left_out)} projections of {series.projections.shape[1:]} px, "
         f"{series.pixel_size:g} Å/px, tilts {np.min(tilts):.1f}° to {np.max(tilts):.1f}°")
-    if exclude:
-        series = exclude_projections(series, exclude)
-        log(f"Left out projections {', '.join(map(str, series.metadata['excluded_projections']))}; "
-            f"{series.n_angles} remain")
+    if left_out:
+        log(f"Left out projections {', '.join(map(str, left_out))}; {series.n_angles} remain")
     result = run_pipeline(series, elements, align=not no_align, method=method,
                           align_options={} if axis is None else {"tilt_axis": axis},  # checked against the data
                           **options, fsc=fsc, seed=seed, geometry=geometry, progress=progress)

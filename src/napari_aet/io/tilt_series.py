@@ -63,7 +63,7 @@ def projection_order(data, n_angles, layout=None, name="data") -> tuple[np.ndarr
 
 
 def read_tilt_series(path, *, angles=None, pixel_size=None, tilt_axis=None, layout=None,
-                     missing_pixel_size=None) -> TiltSeries:
+                     missing_pixel_size=None, exclude=None) -> TiltSeries:
     """Read a tilt series from TIFF, MRC (.mrc .st .ali), NPY, MAT, EMD or DM3/DM4.
 
     A 4D file ``(n_angles, n_frames, ny, nx)`` holds several fast frames per tilt: they are
@@ -83,9 +83,13 @@ def read_tilt_series(path, *, angles=None, pixel_size=None, tilt_axis=None, layo
         (``"genfire"`` when only the last axis has one entry per angle, else ``"stack"``).
     missing_pixel_size : Å to use, flagged by ``metadata["pixel_size_unknown"] = True``, when
         neither ``pixel_size`` nor the file gives one; None raises InputError instead.
+    exclude : projections to leave out, ``"10,20"`` (indices from 0 in the file's order), recorded
+        in ``metadata["excluded_projections"]``; left out before the data are checked, so an image
+        of NaN can be.
     """
     return tilt_series_from_image(read_image_file(path), Path(path), angles=angles, pixel_size=pixel_size,
-                                  tilt_axis=tilt_axis, layout=layout, missing_pixel_size=missing_pixel_size)
+                                  tilt_axis=tilt_axis, layout=layout, missing_pixel_size=missing_pixel_size,
+                                  exclude=exclude)
 
 
 def _unwrapped(data: np.ndarray, name: str) -> np.ndarray:
@@ -102,8 +106,24 @@ def _unwrapped(data: np.ndarray, name: str) -> np.ndarray:
     return data
 
 
+def kept_projections(n, exclude) -> tuple[np.ndarray, list[int]]:
+    """Indices ``(m,)`` of the ``n`` projections kept when those listed in ``exclude`` ("10,20":
+    indices from 0 in the file's order) are left out, and the sorted indices left out."""
+    try:
+        excluded = sorted({int(item) for item in str(exclude).replace(" ", "").split(",") if item})
+    except ValueError:
+        raise InputError(f"projections to leave out must be indices such as 10,20, got {exclude!r}") from None
+    outside = [i for i in excluded if not 0 <= i < n]
+    if outside:
+        raise InputError(f"projections to leave out: no projection {outside} among the {n} (indices 0 to {n - 1})")
+    kept = np.setdiff1d(np.arange(n), excluded)
+    if len(kept) < 2:
+        raise InputError(f"leaving out {len(excluded)} projections would leave {len(kept)}: at least 2 are needed")
+    return kept, excluded
+
+
 def tilt_series_from_image(image: ImageFile, path: Path, *, angles=None, pixel_size=None, tilt_axis=None,
-                           layout=None, missing_pixel_size=None) -> TiltSeries:
+                           layout=None, missing_pixel_size=None, exclude=None) -> TiltSeries:
     """The TiltSeries in an already read file (see :func:`read_tilt_series` for the parameters)."""
     angles, angles_from = _angles_for(path, angles, image.angles)
     data, frame_info = _unwrapped(image.data, path.name), {}
@@ -117,6 +137,9 @@ def tilt_series_from_image(image: ImageFile, path: Path, *, angles=None, pixel_s
                          f"({angles_from}): there must be one angle per projection")
     info = {**image.info, **frame_info, "angles_from": angles_from, "pixel_size_from": "given",
             "layout": LAYOUT_AXES[layout]}
+    if exclude:  # before the series is checked: a projection of NaN can be left out
+        kept, info["excluded_projections"] = kept_projections(len(data), exclude)
+        data, angles = data[kept], np.asarray(angles)[kept]
     if pixel_size is None and image.pixel_size is not None:
         pixel_size, info["pixel_size_from"] = image.pixel_size, "file metadata"
         if image.pixel_size == 1.0 and image.info.get("format") == "MRC":
