@@ -213,6 +213,9 @@ def test_frames(tmp_path, ext):
     series = read_tilt_series(path, pixel_size=1)  # 4D: frames registered and summed
     assert series.projections.shape == (3, 16, 16) and series.metadata["n_frames"] == 4
     assert np.shape(series.metadata["frame_drift"]) == (3, 4, 2)
+    np.save(tmp_path / "swapped.npy", frames.swapaxes(0, 1))  # (frames, angles, y, x): told by the angle count
+    swapped = read_tilt_series(tmp_path / "swapped.npy", angles=[-10, 0, 10], pixel_size=1)
+    np.testing.assert_array_equal(swapped.projections, series.projections)
 
 
 def test_frame_stacks_are_registered_on_reading(tmp_path):

@@ -130,6 +130,8 @@ def tilt_series_from_image(image: ImageFile, path: Path, *, angles=None, pixel_s
     if data.ndim == 4:
         from ..frames import merge_frames
 
+        if data.shape[0] != len(angles) and data.shape[1] == len(angles):  # (frames, angles, y, x), e.g. Fiji's T
+            data = data.swapaxes(0, 1)
         data, frame_info = merge_frames(data)
     data, layout = projection_order(data, len(angles), layout, path.name)
     if len(data) != len(angles):
