@@ -550,7 +550,7 @@ class EditWidget(QWidget):
         ax.autoscale_view()
         if fresh:
             ax.legend(fontsize=6)
-        self.histogram.draw(relayout=fresh)
+        self.histogram.draw()  # laid out anew: the counts' tick labels may have grown wider
 
     def _grab_boundary(self, event):
         """A press near a class boundary starts dragging it (and keeps the brush out of it)."""
