@@ -29,11 +29,11 @@ from .reconstruct import RECOMMENDED
 from .reconstruct import parameters as method_parameters
 from .refine import Refinement
 
-#: Share of the total progress bar given to each stage.
 #: Fewest projections the chain accepts: the refinement checks its moves on 4 blocks of held-out
 #: views, 2 projections each at least (docs/refinement.md).
 MIN_PROJECTIONS = 8
 
+#: Share of the total progress bar given to each stage.
 STAGE_WEIGHTS = {"align": 0.15, "reconstruct": 0.45, "fsc": 0.1, "trace": 0.05, "classify": 0.05,
                  "refine": 0.2}
 
