@@ -76,6 +76,7 @@ def test_a_plain_tiff_gets_its_pixel_size_and_angles_in_the_data_step(make_napar
     assert data.apply() is not None
     raw = workbench.session.point.raw
     assert raw.pixel_size == 0.4 and np.allclose(raw.angles, series.angles)
+    assert raw.metadata["angles_from"] == "the range -70, 70"  # kept with the study, shown when reopened
     assert workbench.session.point.parameters["elements"] == ["Fe", "Pt"] and data.elements.text() == "Fe,Pt"
     assert tuple(layer.scale[-2:]) == (0.4, 0.4) and "angles_unknown" not in layer.metadata["aet"]
     assert study_tag(layer) == (workbench.session.id, "t0", "raw")

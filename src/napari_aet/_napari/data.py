@@ -76,6 +76,7 @@ class DataWidget(QWidget):
         self.message.setWordWrap(True)
         self.plot = PlotCanvas(height=2.0)
         self._angles = None
+        self._angles_from = "the layer"  # where the angles came from: a file, a range typed here
 
         form = QFormLayout()
         form.addRow("tilt series", self.series_input)
@@ -122,9 +123,10 @@ class DataWidget(QWidget):
         self.tilt_axis.setValue(meta.get("tilt_axis", 0.0))
         unknown = meta.get("angles_unknown", False)
         self._angles = None if unknown else np.asarray(meta["angles"])
-        source = meta.get("info", {}).get("angles_from", "the layer")
+        source = self._angles_from = meta.get("info", {}).get("angles_from", "the layer")
         self.angle_source.setText("⚠ unknown: set a range or load a file" if unknown else
-                                  f"{len(self._angles)} from {source}")
+                                  f"{len(self._angles)} from {Path(source).name if '/' in source else source}")
+        self.angle_source.setToolTip(source)
         self.plot_angles()
         self.show_warnings()
 
@@ -163,7 +165,8 @@ class DataWidget(QWidget):
         except InputError as error:
             self.message.setText(f"⚠ {error}")
             return
-        self.angle_source.setText(f"{len(self._angles)} from the range {text}")
+        self._angles_from = f"the range {text}"
+        self.angle_source.setText(f"{len(self._angles)} from {self._angles_from}")
         self.plot_angles()
         self.show_warnings()
 
@@ -177,7 +180,7 @@ class DataWidget(QWidget):
         except InputError as error:
             self.message.setText(f"⚠ {error}")
             return
-        self._angles = angles
+        self._angles, self._angles_from = angles, str(path)
         self.angle_source.setText(f"{len(angles)} from {Path(path).name}")
         self.angle_source.setToolTip(str(path))
         self.plot_angles()
@@ -200,7 +203,8 @@ class DataWidget(QWidget):
             elements = check_elements(self.elements.text()) if self.elements.text().strip() else None
             if elements is not None:
                 check_pixel_size(self.pixel_size.value(), elements)
-            info = {k: v for k, v in meta.get("info", {}).items() if k != "pixel_size_unknown"}
+            info = {**{k: v for k, v in meta.get("info", {}).items() if k != "pixel_size_unknown"},
+                    "angles_from": self._angles_from}
             series = TiltSeries(projections_of(layer), self._angles, self.pixel_size.value(), self.tilt_axis.value(),
                                 np.asarray(meta["shifts"]) if "shifts" in meta else None, info)
             if self.exclude.text().strip():
