@@ -672,6 +672,8 @@ def test_refine_widget_adds_refined_atoms_model_and_residual(qtbot, to_refine, t
     assert "moves kept (checked on held-out projections): Fe" in widget.message.text()
     assert "precision (half sets, noise only) Fe" in widget.message.text()
     assert [ax.get_xlabel() for ax in widget.plot.figure.axes][-1] == "half-set error (pm)"
+    passes, final = widget.plot.figure.axes[0].lines  # the iterations, and the final model on its own
+    assert final.get_label() == "final (moves kept)" and final.get_xdata()[0] == len(passes.get_ydata())
     assert np.isfinite(viewer.layers["atoms refined"].features["half_set_error"]).all()
 
     for name in ("aligned", "atoms", "atoms model projections", "atoms residual"):

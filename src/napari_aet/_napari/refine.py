@@ -110,8 +110,12 @@ class RefineWidget(StageWidget):
         """R-factor per iteration, the height ratio of each species' atoms and, when it was
         estimated, each species' half-set position error."""
         curve, ratios, *spread = self.plot.subplots(1, 3 if refinement.precision else 2)
-        curve.plot(refinement.errors["r_factor"], color=ELEMENT_COLOURS["Pt"], lw=1.5)
-        curve.set_xlabel("iteration")
+        *passes, final = refinement.errors["r_factor"]  # every pass's iterations, then the final model's
+        curve.plot(passes, color=ELEMENT_COLOURS["Pt"], lw=1.5)
+        curve.plot([len(passes)], [final], "o", color="white", ms=4,
+                   label="final (moves kept)" if refinement.errors.get("moves_kept") else "final")
+        curve.legend(fontsize=6)
+        curve.set_xlabel("iteration (all passes)")
         curve.set_ylabel("R-factor")
         atoms = refinement.atoms
         colours = label_colours({*model_elements(atoms), *refinement.heights})  # as the layer's atoms
