@@ -17,7 +17,6 @@ edges across the tilt axis (all of them for a film, some for a neighbour enterin
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
 
 from ..geometry import rotation_matrices
 from ..model import InputError, TiltSeries
