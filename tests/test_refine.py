@@ -294,7 +294,7 @@ def test_no_atom_is_added_below_the_minimum_distance(truth):
     """The data hold a Pt 1.7 Å outside a surface Pt, nearer than two Pt atoms can be (2.31 Å):
     what the Gaussian model cannot otherwise explain (channelling, say). No pair of the refined
     model comes nearer than its minimum distance (an atom added there moves its neighbour out to
-    that distance); with the minimum lowered to 1.2 Å the extra atom is added where the data put
+    that distance, and the report counts that pair); with the minimum lowered to 1.2 Å the extra atom is added where the data put
     it, and the pair stays that near."""
     platinum = np.flatnonzero(truth.species == "Pt")
     outermost = platinum[np.argmax(np.linalg.norm(truth.positions[platinum], axis=1))]
@@ -309,6 +309,9 @@ def test_no_atom_is_added_below_the_minimum_distance(truth):
         gap = np.linalg.norm(real.positions[real.features["refine_added"]] - ghost, axis=1)
         if min_distance is None:
             assert len(close_pairs(real.positions, index, table)) == 0
+            # the ghost's neighbour is held at the minimum distance, and the report counts the pair
+            held = len(close_pairs(real.positions, index, table * 1.01))
+            assert result.errors["pairs_at_minimum_distance"] == held >= 1
         else:
             assert np.any(gap < 0.3)  # the control: the test would see an atom added there
             assert len(close_pairs(real.positions, index, table)) > 0
@@ -386,6 +389,7 @@ def test_the_report_counts_additions_and_removals_by_reason(truth, measured):
     assert set(reasons) == {"added", "removed", "rejected"} and set(reasons["added"]) == set(_ADDED)
     assert sum(reasons["added"].values()) - sum(reasons["removed"].values()) == report["n_added"] - report["n_removed"]
     assert report["n_added"] >= 3
+    assert report["pairs_at_minimum_distance"] == 0  # fcc neighbours 2.7 Å apart, the minimum 2.1–2.3 Å
 
 
 def test_the_start_width_is_not_widened_by_missing_atoms():

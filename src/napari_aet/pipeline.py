@@ -239,7 +239,8 @@ def _normalisation_report(metadata) -> dict:
 def _refinement_report(refinement: Refinement, angles) -> dict:
     """Species heights (counts per projection) and widths (Å), error curves, atoms added and
     removed (``n_added`` / ``n_removed``: in the final model; ``reasons``: every addition,
-    removal and rejected candidate over all rounds, counted by reason), how far the others
+    removal and rejected candidate over all rounds, counted by reason), the pairs held at their
+    minimum distance (``pairs_at_minimum_distance``), how far the others
     moved (Å), the fraction of each element's moves that held-out projections supported
     (``moves_kept``) and, per completion round, how correlated the residual's pixels were
     (``residual_correlation``: the variance factor of the candidates' test, 1 = independent) and the
@@ -262,6 +263,7 @@ def _refinement_report(refinement: Refinement, angles) -> dict:
             "n_added": int(np.count_nonzero(features["refine_added"])),
             "n_removed": int(np.count_nonzero(features["refine_removed"])),
             "reasons": refinement.errors.get("reasons", {}),
+            "pairs_at_minimum_distance": refinement.errors.get("pairs_at_minimum_distance", 0),
             "moves_kept": refinement.errors.get("moves_kept", {}),
             "residual_correlation": refinement.errors.get("residual_correlation", []),
             "shift_A": {"median": float(np.median(shift)), "max": float(np.max(shift))} if len(shift) else {},

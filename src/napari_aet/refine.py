@@ -48,6 +48,9 @@ _CYCLES = 3
 #: Relative slack of the minimum distance: pairs are pushed this much beyond it, and a pair
 #: nearer than it by less counts as kept apart (not as a pair the removal steps judge).
 _MARGIN = 1e-3
+#: A pair within this fraction above its minimum distance is counted as held there by
+#: :func:`_separate` (``errors["pairs_at_minimum_distance"]``): the data pulled the two nearer.
+_AT_WALL = 0.01
 
 #: Why atoms are added (a residual peak, a peak the input classified as noise or the refinement
 #: removed), removed (sharing one atom's signal, too faint, nearer than physics allows) and why
@@ -781,7 +784,9 @@ def refine_atoms(series: TiltSeries, atoms: AtomModel, *, elements=None, iterati
     Every addition, removal and rejected candidate is counted by reason in
     ``errors["reasons"]`` (``added``: :data:`_ADDED`, ``removed``: :data:`_REMOVED`,
     ``rejected``: :data:`_REJECTED`), over all rounds, and the output atoms carry the reason
-    they were added or removed in the feature ``refine_reason``.
+    they were added or removed in the feature ``refine_reason``. ``errors["pairs_at_minimum_distance"]``
+    counts the final pairs within 1 % above their minimum distance: held there against the data,
+    which pulled them nearer (a pile-up in g(r) at that distance).
     """
     real, present = check_inputs(series, atoms, None if elements is None else check_elements(elements))
     if int(iterations) != iterations or iterations < 0:
@@ -907,6 +912,8 @@ def refine_atoms(series: TiltSeries, atoms: AtomModel, *, elements=None, iterati
         history["moves_kept"] = dict(zip(present, kept.tolist()))
     residual = model.combine(species) - model.data
     history["r_factor"].append(model.r_factor(residual))
+    history["pairs_at_minimum_distance"] = len(close_pairs(model.positions, model.species_index,
+                                                           table * (1 + _AT_WALL)))
     misfit = np.sqrt(np.mean(residual.astype(np.float64) ** 2, axis=(1, 2)))
     history["projection_misfit"] = (misfit / np.median(misfit)).tolist()
     report(progress, 0.97, "building the refined model")

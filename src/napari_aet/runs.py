@@ -272,6 +272,9 @@ def summary_text(report) -> str:
             f"{refined['n_added']} atoms added, {refined['n_removed']} removed"
             + (f", the others moved by {moved['median']:.2f} Å (median)" if moved else "")
             + (f"; {kept}" if kept else ""))
+        if refined.get("pairs_at_minimum_distance"):
+            say(f"{refined['pairs_at_minimum_distance']} atom pairs held at their minimum distance (the data "
+                "pulled them nearer; a spike in g(r) there): --min-distance sets it")
         if refined.get("worst_projections"):
             listed = ", ".join(f"{p['index']} ({p['tilt_deg']:+.1f}°, {p['misfit']:.1f}×)"
                                for p in refined["worst_projections"])

@@ -84,14 +84,28 @@ def partial_pair_distributions(positions, species, *, r_max=10.0, bin_width=0.05
             for i, a in enumerate(kept) for b in kept[i:]}
 
 
+def _smoothed(r, g, smooth) -> tuple[np.ndarray, np.ndarray]:
+    r = np.asarray(r, float)
+    return r, gaussian_filter1d(np.asarray(g, float), smooth / (r[1] - r[0]))
+
+
+def first_peak(r, g, *, smooth=0.1) -> float:
+    """r (Å) of the highest point of g(r) after a Gaussian smoothing of ``smooth`` Å: the first
+    neighbour shell. Smoothed, a spike one bin wide (refined pairs held at exactly their minimum
+    distance, :func:`napari_aet.refine.refine_atoms`) does not outweigh the shell."""
+    r, g = _smoothed(r, g, smooth)
+    return float(r[np.argmax(g)])
+
+
 def first_minimum(r, g, *, smooth=0.1) -> float:
-    """r (Å) of the first minimum of g(r) after its first peak (searched up to 1.6 × the peak's r,
-    after a Gaussian smoothing of ``smooth`` Å): the neighbour cutoff of a model without a lattice."""
-    r, g = np.asarray(r, float), gaussian_filter1d(np.asarray(g, float), smooth / (r[1] - r[0]))
-    peak = int(np.argmax(g))
-    window = np.flatnonzero((r > r[peak]) & (r <= 1.6 * r[peak]))
+    """r (Å) of the first minimum of g(r) after its first peak (:func:`first_peak`), searched up to
+    1.6 × the peak's r after a Gaussian smoothing of ``smooth`` Å: the neighbour cutoff of a model
+    without a lattice."""
+    peak = first_peak(r, g, smooth=smooth)
+    r, g = _smoothed(r, g, smooth)
+    window = np.flatnonzero((r > peak) & (r <= 1.6 * peak))
     if not len(window):
-        raise InputError(f"g(r) has no minimum after its first peak at {r[peak]:.2f} Å up to {r[-1]:.1f} Å")
+        raise InputError(f"g(r) has no minimum after its first peak at {peak:.2f} Å up to {r[-1]:.1f} Å")
     return float(r[window[np.argmin(g[window])]])
 
 
@@ -166,7 +180,7 @@ def analyse_structure(atoms: AtomModel, *, cutoff=None, r_max=10.0, bin_width=0.
     pdf = {"r_A": np.round(r, 4).tolist(), "g": np.round(g, 5).tolist()}
     if len(partial) > 1:
         pdf["partial"] = {pair: np.round(values, 5).tolist() for pair, values in partial.items()}
-    return atoms, {"pdf": pdf, "first_peak_A": float(r[np.argmax(g)]), "neighbour_cutoff_A": cutoff,
+    return atoms, {"pdf": pdf, "first_peak_A": first_peak(r, g), "neighbour_cutoff_A": cutoff,
                    "coordination": {"mean": float(np.mean(f["coordination"])),
                                     "histogram": np.bincount(f["coordination"]).tolist()},
                    "Q4": {"mean": float(np.mean(f["Q4"])), "interior_mean": float(np.mean(f["Q4"][interior]))},

@@ -78,7 +78,8 @@ def read_angles(path) -> np.ndarray:
     if angles.ndim == 1 and len(angles) >= 5 and np.all(np.abs(angles) <= np.pi + 0.01) \
             and np.ptp(angles) > 0.5:
         raise InputError(f"the angles of {path.name} span only {np.ptp(angles):.2f}° ({angles.min():.2f} to "
-                         f"{angles.max():.2f}): are they in radians? napari-aet reads degrees")
+                         f"{angles.max():.2f}): are they in radians? napari-aet reads degrees (multiply by "
+                         f"57.2958); if they are degrees, a range this narrow cannot give a 3D reconstruction")
     return angles
 
 
