@@ -3,6 +3,7 @@ the others, and the study opened in napari."""
 
 import csv
 import json
+import time
 
 import numpy as np
 import pytest
@@ -243,20 +244,25 @@ def test_study_progress_shows_series_done_and_stages_in_flight():
 
 
 def test_ctrl_c_keeps_finished_series_and_a_rerun_finishes_the_rest(plan, tmp_path, capsys, monkeypatch):
-    import distributed
+    """A Ctrl-C after the first series: the interrupt flag set while its KeyboardInterrupt was
+    swallowed (as in a dask callback, see the next test) stops the batch all the same."""
     from distributed import LocalCluster
 
-    as_completed = distributed.as_completed
+    from napari_aet import batch as batch_module
 
-    def interrupted_after_the_first(futures, **kwargs):
-        yield next(iter(as_completed(futures)))
-        raise KeyboardInterrupt
+    completed = batch_module._completed
+
+    def interrupted_after_the_first(futures, interrupted, **kwargs):
+        each = completed(futures, interrupted, **kwargs)
+        yield next(each)
+        interrupted.set()
+        yield from each
 
     out = tmp_path / "study"
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster:
         batch = ["batch", str(plan), "--out", str(out), "--scheduler", cluster.scheduler_address]
         with monkeypatch.context() as patch:
-            patch.setattr(distributed, "as_completed", interrupted_after_the_first)
+            patch.setattr(batch_module, "_completed", interrupted_after_the_first)
             assert main(batch) == 130
         assert "finished series are kept" in capsys.readouterr().err
         rows = _summary(out)
@@ -265,6 +271,39 @@ def test_ctrl_c_keeps_finished_series_and_a_rerun_finishes_the_rest(plan, tmp_pa
         assert main(batch) == 1
     statuses = {(r["particle"], r["time"]): r["status"] for r in _summary(out) if r["step"] == "run"}
     assert statuses[("p2", "0")] == "failed" and {statuses[("p1", "0")], statuses[("p1", "30")]} <= {"done", "skipped"}
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_ctrl_c_swallowed_in_a_garbage_collection_callback_still_stops_the_wait():
+    """dask's garbage-collection diagnosis runs as a gc callback in the main thread; a Ctrl-C landing
+    there raised a KeyboardInterrupt that gc swallowed, and the batch ran on to the end. The flag
+    the handler sets survives, and the wait for the futures stops on it."""
+    import gc
+    import signal
+
+    from distributed import Client
+
+    from napari_aet.batch import _completed, _interrupt_flag
+
+    def ctrl_c_inside(phase, info):
+        if phase == "start":
+            signal.raise_signal(signal.SIGINT)  # the handler runs here, inside the callback
+            sum(range(100))
+
+    with Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=":0") as client, \
+            _interrupt_flag() as interrupted:
+        gc.callbacks.append(ctrl_c_inside)
+        try:
+            gc.collect()  # no KeyboardInterrupt comes out of it
+        finally:
+            gc.callbacks.remove(ctrl_c_inside)
+        assert interrupted.is_set()
+        never = client.submit(time.sleep, 30, pure=False)
+        start = time.perf_counter()
+        with pytest.raises(KeyboardInterrupt):
+            list(_completed([never], interrupted))
+        assert time.perf_counter() - start < 5
+        never.cancel()
 
 
 def test_only_batch_directories_open_as_studies(study, tmp_path):

@@ -416,6 +416,44 @@ def _ctrl_c_ignored():
         signal.signal(signal.SIGINT, previous)
 
 
+@contextmanager
+def _interrupt_flag():
+    """An Event that Ctrl-C (SIGINT) sets, besides raising KeyboardInterrupt as usual. dask runs
+    callbacks of its own in the main thread (its garbage-collection diagnosis): a KeyboardInterrupt
+    raised in one of them is swallowed there ("Exception ignored in …") and the batch ran on to the
+    end; the waiting loops (:func:`_completed`) check the flag, so it stops all the same. Only in the
+    main thread, where signal handlers can be set (elsewhere the Event is never set)."""
+    interrupted = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield interrupted
+        return
+
+    def on_ctrl_c(signum, frame):
+        interrupted.set()
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, on_ctrl_c)
+    try:
+        yield interrupted
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _completed(futures, interrupted: threading.Event, poll=0.2):
+    """Each of ``futures`` as it completes (looking every ``poll`` s); KeyboardInterrupt as soon as
+    ``interrupted`` is set (:func:`_interrupt_flag`)."""
+    from distributed import as_completed
+
+    pending = as_completed(futures)
+    while not pending.is_empty():
+        if interrupted.is_set():
+            raise KeyboardInterrupt
+        batch = pending.next_batch(block=False)
+        yield from batch
+        if not batch:
+            time.sleep(poll)
+
+
 def run_batch(plan, out_dir, *, workers=None, scheduler=None, force=False, progress: ProgressCallback = None,
               log: Callable[[str], None] | None = None) -> list[dict]:
     """Run every series of a plan on dask, then each particle's study steps; write ``summary.csv``.
@@ -432,8 +470,6 @@ def run_batch(plan, out_dir, *, workers=None, scheduler=None, force=False, progr
     cancelled (they leave no result) and marked "interrupted", the summary is written, and the
     interrupt propagates; a re-run finishes the rest.
     """
-    from distributed import as_completed
-
     log = log or (lambda message: None)
     rows = read_plan(plan)
     out_dir = Path(out_dir)
@@ -448,52 +484,64 @@ def run_batch(plan, out_dir, *, workers=None, scheduler=None, force=False, progr
     study = StudyProgress(len(rows), progress)
     study.finished = len(summaries)
     futures = {}
-    try:
+    with _interrupt_flag() as interrupted:
         try:
-            out_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise InputError(f"cannot create the study directory {out_dir}: {exc.strerror or exc}") from None
-        log(f"dask dashboard: {client.dashboard_link}")
-        client.subscribe_topic(topic, study.stage)
-        futures = {client.submit(run_series, row, out_dir / row.particle / row.time, force=force, topic=topic,
-                                 key=f"{topic}-{row.line}", pure=False): row for row in pending}
-        unsettled = Counter(row.particle for row in pending)  # a particle's study steps start once it is 0
-        finishing = [_finish_particle(client, rows, summaries, out_dir, force, particle)
-                     for particle in dict.fromkeys(row.particle for row in rows) if not unsettled[particle]]
-        for future in as_completed(futures):
-            row = futures[future]
-            try:
-                summary = future.result()
-            except Exception as exc:  # the worker died (KilledWorker) or the cluster failed
-                summary = {"particle": row.particle, "time": row.time, "step": "run", "series": str(row.series),
-                           "status": "failed", "error": f"its worker failed: {_one_line(exc)}"}
-            summaries[row.label] = summary
-            study.done(row.label, summary["status"])
-            if summary["status"] == "failed":
-                log(f"{row.label} failed: {summary['error']}")
+            return _run_plan(client, rows, pending, summaries, out_dir, force, topic, study, futures, interrupted,
+                             log)
+        except KeyboardInterrupt:
+            for future, row in futures.items():
+                if row.label in summaries:
+                    continue
+                if future.status == "finished":  # finished, not yet collected
+                    summaries[row.label] = future.result()
+                else:
+                    future.cancel()
+                    summaries[row.label] = {"particle": row.particle, "time": row.time, "step": "run",
+                                            "series": str(row.series), "status": "interrupted",
+                                            "error": "interrupted before it finished"}
             write_summary(out_dir / "summary.csv", _in_plan_order(rows, summaries))
-            unsettled[row.particle] -= 1
-            if not unsettled[row.particle]:  # overlaps the series still running
-                finishing.append(_finish_particle(client, rows, summaries, out_dir, force, row.particle))
-        particle_rows = client.gather([future for future in finishing if future is not None])
-        for summary in particle_rows:
-            if summary["status"] == "failed":
-                log(f"{summary['particle']} study steps failed: {summary['error']}")
-    except KeyboardInterrupt:
-        for future, row in futures.items():
-            if row.label in summaries:
-                continue
-            if future.status == "finished":  # finished, not yet collected
-                summaries[row.label] = future.result()
-            else:
-                future.cancel()
-                summaries[row.label] = {"particle": row.particle, "time": row.time, "step": "run",
-                                        "series": str(row.series), "status": "interrupted",
-                                        "error": "interrupted before it finished"}
+            raise
+        finally:
+            _close(client, topic, scheduler is None)
+
+
+def _run_plan(client, rows, pending, summaries, out_dir, force, topic, study, futures, interrupted, log):
+    """:func:`run_batch`'s work on ``client``: submit the ``pending`` rows (their futures go into
+    ``futures``), collect each summary into ``summaries`` as it finishes, then run each particle's
+    study steps; returns the summary rows."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create the study directory {out_dir}: {exc.strerror or exc}") from None
+    log(f"dask dashboard: {client.dashboard_link}")
+    client.subscribe_topic(topic, study.stage)
+    futures.update({client.submit(run_series, row, out_dir / row.particle / row.time, force=force, topic=topic,
+                                  key=f"{topic}-{row.line}", pure=False): row for row in pending})
+    unsettled = Counter(row.particle for row in pending)  # a particle's study steps start once it is 0
+    finishing = [_finish_particle(client, rows, summaries, out_dir, force, particle)
+                 for particle in dict.fromkeys(row.particle for row in rows) if not unsettled[particle]]
+    for future in _completed(futures, interrupted):
+        row = futures[future]
+        try:
+            summary = future.result()
+        except Exception as exc:  # the worker died (KilledWorker) or the cluster failed
+            summary = {"particle": row.particle, "time": row.time, "step": "run", "series": str(row.series),
+                       "status": "failed", "error": f"its worker failed: {_one_line(exc)}"}
+        summaries[row.label] = summary
+        study.done(row.label, summary["status"])
+        if summary["status"] == "failed":
+            log(f"{row.label} failed: {summary['error']}")
         write_summary(out_dir / "summary.csv", _in_plan_order(rows, summaries))
-        raise
-    finally:
-        _close(client, topic, scheduler is None)
+        unsettled[row.particle] -= 1
+        if not unsettled[row.particle]:  # overlaps the series still running
+            finishing.append(_finish_particle(client, rows, summaries, out_dir, force, row.particle))
+    finishing = [future for future in finishing if future is not None]
+    for _ in _completed(finishing, interrupted):
+        pass
+    particle_rows = client.gather(finishing)
+    for summary in particle_rows:
+        if summary["status"] == "failed":
+            log(f"{summary['particle']} study steps failed: {summary['error']}")
     result = _in_plan_order(rows, summaries) + particle_rows
     write_summary(out_dir / "summary.csv", result)
     return result
