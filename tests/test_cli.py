@@ -196,11 +196,15 @@ def test_projections_that_fit_worst_are_named_and_can_be_left_out(simulated, tmp
     indices = ",".join(str(p["index"]) for p in worst)  # worst first
     assert "Projections fitting the model worst" in (printed := capsys.readouterr().out)
     assert f"--exclude {indices} leaves them out" in printed
-    assert main(["run", *common, "--out", str(tmp_path / "some"), "--no-refine", "--exclude", "8, 21"]) == 0
-    assert "Left out projections 8, 21; 29 remain" in capsys.readouterr().out
-    assert "; projections 8, 21 left out (--exclude)\n" in (tmp_path / "some" / "summary.txt").read_text()
+    assert main(["run", *common, "--out", str(tmp_path / "some"), "--refine-rounds", "1", "--no-precision",
+                 "--exclude", "3, 8"]) == 0
+    assert "Left out projections 3, 8; 29 remain" in (printed := capsys.readouterr().out)
+    assert "; projections 3, 8 left out (--exclude)\n" in (tmp_path / "some" / "summary.txt").read_text()
     report = json.loads((tmp_path / "some" / "report.json").read_text())
-    assert report["input"]["excluded_projections"] == [8, 21] and report["input"]["shape"][0] == 29
+    assert report["input"]["excluded_projections"] == [3, 8] and report["input"]["shape"][0] == 29
+    # the other sheared image is named by its place in the file (21), as --exclude counts, not in the series (19)
+    assert [p["index"] for p in report["refinement"]["worst_projections"]] == [21]
+    assert "--exclude 3,8,21 leaves them out with those left out already" in printed
     assert RUN_OPTIONS["exclude"] is str
 
 
@@ -464,3 +468,26 @@ def test_a_projection_of_nan_can_be_left_out(tmp_path, capsys):
     assert "NaN or Inf values, in projections 3" in capsys.readouterr().err
     assert main([*common, "--exclude", "3", "--out", str(tmp_path / "b")]) == 0
     assert "Left out projections 3; 8 remain" in capsys.readouterr().out
+
+
+def test_a_placeholder_pixel_size_in_an_mrc_header_is_named_in_the_summary(simulated, tmp_path, capsys):
+    """An MRC header's 1 Å (what many programs write when the pixel size is unset) is used with a
+    warning kept in the summary and the report; a pixel size given on the command line wins, and
+    the summary says what the file held."""
+    import mrcfile
+
+    with mrcfile.new(tmp_path / "s.mrc") as mrc:
+        mrc.set_data(tifffile.imread(simulated / "tilt_series.tif").astype(np.float32))
+        mrc.voxel_size = 1.0
+    (tmp_path / "s.tlt").write_text((simulated / "tilt_series.tlt").read_text())
+    quick = ["--elements", "Fe,Pt", "--no-align", "--no-refine", "--iterations", "5"]
+    with pytest.warns(UserWarning, match="gives 1 Å per pixel"):
+        assert main(["run", str(tmp_path / "s.mrc"), *quick, "--out", str(tmp_path / "header")]) == 0
+    summary = (tmp_path / "header" / "summary.txt").read_text()
+    assert "pixel size 1 Å from file metadata\n" in summary
+    assert "Warning: s.mrc: the MRC header gives 1 Å per pixel" in summary and "(--pixel-size)" in summary
+    report = json.loads((tmp_path / "header" / "report.json").read_text())
+    assert report["input"]["file_pixel_size_A"] == 1.0 and "pixel_size_warning" in report["input"]
+    assert main(["run", str(tmp_path / "s.mrc"), *quick, "--pixel-size", "0.4", "--out", str(tmp_path / "given")]) == 0
+    summary = (tmp_path / "given" / "summary.txt").read_text()
+    assert "pixel size 0.4 Å from --pixel-size (the file says 1 Å)" in summary and "Warning: s.mrc" not in summary

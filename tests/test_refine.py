@@ -382,7 +382,7 @@ def test_the_report_counts_additions_and_removals_by_reason(truth, measured):
     from napari_aet.pipeline import _refinement_report
 
     start = AtomModel(truth.positions[3:], truth.species[3:])  # three atoms missing
-    report = _refinement_report(refine_atoms(measured, start, iterations=4), measured.angles)
+    report = _refinement_report(refine_atoms(measured, start, iterations=4), measured)
     expected = {"n_added", "n_removed", "heights", "widths_A", "final_r_factor", "shift_A", "worst_projections"}
     assert expected <= set(report)
     reasons = report["reasons"]

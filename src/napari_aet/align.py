@@ -76,11 +76,13 @@ def _why_not_aligned(series: TiltSeries) -> str | None:
     return None
 
 
-def _centre_of_mass(signal):
-    """Centre of mass (x, y) in pixels about the image centre, ``(n,)`` each."""
+def _centre_of_mass(signal, file_indices=None):
+    """Centre of mass (x, y) in pixels about the image centre, ``(n,)`` each; ``file_indices``
+    ``(n,)`` name the projections in an error (default 0 … n-1)."""
     total = signal.sum(axis=(1, 2), dtype=np.float64)
     if np.any(total <= 0):
         bad = np.flatnonzero(total <= 0)
+        bad = bad if file_indices is None else np.asarray(file_indices)[bad]
         raise InputError(f"projection(s) {bad.tolist()} hold no signal above the background: "
                          "check the data or leave those tilts out (--exclude I,J)")
     x, y = pixel_coordinates(signal.shape[1:])
@@ -192,7 +194,7 @@ def center_of_mass_shifts(series: TiltSeries) -> np.ndarray:
     subtracted beforehand
     (:func:`napari_aet.background.subtract_background`).
     """
-    cx, cy = _centre_of_mass(_signal(series.projections))
+    cx, cy = _centre_of_mass(_signal(series.projections), series.file_indices())
     if not series.is_single_axis:
         return np.stack([-cy, -cx], axis=1)
     du, _ = _to_axis(np.stack([cy, cx], axis=1), series.tilt_axis)

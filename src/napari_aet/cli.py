@@ -10,6 +10,7 @@ import json
 import shutil
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -304,8 +305,14 @@ COMMANDS = {"run": command_run, "batch": command_batch, "simulate": command_simu
             "analyze": command_analyze, "track": command_track}
 
 
+def _plain_warning(message, category, filename, lineno, line=None) -> str:
+    """A warning as the command line shows it: "napari-aet: warning: …", without Python's source line."""
+    return f"napari-aet: warning: {message}\n"
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    warnings.formatwarning = _plain_warning
     try:
         return COMMANDS[args.command](args)
     except InputError as error:

@@ -155,9 +155,17 @@ class TiltSeries:
 
     def subset(self, index) -> TiltSeries:
         """The projections selected by an index array, slice or boolean mask, with their angles and
-        shifts (pixel size, tilt axis and metadata kept)."""
+        shifts (pixel size, tilt axis and metadata kept; ``metadata["file_indices"]`` selected too)."""
         return self.replace(projections=self.projections[index], angles=self.angles[index],
-                            shifts=self.shifts[index])
+                            shifts=self.shifts[index],
+                            metadata={**self.metadata, "file_indices": self.file_indices(index)})
+
+    def file_indices(self, index=slice(None)) -> list[int]:
+        """Where the projections selected by ``index`` (an index array, slice or mask; default all)
+        stand in the file the series was read from, counted from 0 as ``--exclude`` counts: the
+        same numbers unless projections were left out (``metadata["file_indices"]``)."""
+        order = np.asarray(self.metadata.get("file_indices", np.arange(self.n_angles)), dtype=np.int64)
+        return np.atleast_1d(order[index]).tolist()
 
 
 @dataclass

@@ -216,7 +216,7 @@ def build_report(result: PipelineResult, parameters, timings, alignment, warning
                            "relative_totals": _range(relative_totals(result.aligned)),
                            "background": result.reconstruction.metadata.get("background", {"method": "none"}),
                            **_normalisation_report(result.reconstruction.metadata)},
-        **({"refinement": _refinement_report(result.refinement, result.aligned.angles)}
+        **({"refinement": _refinement_report(result.refinement, result.aligned)}
            if result.refinement is not None else {}),
         "atoms": {"n_atoms": len(atoms), "n_rejected_peaks": len(result.atoms) - len(atoms),
                   "per_element": dict(zip(elements.tolist(), counts.tolist())),
@@ -236,7 +236,7 @@ def _normalisation_report(metadata) -> dict:
     return {"normalisation_factors": _range(factors)} if factors else {}
 
 
-def _refinement_report(refinement: Refinement, angles) -> dict:
+def _refinement_report(refinement: Refinement, series: TiltSeries) -> dict:
     """Species heights (counts per projection) and widths (Å), error curves, atoms added and
     removed (``n_added`` / ``n_removed``: in the final model; ``reasons``: every addition,
     removal and rejected candidate over all rounds, counted by reason), the pairs held at their
@@ -246,14 +246,15 @@ def _refinement_report(refinement: Refinement, angles) -> dict:
     (``residual_correlation``: the variance factor of the candidates' test, 1 = independent) and the
     half-set estimate of the positions' error per element (``precision_pm``, empty when not made),
     each projection's RMS residual over their median (``projection_misfit``) and those that fit far
-    worse than the others (``worst_projections``: index, tilt in degrees — θ of Euler ``angles`` —
-    and misfit, worst first; :func:`napari_aet.refine.worst_projections`)."""
+    worse than the others (``worst_projections``: index in the file as ``--exclude`` counts it, tilt
+    in degrees — θ of Euler angles — and misfit, worst first; :func:`napari_aet.refine.worst_projections`)
+    of the refined ``series``."""
     from .geometry import euler_angles
     from .refine import worst_projections
 
     misfit = refinement.errors.get("projection_misfit", [])
-    tilts = euler_angles(angles)[:, 1]
-    worst = [{"index": int(i), "tilt_deg": float(tilts[i]), "misfit": float(misfit[i])}
+    tilts, file_indices = euler_angles(series.angles)[:, 1], series.file_indices()
+    worst = [{"index": file_indices[i], "tilt_deg": float(tilts[i]), "misfit": float(misfit[i])}
              for i in worst_projections(misfit)] if len(misfit) else []
     features = refinement.atoms.features
     shift = features["refine_shift"][np.isfinite(features["refine_shift"]) & (refinement.atoms.species != "")]

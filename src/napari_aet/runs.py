@@ -199,16 +199,23 @@ def run_to_directory(series_path, out_dir, elements, *, angles=None, pixel_size=
 def _provenance(series_path, metadata, angles, pixel_size) -> dict:
     """For ``report.json``'s "input": the series file's absolute ``path``, and where its angles
     (``--angles FILE``, ``sidecar FILE`` or ``file metadata``) and its pixel size (``--pixel-size``
-    or ``file metadata``) came from, as the reader recorded them in the series' ``metadata``."""
+    or ``file metadata``) came from, as the reader recorded them in the series' ``metadata``; the
+    file's own pixel size (``file_pixel_size_A``) when it has one, and the reader's doubt about it
+    (``pixel_size_warning``: an MRC header's 1 Å)."""
     if angles is not None:
         angles_from = f"--angles {Path(angles).resolve()}"
     elif metadata["angles_from"] == "file metadata":
         angles_from = "file metadata"
     else:  # the sidecar's path
         angles_from = f"sidecar {Path(metadata['angles_from']).resolve()}"
-    return {"path": str(Path(series_path).resolve()), "angles_from": angles_from,
-            "pixel_size_from": "--pixel-size" if pixel_size is not None else metadata["pixel_size_from"],
-            "layout": metadata["layout"]}
+    provenance = {"path": str(Path(series_path).resolve()), "angles_from": angles_from,
+                  "pixel_size_from": "--pixel-size" if pixel_size is not None else metadata["pixel_size_from"],
+                  "layout": metadata["layout"]}
+    if metadata.get("file_pixel_size") is not None:
+        provenance["file_pixel_size_A"] = metadata["file_pixel_size"]
+    if metadata.get("pixel_size_warning"):
+        provenance["pixel_size_warning"] = metadata["pixel_size_warning"] + " (--pixel-size)"
+    return provenance
 
 
 #: Spread (max - min) of the projections' relative total intensities above which the summary says so.
@@ -225,9 +232,13 @@ def summary_text(report) -> str:
     source = report["input"]
     if "path" in source:  # read from a file by run_to_directory
         left_out = source.get("excluded_projections")
+        in_file = source.get("file_pixel_size_A")
         say(f"Input: {source['path']} read as {source['layout']}; angles from {source['angles_from']}, pixel size "
             f"{source['pixel_size_A']:g} Å from {source['pixel_size_from']}"
+            + (f" (the file says {in_file:g} Å)" if in_file is not None and in_file != source["pixel_size_A"] else "")
             + (f"; projections {', '.join(map(str, left_out))} left out (--exclude)" if left_out else ""))
+        if source.get("pixel_size_warning"):
+            say(f"Warning: {source['pixel_size_warning']}")
     timings = ", ".join(f"{k} {v:.1f} s" for k, v in report["timings_s"].items())
     per_element = ", ".join(f"{n} {e}" for e, n in atoms["per_element"].items())
     spikes = source.get("spikes_replaced", 0)
@@ -273,15 +284,18 @@ def summary_text(report) -> str:
             + (f", the others moved by {moved['median']:.2f} Å (median)" if moved else "")
             + (f"; {kept}" if kept else ""))
         if refined.get("pairs_at_minimum_distance"):
-            say(f"{refined['pairs_at_minimum_distance']} atom pairs held at their minimum distance (the data "
+            pairs = refined["pairs_at_minimum_distance"]
+            say(f"{pairs} atom pair{'s' if pairs > 1 else ''} held at their minimum distance (the data "
                 "pulled them nearer; a spike in g(r) there): --min-distance sets it")
         if refined.get("worst_projections"):
             listed = ", ".join(f"{p['index']} ({p['tilt_deg']:+.1f}°, {p['misfit']:.1f}×)"
                                for p in refined["worst_projections"])
-            indices = ",".join(str(p["index"]) for p in refined["worst_projections"])
-            say(f"Projections fitting the model worst (index, tilt, RMS residual over the median): {listed}: a bad "
-                f"image (drift, blur, contamination) — --exclude {indices} leaves them out — or where the model "
-                "is poorest (a zone axis, a film's highest tilts)")
+            left_out = report["input"].get("excluded_projections", [])
+            indices = ",".join(map(str, sorted({*left_out, *(p["index"] for p in refined["worst_projections"])})))
+            say(f"Projections fitting the model worst (index in the file, tilt, RMS residual over the median): "
+                f"{listed}: a bad image (drift, blur, contamination) — --exclude {indices} leaves them out"
+                f"{' with those left out already' if left_out else ''} — or where the model is poorest (a zone "
+                "axis, a film's highest tilts)")
         if refined.get("precision_pm"):
             from .precision import describe_precision
 

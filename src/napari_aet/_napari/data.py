@@ -135,9 +135,11 @@ class DataWidget(QWidget):
         _, meta = self._layer_meta()
         if meta is None:
             return
+        info, unchanged = meta.get("info", {}), self.pixel_size.value() == meta["pixel_size"]
         warnings = [w for w, bad in (("the pixel size is unknown (1 Å shown): enter it",
-                                      meta.get("info", {}).get("pixel_size_unknown")
-                                      and self.pixel_size.value() == meta["pixel_size"]),
+                                      info.get("pixel_size_unknown") and unchanged),
+                                     ("the MRC header's 1 Å per pixel is what many programs write when the pixel "
+                                      "size is unset: check it", info.get("pixel_size_warning") and unchanged),
                                      ("the tilt angles are unknown", self._angles is None)) if bad]
         self.message.setText("⚠ " + "; ".join(warnings) if warnings else "")
 
@@ -203,7 +205,8 @@ class DataWidget(QWidget):
             elements = check_elements(self.elements.text()) if self.elements.text().strip() else None
             if elements is not None:
                 check_pixel_size(self.pixel_size.value(), elements)
-            info = {**{k: v for k, v in meta.get("info", {}).items() if k != "pixel_size_unknown"},
+            info = {**{k: v for k, v in meta.get("info", {}).items()
+                       if k not in ("pixel_size_unknown", "pixel_size_warning")},  # the person has seen the value
                     "angles_from": self._angles_from}
             series = TiltSeries(projections_of(layer), self._angles, self.pixel_size.value(), self.tilt_axis.value(),
                                 np.asarray(meta["shifts"]) if "shifts" in meta else None, info)

@@ -84,7 +84,8 @@ def read_tilt_series(path, *, angles=None, pixel_size=None, tilt_axis=None, layo
     missing_pixel_size : Å to use, flagged by ``metadata["pixel_size_unknown"] = True``, when
         neither ``pixel_size`` nor the file gives one; None raises InputError instead.
     exclude : projections to leave out, ``"10,20"`` (indices from 0 in the file's order), recorded
-        in ``metadata["excluded_projections"]``; left out before the data are checked, so an image
+        in ``metadata["excluded_projections"]`` (and the kept ones' file indices in
+        ``metadata["file_indices"]``, :meth:`TiltSeries.file_indices`); left out before the data are checked, so an image
         of NaN can be.
     """
     return tilt_series_from_image(read_image_file(path), Path(path), angles=angles, pixel_size=pixel_size,
@@ -141,12 +142,17 @@ def tilt_series_from_image(image: ImageFile, path: Path, *, angles=None, pixel_s
             "layout": LAYOUT_AXES[layout]}
     if exclude:  # before the series is checked: a projection of NaN can be left out
         kept, info["excluded_projections"] = kept_projections(len(data), exclude)
+        info["file_indices"] = kept.tolist()
         data, angles = data[kept], np.asarray(angles)[kept]
+    if image.pixel_size is not None:  # headers store float32: 0.4 reads back as 0.4000000059604645
+        info["file_pixel_size"] = float(f"{image.pixel_size:.6g}")
     if pixel_size is None and image.pixel_size is not None:
-        pixel_size, info["pixel_size_from"] = image.pixel_size, "file metadata"
+        pixel_size, info["pixel_size_from"] = info["file_pixel_size"], "file metadata"
         if image.pixel_size == 1.0 and image.info.get("format") == "MRC":
-            warnings.warn(f"{path.name}: the MRC header gives 1 Å per pixel, the value many programs write when "
-                          "the pixel size is unset: check it, or give the pixel size (--pixel-size)", stacklevel=2)
+            info["pixel_size_warning"] = (f"{path.name}: the MRC header gives 1 Å per pixel, the value many "
+                                          "programs write when the pixel size is unset: check it, or give the "
+                                          "pixel size")
+            warnings.warn(info["pixel_size_warning"] + " (--pixel-size)", stacklevel=2)
     if pixel_size is None:
         info["pixel_size_from"] = "unknown"
         if missing_pixel_size is None:
