@@ -179,6 +179,10 @@ def test_empty_projection_is_reported():
     data[1] = 0  # ... but nothing in projection 1
     with pytest.raises(InputError, match=r"projection\(s\) \[1\] hold no signal"):
         align.center_of_mass_shifts(TiltSeries(data, [-10.0, 0.0, 10.0]))
+    # with projections left out before it, it is named by its place in the file, as --exclude counts
+    kept = TiltSeries(np.concatenate([data[:1], data]), [-20.0, -10.0, 0.0, 10.0]).subset([1, 2, 3])
+    with pytest.raises(InputError, match=r"projection\(s\) \[2\] hold no signal"):
+        align.center_of_mass_shifts(kept)
 
 
 def test_tilt_axis_of_a_large_image_is_found_on_binned_data(atoms):
