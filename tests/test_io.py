@@ -348,8 +348,12 @@ def atoms_with_columns(sample):
     species = atoms.species.copy()
     species[:3] = ""  # unclassified
     rng = np.random.default_rng(2)
-    return AtomModel(atoms.positions, species, {**atoms.features, "intensity": rng.random(n),
-                                                "label": np.arange(n) % 5, "site": np.array(["s"] * n, object)})
+    intensity = rng.random(n)
+    intensity[1] = np.nan  # e.g. an atom the refinement added has no traced intensity
+    return AtomModel(atoms.positions, species, {**atoms.features, "intensity": intensity,
+                                                "label": np.arange(n) % 5, "site": np.array(["s"] * n, object),
+                                                "reason": np.array(["", "residual peak"] * (n // 2) + [""] * (n % 2),
+                                                                   object)})
 
 
 @pytest.mark.parametrize("ext", ["csv", "xyz"])
@@ -375,8 +379,15 @@ def test_extended_xyz_layout(tmp_path, sample):
     lines = (tmp_path / "a.xyz").read_text().splitlines()
     assert int(lines[0]) == len(sample.atoms) == len(lines) - 2
     assert lines[1].startswith("Properties=species:S:1:pos:R:3:ordered:L:1:antisite:L:1:edited:L:1:locked:L:1:"
-                               "intensity:R:1:label:I:1:site:S:1 pbc=\"F F F\"")
+                               "intensity:R:1:label:I:1:site:S:1:reason:S:1 pbc=\"F F F\"")
     assert lines[2].split()[0] == "X" and lines[5].split()[0] in ("Fe", "Pt")
+    assert lines[2].split()[-1] == "-" and lines[3].split()[-1] == "residual_peak"  # empty text, a space
+
+
+def test_xyz_refuses_text_it_cannot_store_unchanged(tmp_path, sample):
+    atoms = sample.atoms.with_features(note=np.array(["a_b"] * len(sample.atoms), object))
+    with pytest.raises(InputError, match="'note' holds text with an underscore"):
+        write_atoms(tmp_path / "a.xyz", atoms)
 
 
 def test_ase_reads_our_xyz(tmp_path, sample):

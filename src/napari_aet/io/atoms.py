@@ -20,6 +20,8 @@ from .files import atomic_write, existing_file, suffix_of
 
 EXTENSIONS = {".csv", ".xyz"}
 UNCLASSIFIED = "X"
+#: Empty text in an extended-XYZ text column (a space is written as "_").
+EMPTY_TEXT = "-"
 #: extended-XYZ property types by numpy dtype kind, and back.
 XYZ_TYPES = {"b": "L", "i": "I", "u": "I", "f": "R"}
 LOGICAL = {"T": True, "F": False, "TRUE": True, "FALSE": False, "1": True, "0": False}
@@ -44,6 +46,9 @@ def _read_csv(path: Path) -> AtomModel:
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read {path.name} as a CSV table ({str(exc).strip()[:120]}): expected "
                          "a header line x,y,z,element and one atom per line") from None
+    for name in frame.columns:  # an empty cell of a text column is empty text, not NaN
+        if not pd.api.types.is_numeric_dtype(frame[name]) and not pd.api.types.is_bool_dtype(frame[name]):
+            frame[name] = frame[name].fillna("")
     return _model(frame, path.name)
 
 
@@ -83,7 +88,9 @@ def _read_xyz(path: Path) -> AtomModel:
         values = frame[column]
         try:
             frame[column] = (values.str.upper().map(LOGICAL) if kind == "L" else
-                             pd.to_numeric(values) if kind in "RI" else values)
+                             values.astype(np.float64) if kind == "R" else  # "nan" too
+                             pd.to_numeric(values) if kind == "I" else
+                             values.str.replace("_", " ").replace(EMPTY_TEXT, ""))
         except ValueError:
             raise InputError(f"{path.name}: column {name!r} holds a value that is not a number") from None
     frame.columns = names
@@ -107,15 +114,18 @@ def _xyz_text(atoms: AtomModel) -> str:
         kind = XYZ_TYPES.get(frame[name].dtype.kind, "S")
         if kind == "L":
             frame[name] = np.where(frame[name], "T", "F")
-        elif kind == "S" and frame[name].astype(str).str.contains(r"\s|^$").any():
-            raise InputError(f"per-atom column {name!r} holds empty text or spaces, which XYZ cannot store: "
-                             "save as CSV instead")
+        elif kind == "S":  # XYZ splits on white space: a space is written _, empty text -
+            text = frame[name].astype(str)
+            if text.str.contains(r"[_\t\n\r]|^-$").any():
+                raise InputError(f"per-atom column {name!r} holds text with an underscore, a tab or a line "
+                                 "break, or a lone '-', which XYZ cannot store unchanged: save as CSV instead")
+            frame[name] = text.str.replace(" ", "_").replace("", EMPTY_TEXT)
         properties.append(f"{name}:{kind}:1")
     frame = frame[["element", "x", "y", "z", *frame.columns[4:]]]
     header = (f"{len(frame)}\nProperties={':'.join(properties)} pbc=\"F F F\" "
               "units=angstrom origin=rotation_centre\n")
-    return header + frame.to_csv(sep=" ", header=False, index=False, quoting=csv.QUOTE_NONE,
-                                 lineterminator="\n")
+    return header + frame.to_csv(sep=" ", header=False, index=False, quoting=csv.QUOTE_NONE, na_rep="nan",
+                                 lineterminator="\n")  # an empty field would shift the columns after it
 
 
 def write_atoms(path, atoms: AtomModel) -> Path:
