@@ -184,6 +184,18 @@ def test_write_atoms_hook(tmp_path, sample, ext):
     np.testing.assert_array_equal(back.features["ordered"], sample.atoms.features["ordered"])
 
 
+def test_write_atoms_hook_leaves_the_non_atoms_out_as_the_command_line_does(tmp_path, sample):
+    non_atom = np.arange(len(sample.atoms)) < 5
+    atoms = sample.atoms.with_features(non_atom=non_atom)
+    atoms.species[non_atom] = ""
+    layer = layers.atoms_layer(atoms, (64, 64, 64), 0.4)
+    with pytest.warns(UserWarning, match=f"keeps the {len(atoms) - 5} atoms of layer .*, not its 5 non-atoms"):
+        write_atoms_hook(str(tmp_path / "a.csv"), *as_layer(layer))
+    back = read_atoms(tmp_path / "a.csv")
+    np.testing.assert_allclose(back.positions, atoms.positions[~non_atom], atol=1e-9)
+    assert "" not in set(back.species)
+
+
 def test_write_atoms_hook_for_foreign_points(tmp_path):
     data = np.array([[1.0, 2.0, 3.0], [0.0, -1.0, 4.0]])  # (z, y, x) layer coordinates
     attributes = {"name": "clicked", "metadata": {}, "scale": (0.5, 0.5, 0.5), "translate": (-1.0, 0.0, 1.0),

@@ -195,17 +195,27 @@ def _edit_log(layer) -> list[dict]:
 
 
 def write_atoms(path, data, attributes) -> list[str]:
-    """napari writer for Points layers: atoms to ``.csv`` or ``.xyz`` in specimen Å.
+    """napari writer for Points layers: atoms to ``.csv`` or ``.xyz`` in specimen Å, as
+    ``napari-aet run`` writes ``atoms.csv``: without the peaks classified as noise or removed by
+    the refinement (``non_atom``; hidden in the layer), which a warning counts.
 
     These tables keep the ``edited``/``locked`` columns but not the edit log: a warning says
     so when the layer has one.
     """
+    from ..pipeline import real_atoms
+
     layer = _layer(data, attributes)
+    atoms = _points_atoms(layer)
+    real = real_atoms(atoms)
+    if len(real) < len(atoms):
+        warnings.warn(f"{Path(path).name} keeps the {len(real)} atoms of layer {layer.name!r}, not its "
+                      f"{len(atoms) - len(real)} non-atoms (peaks classified as noise or removed by the "
+                      "refinement): save the layer as .aet to keep them", stacklevel=2)
     log = _edit_log(layer)
     if log:
         warnings.warn(f"{Path(path).name} keeps the atoms of layer {layer.name!r} but not its edit log "
                       f"({len(log)} entries): save the layer as .aet to keep the log too", stacklevel=2)
-    return [str(write_atom_file(path, _points_atoms(layer)))]
+    return [str(write_atom_file(path, real))]
 
 
 def write_project(path, data, attributes) -> list[str]:
