@@ -105,6 +105,28 @@ def test_sidecar_order_and_missing_angles(tmp_path, series):
     np.testing.assert_allclose(read_tilt_series(tmp_path / "s.npy", pixel_size=1).angles, series.angles + 2)
 
 
+def test_a_raw_imod_stack_takes_its_rawtlt_and_disagreeing_sidecars_are_refused(tmp_path, series):
+    """An IMOD .st is the raw stack: its .rawtlt (acquisition order) before the .tlt, which belongs
+    with the aligned .ali. A .tlt in another order beside them (sorted, say) is refused by name."""
+    order = np.argsort(np.abs(series.angles), kind="stable")  # dose-symmetric acquisition
+    write_tilt_series(tmp_path / "s.st", series.subset(order))
+    np.savetxt(tmp_path / "s.rawtlt", series.angles[order])
+    np.savetxt(tmp_path / "s.tlt", series.angles[order] + 0.4)  # tiltalign's refined angles
+    read = read_tilt_series(tmp_path / "s.st")
+    np.testing.assert_allclose(read.angles, series.angles[order])
+    assert read.metadata["angles_from"] == str(tmp_path / "s.rawtlt")
+    np.savetxt(tmp_path / "s.tlt", np.sort(series.angles))  # sorted: another order than the images
+    with pytest.raises(InputError, match=r"s.tlt and s.rawtlt beside s.st disagree \(by up to .*°"
+                                         r" \(projection \d+\)\): give the one whose order matches the images "
+                                         "with --angles"):
+        read_tilt_series(tmp_path / "s.st")
+    np.testing.assert_allclose(read_tilt_series(tmp_path / "s.st", angles=tmp_path / "s.rawtlt").angles,
+                               series.angles[order])
+    np.savetxt(tmp_path / "s.tlt", series.angles[:5])
+    with pytest.raises(InputError, match=r"disagree \(5 against \d+ angles\)"):
+        read_tilt_series(tmp_path / "s.st")
+
+
 def test_mrc_angles_from_fei_extended_header(tmp_path, series):
     data = series.projections[:4]
     from mrcfile.dtypes import get_ext_header_dtype

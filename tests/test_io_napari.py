@@ -221,3 +221,14 @@ def test_viewer_open(tmp_path, sample, make_napari_viewer):
 
     assert save_layers(str(tmp_path / "saved.xyz"), [points], plugin="napari-aet") == [str(tmp_path / "saved.xyz")]
     np.testing.assert_allclose(read_atoms(tmp_path / "saved.xyz").positions, sample.atoms.positions, atol=1e-9)
+
+
+def test_disagreeing_imod_sidecars_open_with_the_angles_unknown(tmp_path, sample):
+    series = sample.tilt_series
+    write_tilt_series(tmp_path / "s.st", series)
+    np.savetxt(tmp_path / "s.rawtlt", series.angles)
+    np.savetxt(tmp_path / "s.tlt", series.angles[::-1])
+    with pytest.warns(UserWarning, match="s.tlt and s.rawtlt beside s.st disagree .*in the AET workbench's Data step"):
+        [(data, attributes, kind)] = open_layers(tmp_path / "s.st")
+    assert kind == "image" and attributes["metadata"]["aet"]["angles_unknown"] is True
+    np.testing.assert_array_equal(attributes["metadata"]["aet"]["angles"], np.arange(series.n_angles))

@@ -34,7 +34,7 @@ import numpy as np
 from . import layers
 from ..model import AtomModel, InputError
 from ..project import Project, TimePoint, load_project, save_project
-from ..io.angles import SIDECAR_PATTERNS, find_angle_file
+from ..io.angles import SIDECAR_PATTERNS, SidecarConflict, find_angle_file
 from ..io.arrays import READERS, read_image_file
 from ..io.atoms import read_atoms
 from .study_layers import is_study_directory, particle_layers, study_directory_layers, study_particle
@@ -76,11 +76,20 @@ def _atoms_layer(atoms, reconstruction=None, name="atoms"):
     return layers.atoms_layer(atoms, reconstruction.volume.shape, reconstruction.voxel_size, name=name)
 
 
+def _angle_file(path: Path) -> tuple[Path | None, str]:
+    """The angle sidecar of ``path`` (:func:`find_angle_file`) and "", or (None, why not) when a
+    ``.tlt`` and a ``.rawtlt`` beside it disagree; (None, "") when there is none."""
+    try:
+        return find_angle_file(path), ""
+    except SidecarConflict as conflict:
+        return None, str(conflict).replace("with --angles", "in the AET workbench's Data step")
+
+
 def _is_volume(path: Path, image) -> bool:
     suffix = path.suffix.lower()
     if suffix == ".rec":
         return True
-    if suffix in TILT_SERIES_ONLY or find_angle_file(path) is not None or image.data.ndim != 3:
+    if suffix in TILT_SERIES_ONLY or _angle_file(path)[0] is not None or image.data.ndim != 3:
         return False
     return image.kind == "volume" or len(set(image.data.shape)) == 1
 
@@ -133,17 +142,18 @@ def read_layers(path) -> list[tuple]:
             _warn_unknown(path, "voxel size")
             layer[1]["metadata"]["aet"]["voxel_size_unknown"] = True
         return [layer]
-    angles_unknown = find_angle_file(path) is None and image.angles is None
-    placeholder = np.arange(np.shape(image.data)[0], dtype=float) if angles_unknown else None
+    sidecar, conflict = _angle_file(path)
+    angles_unknown = sidecar is None and (image.angles is None or conflict)
+    placeholder = np.arange(np.shape(image.data)[0], dtype=float) if angles_unknown else sidecar
     series = tilt_series_from_image(image, path, missing_pixel_size=1.0, angles=placeholder)
     if series.metadata.get("pixel_size_unknown"):
         _warn_unknown(path, "pixel size")
     layer = layers.tilt_series_layer(series, name=path.stem)
     if angles_unknown:
         names = ", ".join(pattern.format(stem=path.stem) for pattern in SIDECAR_PATTERNS)
-        warnings.warn(f"{path.name} holds no tilt angles and no angle file of its name lies beside it ({names}): "
-                      "enter them, or load any angle file, in the AET workbench's Data step before aligning",
-                      stacklevel=2)
+        warnings.warn(conflict or f"{path.name} holds no tilt angles and no angle file of its name lies beside it "
+                      f"({names}): enter them, or load any angle file, in the AET workbench's Data step before "
+                      "aligning", stacklevel=2)
         layer[1]["metadata"]["aet"]["angles_unknown"] = True
     return [layer]
 

@@ -9,8 +9,16 @@ import numpy as np
 from ..model import InputError
 from .files import atomic_write, existing_file
 
-#: Sidecar names searched beside a data file ``<stem>.<ext>``, in this order.
+#: Sidecar names searched beside a data file ``<stem>.<ext>``, in this order (an IMOD raw stack,
+#: ``.st``, prefers its ``.rawtlt``: :func:`find_angle_file`).
 SIDECAR_PATTERNS = ("{stem}.tlt", "{stem}.rawtlt", "{stem}_angles.txt", "{stem}.angles.txt")
+#: Largest difference (degrees) between a ``.tlt`` and a ``.rawtlt`` of one stack that counts as
+#: agreement: IMOD's tiltalign refines the raw angles by a degree or so.
+IMOD_ANGLE_TOLERANCE = 2.0
+
+
+class SidecarConflict(InputError):
+    """A stack's ``.tlt`` and ``.rawtlt`` disagree: which one fits it is not known."""
 
 
 def _parse_text(path: Path) -> np.ndarray:
@@ -92,10 +100,26 @@ def write_angles(path, angles) -> Path:
 
 
 def find_angle_file(path) -> Path | None:
-    """The first existing angle sidecar of data file ``path`` (see SIDECAR_PATTERNS), or None."""
+    """The angle sidecar of data file ``path``: the first of SIDECAR_PATTERNS that exists, except
+    that a raw IMOD stack (``.st``) takes its ``.rawtlt`` before a ``.tlt`` (tiltalign's output,
+    which belongs with the aligned ``.ali``); None if there is none.
+
+    When both a ``.tlt`` and a ``.rawtlt`` exist they must agree (same count, within
+    :data:`IMOD_ANGLE_TOLERANCE` degrees at every projection), or :class:`SidecarConflict` says so:
+    e.g. a ``.tlt`` sorted by angle beside a stack and ``.rawtlt`` in acquisition order.
+    """
     path = Path(path)
-    for pattern in SIDECAR_PATTERNS:
-        candidate = path.with_name(pattern.format(stem=path.stem))
-        if candidate.is_file():
-            return candidate
-    return None
+    found = [candidate for candidate in (path.with_name(p.format(stem=path.stem)) for p in SIDECAR_PATTERNS)
+             if candidate.is_file()]
+    imod = {candidate.suffix.lower(): candidate for candidate in found if candidate.suffix.lower() in (".tlt", ".rawtlt")}
+    if len(imod) == 2:
+        tlt, raw = read_angles(imod[".tlt"]), read_angles(imod[".rawtlt"])
+        differ = tlt.shape != raw.shape or np.max(np.abs(tlt - raw)) > IMOD_ANGLE_TOLERANCE
+        if differ:
+            detail = (f"{len(tlt)} against {len(raw)} angles" if tlt.shape != raw.shape else
+                      f"by up to {np.max(np.abs(tlt - raw)):.1f}° (projection {int(np.argmax(np.abs(tlt - raw)))})")
+            raise SidecarConflict(f"{imod['.tlt'].name} and {imod['.rawtlt'].name} beside {path.name} disagree "
+                                  f"({detail}): give the one whose order matches the images with --angles")
+        if path.suffix.lower() == ".st":
+            return imod[".rawtlt"]
+    return found[0] if found else None
