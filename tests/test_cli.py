@@ -71,7 +71,8 @@ def test_run_writes_every_result(simulated, tmp_path, capsys):
     axis, shifts = report["alignment"]["tilt_axis"]["used"], list(report["alignment"]["shifts"].values())[-1]
     rms = np.sqrt(np.mean(np.sum(np.square(shifts), axis=1)))
     assert 1 < rms < 5  # the simulator shifts by up to ±3 px
-    assert re.search(rf"^Alignment: aligned series kept: .*; tilt axis {axis:.1f}°, rms shift {rms:.1f} px$", printed,
+    assert re.search(rf"^Alignment: aligned series kept: .*; tilt axis {axis + 0.0:.1f}° \(the data cannot tell it "
+                     rf"from .*°, which gives the mirror image\); --tilt-axis chooses, rms shift {rms:.1f} px$", printed,
                      re.MULTILINE)
     assert set(report["refinement"]["precision_pm"]) == {"Fe", "Pt"}
     assert "Position precision (half sets, noise only): Fe" in printed
@@ -111,7 +112,11 @@ def test_the_alignment_line_says_what_the_alignment_did():
     measured = {"tilt_axis": {"used": 29.84, "given": None}, "shifts": shifts}
     kept = {**measured, "check": {"accepted": True, "reason": "aligned series kept: better"}}
     assert alignment_line({"parameters": {"align": True}, "alignment": kept}) == (
-        "aligned series kept: better; tilt axis 29.8°, rms shift 3.5 px")
+        "aligned series kept: better; tilt axis 29.8° (the data cannot tell it from -150.2°, which gives the "
+        "mirror image); --tilt-axis chooses, rms shift 3.5 px")
+    mirrored = {**kept, "tilt_axis": {"used": -95.0, "given": None}}
+    assert "tilt axis -95.0° (the data cannot tell it from 85.0°" in alignment_line(
+        {"parameters": {"align": True}, "alignment": mirrored})
     rejected = {"tilt_axis": {"used": 27.0, "given": 27.0}, "shifts": shifts,
                 "check": {"accepted": False, "reason": "input kept: worse"}}
     assert alignment_line({"parameters": {"align": True}, "alignment": rejected}) == (

@@ -315,8 +315,11 @@ def alignment_line(report) -> str | None:
     if not alignment.get("tilt_axis"):
         return None
     axis, shifts = alignment["tilt_axis"], np.asarray(list(alignment["shifts"].values())[-1])
-    measured = (f"tilt axis {axis['used']:.1f}°{' (given)' if axis.get('given') is not None else ''}, "
-                f"rms shift {np.sqrt(np.mean(np.sum(shifts ** 2, axis=1))):.1f} px")
+    from .align import describe_tilt_axis
+
+    axis_text = (f"tilt axis {axis['used'] + 0.0:.1f}° (given)" if axis.get("given") is not None else
+                 describe_tilt_axis(axis["used"]) + "; --tilt-axis chooses")
+    measured = f"{axis_text}, rms shift {np.sqrt(np.mean(np.sum(shifts ** 2, axis=1))):.1f} px"
     check = alignment.get("check")
     if check is None:
         return measured

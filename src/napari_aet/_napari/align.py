@@ -9,7 +9,7 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox, SpinBox
 from qtpy.QtWidgets import QHBoxLayout, QPushButton
 
-from ..align import align_auto
+from ..align import align_auto, describe_tilt_axis
 from .layers import tilt_series_from_layer, tilt_series_layer
 from ..workflow import ALIGN_METHODS
 from ._base import StageWidget, is_tilt_series
@@ -114,8 +114,9 @@ class AlignWidget(StageWidget):
         verdict = f"{report.skipped}; " if report.skipped else "aligned: " if check is None else f"{check.reason}; "
         spikes = len(measured.metadata.get("spikes", []))
         replaced = f"{spikes} single-pixel spike(s) replaced; " if spikes else ""
-        self.show_done(f"{verdict}{replaced}tilt axis {measured.tilt_axis:.2f}°, rms shift {rms:.2f} px; "
-                       f"check the plots, then Apply or Discard")
+        axis = (describe_tilt_axis(measured.tilt_axis, 2) + ": the Data step's tilt axis chooses"
+                if self.values()["estimate_axis"] else f"tilt axis {measured.tilt_axis:.2f}°")
+        self.show_done(f"{verdict}{replaced}{axis}, rms shift {rms:.2f} px; check the plots, then Apply or Discard")
 
     def side_by_side(self, on):
         """Show the input and the aligned series side by side (grid view), each labelled with its
