@@ -85,11 +85,17 @@ def test_a_plain_tiff_gets_its_pixel_size_and_angles_in_the_data_step(make_napar
     assert data.apply() is None and "no projection [40] among the 31" in data.message.text()
     data.exclude.clear()
     qtbot.keyClicks(data.exclude, "4, 11")
-    assert data.apply() is not None and "29 projections (4, 11 left out)" in data.message.text()
+    assert data.apply() is not None
+    assert f"29 projections (4 at {series.angles[4]:+.1f}°, 11 at {series.angles[11]:+.1f}° left out" \
+        in data.message.text()
     raw = workbench.session.point.raw
     assert raw.n_angles == 29 and np.allclose(raw.angles, np.delete(series.angles, [4, 11]))
-    assert np.shape(layer.data)[0] == 29 and data.exclude.text() == ""  # the indices applied once
-    assert data.apply().n_angles == 29  # applying again leaves out nothing more
+    assert raw.file_indices()[4] == 5  # counted in the file, as the field and the command line count
+    # the layer keeps every projection: the indices stay those typed, and applying again changes nothing
+    assert np.shape(layer.data)[0] == 31 and data.exclude.text() == "4, 11"
+    assert data.apply().n_angles == 29 and "unchanged" in data.message.text()
+    data.exclude.clear()  # taken back
+    assert data.apply().n_angles == 31 and workbench.session.point.raw.n_angles == 31
 
 
 def test_elements_entered_after_the_reconstruction_leave_it_current(make_napari_viewer, qtbot):

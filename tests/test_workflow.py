@@ -61,6 +61,11 @@ def test_a_stage_needs_its_input(series):
         workflow.run_stage(point, "trace")
     with pytest.raises(InputError, match="unknown stage"):
         workflow.run_stage(point, "polish")
+    # a file without a pixel size opens in napari with a 1 Å placeholder: no stage runs on it
+    placeholder = TimePoint("t0", raw=series.replace(metadata={**series.metadata, "pixel_size_unknown": True}))
+    with pytest.raises(InputError, match="align: the pixel size of 't0' is unknown .* enter it in the Data step"):
+        workflow.run_stage(placeholder, "align")
+    assert placeholder.aligned is None
 
 
 def test_tracing_again_never_silently_replaces_hand_edits(point):

@@ -426,6 +426,9 @@ def run_stage(point: TimePoint, stage: str, *args, progress: ProgressCallback = 
     if stage not in _RUNNERS:
         raise InputError(f"unknown stage {stage!r}: expected one of {', '.join(STAGES)}")
     _check_fresh(point, stage)
+    if point.raw is not None and point.raw.metadata.get("pixel_size_unknown"):
+        raise InputError(f"{stage}: the pixel size of {point.name!r} is unknown (the file has none; 1 Å is only "
+                         "a placeholder): enter it in the Data step first — every distance in Å depends on it")
     recorded = {}
     if stage in _DEFAULTS:  # defaults that depend on the study, recorded as used
         options, recorded = _DEFAULTS[stage](point, dict(options))

@@ -208,10 +208,9 @@ class DataWidget(QWidget):
             info = {**{k: v for k, v in meta.get("info", {}).items()
                        if k not in ("pixel_size_unknown", "pixel_size_warning")},  # the person has seen the value
                     "angles_from": self._angles_from}
-            series = TiltSeries(projections_of(layer), self._angles, self.pixel_size.value(), self.tilt_axis.value(),
-                                np.asarray(meta["shifts"]) if "shifts" in meta else None, info)
-            if self.exclude.text().strip():
-                series = exclude_projections(series, self.exclude.text())
+            whole = TiltSeries(projections_of(layer), self._angles, self.pixel_size.value(), self.tilt_axis.value(),
+                               np.asarray(meta["shifts"]) if "shifts" in meta else None, info)
+            series = exclude_projections(whole, self.exclude.text()) if self.exclude.text().strip() else whole
         except InputError as error:
             self.message.setText(f"⚠ {error}")
             return None
@@ -232,16 +231,18 @@ class DataWidget(QWidget):
                                     "after it" if stale else ""))
             return point.raw
         self.session.set_raw(series)
-        self._angles = series.angles  # the indices typed referred to the series before; they are used
-        self.exclude.clear()
-        data, kwargs, kind = tag_as_study(tilt_series_layer(series, name=layer.name), self.session, "raw")
+        # the layer keeps every projection, so the indices typed stay those of the layer (and of the
+        # file): change them, or clear them, and Use for the study again
+        data, kwargs, kind = tag_as_study(tilt_series_layer(whole, name=layer.name), self.session, "raw")
         show_layer(self.viewer, (data, {**kwargs, "name": layer.name}, kind))  # the same layer, updated
         layer.name = kwargs["name"]  # "<time point>: …" when the study has several
         keep_with_time_point(self.viewer, layer)
         self.viewer.reset_view()  # the new pixel size changed the layer's extent
         left_out = series.metadata.get("excluded_projections")
+        tilts = whole.angles if whole.is_single_axis else whole.angles[:, 1]
         self.message.setText(f"{layer.name}: {series.n_angles} projections"
-                             + (f" ({', '.join(map(str, left_out))} left out)" if left_out else "")
+                             + (f" ({', '.join(f'{i} at {tilts[i]:+.1f}°' for i in left_out)} left out; clear the "
+                                "field and Use for the study to take them back)" if left_out else "")
                              + f", {series.pixel_size:g} Å/px, "
                              f"tilts {np.min(series.angles):.1f}° to {np.max(series.angles):.1f}° — "
                              "the study's data now; align it next")
