@@ -84,7 +84,8 @@ def _centre_of_mass(signal, file_indices=None):
         bad = np.flatnonzero(total <= 0)
         bad = bad if file_indices is None else np.asarray(file_indices)[bad]
         raise InputError(f"projection(s) {bad.tolist()} hold no signal above the background: "
-                         "check the data or leave those tilts out (--exclude I,J)")
+                         "check the data or leave those tilts out (--exclude I,J, or the Data step's leave out "
+                         "projections)")
     x, y = pixel_coordinates(signal.shape[1:])
     cx = np.einsum("iyx,x->i", signal, x, dtype=np.float64) / total
     cy = np.einsum("iyx,y->i", signal, y, dtype=np.float64) / total

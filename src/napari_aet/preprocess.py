@@ -76,7 +76,8 @@ def normalise_intensity(series: TiltSeries) -> TiltSeries:
     relative = relative_totals(series)
     if not np.all(relative > 0):
         raise InputError(f"projection(s) {series.file_indices(~(relative > 0))} have no positive total "
-                         "intensity: check the background subtraction or leave those tilts out (--exclude I,J)")
+                         "intensity: check the background subtraction or leave those tilts out (--exclude I,J, "
+                         "or the Data step's leave out projections)")
     factors = 1.0 / relative
     out = (series.projections * factors[:, None, None]).astype(np.float32)
     return series.replace(projections=out, metadata={**series.metadata,
