@@ -71,3 +71,11 @@ def test_sample_data_is_a_ready_tilt_series():
     series = tilt_series_from_layer(as_layer(series_tuple))
     assert series.projections.shape == (51, 128, 128) and series.pixel_size == 0.4
     assert len(np.unique(series.angles)) == 51 and series.angles.min() == -70.0
+
+
+def test_a_few_hot_pixels_do_not_set_a_tilt_series_contrast():
+    rng = np.random.default_rng(0)
+    projections = rng.poisson(1000 + 200 * rng.random((9, 32, 32))).astype(np.float32)
+    projections[3, 5, :4] = 60000  # hot pixels
+    low, high = tilt_series_layer(TiltSeries(projections, np.linspace(-60, 60, 9)))[1]["contrast_limits"]
+    assert 900 < low < high < 1400

@@ -153,7 +153,10 @@ def show_layer(viewer, layer_data, **overrides):
             if key in kwargs and not unchanged:
                 setattr(layer, key, kwargs[key])
         if kind == "image":
-            layer.reset_contrast_limits()
+            if "contrast_limits" in kwargs:
+                layer.contrast_limits = kwargs["contrast_limits"]
+            else:
+                layer.reset_contrast_limits()
         if kind == "points":
             layer.shown = np.ones(len(layer.data), dtype=bool)  # new points: no stale hiding
         return layer

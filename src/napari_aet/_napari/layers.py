@@ -60,6 +60,16 @@ VOLUME_AXES = ("z", "y", "x")
 TILT_SERIES_AXES = ("tilt", *VOLUME_AXES)
 
 
+def robust_contrast(data, spare=1e-3) -> tuple[float, float]:
+    """Contrast limits that leave the ``spare`` fraction of the darkest and of the brightest pixels
+    out (of about a million sampled): a few hot pixels at 60,000 counts otherwise set the range
+    and draw the images black."""
+    flat = np.asarray(data).reshape(-1)
+    sample = flat[:: max(1, flat.size // 1_000_000)]
+    low, high = (float(v) for v in np.quantile(sample, [spare, 1 - spare]))
+    return low, high if high > low else low + 1.0
+
+
 def tilt_series_layer(series: TiltSeries, name="tilt series"):
     """Layer data tuple of a tilt series: ``(n_angles, 1, ny, nx)`` (a view of the projections),
     its tilt axis a slider of its own (see the module docstring)."""
@@ -68,6 +78,7 @@ def tilt_series_layer(series: TiltSeries, name="tilt series"):
     translate = tuple(-centre((ny, nx)) * px)
     return (series.projections[:, None], {
         "name": name, "scale": (1.0, nx * px, px, px), "translate": (0.0, 0.0, *translate),
+        "contrast_limits": robust_contrast(series.projections),
         "axis_labels": TILT_SERIES_AXES, "depiction": "plane",
         "plane": {"position": (0.0, ny / 2, nx / 2), "normal": (1.0, 0.0, 0.0)},
         "metadata": {"aet": {"kind": "tilt_series", "angles": series.angles.tolist(),
