@@ -153,11 +153,12 @@ class AlignWidget(StageWidget):
         shifts_ax, axis_ax, raw_ax, aligned_ax = self.plot.subplots(2, 2)
         angles = np.asarray(report.angles)
         angles = angles if angles.ndim == 1 else angles[:, 1]  # Euler (φ, θ, ψ): against the tilt θ
-        shifts_ax.plot(angles, measured.shifts[:, 1], ".-", label="dx")
-        shifts_ax.plot(angles, measured.shifts[:, 0], ".-", label="dy")
+        by_tilt = np.argsort(angles, kind="stable")  # a dose-symmetric series is stored out of order
+        shifts_ax.plot(angles[by_tilt], measured.shifts[by_tilt, 1], ".-", label="dx")
+        shifts_ax.plot(angles[by_tilt], measured.shifts[by_tilt, 0], ".-", label="dy")
         shifts_ax.set_xlabel("tilt (°)")
         shifts_ax.set_ylabel("shift (px)")
-        shifts_ax.legend(fontsize=7)
+        shifts_ax.legend(fontsize=7, loc="best")
         if report.tilt_axis is not None:
             curve = report.tilt_axis
             axis_ax.plot(curve.angles, curve.scores, ".-", label="coarse")
