@@ -73,7 +73,9 @@ def test_a_plain_tiff_gets_its_pixel_size_and_angles_in_the_data_step(make_napar
     assert data.apply() is None and "too few to tell them apart" in data.message.text()
     data.pixel_size.setValue(0.4)
     assert data.message.text() == ""  # nothing unknown any more
+    data.tilt_axis.setValue(-95.0)
     assert data.apply() is not None
+    assert align.parameters.tilt_axis.value == -95.0  # the Align step's field follows the study's series
     raw = workbench.session.point.raw
     assert raw.pixel_size == 0.4 and np.allclose(raw.angles, series.angles)
     assert raw.metadata["angles_from"] == "the range -70, 70"  # kept with the study, shown when reopened

@@ -58,6 +58,7 @@ class AlignWidget(StageWidget):
         self.discard_button.clicked.connect(self.discard_result)
         self.parameters.method.changed.connect(self._show_method_parameters)
         self._show_method_parameters()
+        self.session.changed.connect(self._follow_the_data_step)
         self.output_name = self.input_name = None
         self._before = None  # the time point's alignment before the run, for Discard
         self._set_pending(False)
@@ -66,6 +67,12 @@ class AlignWidget(StageWidget):
         automatic = self.parameters.method.value == "automatic"
         for name in ("estimate_axis", "tilt_axis", "projection_matching", "iterations"):
             getattr(self.parameters, name).visible = automatic
+
+    def _follow_the_data_step(self, what):
+        """The tilt axis field shows the one the Data step gave the study's series (the search
+        starts there, and a fixed axis is that one unless changed here)."""
+        if what in ("raw", "study") and self.session.point.raw is not None:
+            self.parameters.tilt_axis.value = self.session.point.raw.tilt_axis
 
     def _set_pending(self, pending):
         self.apply_button.setEnabled(pending)
