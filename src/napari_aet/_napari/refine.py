@@ -92,13 +92,14 @@ class RefineWidget(StageWidget):
         f = refinement.atoms.features
         moved = f["refine_shift"][np.isfinite(f["refine_shift"]) & (refinement.atoms.species != "")]
         kept = describe_moves_kept(refinement.errors["moves_kept"])
+        removed = int(np.count_nonzero(f["refine_removed"]))
         misfit = np.asarray(refinement.errors["projection_misfit"])
         tilts = euler_angles(series.angles)[:, 1]
         worst = ", ".join(f"{i} ({tilts[i]:+.1f}°, {misfit[i]:.1f}× the median residual)"
                           for i in worst_projections(misfit))
         self.show_done(f"R-factor {refinement.errors['r_factor'][0]:.3f} → {refinement.errors['r_factor'][-1]:.3f}; "
                        f"{species}; {np.count_nonzero(f['refine_added'])} atoms added, "
-                       f"{np.count_nonzero(f['refine_removed'])} removed (now non-atoms); the others moved "
+                       f"{removed} removed{' (kept as hidden non-atoms)' if removed else ''}; the others moved "
                        f"{np.median(moved):.2f} Å (median), {moved.max():.2f} Å (max)"
                        + (f"; {kept}" if kept else "")
                        + (f"; projections fitting worst: {worst} (a bad image, or where the model is poorest)"
