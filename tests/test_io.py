@@ -347,6 +347,8 @@ def test_volume_mrc_origin_puts_the_rotation_centre_at_zero(tmp_path):
     write_volume(tmp_path / "v.mrc", rec)
     with mrcfile.open(tmp_path / "v.mrc") as mrc:
         origin = [float(mrc.header.origin[axis]) for axis in "xyz"]
+        labels = b" ".join(mrc.header.label[:mrc.header.nlabl]).decode()
+    assert "napari-aet" in labels and "test reconstruction" in labels and "rotation centre at 0 A" in labels
     for start, n in zip(origin, (27, 24, 21)):
         assert start + (n // 2) * 0.37 == pytest.approx(0, abs=1e-5) and start < 0
     np.testing.assert_array_equal(read_volume(tmp_path / "v.mrc").volume, rec.volume)  # the origin changes no data

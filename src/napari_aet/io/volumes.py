@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import __version__
 from ..model import InputError, Reconstruction
 from .arrays import ImageFile, read_image_file
 from .files import atomic_write, suffix_of
@@ -60,8 +61,9 @@ def write_volume(path, reconstruction: Reconstruction) -> Path:
     """Write a volume atomically: ``.mrc``/``.rec`` (MRC volume, ispg 1, voxel size in Å in the
     header; as origin the position of voxel (0, 0, 0), ``-(n // 2) * voxel_size`` Å per axis, so that
     voxel ``n // 2``, the rotation centre, is at 0 Å like the atoms' positions) or ``.tif``/``.tiff``
-    (ImageJ float32 stack calibrated in nm, z spacing included). Method, parameters and error
-    curves are kept only in the project file."""
+    (ImageJ float32 stack calibrated in nm, z spacing included). The MRC header's labels name
+    napari-aet, its version and the method; parameters and error curves are kept only in the
+    project file."""
     path = Path(path)
     suffix = suffix_of(path, WRITE_EXTENSIONS, "a volume")
     volume = np.asarray(reconstruction.volume, dtype=np.float32)
@@ -82,4 +84,6 @@ def write_volume(path, reconstruction: Reconstruction) -> Path:
                 mrc.voxel_size = reconstruction.voxel_size
                 # (x, y, z) Å of voxel (0, 0, 0), where ChimeraX and EMAN put it (voxel i at origin + i * size)
                 mrc.header.origin = tuple(-(n // 2) * reconstruction.voxel_size for n in volume.shape[::-1])
+                mrc.add_label(f"napari-aet {__version__}: {reconstruction.method} reconstruction"[:80])
+                mrc.add_label("origin: the rotation centre at 0 A, as in atoms.csv")
     return path
