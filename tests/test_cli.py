@@ -493,6 +493,12 @@ def test_a_placeholder_pixel_size_in_an_mrc_header_is_named_in_the_summary(simul
     assert "Warning: s.mrc: the MRC header gives 1 Å per pixel" in summary and "(--pixel-size)" in summary
     report = json.loads((tmp_path / "header" / "report.json").read_text())
     assert report["input"]["file_pixel_size_A"] == 1.0 and "pixel_size_warning" in report["input"]
+    from napari_aet.runs import summary_text  # an R-free that rose again is named with its lowest point
+
+    report["reconstruction"]["errors_per_iteration"]["r_free"] = [0.5, 0.3, 0.4]
+    assert "final R-free" in summary_text(report) and "R-free lowest 0.300 at iteration 2 of 3" in summary_text(report)
+    report["reconstruction"]["errors_per_iteration"]["r_free"] = [0.5, 0.4, 0.39]
+    assert "R-free lowest" not in summary_text(report)
     assert main(["run", str(tmp_path / "s.mrc"), *quick, "--pixel-size", "0.4", "--out", str(tmp_path / "given")]) == 0
     summary = (tmp_path / "given" / "summary.txt").read_text()
     assert "pixel size 0.4 Å from --pixel-size (the file says 1 Å)" in summary and "Warning: s.mrc" not in summary
