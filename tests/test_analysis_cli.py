@@ -48,20 +48,28 @@ def test_analyze_writes_the_contract(analysed):
 
 def test_track_writes_the_contract(analysed, tmp_path, capsys):
     _, outputs = analysed
-    assert main(["track", *map(str, outputs), "--out", str(tmp_path)]) == 0
+    assert main(["track", *map(str, outputs), "--out", str(tmp_path), "--times", "0, 30"]) == 0
     tracks = pd.read_csv(tmp_path / "tracks.csv")
-    assert list(tracks.columns[:3]) == ["time", "index", "track"]
-    for t, out in enumerate(outputs):
-        rows = tracks[tracks.time == t]
-        assert list(rows["index"]) == list(range(len(pd.read_csv(out / "atoms.csv"))))
+    assert list(tracks.columns) == ["time", "index", "track", "element", "x", "y", "z", "appeared", "vanishes"]
+    assert set(tracks.time) == {0, 30}  # the labels given
+    for t, out in zip((0, 30), outputs):
+        rows, atoms = tracks[tracks.time == t], pd.read_csv(out / "atoms.csv")
+        assert list(rows["index"]) == list(range(len(atoms))) and list(rows["element"]) == list(atoms["element"])
     transforms = json.loads((tmp_path / "transforms.json").read_text())
     assert len(transforms) == 2 and transforms[0]["residual_A"] == 0 and transforms[1]["residual_A"] < 0.2
-    assert np.allclose(np.linalg.det(transforms[1]["rotation"]), 1)
+    assert np.allclose(np.linalg.det(transforms[1]["rotation"]), 1) and transforms[1]["time"] == "30"
+    # x, y, z are registered onto the first time: a site kept from 0 to 30 min has not moved
+    registered = tracks.pivot_table(index="track", columns="time", values=["x", "y", "z"]).dropna()
+    moved = np.sqrt(sum((registered[(c, 30)] - registered[(c, 0)]) ** 2 for c in "xyz"))
+    raw = pd.read_csv(outputs[1] / "atoms.csv")[["x", "y", "z"]].to_numpy()
+    rotation, translation = np.array(transforms[1]["rotation"]), np.array(transforms[1]["translation_A"])
+    assert np.allclose(tracks[tracks.time == 30][["x", "y", "z"]], raw @ rotation.T + translation)
+    assert np.median(moved) < 0.2
     nuclei = pd.read_csv(tmp_path / "nuclei_tracks.csv")
     assert list(nuclei.columns) == ["time", "nucleus_track", "nucleus", "n_atoms", "event", "mean_order"]
     assert nuclei[nuclei.nucleus >= 0].mean_order.between(0.3, 1).all()
     assert set(nuclei[nuclei.time == 0].event) == {"present"}
-    assert set(nuclei[nuclei.time == 1].event) == {"grew", "shrank", "stable", "appeared"}
+    assert set(nuclei[nuclei.time == 30].event) == {"grew", "shrank", "stable", "appeared"}
     assert "residuals" in capsys.readouterr().out
 
 
@@ -69,6 +77,24 @@ def test_track_accepts_atoms_files_and_the_functions_return_summaries(analysed, 
     root, _ = analysed
     summary = track_to_directory([root / "atoms0.csv", root / "atoms1.csv"], tmp_path)
     assert summary["n_times"] == 2 and summary["events"]["appeared"] == 1
+
+
+def test_analyze_leaves_out_rows_flagged_non_atom(analysed, tmp_path):
+    """A study's atoms written with io.write_atoms keep their non-atoms (flagged); analyze counts
+    the atoms only, as the Analyse step does (it counted 503 for 356 atoms)."""
+    from napari_aet.io import read_atoms
+
+    root, (out, _) = analysed
+    atoms = read_atoms(root / "atoms0.csv")
+    noise = atoms.positions[:40] + [[0.3, 1.4, 0.9]]  # peaks between the atoms
+    flagged = type(atoms)(np.vstack([atoms.positions, noise]), np.concatenate([atoms.species, [""] * 40]).astype(object),
+                          {"non_atom": np.arange(len(atoms) + 40) >= len(atoms)})
+    write_atoms(tmp_path / "study_atoms.csv", flagged)
+    assert main(["analyze", str(tmp_path / "study_atoms.csv"), "--out", str(tmp_path / "a")]) == 0
+    assert len(pd.read_csv(tmp_path / "a" / "atoms.csv")) == len(atoms)
+    reference = json.loads((out / "structure.json").read_text())["lattice"]["lattice_constant_A"]
+    assert json.loads((tmp_path / "a" / "structure.json").read_text())["lattice"]["lattice_constant_A"] == \
+        pytest.approx(reference, abs=1e-6)
 
 
 @pytest.mark.parametrize("args, message", [

@@ -6,8 +6,10 @@ import json
 import time
 
 import numpy as np
+import pandas as pd
 import pytest
 
+from napari_aet import workflow
 from napari_aet.batch import read_plan, run_series, time_order
 from napari_aet.cli import main
 from napari_aet.io import read_atoms, write_tilt_series
@@ -85,7 +87,14 @@ def test_batch_runs_every_series_and_reports_the_failure(study, plan):
     assert particle["status"] == "done", particle["error"]
     points = load_project(out / "p1" / "study.aet").time_points
     assert [p.name for p in points] == ["0", "30"] and all(p.atoms is not None for p in points)
-    assert (out / "p1" / "tracks" / "tracks.csv").is_file()
+    assert [p.time for p in points] == [0.0, 30.0]
+    # each time point knows which stages ran, so any of them can run again on the study (in napari)
+    assert workflow.status(points[1]) == {"align": "not run", "reconstruct": "done", "trace": "done",
+                                          "classify": "done", "refine": "not run", "analyse": "not run"}
+    workflow.run_stage(points[1], "classify", "Fe,Pt")
+    assert workflow.run_stage(points[1], "analyse", lattice="fcc", min_nucleus=5).atoms is not None
+    tracks = pd.read_csv(out / "p1" / "tracks" / "tracks.csv")
+    assert set(tracks.time) == {0, 30}  # the plan's time labels
     structure = json.loads((out / "p1" / "30" / "analysis" / "structure.json").read_text())
     assert structure["parameters"]["min_nucleus"] == 5 and structure["parameters"]["lattice"] == "fcc"
 

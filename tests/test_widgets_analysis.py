@@ -141,12 +141,16 @@ def test_time_series_from_the_study(make_napari_viewer, qtbot, times):
     widget = TimeSeriesWidget(viewer)
     qtbot.addWidget(widget)
     session = widget.session
+    noise = times[1].positions[:30] + [[0.3, 1.4, 0.9]]  # the study keeps its noise peaks, flagged
+    with_noise = type(times[1])(np.vstack([times[1].positions, noise]),
+                                np.concatenate([times[1].species, [""] * 30]).astype(object),
+                                {"non_atom": np.arange(len(times[1]) + 30) >= len(times[1])})
     session.point.atoms = times[0]
-    session.add_time_point("t1").atoms = times[1]
+    session.add_time_point("t1").atoms = with_noise
     widget.use_study()
     assert widget.sources.count() == 2
     assert run_and_wait(qtbot, widget) == "done", widget.message.text()
-    assert len(viewer.layers["time series"].data) == sum(map(len, times))
+    assert len(viewer.layers["time series"].data) == sum(map(len, times))  # the atoms only, as Analyse takes
 
 
 def test_analyse_keeps_its_result_in_the_study(make_napari_viewer, qtbot, times):

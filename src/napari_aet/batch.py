@@ -14,6 +14,7 @@ last) is skipped unless ``force``; a failing series is reported and does not sto
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -290,7 +291,8 @@ def skipped_summary(row: PlanRow, out_dir: Path) -> dict:
 
 def build_study(particle_dir, times) -> Path:
     """``particle_dir/study.aet``: one project holding every time (in order) from
-    ``particle_dir/<time>/project.aet``, each time point named by its time label, and the
+    ``particle_dir/<time>/project.aet``, each time point named by its time label (and timed by it
+    when it is a number) with the record of its stages (so any stage can run again), and the
     particle's name in its provenance (``"particle"``: napari opens it as a study). A previous
     study.aet that holds hand edits is kept under a new name first."""
     from .project import Project, load_project, provenance, save_project
@@ -300,6 +302,8 @@ def build_study(particle_dir, times) -> Path:
     for label in times:
         for point in load_project(particle_dir / label / "project.aet").time_points:
             point.name = label
+            with contextlib.suppress(ValueError):  # a time in minutes, when the label is a number
+                point.time = float(label)
             points.append(point)
     keep_if_edited(particle_dir / "study.aet")
     return save_project(particle_dir / "study.aet",
@@ -323,7 +327,8 @@ def finish_particle(particle_dir, times, analyze_options=None) -> dict:
             for label in times:
                 analyze_to_directory(particle_dir / label, particle_dir / label / "analysis",
                                      **(analyze_options or {}))
-            track_to_directory([particle_dir / label / "analysis" for label in times], particle_dir / "tracks")
+            track_to_directory([particle_dir / label / "analysis" for label in times], particle_dir / "tracks",
+                               times=times)
     except Exception as exc:
         summary.update(status="failed", error=_one_line(exc))
     summary["wall_time_s"] = round(time.perf_counter() - start, 2)

@@ -157,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     track = sub.add_parser("track", help="register time points of one particle, track its sites and nuclei")
     track.add_argument("sources", nargs="+", help="analyze outputs (or run directories) in time order")
     track.add_argument("--out", required=True, help="output directory")
+    track.add_argument("--times", default=None,
+                       help="labels of the time points for the time columns, e.g. 0,30,60 (default 0,1,2,...)")
     return parser
 
 
@@ -232,7 +234,8 @@ def command_analyze(args) -> int:
 def command_track(args) -> int:
     from .analysis.outputs import track_to_directory
 
-    summary = track_to_directory(args.sources, args.out, progress=ConsoleProgress())
+    times = None if args.times is None else [label.strip() for label in args.times.split(",")]
+    summary = track_to_directory(args.sources, args.out, times=times, progress=ConsoleProgress())
     residuals = ", ".join(f"{r:.2f}" for r in summary["residuals_A"][1:])
     events = ", ".join(f"{n} {e}" for e, n in summary["events"].items())
     print(f"{summary['n_times']} times registered onto the first (residuals {residuals} Å); "

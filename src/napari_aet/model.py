@@ -265,3 +265,10 @@ class AtomModel:
         species = frame["element"].fillna("").astype(str).to_numpy(dtype=object) if "element" in frame else None
         features = {c: frame[c].to_numpy() for c in frame.columns if c not in ("x", "y", "z", "element")}
         return cls(frame[["x", "y", "z"]].to_numpy(float), species, features)
+
+
+def real_atoms(atoms: AtomModel) -> AtomModel:
+    """The atoms without the non-atoms (feature ``non_atom``: peaks classified as noise, atoms the
+    refinement removed), which a model keeps (hidden in napari) but no atom table or analysis counts."""
+    non_atom = atoms.features.get("non_atom")
+    return atoms if non_atom is None else atoms.subset(~np.asarray(non_atom, bool))

@@ -23,7 +23,7 @@ import numpy as np
 
 from . import __version__
 from .elements import check_pixel_size
-from .model import AtomModel, InputError, Reconstruction, TiltSeries, check_elements, utc_now
+from .model import AtomModel, InputError, Reconstruction, TiltSeries, check_elements, real_atoms, utc_now
 from .progress import ProgressCallback, report, sub_progress
 from .reconstruct import RECOMMENDED
 from .reconstruct import parameters as method_parameters
@@ -44,7 +44,9 @@ class PipelineResult:
 
     atoms : the final atoms (refined when refinement ran); traced : the classified atoms
     before refinement (None without refinement); refinement : its species heights, widths,
-    per-projection scale and background (None without refinement).
+    per-projection scale and background (None without refinement); stages : the record of each
+    stage that ran (:attr:`napari_aet.project.TimePoint.stages`), saved with the project so that
+    a study made of it can run any stage again.
     """
 
     raw: TiltSeries
@@ -54,6 +56,7 @@ class PipelineResult:
     traced: AtomModel | None = None
     refinement: Refinement | None = None
     report: dict = field(default_factory=dict)
+    stages: dict = field(default_factory=dict)
 
 
 def run_pipeline(series: TiltSeries, elements, *, keep_spikes=False, align=True, method="genfire",
@@ -154,16 +157,11 @@ def run_pipeline(series: TiltSeries, elements, *, keep_spikes=False, align=True,
         refinement = timed("refine", elements=elements, **options)
         atoms = refinement.atoms
 
-    result = PipelineResult(series, workflow.tilt_series_of(point), reconstruction, atoms, point.traced, refinement)
+    result = PipelineResult(series, workflow.tilt_series_of(point), reconstruction, atoms, point.traced, refinement,
+                            stages=point.stages)
     result.report = build_report(result, parameters, timings, point.report.get("alignment", {}),
                                  point.report.get("classify_warnings", []))
     return result
-
-
-def real_atoms(atoms: AtomModel) -> AtomModel:
-    """The atoms without the peaks classified as noise (``non_atom``)."""
-    non_atom = atoms.features.get("non_atom")
-    return atoms if non_atom is None else atoms.subset(~non_atom.astype(bool))
 
 
 def _jsonable(value):
@@ -316,7 +314,8 @@ def write_results(result: PipelineResult, out_dir, extra_report=None) -> dict:
         write_tilt_series(staging / "aligned.tif", result.aligned)
         point = TimePoint(name="t0", raw=result.raw, aligned=result.aligned,
                           reconstruction=result.reconstruction, atoms=result.atoms, traced=result.traced,
-                          parameters=full_report.get("parameters", {}), report=full_report, edits=[])
+                          parameters=full_report.get("parameters", {}), report=full_report, edits=[],
+                          stages=_jsonable(result.stages))
         save_project(staging / "project.aet", Project(time_points=[point], provenance={
             "napari_aet_version": __version__, "created": full_report.get("created", "")}))
         (staging / "report.json").write_text(json.dumps(full_report, indent=2))

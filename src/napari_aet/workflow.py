@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .model import InputError, Reconstruction, TiltSeries, check_elements
+from .model import InputError, Reconstruction, TiltSeries, check_elements, real_atoms
 from .progress import ProgressCallback, report, sub_progress
 from .project import TimePoint, provenance
 
@@ -400,8 +400,7 @@ def analyse(point: TimePoint, *, progress: ProgressCallback = None, **options):
 
     if point.atoms is None:
         raise InputError(f"analyse: time point {point.name!r} has no atoms: trace them first")
-    non_atom = point.atoms.features.get("non_atom", np.zeros(len(point.atoms), bool)).astype(bool)
-    analysis = analyze_atoms(point.atoms.subset(~non_atom), progress=progress, **options)
+    analysis = analyze_atoms(real_atoms(point.atoms), progress=progress, **options)
     point.analysis = analysis.atoms
     point.report["analysis"] = analysis.summary()
     return analysis

@@ -32,7 +32,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from . import layers
-from ..model import AtomModel, InputError
+from ..model import AtomModel, InputError, real_atoms
 from ..project import Project, TimePoint, load_project, save_project
 from ..io.angles import SIDECAR_PATTERNS, SidecarConflict, find_angle_file
 from ..io.arrays import READERS, read_image_file
@@ -212,8 +212,6 @@ def write_atoms(path, data, attributes) -> list[str]:
     These tables keep the ``edited``/``locked`` columns but not the edit log: a warning says
     so when the layer has one.
     """
-    from ..pipeline import real_atoms
-
     layer = _layer(data, attributes)
     atoms = _points_atoms(layer)
     real = real_atoms(atoms)

@@ -11,7 +11,7 @@ from ..analysis.analyze import analyze_atoms
 from ..analysis.outputs import load_analysis_inputs
 from ..analysis.timeseries import atoms_nucleus_tracks, follow_particle
 from .layers import ATOM_DIAMETER
-from ..model import InputError
+from ..model import InputError, real_atoms
 from ..progress import sub_progress
 from ._base import StageWidget
 from ._plots import PlotCanvas
@@ -87,7 +87,7 @@ class TimeSeriesWidget(StageWidget):
             for t, source in enumerate(sources):
                 step = sub_progress(progress, 0.6 * t / len(sources), 0.6 * (t + 1) / len(sources))
                 if source in points:
-                    analysis = analyze_atoms(points[source].atoms, progress=step)
+                    analysis = analyze_atoms(real_atoms(points[source].atoms), progress=step)  # as Analyse
                     loaded.append((analysis.atoms, analysis.lattice))
                 else:
                     step(0.0, f"reading {source}…")

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..model import AtomModel, InputError, Reconstruction
+from ..model import AtomModel, InputError, Reconstruction, real_atoms
 from ..progress import ProgressCallback, report, sub_progress
 from .analyze import ORDER_COLUMNS, Analysis, analyze_atoms
 from .lattice import Lattice
@@ -49,11 +49,13 @@ def atoms_source(source) -> Path:
 
 
 def read_source(source) -> AtomModel:
-    """Atoms from an atoms file or a run / analyze directory; they must have x, y, z and element."""
+    """Atoms from an atoms file or a run / analyze directory; they must have x, y, z and element.
+    Rows flagged ``non_atom`` (a study's noise peaks and removed atoms, written by ``io.write_atoms``)
+    are left out, as the Analyse step leaves them out."""
     from ..io import read_atoms
 
     path = atoms_source(source)
-    atoms = read_atoms(path)
+    atoms = real_atoms(read_atoms(path))
     if np.all(atoms.species == ""):
         raise InputError(f"{path} has no element column (or it is empty): expected columns x,y,z,element")
     return atoms
@@ -144,18 +146,23 @@ def load_analysis_inputs(source):
     return analysis.atoms, analysis.lattice
 
 
-def track_to_directory(sources, out_dir, *, max_distance=None, change=0.1,
+def track_to_directory(sources, out_dir, *, times=None, max_distance=None, change=0.1,
                        progress: ProgressCallback = None) -> dict:
     """``napari-aet track``: register the time points onto the first, track sites and nuclei.
 
     sources : ``analyze`` outputs (or run directories / atoms files, analysed on the fly) in time
-    order. max_distance : largest site move between times (Å; default half the nearest-neighbour
-    distance). change : relative size change for grew / shrank.
-    Writes tracks.csv, transforms.json, nuclei_tracks.csv; returns a summary.
+    order. times : their labels for the ``time`` columns (e.g. minutes "0", "30", "60"; default
+    0, 1, 2 …). max_distance : largest site move between times (Å; default half the
+    nearest-neighbour distance). change : relative size change for grew / shrank.
+    Writes tracks.csv (every atom of every time: its site track, element and x, y, z in Å
+    registered onto the first time's frame), transforms.json, nuclei_tracks.csv; returns a summary.
     """
     sources = list(sources)
     if len(sources) < 2:
         raise InputError(f"tracking needs at least two time points, got {len(sources)}")
+    labels = list(range(len(sources))) if times is None else list(times)
+    if len(labels) != len(sources):
+        raise InputError(f"{len(labels)} time labels for {len(sources)} time points: give one per time point")
     loaded = []
     for t, source in enumerate(sources):
         report(progress, 0.4 * t / len(sources), f"reading time {t}…")
@@ -163,13 +170,17 @@ def track_to_directory(sources, out_dir, *, max_distance=None, change=0.1,
     followed = follow_particle([atoms for atoms, _ in loaded], [lattice for _, lattice in loaded],
                                max_distance=max_distance, change=change, progress=sub_progress(progress, 0.4, 0.9))
     sites, nuclei, transforms = followed.sites, followed.nuclei, followed.transforms
-    tracks = pd.concat([pd.DataFrame({"time": t, "index": np.arange(len(ids)), "track": ids,
+    tracks = pd.concat([pd.DataFrame({"time": labels[t], "index": np.arange(len(ids)), "track": ids,
+                                      "element": loaded[t][0].species, **dict(zip("xyz", followed.positions[t].T)),
                                       "appeared": sites.appeared[t], "vanishes": sites.vanishes[t]})
                         for t, ids in enumerate(sites.track)])
-    record = [{"time": t, "source": str(s), **tr.to_dict()} for t, (s, tr) in enumerate(zip(sources, transforms))]
+    record = [{"time": labels[t], "source": str(s), **tr.to_dict()}
+              for t, (s, tr) in enumerate(zip(sources, transforms))]
+    nucleus_rows = nuclei.to_frame()
+    nucleus_rows["time"] = [labels[t] for t in nucleus_rows["time"]]
     with _staged(out_dir, "transforms.json") as staging:
         tracks.to_csv(staging / "tracks.csv", index=False, lineterminator="\n")
-        nuclei.to_frame().to_csv(staging / "nuclei_tracks.csv", index=False, lineterminator="\n")
+        nucleus_rows.to_csv(staging / "nuclei_tracks.csv", index=False, lineterminator="\n")
         (staging / "transforms.json").write_text(json.dumps(record, indent=1))
     report(progress, 1.0, "tracking written")
     return {"n_times": len(sources), "residuals_A": [tr.residual for tr in transforms],
