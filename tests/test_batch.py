@@ -3,6 +3,7 @@ the others, and the study opened in napari."""
 
 import csv
 import json
+import os
 import time
 
 import numpy as np
@@ -233,11 +234,16 @@ def test_rebuilding_a_study_keeps_its_hand_edits(study):
     project = load_project(out / "p1" / "study.aet")
     project.time_points[1].edits = [{"action": "delete", "index": 3}]
     save_project(out / "p1" / "study.aet", project)
-    build_study(out / "p1", ["0", "30"])
-    kept = list((out / "p1").glob("study.edited-*.aet"))
-    assert len(kept) == 1 and load_project(kept[0]).time_points[1].edits == [{"action": "delete", "index": 3}]
-    rebuilt = load_project(out / "p1" / "study.aet")
-    assert [p.edits for p in rebuilt.time_points] == [[], []] and rebuilt.provenance["particle"] == "p1"
+    _, kept = build_study(out / "p1", ["0", "30"])
+    assert list((out / "p1").glob("study.edited-*.aet")) == [kept]
+    assert load_project(kept).time_points[1].edits == [{"action": "delete", "index": 3}]
+    rebuilt = load_project(out / "p1" / "study.aet")  # time 30 did not run again: its edits carried over
+    assert [p.edits for p in rebuilt.time_points] == [[], [{"action": "delete", "index": 3}]]
+    assert rebuilt.provenance["particle"] == "p1"
+    os.utime(out / "p1" / "30" / "project.aet")  # now its series ran again: the new result, edits in the copy
+    _, kept_again = build_study(out / "p1", ["0", "30"])
+    assert [p.edits for p in load_project(out / "p1" / "study.aet").time_points] == [[], []]
+    assert load_project(kept_again).time_points[1].edits == [{"action": "delete", "index": 3}]
 
 
 def test_study_progress_shows_series_done_and_stages_in_flight():

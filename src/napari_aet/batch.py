@@ -36,7 +36,7 @@ from .elements import parse_min_distance
 from .model import InputError, check_elements
 from .progress import ProgressCallback
 from .reconstruct import METHODS
-from .runs import RUN_OPTIONS, keep_if_edited, run_to_directory
+from .runs import RUN_OPTIONS, has_edits, keep_if_edited, run_to_directory
 
 #: Plan columns every row must give (besides any ``run`` option of :data:`RUN_OPTIONS`).
 REQUIRED = ("series", "elements", "particle", "time")
@@ -289,25 +289,36 @@ def skipped_summary(row: PlanRow, out_dir: Path) -> dict:
             "series": str(row.series), "wall_time_s": "", **_report_metrics(report)}
 
 
-def build_study(particle_dir, times) -> Path:
+def build_study(particle_dir, times) -> tuple[Path, Path | None]:
     """``particle_dir/study.aet``: one project holding every time (in order) from
     ``particle_dir/<time>/project.aet``, each time point named by its time label (and timed by it
     when it is a number) with the record of its stages (so any stage can run again), and the
-    particle's name in its provenance (``"particle"``: napari opens it as a study). A previous
-    study.aet that holds hand edits is kept under a new name first."""
+    particle's name in its provenance (``"particle"``: napari opens it as a study).
+
+    Hand edits are never lost: a time point the previous study.aet holds with edits (made in
+    napari) is carried into the new study as it was, unless its series ran again since (its
+    project.aet is newer); and a previous study.aet with edits is first kept under a new name.
+    Returns the study's path and that kept copy's (None if there was nothing to keep)."""
     from .project import Project, load_project, provenance, save_project
 
     particle_dir = Path(particle_dir)
+    study = particle_dir / "study.aet"
+    edited = {}
+    if study.exists() and has_edits(study):
+        edited = {point.name: point for point in load_project(study).time_points if point.edits}
     points = []
     for label in times:
-        for point in load_project(particle_dir / label / "project.aet").time_points:
+        project = particle_dir / label / "project.aet"
+        if label in edited and project.stat().st_mtime <= study.stat().st_mtime:
+            points.append(edited[label])  # edited in napari since the run: kept
+            continue
+        for point in load_project(project).time_points:
             point.name = label
             with contextlib.suppress(ValueError):  # a time in minutes, when the label is a number
                 point.time = float(label)
             points.append(point)
-    keep_if_edited(particle_dir / "study.aet")
-    return save_project(particle_dir / "study.aet",
-                        Project(points, {**provenance("napari-aet batch"), "particle": particle_dir.name}))
+    kept = keep_if_edited(study)
+    return save_project(study, Project(points, {**provenance("napari-aet batch"), "particle": particle_dir.name})), kept
 
 
 def finish_particle(particle_dir, times, analyze_options=None) -> dict:
@@ -322,7 +333,9 @@ def finish_particle(particle_dir, times, analyze_options=None) -> dict:
                "step": "study+analyze+track" if len(times) >= 2 else "study", "series": "",
                "n_atoms": "", "r_factor": "", "status": "done", "error": ""}
     try:
-        build_study(particle_dir, times)
+        _, kept = build_study(particle_dir, times)
+        if kept is not None:
+            summary["kept"] = str(kept)
         if len(times) >= 2:
             for label in times:
                 analyze_to_directory(particle_dir / label, particle_dir / label / "analysis",
@@ -547,6 +560,9 @@ def _run_plan(client, rows, pending, summaries, out_dir, force, topic, study, fu
     for summary in particle_rows:
         if summary["status"] == "failed":
             log(f"{summary['particle']} study steps failed: {summary['error']}")
+        if summary.get("kept"):
+            log(f"{summary['particle']}: its study.aet held hand edits and is kept as {Path(summary['kept']).name}; "
+                "the new study.aet carries the edited time points that did not run again")
     result = _in_plan_order(rows, summaries) + particle_rows
     write_summary(out_dir / "summary.csv", result)
     return result
