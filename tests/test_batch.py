@@ -187,6 +187,9 @@ def test_plan_paths_options_and_toml(tmp_path):
     ("series,elements,particle,time\na.tif,Fe,p,tracks\n", "cannot name a directory"),
     ("series,elements,particle,time\na.tif,Xx,p,0\n", "unknown element"),
     ("series,elements,particle,time,method\na.tif,Fe,p,0,sirt\n", "unknown method 'sirt'"),
+    ("series,elements,particle,time,pixel_size\na.tif,Fe,p,0,-0.4\n", "row 1: pixel_size must be positive, got -0.4"),
+    ("series,elements,particle,time\na.tif,Fe,p,0\nb.tif,Fe,Pt,p,5\n", 'row 2: more cells than the header has '
+     'columns: quote a value that holds commas, e.g. "Fe,Pt"'),
     ('series,elements,particle,time,min_distance\na.tif,Fe,p,0,"Fe=2,Pt"\n', "expected PAIR=Å"),
     ("series,elements,particle,time,background\na.tif,Fe,p,0,smoth\n", "unknown background 'smoth'"),
     ("series,elements,particle,time,lattice\na.tif,Fe,p,0,fcc\nb.tif,Fe,p,5,bcc\n", "give the same for every time"),

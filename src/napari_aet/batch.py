@@ -132,8 +132,10 @@ def _records(path: Path) -> list[dict]:
             raise InputError(f"{path.name}: expected [[series]] tables, one per tilt series")
     else:
         records = list(csv.DictReader(io.StringIO(text)))
-        if any(None in record for record in records):
-            raise InputError(f"{path.name}: a row has more cells than the header has columns")
+        for line, record in enumerate(records, start=1):
+            if None in record:
+                raise InputError(f"{path.name} row {line}: more cells than the header has columns: quote a value "
+                                 'that holds commas, e.g. "Fe,Pt"')
     return [{str(k).strip().lower().replace("-", "_"): v for k, v in record.items()} for record in records]
 
 
@@ -181,6 +183,9 @@ def read_plan(path) -> list[PlanRow]:
         options = {name: _value(name, record[name], RUN_OPTIONS[name], where)
                    for name in RUN_OPTIONS if name in record}
         options = {name: value for name, value in options.items() if value is not None}
+        for name in ("pixel_size", "iterations"):
+            if name in options and options[name] <= 0:
+                raise InputError(f"{where}: {name} must be positive, got {options[name]}")
         if options.get("method", METHODS[0]) not in METHODS:
             raise InputError(f"{where}: unknown method {options['method']!r}: expected one of {', '.join(METHODS)}")
         if options.get("background", "auto") not in ("auto", *BACKGROUNDS):
