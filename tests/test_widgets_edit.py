@@ -58,6 +58,12 @@ def test_buttons_follow_the_model(edited):
     features.loc[0, "element"] = "Au"  # as a Classify run with Fe,Pt,Au would
     layer.features = features
     assert button_texts(widget) == ["Fe (1)", "Pt (2)", "Au (3)", f"{NON_ATOM} (0)"]
+    # the old buttons are gone at once, not left drawn full size over the step until the event
+    # loop deletes them (a grey block over the editor in the workbench, seen in a user audit)
+    from qtpy.QtWidgets import QPushButton
+
+    labels = [b.text() for b in widget.findChildren(QPushButton) if b.text().endswith(("(1)", "(2)", "(3)", "(0)"))]
+    assert sorted(labels) == sorted(button_texts(widget))
 
 
 def test_review_queue_centres_selects_labels_and_advances(edited):

@@ -204,8 +204,11 @@ class EditWidget(QWidget):
 
     def _make_label_buttons(self):
         """One button per element of the model, and "non-atom"; the keys bound to match."""
-        while self.label_buttons.count():
-            self.label_buttons.takeAt(0).widget().deleteLater()
+        while self.label_buttons.count():  # gone at once: deleteLater alone leaves them drawn, full size,
+            old = self.label_buttons.takeAt(0).widget()  # over the step until the event loop runs again
+            old.hide()
+            old.setParent(None)
+            old.deleteLater()
         self._elements = model_elements(self._before) if self.layer is not None else ()
         self._bind_keys_elsewhere()
         if self.layer is None:
