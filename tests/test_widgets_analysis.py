@@ -151,6 +151,8 @@ def test_time_series_from_the_study(make_napari_viewer, qtbot, times):
     assert widget.sources.count() == 2
     assert run_and_wait(qtbot, widget) == "done", widget.message.text()
     assert len(viewer.layers["time series"].data) == sum(map(len, times))  # the atoms only, as Analyse takes
+    (ax,) = widget.plot.figure.axes  # the time points by their names, not 0, 0.25, 0.5 …
+    assert [tick.get_text() for tick in ax.get_xticklabels()] == ["t0", "t1"]
 
 
 def test_analyse_keeps_its_result_in_the_study(make_napari_viewer, qtbot, times):

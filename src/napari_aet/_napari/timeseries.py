@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from magicgui.widgets import FloatSpinBox
 from matplotlib import colormaps
@@ -25,6 +27,15 @@ def track_colours(nucleus_track) -> np.ndarray:
     colours = colormaps["tab10"](np.mod(np.maximum(nucleus_track, 0), 10))
     colours[np.asarray(nucleus_track) < 0] = MATRIX_COLOUR
     return colours
+
+
+def time_label(source: str) -> str:
+    """A time point's label for the plot: the study's time point name ("study: 30" → "30"), or the
+    run directory's name (an ``analysis`` folder: its parent's, e.g. ``p1/30/analysis`` → "30")."""
+    if source.startswith("study: "):
+        return source.removeprefix("study: ")
+    path = Path(source)
+    return path.parent.name if path.name == "analysis" else path.stem
 
 
 class TimeSeriesWidget(StageWidget):
@@ -102,6 +113,7 @@ class TimeSeriesWidget(StageWidget):
     def finish(self, result):
         times, followed = result
         self.followed = followed
+        self.time_labels = [time_label(source) for source in self._source_list()]
         nucleus_tracks = atoms_nucleus_tracks(followed, times)
         data = np.vstack([np.column_stack([np.full(len(p), t), p[:, ::-1]]) for t, p in enumerate(followed.positions)])
         features = {"time": np.concatenate([np.full(len(a), t) for t, a in enumerate(times)]),
@@ -126,6 +138,7 @@ class TimeSeriesWidget(StageWidget):
         table = self.followed.nuclei.to_frame()
         for track, rows in table.groupby("nucleus_track"):
             ax.plot(rows["time"], rows["n_atoms"], "o-", color=colormaps["tab10"](track % 10), label=str(track))
+        ax.set_xticks(range(len(self.time_labels)), self.time_labels)
         ax.set_xlabel("time point")
         ax.set_ylabel("atoms in nucleus")
         if len(table):
