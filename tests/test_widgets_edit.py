@@ -121,7 +121,7 @@ def test_moved_added_and_deleted_points_are_marked_and_logged(edited):
     added = len(atoms)
     assert layer.features["placed"][added] and layer.features["edited"][added]
     assert not layer.features["locked"][added]  # its label is left to the classifier
-    assert widget.message.text().startswith("⚠ no volume to snap to")
+    assert widget.message.text().startswith("⚠ no volume to snap to") and "; added 1 point(s)" in widget.message.text()
     assert widget.log[-1]["action"] == "add" and widget.log[-1]["index"] == added
     np.testing.assert_allclose(widget.log[-1]["position"], [2.0, 0.0, 0.0])
 

@@ -280,6 +280,7 @@ class EditWidget(QWidget):
         added = [e["index"] for e in entries if e["action"] == "add"]
         if moved:
             after = mark_edited(after, moved)
+        earlier = self.message.text()
         if added:
             after = self._place(after, added)
             for entry in entries:
@@ -287,6 +288,13 @@ class EditWidget(QWidget):
                     entry.update(position=after.positions[entry["index"]].tolist(),
                                  label=labels(after)[entry["index"]])
         self._commit(before, after, entries)
+        done = {"added": [labels(after)[i] or "unlabelled" for i in added], "moved": moved,
+                "deleted": [e for e in entries if e["action"] == "delete"]}
+        said = [f"{what} {len(items)} point(s)" + (f" ({', '.join(items)})" if what == "added" else "")
+                for what, items in done.items() if items]
+        warning = self.message.text() if self.message.text() != earlier else ""  # e.g. no volume to snap to
+        if said:  # what just happened, not the message of an earlier action
+            self.message.setText("; ".join([warning, *said] if warning else said))
 
     def _shows_the_study(self, atoms) -> bool:
         """Whether ``atoms`` (the layer just changed) are the study's current atoms: a stage put
