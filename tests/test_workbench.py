@@ -147,6 +147,9 @@ def test_open_recovers_the_autosave_of_a_study_never_saved(make_napari_viewer, p
     crashed.add_time_point("16 min")
     save_project(crashed.autosave_path, crashed.study)  # as autosaved after a stage; then napari crashed
     viewer, workbench = workbench_in(make_napari_viewer)
+    # the new napari says where that work is (the autosave folder is not a place a person looks)
+    assert "an unsaved study was autosaved at" in workbench.message.text()
+    assert f"Open… {crashed.autosave_path} to recover that work" in workbench.message.text()
 
     def click(button, dialog, path):
         monkeypatch.setattr(QFileDialog, dialog, lambda *args, **kwargs: (str(path), ""))

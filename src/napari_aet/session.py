@@ -60,6 +60,16 @@ def prune_autosaves(days: float = PRUNE_AFTER_DAYS):
                 path.unlink()
 
 
+def unsaved_autosave(days: float = 7.0, besides: tuple[Path, ...] = ()) -> Path | None:
+    """The newest autosave of a study never saved (``study-*`` in :func:`autosave_folder`) written
+    in the last ``days`` days, other than ``besides`` (the current session's own), or None: the
+    work of a napari that closed or crashed before its study was saved."""
+    newest = time.time() - days * 86400
+    found = [path for path in autosave_folder().glob("study-*.aet")
+             if path.name.endswith(_AUTOSAVE_SUFFIXES) and path not in besides and path.stat().st_mtime >= newest]
+    return max(found, key=lambda path: path.stat().st_mtime, default=None)
+
+
 def autosave_paths(path: Path | None) -> tuple[Path, Path]:
     """The (whole-study, hand-edits) autosave files of the study saved at ``path`` (fresh ones in
     :func:`autosave_folder` for a study never saved)."""

@@ -9,6 +9,8 @@ whatever the steps hold. Every step works on the same study (:func:`._study.sess
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from qtpy.QtWidgets import (
     QButtonGroup,
     QComboBox,
@@ -26,6 +28,7 @@ from qtpy.QtWidgets import (
 
 from .hooks import time_point_layers
 from ..model import InputError
+from ..session import unsaved_autosave
 from ._base import keep_with_time_point, name_by_time_point, show_layer, status_text, study_tag, tag_as_study
 from ._study import session_for
 from .align import AlignWidget
@@ -115,6 +118,18 @@ class Workbench(QWidget):
         self.time_points.activated.connect(self.select_time_point)
         self.session.changed.connect(self._show_study)
         self._show_study()
+        self._offer_unsaved_work()
+
+    def _offer_unsaved_work(self):
+        """Say so when an unsaved study's autosave from the last days exists (napari closed or
+        crashed before the study was saved): Open… on it recovers the work."""
+        session = self.session
+        if session.path is not None:
+            return
+        found = unsaved_autosave(besides=(session.autosave_path, session.edits_path))
+        if found is not None:
+            when = datetime.fromtimestamp(found.stat().st_mtime).strftime("%Y-%m-%d %H:%M")
+            self.message.setText(f"an unsaved study was autosaved at {when}: Open… {found} to recover that work")
 
     def show_step(self, index):
         """Show step ``index`` of :data:`STEPS` (its button pressed)."""
