@@ -97,6 +97,27 @@ def test_analyze_leaves_out_rows_flagged_non_atom(analysed, tmp_path):
         pytest.approx(reference, abs=1e-6)
 
 
+def test_analyze_and_track_read_a_study_with_its_hand_edits(analysed, tmp_path, capsys):
+    """A study edited in napari is analysed and tracked as it stands (the edits included), without
+    exporting tables first."""
+    from napari_aet.atom_labels import NON_ATOM
+    from napari_aet.edit import relabel
+    from napari_aet.io import read_atoms
+    from napari_aet.project import Project, TimePoint, save_project
+
+    root, _ = analysed
+    first, second = read_atoms(root / "atoms0.csv"), read_atoms(root / "atoms1.csv")
+    edited = relabel(second, [0, 1], NON_ATOM)  # two atoms marked non-atoms by hand
+    save_project(tmp_path / "study.aet", Project([TimePoint("0", atoms=first), TimePoint("30", atoms=edited)]))
+    assert main(["analyze", str(tmp_path / "study.aet"), "--out", str(tmp_path / "a")]) == 2
+    assert "study.aet holds atoms at time point(s) 0, 30: choose one with --time" in error_line(capsys)
+    assert main(["analyze", str(tmp_path / "study.aet"), "--time", "30", "--out", str(tmp_path / "a")]) == 0
+    assert len(pd.read_csv(tmp_path / "a" / "atoms.csv")) == len(second) - 2
+    assert main(["track", str(tmp_path / "study.aet"), "--out", str(tmp_path / "t")]) == 0
+    tracks = pd.read_csv(tmp_path / "t" / "tracks.csv")
+    assert set(tracks.time) == {0, 30} and len(tracks[tracks.time == 30]) == len(second) - 2
+
+
 @pytest.mark.parametrize("args, message", [
     (["track", "ONE", "--out", "OUT"], "at least two time points"),
     (["analyze", "NOELEMENT", "--out", "OUT"], "no element column"),

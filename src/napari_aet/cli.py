@@ -144,8 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(demo)
 
     analyze = sub.add_parser("analyze", help="lattice, chemical order, nuclei, structure and strain of an atom model")
-    analyze.add_argument("atoms", help="atoms CSV (x,y,z,element in Å) or a run directory holding atoms.csv")
+    analyze.add_argument("atoms", help="atoms CSV (x,y,z,element in Å), a run directory holding atoms.csv, or a "
+                                       "study (.aet, hand edits included)")
     analyze.add_argument("--out", required=True, help="output directory")
+    analyze.add_argument("--time", default=None, help="the study's time point to analyse (when it holds several)")
     analyze.add_argument("--lattice", default="auto", choices=LATTICES,
                          help="auto (default): fcc or bcc, whichever fits, else none; none: amorphous — pair "
                               "distribution, coordination and Q4/Q6 only (no lattice fit, chemical order, "
@@ -155,7 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--min-nucleus", type=int, default=13, help="fewest atoms of a nucleus (default 13)")
 
     track = sub.add_parser("track", help="register time points of one particle, track its sites and nuclei")
-    track.add_argument("sources", nargs="+", help="analyze outputs (or run directories) in time order")
+    track.add_argument("sources", nargs="+", help="analyze outputs (or run directories) in time order, or one "
+                                                  "study (.aet: its time points, hand edits included)")
     track.add_argument("--out", required=True, help="output directory")
     track.add_argument("--times", default=None,
                        help="labels of the time points for the time columns, e.g. 0,30,60 (default 0,1,2,...)")
@@ -224,7 +227,7 @@ def command_simulate(args) -> int:
 def command_analyze(args) -> int:
     from .analysis.outputs import analyze_to_directory
 
-    summary = analyze_to_directory(args.atoms, args.out, lattice=args.lattice,
+    summary = analyze_to_directory(args.atoms, args.out, time=args.time, lattice=args.lattice,
                                    lattice_constant=args.lattice_constant, min_nucleus=args.min_nucleus,
                                    progress=ConsoleProgress())
     print(f"{summary['n_atoms']} atoms: {summary['text']}. Results in {Path(args.out).resolve()}")

@@ -48,14 +48,36 @@ def atoms_source(source) -> Path:
     return path
 
 
-def read_source(source) -> AtomModel:
-    """Atoms from an atoms file or a run / analyze directory; they must have x, y, z and element.
-    Rows flagged ``non_atom`` (a study's noise peaks and removed atoms, written by ``io.write_atoms``)
-    are left out, as the Analyse step leaves them out."""
-    from ..io import read_atoms
+def study_time_points(path) -> list[str]:
+    """The names of the time points of study ``path`` (``.aet``) that hold atoms, in study order."""
+    from ..project import load_project
 
-    path = atoms_source(source)
-    atoms = real_atoms(read_atoms(path))
+    return [point.name for point in load_project(path).time_points if point.atoms is not None]
+
+
+def read_source(source, time=None) -> AtomModel:
+    """Atoms from an atoms file, a run / analyze directory, or a study (``.aet``: the atoms of its
+    time point ``time``, hand edits included; ``time`` may be left out when it holds one); they
+    must have x, y, z and element. Rows flagged ``non_atom`` (a study's noise peaks and removed
+    atoms, also in a table written by ``io.write_atoms``) are left out, as the Analyse step leaves
+    them out."""
+    from ..io import read_atoms
+    from ..project import load_project
+
+    path = Path(source).expanduser()
+    if path.suffix.lower() == ".aet":
+        points = {p.name: p for p in load_project(path).time_points if p.atoms is not None}
+        if time is None and len(points) == 1:
+            time = next(iter(points))
+        if str(time) not in points:
+            raise InputError(f"{path.name} holds atoms at time point(s) {', '.join(points) or 'none'}: "
+                             + ("choose one with --time" if time is None else f"not at {time!r}"))
+        atoms = real_atoms(points[str(time)].atoms)
+    elif time is not None:
+        raise InputError(f"--time chooses a time point of a study (.aet); {path.name} is not one")
+    else:
+        path = atoms_source(source)
+        atoms = real_atoms(read_atoms(path))
     if np.all(atoms.species == ""):
         raise InputError(f"{path} has no element column (or it is empty): expected columns x,y,z,element")
     return atoms
@@ -107,23 +129,23 @@ def write_analysis(analysis: Analysis, out_dir, input_columns=(), parameters=Non
     return summary
 
 
-def analyze_to_directory(source, out_dir, *, lattice="auto", lattice_constant=None, min_nucleus=13,
+def analyze_to_directory(source, out_dir, *, time=None, lattice="auto", lattice_constant=None, min_nucleus=13,
                          progress: ProgressCallback = None) -> dict:
     """``napari-aet analyze``: analyse the atoms of ``source`` and write the files into ``out_dir``.
 
-    source : an atoms CSV (x, y, z in Å, element; other columns kept) or a directory holding
-    atoms.csv (a run directory). lattice : "auto", "fcc", "bcc" or "none" (amorphous; see
+    source : an atoms CSV (x, y, z in Å, element; other columns kept), a directory holding
+    atoms.csv (a run directory), or a study (``.aet``; its time point ``time``, hand edits included). lattice : "auto", "fcc", "bcc" or "none" (amorphous; see
     :func:`~.analyze.choose_lattice`). Returns the summary (atoms, lattice, phase counts, nuclei,
     analyses run and skipped) with ``text``, a line for a person. When the order analysis cannot
     run on a lattice, everything else is written and then InputError says why.
     """
     if min_nucleus < 1:
         raise InputError(f"--min-nucleus must be at least 1, got {min_nucleus}")
-    atoms = read_source(source)
+    atoms = read_source(source, time)
     analysis = analyze_atoms(atoms, lattice=lattice, lattice_constant=lattice_constant, min_nucleus=min_nucleus,
                              progress=sub_progress(progress, 0, 0.9))
     summary = write_analysis(analysis, out_dir, input_columns=list(atoms.features),
-                             parameters={"source": str(source), "lattice": lattice,
+                             parameters={"source": str(source), "time": time, "lattice": lattice,
                                          "lattice_constant": lattice_constant, "min_nucleus": min_nucleus})
     report(progress, 1.0, "analysis written")
     if analysis.order_error:
@@ -131,10 +153,11 @@ def analyze_to_directory(source, out_dir, *, lattice="auto", lattice_constant=No
     return {**summary, "text": analysis.describe()}
 
 
-def load_analysis_inputs(source):
+def load_analysis_inputs(source, time=None):
     """Atoms (with ``nucleus``) and lattice (None: analysed without one) of one time point: read
-    from an ``analyze`` output, or analysed now when ``source`` is a run directory or an atoms file."""
-    atoms = read_source(source)
+    from an ``analyze`` output, or analysed now when ``source`` is a run directory, an atoms file
+    or a study's time point ``time`` (:func:`read_source`)."""
+    atoms = read_source(source, time)
     structure = Path(source) / "structure.json"
     if structure.is_file():
         record = json.loads(structure.read_text())
@@ -151,22 +174,27 @@ def track_to_directory(sources, out_dir, *, times=None, max_distance=None, chang
     """``napari-aet track``: register the time points onto the first, track sites and nuclei.
 
     sources : ``analyze`` outputs (or run directories / atoms files, analysed on the fly) in time
-    order. times : their labels for the ``time`` columns (e.g. minutes "0", "30", "60"; default
-    0, 1, 2 …). max_distance : largest site move between times (Å; default half the
+    order, or one study (``.aet``: every time point holding atoms, hand edits included, labelled
+    by their names). times : their labels for the ``time`` columns (e.g. minutes "0", "30", "60";
+    default 0, 1, 2 …, or a study's time point names). max_distance : largest site move between times (Å; default half the
     nearest-neighbour distance). change : relative size change for grew / shrank.
     Writes tracks.csv (every atom of every time: its site track, element and x, y, z in Å
     registered onto the first time's frame), transforms.json, nuclei_tracks.csv; returns a summary.
     """
-    sources = list(sources)
+    sources = [(source, None) for source in sources]
+    if len(sources) == 1 and Path(sources[0][0]).suffix.lower() == ".aet":
+        study = sources[0][0]
+        names = study_time_points(study)
+        sources, times = [(study, name) for name in names], names if times is None else times
     if len(sources) < 2:
         raise InputError(f"tracking needs at least two time points, got {len(sources)}")
     labels = list(range(len(sources))) if times is None else list(times)
     if len(labels) != len(sources):
         raise InputError(f"{len(labels)} time labels for {len(sources)} time points: give one per time point")
     loaded = []
-    for t, source in enumerate(sources):
-        report(progress, 0.4 * t / len(sources), f"reading time {t}…")
-        loaded.append(load_analysis_inputs(source))
+    for t, (source, time) in enumerate(sources):
+        report(progress, 0.4 * t / len(sources), f"reading time {labels[t]}…")
+        loaded.append(load_analysis_inputs(source, time))
     followed = follow_particle([atoms for atoms, _ in loaded], [lattice for _, lattice in loaded],
                                max_distance=max_distance, change=change, progress=sub_progress(progress, 0.4, 0.9))
     sites, nuclei, transforms = followed.sites, followed.nuclei, followed.transforms
@@ -174,8 +202,8 @@ def track_to_directory(sources, out_dir, *, times=None, max_distance=None, chang
                                       "element": loaded[t][0].species, **dict(zip("xyz", followed.positions[t].T)),
                                       "appeared": sites.appeared[t], "vanishes": sites.vanishes[t]})
                         for t, ids in enumerate(sites.track)])
-    record = [{"time": labels[t], "source": str(s), **tr.to_dict()}
-              for t, (s, tr) in enumerate(zip(sources, transforms))]
+    record = [{"time": labels[t], "source": str(source), **tr.to_dict()}
+              for t, ((source, _), tr) in enumerate(zip(sources, transforms))]
     nucleus_rows = nuclei.to_frame()
     nucleus_rows["time"] = [labels[t] for t in nucleus_rows["time"]]
     with _staged(out_dir, "transforms.json") as staging:
