@@ -63,6 +63,16 @@ def test_merge_and_split_events():
     assert rows[rows.time == 2].nucleus_track.nunique() == 2
 
 
+def test_nuclei_that_only_touch_are_not_merged():
+    """Two nuclei (40 and 30 atoms) whose edges meet: 3 atoms of the second are counted in the
+    first at the next time. Sharing 3 of 30 atoms is no link (a user's small particle gave every
+    nucleus a spurious merge); each goes on, stable."""
+    labels = [np.repeat([0, 1], [40, 30]), np.repeat([0, 1], [43, 27])]
+    rows = track_nuclei(labels, _tracks(np.arange(70), np.arange(70))).to_frame()
+    assert list(rows[rows.time == 1].event) == ["stable", "stable"]
+    assert list(rows[rows.time == 1].nucleus_track) == [0, 1]
+
+
 def test_merge_and_split_of_simulated_nuclei():
     # two planted L1_0 nuclei grow into one, a planted dumbbell shrinks into two (exact atoms)
     times = annealing_series(seed=3, scenario="merge-split")

@@ -4,8 +4,9 @@
   ``max_distance`` apart are the same site (one-to-one). A site keeps its ``track`` id; an atom
   without a partner at the previous time starts a new track (``appeared``); an atom without a
   partner at the next time ``vanishes``.
-* Nuclei: nucleus a at time t−1 and nucleus b at time t are linked when they share tracked atoms
-  (at least ``min_shared`` of them). The event of b: ``appeared`` (no link back), ``merged`` (two
+* Nuclei: nucleus a at time t−1 and nucleus b at time t are linked when they share tracked atoms:
+  at least ``min_shared`` of them and at least ``min_fraction`` of the smaller nucleus (nuclei that
+  only touch share a few edge atoms). The event of b: ``appeared`` (no link back), ``merged`` (two
   or more), ``split`` (its one predecessor links to two or more), else ``grew`` / ``shrank`` when
   the atom count changes by more than ``change`` (fraction), else ``stable``. A nucleus of t−1
   without a link forward has ``dissolved``. A nucleus track continues through stable / grew /
@@ -75,24 +76,30 @@ class NucleusTracks:
                              "n_atoms": self.n_atoms, "event": self.event, "mean_order": self.mean_order})
 
 
-def _links(previous_labels, previous_tracks, labels, tracks, min_shared):
-    """Shared-atom counts ``(n_prev, n_cur)`` between the nuclei of two consecutive times."""
+def _links(previous_labels, previous_tracks, labels, tracks, min_shared, min_fraction):
+    """Which nuclei of two consecutive times are linked ``(n_prev, n_cur)``: they share at least
+    ``min_shared`` tracked atoms and at least ``min_fraction`` of the smaller one's atoms (two
+    nuclei that only touch share a few edge atoms; one that grew or merged shares most of its own)."""
     n_prev, n_cur = max(previous_labels.max(initial=-1) + 1, 0), max(labels.max(initial=-1) + 1, 0)
     _, ip, ic = np.intersect1d(previous_tracks, tracks, assume_unique=True, return_indices=True)
     a, b = previous_labels[ip], labels[ic]
     both = (a >= 0) & (b >= 0)
     shared = np.zeros((n_prev, n_cur), np.int64)
     np.add.at(shared, (a[both], b[both]), 1)
-    return shared >= min_shared
+    smaller = np.minimum.outer(np.bincount(previous_labels[previous_labels >= 0], minlength=n_prev),
+                               np.bincount(labels[labels >= 0], minlength=n_cur))
+    return (shared >= min_shared) & (shared >= min_fraction * smaller)
 
 
-def track_nuclei(nucleus_labels, tracks: SiteTracks, *, orders=None, change=0.1, min_shared=3) -> NucleusTracks:
+def track_nuclei(nucleus_labels, tracks: SiteTracks, *, orders=None, change=0.1, min_shared=3,
+                 min_fraction=0.2) -> NucleusTracks:
     """Link nuclei across times (see the module docstring).
 
     nucleus_labels : per time, the ``nucleus`` column ``(N_t,)`` (-1 outside nuclei).
     orders : per time, each atom's order parameter ``(N_t,)``, for the nuclei's ``mean_order``.
     tracks : the site tracks of the same atoms. change : relative size change (fraction) beyond
-    which a nucleus grew or shrank. min_shared : tracked atoms two nuclei must share to be linked.
+    which a nucleus grew or shrank. min_shared, min_fraction : tracked atoms two nuclei must share
+    to be linked, in number and as a fraction of the smaller nucleus.
     """
     sizes = [np.bincount(labels[labels >= 0], minlength=max(labels.max(initial=-1) + 1, 0))
              for labels in nucleus_labels]
@@ -100,7 +107,8 @@ def track_nuclei(nucleus_labels, tracks: SiteTracks, *, orders=None, change=0.1,
     current = np.arange(len(sizes[0]))  # nucleus track of each nucleus at the latest time
     next_track = len(sizes[0])
     for t in range(1, len(nucleus_labels)):
-        linked = _links(nucleus_labels[t - 1], tracks.track[t - 1], nucleus_labels[t], tracks.track[t], min_shared)
+        linked = _links(nucleus_labels[t - 1], tracks.track[t - 1], nucleus_labels[t], tracks.track[t], min_shared,
+                        min_fraction)
         new = np.full(len(sizes[t]), -1)
         for b in range(len(sizes[t])):
             parents = np.flatnonzero(linked[:, b])
