@@ -189,6 +189,10 @@ def test_species_warnings_catch_an_element_list_that_does_not_match(truth, noisy
     assert species_warnings(classify_atoms(reconstruction, traced, "Fe,Pt"), "Fe,Pt") == []
     wrong = species_warnings(classify_atoms(reconstruction, traced, "Fe,Pt,Au"), "Fe,Pt,Au")
     assert any("Pt and Au differ by only 2%" in w for w in wrong)
+    # Au,Pt on FePt: alike in ADF, yet the atoms classified Pt are far brighter than those classified Au
+    alike = species_warnings(classify_atoms(reconstruction, traced, "Pt,Au"), "Pt,Au")
+    assert any("Pt and Au differ by only 2%" in w for w in alike)
+    assert any(w.startswith("the atoms classified Au are") and "predicts about 1.0x" in w for w in alike)
     three = species_warnings(classify_atoms(reconstruction, traced, "C,Fe,Pt"), "C,Fe,Pt")
     assert any(w.startswith("the atoms classified Fe are") for w in three)  # C is far lighter than what it got
 

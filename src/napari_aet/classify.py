@@ -292,7 +292,7 @@ def species_warnings(atoms: AtomModel, elements, *, exponent=ADF_EXPONENT, toler
         if expected < SEPARABLE_RATIO:
             out.append(f"{light} and {heavy} differ by only {100 * (expected - 1):.0f}% in ADF intensity "
                        f"(Z^{exponent:g}): their intensities cannot tell them apart")
-        elif light in medians and heavy in medians and medians[light] > 0:
+        if light in medians and heavy in medians and medians[light] > 0:  # alike or not: a clear contradiction
             measured = medians[heavy] / medians[light]
             if not expected / tolerance <= measured <= expected * tolerance:
                 out.append(f"the atoms classified {heavy} are {measured:.1f}x as bright as those classified "
