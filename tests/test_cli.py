@@ -102,7 +102,7 @@ def test_the_summary_is_saved_with_where_the_input_came_from(simulated, tmp_path
                  "--pixel-size", "0.5", "--angles", "tilt_series.tlt", "--out", str(tmp_path / "given")]) == 0
     assert (tmp_path / "given" / "summary.txt").read_text().startswith(
         f"Input: {series} read as stack (angles, y, x); angles from --angles {sidecar}, pixel size 0.5 Å from "
-        "--pixel-size\n")
+        "--pixel-size (the file says 0.4 Å)\n")  # the simulator writes its pixel size into the TIFF
 
 
 def test_the_alignment_line_says_what_the_alignment_did():
