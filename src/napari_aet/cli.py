@@ -318,7 +318,7 @@ def _plain_warning(message, category, filename, lineno, line=None) -> str:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    warnings.formatwarning = _plain_warning
+    python_format, warnings.formatwarning = warnings.formatwarning, _plain_warning
     try:
         return COMMANDS[args.command](args)
     except InputError as error:
@@ -329,6 +329,8 @@ def main(argv=None) -> int:
                 if args.command == "batch" else "no results written")
         _say(f"napari-aet: interrupted; {kept}")
         return 130
+    finally:
+        warnings.formatwarning = python_format
 
 
 def _say(line):
