@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import gc
 import io
 import json
 import logging
@@ -453,13 +454,24 @@ def _interrupt_flag():
 
     def on_ctrl_c(signum, frame):
         interrupted.set()
-        raise KeyboardInterrupt
+        if not _in_gc_callback(frame):  # there it would only be swallowed, with a traceback printed
+            raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGINT, on_ctrl_c)
     try:
         yield interrupted
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def _in_gc_callback(frame) -> bool:
+    """Whether ``frame`` runs inside one of the garbage collector's callbacks (``gc.callbacks``)."""
+    codes = {getattr(getattr(callback, "__func__", callback), "__code__", None) for callback in gc.callbacks}
+    while frame is not None:
+        if frame.f_code in codes:
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _completed(futures, interrupted: threading.Event, poll=0.2):
