@@ -258,7 +258,7 @@ def summary_text(report) -> str:
                for key, name in (("r_factor", "R_factor"), ("r_free", "R_free"))
                if recon.get(f"final_{key}") is not None]
     r_free = recon.get("errors_per_iteration", {}).get("r_free") or []
-    if len(r_free) > 1 and min(r_free) < r_free[-1] - 0.02:  # rising again: the later iterations fit noise
+    if len(r_free) > 1 and min(r_free) < r_free[-1] - 0.02:  # rising again in the highest-resolution stages
         metrics.append(f"R-free lowest {min(r_free):.3f} at iteration {int(np.argmin(r_free)) + 1} of {len(r_free)}")
     if "half_set_fsc" in recon:
         metrics.append(f"half-set FSC resolution {recon['half_set_fsc']['resolution_A_at_0.143']:.2f} Å")
