@@ -231,4 +231,5 @@ def test_disagreeing_imod_sidecars_open_with_the_angles_unknown(tmp_path, sample
     with pytest.warns(UserWarning, match="s.tlt and s.rawtlt beside s.st disagree .*in the AET workbench's Data step"):
         [(data, attributes, kind)] = open_layers(tmp_path / "s.st")
     assert kind == "image" and attributes["metadata"]["aet"]["angles_unknown"] is True
+    assert "s.tlt and s.rawtlt beside s.st disagree" in attributes["metadata"]["aet"]["angles_unknown_why"]
     np.testing.assert_array_equal(attributes["metadata"]["aet"]["angles"], np.arange(series.n_angles))

@@ -73,9 +73,12 @@ def test_sample_data_is_a_ready_tilt_series():
     assert len(np.unique(series.angles)) == 51 and series.angles.min() == -70.0
 
 
-def test_a_few_hot_pixels_do_not_set_a_tilt_series_contrast():
+def test_hot_pixels_or_a_blank_projection_do_not_set_a_tilt_series_contrast():
     rng = np.random.default_rng(0)
     projections = rng.poisson(1000 + 200 * rng.random((9, 32, 32))).astype(np.float32)
     projections[3, 5, :4] = 60000  # hot pixels
+    low, high = tilt_series_layer(TiltSeries(projections, np.linspace(-60, 60, 9)))[1]["contrast_limits"]
+    assert 900 < low < high < 1400
+    projections[5] = 0  # and a blank projection (a beam blank): it does not wash the others out
     low, high = tilt_series_layer(TiltSeries(projections, np.linspace(-60, 60, 9)))[1]["contrast_limits"]
     assert 900 < low < high < 1400

@@ -9,7 +9,7 @@ from qtpy.QtWidgets import QApplication, QFileDialog
 from napari_aet._napari._base import study_tag
 from napari_aet._napari.data import parse_angle_range
 from napari_aet._napari.layers import projections_of
-from napari_aet.model import InputError
+from napari_aet.model import InputError, TiltSeries
 from napari_aet.project import save_project
 from napari_aet.session import StudySession
 from napari_aet.simulate import fcc_particle, simulate_tilt_series
@@ -82,6 +82,13 @@ def test_a_plain_tiff_gets_its_pixel_size_and_angles_in_the_data_step(make_napar
     assert workbench.session.point.parameters["elements"] == ["Fe", "Pt"] and data.elements.text() == "Fe,Pt"
     assert tuple(layer.scale[-2:]) == (0.4, 0.4) and "angles_unknown" not in layer.metadata["aet"]
     assert study_tag(layer) == (workbench.session.id, "t0", "raw")
+    # a stage's output (here an aligned series) does not become the Data step's input by itself:
+    # "Use for the study" would have made it the study's data
+    from napari_aet._napari._base import show_layer, tag_as_study
+    from napari_aet._napari.layers import tilt_series_layer
+
+    show_layer(viewer, tag_as_study(tilt_series_layer(raw, name="particle aligned"), workbench.session, "aligned"))
+    assert data.series_input.currentText() == "particle"
 
     qtbot.keyClicks(data.exclude, "4, 11, 40")  # bad images named by the refinement; 40 is not there
     assert data.apply() is None and "no projection [40] among the 31" in data.message.text()
@@ -98,6 +105,27 @@ def test_a_plain_tiff_gets_its_pixel_size_and_angles_in_the_data_step(make_napar
     assert data.apply().n_angles == 29 and "unchanged" in data.message.text()
     data.exclude.clear()  # taken back
     assert data.apply().n_angles == 31 and workbench.session.point.raw.n_angles == 31
+
+
+def test_a_placeholder_pixel_size_is_confirmed_by_using_it(make_napari_viewer, plain_tiff):
+    """A file without a pixel size shows 1 Å, a placeholder no stage runs on; "Use for the study"
+    with 1 Å shown takes it as the person's value (a real 1 Å pixel can be confirmed)."""
+    path, _ = plain_tiff
+    viewer, workbench = workbench_in(make_napari_viewer)
+    with pytest.warns(UserWarning, match="no tilt angles"):
+        viewer.open(path, plugin="napari-aet")
+    data = workbench.steps["Data"]
+    data.set_range("-70, 70")
+    assert "pixel size is unknown" in data.message.text()
+    # the study holding the series with its placeholder (as a stage taking the layer as it was would)
+    layer = viewer.layers["particle"]
+    flagged = TiltSeries(projections_of(layer), parse_angle_range("-70, 70", 31), 1.0,
+                         metadata={"pixel_size_unknown": True})
+    workbench.session.set_raw(flagged)
+    assert data.apply() is not None and "unchanged" not in data.message.text()  # 1 Å shown and used: confirmed
+    raw = workbench.session.point.raw
+    assert raw.pixel_size == 1.0 and "pixel_size_unknown" not in raw.metadata
+    assert "pixel size is unknown" not in data.message.text()
 
 
 def test_elements_entered_after_the_reconstruction_leave_it_current(make_napari_viewer, qtbot):

@@ -67,6 +67,13 @@ def is_tilt_series(layer) -> bool:
     return layer_kind(layer) == "tilt_series"
 
 
+def is_data(layer) -> bool:
+    """A tilt series that can be a study's data: one just opened (in no study) or a study's raw
+    series — not a stage's output (an aligned series, a refinement's residual images)."""
+    study_id, _, field = study_tag(layer)
+    return is_tilt_series(layer) and (study_id is None or field == "raw")
+
+
 def is_volume(layer) -> bool:
     """A napari-aet volume, or any 3D image without a napari-aet kind (e.g. opened by another reader)."""
     kind = layer_kind(layer)
@@ -87,7 +94,8 @@ class LayerSelector(QComboBox):
 
     With ``follow_new``, a newly added matching layer becomes the selection, so the output of one
     stage is the default input of the next, unless its name is in ``own_outputs`` (the names
-    the owning widget writes: a stage does not switch its input to its own output).
+    the owning widget writes: a stage does not switch its input to its own output); a callable
+    ``follow_new(layer)`` follows only the new layers it accepts.
     """
 
     def __init__(self, viewer, accepts, own_outputs=(), choices=(), follow_new=True, preferred=None, parent=None):
@@ -111,7 +119,8 @@ class LayerSelector(QComboBox):
     def _on_inserted(self, event):
         event.value.events.name.connect(self._on_renamed)
         new = event.value
-        follow = self.follow_new and self.accepts(new) and new.name not in self.own_outputs
+        follows = self.follow_new(new) if callable(self.follow_new) else self.follow_new
+        follow = follows and self.accepts(new) and new.name not in self.own_outputs
         self.refresh(select=new.name if follow else None)
 
     def refresh(self, event=None, select=None):

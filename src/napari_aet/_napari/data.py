@@ -24,7 +24,7 @@ from ..io import read_angles
 from .layers import projections_of, tilt_series_layer
 from ..model import InputError, TiltSeries, check_elements
 from ..runs import exclude_projections
-from ._base import LayerSelector, is_tilt_series, keep_with_time_point, show_layer, tag_as_study
+from ._base import LayerSelector, is_data, is_tilt_series, keep_with_time_point, show_layer, tag_as_study
 from ._plots import PlotCanvas
 from ._study import session_for
 
@@ -62,7 +62,7 @@ class DataWidget(QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self.session = session_for(napari_viewer)
-        self.series_input = LayerSelector(napari_viewer, is_tilt_series)
+        self.series_input = LayerSelector(napari_viewer, is_tilt_series, follow_new=is_data)  # never an output
         self.pixel_size = QDoubleSpinBox(decimals=4, minimum=0.001, maximum=100.0, singleStep=0.01, suffix=" Å")
         self.angle_range = QLineEdit(placeholderText="e.g. -70, 70  or  0, 177, 3")
         self.range_button = QPushButton("Set range")
@@ -140,7 +140,9 @@ class DataWidget(QWidget):
                                       info.get("pixel_size_unknown") and unchanged),
                                      ("the MRC header's 1 Å per pixel is what many programs write when the pixel "
                                       "size is unset: check it", info.get("pixel_size_warning") and unchanged),
-                                     ("the tilt angles are unknown", self._angles is None)) if bad]
+                                     ("the tilt angles are unknown" + (f": {meta['angles_unknown_why']}"
+                                                                        if meta.get("angles_unknown_why") else ""),
+                                      self._angles is None)) if bad]
         self.message.setText("⚠ " + "; ".join(warnings) if warnings else "")
 
     def plot_angles(self):
@@ -215,7 +217,8 @@ class DataWidget(QWidget):
             self.message.setText(f"⚠ {error}")
             return None
         point = self.session.point
-        unchanged = point.raw is not None and point.raw.same_data(series)
+        unchanged = (point.raw is not None and point.raw.same_data(series)  # a placeholder pixel size confirmed
+                     and bool(point.raw.metadata.get("pixel_size_unknown")) == bool(info.get("pixel_size_unknown")))
         if elements is not None:
             self.elements.setText(",".join(elements))
             if list(elements) != point.parameters.get("elements"):

@@ -155,6 +155,8 @@ def read_layers(path) -> list[tuple]:
                       f"({names}): enter them, or load any angle file, in the AET workbench's Data step before "
                       "aligning", stacklevel=2)
         layer[1]["metadata"]["aet"]["angles_unknown"] = True
+        if conflict:  # the Data step says why
+            layer[1]["metadata"]["aet"]["angles_unknown_why"] = conflict
     return [layer]
 
 

@@ -60,13 +60,15 @@ VOLUME_AXES = ("z", "y", "x")
 TILT_SERIES_AXES = ("tilt", *VOLUME_AXES)
 
 
-def robust_contrast(data, spare=1e-3) -> tuple[float, float]:
-    """Contrast limits that leave the ``spare`` fraction of the darkest and of the brightest pixels
-    out (of about a million sampled): a few hot pixels at 60,000 counts otherwise set the range
-    and draw the images black."""
-    flat = np.asarray(data).reshape(-1)
-    sample = flat[:: max(1, flat.size // 1_000_000)]
-    low, high = (float(v) for v in np.quantile(sample, [spare, 1 - spare]))
+def robust_contrast(projections, spare=1e-3) -> tuple[float, float]:
+    """Contrast limits of a stack of projections ``(n, ny, nx)``: per projection the values that
+    leave the ``spare`` fraction of its darkest and brightest pixels out, then the median of those
+    over the projections (up to 64 of them, about 16,000 pixels each). A few hot pixels at 60,000
+    counts, or a blank projection, would otherwise set the range (black or washed-out images)."""
+    stack = np.asarray(projections)
+    stack = stack.reshape((1, -1) if stack.ndim < 2 else (len(stack), -1))
+    picked = stack[:: max(1, len(stack) // 64), :: max(1, stack.shape[1] // 16_000)]
+    low, high = (float(v) for v in np.median(np.quantile(picked, [spare, 1 - spare], axis=1), axis=1))
     return low, high if high > low else low + 1.0
 
 

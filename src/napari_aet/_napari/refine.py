@@ -94,9 +94,9 @@ class RefineWidget(StageWidget):
         kept = describe_moves_kept(refinement.errors["moves_kept"])
         removed = int(np.count_nonzero(f["refine_removed"]))
         misfit = np.asarray(refinement.errors["projection_misfit"])
-        tilts = euler_angles(series.angles)[:, 1]
-        worst = ", ".join(f"{i} ({tilts[i]:+.1f}°, {misfit[i]:.1f}× the median residual)"
-                          for i in worst_projections(misfit))
+        tilts, file_indices = euler_angles(series.angles)[:, 1], series.file_indices()
+        worst = ", ".join(f"{file_indices[i]} ({tilts[i]:+.1f}°, {misfit[i]:.1f}× the median residual)"
+                          for i in worst_projections(misfit))  # numbered as the Data step's field counts
         self.show_done(f"R-factor {refinement.errors['r_factor'][0]:.3f} → {refinement.errors['r_factor'][-1]:.3f}; "
                        f"{species}; {np.count_nonzero(f['refine_added'])} atoms added, "
                        f"{removed} removed{' (kept as hidden non-atoms)' if removed else ''}; the others moved "

@@ -12,9 +12,10 @@ from .files import atomic_write, existing_file
 #: Sidecar names searched beside a data file ``<stem>.<ext>``, in this order (an IMOD raw stack,
 #: ``.st``, prefers its ``.rawtlt``: :func:`find_angle_file`).
 SIDECAR_PATTERNS = ("{stem}.tlt", "{stem}.rawtlt", "{stem}_angles.txt", "{stem}.angles.txt")
-#: Largest difference (degrees) between a ``.tlt`` and a ``.rawtlt`` of one stack that counts as
-#: agreement: IMOD's tiltalign refines the raw angles by a degree or so.
-IMOD_ANGLE_TOLERANCE = 2.0
+#: A ``.tlt`` and a ``.rawtlt`` of one stack agree when their difference is a common offset of at
+#: most the first number (degrees; tiltalign may add an angle offset) plus at most the second at
+#: every projection (it refines each angle by a degree or so).
+IMOD_ANGLE_TOLERANCE = (10.0, 2.0)
 
 
 class SidecarConflict(InputError):
@@ -104,9 +105,10 @@ def find_angle_file(path) -> Path | None:
     that a raw IMOD stack (``.st``) takes its ``.rawtlt`` before a ``.tlt`` (tiltalign's output,
     which belongs with the aligned ``.ali``); None if there is none.
 
-    When both a ``.tlt`` and a ``.rawtlt`` exist they must agree (same count, within
-    :data:`IMOD_ANGLE_TOLERANCE` degrees at every projection), or :class:`SidecarConflict` says so:
-    e.g. a ``.tlt`` sorted by angle beside a stack and ``.rawtlt`` in acquisition order.
+    When both a ``.tlt`` and a ``.rawtlt`` exist they must agree (the same count, and the same
+    angles up to a common offset and a small refinement each, :data:`IMOD_ANGLE_TOLERANCE`), or
+    :class:`SidecarConflict` says so: e.g. a ``.tlt`` sorted by angle beside a stack and
+    ``.rawtlt`` in acquisition order.
     """
     path = Path(path)
     found = [candidate for candidate in (path.with_name(p.format(stem=path.stem)) for p in SIDECAR_PATTERNS)
@@ -114,10 +116,16 @@ def find_angle_file(path) -> Path | None:
     imod = {candidate.suffix.lower(): candidate for candidate in found if candidate.suffix.lower() in (".tlt", ".rawtlt")}
     if len(imod) == 2:
         tlt, raw = read_angles(imod[".tlt"]), read_angles(imod[".rawtlt"])
-        differ = tlt.shape != raw.shape or np.max(np.abs(tlt - raw)) > IMOD_ANGLE_TOLERANCE
-        if differ:
-            detail = (f"{len(tlt)} against {len(raw)} angles" if tlt.shape != raw.shape else
-                      f"by up to {np.max(np.abs(tlt - raw)):.1f}° (projection {int(np.argmax(np.abs(tlt - raw)))})")
+        offset_limit, angle_limit = IMOD_ANGLE_TOLERANCE
+        if tlt.shape != raw.shape:
+            detail = f"{imod['.tlt'].name} holds {len(tlt)} angles, {imod['.rawtlt'].name} {len(raw)}"
+        else:
+            difference = tlt - raw
+            offset = float(np.median(difference))
+            off = np.abs(difference - offset)
+            detail = (f"by up to {off.max():.1f}° (projection {int(np.argmax(off))})" if off.max() > angle_limit
+                      else f"by {offset:.1f}° throughout" if abs(offset) > offset_limit else "")
+        if detail:
             raise SidecarConflict(f"{imod['.tlt'].name} and {imod['.rawtlt'].name} beside {path.name} disagree "
                                   f"({detail}): give the one whose order matches the images with --angles")
         if path.suffix.lower() == ".st":
