@@ -72,7 +72,7 @@ def test_run_writes_every_result(simulated, tmp_path, capsys):
     rms = np.sqrt(np.mean(np.sum(np.square(shifts), axis=1)))
     assert 1 < rms < 5  # the simulator shifts by up to ±3 px
     assert re.search(rf"^Alignment: aligned series kept: .*; tilt axis {axis + 0.0:.1f}° \(the data cannot tell it "
-                     rf"from .*°, which gives the mirror image\); --tilt-axis chooses, rms shift {rms:.1f} px$", printed,
+                     rf"from .*°, which gives the mirror image: --tilt-axis chooses\), rms shift {rms:.1f} px$", printed,
                      re.MULTILINE)
     assert set(report["refinement"]["precision_pm"]) == {"Fe", "Pt"}
     assert "Position precision (half sets, noise only): Fe" in printed
@@ -113,7 +113,7 @@ def test_the_alignment_line_says_what_the_alignment_did():
     kept = {**measured, "check": {"accepted": True, "reason": "aligned series kept: better"}}
     assert alignment_line({"parameters": {"align": True}, "alignment": kept}) == (
         "aligned series kept: better; tilt axis 29.8° (the data cannot tell it from -150.2°, which gives the "
-        "mirror image); --tilt-axis chooses, rms shift 3.5 px")
+        "mirror image: --tilt-axis chooses), rms shift 3.5 px")
     mirrored = {**kept, "tilt_axis": {"used": -95.0, "given": None}}
     assert "tilt axis -95.0° (the data cannot tell it from 85.0°" in alignment_line(
         {"parameters": {"align": True}, "alignment": mirrored})

@@ -385,12 +385,14 @@ def _refine_tilt_axis(signal, series: TiltSeries, step=0.25, iterations=50, prog
     return (float(root) if accepted else series.tilt_axis), TiltAxisRefinement(angles, np.array(rotations), accepted)
 
 
-def describe_tilt_axis(angle: float, decimals=1) -> str:
+def describe_tilt_axis(angle: float, decimals=1, choose="") -> str:
     """"tilt axis a° (…)" for a person: a (degrees from the image y axis) and the direction 180°
-    away, which fits the data as well and gives the mirror-image particle (docs/alignment.md)."""
+    away, which fits the data as well and gives the mirror-image particle (docs/alignment.md);
+    ``choose`` says how to pick the other one."""
     other = angle - 180.0 if angle > 0 else angle + 180.0
     return (f"tilt axis {round(angle, decimals) + 0.0:.{decimals}f}° (the data cannot tell it from "
-            f"{round(other, decimals) + 0.0:.{decimals}f}°, which gives the mirror image)")
+            f"{round(other, decimals) + 0.0:.{decimals}f}°, which gives the mirror image"
+            + (f": {choose}" if choose else "") + ")")
 
 
 def estimate_tilt_axis(series: TiltSeries, *, search=90.0, progress=None) -> tuple[float, float]:
