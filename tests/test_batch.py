@@ -237,16 +237,33 @@ def test_rebuilding_a_study_keeps_its_hand_edits(study):
     project = load_project(out / "p1" / "study.aet")
     project.time_points[1].edits = [{"action": "delete", "index": 3}]
     save_project(out / "p1" / "study.aet", project)
-    _, kept = build_study(out / "p1", ["0", "30"])
-    assert list((out / "p1").glob("study.edited-*.aet")) == [kept]
+    _, kept, carried = build_study(out / "p1", ["0", "30"])
+    assert list((out / "p1").glob("study.edited-*.aet")) == [kept] and carried == ["30"]
     assert load_project(kept).time_points[1].edits == [{"action": "delete", "index": 3}]
     rebuilt = load_project(out / "p1" / "study.aet")  # time 30 did not run again: its edits carried over
     assert [p.edits for p in rebuilt.time_points] == [[], [{"action": "delete", "index": 3}]]
     assert rebuilt.provenance["particle"] == "p1"
     os.utime(out / "p1" / "30" / "project.aet")  # now its series ran again: the new result, edits in the copy
-    _, kept_again = build_study(out / "p1", ["0", "30"])
-    assert [p.edits for p in load_project(out / "p1" / "study.aet").time_points] == [[], []]
+    _, kept_again, carried = build_study(out / "p1", ["0", "30"])
+    assert [p.edits for p in load_project(out / "p1" / "study.aet").time_points] == [[], []] and carried == []
     assert load_project(kept_again).time_points[1].edits == [{"action": "delete", "index": 3}]
+
+
+def test_rebuilding_a_study_keeps_edits_napari_only_autosaved(study):
+    """Edits made in napari and not saved (napari killed) live in study.edits.aet: a rebuild reads
+    the study as napari opens it, carries them and keeps a copy."""
+    from napari_aet.batch import build_study
+    from napari_aet.project import Project, TimePoint, save_project
+    from napari_aet.session import autosave_paths
+
+    out, *_ = study
+    _, edits_path = autosave_paths(out / "p1" / "study.aet")
+    point = load_project(out / "p1" / "study.aet").time_points[0]
+    hand_made = TimePoint(point.name, atoms=point.atoms, edits=[{"action": "delete", "index": 7}], stages=point.stages)
+    save_project(edits_path, Project([hand_made]))
+    _, kept, carried = build_study(out / "p1", ["0", "30"])
+    assert carried == ["0"] and load_project(kept).time_points[0].edits == [{"action": "delete", "index": 7}]
+    assert load_project(out / "p1" / "study.aet").time_points[0].edits == [{"action": "delete", "index": 7}]
 
 
 def test_study_progress_shows_series_done_and_stages_in_flight():

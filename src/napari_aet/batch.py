@@ -37,7 +37,7 @@ from .elements import parse_min_distance
 from .model import InputError, check_elements
 from .progress import ProgressCallback
 from .reconstruct import METHODS
-from .runs import RUN_OPTIONS, has_edits, keep_if_edited, run_to_directory
+from .runs import RUN_OPTIONS, edited_copy_path, keep_if_edited, run_to_directory
 
 #: Plan columns every row must give (besides any ``run`` option of :data:`RUN_OPTIONS`).
 REQUIRED = ("series", "elements", "particle", "time")
@@ -295,36 +295,44 @@ def skipped_summary(row: PlanRow, out_dir: Path) -> dict:
             "series": str(row.series), "wall_time_s": "", **_report_metrics(report)}
 
 
-def build_study(particle_dir, times) -> tuple[Path, Path | None]:
+def build_study(particle_dir, times) -> tuple[Path, Path | None, list[str]]:
     """``particle_dir/study.aet``: one project holding every time (in order) from
     ``particle_dir/<time>/project.aet``, each time point named by its time label (and timed by it
     when it is a number) with the record of its stages (so any stage can run again), and the
     particle's name in its provenance (``"particle"``: napari opens it as a study).
 
-    Hand edits are never lost: a time point the previous study.aet holds with edits (made in
-    napari) is carried into the new study as it was, unless its series ran again since (its
-    project.aet is newer); and a previous study.aet with edits is first kept under a new name.
-    Returns the study's path and that kept copy's (None if there was nothing to keep)."""
+    Hand edits are never lost: the previous study is read as napari opens it (with whatever its
+    autosaves hold that is newer, unsaved edits included); a time point it holds with edits is
+    carried into the new study as it was, unless its series ran again since (its project.aet is
+    newer than that study); and the previous study, if it held edits, is kept under a new name
+    first. Returns the study's path, that kept copy's (None if there was nothing to keep) and the
+    names of the time points carried over."""
     from .project import Project, load_project, provenance, save_project
+    from .session import StudySession, autosave_paths
 
     particle_dir = Path(particle_dir)
     study = particle_dir / "study.aet"
-    edited = {}
-    if study.exists() and has_edits(study):
-        edited = {point.name: point for point in load_project(study).time_points if point.edits}
-    points = []
+    found = [path for path in (study, *autosave_paths(study)) if path.exists()]
+    previous = StudySession.open(study).study if found else None
+    edited = {point.name: point for point in (previous.time_points if previous else []) if point.edits}
+    written = max((path.stat().st_mtime for path in found), default=0.0)
+    points, carried = [], []
     for label in times:
         project = particle_dir / label / "project.aet"
-        if label in edited and project.stat().st_mtime <= study.stat().st_mtime:
+        if label in edited and project.stat().st_mtime <= written:
             points.append(edited[label])  # edited in napari since the run: kept
+            carried.append(label)
             continue
         for point in load_project(project).time_points:
             point.name = label
             with contextlib.suppress(ValueError):  # a time in minutes, when the label is a number
                 point.time = float(label)
             points.append(point)
-    kept = keep_if_edited(study)
-    return save_project(study, Project(points, {**provenance("napari-aet batch"), "particle": particle_dir.name})), kept
+    kept = keep_if_edited(study) if edited else None
+    if edited and kept is None:  # the edits were only in its autosaves: a copy of them too
+        kept = save_project(edited_copy_path(study), previous)
+    saved = save_project(study, Project(points, {**provenance("napari-aet batch"), "particle": particle_dir.name}))
+    return saved, kept, carried
 
 
 def finish_particle(particle_dir, times, analyze_options=None) -> dict:
@@ -339,12 +347,12 @@ def finish_particle(particle_dir, times, analyze_options=None) -> dict:
                "step": "study+analyze+track" if len(times) >= 2 else "study", "series": "",
                "n_atoms": "", "r_factor": "", "status": "done", "error": ""}
     try:
-        _, kept = build_study(particle_dir, times)
+        _, kept, carried = build_study(particle_dir, times)
         if kept is not None:
-            summary["kept"] = str(kept)
+            summary["kept"], summary["carried"] = str(kept), carried
         if len(times) >= 2:
-            for label in times:
-                analyze_to_directory(particle_dir / label, particle_dir / label / "analysis",
+            for label in times:  # from the study: the hand edits it carries count
+                analyze_to_directory(particle_dir / "study.aet", particle_dir / label / "analysis", time=label,
                                      **(analyze_options or {}))
             track_to_directory([particle_dir / label / "analysis" for label in times], particle_dir / "tracks",
                                times=times)
@@ -578,8 +586,10 @@ def _run_plan(client, rows, pending, summaries, out_dir, force, topic, study, fu
         if summary["status"] == "failed":
             log(f"{summary['particle']} study steps failed: {summary['error']}")
         if summary.get("kept"):
-            log(f"{summary['particle']}: its study.aet held hand edits and is kept as {Path(summary['kept']).name}; "
-                "the new study.aet carries the edited time points that did not run again")
+            carried = ", ".join(summary["carried"])
+            log(f"{summary['particle']}: its study held hand edits and is kept as {Path(summary['kept']).name}; "
+                + (f"the new study.aet carries the edited time point(s) {carried}, which did not run again"
+                   if carried else "every edited time point ran again: the new study.aet starts afresh"))
     result = _in_plan_order(rows, summaries) + particle_rows
     write_summary(out_dir / "summary.csv", result)
     return result

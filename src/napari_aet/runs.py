@@ -99,19 +99,26 @@ def has_edits(project_path) -> bool:
     return any(point.edits for point in load_project(project_path).time_points)
 
 
-def keep_if_edited(path) -> Path | None:
-    """Rename the project ``path`` to ``<stem>.edited-<UTC time>.aet`` if it holds hand edits, so a
-    re-run cannot overwrite them; returns the new path (None if there was nothing to keep)."""
+def edited_copy_path(path) -> Path:
+    """A free name ``<stem>.edited-<UTC time>.aet`` beside project ``path`` for a copy of its hand edits."""
     path = Path(path)
-    if not path.exists() or not has_edits(path):
-        return None
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     for number in range(1000):
         kept = path.with_name(f"{path.stem}.edited-{stamp}{f'-{number}' if number else ''}{path.suffix}")
         if not kept.exists():
-            os.rename(path, kept)
             return kept
     raise InputError(f"cannot keep the hand-edited {path}: too many earlier copies beside it")
+
+
+def keep_if_edited(path) -> Path | None:
+    """Rename the project ``path`` to :func:`edited_copy_path` if it holds hand edits, so a re-run
+    cannot overwrite them; returns the new path (None if there was nothing to keep)."""
+    path = Path(path)
+    if not path.exists() or not has_edits(path):
+        return None
+    kept = edited_copy_path(path)
+    os.rename(path, kept)
+    return kept
 
 
 def check_output(out_dir, *, force=False) -> Path:
