@@ -111,8 +111,13 @@ def test_analyze_and_track_read_a_study_with_its_hand_edits(analysed, tmp_path, 
     save_project(tmp_path / "study.aet", Project([TimePoint("0", atoms=first), TimePoint("30", atoms=edited)]))
     assert main(["analyze", str(tmp_path / "study.aet"), "--out", str(tmp_path / "a")]) == 2
     assert "study.aet holds atoms at time point(s) 0, 30: choose one with --time" in error_line(capsys)
-    assert main(["analyze", str(tmp_path / "study.aet"), "--time", "30", "--out", str(tmp_path / "a")]) == 0
+    assert main(["analyze", str(tmp_path / "study.aet"), "--time", "30.0", "--out", str(tmp_path / "a")]) == 0
     assert len(pd.read_csv(tmp_path / "a" / "atoms.csv")) == len(second) - 2
+    (tmp_path / "run").mkdir()  # a run directory is never overwritten by an analysis
+    (tmp_path / "run" / "report.json").write_text("{}")
+    assert main(["analyze", str(tmp_path / "study.aet"), "--time", "0", "--out", str(tmp_path / "run")]) == 2
+    assert "holds a run's results (report.json): the analysis would replace its atoms.csv" in error_line(capsys)
+    assert not (tmp_path / "run" / "atoms.csv").exists()
     assert main(["track", str(tmp_path / "study.aet"), "--out", str(tmp_path / "t")]) == 0
     tracks = pd.read_csv(tmp_path / "t" / "tracks.csv")
     assert set(tracks.time) == {0, 30} and len(tracks[tracks.time == 30]) == len(second) - 2

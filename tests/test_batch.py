@@ -188,6 +188,7 @@ def test_plan_paths_options_and_toml(tmp_path):
     ("series,elements,particle,time\na.tif,Xx,p,0\n", "unknown element"),
     ("series,elements,particle,time,method\na.tif,Fe,p,0,sirt\n", "unknown method 'sirt'"),
     ("series,elements,particle,time,pixel_size\na.tif,Fe,p,0,-0.4\n", "row 1: pixel_size must be positive, got -0.4"),
+    ("series,elements,particle,time,refine_rounds\na.tif,Fe,p,0,-1\n", "row 1: refine_rounds must be 0 or more"),
     ("series,elements,particle,time\na.tif,Fe,p,0\nb.tif,Fe,Pt,p,5\n", 'row 2: more cells than the header has '
      'columns: quote a value that holds commas, e.g. "Fe,Pt"'),
     ('series,elements,particle,time,min_distance\na.tif,Fe,p,0,"Fe=2,Pt"\n', "expected PAIR=Å"),

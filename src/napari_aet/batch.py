@@ -187,6 +187,9 @@ def read_plan(path) -> list[PlanRow]:
         for name in ("pixel_size", "iterations"):
             if name in options and options[name] <= 0:
                 raise InputError(f"{where}: {name} must be positive, got {options[name]}")
+        for name in ("refine_iterations", "refine_rounds"):
+            if name in options and options[name] < 0:
+                raise InputError(f"{where}: {name} must be 0 or more, got {options[name]}")
         if options.get("method", METHODS[0]) not in METHODS:
             raise InputError(f"{where}: unknown method {options['method']!r}: expected one of {', '.join(METHODS)}")
         if options.get("background", "auto") not in ("auto", *BACKGROUNDS):

@@ -55,7 +55,7 @@ class PlotCanvas(QWidget):
             legend = ax.get_legend()
             if legend is not None:
                 legend.get_frame().set_facecolor(_BACKGROUND)
-                for text in legend.get_texts():
+                for text in (*legend.get_texts(), legend.get_title()):
                     text.set_color(_FOREGROUND)
         if relayout:  # a finished plot now: a draw left pending could outlive a closed widget
             self.canvas.draw()

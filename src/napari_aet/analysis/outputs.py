@@ -12,6 +12,7 @@ run leaves no half-written result (as :func:`napari_aet.pipeline.write_results`)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -69,6 +70,8 @@ def read_source(source, time=None) -> AtomModel:
         points = {p.name: p for p in load_project(path).time_points if p.atoms is not None}
         if time is None and len(points) == 1:
             time = next(iter(points))
+        with contextlib.suppress(ValueError, TypeError):  # "30.0" for the time point named "30"
+            time = next((name for name in points if float(name) == float(time)), time)
         if str(time) not in points:
             raise InputError(f"{path.name} holds atoms at time point(s) {', '.join(points) or 'none'}: "
                              + ("choose one with --time" if time is None else f"not at {time!r}"))
@@ -85,8 +88,13 @@ def read_source(source, time=None) -> AtomModel:
 
 @contextmanager
 def _staged(out_dir, last):
-    """A staging folder whose files move into ``out_dir`` on success (``last`` moved last)."""
+    """A staging folder whose files move into ``out_dir`` on success (``last`` moved last). A run
+    directory (holding report.json or project.aet) is refused: its atoms.csv would be replaced."""
     out_dir = Path(out_dir)
+    run_files = [name for name in ("report.json", "project.aet") if (out_dir / name).exists()]
+    if run_files:
+        raise InputError(f"{out_dir} holds a run's results ({', '.join(run_files)}): the analysis would replace "
+                         "its atoms.csv; choose another --out (e.g. a folder inside it)")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=out_dir))
