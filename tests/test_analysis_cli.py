@@ -125,6 +125,8 @@ def test_analyze_and_track_read_a_study_with_its_hand_edits(analysed, tmp_path, 
 
 @pytest.mark.parametrize("args, message", [
     (["track", "ONE", "--out", "OUT"], "at least two time points"),
+    (["track", "ONE", "TWO", "--times", "0,0", "--out", "OUT"], "time labels 0, 0 for 2 time points: give one"),
+    (["track", "ONE", "TWO", "--times", "0", "--out", "OUT"], "time labels 0 for 2 time points"),
     (["analyze", "NOELEMENT", "--out", "OUT"], "no element column"),
     (["analyze", "MISSING", "--out", "OUT"], "does not exist"),
     (["analyze", "RANDOM", "--out", "OUT", "--lattice", "fcc"], 'does not fit these atoms: only'),
@@ -136,7 +138,7 @@ def test_bad_input_is_one_line_and_status_2(analysed, tmp_path, capsys, args, me
     rng = np.random.default_rng(0)
     pd.DataFrame({**dict(zip("xyz", rng.uniform(-12, 12, (3, 600)))), "element": "Pt"}).to_csv(
         tmp_path / "random.csv", index=False)
-    names = {"ONE": str(outputs[0]), "NOELEMENT": str(tmp_path / "noelement.csv"),
+    names = {"ONE": str(outputs[0]), "TWO": str(outputs[1]), "NOELEMENT": str(tmp_path / "noelement.csv"),
              "MISSING": str(tmp_path / "missing.csv"), "RANDOM": str(tmp_path / "random.csv"),
              "OUT": str(tmp_path / "out")}
     assert main([names.get(a, a) for a in args]) == 2

@@ -197,8 +197,9 @@ def track_to_directory(sources, out_dir, *, times=None, max_distance=None, chang
     if len(sources) < 2:
         raise InputError(f"tracking needs at least two time points, got {len(sources)}")
     labels = list(range(len(sources))) if times is None else list(times)
-    if len(labels) != len(sources):
-        raise InputError(f"{len(labels)} time labels for {len(sources)} time points: give one per time point")
+    if len(labels) != len(sources) or len(set(map(str, labels))) != len(labels):
+        raise InputError(f"time labels {', '.join(map(str, labels))} for {len(sources)} time points: give one "
+                         "label per time point, each once")
     loaded = []
     for t, (source, time) in enumerate(sources):
         report(progress, 0.4 * t / len(sources), f"reading time {labels[t]}…")

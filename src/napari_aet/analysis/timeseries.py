@@ -50,7 +50,7 @@ def follow_particle(times, lattices, *, max_distance=None, change=0.1,
         raise InputError(f"time point(s) {missing} have not been analysed (no nucleus column)")
     transforms = [RigidTransform(np.eye(3), np.zeros(3), 0.0, len(times[0]), 1.0)]
     for t in range(1, len(times)):
-        report(progress, (t - 1) / (len(times) - 1) * 0.9, f"registering time {t} onto time 0…")
+        report(progress, (t - 1) / (len(times) - 1) * 0.9, f"registering time point {t + 1} of {len(times)} onto the first…")
         transforms.append(register_atoms(times[t], times[0], lattices[t], lattices[0]))
     report(progress, 0.9, "tracking sites and nuclei…")
     limit = 0.5 * lattices[0].r1 if max_distance is None else float(max_distance)
