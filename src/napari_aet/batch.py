@@ -310,13 +310,13 @@ def build_study(particle_dir, times) -> tuple[Path, Path | None, list[str]]:
     newer than that study); and the previous study, if it held edits, is kept under a new name
     first. Returns the study's path, that kept copy's (None if there was nothing to keep) and the
     names of the time points carried over."""
-    from .project import Project, load_project, provenance, save_project
+    from .project import Project, holds_edits, load_project, provenance, save_project
     from .session import StudySession, autosave_paths
 
     particle_dir = Path(particle_dir)
     study = particle_dir / "study.aet"
     found = [path for path in (study, *autosave_paths(study)) if path.exists()]
-    previous = StudySession.open(study).study if found else None
+    previous = StudySession.open(study).study if any(map(holds_edits, found)) else None
     edited = {point.name: point for point in (previous.time_points if previous else []) if point.edits}
     written = max((path.stat().st_mtime for path in found), default=0.0)
     points, carried = [], []
@@ -342,7 +342,7 @@ def finish_particle(particle_dir, times, analyze_options=None) -> dict:
     """A particle's study-level steps (a dask task): ``study.aet``, then with two or more times
     ``analyze`` each time (with ``analyze_options``: lattice, lattice_constant, min_nucleus) and
     ``track`` them. Returns its summary row."""
-    from .analysis.outputs import analyze_to_directory, track_to_directory
+    from .analysis.outputs import analyze_to_directory, study_atoms, track_to_directory
 
     start = time.perf_counter()
     particle_dir = Path(particle_dir)
@@ -354,9 +354,10 @@ def finish_particle(particle_dir, times, analyze_options=None) -> dict:
         if kept is not None:
             summary["kept"], summary["carried"] = str(kept), carried
         if len(times) >= 2:
-            for label in times:  # from the study: the hand edits it carries count
+            by_time = study_atoms(particle_dir / "study.aet")  # the hand edits it carries count; read once
+            for label in times:
                 analyze_to_directory(particle_dir / "study.aet", particle_dir / label / "analysis", time=label,
-                                     **(analyze_options or {}))
+                                     atoms=by_time[label], **(analyze_options or {}))
             track_to_directory([particle_dir / label / "analysis" for label in times], particle_dir / "tracks",
                                times=times)
     except Exception as exc:

@@ -186,6 +186,13 @@ def save_project(path, project: Project) -> Path:
     return path
 
 
+def holds_edits(path) -> bool:
+    """Whether the project file ``path`` holds hand edits (a time point with a non-empty ``edits``
+    log), read from the time points' attributes alone (no array is loaded)."""
+    with h5py.File(existing_file(path), "r") as handle:
+        return any(json.loads(group.attrs["edits"]) for group in handle["time_points"].values())
+
+
 def load_project(path) -> Project:
     """Read a project written by :func:`save_project`."""
     path = existing_file(path)

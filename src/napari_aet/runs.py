@@ -92,13 +92,6 @@ def existing_results(out_dir) -> list[str]:
     return [name for name in RESULT_FILES if (Path(out_dir) / name).exists()]
 
 
-def has_edits(project_path) -> bool:
-    """Whether the project file holds hand edits (a time point with a non-empty ``edits`` log)."""
-    from .project import load_project
-
-    return any(point.edits for point in load_project(project_path).time_points)
-
-
 def edited_copy_path(path) -> Path:
     """A free name ``<stem>.edited-<UTC time>.aet`` beside project ``path`` for a copy of its hand edits."""
     path = Path(path)
@@ -113,8 +106,10 @@ def edited_copy_path(path) -> Path:
 def keep_if_edited(path) -> Path | None:
     """Rename the project ``path`` to :func:`edited_copy_path` if it holds hand edits, so a re-run
     cannot overwrite them; returns the new path (None if there was nothing to keep)."""
+    from .project import holds_edits
+
     path = Path(path)
-    if not path.exists() or not has_edits(path):
+    if not path.exists() or not holds_edits(path):
         return None
     kept = edited_copy_path(path)
     os.rename(path, kept)

@@ -217,8 +217,8 @@ class DataWidget(QWidget):
             self.message.setText(f"⚠ {error}")
             return None
         point = self.session.point
-        unchanged = (point.raw is not None and point.raw.same_data(series)  # a placeholder pixel size confirmed
-                     and bool(point.raw.metadata.get("pixel_size_unknown")) == bool(info.get("pixel_size_unknown")))
+        unchanged = (point.raw is not None and point.raw.same_data(series)
+                     and not point.raw.metadata.get("pixel_size_unknown"))  # else the placeholder is confirmed now
         if elements is not None:
             self.elements.setText(",".join(elements))
             if list(elements) != point.parameters.get("elements"):

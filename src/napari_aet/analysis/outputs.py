@@ -49,11 +49,13 @@ def atoms_source(source) -> Path:
     return path
 
 
-def study_time_points(path) -> list[str]:
-    """The names of the time points of study ``path`` (``.aet``) that hold atoms, in study order."""
+def study_atoms(path) -> dict[str, AtomModel]:
+    """The real atoms (:func:`~napari_aet.model.real_atoms`, hand edits included) of each time point
+    of study ``path`` (``.aet``) that holds atoms, by time point name, in study order: one read."""
     from ..project import load_project
 
-    return [point.name for point in load_project(path).time_points if point.atoms is not None]
+    return {point.name: real_atoms(point.atoms) for point in load_project(path).time_points
+            if point.atoms is not None}
 
 
 def read_source(source, time=None) -> AtomModel:
@@ -63,11 +65,10 @@ def read_source(source, time=None) -> AtomModel:
     atoms, also in a table written by ``io.write_atoms``) are left out, as the Analyse step leaves
     them out."""
     from ..io import read_atoms
-    from ..project import load_project
 
     path = Path(source).expanduser()
     if path.suffix.lower() == ".aet":
-        points = {p.name: p for p in load_project(path).time_points if p.atoms is not None}
+        points = study_atoms(path)
         if time is None and len(points) == 1:
             time = next(iter(points))
         with contextlib.suppress(ValueError, TypeError):  # "30.0" for the time point named "30"
@@ -75,7 +76,7 @@ def read_source(source, time=None) -> AtomModel:
         if str(time) not in points:
             raise InputError(f"{path.name} holds atoms at time point(s) {', '.join(points) or 'none'}: "
                              + ("choose one with --time" if time is None else f"not at {time!r}"))
-        atoms = real_atoms(points[str(time)].atoms)
+        atoms = points[str(time)]
     elif time is not None:
         raise InputError(f"--time chooses a time point of a study (.aet); {path.name} is not one")
     else:
@@ -137,19 +138,21 @@ def write_analysis(analysis: Analysis, out_dir, input_columns=(), parameters=Non
     return summary
 
 
-def analyze_to_directory(source, out_dir, *, time=None, lattice="auto", lattice_constant=None, min_nucleus=13,
-                         progress: ProgressCallback = None) -> dict:
+def analyze_to_directory(source, out_dir, *, time=None, atoms=None, lattice="auto", lattice_constant=None,
+                         min_nucleus=13, progress: ProgressCallback = None) -> dict:
     """``napari-aet analyze``: analyse the atoms of ``source`` and write the files into ``out_dir``.
 
     source : an atoms CSV (x, y, z in Å, element; other columns kept), a directory holding
-    atoms.csv (a run directory), or a study (``.aet``; its time point ``time``, hand edits included). lattice : "auto", "fcc", "bcc" or "none" (amorphous; see
+    atoms.csv (a run directory), or a study (``.aet``; its time point ``time``, hand edits
+    included). atoms : those atoms when already read (e.g. :func:`study_atoms`: a study is read
+    once for all its time points). lattice : "auto", "fcc", "bcc" or "none" (amorphous; see
     :func:`~.analyze.choose_lattice`). Returns the summary (atoms, lattice, phase counts, nuclei,
     analyses run and skipped) with ``text``, a line for a person. When the order analysis cannot
     run on a lattice, everything else is written and then InputError says why.
     """
     if min_nucleus < 1:
         raise InputError(f"--min-nucleus must be at least 1, got {min_nucleus}")
-    atoms = read_source(source, time)
+    atoms = read_source(source, time) if atoms is None else atoms
     analysis = analyze_atoms(atoms, lattice=lattice, lattice_constant=lattice_constant, min_nucleus=min_nucleus,
                              progress=sub_progress(progress, 0, 0.9))
     summary = write_analysis(analysis, out_dir, input_columns=list(atoms.features),
@@ -161,11 +164,12 @@ def analyze_to_directory(source, out_dir, *, time=None, lattice="auto", lattice_
     return {**summary, "text": analysis.describe()}
 
 
-def load_analysis_inputs(source, time=None):
+def load_analysis_inputs(source, atoms=None):
     """Atoms (with ``nucleus``) and lattice (None: analysed without one) of one time point: read
-    from an ``analyze`` output, or analysed now when ``source`` is a run directory, an atoms file
-    or a study's time point ``time`` (:func:`read_source`)."""
-    atoms = read_source(source, time)
+    from an ``analyze`` output, or analysed now when ``source`` is a run directory or an atoms
+    file, or when its ``atoms`` are given (a study's time point, :func:`study_atoms`)."""
+    if atoms is None:
+        atoms = read_source(source)
     structure = Path(source) / "structure.json"
     if structure.is_file():
         record = json.loads(structure.read_text())
@@ -192,8 +196,8 @@ def track_to_directory(sources, out_dir, *, times=None, max_distance=None, chang
     sources = [(source, None) for source in sources]
     if len(sources) == 1 and Path(sources[0][0]).suffix.lower() == ".aet":
         study = sources[0][0]
-        names = study_time_points(study)
-        sources, times = [(study, name) for name in names], names if times is None else times
+        by_time = study_atoms(study)
+        sources, times = [(study, atoms) for atoms in by_time.values()], list(by_time) if times is None else times
     if len(sources) < 2:
         raise InputError(f"tracking needs at least two time points, got {len(sources)}")
     labels = list(range(len(sources))) if times is None else list(times)
@@ -201,9 +205,9 @@ def track_to_directory(sources, out_dir, *, times=None, max_distance=None, chang
         raise InputError(f"time labels {', '.join(map(str, labels))} for {len(sources)} time points: give one "
                          "label per time point, each once")
     loaded = []
-    for t, (source, time) in enumerate(sources):
+    for t, (source, atoms) in enumerate(sources):
         report(progress, 0.4 * t / len(sources), f"reading time {labels[t]}…")
-        loaded.append(load_analysis_inputs(source, time))
+        loaded.append(load_analysis_inputs(source, atoms))
     followed = follow_particle([atoms for atoms, _ in loaded], [lattice for _, lattice in loaded],
                                max_distance=max_distance, change=change, progress=sub_progress(progress, 0.4, 0.9))
     sites, nuclei, transforms = followed.sites, followed.nuclei, followed.transforms
