@@ -157,10 +157,15 @@ def test_review_queue_skips_undrawn_non_atoms(particle):
     assert edit.queue_step(atoms, None, 1) == (3, 0, 2)
 
 
-def test_unlock_is_logged(particle):
+def test_lock_and_unlock_are_logged_as_such(particle):
     locked = edit.set_locked(particle, [4, 6], True)
     assert locked.features["locked"][[4, 6]].all() and locked.features["edited"][[4, 6]].all()
-    assert [(e["action"], e["index"]) for e in edit.changes(particle, locked)] == [("relabel", 4), ("relabel", 6)]
+    assert [(e["action"], e["index"], e["label"]) for e in edit.changes(particle, locked)] == \
+        [("lock", 4, particle.species[4]), ("lock", 6, particle.species[6])]
+    positions = particle.positions.copy()
+    positions[3] += 0.5
+    moved = edit.mark_edited(AtomModel(positions, particle.species, particle.features), [3])
+    assert [e["action"] for e in edit.changes(particle, moved)] == ["move"]  # the move locks, unlogged
     free = edit.set_locked(locked, [6], False)
     assert not free.features["locked"][6] and free.features["edited"][6]  # still marked as touched
     (entry,) = edit.changes(locked, free)

@@ -227,7 +227,7 @@ def test_keys_label_lock_delete_add_and_undo_redo_each(editor):
     edits = [
         ("relabel", lambda: (select(5), key(viewer, other[species[5]][1]))),
         ("relabel", lambda: (select(6), key(viewer, "0"))),
-        ("relabel", lambda: (select(7), key(viewer, "L"))),  # confirming a label locks it
+        ("lock", lambda: (select(7), key(viewer, "L"))),  # confirming a label locks it
         ("unlock", lambda: (select(7), key(viewer, "L"))),
         ("delete", lambda: (select(8), key(viewer, "Delete"))),
         ("add", click_add),
@@ -313,7 +313,7 @@ def test_edits_and_their_undo_history_survive_kill_9(make_napari_viewer, tmp_pat
     script.write_text(EDIT_THEN_WAIT)
     process = subprocess.Popen([sys.executable, str(script), str(path)], stdout=subprocess.PIPE, text=True)
     try:
-        assert process.stdout.readline().strip() == "relabel"
+        assert process.stdout.readline().strip() == "lock"
     finally:
         os.kill(process.pid, signal.SIGKILL)
         process.wait(timeout=30)
@@ -321,7 +321,7 @@ def test_edits_and_their_undo_history_survive_kill_9(make_napari_viewer, tmp_pat
     reopened = StudySession.open(path)
     assert reopened.recovered
     assert labels(reopened.point.atoms)[5] == NON_ATOM and reopened.point.atoms.features["locked"][[5, 7]].all()
-    assert [(e["action"], e["index"]) for e in reopened.point.edits] == [("relabel", 5), ("relabel", 7)]
+    assert [(e["action"], e["index"]) for e in reopened.point.edits] == [("relabel", 5), ("lock", 7)]
     assert labels(StudySession(reopened.study).point.atoms).tolist()[:5] == labels(atoms).tolist()[:5]
 
     viewer = make_napari_viewer()

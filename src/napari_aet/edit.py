@@ -92,8 +92,9 @@ def changes(before: AtomModel, after: AtomModel, removed=(), *, tolerance=1e-6) 
 
     * ``{"action": "delete", "index": i, "position", "label"}`` — ``i`` indexes ``before``;
     * ``{"action": "move", "index": j, "old", "new"}`` — moved more than ``tolerance`` Å;
-    * ``{"action": "relabel", "index": j, "old", "new"}`` — the label changed, or was confirmed
-      (``old == new``) by locking the atom;
+    * ``{"action": "relabel", "index": j, "old", "new"}`` — the label changed;
+    * ``{"action": "lock", "index": j, "label"}`` — the atom was locked as it was (its label
+      confirmed; a move or relabel locks the atom without a lock entry);
     * ``{"action": "unlock", "index": j}`` — the atom was locked and is not any more;
     * ``{"action": "add", "index": j, "position", "label"}`` — ``j`` indexes ``after``;
 
@@ -104,10 +105,11 @@ def changes(before: AtomModel, after: AtomModel, removed=(), *, tolerance=1e-6) 
     old, new = kept[:n], np.arange(n)
     deleted = np.setdiff1d(np.arange(len(before)), old)
     shift = np.linalg.norm(after.positions[new] - before.positions[old], axis=1)
-    moved = np.flatnonzero(shift > tolerance)
+    moved = shift > tolerance
     old_labels, new_labels = labels(before), labels(after)
-    confirmed = ~flag(before, "locked")[old] & flag(after, "locked")[new]
-    relabelled = np.flatnonzero((old_labels[old] != new_labels[new]) | confirmed)
+    relabelled = old_labels[old] != new_labels[new]
+    locked = np.flatnonzero(~flag(before, "locked")[old] & flag(after, "locked")[new] & ~relabelled & ~moved)
+    moved, relabelled = np.flatnonzero(moved), np.flatnonzero(relabelled)
     unlocked = np.flatnonzero(flag(before, "locked")[old] & ~flag(after, "locked")[new])
     added = np.arange(n, len(after))
     time = utc_now()
@@ -118,6 +120,7 @@ def changes(before: AtomModel, after: AtomModel, removed=(), *, tolerance=1e-6) 
                for j in moved]
             + [{"action": "relabel", "index": int(j), "old": old_labels[old[j]], "new": new_labels[j],
                 "time": time} for j in relabelled]
+            + [{"action": "lock", "index": int(j), "label": new_labels[j], "time": time} for j in locked]
             + [{"action": "unlock", "index": int(j), "time": time} for j in unlocked]
             + [{"action": "add", "index": int(j), "position": xyz[1][j], "label": new_labels[j], "time": time}
                for j in added])
