@@ -269,6 +269,24 @@ def test_the_keys_work_whatever_layer_is_selected_while_the_editor_is_shown(edit
     assert len(widget.log) == logged and state(layer) == before
 
 
+def test_the_status_bar_names_the_editors_keys_not_napari_modes_they_replace(editor):
+    """napari's "use <2> for add points" where 2 labels an atom Pt: the hint names the editor's key."""
+    viewer, layer, widget, _ = editor
+    widget.show()
+    viewer.layers.selection.active = layer
+    key(viewer, "4")  # napari's key for pan/zoom (not the editor's: two elements): a mode change
+    assert layer.mode == "pan_zoom"
+    for shown in (layer.help, viewer.help):
+        assert "<1> Fe" in shown and "<2> Pt" in shown and "<0> non-atom" in shown and "<L> lock" in shown
+        assert "use <2>" not in shown and "use <3> for select points" in shown  # 3 is napari's still
+    volume = viewer.layers["reconstruction"]
+    viewer.layers.selection.active = volume
+    assert "<2> Pt" in viewer.help and "use <2> for transform" not in viewer.help
+    widget.hide()  # the keys unbound from the other layers: napari's hints back
+    assert "use <2> for transform" in volume.help and "<2> Pt" in layer.help
+    widget.close()
+
+
 EDIT_THEN_WAIT = """
 import sys, time
 import napari

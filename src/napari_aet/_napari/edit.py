@@ -44,6 +44,7 @@ from ..review import PLANES, class_average_slices, orthogonal_slices
 from ..undo import UndoStack, history_of, keep_history
 from ._base import LayerSelector, is_atoms, is_volume, layer_type, study_layer_name, study_tag
 from .classify import class_boundaries
+from .key_help import KeyHelp
 from ._plots import PlotCanvas
 from ._study import session_for
 
@@ -91,6 +92,7 @@ class EditWidget(QWidget):
         self.atoms_input.currentTextChanged.connect(self.watch)
         session_for(napari_viewer).changed.connect(self._on_study)
         self._elsewhere = []  # (viewer or layer, keys) bound while the editor is shown
+        self._key_help = KeyHelp(napari_viewer)  # the status bar's key hints, ours where we bind
         for event in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed):
             event.connect(self.watch)
             event.connect(self._bind_keys_elsewhere)
@@ -235,19 +237,29 @@ class EditWidget(QWidget):
         """While the editor is shown its keys work whatever layer is selected: they are bound on
         the viewer and on its layers besides the watched one (bound as long as it is watched),
         except Labels layers, whose own keys paint and undo painting. Hidden or closed, the
-        editor unbinds them there."""
+        editor unbinds them there. The status bar's key hints follow (:mod:`.key_help`)."""
         for target, keys in self._elsewhere:
             for key in keys:
                 target.bind_key(key, None)
         self._elsewhere = []
-        if self.layer is None or not self.isVisible():
+        self._key_help.clear()
+        if self.layer is None:
+            return
+        if not self.isVisible():
+            self._key_help.show([self.layer], self._key_hints())
             return
         keys = self._keys()
-        for target in (self.viewer, *(layer for layer in self.viewer.layers
-                                       if layer_type(layer) != "labels" and layer != self.layer)):
+        others = [layer for layer in self.viewer.layers if layer_type(layer) != "labels" and layer != self.layer]
+        for target in (self.viewer, *others):
             for key, action in keys.items():
                 target.bind_key(key, lambda _target, action=action: action(), overwrite=True)
             self._elsewhere.append((target, list(keys)))
+        self._key_help.show([self.layer, *others], self._key_hints())
+
+    def _key_hints(self) -> dict:
+        """The editor's keys as the status bar names them -> what they do."""
+        hints = {str(k + 1): name for k, name in enumerate(self._elements[:9])}
+        return {**hints, "0": NON_ATOM, "L": "lock", "N": "next ambiguous", "P": "previous", "Ctrl+Z": "undo"}
 
     # --- napari's edits ------------------------------------------------------------------------
     def _on_data(self, event):
