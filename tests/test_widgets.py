@@ -38,7 +38,7 @@ from napari_aet._napari.layers import (
     volume_layer,
 )
 from napari_aet.model import AtomModel, Reconstruction
-from napari_aet.reconstruct import RECOMMENDED
+from napari_aet.reconstruct import RECOMMENDED, lowest_r_free
 from napari_aet.simulate import adf_amplitudes, fcc_particle, simulate_tilt_series
 
 VOXEL = 0.4  # Å
@@ -404,6 +404,8 @@ def test_reconstruct_widget_genfire(make_napari_viewer, qtbot, tilt_series, trut
     assert widget.plot.has_data()
     assert "scaled" not in widget.message.text()  # the projections as they are, by default
     assert "smooth background removed" in widget.message.text()  # auto, for a particle
+    lowest = lowest_r_free(errors["r_free"])  # GENFIRE's R-free rises again in the last stages: named
+    assert lowest is not None and f"({lowest})" in widget.message.text()
     totals = widget.plot.figure.axes[-1]  # each projection's total over the mean, against its tilt
     assert totals.get_ylabel() == "total intensity / mean" and len(totals.lines[0].get_xdata()) == aligned.n_angles
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from .model import InputError, check_elements
 from .progress import ProgressCallback
+from .reconstruct import lowest_r_free
 
 #: The files a run writes; any of them in a directory means it holds results.
 RESULT_FILES = ("atoms.csv", "report.json", "project.aet", "reconstruction.mrc", "aligned.tif")
@@ -259,9 +260,9 @@ def summary_text(report) -> str:
     metrics = [f"final {name.replace('_', '-')} {recon[f'final_{key}']:.3f}"
                for key, name in (("r_factor", "R_factor"), ("r_free", "R_free"))
                if recon.get(f"final_{key}") is not None]
-    r_free = recon.get("errors_per_iteration", {}).get("r_free") or []
-    if len(r_free) > 1 and min(r_free) < r_free[-1] - 0.02:  # rising again in the highest-resolution stages
-        metrics.append(f"R-free lowest {min(r_free):.3f} at iteration {int(np.argmin(r_free)) + 1} of {len(r_free)}")
+    lowest = lowest_r_free(recon.get("errors_per_iteration", {}).get("r_free"))
+    if lowest:
+        metrics.append(lowest)
     if "half_set_fsc" in recon:
         metrics.append(f"half-set FSC resolution {recon['half_set_fsc']['resolution_A_at_0.143']:.2f} Å")
     removed = recon.get("background", {})

@@ -14,7 +14,7 @@ from ..background import BACKGROUNDS
 from ..geometry import euler_angles
 from ..model import InputError, Reconstruction
 from ..preprocess import relative_totals
-from ..reconstruct import METHODS, parameters, recommended_parameters
+from ..reconstruct import METHODS, lowest_r_free, parameters, recommended_parameters
 from ..reconstruct.extended import FILM_ITERATIONS, GEOMETRIES, background_for, film_parameters, resolve_geometry
 from ..reconstruct.genfire import RESOLUTION_SCHEDULES
 from ..reconstruct.gridding import fourier_coverage
@@ -216,6 +216,9 @@ class ReconstructWidget(StageWidget):
             f"{self._names['result']} (stopped at {recon.metadata['iterations_run']})"
         output = volume_layer(recon, name=name)
         summary = ", ".join(f"{k} {v[-1]:.4f}" for k, v in recon.errors.items() if v)
+        lowest = lowest_r_free(recon.errors.get("r_free"))
+        if lowest:
+            summary += f" ({lowest})"
         fsc = recon.metadata.get("fsc")
         if fsc is not None:
             output[1]["metadata"]["aet"]["fsc"] = fsc

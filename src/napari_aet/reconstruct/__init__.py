@@ -26,6 +26,7 @@ __all__ = [
     "IterationState",
     "fourier_coverage",
     "iterate",
+    "lowest_r_free",
     "parameters",
     "reconstruct",
     "to_reconstruction",
@@ -72,6 +73,16 @@ def iterate(series: TiltSeries, method="genfire", **params) -> Iterator[Iteratio
     """
     parameters(method, **params)
     return _ITERATORS[method](series, **params)
+
+
+def lowest_r_free(r_free, *, rise=0.02) -> str | None:
+    """"R-free lowest <value> at iteration <i> of <n>" when the R-free per iteration ``r_free``
+    ended more than ``rise`` above its lowest (GENFIRE's rises again in its highest-resolution
+    stages, benchmarks/RESULTS.md §3); None otherwise."""
+    r_free = np.asarray(r_free if r_free is not None else [], dtype=float)
+    if len(r_free) < 2 or r_free.min() >= r_free[-1] - rise:
+        return None
+    return f"R-free lowest {r_free.min():.3f} at iteration {int(np.argmin(r_free)) + 1} of {len(r_free)}"
 
 
 def _recordable(value):
