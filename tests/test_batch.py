@@ -4,6 +4,7 @@ the others, and the study opened in napari."""
 import csv
 import json
 import os
+import signal
 import time
 
 import numpy as np
@@ -371,8 +372,32 @@ def test_local_workers_are_single_threaded_quiet_and_without_dasks_malloc_trim(m
         (settings,) = client.run(lambda: [dask.config.get(f"distributed.{name}") for name in
                                           ("worker.profile.enabled", "admin.system-monitor.interval",
                                            "admin.tick.interval")]).values()
+        (on_ctrl_c,) = client.run(lambda: signal.getsignal(signal.SIGINT)).values()
     finally:
         _close(client, "none", True)
     assert environment == {"OMP_NUM_THREADS": "1", "MALLOC_TRIM_THRESHOLD_": None}
     assert settings == [False, "5s", "500ms"]
+    assert on_ctrl_c == signal.SIG_IGN  # a Ctrl-C on the terminal reaches only the batch
     assert dask.config.get("distributed.worker.profile.enabled")  # the caller's own settings untouched
+    assert dask.config.get("distributed.worker.multiprocessing-method") == "spawn"
+
+
+def test_a_ctrl_c_while_the_local_cluster_starts_stops_the_batch(monkeypatch):
+    """It was ignored (the batch ignored SIGINT while its workers started, so that they would)."""
+    import distributed
+
+    from napari_aet.batch import start_client
+
+    started = []
+
+    class CtrlCWhileStarting(distributed.LocalCluster):
+        def __init__(self, *args, **kwargs):
+            os.kill(os.getpid(), signal.SIGINT)  # as the terminal sends it, while the cluster starts
+            super().__init__(*args, **kwargs)
+            started.append(self)
+
+    monkeypatch.setattr(distributed, "LocalCluster", CtrlCWhileStarting)
+    with pytest.raises(KeyboardInterrupt):
+        start_client(workers=1)
+    (cluster,) = started
+    assert cluster.status.name == "closed"  # closed before the interrupt went on

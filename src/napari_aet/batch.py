@@ -431,23 +431,48 @@ def start_client(*, workers=None, scheduler=None):
         raise InputError(f"--workers must be 1 or more, got {workers}")
     import dask
 
-    with _ctrl_c_ignored(), dask.config.set(LOCAL_CLUSTER_CONFIG):
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
-                               silence_logs=logging.ERROR)
+    with dask.config.set({**LOCAL_CLUSTER_CONFIG, "distributed.worker.multiprocessing-method": "forkserver"}):
+        _start_forkserver()
+        with _ctrl_c_deferred() as interrupted:
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
+                                   silence_logs=logging.ERROR)
+    if interrupted.is_set():  # a Ctrl-C while the cluster started
+        cluster.close()
+        raise KeyboardInterrupt
     return Client(cluster)
 
 
-@contextmanager
-def _ctrl_c_ignored():
-    """Processes started inside inherit SIGINT ignored: a Ctrl-C on the terminal reaches only the
-    batch (which cancels the work and closes its cluster), not every worker with a traceback.
-    Only in the main thread, where signal handlers can be set."""
+def _start_forkserver():
+    """Start multiprocessing's fork server (with dask's preloads) with SIGINT ignored: the worker
+    processes forked from it ignore SIGINT too, so a Ctrl-C on the terminal reaches only the batch
+    (which cancels the work and closes its cluster), not every worker with a traceback. Spawned
+    workers would take the batch's own handler, reset by exec to Python's KeyboardInterrupt.
+    Ignored only in the main thread, where signal handlers can be set, for the ~0.2 s the server takes."""
+    import multiprocessing.forkserver
+
+    from distributed.utils import get_mp_context
+
+    get_mp_context()  # sets dask's preloads of the server
     if threading.current_thread() is not threading.main_thread():
-        yield
+        multiprocessing.forkserver.ensure_running()
         return
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        yield
+        multiprocessing.forkserver.ensure_running()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@contextmanager
+def _ctrl_c_deferred():
+    """An Event that Ctrl-C (SIGINT) sets inside, where it raises nothing (main thread only)."""
+    interrupted = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield interrupted
+        return
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.set())
+    try:
+        yield interrupted
     finally:
         signal.signal(signal.SIGINT, previous)
 
