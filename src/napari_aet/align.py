@@ -532,8 +532,7 @@ def _held_out_residual(signal, series: TiltSeries, iterations=10, smoothing=1.0)
     window = (slice(None), *_particle_window(_aligned_inside(series, signal != 0), margin=8))
     signal = ndimage.gaussian_filter(signal, (0, smoothing, smoothing))
     aligned = apply_alignment(series.replace(projections=signal)).projections[window]
-    order = np.argsort(series.angles)
-    halves = (order[0::2], order[1::2])
+    halves = series.half_sets()
     residual = np.empty(len(signal))
     for train, test in (halves, halves[::-1]):
         part = series.replace(projections=aligned[train], angles=series.angles[train],

@@ -126,20 +126,26 @@ def min_distance_table(elements, min_distance=None) -> np.ndarray:
 PIXELS_PER_MIN_DISTANCE = (1.0, 25.0)
 
 
-def check_pixel_size(pixel_size, elements, min_distance=None):
+#: Minimum distances (Å) of any elements, for a pixel-size check before the elements are known:
+#: an O–O pair (1.12 Å) and a Ce–O one (3.47 Å) bound those of :func:`min_distance_table`'s pairs.
+ANY_ELEMENTS_MIN_DISTANCES = np.array([1.12, 3.47])
+
+
+def check_pixel_size(pixel_size, elements=None, min_distance=None):
     """InputError when the pixel size ``pixel_size`` (Å) is almost surely in the wrong unit: the
     longest minimum distance of the elements' pairs (:func:`min_distance_table`, with the user's
-    ``min_distance``) under :data:`PIXELS_PER_MIN_DISTANCE`'s first value in pixels, or the shortest
-    over its second. A series in the wrong unit would otherwise run for hours or make atoms up."""
-    table = min_distance_table(elements, min_distance)
+    ``min_distance``; :data:`ANY_ELEMENTS_MIN_DISTANCES` while ``elements`` is None) under
+    :data:`PIXELS_PER_MIN_DISTANCE`'s first value in pixels, or the shortest over its second. A
+    series in the wrong unit would otherwise run for hours or make atoms up."""
+    table = ANY_ELEMENTS_MIN_DISTANCES if elements is None else min_distance_table(elements, min_distance)
+    atoms = "atoms" if elements is None else f"atoms of {','.join(check_elements(elements))}"
     low, high = PIXELS_PER_MIN_DISTANCE
     longest, shortest = float(table.max()) / float(pixel_size), float(table.min()) / float(pixel_size)
     if longest < low:
-        raise InputError(f"pixel size {pixel_size:g} Å: atoms of {','.join(check_elements(elements))} are "
-                         f"{table.max():.2f} Å apart at the most, {longest:.2f} pixels, too few to tell them "
-                         "apart; is the pixel size in Å (not nm or pm)?")
+        raise InputError(f"pixel size {pixel_size:g} Å: {atoms} are {table.max():.2f} Å apart at the most, "
+                         f"{longest:.2f} pixels, too few to tell them apart; is the pixel size in Å (not nm or pm)?")
     if shortest > high:
-        raise InputError(f"pixel size {pixel_size:g} Å: atoms {table.min():.2f} Å apart would be {shortest:.0f} "
+        raise InputError(f"pixel size {pixel_size:g} Å: {atoms} {table.min():.2f} Å apart would be {shortest:.0f} "
                          "pixels apart, far finer sampling than atomic resolution needs; is the pixel size in Å "
                          "(a value in nm is 10 times smaller)?")
 

@@ -55,6 +55,23 @@ def is_single_axis(angles) -> bool:
     return bool(np.allclose(m[:, 1], [0.0, 1.0, 0.0], atol=1e-12))
 
 
+def radians_suspected(angles) -> bool:
+    """Whether single tilt angles given in degrees look like radians: five or more, all within
+    ±π (+0.01) yet spanning more than 0.5 — a span of a few degrees holds no 3D information, a
+    span of a few radians is a whole tilt series."""
+    angles = np.asarray(angles, dtype=float)
+    return angles.ndim == 1 and len(angles) >= 5 and bool(np.all(np.abs(angles) <= np.pi + 0.01)) \
+        and float(np.ptp(angles)) > 0.5
+
+
+def radians_message(angles, source: str) -> str:
+    """What to tell the user when :func:`radians_suspected` (``source``: where the angles came from)."""
+    angles = np.asarray(angles, dtype=float)
+    return (f"the angles of {source} span only {np.ptp(angles):.2f}° ({angles.min():.2f} to {angles.max():.2f}): "
+            "are they in radians? napari-aet reads degrees (multiply by 57.2958); if they are degrees, a range "
+            "this narrow cannot give a 3D reconstruction")
+
+
 def in_plane_rotation(tilt_axis) -> np.ndarray:
     """2x2 matrix taking (u, v) with the tilt axis along v to image (x, y) when the tilt
     axis makes ``tilt_axis`` degrees with the image y axis (direction ``(sin a, cos a)``)."""

@@ -84,9 +84,11 @@ class TiltSeries:
     angles : degrees; ``(n,)`` single tilts about the tilt axis (any range, e.g. 0…177°
         or more than a half-turn; no two equal modulo 360°), or ``(n, 3)`` ZYZ
         Euler angles (phi, theta, psi) in GENFIRE's convention.
-    pixel_size : Å per pixel.
+    pixel_size : Å per pixel. Not given (None): 1 Å as a placeholder, flagged
+        ``metadata["pixel_size_unknown"]``, which no stage of the chain runs on.
     tilt_axis : in-plane direction of the tilt axis, degrees counter-clockwise from
-        the image y axis (0 = along image rows' direction, i.e. the y axis).
+        the image y axis (0 = the axis runs along y, down the image columns; direction
+        (x, y) = (sin a, cos a), docs/conventions.md).
     shifts : ``(n, 2)`` translations (dy, dx) in pixels that align each projection
         (applied with :func:`scipy.ndimage.shift`); zeros until alignment.
     metadata : free-form (source file, microscope, pre-processing records).
@@ -94,7 +96,7 @@ class TiltSeries:
 
     projections: np.ndarray
     angles: np.ndarray
-    pixel_size: float = 1.0
+    pixel_size: float | None = None
     tilt_axis: float = 0.0
     shifts: np.ndarray | None = None
     metadata: dict = field(default_factory=dict)
@@ -122,6 +124,8 @@ class TiltSeries:
             if len(np.unique(np.round(self.angles % 360.0, 6) % 360.0)) != n:
                 raise InputError("tilt angles contain duplicates (equal modulo 360°): each projection needs "
                                  "its own angle")
+        if self.pixel_size is None:
+            self.pixel_size, self.metadata = 1.0, {**self.metadata, "pixel_size_unknown": True}
         self.pixel_size = _positive("pixel size", self.pixel_size)
         self.tilt_axis = float(self.tilt_axis)
         if self.shifts is None:
@@ -140,6 +144,14 @@ class TiltSeries:
     @property
     def is_single_axis(self) -> bool:
         return self.angles.ndim == 1
+
+    def half_sets(self) -> tuple[np.ndarray, np.ndarray]:
+        """Indices of two interleaved halves: alternate projections in tilt order (θ of Euler
+        angles), so that each spans the whole range whatever the file's order (in a dose-symmetric
+        series' own order, alternate projections put every negative tilt in one half)."""
+        theta = self.angles if self.is_single_axis else self.angles[:, 1]
+        order = np.argsort(theta, kind="stable")
+        return order[0::2], order[1::2]
 
     def same_data(self, other: TiltSeries) -> bool:
         """Whether ``other`` holds the same projections, angles, pixel size, tilt axis and shifts

@@ -22,16 +22,11 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .elements import check_pixel_size
 from .model import AtomModel, InputError, Reconstruction, TiltSeries, check_elements, real_atoms, utc_now
 from .progress import ProgressCallback, report, sub_progress
 from .reconstruct import RECOMMENDED
 from .reconstruct import parameters as method_parameters
 from .refine import Refinement
-
-#: Fewest projections the chain accepts: the refinement checks its moves on 4 blocks of held-out
-#: views, 2 projections each at least (docs/refinement.md).
-MIN_PROJECTIONS = 8
 
 #: Share of the total progress bar given to each stage.
 STAGE_WEIGHTS = {"align": 0.15, "reconstruct": 0.45, "fsc": 0.1, "trace": 0.05, "classify": 0.05,
@@ -99,13 +94,10 @@ def run_pipeline(series: TiltSeries, elements, *, keep_spikes=False, align=True,
     from .reconstruct.extended import background_for, film_parameters, resolve_geometry
 
     elements = check_elements(elements)
-    check_pixel_size(series.pixel_size, elements, (trace_options or {}).get("min_distance"))
+    workflow.check_series(series, elements, (trace_options or {}).get("min_distance"))
     iterations = (reconstruct_options or {}).get("n_iterations")  # checked now, not after the alignment
     if iterations is not None and (int(iterations) != iterations or iterations < 1):
         raise InputError(f"reconstruction iterations must be a whole number of 1 or more, got {iterations}")
-    if series.n_angles < MIN_PROJECTIONS:
-        raise InputError(f"{series.n_angles} projections: a tomogram needs many views (AET series hold 30-70); "
-                         f"the chain needs at least {MIN_PROJECTIONS}")
     timings, parameters = {}, {"elements": list(elements), "keep_spikes": bool(keep_spikes), "align": bool(align),
                                "method": method, "seed": seed}
     bounds = np.cumsum([0.0, *STAGE_WEIGHTS.values()])

@@ -52,7 +52,8 @@ def half_set_precision(series: TiltSeries, atoms: AtomModel, *, elements=None, i
                        background_width=4.0, min_distance=None, progress=None) -> PositionPrecision:
     """Estimate the error of refined ``atoms`` (x, y, z Å about the rotation centre) from the tilt
     ``series`` they were refined against (its alignment included), by refining them again against
-    the even and the odd projections (:func:`napari_aet.refine.refine_atoms` with
+    the even and the odd projections in tilt order (:meth:`TiltSeries.half_sets`;
+    :func:`napari_aet.refine.refine_atoms` with
     ``complete_rounds=0``, ``validate_moves=False`` and the given ``iterations``, ``width_every``,
     ``background_width`` and ``min_distance``). Needs :data:`MIN_ANGLES` projections or more.
     Progress messages start "precision, half set 1 of 2: " (then 2 of 2), so that the half-set
@@ -65,10 +66,10 @@ def half_set_precision(series: TiltSeries, atoms: AtomModel, *, elements=None, i
     options = {"elements": elements, "iterations": iterations, "width_every": width_every,
                "background_width": background_width, "min_distance": min_distance, "complete_rounds": 0,
                "validate_moves": False}
-    halves = [refine_atoms(series.subset(slice(start, None, 2)), atoms, **options,
+    halves = [refine_atoms(series.subset(half), atoms, **options,
                            progress=sub_progress(progress, start / 2, (start + 1) / 2,
                                                  f"precision, half set {start + 1} of 2: ")).atoms.positions
-              for start in (0, 1)]
+              for start, half in enumerate(series.half_sets())]
     difference = (halves[0] - halves[1]) / 2
     fixed = np.zeros(len(atoms), bool)
     for name in ("locked", "placed"):

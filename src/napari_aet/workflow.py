@@ -61,6 +61,32 @@ def tilt_series_of(point: TimePoint) -> TiltSeries:
     return series
 
 
+#: Fewest projections the chain accepts (AET series hold 30-70): the refinement checks its moves on
+#: 4 blocks of held-out views, 2 projections each at least (docs/refinement.md).
+MIN_PROJECTIONS = 8
+
+
+def check_series(series: TiltSeries, elements=None, min_distance=None):
+    """InputError, before any work, for a tilt series the chain cannot use: a placeholder pixel size
+    (``metadata["pixel_size_unknown"]``: a file without one, or a :class:`TiltSeries` made without
+    it), fewer than :data:`MIN_PROJECTIONS` projections, single tilts that look like radians
+    (:func:`napari_aet.geometry.radians_suspected`), or a pixel size in the wrong unit for the
+    ``elements`` (any elements while None; :func:`napari_aet.elements.check_pixel_size`)."""
+    from .elements import check_pixel_size
+    from .geometry import radians_message, radians_suspected
+
+    if series.metadata.get("pixel_size_unknown"):
+        raise InputError("the pixel size is unknown (the file has none, or the TiltSeries was made without "
+                         "pixel_size; 1 Å is only a placeholder): give it in Å — the Data step's field, --pixel-size "
+                         "or TiltSeries(..., pixel_size=…) — every distance in Å depends on it")
+    if series.n_angles < MIN_PROJECTIONS:
+        raise InputError(f"{series.n_angles} projections: a tomogram needs many views (AET series hold 30-70); "
+                         f"the chain needs at least {MIN_PROJECTIONS}")
+    if series.is_single_axis and radians_suspected(series.angles):
+        raise InputError(radians_message(series.angles, "the tilt series"))
+    check_pixel_size(series.pixel_size, elements, min_distance)
+
+
 def _check_fresh(point: TimePoint, stage: str):
     """InputError if a result that ``stage`` reads is stale or missing."""
     states = status(point)
@@ -201,8 +227,8 @@ def align(point: TimePoint, method="automatic", *, background=None, subtract_bac
 
 def half_set_fsc(series: TiltSeries, method="genfire", *, progress: ProgressCallback = None,
                  **params) -> tuple[np.ndarray, np.ndarray]:
-    """FSC ``(frequency 1/Å, fsc)`` between reconstructions of the even and odd projections of an
-    aligned series (:func:`napari_aet.analysis.volume_metrics.fourier_shell_correlation`).
+    """FSC ``(frequency 1/Å, fsc)`` between reconstructions of the even and odd projections (in
+    tilt order, :meth:`TiltSeries.half_sets`) of an aligned series (:func:`napari_aet.analysis.volume_metrics.fourier_shell_correlation`).
 
     method, params : as for :func:`napari_aet.reconstruct.reconstruct`.
     """
@@ -211,9 +237,9 @@ def half_set_fsc(series: TiltSeries, method="genfire", *, progress: ProgressCall
 
     if series.n_angles < 4:
         raise InputError(f"half-set FSC needs at least 4 projections, got {series.n_angles}")
-    halves = [reconstruct_volume(series.subset(slice(start, None, 2)), method,
+    halves = [reconstruct_volume(series.subset(half), method,
                                  progress=sub_progress(progress, start / 2, (start + 1) / 2), **params)
-              for start in (0, 1)]
+              for start, half in enumerate(series.half_sets())]
     return fourier_shell_correlation(halves[0].volume, halves[1].volume, series.pixel_size)
 
 
@@ -425,9 +451,12 @@ def run_stage(point: TimePoint, stage: str, *args, progress: ProgressCallback = 
     if stage not in _RUNNERS:
         raise InputError(f"unknown stage {stage!r}: expected one of {', '.join(STAGES)}")
     _check_fresh(point, stage)
-    if point.raw is not None and point.raw.metadata.get("pixel_size_unknown"):
-        raise InputError(f"{stage}: the pixel size of {point.name!r} is unknown (the file has none; 1 Å is only "
-                         "a placeholder): enter it in the Data step first — every distance in Å depends on it")
+    if point.raw is not None and stage in ("align", "reconstruct"):  # the stages that read a tilt series first
+        try:
+            check_series(tilt_series_of(point) if stage == "reconstruct" else point.raw,
+                         point.parameters.get("elements"), options.get("min_distance"))
+        except InputError as error:
+            raise InputError(f"{stage} {point.name!r}: {error}") from None
     recorded = {}
     if stage in _DEFAULTS:  # defaults that depend on the study, recorded as used
         options, recorded = _DEFAULTS[stage](point, dict(options))

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..geometry import radians_message, radians_suspected
 from ..model import InputError
 from .files import atomic_write, existing_file
 
@@ -84,11 +85,8 @@ def read_angles(path) -> np.ndarray:
                          f"{angles[2, 0]:g} …, an index, not Euler angles: keep only the tilt angle column")
     if angles.ndim == 2 and not np.any(angles[:, [0, 2]]):  # (0, θ, 0) triples: single-axis tilts, alignable
         angles = angles[:, 1]
-    if angles.ndim == 1 and len(angles) >= 5 and np.all(np.abs(angles) <= np.pi + 0.01) \
-            and np.ptp(angles) > 0.5:
-        raise InputError(f"the angles of {path.name} span only {np.ptp(angles):.2f}° ({angles.min():.2f} to "
-                         f"{angles.max():.2f}): are they in radians? napari-aet reads degrees (multiply by "
-                         f"57.2958); if they are degrees, a range this narrow cannot give a 3D reconstruction")
+    if radians_suspected(angles):
+        raise InputError(radians_message(angles, path.name))
     return angles
 
 
