@@ -88,7 +88,8 @@ def test_too_few_projections_are_refused(truth):
 def test_the_refine_stage_records_the_estimate_in_the_study(truth, tmp_path):
     point = TimePoint("t0", raw=aligned_series(truth, 400.0).replace(shifts=np.zeros((len(ANGLES), 2)),
                                                                         tilt_axis=0.0))
-    point.aligned, point.atoms = point.raw, truth
+    workflow.adopt(point, "align", point.raw, "the simulator's alignment")
+    workflow.adopt(point, "classify", truth, "the simulator's atoms")
     refinement = workflow.refine(point, complete_rounds=0)
     assert set(refinement.precision) == {"Fe", "Pt"} and point.report["precision"] == refinement.precision
     assert np.all(np.isfinite(point.atoms.features["half_set_error"]))
@@ -97,7 +98,7 @@ def test_the_refine_stage_records_the_estimate_in_the_study(truth, tmp_path):
     assert kept.report["precision"] == refinement.precision
     np.testing.assert_allclose(kept.atoms.features["half_set_error"], point.atoms.features["half_set_error"])
 
-    point.atoms = truth
+    workflow.adopt(point, "classify", truth, "the simulator's atoms")
     skipped = workflow.refine(point, complete_rounds=0, precision=False)
     assert skipped.precision == {} and point.report["precision"] == {}
     assert "half_set_error" not in point.atoms.features

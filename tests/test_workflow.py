@@ -167,7 +167,7 @@ def test_a_minimum_distance_given_to_the_tracing_holds_for_the_refinement(point)
     workflow.run_stage(point, "trace")  # the physical table again, for both stages
     workflow.run_stage(point, "classify", "Fe,Pt")
     workflow.run_stage(point, "refine", complete_rounds=1, precision=False)
-    assert "min_distance" not in point.stages["refine"]["parameters"]
+    assert point.stages["refine"]["parameters"]["min_distance"] is None  # refine_atoms' default: the table
     real = point.atoms.positions[point.atoms.species != ""]
     assert cKDTree(real).query(real, k=2)[0][:, 1].min() < 2.9
 
@@ -209,3 +209,17 @@ def test_the_refinement_removes_the_background_the_reconstruction_removed(series
     with pytest.raises(InputError, match="background 'smoth' is unknown"):
         workflow.run_stage(point, "reconstruct", method="resire", n_iterations=2, background="smoth")
     assert np.count_nonzero(point.atoms.species != "") < 1.3 * np.count_nonzero(point.traced.species != "")
+
+
+def test_the_readmes_study_gives_the_atoms_run_pipeline_gives(series):
+    """The README's workflow example and run_pipeline on the same series: the same atoms, so the
+    study's defaults are the chain's (they differed: a 2.0 Å tracing distance, spikes kept, no
+    background removed)."""
+    point = TimePoint("9 min", raw=series, time=9.0, parameters={"elements": "Fe,Pt"})
+    for stage in ("align", "reconstruct", "trace", "classify", "refine"):
+        workflow.run_stage(point, stage, **({"n_iterations": 40} if stage == "reconstruct" else {}))
+    chain = run_pipeline(series, "Fe,Pt", reconstruct_options={"n_iterations": 40})
+    np.testing.assert_array_equal(point.atoms.positions, chain.atoms.positions)
+    np.testing.assert_array_equal(point.atoms.species, chain.atoms.species)
+    used = point.stages["trace"]["parameters"]
+    assert used["min_distance"] == pytest.approx(2.108, abs=0.01) and "threshold" in used  # defaults recorded

@@ -24,7 +24,6 @@ import numpy as np
 from . import __version__
 from .model import AtomModel, InputError, Reconstruction, TiltSeries, check_elements, real_atoms, utc_now
 from .progress import ProgressCallback, report, sub_progress
-from .reconstruct import RECOMMENDED
 from .reconstruct import parameters as method_parameters
 from .refine import Refinement
 
@@ -91,7 +90,6 @@ def run_pipeline(series: TiltSeries, elements, *, keep_spikes=False, align=True,
     from . import workflow
     from .preprocess import replace_spikes
     from .project import TimePoint
-    from .reconstruct.extended import background_for, film_parameters, resolve_geometry
 
     elements = check_elements(elements)
     workflow.check_series(series, elements, (trace_options or {}).get("min_distance"))
@@ -118,20 +116,18 @@ def run_pipeline(series: TiltSeries, elements, *, keep_spikes=False, align=True,
     if align:
         options = dict(align_options or {})
         parameters["align_options"] = options
-        timed("align", **options)
+        timed("align", **{"spikes": "keep", **options})  # replaced in the raw series already, unless kept
 
     options = {**(reconstruct_options or {})}
-    parameters["geometry"], parameters["edge_signal"] = resolve_geometry(workflow.tilt_series_of(point), geometry)
-    if parameters["geometry"] == "film":  # GENFIRE needs whole projections; an extended object needs real space
-        method = parameters["method"] = "resire"
-        options = {**film_parameters(workflow.tilt_series_of(point)), **options}
     if "seed" in method_parameters(method):
         options.setdefault("seed", seed)
-    options["background"] = background_for(parameters["geometry"], options.get("background", "auto"))
-    parameters["reconstruct_options"] = {**RECOMMENDED.get(method, {}), **options}
     if fsc:  # the half-set reconstructions are part of the stage (its timing includes them)
         stage_progress["reconstruct"] = sub_progress(progress, bounds[1], bounds[3])
-    reconstruction = timed("reconstruct", method=method, fsc=fsc, **options)
+    reconstruction = timed("reconstruct", method=method, geometry=geometry, fsc=fsc, **options)
+    parameters["method"], parameters["geometry"] = reconstruction.method, reconstruction.metadata["geometry"]
+    parameters["edge_signal"] = reconstruction.metadata["edge_signal"]
+    parameters["reconstruct_options"] = {k: v for k, v in point.stages["reconstruct"]["parameters"].items()
+                                         if k not in ("method", "geometry", "fsc")}
 
     options = dict(trace_options or {})  # min_distance: from the elements (workflow._trace_defaults)
     parameters["trace_options"] = options
@@ -143,11 +139,10 @@ def run_pipeline(series: TiltSeries, elements, *, keep_spikes=False, align=True,
 
     refinement = None
     if refine:
-        options = {"seed": seed, "background": parameters["reconstruct_options"]["background"],
-                   **(refine_options or {})}
-        parameters["refine_options"] = options
+        options = {"seed": seed, **(refine_options or {})}
         refinement = timed("refine", elements=elements, **options)
-        atoms = refinement.atoms
+        atoms = refinement.atoms  # the background removed: the reconstruction's, unless given
+        parameters["refine_options"] = {**options, "background": point.stages["refine"]["parameters"]["background"]}
 
     result = PipelineResult(series, workflow.tilt_series_of(point), reconstruction, atoms, point.traced, refinement,
                             stages=point.stages)

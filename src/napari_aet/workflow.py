@@ -15,13 +15,17 @@ refine         the tilt series, ``atoms``             ``atoms`` refined; ``trace
 analyse        ``atoms`` (the real ones)              ``analysis`` (atoms with order, nuclei, strain)
 =============  =====================================  =============================================
 
-Running a stage records its parameters and provenance and marks every later stage that had run
-"stale"; a stage refuses to read a stale result, so nothing downstream silently mixes old and
-new. Tracing again would replace hand-edited atoms: it refuses unless ``replace_edits=True``.
+Running a stage — ``run_stage(point, "trace", …)`` or its function, ``trace(point, …)``, the same —
+checks its inputs, records its parameters (the defaults it used included) and provenance and
+marks every later stage that had run "stale"; a stage refuses to read a stale result, so nothing
+downstream silently mixes old and new. Tracing again would replace hand-edited atoms: it refuses
+unless ``replace_edits=True``. A result made elsewhere enters a study with :func:`adopt`.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -150,6 +154,23 @@ def _last_replace(point: TimePoint) -> int:
 
 # --- the stages ------------------------------------------------------------------------------
 
+#: Each stage's function, run and recorded by :func:`run_stage` (filled by :func:`_stage`).
+_STAGE_FUNCTIONS = {}
+
+
+def _stage(name):
+    """Make the decorated function stage ``name``: calling it runs :func:`run_stage` (checks,
+    defaults from the study, the record), so the stage functions cannot change a study unrecorded."""
+    def decorate(function):
+        @functools.wraps(function)
+        def run(point: TimePoint, *args, progress: ProgressCallback = None, **options):
+            return run_stage(point, name, *args, progress=progress, **options)
+
+        _STAGE_FUNCTIONS[name] = function
+        return run
+    return decorate
+
+
 def preprocess_series(series: TiltSeries, *, spikes="keep", denoising="none", background="none", normalise=False,
                       progress: ProgressCallback = None) -> TiltSeries:
     """Optional pre-processing, in the order the noise model needs: single-pixel spikes replaced
@@ -182,8 +203,9 @@ class Alignment:
     aligned: TiltSeries
 
 
+@_stage("align")
 def align(point: TimePoint, method="automatic", *, background=None, subtract_background_from_result=False,
-          spikes="keep", denoising="none", normalise=False, progress: ProgressCallback = None,
+          spikes="replace", denoising="none", normalise=False, progress: ProgressCallback = None,
           **measure_options) -> Alignment:
     """Pre-process ``point.raw``, measure its alignment and apply it (into ``point.aligned``).
 
@@ -193,8 +215,6 @@ def align(point: TimePoint, method="automatic", *, background=None, subtract_bac
     background : removed ("none", "constant", "smooth") from a copy the shifts are measured on
         (default: align_auto's); ``subtract_background_from_result`` removes it from the result too.
     """
-    import inspect
-
     from .align import AlignmentReport, align_auto, center_of_mass_shifts, common_line_shifts, cross_correlation_shifts
     from .background import subtract_background
     from .projections import apply_alignment
@@ -222,6 +242,7 @@ def align(point: TimePoint, method="automatic", *, background=None, subtract_bac
     report(progress, 0.9, "applying the shifts")
     point.aligned = apply_alignment(measured)
     point.report["alignment"] = alignment_report.record()
+    report(progress, 1.0, "aligned")
     return Alignment(measured, alignment_report, point.aligned)
 
 
@@ -243,18 +264,25 @@ def half_set_fsc(series: TiltSeries, method="genfire", *, progress: ProgressCall
     return fourier_shell_correlation(halves[0].volume, halves[1].volume, series.pixel_size)
 
 
-def reconstruct(point: TimePoint, method="genfire", *, background="none", normalise=False, automatic_support=False,
-                fsc=False, stop=None, on_iteration=None, progress: ProgressCallback = None,
+@_stage("reconstruct")
+def reconstruct(point: TimePoint, method="genfire", *, geometry="auto", background="auto", normalise=False,
+                automatic_support=False, fsc=False, stop=None, on_iteration=None, progress: ProgressCallback = None,
                 **params) -> Reconstruction:
     """Reconstruct the point's tilt series (into ``point.reconstruction``).
 
     method, params : :func:`napari_aet.reconstruct.iterate`'s, over the method's recommended
         parameters.
+    geometry : "particle", "film" or "auto" (:func:`napari_aet.reconstruct.extended.resolve_geometry`:
+        a film when the high-tilt projections carry signal at their edges). A film is an extended
+        object: RESIRE over a region wider than the box (:func:`~napari_aet.reconstruct.extended.film_parameters`,
+        with those of ``params`` RESIRE takes). ``reconstruction.metadata`` records ``geometry``
+        and the measured ``edge_signal``.
     background : "constant" or "smooth" first removes the background estimated outside the
         particle (:func:`napari_aet.background.background_removed`: a detector offset, a support
         film; a particle's reconstruction would otherwise hold it as a uniform slab, and tracing
-        finds atoms in it), recorded in ``reconstruction.metadata["background"]``; "none" (a film
-        has no empty region to measure it in).
+        finds atoms in it); "none" (a film has no empty region to measure it in); "auto" (the
+        default): smooth for a particle, none for a film. Recorded in
+        ``reconstruction.metadata["background"]`` (``method`` the one removed).
     normalise : first scale every projection to the series' mean total intensity
         (:func:`napari_aet.preprocess.normalise_intensity`: an isolated particle scatters the same
         total at every tilt, so beam-current drift is undone; wrong for a film, whose path length
@@ -272,10 +300,17 @@ def reconstruct(point: TimePoint, method="genfire", *, background="none", normal
     from .preprocess import normalise_intensity
     from .reconstruct import RECOMMENDED, parameters
     from .reconstruct import reconstruct as reconstruct_volume
+    from .reconstruct.extended import background_for, film_parameters, resolve_geometry
     from .trace import particle_support
 
     series = tilt_series_of(point)
-    removed = {}
+    geometry, edge_signal = resolve_geometry(series, geometry)
+    if geometry == "film":  # GENFIRE needs whole projections; an extended object needs real space
+        taken = parameters("resire")
+        params = {**film_parameters(series, params.get("thickness")), **{k: v for k, v in params.items() if k in taken}}
+        method = "resire"
+    background = background_for(geometry, background)
+    removed = {"method": "none"}
     if background != "none":
         series, why_not = background_removed(series, background)
         levels = series.metadata.get("background", {}).get("levels")
@@ -296,8 +331,7 @@ def reconstruct(point: TimePoint, method="genfire", *, background="none", normal
                                  "resolution_A_at_0.143": float(resolution_from_fsc(frequency, correlation))}
     if normalise:
         recon.metadata["normalisation"] = series.metadata["normalisation"]
-    if removed:
-        recon.metadata["background"] = removed
+    recon.metadata.update(background=removed, geometry=geometry, edge_signal=edge_signal)
     point.reconstruction = recon
     return recon
 
@@ -327,9 +361,10 @@ def _trace_defaults(point: TimePoint, options: dict) -> tuple[dict, dict]:
 def _refine_defaults(point: TimePoint, options: dict) -> tuple[dict, dict]:
     """Refine's options with ``min_distance`` when not given (or None): the one given to the
     tracing of this point, if any (one number or pairs), else refine_atoms' physical table; and
-    ``background`` when not given: the one the reconstruction removed, if any."""
+    ``background`` when not given: the one the reconstruction removed, if any; ``elements``: the
+    classification's."""
     for name, stage, key in (("min_distance", "trace", "min_distance_given"),
-                             ("background", "reconstruct", "background")):
+                             ("background", "reconstruct", "background"), ("elements", "classify", "elements")):
         if options.get(name) is None:
             options.pop(name, None)
             given = point.stages.get(stage, {}).get("parameters", {}).get(key)
@@ -338,6 +373,7 @@ def _refine_defaults(point: TimePoint, options: dict) -> tuple[dict, dict]:
     return options, {}
 
 
+@_stage("trace")
 def trace(point: TimePoint, *, replace_edits=False, progress: ProgressCallback = None, **options):
     """Trace atoms in the point's reconstruction (into ``point.atoms``; ``traced`` cleared).
 
@@ -360,6 +396,7 @@ def trace(point: TimePoint, *, replace_edits=False, progress: ProgressCallback =
     return atoms
 
 
+@_stage("classify")
 def classify(point: TimePoint, elements, *, progress: ProgressCallback = None, **options):
     """Classify the species of ``point.atoms`` (locked labels kept), in place; what the result says
     against the element list goes to ``point.report["classify_warnings"]``
@@ -372,12 +409,13 @@ def classify(point: TimePoint, elements, *, progress: ProgressCallback = None, *
     return point.atoms
 
 
+@_stage("refine")
 def refine(point: TimePoint, *, elements=None, background="none", precision=True, progress: ProgressCallback = None,
            **options):
     """Refine ``point.atoms`` against the tilt series; ``traced`` keeps the input. Returns the
     :class:`~napari_aet.refine.Refinement` (its species heights, widths, error curves).
-    Through :func:`run_stage`, a ``min_distance`` not given is the one the tracing was given, and a
-    ``background`` not given the one the reconstruction removed.
+    A ``min_distance`` not given is the one the tracing was given, a ``background`` not given the
+    one the reconstruction removed, ``elements`` not given the classification's (:func:`_refine_defaults`).
 
     background : removed from the series first, as :func:`reconstruct` does ("none", "constant",
         "smooth"): a large background left in makes the refinement add atoms to explain it.
@@ -391,8 +429,6 @@ def refine(point: TimePoint, *, elements=None, background="none", precision=True
     from .precision import MIN_ANGLES, half_set_precision
     from .refine import refine_atoms
 
-    if elements is None:
-        elements = point.stages.get("classify", {}).get("parameters", {}).get("elements")
     series = background_removed(tilt_series_of(point), background)[0]
     estimate = precision and series.n_angles >= MIN_ANGLES
     refinement = refine_atoms(series, point.atoms, elements=elements,
@@ -418,6 +454,7 @@ def refined_series(point: TimePoint) -> TiltSeries:
     return background_removed(tilt_series_of(point), background)[0]
 
 
+@_stage("analyse")
 def analyse(point: TimePoint, *, progress: ProgressCallback = None, **options):
     """Lattice, chemical order, nuclei, structure and strain of ``point.atoms`` (the real atoms;
     :func:`napari_aet.analysis.analyze.analyze_atoms`); the analysed atoms go to ``point.analysis``
@@ -432,10 +469,6 @@ def analyse(point: TimePoint, *, progress: ProgressCallback = None, **options):
     return analysis
 
 
-_RUNNERS = {"align": align, "reconstruct": reconstruct, "trace": trace, "classify": classify, "refine": refine,
-            "analyse": analyse}
-
-
 #: Per stage: its options completed from the study before it runs, and what to record beside them.
 _DEFAULTS = {"trace": _trace_defaults, "refine": _refine_defaults}
 
@@ -448,7 +481,7 @@ def run_stage(point: TimePoint, stage: str, *args, progress: ProgressCallback = 
     :class:`~napari_aet.refine.Refinement`. On an error or a cancel the point is unchanged
     except for what the stage had finished writing (nothing, for every stage here).
     """
-    if stage not in _RUNNERS:
+    if stage not in _STAGE_FUNCTIONS:
         raise InputError(f"unknown stage {stage!r}: expected one of {', '.join(STAGES)}")
     _check_fresh(point, stage)
     if point.raw is not None and stage in ("align", "reconstruct"):  # the stages that read a tilt series first
@@ -460,12 +493,40 @@ def run_stage(point: TimePoint, stage: str, *args, progress: ProgressCallback = 
     recorded = {}
     if stage in _DEFAULTS:  # defaults that depend on the study, recorded as used
         options, recorded = _DEFAULTS[stage](point, dict(options))
+    if stage == "classify" and not args and "elements" not in options:
+        options["elements"] = point.parameters.get("elements")
     start = time.perf_counter()
-    result = _RUNNERS[stage](point, *args, progress=progress, **options)
-    parameters = {**options, **recorded}
+    result = _STAGE_FUNCTIONS[stage](point, *args, progress=progress, **options)
+    parameters = {**_used_defaults(stage, options), **options, **recorded}
     if stage == "reconstruct":  # what the method used, iterations run included
-        parameters.update(result.parameters, method=result.method)
+        parameters.update(result.parameters, method=result.method, geometry=result.metadata["geometry"],
+                          background=result.metadata["background"]["method"])
     if stage == "classify":
-        parameters["elements"] = list(check_elements(args[0] if args else options["elements"]))
+        parameters["elements"] = point.parameters["elements"] = list(check_elements(
+            args[0] if args else options["elements"]))
     record(point, stage, parameters, time.perf_counter() - start)
     return result
+
+
+#: The function whose own defaults a stage's options complete, besides the stage function's.
+_CORE_FUNCTIONS = {"align": ("align", "align_auto"), "trace": ("trace", "trace_atoms"),
+                   "classify": ("classify", "classify_atoms"), "refine": ("refine", "refine_atoms"),
+                   "analyse": ("analysis.analyze", "analyze_atoms")}
+#: Arguments that are not parameters of the result.
+_NOT_PARAMETERS = ("progress", "stop", "on_iteration")
+
+
+def _used_defaults(stage: str, options: dict) -> dict:
+    """The defaults ``stage`` used where ``options`` are silent: its function's keyword defaults and
+    those of the core function its options go to (align_auto's only for the "automatic" method)."""
+    import importlib
+
+    functions = [_STAGE_FUNCTIONS[stage]]
+    if stage in _CORE_FUNCTIONS and (stage != "align" or options.get("method", "automatic") == "automatic"):
+        module, name = _CORE_FUNCTIONS[stage]
+        functions.insert(0, getattr(importlib.import_module(f"napari_aet.{module}"), name))
+    defaults = {}
+    for function in functions:
+        defaults.update({name: parameter.default for name, parameter in inspect.signature(function).parameters.items()
+                         if parameter.default is not inspect.Parameter.empty and name not in _NOT_PARAMETERS})
+    return defaults

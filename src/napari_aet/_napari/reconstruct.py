@@ -15,7 +15,7 @@ from ..geometry import euler_angles
 from ..model import InputError, Reconstruction
 from ..preprocess import relative_totals
 from ..reconstruct import METHODS, lowest_r_free, parameters, recommended_parameters
-from ..reconstruct.extended import FILM_ITERATIONS, GEOMETRIES, background_for, film_parameters, resolve_geometry
+from ..reconstruct.extended import FILM_ITERATIONS, GEOMETRIES, resolve_geometry
 from ..reconstruct.genfire import RESOLUTION_SCHEDULES
 from ..reconstruct.gridding import fourier_coverage
 from ._base import StageWidget, is_support, is_tilt_series, time_point_name
@@ -159,13 +159,9 @@ class ReconstructWidget(StageWidget):
         self._geometry, _ = resolve_geometry(series, self.parameters.geometry.value)
         if self._geometry == "film" and self.parameters.method.value != "resire":
             self._show_film_method()  # "auto" found a film: the form shows what runs
-        method = self.parameters.method.value
-        params = self.method_parameters()
-        if self._geometry == "film":  # an extended object: RESIRE over a region wider than the box
-            params = {**film_parameters(series, params.get("thickness")), **(params if method == "resire" else {})}
-            method = "resire"
-        normalise = self.parameters.normalise.value
-        background = background_for(self._geometry, self.parameters.background.value)
+        method, geometry = self.parameters.method.value, self.parameters.geometry.value
+        params = self.method_parameters()  # a film: the workflow runs RESIRE over a region wider than the box
+        normalise, background = self.parameters.normalise.value, self.parameters.background.value
         takes_support = "support" in parameters(method)
         automatic_support = takes_support and self.support_input.currentText() == SUPPORT_CHOICES[1]
         support_layer = self.support_input.layer()
@@ -184,7 +180,8 @@ class ReconstructWidget(StageWidget):
                 shown[0] = time.monotonic()
 
         def job(progress):
-            recon = self.session.run("reconstruct", method=method, background=background, normalise=normalise,
+            recon = self.session.run("reconstruct", method=method, geometry=geometry, background=background,
+                                     normalise=normalise,
                                      automatic_support=automatic_support, fsc=with_fsc,
                                      stop=lambda: self.stop_requested, on_iteration=live, progress=progress, **params)
             series = workflow.tilt_series_of(self.session.point)
