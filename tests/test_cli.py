@@ -117,6 +117,11 @@ def test_the_alignment_line_says_what_the_alignment_did():
     mirrored = {**kept, "tilt_axis": {"used": -95.0, "given": None}}
     assert "tilt axis -95.0° (the data cannot tell it from 85.0°" in alignment_line(
         {"parameters": {"align": True}, "alignment": mirrored})
+    searched = list(np.arange(-90.0, 90.0, 3.0))  # an axis along image x, searched about 0°: a toss-up
+    for used, tie in ((-90.1, True), (89.9, True), (80.0, False), (29.8, False)):
+        line = alignment_line({"parameters": {"align": True},
+                               "alignment": {**kept, "tilt_axis": {"used": used, "given": None, "angles": searched}}})
+        assert ("at the edge of the range searched the two were a toss-up" in line) == tie, line
     rejected = {"tilt_axis": {"used": 27.0, "given": 27.0}, "shifts": shifts,
                 "check": {"accepted": False, "reason": "input kept: worse"}}
     assert alignment_line({"parameters": {"align": True}, "alignment": rejected}) == (

@@ -385,13 +385,31 @@ def _refine_tilt_axis(signal, series: TiltSeries, step=0.25, iterations=50, prog
     return (float(root) if accepted else series.tilt_axis), TiltAxisRefinement(angles, np.array(rotations), accepted)
 
 
-def describe_tilt_axis(angle: float, decimals=1, choose="") -> str:
+#: An estimated tilt axis this near (degrees) an end of the range searched is a toss-up with its
+#: mirror twin, which lies just beyond the other end.
+SEARCH_EDGE = 5.0
+
+
+def at_search_edge(angle: float, searched) -> bool:
+    """Whether the tilt axis ``angle`` (degrees) lies within :data:`SEARCH_EDGE` of an end of the
+    angles ``searched`` (the coarse search, :class:`TiltAxisSearch`'s ``angles``): a range ±90°
+    about the start leaves the answer's twin 180° away just outside it, so near an end the two
+    were nearly equally likely (an axis along image x, started from 0°)."""
+    searched = np.asarray(searched, dtype=float)
+    return searched.size > 1 and min(abs(angle - searched.min()), abs(angle - searched.max())) < SEARCH_EDGE
+
+
+def describe_tilt_axis(angle: float, decimals=1, choose="", searched=None) -> str:
     """"tilt axis a° (…)" for a person: a (degrees from the image y axis) and the direction 180°
     away, which fits the data as well and gives the mirror-image particle (docs/alignment.md);
-    ``choose`` says how to pick the other one."""
+    ``choose`` says how to pick the other one. With the angles ``searched``, an estimate at the
+    search's edge (:func:`at_search_edge`) is called a toss-up."""
     other = angle - 180.0 if angle > 0 else angle + 180.0
+    tie = searched is not None and at_search_edge(angle, searched)
     return (f"tilt axis {round(angle, decimals) + 0.0:.{decimals}f}° (the data cannot tell it from "
             f"{round(other, decimals) + 0.0:.{decimals}f}°, which gives the mirror image"
+            + ("; at the edge of the range searched the two were a toss-up, so check the particle's "
+               "handedness" if tie else "")
             + (f": {choose}" if choose else "") + ")")
 
 

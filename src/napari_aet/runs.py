@@ -326,7 +326,7 @@ def alignment_line(report) -> str | None:
     from .align import describe_tilt_axis
 
     axis_text = (f"tilt axis {axis['used'] + 0.0:.1f}° (given)" if axis.get("given") is not None else
-                 describe_tilt_axis(axis["used"], choose="--tilt-axis chooses"))
+                 describe_tilt_axis(axis["used"], choose="--tilt-axis chooses", searched=axis.get("angles")))
     measured = f"{axis_text}, rms shift {np.sqrt(np.mean(np.sum(shifts ** 2, axis=1))):.1f} px"
     check = alignment.get("check")
     if check is None:

@@ -121,7 +121,8 @@ class AlignWidget(StageWidget):
         verdict = f"{report.skipped}; " if report.skipped else "aligned: " if check is None else f"{check.reason}; "
         spikes = len(measured.metadata.get("spikes", []))
         replaced = f"{spikes} single-pixel spike(s) replaced; " if spikes else ""
-        axis = (describe_tilt_axis(measured.tilt_axis, 2, choose="the Data step's tilt axis chooses")
+        searched = report.tilt_axis.angles if report.tilt_axis is not None else None
+        axis = (describe_tilt_axis(measured.tilt_axis, 2, choose="the Data step's tilt axis chooses", searched=searched)
                 if self.values()["estimate_axis"] else f"tilt axis {measured.tilt_axis:.2f}°")
         self.show_done(f"{verdict}{replaced}{axis}, rms shift {rms:.2f} px; check the plots, then Apply or Discard")
 
