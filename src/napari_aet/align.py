@@ -405,6 +405,8 @@ def describe_tilt_axis(angle: float, decimals=1, choose="", searched=None) -> st
     ``choose`` says how to pick the other one. With the angles ``searched``, an estimate at the
     search's edge (:func:`at_search_edge`) is called a toss-up."""
     other = angle - 180.0 if angle > 0 else angle + 180.0
+    if round(other, decimals) == -180.0:  # the same direction as 180.0°: one spelling
+        other = 180.0
     tie = searched is not None and at_search_edge(angle, searched)
     return (f"tilt axis {round(angle, decimals) + 0.0:.{decimals}f}° (the data cannot tell it from "
             f"{round(other, decimals) + 0.0:.{decimals}f}°, which gives the mirror image"

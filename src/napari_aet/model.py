@@ -46,8 +46,8 @@ def check_elements(elements) -> tuple[str, ...]:
         raise InputError("no element given: expected symbols such as 'Fe,Pt'")
     unknown = [e for e in elements if e not in ATOMIC_NUMBERS]
     if unknown:
-        raise InputError(f"unknown element symbol(s) {', '.join(map(repr, unknown))}: "
-                         "expected chemical symbols such as Fe, Pt, Au")
+        raise InputError(f"unknown element symbol(s) {', '.join(map(repr, unknown))}: expected chemical symbols "
+                         f"such as Fe, Pt, Au, up to U (Z = 92; heavier elements are not in napari-aet's tables)")
     if len(set(elements)) != len(elements):
         raise InputError(f"element list {','.join(elements)} repeats a symbol")
     return tuple(sorted(elements, key=ATOMIC_NUMBERS.get))
