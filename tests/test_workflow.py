@@ -8,7 +8,9 @@ import pytest
 from scipy.spatial import cKDTree
 
 from napari_aet import workflow
+from napari_aet import edit
 from napari_aet.edit import relabel
+from napari_aet.undo import history_of
 from napari_aet.model import InputError, TiltSeries
 from napari_aet.pipeline import run_pipeline
 from napari_aet.project import Project, TimePoint, load_project, save_project
@@ -86,6 +88,30 @@ def test_the_study_route_checks_a_series_as_run_pipeline_does(series):
             assert point.aligned is None and point.reconstruction is None, what
         with pytest.raises(InputError, match=message):
             run_pipeline(bad, "Fe,Pt")
+
+
+def test_hand_edits_from_python_are_logged_kept_and_undoable(point):
+    """Move, delete, add and relabel through the API, as the napari editor edits: logged, undoable,
+    and kept from a new tracing (a deletion made with AtomModel.subset was lost to it)."""
+    workflow.run_stage(point, "classify", "Fe,Pt", seed=0)
+    start = point.atoms
+    target = start.positions[0] + [0.3, 0.0, 0.0]
+    steps = [(edit.move(start, [0], [target]), (), "move"),
+             (lambda: edit.delete(point.atoms, [1]), [1], "delete"),
+             (lambda: edit.add(point.atoms, [start.positions[1]], point.reconstruction), (), "add"),
+             (lambda: edit.relabel(point.atoms, [2], "Pt" if point.atoms.species[2] == "Fe" else "Fe"), (), "relabel")]
+    for after, removed, action in steps:
+        label_before = point.atoms.species[2]
+        entries = workflow.edit_atoms(point, after() if callable(after) else after, removed)
+        assert [e["action"] for e in entries] == [action] and point.edits[-1]["action"] == action
+    assert len(point.atoms) == len(start) and point.atoms.features["placed"][-1]
+    np.testing.assert_allclose(point.atoms.positions[0], target)
+    assert point.atoms.features["locked"][0] and point.atoms.species[-1] in ("Fe", "Pt")  # labelled on adding
+    with pytest.raises(InputError, match="hold hand edits"):
+        workflow.run_stage(point, "trace")
+    atoms, entry = history_of(point).undo(point.atoms)  # the relabel undone
+    assert entry["entries"][0]["action"] == "relabel" and atoms.species[2] == label_before
+    assert workflow.edit_atoms(point, point.atoms) == []  # nothing changed: nothing logged
 
 
 def test_tracing_again_never_silently_replaces_hand_edits(point):

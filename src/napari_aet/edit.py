@@ -8,8 +8,11 @@ Atoms a person moved or labelled carry ``edited=True`` and ``locked=True``, whic
 (:func:`place_atoms`) carries ``edited`` and ``placed``: refinement keeps it, while its label
 stays the classifier's until the person sets one. Every change between two versions of the
 atoms becomes an edit-log entry: a JSON-able dict with ``action`` ("delete", "move",
-"relabel", "unlock", "add"; "undo" and "redo" from :class:`napari_aet.undo.UndoStack`),
-``index`` and a UTC ``time``, so nothing edited is lost silently.
+"relabel", "lock", "unlock", "add"; "undo" and "redo" from :class:`napari_aet.undo.UndoStack`),
+``index`` and a UTC ``time``, so nothing edited is lost silently. From Python, :func:`move`,
+:func:`delete`, :func:`add` and :func:`relabel` make the edited model and
+:func:`napari_aet.workflow.edit_atoms` makes it a study's atoms, logged and undoable, as the
+napari editor does.
 """
 
 from __future__ import annotations
@@ -80,6 +83,47 @@ def move_class_boundary(atoms: AtomModel, lower: str, upper: str, old: float, ne
     crossed = np.isin(names, [lower, upper]) & (names != target) & ~flag(atoms, "locked") & \
         (intensity >= min(old, new)) & (intensity <= max(old, new))
     return relabel(atoms, np.flatnonzero(crossed), target, lock=False)
+
+
+def move(atoms: AtomModel, index, positions) -> AtomModel:
+    """A copy with atoms ``index`` at ``positions`` (``(len(index), 3)`` x, y, z Å), marked
+    ``edited`` and ``locked`` (Classify keeps their label, Refine their place)."""
+    index = np.atleast_1d(np.asarray(index, dtype=np.intp))
+    moved = atoms.positions.copy()
+    moved[index] = np.asarray(positions, dtype=float).reshape(len(index), 3)
+    return mark_edited(AtomModel(moved, atoms.species, atoms.features), index)
+
+
+def delete(atoms: AtomModel, index) -> AtomModel:
+    """A copy without atoms ``index`` (pass the same ``index`` as ``removed`` to :func:`changes`
+    or :func:`napari_aet.workflow.edit_atoms`)."""
+    return atoms.subset(np.setdiff1d(np.arange(len(atoms)), np.asarray(index, dtype=np.intp)))
+
+
+def add(atoms: AtomModel, positions, reconstruction: Reconstruction | None = None, *, snap=True) -> AtomModel:
+    """A copy with atoms appended at ``positions`` (``(n, 3)`` x, y, z Å), as the napari editor
+    adds them: moved onto the volume's nearest peak (:func:`snap_to_peak`, with a
+    ``reconstruction`` and ``snap``), then labelled by the classifier (:func:`place_atoms`).
+    Their other feature columns get False, NaN, 0 or "" by type."""
+    positions = np.asarray(positions, dtype=float).reshape(-1, 3)
+    if reconstruction is not None and snap:
+        positions = np.array([snap_to_peak(reconstruction, p) for p in positions]).reshape(-1, 3)
+    n = len(positions)
+    features = {name: np.concatenate([column, _blank(column, n)]) for name, column in atoms.features.items()}
+    grown = AtomModel(np.vstack([atoms.positions, positions]), np.append(atoms.species, [""] * n), features)
+    return place_atoms(grown, np.arange(len(atoms), len(atoms) + n), reconstruction)
+
+
+def _blank(column: np.ndarray, n: int) -> np.ndarray:
+    """``n`` empty values of ``column``'s type: False, NaN, 0 or ""."""
+    kind = np.asarray(column).dtype.kind
+    if kind == "b":
+        return np.zeros(n, bool)
+    if kind == "f":
+        return np.full(n, np.nan, column.dtype)
+    if kind in "iu":
+        return np.zeros(n, column.dtype)
+    return np.full(n, "", dtype=object)
 
 
 def changes(before: AtomModel, after: AtomModel, removed=(), *, tolerance=1e-6) -> list[dict]:

@@ -138,6 +138,28 @@ def adopt(point: TimePoint, stage: str, result, source: str):
     record(point, stage, {"source": source}, 0.0)
 
 
+def edit_atoms(point: TimePoint, after, removed=()) -> list[dict]:
+    """Make ``after`` the point's atoms as a hand edit, as the napari editor does: what changed is
+    logged in ``point.edits`` (:func:`napari_aet.edit.changes`: atoms matched by order, the
+    current atoms ``removed`` deleted, atoms beyond them added) and kept for undo
+    (``point.undo_history``); tracing again then refuses to replace them. Make ``after`` with
+    :func:`napari_aet.edit.move`, :func:`~napari_aet.edit.delete`, :func:`~napari_aet.edit.add`
+    or :func:`~napari_aet.edit.relabel`. Returns the log entries (none: nothing changed)."""
+    from .edit import append_to_log, changes
+    from .undo import history_of, keep_history
+
+    if point.atoms is None:
+        raise InputError(f"time point {point.name!r} has no atoms to edit: trace them first")
+    entries = changes(point.atoms, after, removed)
+    if entries:
+        history = history_of(point)
+        history.record(point.atoms, after, entries)
+        append_to_log(point.edits, entries)
+        point.atoms = after
+        keep_history(point, history)
+    return entries
+
+
 def has_hand_edits(point: TimePoint) -> bool:
     """Whether the current atoms hold hand edits (edited or locked atoms, or logged edits since
     the last trace)."""
