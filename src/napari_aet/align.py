@@ -751,8 +751,9 @@ def align_auto(series: TiltSeries, *, tilt_axis=None, axis_tolerance=1.0, precis
        one that no 3D rotation explains (:func:`_axis_rotation`; ``tilt_axis=None``), or the
        given angle (degrees), which is checked against the data: an angle more than
        ``axis_tolerance`` degrees from the common-line estimate raises :class:`InputError`;
-    2. centre of mass across the axis + common line along it (absolute, any shift size);
-    3. projection matching (``iterations``) across the axis, if ``projection_matching``
+    2. centre of mass across the axis + common line along it (absolute, any shift size; the
+       common line's sub-pixel search stops at ``precision`` px);
+    3. projection matching (``iterations`` rounds) across the axis, if ``projection_matching``
        (along the axis the common line is exact: profile invariance holds for any object);
     4. the rigid part of the centroid track and the tilt-axis offset are removed, so the
        centroid lies on the rotation centre and the axis through ``nx // 2``;

@@ -80,7 +80,8 @@ def _positive(name, value):
 class TiltSeries:
     """Projections of one particle at several orientations.
 
-    projections : float32 ``(n_angles, ny, nx)``, image rows = y, columns = x.
+    projections : float32 ``(n_angles, ny, nx)``, image rows = y, columns = x (a float32 array
+        given is kept, not copied: change it afterwards and the series changes with it).
     angles : degrees; ``(n,)`` single tilts about the tilt axis (any range, e.g. 0…177°
         or more than a half-turn; no two equal modulo 360°), or ``(n, 3)`` ZYZ
         Euler angles (phi, theta, psi) in GENFIRE's convention.

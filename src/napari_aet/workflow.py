@@ -399,8 +399,9 @@ def _refine_defaults(point: TimePoint, options: dict) -> tuple[dict, dict]:
 def trace(point: TimePoint, *, replace_edits=False, progress: ProgressCallback = None, **options):
     """Trace atoms in the point's reconstruction (into ``point.atoms``; ``traced`` cleared).
 
-    options : :func:`~napari_aet.trace.trace_atoms`'s (see :func:`_trace_defaults` for the
-    minimum distance). Refuses to replace atoms holding hand edits unless ``replace_edits``; then
+    options : :func:`~napari_aet.trace.trace_atoms`'s; ``min_distance`` not given: the shortest
+    physical distance between the study's elements (``point.parameters["elements"]``, set by
+    classify or given with the time point), trace_atoms' own while none are known. Refuses to replace atoms holding hand edits unless ``replace_edits``; then
     the replacement is logged in ``point.edits``.
     """
     from .edit import replacement
