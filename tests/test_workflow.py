@@ -11,7 +11,8 @@ from napari_aet import workflow
 from napari_aet import edit
 from napari_aet.edit import relabel
 from napari_aet.undo import history_of
-from napari_aet.model import InputError, TiltSeries
+from napari_aet.align import align_auto
+from napari_aet.model import InputError, Reconstruction, TiltSeries
 from napari_aet.pipeline import run_pipeline
 from napari_aet.project import Project, TimePoint, load_project, save_project
 from napari_aet.simulate import fcc_particle, simulate_tilt_series
@@ -88,6 +89,40 @@ def test_the_study_route_checks_a_series_as_run_pipeline_does(series):
             assert point.aligned is None and point.reconstruction is None, what
         with pytest.raises(InputError, match=message):
             run_pipeline(bad, "Fe,Pt")
+        given_aligned = TimePoint("t0", aligned=bad)  # an aligned series entered as such is checked too
+        with pytest.raises(InputError, match=message):
+            workflow.run_stage(given_aligned, "reconstruct")
+    euler = np.column_stack([np.zeros_like(angles), np.radians(angles), np.zeros_like(angles)])
+    with pytest.raises(InputError, match="are they in radians"):
+        workflow.run_stage(TimePoint("t0", raw=series.replace(angles=euler)), "reconstruct")
+    with pytest.raises(InputError, match="are they in radians"):
+        align_auto(series.replace(angles=np.radians(angles)))
+    known = TiltSeries(pixels, angles).replace(pixel_size=0.4)  # a placeholder corrected
+    assert "pixel_size_unknown" not in known.metadata
+
+
+def test_what_the_study_route_refuses_or_records_later(point, tmp_path):
+    """Tracing at a voxel size in the wrong unit, classifying without elements, a deletion not
+    named, a positional align method, pair keys of a minimum distance (a re-audit of the API)."""
+    for voxel in (0.05, 3.0):  # 2.0 Å is 40 or 0.67 voxels: nm or pm typed for Å
+        wrong = TimePoint("t0", reconstruction=Reconstruction(point.reconstruction.volume, voxel))
+        workflow.adopt(wrong, "reconstruct", wrong.reconstruction, "a file")
+        with pytest.raises(InputError, match="is the pixel size in Å"):
+            workflow.run_stage(wrong, "trace")
+    with pytest.raises(InputError, match="which elements"):
+        workflow.run_stage(point, "classify")
+    workflow.run_stage(point, "classify", "Fe,Pt")
+    with pytest.raises(InputError, match="pass the deleted atoms' indices"):
+        workflow.edit_atoms(point, edit.delete(point.atoms, [3]))
+    with pytest.raises(InputError, match="distinct indices"):
+        edit.delete(point.atoms, [len(point.atoms)])
+    aligned = TimePoint("t1", raw=point.raw)
+    workflow.run_stage(aligned, "align", "cross-correlation")
+    assert aligned.stages["align"]["parameters"]["method"] == "cross-correlation"
+    assert "projection_matching" not in aligned.stages["align"]["parameters"]  # align_auto's: not used
+    workflow.run_stage(point, "trace", min_distance={("Fe", "Pt"): 2.3}, replace_edits=True)
+    assert point.stages["trace"]["parameters"]["min_distance_given"] == {"Fe-Pt": 2.3}
+    save_project(tmp_path / "study.aet", Project([point]))  # JSON keys: text
 
 
 def test_hand_edits_from_python_are_logged_kept_and_undoable(point):

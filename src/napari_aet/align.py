@@ -23,7 +23,7 @@ import numpy as np
 from scipy import ndimage
 from skimage.registration import phase_cross_correlation
 
-from .geometry import Projector, in_plane_rotation
+from .geometry import Projector, in_plane_rotation, radians_message, radians_suspected
 from .model import InputError, TiltSeries
 from .projections import EDGE_SIGNAL_FILM, apply_alignment, border_level, edge_signal, pixel_coordinates
 from .background import background_removed, particle_mask
@@ -781,6 +781,8 @@ def align_auto(series: TiltSeries, *, tilt_axis=None, axis_tolerance=1.0, precis
     with ``check``, the :class:`AlignmentCheck`; all describe the alignment that was measured,
     kept or not. The projections are not modified.
     """
+    if series.is_single_axis and radians_suspected(series.angles):
+        raise InputError(radians_message(series.angles, "the tilt series"))
     skipped = _why_not_aligned(series)
     if skipped:
         report(progress, 1.0, skipped)

@@ -97,7 +97,10 @@ def move(atoms: AtomModel, index, positions) -> AtomModel:
 def delete(atoms: AtomModel, index) -> AtomModel:
     """A copy without atoms ``index`` (pass the same ``index`` as ``removed`` to :func:`changes`
     or :func:`napari_aet.workflow.edit_atoms`)."""
-    return atoms.subset(np.setdiff1d(np.arange(len(atoms)), np.asarray(index, dtype=np.intp)))
+    index = np.atleast_1d(np.asarray(index, dtype=np.intp))
+    if np.any((index < 0) | (index >= len(atoms))) or len(np.unique(index)) != len(index):
+        raise InputError(f"atoms to delete must be distinct indices from 0 to {len(atoms) - 1}, got {index.tolist()}")
+    return atoms.subset(np.setdiff1d(np.arange(len(atoms)), index))
 
 
 def add(atoms: AtomModel, positions, reconstruction: Reconstruction | None = None, *, snap=True) -> AtomModel:

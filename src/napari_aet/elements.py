@@ -60,6 +60,11 @@ def _pair_key(key) -> tuple[str, str]:
     return parts[0], parts[1]
 
 
+def pair_name(key) -> str:
+    """A pair key as text, "Fe-Pt" (from "Fe-Pt", ("Fe", "Pt") or "Pt" = "Pt-Pt")."""
+    return "-".join(_pair_key(key))
+
+
 #: Largest minimum distance (Å) accepted: nearest neighbours in solids lie within 1.5-3.5 Å.
 MAX_MIN_DISTANCE = 5.0
 

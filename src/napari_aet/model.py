@@ -162,8 +162,11 @@ class TiltSeries:
                         for name in ("angles", "shifts", "projections")))
 
     def replace(self, **changes) -> TiltSeries:
-        """A copy with some fields changed (arrays not copied unless given)."""
+        """A copy with some fields changed (arrays not copied unless given); a pixel size given
+        is known (``metadata["pixel_size_unknown"]`` dropped)."""
         changes.setdefault("metadata", dict(self.metadata))
+        if changes.get("pixel_size") is not None:
+            changes["metadata"] = {k: v for k, v in changes["metadata"].items() if k != "pixel_size_unknown"}
         return replace(self, **changes)
 
     def subset(self, index) -> TiltSeries:

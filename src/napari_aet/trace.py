@@ -16,7 +16,7 @@ from scipy import fft, ndimage
 from scipy.spatial import cKDTree
 from skimage.filters import threshold_otsu
 
-from .elements import enforce_min_distance
+from .elements import PIXELS_PER_MIN_DISTANCE, enforce_min_distance
 from .geometry import voxel_to_specimen
 from .model import AtomModel, InputError, Reconstruction
 from .progress import report, sub_progress
@@ -142,6 +142,10 @@ def trace_atoms(reconstruction: Reconstruction, *, min_distance=2.0, threshold=N
     voxel = reconstruction.voxel_size
     if not (np.isfinite(min_distance) and min_distance > 0):
         raise InputError(f"min_distance must be a positive number of Å, got {min_distance}")
+    low, high = PIXELS_PER_MIN_DISTANCE
+    if not low <= min_distance / voxel <= high:  # a voxel size in the wrong unit: hours of work, or atoms made up
+        raise InputError(f"min_distance {min_distance:g} Å is {min_distance / voxel:.2f} voxels of {voxel:g} Å: tracing "
+                         f"needs {low:g}-{high:g}; is the pixel size in Å (not nm or pm)?")
     report(progress, 0.0, "finding the particle support")
     if support is None:
         support = particle_support(volume, voxel_size=voxel)

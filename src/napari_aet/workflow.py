@@ -73,7 +73,7 @@ MIN_PROJECTIONS = 8
 def check_series(series: TiltSeries, elements=None, min_distance=None):
     """InputError, before any work, for a tilt series the chain cannot use: a placeholder pixel size
     (``metadata["pixel_size_unknown"]``: a file without one, or a :class:`TiltSeries` made without
-    it), fewer than :data:`MIN_PROJECTIONS` projections, single tilts that look like radians
+    it), fewer than :data:`MIN_PROJECTIONS` projections, tilts (θ of Euler angles) that look like radians
     (:func:`napari_aet.geometry.radians_suspected`), or a pixel size in the wrong unit for the
     ``elements`` (any elements while None; :func:`napari_aet.elements.check_pixel_size`)."""
     from .elements import check_pixel_size
@@ -86,8 +86,9 @@ def check_series(series: TiltSeries, elements=None, min_distance=None):
     if series.n_angles < MIN_PROJECTIONS:
         raise InputError(f"{series.n_angles} projections: a tomogram needs many views (AET series hold 30-70); "
                          f"the chain needs at least {MIN_PROJECTIONS}")
-    if series.is_single_axis and radians_suspected(series.angles):
-        raise InputError(radians_message(series.angles, "the tilt series"))
+    theta = series.angles if series.is_single_axis else series.angles[:, 1]  # Euler angles: their tilts θ
+    if radians_suspected(theta):
+        raise InputError(radians_message(theta, "the tilt series"))
     check_pixel_size(series.pixel_size, elements, min_distance)
 
 
@@ -150,6 +151,10 @@ def edit_atoms(point: TimePoint, after, removed=()) -> list[dict]:
 
     if point.atoms is None:
         raise InputError(f"time point {point.name!r} has no atoms to edit: trace them first")
+    if len(after) < len(point.atoms) - len(removed):
+        raise InputError(f"{len(point.atoms) - len(after)} fewer atoms than before but {len(removed)} given as "
+                         "removed: pass the deleted atoms' indices, edit_atoms(point, edit.delete(atoms, index), "
+                         "removed=index)")
     entries = changes(point.atoms, after, removed)
     if entries:
         history = history_of(point)
@@ -365,9 +370,11 @@ def _trace_defaults(point: TimePoint, options: dict) -> tuple[dict, dict]:
     are known. A mapping of pairs to Å overrides those pairs of that table. Also what to record
     beside them: a value given, as ``min_distance_given``, for the refinement
     (:func:`_refine_defaults`)."""
-    from .elements import min_distance_table
+    from .elements import min_distance_table, pair_name
 
     value = options.pop("min_distance", None)
+    if isinstance(value, Mapping):  # pairs named "Fe-Pt" in the record (JSON keys are text)
+        value = {pair_name(key): distance for key, distance in value.items()}
     recorded = {} if value is None else {"min_distance_given": value}
     if isinstance(value, Mapping):
         if not point.parameters.get("elements"):
@@ -507,20 +514,24 @@ def run_stage(point: TimePoint, stage: str, *args, progress: ProgressCallback = 
     if stage not in _STAGE_FUNCTIONS:
         raise InputError(f"unknown stage {stage!r}: expected one of {', '.join(STAGES)}")
     _check_fresh(point, stage)
-    if point.raw is not None and stage in ("align", "reconstruct"):  # the stages that read a tilt series first
+    if stage == "reconstruct" or (stage == "align" and point.raw is not None):  # they read a tilt series first
         try:
-            check_series(tilt_series_of(point) if stage == "reconstruct" else point.raw,
-                         point.parameters.get("elements"), options.get("min_distance"))
+            check_series(point.raw if stage == "align" else tilt_series_of(point), point.parameters.get("elements"),
+                         options.get("min_distance"))
         except InputError as error:
             raise InputError(f"{stage} {point.name!r}: {error}") from None
     recorded = {}
     if stage in _DEFAULTS:  # defaults that depend on the study, recorded as used
         options, recorded = _DEFAULTS[stage](point, dict(options))
-    if stage == "classify" and not args and "elements" not in options:
+    if stage == "classify" and not args and options.get("elements") is None:
         options["elements"] = point.parameters.get("elements")
+        if options["elements"] is None:
+            raise InputError(f"classify {point.name!r}: which elements? give them (run_stage(point, \"classify\", "
+                             "\"Fe,Pt\")) or with the time point (TimePoint(…, parameters={\"elements\": \"Fe,Pt\"}))")
     start = time.perf_counter()
     result = _STAGE_FUNCTIONS[stage](point, *args, progress=progress, **options)
-    parameters = {**_used_defaults(stage, options), **options, **recorded}
+    given = _given(stage, point, args, options)
+    parameters = {**_used_defaults(stage, given), **given, **recorded}
     if stage == "reconstruct":  # what the method used, iterations run included
         parameters.update(result.parameters, method=result.method, geometry=result.metadata["geometry"],
                           background=result.metadata["background"]["method"])
@@ -539,6 +550,20 @@ _CORE_FUNCTIONS = {"align": ("align", "align_auto"), "trace": ("trace", "trace_a
 _NOT_PARAMETERS = ("progress", "stop", "on_iteration")
 
 
+def _given(stage: str, point: TimePoint, args: tuple, options: dict) -> dict:
+    """The arguments given to ``stage``'s function by name (positional ones too; its ``**``
+    options merged in)."""
+    signature = inspect.signature(_STAGE_FUNCTIONS[stage])
+    given = {}
+    for name, value in signature.bind_partial(point, *args, **options).arguments.items():
+        kind = signature.parameters[name].kind
+        if kind is inspect.Parameter.VAR_KEYWORD:
+            given.update(value)
+        elif name != "point":
+            given[name] = value
+    return given
+
+
 def _used_defaults(stage: str, options: dict) -> dict:
     """The defaults ``stage`` used where ``options`` are silent: its function's keyword defaults and
     those of the core function its options go to (align_auto's only for the "automatic" method)."""
@@ -549,7 +574,8 @@ def _used_defaults(stage: str, options: dict) -> dict:
         module, name = _CORE_FUNCTIONS[stage]
         functions.insert(0, getattr(importlib.import_module(f"napari_aet.{module}"), name))
     defaults = {}
-    for function in functions:
+    for function in functions:  # a stage function's None defers to its core function's default
         defaults.update({name: parameter.default for name, parameter in inspect.signature(function).parameters.items()
-                         if parameter.default is not inspect.Parameter.empty and name not in _NOT_PARAMETERS})
+                         if parameter.default is not inspect.Parameter.empty and name not in _NOT_PARAMETERS
+                         and (parameter.default is not None or name not in defaults)})
     return defaults
