@@ -594,12 +594,45 @@ def check_alignment(before: TiltSeries, after: TiltSeries, *, threshold=2.0, bac
     return _consistency_check(signal, before, after, threshold, progress)
 
 
+#: Largest rms (px) by which an alignment's change of the shifts may depart from a rigid 3D
+#: translation of the particle and still count as one (:func:`_rigid_translation`).
+RIGID_TOLERANCE = 0.1
+
+
+def _rigid_translation(before: TiltSeries, after: TiltSeries):
+    """(x, y, z) px when ``after`` differs from ``before`` only by a rigid translation of the
+    particle — the same tilt axis (within 0.05°), shifts that change by ``x cos θ − z sin θ`` across
+    the axis and by ``y`` along it, within :data:`RIGID_TOLERANCE` rms — else None. Such an
+    alignment moves the origin and nothing else (a particle off the rotation centre in aligned
+    data), while resampling the projections smooths their noise, which would make it look more
+    consistent (docs/alignment.md)."""
+    if abs(after.tilt_axis - before.tilt_axis) > 0.05:
+        return None
+    a, t = np.deg2rad(before.tilt_axis), np.deg2rad(before.angles)
+    dy, dx = (after.shifts - before.shifts).T
+    across, along = dx * np.cos(a) - dy * np.sin(a), dx * np.sin(a) + dy * np.cos(a)
+    design = np.stack([np.cos(t), -np.sin(t)], axis=1)
+    (x, z), *_ = np.linalg.lstsq(design, across, rcond=None)
+    departure = np.concatenate([across - design @ (x, z), along - along.mean()])
+    if np.sqrt(np.mean(departure ** 2)) > RIGID_TOLERANCE:
+        return None
+    return float(x), float(along.mean()), float(z)
+
+
 def _consistency_check(signal, before, after, threshold, progress=None) -> AlignmentCheck:
     """:func:`check_alignment` on ``signal`` as from :func:`_signal`."""
     if len(signal) < 4:  # each held-out half needs two tilts to reconstruct from
         nan = float("nan")
         return AlignmentCheck(True, f"aligned series kept unchecked: {len(signal)} projections are too few to "
                               "hold half of them out", (nan, nan), (nan, nan), nan, nan, float(threshold))
+    translation = _rigid_translation(before, after)
+    if translation is not None:  # nothing to gain but a new origin, at the cost of resampling the noise
+        nan = float("nan")
+        reason = ("input kept: the alignment only moves the particle as a whole (by {:.2f}, {:.2f}, {:.2f} px along x, "
+                  "y, z), which its projections already agree on").format(*translation) \
+            if np.max(np.abs(translation)) >= 0.05 else "input kept: the alignment changed nothing"
+        report(progress, 1.0, reason)
+        return AlignmentCheck(False, reason, (nan, nan), (nan, nan), nan, nan, float(threshold))
     report(progress, 0.0, "checking the alignment: common line")
     lines = [_common_line_agreement(signal, s) for s in (before, after)]
     residuals = []
