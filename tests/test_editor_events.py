@@ -10,6 +10,7 @@ from qtpy.QtGui import QMouseEvent
 from qtpy.QtTest import QTest
 from qtpy.QtWidgets import QApplication
 
+from napari_aet import workflow
 from napari_aet._napari._base import show_layer, tag_as_study
 from napari_aet._napari._study import set_session
 from napari_aet._napari.edit import EditWidget
@@ -124,6 +125,7 @@ def view_slice_of(viewer, layer, index):
 
 def test_a_mouse_drag_is_logged_locked_and_undoable(editor):
     viewer, layer, widget, session = editor
+    workflow.record(session.point, "analyse", {}, 0.0)  # an analysis of the atoms before the edit
     atom = 20
     old = atoms_from_layer(layer).positions[atom]
     world = view_slice_of(viewer, layer, atom)
@@ -139,7 +141,7 @@ def test_a_mouse_drag_is_logged_locked_and_undoable(editor):
     np.testing.assert_allclose(layer.border_color[atom], LOCKED_BORDER)  # visibly marked
     assert layer.border_width[atom] > 0 and np.count_nonzero(layer.border_width) == 1
     np.testing.assert_allclose(session.point.atoms.positions[atom], move["new"])  # into the study
-    assert session.point.edits == widget.log
+    assert session.point.edits == widget.log and workflow.status(session.point)["analyse"] == "stale"
 
     key(viewer, "Z", CTRL)
     np.testing.assert_allclose(atoms_from_layer(layer).positions[atom], old, atol=1e-9)

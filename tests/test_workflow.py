@@ -129,6 +129,7 @@ def test_hand_edits_from_python_are_logged_kept_and_undoable(point):
     """Move, delete, add and relabel through the API, as the napari editor edits: logged, undoable,
     and kept from a new tracing (a deletion made with AtomModel.subset was lost to it)."""
     workflow.run_stage(point, "classify", "Fe,Pt", seed=0)
+    workflow.run_stage(point, "analyse")
     start = point.atoms
     target = start.positions[0] + [0.3, 0.0, 0.0]
     steps = [(edit.move(start, [0], [target]), (), "move"),
@@ -140,6 +141,7 @@ def test_hand_edits_from_python_are_logged_kept_and_undoable(point):
         entries = workflow.edit_atoms(point, after() if callable(after) else after, removed)
         assert [e["action"] for e in entries] == [action] and point.edits[-1]["action"] == action
     assert len(point.atoms) == len(start) and point.atoms.features["placed"][-1]
+    assert workflow.status(point)["analyse"] == "stale"  # made from the atoms before the edits
     np.testing.assert_allclose(point.atoms.positions[0], target)
     assert point.atoms.features["locked"][0] and point.atoms.species[-1] in ("Fe", "Pt")  # labelled on adding
     with pytest.raises(InputError, match="hold hand edits"):

@@ -143,7 +143,8 @@ def edit_atoms(point: TimePoint, after, removed=()) -> list[dict]:
     """Make ``after`` the point's atoms as a hand edit, as the napari editor does: what changed is
     logged in ``point.edits`` (:func:`napari_aet.edit.changes`: atoms matched by order, the
     current atoms ``removed`` deleted, atoms beyond them added) and kept for undo
-    (``point.undo_history``); tracing again then refuses to replace them. Make ``after`` with
+    (``point.undo_history``); tracing again then refuses to replace them, and an analysis made
+    before is stale. Make ``after`` with
     :func:`napari_aet.edit.move`, :func:`~napari_aet.edit.delete`, :func:`~napari_aet.edit.add`
     or :func:`~napari_aet.edit.relabel`. Returns the log entries (none: nothing changed)."""
     from .edit import append_to_log, changes
@@ -161,8 +162,15 @@ def edit_atoms(point: TimePoint, after, removed=()) -> list[dict]:
         history.record(point.atoms, after, entries)
         append_to_log(point.edits, entries)
         point.atoms = after
+        mark_edited_atoms_stale(point)
         keep_history(point, history)
     return entries
+
+
+def mark_edited_atoms_stale(point: TimePoint):
+    """After a hand edit of the atoms: an analysis made from them before is stale."""
+    if "analyse" in point.stages:
+        mark_stale_from(point, "analyse")
 
 
 def has_hand_edits(point: TimePoint) -> bool:

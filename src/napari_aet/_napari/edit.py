@@ -22,6 +22,7 @@ import numpy as np
 from matplotlib.widgets import SpanSelector
 from qtpy.QtWidgets import QGridLayout, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
+from .. import workflow
 from ..atom_labels import NON_ATOM, labels, model_elements
 from ..edit import (
     append_to_log,
@@ -412,6 +413,7 @@ class EditWidget(QWidget):
         if self.in_study():
             point = self.session.point
             point.atoms, point.edits = atoms, list(self.log)
+            workflow.mark_edited_atoms_stale(point)
             keep_history(point, self.history)
             self.session.edited()
         self._show_status(atoms)
