@@ -433,7 +433,7 @@ def start_client(*, workers=None, scheduler=None):
 
     with dask.config.set({**LOCAL_CLUSTER_CONFIG, "distributed.worker.multiprocessing-method": "forkserver"}):
         _start_forkserver()
-        with _ctrl_c_deferred() as interrupted:
+        with _interrupt_flag(deferred=True) as interrupted:
             cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
                                    silence_logs=logging.ERROR)
     if interrupted.is_set():  # a Ctrl-C while the cluster started
@@ -463,27 +463,15 @@ def _start_forkserver():
         signal.signal(signal.SIGINT, previous)
 
 
-@contextmanager
-def _ctrl_c_deferred():
-    """An Event that Ctrl-C (SIGINT) sets inside, where it raises nothing (main thread only)."""
-    interrupted = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
-        yield interrupted
-        return
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.set())
-    try:
-        yield interrupted
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
 
 @contextmanager
-def _interrupt_flag():
-    """An Event that Ctrl-C (SIGINT) sets, besides raising KeyboardInterrupt as usual. dask runs
-    callbacks of its own in the main thread (its garbage-collection diagnosis): a KeyboardInterrupt
-    raised in one of them is swallowed there ("Exception ignored in …") and the batch ran on to the
-    end; the waiting loops (:func:`_completed`) check the flag, so it stops all the same. Only in the
-    main thread, where signal handlers can be set (elsewhere the Event is never set)."""
+def _interrupt_flag(*, deferred=False):
+    """An Event that Ctrl-C (SIGINT) sets, besides raising KeyboardInterrupt as usual (not when
+    ``deferred``: the caller looks at the Event). dask runs callbacks of its own in the main thread
+    (its garbage-collection diagnosis): a KeyboardInterrupt raised in one of them is swallowed there
+    ("Exception ignored in …") and the batch ran on to the end; the waiting loops
+    (:func:`_completed`) check the flag, so it stops all the same. Only in the main thread, where
+    signal handlers can be set (elsewhere the Event is never set)."""
     interrupted = threading.Event()
     if threading.current_thread() is not threading.main_thread():
         yield interrupted
@@ -491,7 +479,7 @@ def _interrupt_flag():
 
     def on_ctrl_c(signum, frame):
         interrupted.set()
-        if not _in_gc_callback(frame):  # there it would only be swallowed, with a traceback printed
+        if not deferred and not _in_gc_callback(frame):  # there it would only be swallowed, with a traceback
             raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGINT, on_ctrl_c)

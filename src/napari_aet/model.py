@@ -146,12 +146,16 @@ class TiltSeries:
     def is_single_axis(self) -> bool:
         return self.angles.ndim == 1
 
+    @property
+    def tilts(self) -> np.ndarray:
+        """Each projection's tilt θ, degrees: the single tilts, or θ of the Euler angles."""
+        return self.angles if self.is_single_axis else self.angles[:, 1]
+
     def half_sets(self) -> tuple[np.ndarray, np.ndarray]:
-        """Indices of two interleaved halves: alternate projections in tilt order (θ of Euler
-        angles), so that each spans the whole range whatever the file's order (in a dose-symmetric
+        """Indices of two interleaved halves: alternate projections in tilt order (:attr:`tilts`),
+        so that each spans the whole range whatever the file's order (in a dose-symmetric
         series' own order, alternate projections put every negative tilt in one half)."""
-        theta = self.angles if self.is_single_axis else self.angles[:, 1]
-        order = np.argsort(theta, kind="stable")
+        order = np.argsort(self.tilts, kind="stable")
         return order[0::2], order[1::2]
 
     def same_data(self, other: TiltSeries) -> bool:

@@ -144,8 +144,8 @@ def trace_atoms(reconstruction: Reconstruction, *, min_distance=2.0, threshold=N
         raise InputError(f"min_distance must be a positive number of Å, got {min_distance}")
     low, high = PIXELS_PER_MIN_DISTANCE
     if not low <= min_distance / voxel <= high:  # a voxel size in the wrong unit: hours of work, or atoms made up
-        raise InputError(f"min_distance {min_distance:g} Å is {min_distance / voxel:.2f} voxels of {voxel:g} Å: tracing "
-                         f"needs {low:g}-{high:g}; is the pixel size in Å (not nm or pm)?")
+        raise InputError(f"min_distance {min_distance:g} Å is {min_distance / voxel:.2f} voxels of {voxel:g} Å: "
+                         f"tracing needs {low:g}-{high:g}; is the pixel size in Å (not nm or pm)?")
     report(progress, 0.0, "finding the particle support")
     if support is None:
         support = particle_support(volume, voxel_size=voxel)

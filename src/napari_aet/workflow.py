@@ -81,14 +81,13 @@ def check_series(series: TiltSeries, elements=None, min_distance=None):
 
     if series.metadata.get("pixel_size_unknown"):
         raise InputError("the pixel size is unknown (the file has none, or the TiltSeries was made without "
-                         "pixel_size; 1 Å is only a placeholder): give it in Å — the Data step's field, --pixel-size "
-                         "or TiltSeries(..., pixel_size=…) — every distance in Å depends on it")
+                         "pixel_size; 1 Å is only a placeholder): give it in Å — the Data step's field, "
+                         "--pixel-size or TiltSeries(..., pixel_size=…) — every distance in Å depends on it")
     if series.n_angles < MIN_PROJECTIONS:
         raise InputError(f"{series.n_angles} projections: a tomogram needs many views (AET series hold 30-70); "
                          f"the chain needs at least {MIN_PROJECTIONS}")
-    theta = series.angles if series.is_single_axis else series.angles[:, 1]  # Euler angles: their tilts θ
-    if radians_suspected(theta):
-        raise InputError(radians_message(theta, "the tilt series"))
+    if radians_suspected(series.tilts):
+        raise InputError(radians_message(series.tilts, "the tilt series"))
     check_pixel_size(series.pixel_size, elements, min_distance)
 
 
@@ -284,7 +283,8 @@ def align(point: TimePoint, method="automatic", *, background=None, subtract_bac
 def half_set_fsc(series: TiltSeries, method="genfire", *, progress: ProgressCallback = None,
                  **params) -> tuple[np.ndarray, np.ndarray]:
     """FSC ``(frequency 1/Å, fsc)`` between reconstructions of the even and odd projections (in
-    tilt order, :meth:`TiltSeries.half_sets`) of an aligned series (:func:`napari_aet.analysis.volume_metrics.fourier_shell_correlation`).
+    tilt order, :meth:`TiltSeries.half_sets`) of an aligned series
+    (:func:`napari_aet.analysis.volume_metrics.fourier_shell_correlation`).
 
     method, params : as for :func:`napari_aet.reconstruct.reconstruct`.
     """
@@ -416,8 +416,9 @@ def trace(point: TimePoint, *, replace_edits=False, progress: ProgressCallback =
 
     options : :func:`~napari_aet.trace.trace_atoms`'s; ``min_distance`` not given: the shortest
     physical distance between the study's elements (``point.parameters["elements"]``, set by
-    classify or given with the time point), trace_atoms' own while none are known. Refuses to replace atoms holding hand edits unless ``replace_edits``; then
-    the replacement is logged in ``point.edits``.
+    classify or given with the time point), trace_atoms' own while none are known. Refuses to
+    replace atoms holding hand edits unless ``replace_edits``; then the replacement is logged in
+    ``point.edits``.
     """
     from .edit import replacement
     from .trace import trace_atoms
