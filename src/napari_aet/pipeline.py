@@ -206,9 +206,20 @@ def build_report(result: PipelineResult, parameters, timings, alignment, warning
         "atoms": {"n_atoms": len(atoms), "n_rejected_peaks": len(result.atoms) - len(atoms),
                   "per_element": dict(zip(elements.tolist(), counts.tolist())),
                   "n_ambiguous": int(np.count_nonzero(ambiguous)) if ambiguous is not None else 0,
+                  "n_outside_box": _outside_box(atoms, result.reconstruction),
                   "warnings": list(warnings)},
     }
     return _jsonable(summary)
+
+
+def _outside_box(atoms: AtomModel, reconstruction: Reconstruction) -> int:
+    """How many ``atoms`` lie outside the reconstructed box (refined at its edges, or a film's
+    material beyond the field of view)."""
+    from .geometry import specimen_to_voxel
+
+    voxels = specimen_to_voxel(atoms.positions, reconstruction.volume.shape, reconstruction.voxel_size)
+    return int(np.count_nonzero(np.any((voxels < -0.5) | (voxels > np.array(reconstruction.volume.shape) - 0.5),
+                                       axis=1)))
 
 
 def _range(values) -> list[float]:

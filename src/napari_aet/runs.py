@@ -253,8 +253,11 @@ def summary_text(report) -> str:
     alignment = alignment_line(report)
     if alignment:
         say(f"Alignment: {alignment}")
+    outside = atoms.get("n_outside_box", 0)
     say(f"Atoms: {atoms['n_atoms']} ({per_element}); {atoms['n_ambiguous']} ambiguous; "
-        f"{atoms['n_rejected_peaks']} peaks rejected as noise")
+        f"{atoms['n_rejected_peaks']} peaks rejected as noise"
+        + (f"; {outside} atom(s) outside the reconstructed box (refined or added beyond its edges)"
+           if outside else ""))
     for warning in atoms.get("warnings", []):
         say(f"Warning: {warning}")
     metrics = [f"final {name.replace('_', '-')} {recon[f'final_{key}']:.3f}"
