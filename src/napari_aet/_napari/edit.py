@@ -198,11 +198,15 @@ class EditWidget(QWidget):
         return ((events.data, self._on_data), (events.features, self._on_features),
                 (events.metadata, self._on_metadata))
 
+    def _label_keys(self) -> dict:
+        """Key -> label of the watched layer: 1, 2, … its elements (lightest first, nine at most),
+        0 non-atom."""
+        elements = self._elements if self.layer is not None else ()
+        return {**{str(k + 1): name for k, name in enumerate(elements[:9])}, "0": NON_ATOM}
+
     def _keys(self) -> dict:
-        """Key -> action of the watched layer: digits for the labels, then :data:`_KEYS`."""
-        names = (*self._elements, NON_ATOM) if self.layer is not None else ()
-        keys = {str(k + 1): (lambda name=name: self.label_selected(name)) for k, name in enumerate(names[:-1][:9])}
-        keys["0"] = lambda: self.label_selected(NON_ATOM)
+        """Key -> action of the watched layer: the labels' keys, then :data:`_KEYS`."""
+        keys = {key: (lambda name=name: self.label_selected(name)) for key, name in self._label_keys().items()}
         return {**keys, **{key: getattr(self, action) for key, action in _KEYS.items()}}
 
     def _make_label_buttons(self):
@@ -216,8 +220,9 @@ class EditWidget(QWidget):
         self._bind_keys_elsewhere()
         if self.layer is None:
             return
+        key_of = {name: key for key, name in self._label_keys().items()}
         for k, name in enumerate((*self._elements, NON_ATOM)):
-            key = "0" if name == NON_ATOM else str(k + 1) if k < 9 else ""
+            key = key_of.get(name, "")
             button = QPushButton(f"{name} ({key})" if key else name)
             button.clicked.connect(lambda _=False, name=name: self.label_selected(name))
             self.label_buttons.addWidget(button, k // _ROW, k % _ROW)
@@ -259,8 +264,7 @@ class EditWidget(QWidget):
 
     def _key_hints(self) -> dict:
         """The editor's keys as the status bar names them -> what they do."""
-        hints = {str(k + 1): name for k, name in enumerate(self._elements[:9])}
-        return {**hints, "0": NON_ATOM, "L": "lock", "N": "next ambiguous", "P": "previous", "Ctrl+Z": "undo"}
+        return {**self._label_keys(), "L": "lock", "N": "next ambiguous", "P": "previous", "Ctrl+Z": "undo"}
 
     # --- napari's edits ------------------------------------------------------------------------
     def _on_data(self, event):
