@@ -245,10 +245,40 @@ def test_rebuilding_a_study_keeps_its_hand_edits(study):
     rebuilt = load_project(out / "p1" / "study.aet")  # time 30 did not run again: its edits carried over
     assert [p.edits for p in rebuilt.time_points] == [[], [{"action": "delete", "index": 3}]]
     assert rebuilt.provenance["particle"] == "p1"
-    os.utime(out / "p1" / "30" / "project.aet")  # now its series ran again: the new result, edits in the copy
+    assert rebuilt.time_points[0].report["built_from"]["project"] == "0/project.aet"
+    os.utime(out / "p1" / "30" / "project.aet", (4e9, 4e9))  # newer, as after a copy that drops file times
+    assert build_study(out / "p1", ["0", "30"])[2] == ["30"]  # the same file: still carried
+    ran_again = load_project(out / "p1" / "30" / "project.aet")
+    ran_again.time_points[0].report["created"] = "a later run"
+    save_project(out / "p1" / "30" / "project.aet", ran_again)  # its series ran again: the new result, edits in the copy
     _, kept_again, carried = build_study(out / "p1", ["0", "30"])
     assert [p.edits for p in load_project(out / "p1" / "study.aet").time_points] == [[], []] and carried == []
     assert load_project(kept_again).time_points[1].edits == [{"action": "delete", "index": 3}]
+
+
+def test_a_study_built_before_digests_judges_a_rerun_by_file_times(study):
+    from napari_aet.batch import build_study
+    from napari_aet.project import save_project
+
+    out, *_ = study
+
+    def edit_without_digests():
+        project = load_project(out / "p1" / "study.aet")
+        project.time_points[1].edits = [{"action": "delete", "index": 3}]
+        for point in project.time_points:
+            point.report.pop("built_from")
+        save_project(out / "p1" / "study.aet", project)
+
+    edit_without_digests()
+    os.utime(out / "p1" / "30" / "project.aet", (4e9, 4e9))  # newer than the study: ran again
+    assert build_study(out / "p1", ["0", "30"])[2] == []
+    edit_without_digests()
+    os.utime(out / "p1" / "30" / "project.aet", (1e9, 1e9))  # older than the study: carried, digest recorded
+    assert build_study(out / "p1", ["0", "30"])[2] == ["30"]
+    project = load_project(out / "p1" / "study.aet")
+    assert "sha256" in project.time_points[1].report["built_from"]
+    project.time_points[1].edits = []  # the module's study as it was, for the tests after this one
+    save_project(out / "p1" / "study.aet", project)
 
 
 def test_rebuilding_a_study_keeps_edits_napari_only_autosaved(study):

@@ -34,6 +34,7 @@ from typing import Callable
 
 from .background import BACKGROUNDS
 from .elements import parse_min_distance
+from .io.files import file_sha256
 from .model import InputError, check_elements
 from .progress import ProgressCallback
 from .reconstruct import METHODS
@@ -306,10 +307,11 @@ def build_study(particle_dir, times) -> tuple[Path, Path | None, list[str]]:
 
     Hand edits are never lost: the previous study is read as napari opens it (with whatever its
     autosaves hold that is newer, unsaved edits included); a time point it holds with edits is
-    carried into the new study as it was, unless its series ran again since (its project.aet is
-    newer than that study); and the previous study, if it held edits, is kept under a new name
-    first. Returns the study's path, that kept copy's (None if there was nothing to keep) and the
-    names of the time points carried over."""
+    carried into the new study as it was, unless its series ran again since (:func:`_ran_again`);
+    and the previous study, if it held edits, is kept under a new name first. Each time point
+    taken from a project.aet records that file's SHA-256 (``report["built_from"]``). Returns the
+    study's path, that kept copy's (None if there was nothing to keep) and the names of the time
+    points carried over."""
     from .project import Project, holds_edits, load_project, provenance, save_project
     from .session import StudySession, autosave_paths
 
@@ -322,12 +324,16 @@ def build_study(particle_dir, times) -> tuple[Path, Path | None, list[str]]:
     points, carried = [], []
     for label in times:
         project = particle_dir / label / "project.aet"
-        if label in edited and project.stat().st_mtime <= written:
-            points.append(edited[label])  # edited in napari since the run: kept
+        digest = file_sha256(project)
+        built_from = {"project": f"{label}/project.aet", "sha256": digest}
+        if label in edited and not _ran_again(edited[label], project, digest, written):
+            edited[label].report["built_from"] = built_from  # edited in napari since the run: kept
+            points.append(edited[label])
             carried.append(label)
             continue
         for point in load_project(project).time_points:
             point.name = label
+            point.report["built_from"] = built_from
             with contextlib.suppress(ValueError):  # a time in minutes, when the label is a number
                 point.time = float(label)
             points.append(point)
@@ -336,6 +342,17 @@ def build_study(particle_dir, times) -> tuple[Path, Path | None, list[str]]:
         kept = save_project(edited_copy_path(study), previous)
     saved = save_project(study, Project(points, {**provenance("napari-aet batch"), "particle": particle_dir.name}))
     return saved, kept, carried
+
+
+def _ran_again(point, project, digest, study_written) -> bool:
+    """Whether the series of the study's time point ``point`` ran again since the study was built:
+    its ``project`` (a project.aet, SHA-256 ``digest``) is not the file the point was taken from.
+    A point of a study built before the digest was recorded is judged by file times (``project``
+    newer than the study, modified at ``study_written``, seconds since the epoch)."""
+    recorded = point.report.get("built_from", {}).get("sha256")
+    if recorded is None:
+        return project.stat().st_mtime > study_written
+    return recorded != digest
 
 
 def finish_particle(particle_dir, times, analyze_options=None) -> dict:

@@ -1,7 +1,8 @@
-"""File-system helpers shared by the readers and writers: checked paths and atomic writes."""
+"""File-system helpers shared by the readers and writers: checked paths, atomic writes, digests."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 from contextlib import contextmanager
@@ -18,6 +19,15 @@ def existing_file(path) -> Path:
     if not path.is_file():
         raise InputError(f"{path} is not a file: expected a data file, not a directory")
     return path
+
+
+def file_sha256(path) -> str:
+    """The SHA-256 of the file ``path``'s bytes, as hex: its identity whatever its file times."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def suffix_of(path, allowed, what) -> str:
