@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -153,6 +154,18 @@ def test_rerun_skips_finished_series_and_force_redoes_them(study, plan):
     statuses = {(r["particle"], r["time"]): r["status"] for r in _summary(out) if r["step"] == "run"}
     assert statuses == {("p1", "0"): "done", ("p1", "30"): "done", ("p2", "0"): "failed"}
     assert (out / "p1" / "0" / "report.json").stat().st_mtime_ns > before
+
+
+def test_the_toml_plan_of_the_docs_reads_time_0(tmp_path):
+    """docs/batch.md's TOML example, as written: ``time = 0`` is a time (it read as missing)."""
+    docs = (Path(__file__).parents[1] / "docs" / "batch.md").read_text()
+    (tmp_path / "plan.toml").write_text(docs.split("```toml\n", 1)[1].split("```", 1)[0])
+    for folder in ("sim", "sim30"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "tilt_series.tif").touch()
+    rows = read_plan(tmp_path / "plan.toml")
+    assert [(r.particle, r.time) for r in rows] == [("p1", "0"), ("p1", "30")]
+    assert rows[1].options == {"pixel_size": 0.4, "no_refine": True}
 
 
 def test_plan_paths_options_and_toml(tmp_path):

@@ -171,7 +171,7 @@ def read_plan(path) -> list[PlanRow]:
             raise InputError(f"{where}: unknown column(s) {', '.join(unknown)}: expected "
                              f"{', '.join(REQUIRED)}, run options {', '.join(RUN_OPTIONS)} and analyze "
                              f"options {', '.join(ANALYZE_OPTIONS)}")
-        missing = [name for name in REQUIRED if not str(record.get(name) or "").strip()]
+        missing = [name for name in REQUIRED if record.get(name) is None or not str(record[name]).strip()]
         if missing:
             raise InputError(f"{where}: no {', '.join(missing)} given")
         particle, time_label = _label("particle", record["particle"], where), _label("time", record["time"], where)
