@@ -204,6 +204,22 @@ def test_a_click_near_a_light_atom_stays_on_it_beside_a_heavy_one(particle, volu
     np.testing.assert_allclose(edit.snap_to_peak(recon, click), particle.positions[fe[light]], atol=0.05)
 
 
+def test_an_atom_is_not_added_onto_or_beside_another(particle, volume_of):
+    """A click snapping onto an atom's peak, or a position nearer than the pair's physical minimum
+    distance, adds nothing: the message names the atom and the distance."""
+    recon, classified = volume_of
+    with pytest.raises(InputError, match=r"not added: a (Fe|Pt) atom 0\.0\d Å from atom 21 \(Pt; .* at least 2\.\d\d Å"):
+        edit.add(classified, [particle.positions[21] + [0.3, -0.4, 0.2]], recon)
+    beside = classified.positions[21] + [1.2, 0.0, 0.0]
+    with pytest.raises(InputError, match="1.20 Å from atom 21"):
+        edit.add(classified, [beside], recon, snap=False)
+    assert len(edit.add(classified, [beside], recon, snap=False, min_distance=1.0)) == len(classified) + 1
+    gone = edit.delete(classified, [21])  # its peak is free again: the click adds it back
+    back = edit.add(gone, [particle.positions[21] + [0.3, -0.4, 0.2]], recon)
+    np.testing.assert_allclose(back.positions[-1], particle.positions[21], atol=0.03)
+    assert edit.crowding(back, [len(back) - 1]) == []
+
+
 def test_placed_atoms_are_labelled_by_the_classifier_not_locked(particle, volume_of):
     recon, classified = volume_of
     wrong = np.where(classified.species == "Fe", "Pt", "Fe")  # placed atoms come in with a stale label

@@ -398,6 +398,24 @@ def test_a_click_adds_an_atom_at_the_peak_labelled_by_the_classifier(editor, stu
     np.testing.assert_allclose(layer.border_color[-1], EDITED_BORDER)  # marked, not as locked
 
 
+def test_a_click_on_an_atoms_own_peak_adds_nothing_and_says_why(editor):
+    """The click snaps onto the peak of an atom already there (0.1 Å from it before): nothing is
+    added or logged, and the message names the atom and the minimum distance."""
+    viewer, layer, widget, session = editor
+    before, log = atoms_from_layer(layer), list(widget.log)
+    world = view_slice_of(viewer, layer, 0)
+    viewer.layers.selection.active = layer
+    layer.mode = "add"
+    x, y = to_canvas(viewer, np.asarray(world) + [0, 0.3, -0.3])
+    mouse(viewer, "press", x, y)
+    mouse(viewer, "release", x, y, held=False)
+    after = atoms_from_layer(layer)
+    assert len(after) == len(before) and np.array_equal(after.positions, before.positions)
+    assert widget.log == log and len(session.point.atoms) == len(before)
+    message = widget.message.text()
+    assert message.startswith("⚠ not added:") and "from atom 0 (" in message and "at least" in message
+
+
 def test_review_keys_centre_zoom_and_show_the_atom_beside_the_class_averages(editor, study_data):
     viewer, layer, widget, _ = editor
     truth, reconstruction, atoms = study_data

@@ -195,3 +195,32 @@ def test_analyse_an_amorphous_film_without_a_lattice(make_napari_viewer, qtbot):
     assert not np.allclose(points.face_color[np.argmax(q6)], points.face_color[np.argmin(q6)])
     pdf, histogram, _ = widget.plot.figure.axes
     assert pdf.lines and histogram.get_xlabel() == "Q4, Q6 (fcc = 1)" and histogram.patches
+
+
+def test_a_reference_opened_beside_edited_study_atoms_never_replaces_them(make_napari_viewer, qtbot, times, tmp_path):
+    """A published model opened with File > Open to compare does not become the steps' atoms
+    input, and chosen by hand it is refused: the study's hand-edited atoms and their log stay."""
+    from qtpy.QtCore import Qt
+
+    from napari_aet import edit, workflow
+    from napari_aet._napari.edit import EditWidget
+
+    viewer = make_napari_viewer()
+    show_layer(viewer, atoms_layer(times[0], (96, 96, 96), VOXEL, name="atoms"))
+    widget = AnalyseWidget(viewer)
+    qtbot.addWidget(widget)
+    assert run_and_wait(qtbot, widget) == "done"  # the layer is now the study's atoms
+    point = widget.session.point
+    workflow.edit_atoms(point, edit.delete(point.atoms, [0]), removed=[0])
+    viewer.layers["atoms"].data = viewer.layers["atoms"].data[1:]
+    edited, log = point.atoms, list(point.edits)
+    editor = EditWidget(viewer)
+    qtbot.addWidget(editor)
+    write_atoms(tmp_path / "published.csv", times[1])
+    viewer.open(tmp_path / "published.csv", plugin="napari-aet")
+    assert "published" in viewer.layers
+    assert widget.atoms_input.currentText() == "atoms" and editor.atoms_input.currentText() == "atoms"
+    widget.atoms_input.setCurrentText("published")
+    qtbot.mouseClick(widget.run_button, Qt.LeftButton)
+    assert "'published' is not the study's atoms" in widget.message.text()
+    assert point.atoms is edited and point.edits == log and len(log) == 1

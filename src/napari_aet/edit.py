@@ -103,18 +103,59 @@ def delete(atoms: AtomModel, index) -> AtomModel:
     return atoms.subset(np.setdiff1d(np.arange(len(atoms)), index))
 
 
-def add(atoms: AtomModel, positions, reconstruction: Reconstruction | None = None, *, snap=True) -> AtomModel:
+def add(atoms: AtomModel, positions, reconstruction: Reconstruction | None = None, *, snap=True,
+        min_distance=None) -> AtomModel:
     """A copy with atoms appended at ``positions`` (``(n, 3)`` x, y, z Å), as the napari editor
     adds them: moved onto the volume's nearest peak (:func:`snap_to_peak`, with a
     ``reconstruction`` and ``snap``), then labelled by the classifier (:func:`place_atoms`).
-    Their other feature columns get False, NaN, 0 or "" by type."""
+    Their other feature columns get False, NaN, 0 or "" by type. InputError if one lands nearer
+    to an atom than their minimum distance (:func:`crowding`, ``min_distance`` as there): the
+    peak is already an atom's."""
     positions = np.asarray(positions, dtype=float).reshape(-1, 3)
     if reconstruction is not None and snap:
         positions = np.array([snap_to_peak(reconstruction, p) for p in positions]).reshape(-1, 3)
     n = len(positions)
     features = {name: np.concatenate([column, _blank(column, n)]) for name, column in atoms.features.items()}
     grown = AtomModel(np.vstack([atoms.positions, positions]), np.append(atoms.species, [""] * n), features)
-    return place_atoms(grown, np.arange(len(atoms), len(atoms) + n), reconstruction)
+    placed = place_atoms(grown, np.arange(len(atoms), len(atoms) + n), reconstruction)
+    crowded = crowding(placed, np.arange(len(atoms), len(atoms) + n), min_distance)
+    if crowded:
+        raise InputError(f"not added: {'; '.join(crowded)}")
+    return placed
+
+
+def crowding(atoms: AtomModel, index, min_distance=None) -> list[str]:
+    """Which of atoms ``index`` (just added) lie nearer to another atom than the pair's minimum
+    distance (:func:`napari_aet.elements.min_distance_table`; ``min_distance``: None for the
+    physical table, one number or pairs as there): one phrase each, e.g. "a Ta atom 0.10 Å from
+    atom 17 (Ta; atoms of this pair are at least 2.43 Å apart)". Atoms without an element
+    (unlabelled, non-atoms) are not judged and do not count."""
+    from scipy.spatial import cKDTree
+
+    from .elements import min_distance_table
+
+    index = np.atleast_1d(np.asarray(index, dtype=np.intp))
+    species = atoms.species.astype(str)
+    labelled = np.flatnonzero(species != "")
+    others = np.setdiff1d(labelled, index)
+    judged = index[species[index] != ""]
+    if not len(others) or not len(judged):
+        return []
+    elements = sorted(set(species[labelled]))
+    table = min_distance_table(elements, min_distance)
+    order = {e: k for k, e in enumerate(elements)}
+    tree = cKDTree(atoms.positions[others])
+    phrases = []
+    for i in judged:
+        near = others[tree.query_ball_point(atoms.positions[i], table.max())]
+        distance = np.linalg.norm(atoms.positions[near] - atoms.positions[i], axis=1)
+        limit = table[order[species[i]], [order[species[j]] for j in near]]
+        crowded = np.flatnonzero(distance < limit)
+        if len(crowded):
+            k = crowded[np.argmin(distance[crowded])]
+            phrases.append(f"a {species[i]} atom {distance[k]:.2f} Å from atom {near[k]} ({species[near[k]]}; atoms "
+                           f"of this pair are at least {limit[k]:.2f} Å apart)")
+    return phrases
 
 
 def _blank(column: np.ndarray, n: int) -> np.ndarray:

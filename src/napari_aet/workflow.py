@@ -395,6 +395,16 @@ def _trace_defaults(point: TimePoint, options: dict) -> tuple[dict, dict]:
     return options, recorded
 
 
+def min_distance_given(point: TimePoint):
+    """The minimum distance a person gave this time point's refinement or tracing (Å: one number,
+    or pairs), None when both used the physical table."""
+    for stage, key in (("refine", "min_distance"), ("trace", "min_distance_given")):
+        value = point.stages.get(stage, {}).get("parameters", {}).get(key)
+        if value is not None:
+            return value
+    return None
+
+
 def _refine_defaults(point: TimePoint, options: dict) -> tuple[dict, dict]:
     """Refine's options with ``min_distance`` when not given (or None): the one given to the
     tracing of this point, if any (one number or pairs), else refine_atoms' physical table; and

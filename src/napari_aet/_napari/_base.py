@@ -180,6 +180,17 @@ def study_tag(layer) -> tuple[str | None, str | None, str | None]:
     return meta.get("study_id"), meta.get("study_point"), meta.get("study_field")
 
 
+def follows_study(session, field):
+    """A :class:`LayerSelector` ``follow_new`` for an input that is the study's ``field``: a new
+    layer is followed when it shows that result of the current time point, or while the time
+    point has none; a layer opened beside it (a reference model, another volume) does not take
+    its place."""
+    def follows(layer) -> bool:
+        return study_tag(layer) == (session.id, session.point.name, field) or getattr(session.point, field) is None
+
+    return follows
+
+
 def time_point_name(session, name: str, point_name=None) -> str:
     """The name of a layer of the session's time point ``point_name`` (default: the current one):
     ``name`` without any time point's prefix, then "<time point>: " before it when the study has
@@ -334,10 +345,13 @@ class StageWidget(QWidget):
     def add_input(self, label, accepts, choices=(), follow_new=True, field=None) -> LayerSelector:
         """Add a layer selector listing the layers for which ``accepts(layer)`` is true, after
         ``choices``: entries that are not layers (e.g. "automatic"), for which it returns None.
-        ``follow_new``: select a newly added matching layer (see :class:`LayerSelector`).
+        ``follow_new``: select a newly added matching layer (see :class:`LayerSelector`; for a
+        ``field``, only as :func:`follows_study` says).
         ``field``: the study result (a TimePoint field) this input is; the layer showing the
         study's current one is selected first."""
         preferred = None if field is None else (lambda: self.study_layer_name(field))
+        if field is not None and follow_new is True:
+            follow_new = follows_study(self.session, field)
         selector = LayerSelector(self.viewer, accepts, own_outputs=self._outputs, choices=choices,
                                  follow_new=follow_new, preferred=preferred)
         if preferred is not None:
@@ -360,13 +374,19 @@ class StageWidget(QWidget):
     def use_as_study_input(self, layer, field, stage, data):
         """Make ``layer`` (holding ``data``) the study's ``field``, as the result of ``stage`` taken
         from that layer, unless it already shows it. An atoms layer brings its edit log along, and
-        the study takes the current content of its own atoms layer (hand edits included)."""
+        the study takes the current content of its own atoms layer (hand edits included). Another
+        layer never replaces atoms that hold hand edits (InputError)."""
         point = self.session.point
         edits = list(layer.metadata.get("aet", {}).get("edits", []))
         if self.is_study_input(layer, field):
             if field == "atoms":  # the layer is the truth: edits made in it included
                 point.atoms, point.edits = data, edits
             return
+        if field == "atoms" and workflow.has_hand_edits(point):
+            own = self.study_layer_name("atoms")
+            raise InputError(f"layer {layer.name!r} is not the study's atoms, whose hand edits running on it would "
+                             f"replace: choose {own or 'the study atoms layer'!r} as the atoms input (to work on "
+                             f"{layer.name!r} itself, open it in a new napari window)")
         workflow.adopt(point, stage, data, f"layer {layer.name!r}")
         if field == "atoms":
             point.edits = edits

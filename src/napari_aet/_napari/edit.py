@@ -27,6 +27,7 @@ from ..atom_labels import NON_ATOM, labels, model_elements
 from ..edit import (
     append_to_log,
     brightest_on_ray,
+    crowding,
     changes,
     in_intensity_range,
     mark_edited,
@@ -43,7 +44,7 @@ from .layers import atoms_from_layer, label_colours, reconstruction_from_layer, 
 from ..model import AtomModel, InputError
 from ..review import PLANES, class_average_slices, orthogonal_slices
 from ..undo import UndoStack, history_of, keep_history
-from ._base import LayerSelector, is_atoms, is_volume, layer_type, study_layer_name, study_tag
+from ._base import LayerSelector, follows_study, is_atoms, is_volume, layer_type, study_layer_name, study_tag
 from .classify import class_boundaries
 from .key_help import KeyHelp
 from ._plots import PlotCanvas
@@ -89,6 +90,7 @@ class EditWidget(QWidget):
         self._changing = False  # between napari's "changing" and "changed": a drag in progress
         self._writing = False  # the widget itself is writing the layer
         self.atoms_input = LayerSelector(napari_viewer, is_atoms,  # the study's current atoms first
+                                         follow_new=follows_study(self.session, "atoms"),
                                          preferred=lambda: study_layer_name(napari_viewer, self.session, "atoms"))
         self.atoms_input.currentTextChanged.connect(self.watch)
         session_for(napari_viewer).changed.connect(self._on_study)
@@ -300,6 +302,12 @@ class EditWidget(QWidget):
         earlier = self.message.text()
         if added:
             after = self._place(after, added)
+            given = workflow.min_distance_given(self.session.point) if self.in_study() else None
+            crowded = crowding(after, added, given)
+            if crowded:  # the click snapped onto an atom's peak, or too near one: nothing changes
+                self._show_atoms(before)
+                self.message.setText(f"⚠ not added: {'; '.join(crowded)}. Click on an unoccupied peak")
+                return
             for entry in entries:
                 if entry["action"] == "add":
                     entry.update(position=after.positions[entry["index"]].tolist(),
