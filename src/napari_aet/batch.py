@@ -147,14 +147,14 @@ def read_plan(path) -> list[PlanRow]:
     CSV (a header row, then one row per tilt series) or TOML (one ``[[series]]`` table per tilt series).
     Columns: ``series`` (the file), ``elements`` ("Fe,Pt"), ``particle`` and ``time`` (labels; times
     in minutes are ordered by value), and optionally any ``run`` option: ``angles``, ``pixel_size``
-    (Å), ``tilt_axis``, ``exclude``, ``keep_spikes``, ``no_align``, ``method``, ``iterations``,
+    (Å), ``tilt_axis``, ``layout``, ``exclude``, ``keep_spikes``, ``no_align``, ``method``, ``iterations``,
     ``background``, ``normalise``, ``fsc``, ``no_refine``, ``refine_iterations``, ``refine_rounds``,
     ``keep_every_move``, ``no_precision``, ``min_distance`` (``2.2`` or ``"Fe-Pt=2.3,Pt=2.4"``,
     quoted in a CSV), ``seed``, ``geometry`` (:data:`napari_aet.runs.RUN_OPTIONS`). Relative paths
     are relative to the plan file; an empty cell means the default. Raises InputError for a plan
-    that cannot run (unknown column, missing value, a repeated particle and time, an unknown method,
-    a malformed minimum distance); a missing or bad series file is not checked here: its row fails
-    alone.
+    that cannot run (unknown column, missing value, a repeated particle and time, an unknown element
+    or method, a malformed minimum distance, a series or angle file that does not exist); a series
+    file that exists but cannot be used is not checked here: its row fails alone.
     """
     path = Path(path).expanduser().absolute()  # series paths must hold on every worker
     if not path.is_file():
