@@ -210,7 +210,7 @@ def state_of(atoms):
 
 def test_keys_label_lock_delete_add_and_undo_redo_each(editor):
     viewer, layer, widget, session = editor
-    view_slice_of(viewer, layer, 10)
+    view_slice_of(viewer, layer, 8)
     viewer.layers.selection.active = layer
     layer.mode = "select"
     other = {"Fe": ("Pt", "2"), "Pt": ("Fe", "1")}
@@ -218,11 +218,13 @@ def test_keys_label_lock_delete_add_and_undo_redo_each(editor):
     def select(index):
         layer.selected_data = {index}
 
-    def click_add():  # a click in add mode 1 Å from atom 10
+    freed = layer.data_to_world(layer.data[8])  # atom 8 is deleted below: its peak is free
+
+    def click_add():  # a click in add mode 0.3 Å from that peak
         layer.mode = "add"
-        x, y = to_canvas(viewer, layer.data_to_world(layer.data[10]))
-        mouse(viewer, "press", x + 20, y)
-        mouse(viewer, "release", x + 20, y, held=False)
+        x, y = to_canvas(viewer, freed)
+        mouse(viewer, "press", x + 6, y)
+        mouse(viewer, "release", x + 6, y, held=False)
         layer.mode = "select"
 
     species = atoms_from_layer(layer).species
@@ -414,6 +416,49 @@ def test_a_click_on_an_atoms_own_peak_adds_nothing_and_says_why(editor):
     assert widget.log == log and len(session.point.atoms) == len(before)
     message = widget.message.text()
     assert message.startswith("⚠ not added:") and "from atom 0 (" in message and "at least" in message
+
+
+def test_two_editors_of_one_window_log_each_edit_once(editor, qtbot):
+    """The workbench's Edit step and a docked editor on the same atoms: the one shown last edits,
+    the other is greyed out; hidden, it hands back. Each edit is logged once (both logged: an add
+    was also a "move", its undo also a "replace")."""
+    viewer, layer, first, session = editor
+    second = EditWidget(viewer)
+    qtbot.addWidget(second)
+    assert not second.isEnabled() and second.layer is None  # not shown yet: the first edits
+    second.show()
+    QApplication.processEvents()
+    assert second.isEnabled() and not first.isEnabled() and first.layer is None
+    freed = view_slice_of(viewer, layer, 8)
+    viewer.layers.selection.active = layer
+    layer.mode = "select"
+    logged = len(session.point.edits)
+    layer.selected_data = {8}
+    key(viewer, "Delete")
+    layer.mode = "add"
+    x, y = to_canvas(viewer, freed)
+    mouse(viewer, "press", x + 6, y)
+    mouse(viewer, "release", x + 6, y, held=False)
+    layer.mode = "select"
+    key(viewer, "Z", CTRL)
+    assert [e["action"] for e in session.point.edits[logged:]] == ["delete", "add", "undo"]
+    assert second.message.text().startswith("undo")
+    second.hide()
+    assert first.isEnabled() and first.layer is layer and not second.isEnabled()
+    layer.selected_data = {5}
+    key(viewer, "0")
+    assert [e["action"] for e in session.point.edits[logged:]] == ["delete", "add", "undo", "relabel"]
+
+
+def test_a_study_file_opened_with_file_open_is_a_copy_and_the_editor_says_how_to_edit_it(editor, tmp_path):
+    viewer, layer, widget, session = editor
+    assert widget.study_status.text().startswith("edits saved into the study")
+    viewer.open(tmp_path / "study.aet", plugin="napari-aet")  # the fixture's study, read again
+    assert widget.atoms_input.currentText() == layer.name  # the study's atoms stay the input
+    widget.atoms_input.setCurrentText("t0: atoms")
+    assert widget.layer is viewer.layers["t0: atoms"]
+    assert "a copy read from a study file" in widget.study_status.text()
+    assert "AET workbench's Open…" in widget.study_status.text()
 
 
 def test_review_keys_centre_zoom_and_show_the_atom_beside_the_class_averages(editor, study_data):

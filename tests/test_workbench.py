@@ -54,6 +54,22 @@ def test_the_workbench_fits_a_1280_wide_screen(make_napari_viewer, screen_height
     assert all(b.isVisible() and b.width() >= b.sizeHint().width() for b in buttons)  # every step in view, unclipped
 
 
+def test_the_steps_fill_the_dock_docked_after_other_docks_were_closed(make_napari_viewer):
+    """napari adds a stretch below a dock's widgets unless one wants the height: the step under the
+    buttons took 326 px of a 1,216-px dock (its Run button and message out of view)."""
+    viewer = make_napari_viewer()
+    viewer.window._qt_window.resize(1280, 1000)
+    viewer.window.show()
+    for name in ("0 Data", "1 Align"):
+        dock, _ = viewer.window.add_plugin_dock_widget("napari-aet", name)
+        QApplication.processEvents()
+        viewer.window.remove_dock_widget(dock)
+    _, workbench = viewer.window.add_plugin_dock_widget("napari-aet", "AET workbench")
+    for _ in range(5):
+        QApplication.processEvents()
+    assert workbench.stack.height() > 0.6 * workbench.height()
+
+
 def test_a_plain_tiff_gets_its_pixel_size_and_angles_in_the_data_step(make_napari_viewer, plain_tiff, qtbot):
     path, series = plain_tiff
     viewer, workbench = workbench_in(make_napari_viewer)
@@ -68,6 +84,9 @@ def test_a_plain_tiff_gets_its_pixel_size_and_angles_in_the_data_step(make_napar
     data.set_range("-70, 70, 5")  # 29 angles for 31 projections
     assert "gives 29 angles but the series has 31" in data.message.text()
     data.set_range("-70, 70")
+    data.pixel_size.setValue(0.04)  # 0.4 Å typed in nm, before the elements are known
+    assert data.apply() is None and "(of any elements: no elements given) 1.12 Å apart would be 28 pixels" \
+        in data.message.text()
     data.elements.setText("fe, pt")
     data.pixel_size.setValue(4.0)  # 0.4 nm typed as Å would be: too coarse for FePt's atoms
     assert data.apply() is None and "too few to tell them apart" in data.message.text()

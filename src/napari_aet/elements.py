@@ -143,7 +143,8 @@ def check_pixel_size(pixel_size, elements=None, min_distance=None):
     :data:`PIXELS_PER_MIN_DISTANCE`'s first value in pixels, or the shortest over its second. A
     series in the wrong unit would otherwise run for hours or make atoms up."""
     table = ANY_ELEMENTS_MIN_DISTANCES if elements is None else min_distance_table(elements, min_distance)
-    atoms = "atoms" if elements is None else f"atoms of {','.join(check_elements(elements))}"
+    atoms = "atoms (of any elements: no elements given)" if elements is None else \
+        f"atoms of {','.join(check_elements(elements))}"
     low, high = PIXELS_PER_MIN_DISTANCE
     longest, shortest = float(table.max()) / float(pixel_size), float(table.min()) / float(pixel_size)
     if longest < low:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from napari.utils.notifications import show_error
 from qtpy.QtWidgets import (
     QDoubleSpinBox,
     QFileDialog,
@@ -63,7 +64,7 @@ class DataWidget(QWidget):
         self.viewer = napari_viewer
         self.session = session_for(napari_viewer)
         self.series_input = LayerSelector(napari_viewer, is_tilt_series, follow_new=is_data)  # never an output
-        self.pixel_size = QDoubleSpinBox(decimals=4, minimum=0.001, maximum=100.0, singleStep=0.01, suffix=" Å")
+        self.pixel_size = QDoubleSpinBox(decimals=5, minimum=0.001, maximum=100.0, singleStep=0.01, suffix=" Å")
         self.angle_range = QLineEdit(placeholderText="e.g. -70, 70  or  0, 177, 3")
         self.range_button = QPushButton("Set range")
         self.file_button = QPushButton("Load angle file…")
@@ -205,8 +206,7 @@ class DataWidget(QWidget):
             if self._angles is None:
                 raise InputError("the tilt angles are unknown: set a range or load an angle file")
             elements = check_elements(self.elements.text()) if self.elements.text().strip() else None
-            if elements is not None:
-                check_pixel_size(self.pixel_size.value(), elements)
+            check_pixel_size(self.pixel_size.value(), elements)  # without elements: any element's distances
             info = {**{k: v for k, v in meta.get("info", {}).items()
                        if k not in ("pixel_size_unknown", "pixel_size_warning")},  # the person has seen the value
                     "angles_from": self._angles_from}
@@ -215,6 +215,7 @@ class DataWidget(QWidget):
             series = exclude_projections(whole, self.exclude.text()) if self.exclude.text().strip() else whole
         except InputError as error:
             self.message.setText(f"⚠ {error}")
+            show_error(str(error))
             return None
         point = self.session.point
         unchanged = (point.raw is not None and point.raw.same_data(series)

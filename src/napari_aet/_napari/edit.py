@@ -12,10 +12,15 @@ Keys on the watched layer, and while the editor is shown whatever layer is selec
 layers keep their own): 1, 2, … label the selected atoms with the model's elements, lightest
 first, 0 as non-atom; L locks (or unlocks) them; Ctrl+Z / Ctrl+Shift+Z undo / redo; N / P go to
 the next / previous atom of the review queue.
+
+One editor of a viewer edits at a time (the workbench's 6 Edit step and a docked 6 Edit atoms
+are two): the one shown last, or the other when it is hidden; the other is greyed out and
+watches nothing, so each edit is logged once.
 """
 
 from __future__ import annotations
 
+import weakref
 from contextlib import contextmanager
 
 import numpy as np
@@ -60,6 +65,8 @@ _KEYS = {"l": "toggle_lock", "Control-z": "undo", "Control-Shift-z": "redo", "n"
 _GRAB = 6
 #: Zoom (canvas pixels per Å) the review goes to at least: a neighbourhood of ~10 Å fills a 300-px canvas.
 REVIEW_ZOOM = 30.0
+#: The editors of each viewer, the one editing first.
+_EDITORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 class EditWidget(QWidget):
@@ -150,7 +157,11 @@ class EditWidget(QWidget):
         layout.addWidget(self.views)
         layout.addWidget(self.histogram)
         layout.addStretch()
-        self.watch()
+        self._editors().append(weakref.ref(self))
+        if self._edits():
+            self.watch()
+        else:  # another editor of this viewer edits until this one is shown
+            self._let_go()
 
     # --- the watched layer ---------------------------------------------------------------------
     @property
@@ -174,15 +185,12 @@ class EditWidget(QWidget):
             self.watch()
 
     def watch(self, event=None):
-        """Follow the layer chosen in the selector (called when it or the layer list changes)."""
+        """Follow the layer chosen in the selector (called when it or the layer list changes), when
+        this editor is the one that edits."""
         layer = self.atoms_input.layer()
-        if layer == self.layer:  # == sees through napari's proxies of docked widgets, "is" does not
+        if layer == self.layer or not self._edits():  # == sees through napari's proxies of docked widgets
             return
-        if self.layer is not None:
-            for emitter, callback in self._connections():
-                emitter.disconnect(callback)
-            for key in self._keys():
-                self.layer.bind_key(key, None, overwrite=True)
+        self._unwatch()
         self.layer, self.current = layer, None
         self.history = history_of(self.session.point) if self.in_study() else UndoStack()
         if layer is not None:
@@ -194,6 +202,14 @@ class EditWidget(QWidget):
         self._make_label_buttons()
         self._show_histogram(None if layer is None else self._before)
         self._show_status()
+
+    def _unwatch(self):
+        """Disconnect from the watched layer and unbind the editor's keys there."""
+        if self.layer is not None:
+            for emitter, callback in self._connections():
+                emitter.disconnect(callback)
+            for key in self._keys():
+                self.layer.bind_key(key, None, overwrite=True)
 
     def _connections(self):
         events = self.layer.events
@@ -233,12 +249,51 @@ class EditWidget(QWidget):
         for key, action in self._keys().items():
             self.layer.bind_key(key, lambda _layer, action=action: action(), overwrite=True)
 
+    # --- one editor edits at a time -------------------------------------------------------------
+    def _editors(self) -> list:
+        """This viewer's live editors (weak references), the one editing first."""
+        viewer = getattr(self.viewer, "__wrapped__", self.viewer)
+        refs = _EDITORS.setdefault(viewer, [])
+        refs[:] = [ref for ref in refs if ref() is not None]
+        return refs
+
+    def _edits(self) -> bool:
+        """Whether this is the viewer's editor that edits (see the module docstring)."""
+        refs = self._editors()
+        return bool(refs) and refs[0]() is self
+
+    def _take_over(self):
+        """Become the viewer's editing editor: the previous one lets go of its layer first."""
+        refs = self._editors()
+        if refs and refs[0]() is self:
+            return
+        previous = refs[0]() if refs else None
+        refs[:] = [weakref.ref(self), *[ref for ref in refs if ref() is not self]]
+        if previous is not None:
+            previous._let_go()
+        self.setEnabled(True)
+        self.message.setText("")
+        self.watch()
+
+    def _let_go(self):
+        """Stop watching the layer (another editor edits it now) and grey out."""
+        self._unwatch()
+        self.layer, self.current = None, None
+        self._bind_keys_elsewhere()
+        self.setEnabled(False)
+        self.message.setText("the other atom editor of this window edits now (the workbench's 6 Edit step or the "
+                             "docked 6 Edit atoms): show only this one to edit here")
+
     def showEvent(self, event):
         super().showEvent(event)
+        self._take_over()
         self._bind_keys_elsewhere()
 
     def hideEvent(self, event):
         super().hideEvent(event)
+        others = [ref() for ref in self._editors()[1:]]
+        if self._edits() and others:  # the other editor, shown or not, edits from now on
+            next((e for e in others if e.isVisible()), others[0])._take_over()
         self._bind_keys_elsewhere()
 
     def _bind_keys_elsewhere(self, event=None):
@@ -637,13 +692,22 @@ class EditWidget(QWidget):
     def _non_atoms_drawn(self) -> bool:
         return bool(self.layer.metadata["aet"].get("show_non_atoms", False))
 
+    def _study_line(self) -> str:
+        """Where the watched layer's edits go."""
+        if self.in_study():
+            return f"edits saved into the study ({self.session.point.name})"
+        study_id, point, _ = study_tag(self.layer)
+        if point is not None and study_id != self.session.id:  # read from a study file, not opened as the study
+            return ("⚠ this layer is a copy read from a study file (File > Open): its edits stay in the layer; to "
+                    "edit the study itself, open the file with the AET workbench's Open…")
+        return "⚠ this layer is not part of the study: its edits stay in the layer"
+
     def _show_status(self, atoms=None):
         if self.layer is None:
             for label in (self.study_status, self.review_status, self.log_status):
                 label.setText("")
             return
-        self.study_status.setText(f"edits saved into the study ({self.session.point.name})" if self.in_study()
-                                  else "⚠ this layer is not part of the study: its edits stay in the layer")
+        self.study_status.setText(self._study_line())
         atoms = atoms_from_layer(self.layer) if atoms is None else atoms
         atom, position, left = queue_step(atoms, self.current, 0, include_non_atoms=self._non_atoms_drawn())
         if self.current is None or left == 0:

@@ -21,6 +21,7 @@ from qtpy.QtWidgets import (
     QLineEdit,
     QPushButton,
     QScrollArea,
+    QSizePolicy,
     QStackedWidget,
     QVBoxLayout,
     QWidget,
@@ -72,7 +73,8 @@ class Workbench(QWidget):
         for label in (self.study_label, self.status, self.message):
             label.setWordWrap(True)
 
-        self.stack = QStackedWidget()
+        self.stack = QStackedWidget()  # takes the dock's height: napari then adds no stretch below it
+        self.stack.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Expanding)
         self.step_buttons = QButtonGroup(self)
         buttons = QGridLayout()
         buttons.setSpacing(2)
