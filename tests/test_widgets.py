@@ -337,6 +337,7 @@ def test_align_keeps_a_series_with_euler_angles_and_says_why(make_napari_viewer,
     qtbot.waitUntil(lambda: not widget.running, timeout=WAIT_MS)
     assert widget.last_outcome == "done"
     assert widget.message.text().startswith("kept as it is: the series has Euler angles")
+    assert "as given, no shifts" in widget.message.text() and "cannot tell" not in widget.message.text()
     dx, dy = widget.plot.figure.axes[0].lines  # the shifts plotted against the tilt θ, once each
     np.testing.assert_allclose(dx.get_xdata(), aligned.angles)
     kept = tilt_series_from_layer(viewer.layers["series aligned"])
@@ -670,7 +671,9 @@ def test_refine_widget_adds_refined_atoms_model_and_residual(qtbot, to_refine, t
     model, residual = viewer.layers["atoms model projections"], viewer.layers["atoms residual"]
     aligned = viewer.layers["aligned"].data
     np.testing.assert_allclose(np.asarray(model.data) + np.asarray(residual.data), aligned, atol=1e-3)
-    assert not model.visible and widget.plot.has_data() and "R-factor" in widget.message.text()
+    assert not model.visible and widget.plot.has_data()
+    assert "R-factor of the atom model against the projections (not the reconstruction's)" in widget.message.text()
+    assert viewer.layers.selection.active is viewer.layers["atoms refined"]  # not the hidden residual
     assert "moves kept (checked on held-out projections): Fe" in widget.message.text()
     assert "precision (half sets, noise only) Fe" in widget.message.text()
     assert [ax.get_xlabel() for ax in widget.plot.figure.axes][-1] == "half-set error (pm)"

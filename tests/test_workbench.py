@@ -94,6 +94,7 @@ def test_a_plain_tiff_gets_its_pixel_size_and_angles_in_the_data_step(make_napar
     assert data.message.text() == ""  # nothing unknown any more
     data.tilt_axis.setValue(-95.0)
     assert data.apply() is not None
+    assert align.message.text() == ""  # its warning about the unknown angles is gone with them
     assert align.parameters.tilt_axis.value == -95.0  # the Align step's field follows the study's series
     raw = workbench.session.point.raw
     assert raw.pixel_size == 0.4 and np.allclose(raw.angles, series.angles)

@@ -404,8 +404,11 @@ class StageWidget(QWidget):
         return self.show_output(layer_data, field=field, **overrides)
 
     def _show_status(self, what=None):
-        """Show the study's status; when another time point became current, select its results as inputs."""
+        """Show the study's status; when another time point became current, select its results as
+        inputs; when the study's data changed, drop a warning about the data before."""
         self.status.setText(status_text(self.session))
+        if what == "raw" and self.message.text().startswith("⚠") and not self.running:
+            self.message.setText("")
         if what == "study":
             for selector, preferred in self._study_inputs:
                 point_layers = [layer.name for layer in self.viewer.layers if selector.accepts(layer)

@@ -121,6 +121,10 @@ class AlignWidget(StageWidget):
         verdict = f"{report.skipped}; " if report.skipped else "aligned: " if check is None else f"{check.reason}; "
         spikes = len(measured.metadata.get("spikes", []))
         replaced = f"{spikes} single-pixel spike(s) replaced; " if spikes else ""
+        if report.skipped:  # nothing was measured: the series as it is
+            self.show_done(f"{verdict}{replaced}tilt axis {measured.tilt_axis:.2f}° as given, no shifts; Apply or "
+                           "Discard")
+            return
         searched = report.tilt_axis.angles if report.tilt_axis is not None else None
         axis = (describe_tilt_axis(measured.tilt_axis, 2, choose="the Data step's tilt axis chooses", searched=searched)
                 if self.values()["estimate_axis"] else f"tilt axis {measured.tilt_axis:.2f}°")

@@ -80,12 +80,13 @@ class RefineWidget(StageWidget):
     def finish(self, result):
         refinement, series, model = result
         name, meta = self._target
-        self.show_study_output(atoms_layer(refinement.atoms, meta["volume_shape"], meta["voxel_size"],
-                                           name=f"{name} refined"), "atoms")
+        refined = self.show_study_output(atoms_layer(refinement.atoms, meta["volume_shape"], meta["voxel_size"],
+                                                     name=f"{name} refined"), "atoms")
         self.session.announce(self.stage)
         for suffix, data in (("model projections", model), ("residual", series.projections - model)):
             self.show_output(tilt_series_layer(series.replace(projections=data), name=f"{name} {suffix}"),
                              visible=False)
+        self.viewer.layers.selection.active = refined  # not the hidden residual added last
         self.plot_refinement(refinement)
         species = ", ".join(f"{e} height {h:.4g}, width {refinement.widths[e]:.2f} Å"
                             for e, h in refinement.heights.items())
@@ -97,7 +98,8 @@ class RefineWidget(StageWidget):
         tilts, file_indices = euler_angles(series.angles)[:, 1], series.file_indices()
         worst = ", ".join(f"{file_indices[i]} ({tilts[i]:+.1f}°, {misfit[i]:.1f}× the median residual)"
                           for i in worst_projections(misfit))  # numbered as the Data step's field counts
-        self.show_done(f"R-factor {refinement.errors['r_factor'][0]:.3f} → {refinement.errors['r_factor'][-1]:.3f}; "
+        self.show_done(f"R-factor of the atom model against the projections (not the reconstruction's) "
+                       f"{refinement.errors['r_factor'][0]:.3f} → {refinement.errors['r_factor'][-1]:.3f}; "
                        f"{species}; {np.count_nonzero(f['refine_added'])} atoms added, "
                        f"{removed} removed{' (kept as hidden non-atoms)' if removed else ''}; the others moved "
                        f"{np.median(moved):.2f} Å (median), {moved.max():.2f} Å (max)"
