@@ -32,7 +32,8 @@ from napari.layers import Image, Labels, Points
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import Signal
-from qtpy.QtWidgets import QComboBox, QFormLayout, QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import (QComboBox, QFormLayout, QFrame, QHBoxLayout, QLabel, QProgressBar, QPushButton,
+                            QScrollArea, QVBoxLayout, QWidget)
 
 from .. import workflow
 from ..model import InputError
@@ -143,6 +144,21 @@ class LayerSelector(QComboBox):
         """The selected layer, or None."""
         name = self.currentText()
         return self.viewer.layers[name] if name in self.viewer.layers else None  # noqa: SIM401 (no LayerList.get)
+
+
+def scrolled_layout(widget: QWidget) -> QVBoxLayout:
+    """A vertical layout for ``widget``'s content, inside a scroll area that fills ``widget``: its
+    dock is as tall as the window allows and the content scrolls (the Align step alone needed
+    820 px, more than a 1280×800 screen gives a dock)."""
+    content = QWidget()
+    scroll = QScrollArea()
+    scroll.setWidgetResizable(True)
+    scroll.setFrameShape(QFrame.Shape.NoFrame)
+    scroll.setWidget(content)
+    outer = QVBoxLayout(widget)
+    outer.setContentsMargins(0, 0, 0, 0)
+    outer.addWidget(scroll)
+    return QVBoxLayout(content)
 
 
 def show_layer(viewer, layer_data, **overrides):
@@ -309,7 +325,7 @@ class StageWidget(QWidget):
         for button in (self.run_button, self.cancel_button, self.stop_button):
             if button is not None:
                 buttons.addWidget(button)
-        layout = QVBoxLayout(self)
+        layout = scrolled_layout(self)
         layout.addWidget(self.status)
         layout.addLayout(self.inputs)
         layout.addWidget(self.parameters.native)

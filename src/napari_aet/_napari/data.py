@@ -15,7 +15,6 @@ from qtpy.QtWidgets import (
     QLabel,
     QLineEdit,
     QPushButton,
-    QVBoxLayout,
     QWidget,
 )
 
@@ -25,7 +24,8 @@ from ..io import read_angles
 from .layers import projections_of, tilt_series_layer
 from ..model import InputError, TiltSeries, check_elements
 from ..runs import exclude_projections
-from ._base import LayerSelector, is_data, is_tilt_series, keep_with_time_point, show_layer, tag_as_study
+from ._base import (LayerSelector, is_data, is_tilt_series, keep_with_time_point, scrolled_layout, show_layer,
+                    tag_as_study)
 from ._plots import PlotCanvas
 from ._study import session_for
 
@@ -91,7 +91,7 @@ class DataWidget(QWidget):
         form.addRow("tilt axis (0 = image y)", self.tilt_axis)
         form.addRow("elements", self.elements)
         form.addRow("leave out projections", self.exclude)
-        layout = QVBoxLayout(self)
+        layout = scrolled_layout(self)
         layout.addLayout(form)
         layout.addWidget(self.plot)
         layout.addWidget(self.apply_button)

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 
 import numpy as np
 from matplotlib.widgets import SpanSelector
-from qtpy.QtWidgets import QGridLayout, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QGridLayout, QHBoxLayout, QLabel, QPushButton, QWidget
 
 from .. import workflow
 from ..atom_labels import NON_ATOM, labels, model_elements
@@ -49,7 +49,8 @@ from .layers import atoms_from_layer, label_colours, reconstruction_from_layer, 
 from ..model import AtomModel, InputError
 from ..review import PLANES, class_average_slices, orthogonal_slices
 from ..undo import UndoStack, history_of, keep_history
-from ._base import LayerSelector, follows_study, is_atoms, is_volume, layer_type, study_layer_name, study_tag
+from ._base import (LayerSelector, follows_study, is_atoms, is_volume, layer_type, scrolled_layout,
+                    study_layer_name, study_tag)
 from .classify import class_boundaries
 from .key_help import KeyHelp
 from ._plots import PlotCanvas
@@ -145,7 +146,7 @@ class EditWidget(QWidget):
         review = QHBoxLayout()
         review.addWidget(self.previous_button)
         review.addWidget(self.next_button)
-        layout = QVBoxLayout(self)
+        layout = scrolled_layout(self)
         layout.addLayout(row)
         layout.addWidget(self.study_status)
         layout.addWidget(QLabel("label the selected points (keys 1, 2, …; 0 non-atom):"))

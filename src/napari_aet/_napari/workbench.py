@@ -20,7 +20,6 @@ from qtpy.QtWidgets import (
     QLabel,
     QLineEdit,
     QPushButton,
-    QScrollArea,
     QSizePolicy,
     QStackedWidget,
     QVBoxLayout,
@@ -87,10 +86,7 @@ class Workbench(QWidget):
             widget = widget_class(napari_viewer)
             if hasattr(widget, "status"):  # the header shows the study's status once for all steps
                 widget.status.hide()
-            scroll = QScrollArea()
-            scroll.setWidgetResizable(True)
-            scroll.setWidget(widget)
-            self.stack.addWidget(scroll)
+            self.stack.addWidget(widget)  # each step scrolls its own content
             self.steps[title] = widget
         self.step_buttons.idClicked.connect(self.show_step)
         self.show_step(0)
