@@ -70,6 +70,20 @@ def test_the_steps_fill_the_dock_docked_after_other_docks_were_closed(make_napar
     assert workbench.height() - workbench.stack.geometry().bottom() < 30  # no empty space below the step
 
 
+def test_the_steps_docked_together_fit_a_1280x800_screen(make_napari_viewer):
+    """Each step scrolls inside its dock: Data and Align docked in turn keep the window on the
+    screen (Align alone needed 820 px; the two made the window 1,283 px tall)."""
+    viewer = make_napari_viewer()
+    viewer.window.show()
+    window = viewer.window._qt_window
+    window.resize(1280, 776)
+    for name in ("0 Data", "1 Align", "2 Reconstruct"):
+        dock, _ = viewer.window.add_plugin_dock_widget("napari-aet", name)
+        QApplication.processEvents()
+        assert dock.minimumSizeHint().height() < 200
+    assert window.frameGeometry().height() <= 800
+
+
 def test_a_plain_tiff_gets_its_pixel_size_and_angles_in_the_data_step(make_napari_viewer, plain_tiff, qtbot):
     path, series = plain_tiff
     viewer, workbench = workbench_in(make_napari_viewer)
