@@ -578,6 +578,7 @@ def test_classify_widget_labels_species(qtbot, traced, particle):
     found = atoms_from_layer(layer)
     assert species_accuracy(found, truth) > 0.95
     assert {"intensity", "confidence", "ambiguous", "non_atom"} <= set(layer.features.columns)
+    assert "ambiguous (between two labels: 6 Edit's review queue shows them" in widget.message.text()
     pt = found.species == "Pt"
     np.testing.assert_allclose(layer.face_color[pt], [[0.45, 0.65, 1.0, 1.0]] * pt.sum())
     assert widget.plot.has_data()

@@ -111,8 +111,10 @@ class ClassifyWidget(StageWidget):
         self.plot_histogram(atoms, elements)
         counts = ", ".join(f"{np.count_nonzero(atoms.species == e)} {e}" for e in elements)
         warnings = "".join(f"\n⚠ {w}" for w in self.session.point.report.get("classify_warnings", []))
+        between = "an atom and a noise peak" if len(elements) == 1 else "two labels"
         self.show_done(f"{counts}, {np.count_nonzero(atoms.features['non_atom'])} non-atoms; "
-                       f"{np.count_nonzero(atoms.features['ambiguous'])} ambiguous{warnings}")
+                       f"{np.count_nonzero(atoms.features['ambiguous'])} ambiguous (between {between}: "
+                       f"6 Edit's review queue shows them, least sure first){warnings}")
 
     def plot_histogram(self, atoms, elements):
         """Stacked histogram of the integrated intensity of ``atoms`` classified into ``elements``
