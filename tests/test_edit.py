@@ -208,10 +208,12 @@ def test_an_atom_is_not_added_onto_or_beside_another(particle, volume_of):
     """A click snapping onto an atom's peak, or a position nearer than the pair's physical minimum
     distance, adds nothing: the message names the atom and the distance."""
     recon, classified = volume_of
-    with pytest.raises(InputError, match=r"not added: a (Fe|Pt) atom 0\.0\d Å from atom 21 \(Pt; .* at least 2\.\d\d Å"):
+    where = ", ".join(f"{v:.1f}" for v in classified.positions[21])
+    with pytest.raises(InputError, match=rf"not added: a (Fe|Pt) atom 0\.0\d Å from the Pt atom at \({where}\) Å "
+                                         r"\(atoms of this pair are at least 2\.\d\d Å"):
         edit.add(classified, [particle.positions[21] + [0.3, -0.4, 0.2]], recon)
     beside = classified.positions[21] + [1.2, 0.0, 0.0]
-    with pytest.raises(InputError, match="1.20 Å from atom 21"):
+    with pytest.raises(InputError, match=rf"1.20 Å from the Pt atom at \({where}\)"):
         edit.add(classified, [beside], recon, snap=False)
     assert len(edit.add(classified, [beside], recon, snap=False, min_distance=1.0)) == len(classified) + 1
     gone = edit.delete(classified, [21])  # its peak is free again: the click adds it back

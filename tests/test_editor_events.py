@@ -153,6 +153,22 @@ def test_a_mouse_drag_is_logged_locked_and_undoable(editor):
     assert layer.features["locked"][atom] and widget.log[-1]["action"] == "redo"
 
 
+def test_a_drag_onto_a_neighbour_is_kept_but_said(editor):
+    """Moving an atom onto another (the duplicate that broke g(r)) is not silent."""
+    viewer, layer, widget, session = editor
+    atoms = atoms_from_layer(layer)
+    real = np.flatnonzero(atoms.species != "")
+    offsets = atoms.positions[real, None] - atoms.positions[None, real]
+    same_plane = (np.abs(offsets[..., 2]) < 0.05) & (np.linalg.norm(offsets, axis=2) > 0)
+    i, j = real[np.argwhere(same_plane)[0]]  # two atoms in one z slice
+    world = view_slice_of(viewer, layer, i)
+    layer.mode = "select"
+    drag(viewer, to_canvas(viewer, world), to_canvas(viewer, layer.data_to_world(layer.data[j])))
+    assert widget.log[-1]["action"] == "move" and widget.log[-1]["index"] == i
+    message = widget.message.text()
+    assert message.startswith("⚠ moved onto a neighbour:") and "moved 1 point(s)" in message
+
+
 def drawn_fraction(viewer, layer):
     """Fraction of the canvas that ``layer`` changes (rendered with and without it)."""
     from napari_aet._napari import screenshot
@@ -415,7 +431,8 @@ def test_a_click_on_an_atoms_own_peak_adds_nothing_and_says_why(editor):
     assert len(after) == len(before) and np.array_equal(after.positions, before.positions)
     assert widget.log == log and len(session.point.atoms) == len(before)
     message = widget.message.text()
-    assert message.startswith("⚠ not added:") and "from atom 0 (" in message and "at least" in message
+    where = ", ".join(f"{v:.1f}" for v in before.positions[0])
+    assert message.startswith("⚠ not added:") and f"atom at ({where}) Å" in message and "at least" in message
 
 
 def test_two_editors_of_one_window_log_each_edit_once(editor, qtbot):
@@ -459,6 +476,31 @@ def test_a_study_file_opened_with_file_open_is_a_copy_and_the_editor_says_how_to
     assert widget.layer is viewer.layers["t0: atoms"]
     assert "a copy read from a study file" in widget.study_status.text()
     assert "AET workbench's Open…" in widget.study_status.text()
+
+
+def test_a_second_study_opened_in_the_window_is_the_one_the_steps_work_on(make_napari_viewer, study_data, tmp_path):
+    """Open… study A, then study B: B's atoms and edits are the steps' input, A's layers are hidden
+    and no longer the study's (they passed as B's: Analyse then replaced B's edited atoms by A's)."""
+    from napari_aet._napari._base import study_layer_name
+    from napari_aet.project import save_project
+
+    _, reconstruction, atoms = study_data
+    save_project(tmp_path / "a.aet", Project([TimePoint("t0", reconstruction=reconstruction, atoms=atoms)]))
+    edited = atoms.subset(np.arange(1, len(atoms)))
+    save_project(tmp_path / "b.aet", Project([TimePoint("t0", reconstruction=reconstruction, atoms=edited,
+                                                        edits=[{"action": "delete", "index": 0}])]))
+    viewer = make_napari_viewer()
+    _, workbench = viewer.window.add_plugin_dock_widget("napari-aet", "AET workbench")
+    workbench.open_study(tmp_path / "a.aet")
+    first = [layer for layer in viewer.layers if layer.visible]
+    workbench.open_study(tmp_path / "b.aet")
+    session = workbench.session
+    name = study_layer_name(viewer, session, "atoms")
+    assert name is not None and len(viewer.layers[name].data) == len(edited)
+    assert workbench.steps["7 Analyse"].atoms_input.currentText() == name
+    editor = workbench.steps["6 Edit"]
+    assert editor.layer == viewer.layers[name] and editor.log == [{"action": "delete", "index": 0}]
+    assert all(not layer.visible for layer in first if layer.name != name)  # A's, hidden
 
 
 def test_review_keys_centre_zoom_and_show_the_atom_beside_the_class_averages(editor, study_data):

@@ -128,8 +128,8 @@ def crowding(atoms: AtomModel, index, min_distance=None) -> list[str]:
     """Which of atoms ``index`` (just added) lie nearer to another atom than the pair's minimum
     distance (:func:`napari_aet.elements.min_distance_table`; ``min_distance``: None for the
     physical table, one number or pairs as there): one phrase each, e.g. "a Ta atom 0.10 Å from
-    atom 17 (Ta; atoms of this pair are at least 2.43 Å apart)". Atoms without an element
-    (unlabelled, non-atoms) are not judged and do not count."""
+    the Ta atom at (1.2, -3.4, 5.6) Å (atoms of this pair are at least 2.43 Å apart)". Atoms
+    without an element (unlabelled, non-atoms) are not judged and do not count."""
     from scipy.spatial import cKDTree
 
     from .elements import min_distance_table
@@ -153,8 +153,9 @@ def crowding(atoms: AtomModel, index, min_distance=None) -> list[str]:
         crowded = np.flatnonzero(distance < limit)
         if len(crowded):
             k = crowded[np.argmin(distance[crowded])]
-            phrases.append(f"a {species[i]} atom {distance[k]:.2f} Å from atom {near[k]} ({species[near[k]]}; atoms "
-                           f"of this pair are at least {limit[k]:.2f} Å apart)")
+            where = ", ".join(f"{v:.1f}" for v in atoms.positions[near[k]])
+            phrases.append(f"a {species[i]} atom {distance[k]:.2f} Å from the {species[near[k]]} atom at ({where}) Å "
+                           f"(atoms of this pair are at least {limit[k]:.2f} Å apart)")
     return phrases
 
 

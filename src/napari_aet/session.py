@@ -184,7 +184,8 @@ class StudySession:
 
     def load(self, path):
         """Work on the study saved at ``path`` from now on, with whatever its autosaves hold that
-        is newer (``recovered`` says whether they held any); announces "study".
+        is newer (``recovered`` says whether they held any), under a new :attr:`id`; announces
+        "study".
 
         ``path`` may be an autosave (``<study>.autosave.aet``, ``<study>.edits.aet``): its study
         ``<study>.aet`` is opened. A study never saved (no ``<study>.aet``) is recovered from its
@@ -198,6 +199,7 @@ class StudySession:
             raise InputError(f"file {path} does not exist, nor any autosave of it: check the name and directory")
         study = load_project(source)
         recovered = source != path
+        self.id = uuid.uuid4().hex  # the layers of the study worked on before are not this one's
         self._set(study, path if path.exists() else None, (autosave, edits))
         if _newer(edits, source):
             recovered |= self.recover(load_project(edits))

@@ -400,14 +400,18 @@ class StageWidget(QWidget):
             return
         if field == "atoms" and workflow.has_hand_edits(point):
             own = self.study_layer_name("atoms")
-            raise InputError(f"layer {layer.name!r} is not the study's atoms, whose hand edits running on it would "
-                             f"replace: choose {own or 'the study atoms layer'!r} as the atoms input (to work on "
-                             f"{layer.name!r} itself, open it in a new napari window)")
+            raise InputError(f"layer {layer.name!r} is not the study's atoms, and running on it would replace them "
+                             f"and their hand edits: choose {own or 'the study atoms layer'!r} as the atoms input "
+                             f"(to work on {layer.name!r} itself, open it in a new napari window)")
+        replaced = getattr(point, field) is not None
         workflow.adopt(point, stage, data, f"layer {layer.name!r}")
         if field == "atoms":
             point.edits = edits
         self.tag_layer(layer, field)
         self.session.announce(stage)
+        if replaced:  # the person chose another layer: say what the study holds now
+            show_info(f"{point.name}: the study now takes its {field} from layer {layer.name!r} (the layer of "
+                      f"the {field} before is kept)")
 
     def tag_layer(self, layer, field):
         """Mark ``layer`` as showing the study's current ``field``."""

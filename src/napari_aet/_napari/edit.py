@@ -282,6 +282,7 @@ class EditWidget(QWidget):
         self.layer, self.current = None, None
         self._bind_keys_elsewhere()
         self.setEnabled(False)
+        self._show_status()  # no numbers of a layer it no longer watches
         self.message.setText("the other atom editor of this window edits now (the workbench's 6 Edit step or the "
                              "docked 6 Edit atoms): show only this one to edit here")
 
@@ -356,9 +357,9 @@ class EditWidget(QWidget):
         if moved:
             after = mark_edited(after, moved)
         earlier = self.message.text()
+        given = workflow.min_distance_given(self.session.point) if self.in_study() else None
         if added:
             after = self._place(after, added)
-            given = workflow.min_distance_given(self.session.point) if self.in_study() else None
             crowded = crowding(after, added, given)
             if crowded:  # the click snapped onto an atom's peak, or too near one: nothing changes
                 self._show_atoms(before)
@@ -374,6 +375,9 @@ class EditWidget(QWidget):
         said = [f"{what} {len(items)} point(s)" + (f" ({', '.join(items)})" if what == "added" else "")
                 for what, items in done.items() if items]
         warning = self.message.text() if self.message.text() != earlier else ""  # e.g. no volume to snap to
+        crowded = crowding(after, moved, given) if moved else []
+        if crowded:  # kept (a drag may pass by a neighbour), but not silently
+            warning = f"⚠ moved onto a neighbour: {'; '.join(crowded)}; drag it away or undo (Ctrl+Z)"
         if said:  # what just happened, not the message of an earlier action
             self.message.setText("; ".join([warning, *said] if warning else said))
 

@@ -97,7 +97,7 @@ def tilt_series_from_layer(layer) -> TiltSeries:
                          "or File > Open Sample > napari-aet")
     if meta.get("angles_unknown"):
         raise InputError(f"the tilt angles of layer {layer.name!r} are unknown: enter them in the AET "
-                         "workbench's Data step (a range or an angle file)")
+                         "workbench's Data step (a range or an angle file) and press Use for the study")
     return TiltSeries(projections_of(layer), np.asarray(meta["angles"]), meta["pixel_size"],
                       meta.get("tilt_axis", 0.0), np.asarray(meta["shifts"]), dict(meta.get("info", {})))
 

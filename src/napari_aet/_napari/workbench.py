@@ -188,12 +188,17 @@ class Workbench(QWidget):
     # --- files ----------------------------------------------------------------------------------
     def open_study(self, path):
         """Open a study file (``.aet``, or the autosave of a study never saved, which recovers it):
-        its layers replace nothing, the steps work on it from now on."""
+        the steps work on it from now on; the layers of the study before are hidden, not removed
+        (they are no longer the study's: no step takes them as its results)."""
+        before = self.session.id
         try:
             self.session.load(path)
         except InputError as error:
             self.message.setText(f"⚠ {error}")
             return
+        for layer in self.viewer.layers:
+            if study_tag(layer)[0] == before:
+                layer.visible = False
         self.show_time_point()
         session = self.session
         points = f"{len(session.study.time_points)} time point(s)"
