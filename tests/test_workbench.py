@@ -264,7 +264,10 @@ def test_each_time_point_has_its_layers_together_named_and_shown_alone(make_napa
     assert [layer.name for layer in viewer.layers] == [
         "t0: particle", "t0: particle wbp", "t0: particle wbp reconstruction |FFT|", "my notes"]
     assert [layer.visible for layer in viewer.layers] == [False, False, False, True]
+    trace = workbench.steps["3 Trace"]  # the new time point has no volume: t0's is no step's input
+    assert trace.volume_input.layer() is None and trace.volume_input.currentText() == ""
     enter_data_and_reconstruct(later)
+    assert trace.volume_input.currentText() == "16 min: particle_16min wbp"
     assert [layer.name for layer in viewer.layers][4:] == [
         "16 min: particle_16min", "16 min: particle_16min wbp", "16 min: particle_16min wbp reconstruction |FFT|"]
 

@@ -107,6 +107,7 @@ class LayerSelector(QComboBox):
         self.follow_new = follow_new
         self.choices = tuple(choices)  # entries before the layers that are not layers (e.g. "automatic")
         self._chosen = None  # the selected layer, followed through renames
+        self._cleared = False  # emptied by refresh(clear=True), and kept empty until a layer is chosen
         viewer.layers.events.inserted.connect(self._on_inserted)
         viewer.layers.events.removed.connect(self.refresh)
         for layer in viewer.layers:
@@ -124,17 +125,21 @@ class LayerSelector(QComboBox):
         follow = follows and self.accepts(new) and new.name not in self.own_outputs
         self.refresh(select=new.name if follow else None)
 
-    def refresh(self, event=None, select=None):
-        """Re-list the accepted layers, keeping the selection (or selecting ``select``);
-        ``currentTextChanged`` is emitted once if the selection changed."""
+    def refresh(self, event=None, select=None, clear=False):
+        """Re-list the accepted layers, keeping the selection (or selecting ``select``; none with
+        ``clear``); ``currentTextChanged`` is emitted once if the selection changed."""
         before = self.currentText()
         current = select or before
+        cleared = clear or (select is None and before == "" and self._cleared)  # stays empty until a choice
         names = [layer.name for layer in self.viewer.layers if self.accepts(layer)]
         self.blockSignals(True)
         self.clear()
         self.addItems([*self.choices, *names])
-        if current in names:
+        if cleared:
+            self.setCurrentIndex(-1)
+        elif current in names:
             self.setCurrentText(current)
+        self._cleared = cleared
         self.blockSignals(False)
         self._chosen = self.layer()
         if self.currentText() != before:
@@ -194,6 +199,13 @@ def study_tag(layer) -> tuple[str | None, str | None, str | None]:
     """(study session id, time point, field) of the study result a layer shows, or Nones."""
     meta = layer.metadata.get("aet", {})
     return meta.get("study_id"), meta.get("study_point"), meta.get("study_field")
+
+
+def of_another_time_point(layer, session) -> bool:
+    """Whether ``layer`` shows a result of a time point other than ``session``'s current one (or
+    of a study opened before): never the input of a step of this one."""
+    study_id, point, _ = (None, None, None) if layer is None else study_tag(layer)
+    return point is not None and (study_id != session.id or point != session.point.name)
 
 
 def follows_study(session, field):
@@ -433,7 +445,9 @@ class StageWidget(QWidget):
             for selector, preferred in self._study_inputs:
                 point_layers = [layer.name for layer in self.viewer.layers if selector.accepts(layer)
                                 and study_tag(layer)[:2] == (self.session.id, self.session.point.name)]
-                selector.refresh(select=preferred() or (point_layers[-1] if point_layers else None))
+                chosen = preferred() or (point_layers[-1] if point_layers else None)
+                selector.refresh(select=chosen, clear=chosen is None and of_another_time_point(selector.layer(),
+                                                                                                self.session))
 
     def show_output(self, layer_data, field=None, **overrides):
         """:func:`show_layer` for this stage's outputs (which its own inputs do not switch to), as

@@ -168,7 +168,9 @@ class Workbench(QWidget):
 
     def show_time_point(self):
         """Show the current time point's layers (its results added where missing) as they were
-        before another time point hid them, and hide the other time points' layers."""
+        before another time point hid them, and hide the other time points' layers; the steps
+        then take them as their inputs (announced as "study" again: a layer updated in place
+        under the same name is no new layer to follow)."""
         session = self.session
         for layer in self.viewer.layers:
             study_id, point, _ = study_tag(layer)
@@ -184,6 +186,7 @@ class Workbench(QWidget):
             field = data[1]["metadata"]["aet"]["study_field"]
             if not any(study_tag(layer) == (session.id, session.point.name, field) for layer in self.viewer.layers):
                 keep_with_time_point(self.viewer, show_layer(self.viewer, tag_as_study(data, session, field)))
+        session.announce("study")
 
     # --- files ----------------------------------------------------------------------------------
     def open_study(self, path):
