@@ -252,8 +252,8 @@ def test_rebuilding_a_study_keeps_its_hand_edits(study):
     project = load_project(out / "p1" / "study.aet")
     project.time_points[1].edits = [{"action": "delete", "index": 3}]
     save_project(out / "p1" / "study.aet", project)
-    _, kept, carried = build_study(out / "p1", ["0", "30"])
-    assert list((out / "p1").glob("study.edited-*.aet")) == [kept] and carried == ["30"]
+    _, kept, carried, restarted = build_study(out / "p1", ["0", "30"])
+    assert list((out / "p1").glob("study.edited-*.aet")) == [kept] and carried == ["30"] and restarted == []
     assert load_project(kept).time_points[1].edits == [{"action": "delete", "index": 3}]
     rebuilt = load_project(out / "p1" / "study.aet")  # time 30 did not run again: its edits carried over
     assert [p.edits for p in rebuilt.time_points] == [[], [{"action": "delete", "index": 3}]]
@@ -264,8 +264,9 @@ def test_rebuilding_a_study_keeps_its_hand_edits(study):
     ran_again = load_project(out / "p1" / "30" / "project.aet")
     ran_again.time_points[0].report["created"] = "a later run"
     save_project(out / "p1" / "30" / "project.aet", ran_again)  # its series ran again: the new result, edits in the copy
-    _, kept_again, carried = build_study(out / "p1", ["0", "30"])
+    _, kept_again, carried, restarted = build_study(out / "p1", ["0", "30"])
     assert [p.edits for p in load_project(out / "p1" / "study.aet").time_points] == [[], []] and carried == []
+    assert restarted == ["30"]
     assert load_project(kept_again).time_points[1].edits == [{"action": "delete", "index": 3}]
 
 
@@ -306,9 +307,56 @@ def test_rebuilding_a_study_keeps_edits_napari_only_autosaved(study):
     point = load_project(out / "p1" / "study.aet").time_points[0]
     hand_made = TimePoint(point.name, atoms=point.atoms, edits=[{"action": "delete", "index": 7}], stages=point.stages)
     save_project(edits_path, Project([hand_made]))
-    _, kept, carried = build_study(out / "p1", ["0", "30"])
+    _, kept, carried, _ = build_study(out / "p1", ["0", "30"])
     assert carried == ["0"] and load_project(kept).time_points[0].edits == [{"action": "delete", "index": 7}]
     assert load_project(out / "p1" / "study.aet").time_points[0].edits == [{"action": "delete", "index": 7}]
+    assert not edits_path.exists()  # folded into the new study and the kept copy
+
+
+def test_unsaved_edits_of_a_time_point_that_ran_again_are_kept(study):
+    """Edits only in study.edits.aet (napari killed), at a time point whose series then ran again:
+    the kept copy is the study as napari would open it, so it holds them (the renamed study.aet
+    did not), and the rebuild names that time point."""
+    from napari_aet.batch import build_study, describe_kept_study
+    from napari_aet.project import Project, TimePoint, save_project
+    from napari_aet.session import autosave_paths
+
+    out, *_ = study
+    _, edits_path = autosave_paths(out / "p1" / "study.aet")
+    project = load_project(out / "p1" / "study.aet")
+    project.time_points[0].edits = []
+    save_project(out / "p1" / "study.aet", project)  # no edits saved
+    point = project.time_points[0]
+    save_project(edits_path, Project([TimePoint(point.name, atoms=point.atoms, stages=point.stages,
+                                                edits=[{"action": "delete", "index": 2}])]))
+    ran_again = load_project(out / "p1" / "0" / "project.aet")
+    ran_again.time_points[0].report["created"] = "a later run"
+    save_project(out / "p1" / "0" / "project.aet", ran_again)
+    _, kept, carried, restarted = build_study(out / "p1", ["0", "30"])
+    assert carried == [] and restarted == ["0"] and not edits_path.exists()
+    assert load_project(kept).time_points[0].edits == [{"action": "delete", "index": 2}]
+    assert load_project(out / "p1" / "study.aet").time_points[0].edits == []
+    said = describe_kept_study({"particle": "p1", "kept": str(kept), "carried": carried, "restarted": restarted})
+    assert f"time point(s) 0 ran again and start afresh: their hand edits are in {kept.name} only" in said
+
+
+def test_a_stale_autosave_does_not_outlive_a_rebuilt_study(study):
+    """Work napari autosaved and never saved (no hand edits) is kept in a copy and its autosave
+    removed: left newer beside the rebuilt study.aet, napari's Open… loaded it instead."""
+    from napari_aet.batch import build_study
+    from napari_aet.project import save_project
+    from napari_aet.session import StudySession, autosave_paths
+
+    out, *_ = study
+    autosave, _ = autosave_paths(out / "p1" / "study.aet")
+    stale = load_project(out / "p1" / "study.aet")
+    stale.time_points[1].report["created"] = "napari's unsaved work"
+    save_project(autosave, stale)
+    _, kept, _, _ = build_study(out / "p1", ["0", "30"])
+    assert kept is not None and not autosave.exists()
+    assert load_project(kept).time_points[1].report["created"] == "napari's unsaved work"
+    reopened = StudySession.open(out / "p1" / "study.aet")
+    assert not reopened.recovered and reopened.study.time_points[1].report["created"] != "napari's unsaved work"
 
 
 def test_study_progress_shows_series_done_and_stages_in_flight():

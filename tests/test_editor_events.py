@@ -11,7 +11,7 @@ from qtpy.QtTest import QTest
 from qtpy.QtWidgets import QApplication
 
 from napari_aet import workflow
-from napari_aet._napari._base import show_layer, tag_as_study
+from napari_aet._napari._base import show_layer, study_tag, tag_as_study
 from napari_aet._napari._study import set_session
 from napari_aet._napari.edit import EditWidget
 from napari_aet.atom_labels import NON_ATOM, labels
@@ -479,8 +479,8 @@ def test_a_study_file_opened_with_file_open_is_a_copy_and_the_editor_says_how_to
 
 
 def test_a_second_study_opened_in_the_window_is_the_one_the_steps_work_on(make_napari_viewer, study_data, tmp_path):
-    """Open… study A, then study B: B's atoms and edits are the steps' input, A's layers are hidden
-    and no longer the study's (they passed as B's: Analyse then replaced B's edited atoms by A's)."""
+    """Open… study A, then study B: B's atoms and edits are the steps' input and shown, A's layers
+    are removed (they passed as B's: Analyse then replaced B's edited atoms by A's)."""
     from napari_aet._napari._base import study_layer_name
     from napari_aet.project import save_project
 
@@ -500,7 +500,8 @@ def test_a_second_study_opened_in_the_window_is_the_one_the_steps_work_on(make_n
     assert workbench.steps["7 Analyse"].atoms_input.currentText() == name
     editor = workbench.steps["6 Edit"]
     assert editor.layer == viewer.layers[name] and editor.log == [{"action": "delete", "index": 0}]
-    assert all(not layer.visible for layer in first if layer.name != name)  # A's, hidden
+    assert first and all(study_tag(layer)[0] == session.id for layer in viewer.layers)  # A's removed
+    assert all(layer.visible for layer in viewer.layers)  # B's shown (A's same-named hidden ones took its data)
 
 
 def test_review_keys_centre_zoom_and_show_the_atom_beside_the_class_averages(editor, study_data):

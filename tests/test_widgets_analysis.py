@@ -146,6 +146,9 @@ def test_time_series_from_the_study(make_napari_viewer, qtbot, times):
                                 np.concatenate([times[1].species, [""] * 30]).astype(object),
                                 {"non_atom": np.arange(len(times[1]) + 30) >= len(times[1])})
     session.point.atoms = times[0]
+    from napari_aet._napari._base import tag_as_study
+
+    own = show_layer(viewer, tag_as_study(atoms_layer(times[0], (96, 96, 96), VOXEL, name="atoms"), session, "atoms"))
     session.add_time_point("t1").atoms = with_noise
     widget.use_study()
     assert widget.sources.count() == 2
@@ -153,6 +156,7 @@ def test_time_series_from_the_study(make_napari_viewer, qtbot, times):
     assert len(viewer.layers["time series"].data) == sum(map(len, times))  # the atoms only, as Analyse takes
     (ax,) = widget.plot.figure.axes  # the time points by their names, not 0, 0.25, 0.5 …
     assert [tick.get_text() for tick in ax.get_xticklabels()] == ["t0", "t1"]
+    assert not own.visible and "own layers are hidden (1: each in its own frame)" in widget.message.text()
 
 
 def test_analyse_keeps_its_result_in_the_study(make_napari_viewer, qtbot, times):

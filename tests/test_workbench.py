@@ -271,7 +271,9 @@ def test_each_time_point_has_its_layers_together_named_and_shown_alone(make_napa
     assert [layer.name for layer in viewer.layers][4:] == [
         "16 min: particle_16min", "16 min: particle_16min wbp", "16 min: particle_16min wbp reconstruction |FFT|"]
 
+    assert data.series_input.currentText() == "16 min: particle_16min"
     workbench.select_time_point(0)  # back to t0, as it was (its tilt series hidden by Reconstruct)
+    assert data.series_input.currentText() == "t0: particle"  # the Data step shows t0's data, not 16 min's
     assert [layer.visible for layer in viewer.layers] == [False] + [True] * 3 + [False] * 3
     reconstruct.parameters.fourier.value = "measured coverage"
     reconstruct.run()  # a new output joins t0's layers

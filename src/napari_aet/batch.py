@@ -38,7 +38,7 @@ from .io.files import file_sha256
 from .model import InputError, check_elements
 from .progress import ProgressCallback
 from .reconstruct import METHODS
-from .runs import RUN_OPTIONS, edited_copy_path, keep_if_edited, run_to_directory
+from .runs import RUN_OPTIONS, edited_copy_path, run_to_directory
 
 #: Plan columns every row must give (besides any ``run`` option of :data:`RUN_OPTIONS`).
 REQUIRED = ("series", "elements", "particle", "time")
@@ -299,7 +299,7 @@ def skipped_summary(row: PlanRow, out_dir: Path) -> dict:
             "series": str(row.series), "wall_time_s": "", **_report_metrics(report)}
 
 
-def build_study(particle_dir, times) -> tuple[Path, Path | None, list[str]]:
+def build_study(particle_dir, times) -> tuple[Path, Path | None, list[str], list[str]]:
     """``particle_dir/study.aet``: one project holding every time (in order) from
     ``particle_dir/<time>/project.aet``, each time point named by its time label (and timed by it
     when it is a number) with the record of its stages (so any stage can run again), and the
@@ -307,21 +307,24 @@ def build_study(particle_dir, times) -> tuple[Path, Path | None, list[str]]:
 
     Hand edits are never lost: the previous study is read as napari opens it (with whatever its
     autosaves hold that is newer, unsaved edits included); a time point it holds with edits is
-    carried into the new study as it was, unless its series ran again since (:func:`_ran_again`);
-    and the previous study, if it held edits, is kept under a new name first. Each time point
-    taken from a project.aet records that file's SHA-256 (``report["built_from"]``). Returns the
-    study's path, that kept copy's (None if there was nothing to keep) and the names of the time
-    points carried over."""
-    from .project import Project, holds_edits, load_project, provenance, save_project
+    carried into the new study as it was, unless its series ran again since (:func:`_ran_again`).
+    When the previous study held edits, or had autosaves, it is first saved as napari would open
+    it under a new name (``study.edited-<UTC time>.aet``), and its autosaves are removed: left
+    beside the new study, napari would open them instead of it. Each time point taken from a
+    project.aet records that file's SHA-256 (``report["built_from"]``). Returns the study's path,
+    that kept copy's (None if there was nothing to keep), the names of the time points carried
+    over and of the edited ones that ran again (their edits only in the kept copy)."""
+    from .project import Project, load_project, provenance, save_project
     from .session import StudySession, autosave_paths
 
     particle_dir = Path(particle_dir)
     study = particle_dir / "study.aet"
-    found = [path for path in (study, *autosave_paths(study)) if path.exists()]
-    previous = StudySession.open(study).study if any(map(holds_edits, found)) else None
+    autosaves = [path for path in autosave_paths(study) if path.exists()]
+    found = [path for path in (study, *autosaves) if path.exists()]
+    previous = StudySession.open(study).study if found else None
     edited = {point.name: point for point in (previous.time_points if previous else []) if point.edits}
     written = max((path.stat().st_mtime for path in found), default=0.0)
-    points, carried = [], []
+    points, carried, restarted = [], [], []
     for label in times:
         project = particle_dir / label / "project.aet"
         digest = file_sha256(project)
@@ -331,17 +334,19 @@ def build_study(particle_dir, times) -> tuple[Path, Path | None, list[str]]:
             points.append(edited[label])
             carried.append(label)
             continue
+        if label in edited:
+            restarted.append(label)
         for point in load_project(project).time_points:
             point.name = label
             point.report["built_from"] = built_from
             with contextlib.suppress(ValueError):  # a time in minutes, when the label is a number
                 point.time = float(label)
             points.append(point)
-    kept = keep_if_edited(study) if edited else None
-    if edited and kept is None:  # the edits were only in its autosaves: a copy of them too
-        kept = save_project(edited_copy_path(study), previous)
+    kept = save_project(edited_copy_path(study), previous) if edited or autosaves else None
+    for path in autosaves:
+        path.unlink()
     saved = save_project(study, Project(points, {**provenance("napari-aet batch"), "particle": particle_dir.name}))
-    return saved, kept, carried
+    return saved, kept, carried, restarted
 
 
 def _ran_again(point, project, digest, study_written) -> bool:
@@ -353,6 +358,19 @@ def _ran_again(point, project, digest, study_written) -> bool:
     if recorded is None:
         return project.stat().st_mtime > study_written
     return recorded != digest
+
+
+def describe_kept_study(summary: dict) -> str:
+    """What a rebuild of a particle's study did with the study before (a :func:`finish_particle` row)."""
+    kept, carried, restarted = Path(summary["kept"]).name, summary["carried"], summary["restarted"]
+    said = [f"{summary['particle']}: its study before (hand edits, or work napari autosaved) is kept as {kept}"]
+    if carried:
+        said.append(f"the new study.aet carries the edited time point(s) {', '.join(carried)}, which did not "
+                    "run again")
+    if restarted:
+        said.append(f"time point(s) {', '.join(restarted)} ran again and start afresh: their hand edits are in "
+                    f"{kept} only")
+    return "; ".join(said)
 
 
 def finish_particle(particle_dir, times, analyze_options=None) -> dict:
@@ -367,9 +385,9 @@ def finish_particle(particle_dir, times, analyze_options=None) -> dict:
                "step": "study+analyze+track" if len(times) >= 2 else "study", "series": "",
                "n_atoms": "", "r_factor": "", "status": "done", "error": ""}
     try:
-        _, kept, carried = build_study(particle_dir, times)
+        _, kept, carried, restarted = build_study(particle_dir, times)
         if kept is not None:
-            summary["kept"], summary["carried"] = str(kept), carried
+            summary["kept"], summary["carried"], summary["restarted"] = str(kept), carried, restarted
         if len(times) >= 2:
             by_time = study_atoms(particle_dir / "study.aet")  # the hand edits it carries count; read once
             for label in times:
@@ -620,10 +638,7 @@ def _run_plan(client, rows, pending, summaries, out_dir, force, topic, study, fu
         if summary["status"] == "failed":
             log(f"{summary['particle']} study steps failed: {summary['error']}")
         if summary.get("kept"):
-            carried = ", ".join(summary["carried"])
-            log(f"{summary['particle']}: its study held hand edits and is kept as {Path(summary['kept']).name}; "
-                + (f"the new study.aet carries the edited time point(s) {carried}, which did not run again"
-                   if carried else "every edited time point ran again: the new study.aet starts afresh"))
+            log(describe_kept_study(summary))
     result = _in_plan_order(rows, summaries) + particle_rows
     write_summary(out_dir / "summary.csv", result)
     return result

@@ -458,6 +458,10 @@ class StageWidget(QWidget):
         layer_data = (data, {**kwargs, **overrides}, kind)
         if self.per_time_point:
             layer_data = tag_as_study(layer_data, self.session, field)
+        else:  # a result of the whole study (e.g. the time series): tagged with the study only
+            metadata = dict(layer_data[1].get("metadata", {}))
+            metadata["aet"] = {**metadata.get("aet", {}), "study_id": self.session.id}
+            layer_data = (layer_data[0], {**layer_data[1], "metadata": metadata}, layer_data[2])
         self._outputs.add(layer_data[1]["name"])
         layer = show_layer(self.viewer, layer_data)
         keep_with_time_point(self.viewer, layer)

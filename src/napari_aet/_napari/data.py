@@ -24,8 +24,8 @@ from ..io import read_angles
 from .layers import projections_of, tilt_series_layer
 from ..model import InputError, TiltSeries, check_elements
 from ..runs import exclude_projections
-from ._base import (LayerSelector, is_data, is_tilt_series, keep_with_time_point, scrolled_layout, show_layer,
-                    tag_as_study)
+from ._base import (LayerSelector, is_data, is_tilt_series, keep_with_time_point, of_another_time_point,
+                    scrolled_layout, show_layer, study_layer_name, tag_as_study)
 from ._plots import PlotCanvas
 from ._study import session_for
 
@@ -103,7 +103,15 @@ class DataWidget(QWidget):
         self.file_button.clicked.connect(self._choose_angle_file)
         self.apply_button.clicked.connect(self.apply)
         self.pixel_size.valueChanged.connect(self.show_warnings)
+        self.session.changed.connect(self._on_study)
         self.show_layer_values()
+
+    def _on_study(self, what):
+        """Another time point (or study) became current: show its data, never another's."""
+        if what == "study":
+            own = study_layer_name(self.viewer, self.session, "raw")
+            self.series_input.refresh(select=own, clear=own is None and of_another_time_point(
+                self.series_input.layer(), self.session))
 
     # --- reading the layer ----------------------------------------------------------------------
     def _layer_meta(self):
@@ -203,6 +211,9 @@ class DataWidget(QWidget):
         try:
             if layer is None:
                 raise InputError("no tilt series layer: open one first")
+            if of_another_time_point(layer, self.session):
+                raise InputError(f"layer {layer.name!r} is the data of another time point: choose this one's, or "
+                                 "open its file")
             if self._angles is None:
                 raise InputError("the tilt angles are unknown: set a range or load an angle file")
             elements = check_elements(self.elements.text()) if self.elements.text().strip() else None

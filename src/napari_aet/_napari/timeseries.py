@@ -15,7 +15,7 @@ from ..analysis.timeseries import atoms_nucleus_tracks, follow_particle
 from .layers import ATOM_DIAMETER
 from ..model import InputError, real_atoms
 from ..progress import sub_progress
-from ._base import StageWidget
+from ._base import StageWidget, study_tag
 from ._plots import PlotCanvas
 
 #: Colour of atoms outside nuclei (RGBA).
@@ -124,13 +124,19 @@ class TimeSeriesWidget(StageWidget):
         self.show_output((data, {"name": "time series", "features": features, "size": ATOM_DIAMETER,
                                  "face_color": track_colours(features["nucleus_track"]), "border_width": 0,
                                  "metadata": {"aet": {"kind": "time_series"}}}, "points"))
+        hidden = [layer for layer in self.viewer.layers if layer.visible and study_tag(layer)[1] is not None
+                  and study_tag(layer)[0] == self.session.id]
+        for layer in hidden:  # each time point's layers lie in its own frame, not time 0's
+            layer.visible = False
         self.viewer.dims.set_point(0, 0)
         self.plot_sizes()
         residuals = ", ".join(f"{t.residual:.2f}" for t in followed.transforms[1:])
         events = followed.nuclei.event
         counts = ", ".join(f"{np.count_nonzero(events == e)} {e}" for e in dict.fromkeys(events) if e != "present")
         self.show_done(f"{len(times)} times registered onto the first (residuals {residuals} Å); "
-                       f"nucleus events: {counts or 'none'}")
+                       f"nucleus events: {counts or 'none'}"
+                       + (f"; the time points' own layers are hidden ({len(hidden)}: each in its own frame)"
+                          if hidden else ""))
 
     def plot_sizes(self):
         """Atoms per nucleus track against time."""

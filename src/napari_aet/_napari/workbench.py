@@ -191,17 +191,17 @@ class Workbench(QWidget):
     # --- files ----------------------------------------------------------------------------------
     def open_study(self, path):
         """Open a study file (``.aet``, or the autosave of a study never saved, which recovers it):
-        the steps work on it from now on; the layers of the study before are hidden, not removed
-        (they are no longer the study's: no step takes them as its results)."""
+        the steps work on it from now on. The layers of the study before are removed (that study
+        is in its file and autosaves; batch studies share layer names, and a kept layer took the
+        new study's data hidden); the user's own layers stay."""
         before = self.session.id
         try:
             self.session.load(path)
         except InputError as error:
             self.message.setText(f"⚠ {error}")
             return
-        for layer in self.viewer.layers:
-            if study_tag(layer)[0] == before:
-                layer.visible = False
+        for layer in [layer for layer in self.viewer.layers if study_tag(layer)[0] == before]:
+            self.viewer.layers.remove(layer)
         self.show_time_point()
         session = self.session
         points = f"{len(session.study.time_points)} time point(s)"
