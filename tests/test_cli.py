@@ -356,7 +356,8 @@ def test_run_refuses_a_directory_with_results_unless_forced(simulated, tmp_path,
     assert main(args) == 2
     error = error_line(capsys)
     assert "already holds results (atoms.csv); it has no report.json, which a run writes last" in error
-    assert "delete the folder to run it again" in error and "--force" in error
+    assert "(a run that did not finish, or another program's files): pass --force to replace them, delete the " \
+        "folder, or choose another --out" in error
     assert (out / "atoms.csv").read_text() == "x,y,z,element\n" and not (out / "report.json").exists()
     assert main(args + ["--force"]) == 0
     assert len(read_atoms(out / "atoms.csv")) > 0 and (out / "report.json").exists()

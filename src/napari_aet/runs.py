@@ -127,10 +127,10 @@ def check_output(out_dir, *, force=False) -> Path:
     out_dir = check_writable(out_dir, create=False)
     found = existing_results(out_dir)
     if found and not force:
-        unfinished = ("; it has no report.json, which a run writes last: a run that did not finish, or another "
-                      "program's files — delete the folder to run it again" if "report.json" not in found else "")
+        unfinished = ("; it has no report.json, which a run writes last (a run that did not finish, or another "
+                      "program's files)" if "report.json" not in found else "")
         raise InputError(f"{out_dir} already holds results ({', '.join(found)}){unfinished}: pass --force to "
-                         "replace them or choose another --out")
+                         "replace them, delete the folder, or choose another --out")
     return out_dir
 
 
