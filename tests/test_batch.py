@@ -310,7 +310,7 @@ def test_rebuilding_a_study_keeps_edits_napari_only_autosaved(study):
     _, kept, carried, _ = build_study(out / "p1", ["0", "30"])
     assert carried == ["0"] and load_project(kept).time_points[0].edits == [{"action": "delete", "index": 7}]
     assert load_project(out / "p1" / "study.aet").time_points[0].edits == [{"action": "delete", "index": 7}]
-    assert not edits_path.exists()  # folded into the new study and the kept copy
+    assert not edits_path.exists() and autosave_paths(kept)[1].exists()  # the kept copy's now
 
 
 def test_unsaved_edits_of_a_time_point_that_ran_again_are_kept(study):
@@ -329,12 +329,14 @@ def test_unsaved_edits_of_a_time_point_that_ran_again_are_kept(study):
     point = project.time_points[0]
     save_project(edits_path, Project([TimePoint(point.name, atoms=point.atoms, stages=point.stages,
                                                 edits=[{"action": "delete", "index": 2}])]))
+    os.utime(edits_path, (1e9, 1e9))  # older than the study, as `cp -r` may leave it
     ran_again = load_project(out / "p1" / "0" / "project.aet")
     ran_again.time_points[0].report["created"] = "a later run"
     save_project(out / "p1" / "0" / "project.aet", ran_again)
     _, kept, carried, restarted = build_study(out / "p1", ["0", "30"])
     assert carried == [] and restarted == ["0"] and not edits_path.exists()
     assert load_project(kept).time_points[0].edits == [{"action": "delete", "index": 2}]
+    assert autosave_paths(kept)[1].exists()  # moved beside the copy, not deleted
     assert load_project(out / "p1" / "study.aet").time_points[0].edits == []
     said = describe_kept_study({"particle": "p1", "kept": str(kept), "carried": carried, "restarted": restarted})
     assert f"time point(s) 0 ran again and start afresh: their hand edits are in {kept.name} only" in said
@@ -353,7 +355,7 @@ def test_a_stale_autosave_does_not_outlive_a_rebuilt_study(study):
     stale.time_points[1].report["created"] = "napari's unsaved work"
     save_project(autosave, stale)
     _, kept, _, _ = build_study(out / "p1", ["0", "30"])
-    assert kept is not None and not autosave.exists()
+    assert kept is not None and not autosave.exists() and autosave_paths(kept)[0].exists()
     assert load_project(kept).time_points[1].report["created"] == "napari's unsaved work"
     reopened = StudySession.open(out / "p1" / "study.aet")
     assert not reopened.recovered and reopened.study.time_points[1].report["created"] != "napari's unsaved work"

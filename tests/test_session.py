@@ -79,6 +79,19 @@ def test_time_points_and_autosave_names(tmp_path):
             StudySession.open(tmp_path / missing)
 
 
+def test_data_entered_for_a_study_never_saved_are_autosaved():
+    """The Data step's series is the study's first work: autosaved at once (Open… of another
+    study then lost it)."""
+    from napari_aet.model import TiltSeries
+
+    session = StudySession()
+    series = TiltSeries(np.random.default_rng(0).random((8, 16, 16), np.float32), np.linspace(-60, 60, 8), 0.4)
+    session.set_raw(series)
+    assert session.autosave_path.exists()
+    recovered = StudySession.open(session.autosave_path)
+    np.testing.assert_array_equal(recovered.point.raw.projections, series.projections)
+
+
 def test_the_autosave_of_a_study_never_saved_is_recovered_and_saving_removes_it(study_file):
     """After a crash, opening either autosave of a study never saved brings back the study and the
     hand edits made after its last stage; it stays unsaved, autosaving to the same files, until

@@ -157,6 +157,13 @@ def test_time_series_from_the_study(make_napari_viewer, qtbot, times):
     (ax,) = widget.plot.figure.axes  # the time points by their names, not 0, 0.25, 0.5 …
     assert [tick.get_text() for tick in ax.get_xticklabels()] == ["t0", "t1"]
     assert not own.visible and "own layers are hidden (1: each in its own frame)" in widget.message.text()
+    from napari_aet._napari.workbench import Workbench
+
+    workbench = Workbench(viewer)
+    qtbot.addWidget(workbench)
+    workbench.select_time_point(1)
+    workbench.select_time_point(0)  # its layers come back, the time series (time 0's frame) goes
+    assert own.visible and not viewer.layers["time series"].visible
 
 
 def test_analyse_keeps_its_result_in_the_study(make_napari_viewer, qtbot, times):

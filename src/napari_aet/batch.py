@@ -306,14 +306,15 @@ def build_study(particle_dir, times) -> tuple[Path, Path | None, list[str], list
     particle's name in its provenance (``"particle"``: napari opens it as a study).
 
     Hand edits are never lost: the previous study is read as napari opens it (with whatever its
-    autosaves hold that is newer, unsaved edits included); a time point it holds with edits is
-    carried into the new study as it was, unless its series ran again since (:func:`_ran_again`).
-    When the previous study held edits, or had autosaves, it is first saved as napari would open
-    it under a new name (``study.edited-<UTC time>.aet``), and its autosaves are removed: left
-    beside the new study, napari would open them instead of it. Each time point taken from a
-    project.aet records that file's SHA-256 (``report["built_from"]``). Returns the study's path,
-    that kept copy's (None if there was nothing to keep), the names of the time points carried
-    over and of the edited ones that ran again (their edits only in the kept copy)."""
+    autosaves hold that is newer), its autosaved hand edits applied whatever the file times (a
+    ``cp -r`` may leave them older); a time point it holds with edits is carried into the new
+    study as it was, unless its series ran again since (:func:`_ran_again`). When the previous
+    study held edits, or had autosaves, it is first saved so under a new name
+    (``study.edited-<UTC time>.aet``), and its autosaves are moved beside that copy, as its own:
+    left beside the new study, napari would open them instead of it. Each time point taken from
+    a project.aet records that file's SHA-256 (``report["built_from"]``). Returns the study's
+    path, that kept copy's (None if there was nothing to keep), the names of the time points
+    carried over and of the edited ones that ran again (their edits only in the kept copy)."""
     from .project import Project, load_project, provenance, save_project
     from .session import StudySession, autosave_paths
 
@@ -321,7 +322,13 @@ def build_study(particle_dir, times) -> tuple[Path, Path | None, list[str], list
     study = particle_dir / "study.aet"
     autosaves = [path for path in autosave_paths(study) if path.exists()]
     found = [path for path in (study, *autosaves) if path.exists()]
-    previous = StudySession.open(study).study if found else None
+    previous = None
+    if found:
+        session = StudySession.open(study)
+        edits_autosave = autosave_paths(study)[1]
+        if edits_autosave.exists():
+            session.recover(load_project(edits_autosave))
+        previous = session.study
     edited = {point.name: point for point in (previous.time_points if previous else []) if point.edits}
     written = max((path.stat().st_mtime for path in found), default=0.0)
     points, carried, restarted = [], [], []
@@ -343,8 +350,8 @@ def build_study(particle_dir, times) -> tuple[Path, Path | None, list[str], list
                 point.time = float(label)
             points.append(point)
     kept = save_project(edited_copy_path(study), previous) if edited or autosaves else None
-    for path in autosaves:
-        path.unlink()
+    for path in autosaves:  # the copy's now: nothing deleted
+        path.rename(autosave_paths(kept)[autosave_paths(study).index(path)])
     saved = save_project(study, Project(points, {**provenance("napari-aet batch"), "particle": particle_dir.name}))
     return saved, kept, carried, restarted
 

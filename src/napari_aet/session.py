@@ -140,9 +140,10 @@ class StudySession:
         return self.point
 
     def set_raw(self, series: TiltSeries):
-        """Make ``series`` the current time point's data; every stage that ran becomes stale."""
+        """Make ``series`` the current time point's data (autosaved); every stage that ran becomes stale."""
         self.point.raw = series
         workflow.mark_stale_from(self.point, workflow.STAGES[0])
+        save_project(self.autosave_path, self.study)
         self.changed.emit("raw")
 
     def run(self, stage: str, *args, progress=None, **options):

@@ -243,6 +243,11 @@ def tag_as_study(layer_data, session, field: str | None, point_name=None):
                   "metadata": metadata}, kind
 
 
+#: Metadata key (in ``metadata["aet"]``) of a layer of a time point hidden while another time point
+#: (or the time series) is shown: its visibility before, given back when its time point is shown.
+VISIBLE_BEFORE = "visible_before_time_point_switch"
+
+
 def keep_with_time_point(viewer, layer):
     """Move ``layer`` just above the other layers of its study time point, if it is not among
     them already, so that each time point's layers stay together in the layer list."""

@@ -15,7 +15,7 @@ from ..analysis.timeseries import atoms_nucleus_tracks, follow_particle
 from .layers import ATOM_DIAMETER
 from ..model import InputError, real_atoms
 from ..progress import sub_progress
-from ._base import StageWidget, study_tag
+from ._base import VISIBLE_BEFORE, StageWidget, study_tag
 from ._plots import PlotCanvas
 
 #: Colour of atoms outside nuclei (RGBA).
@@ -127,6 +127,7 @@ class TimeSeriesWidget(StageWidget):
         hidden = [layer for layer in self.viewer.layers if layer.visible and study_tag(layer)[1] is not None
                   and study_tag(layer)[0] == self.session.id]
         for layer in hidden:  # each time point's layers lie in its own frame, not time 0's
+            layer.metadata["aet"][VISIBLE_BEFORE] = True  # shown again with their time point
             layer.visible = False
         self.viewer.dims.set_point(0, 0)
         self.plot_sizes()

@@ -29,7 +29,8 @@ from qtpy.QtWidgets import (
 from .hooks import time_point_layers
 from ..model import InputError
 from ..session import unsaved_autosave
-from ._base import keep_with_time_point, name_by_time_point, show_layer, status_text, study_tag, tag_as_study
+from ._base import (VISIBLE_BEFORE, keep_with_time_point, name_by_time_point, show_layer, status_text, study_tag,
+                    tag_as_study)
 from ._study import session_for
 from .align import AlignWidget
 from .analyse import AnalyseWidget
@@ -49,8 +50,6 @@ STEPS = (("Data", DataWidget), ("1 Align", AlignWidget), ("2 Reconstruct", Recon
 STEPS_PER_ROW = 5
 #: Width of the dock (pixels): the steps' plots and forms are laid out for it.
 DOCK_WIDTH = 440
-#: Metadata key of a layer hidden because another time point is shown: its visibility before.
-_VISIBLE_BEFORE = "visible_before_time_point_switch"
 
 
 class Workbench(QWidget):
@@ -174,13 +173,16 @@ class Workbench(QWidget):
         session = self.session
         for layer in self.viewer.layers:
             study_id, point, _ = study_tag(layer)
-            if study_id != session.id or point is None:
+            if study_id != session.id:
+                continue
+            if point is None:  # a result of the whole study (the time series), in time 0's frame
+                layer.visible = False
                 continue
             meta = layer.metadata["aet"]
             if point == session.point.name:
-                layer.visible = meta.pop(_VISIBLE_BEFORE, layer.visible)
-            elif _VISIBLE_BEFORE not in meta:
-                meta[_VISIBLE_BEFORE] = layer.visible
+                layer.visible = meta.pop(VISIBLE_BEFORE, layer.visible)
+            elif VISIBLE_BEFORE not in meta:
+                meta[VISIBLE_BEFORE] = layer.visible
                 layer.visible = False
         for data in time_point_layers(session.point):
             field = data[1]["metadata"]["aet"]["study_field"]
