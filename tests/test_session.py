@@ -43,6 +43,9 @@ def test_an_edit_survives_kill_9(study_file):
         assert session.recovered and session.path == study_file
         assert session.point.atoms.species[0] == "Pt" and session.point.atoms.features["locked"][0]
         assert session.point.edits == [{"action": "relabel", "index": 0, "old": "Fe", "new": "Pt"}]
+    os.utime(autosave_paths(study_file)[1], (1e9, 1e9))  # older than the study, as `cp -r` may leave it
+    session = StudySession.open(study_file)
+    assert session.recovered and session.point.edits[0]["action"] == "relabel"
 
 
 def test_saving_folds_the_autosaves_in(study_file):

@@ -305,9 +305,8 @@ def build_study(particle_dir, times) -> tuple[Path, Path | None, list[str], list
     when it is a number) with the record of its stages (so any stage can run again), and the
     particle's name in its provenance (``"particle"``: napari opens it as a study).
 
-    Hand edits are never lost: the previous study is read as napari opens it (with whatever its
-    autosaves hold that is newer), its autosaved hand edits applied whatever the file times (a
-    ``cp -r`` may leave them older); a time point it holds with edits is carried into the new
+    Hand edits are never lost: the previous study is read as napari opens it (with its autosaves:
+    :meth:`napari_aet.session.StudySession.load`); a time point it holds with edits is carried into the new
     study as it was, unless its series ran again since (:func:`_ran_again`). When the previous
     study held edits, or had autosaves, it is first saved so under a new name
     (``study.edited-<UTC time>.aet``), and its autosaves are moved beside that copy, as its own:
@@ -322,13 +321,7 @@ def build_study(particle_dir, times) -> tuple[Path, Path | None, list[str], list
     study = particle_dir / "study.aet"
     autosaves = [path for path in autosave_paths(study) if path.exists()]
     found = [path for path in (study, *autosaves) if path.exists()]
-    previous = None
-    if found:
-        session = StudySession.open(study)
-        edits_autosave = autosave_paths(study)[1]
-        if edits_autosave.exists():
-            session.recover(load_project(edits_autosave))
-        previous = session.study
+    previous = StudySession.open(study).study if found else None
     edited = {point.name: point for point in (previous.time_points if previous else []) if point.edits}
     written = max((path.stat().st_mtime for path in found), default=0.0)
     points, carried, restarted = [], [], []

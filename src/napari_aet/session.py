@@ -184,9 +184,10 @@ class StudySession:
         return session
 
     def load(self, path):
-        """Work on the study saved at ``path`` from now on, with whatever its autosaves hold that
-        is newer (``recovered`` says whether they held any), under a new :attr:`id`; announces
-        "study".
+        """Work on the study saved at ``path`` from now on, with its whole-study autosave when that
+        is newer and the unsaved hand edits of its edits autosave whatever that file's time (the
+        time points whose stage records match; ``recovered`` says whether the autosaves held
+        any), under a new :attr:`id`; announces "study".
 
         ``path`` may be an autosave (``<study>.autosave.aet``, ``<study>.edits.aet``): its study
         ``<study>.aet`` is opened. A study never saved (no ``<study>.aet``) is recovered from its
@@ -202,8 +203,8 @@ class StudySession:
         recovered = source != path
         self.id = uuid.uuid4().hex  # the layers of the study worked on before are not this one's
         self._set(study, path if path.exists() else None, (autosave, edits))
-        if _newer(edits, source):
-            recovered |= self.recover(load_project(edits))
+        if edits.exists() and edits != source:  # unsaved hand edits (Save removes the file), whatever its
+            recovered |= self.recover(load_project(edits))  # time: `cp -r` may leave it older than the study
         self.recovered = recovered
         self.changed.emit("study")
 
