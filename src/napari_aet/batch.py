@@ -305,23 +305,24 @@ def build_study(particle_dir, times) -> tuple[Path, Path | None, list[str], list
     when it is a number) with the record of its stages (so any stage can run again), and the
     particle's name in its provenance (``"particle"``: napari opens it as a study).
 
-    Hand edits are never lost: the previous study is read as napari opens it (with its autosaves:
-    :meth:`napari_aet.session.StudySession.load`); a time point it holds with edits is carried into the new
-    study as it was, unless its series ran again since (:func:`_ran_again`). When the previous
-    study held edits, or had autosaves, it is first saved so under a new name
+    Hand edits are never lost: the previous study is read as napari opens it (with its
+    autosaves: :meth:`napari_aet.session.StudySession.load`); a time point it holds with edits is
+    carried into the new study as it was, unless its series ran again since (:func:`_ran_again`).
+    When the previous study held edits, or had autosaves, it is first saved so under a new name
     (``study.edited-<UTC time>.aet``), and its autosaves are moved beside that copy, as its own:
     left beside the new study, napari would open them instead of it. Each time point taken from
     a project.aet records that file's SHA-256 (``report["built_from"]``). Returns the study's
     path, that kept copy's (None if there was nothing to keep), the names of the time points
     carried over and of the edited ones that ran again (their edits only in the kept copy)."""
-    from .project import Project, load_project, provenance, save_project
+    from .project import Project, holds_edits, load_project, provenance, save_project
     from .session import StudySession, autosave_paths
 
     particle_dir = Path(particle_dir)
     study = particle_dir / "study.aet"
     autosaves = [path for path in autosave_paths(study) if path.exists()]
     found = [path for path in (study, *autosaves) if path.exists()]
-    previous = StudySession.open(study).study if found else None
+    worth_reading = autosaves or (study.exists() and holds_edits(study))  # else nothing to keep: not read
+    previous = StudySession.open(study).study if worth_reading else None
     edited = {point.name: point for point in (previous.time_points if previous else []) if point.edits}
     written = max((path.stat().st_mtime for path in found), default=0.0)
     points, carried, restarted = [], [], []

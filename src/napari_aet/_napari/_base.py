@@ -145,6 +145,11 @@ class LayerSelector(QComboBox):
         if self.currentText() != before:
             self.currentTextChanged.emit(self.currentText())
 
+    def select_study_result(self, name, session):
+        """Select layer ``name`` (the study's current result); with none, select nothing rather
+        than keep a layer of another time point or study (:func:`of_another_time_point`)."""
+        self.refresh(select=name, clear=name is None and of_another_time_point(self.layer(), session))
+
     def layer(self):
         """The selected layer, or None."""
         name = self.currentText()
@@ -450,9 +455,7 @@ class StageWidget(QWidget):
             for selector, preferred in self._study_inputs:
                 point_layers = [layer.name for layer in self.viewer.layers if selector.accepts(layer)
                                 and study_tag(layer)[:2] == (self.session.id, self.session.point.name)]
-                chosen = preferred() or (point_layers[-1] if point_layers else None)
-                selector.refresh(select=chosen, clear=chosen is None and of_another_time_point(selector.layer(),
-                                                                                                self.session))
+                selector.select_study_result(preferred() or (point_layers[-1] if point_layers else None), self.session)
 
     def show_output(self, layer_data, field=None, **overrides):
         """:func:`show_layer` for this stage's outputs (which its own inputs do not switch to), as

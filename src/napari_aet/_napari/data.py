@@ -109,9 +109,7 @@ class DataWidget(QWidget):
     def _on_study(self, what):
         """Another time point (or study) became current: show its data, never another's."""
         if what == "study":
-            own = study_layer_name(self.viewer, self.session, "raw")
-            self.series_input.refresh(select=own, clear=own is None and of_another_time_point(
-                self.series_input.layer(), self.session))
+            self.series_input.select_study_result(study_layer_name(self.viewer, self.session, "raw"), self.session)
 
     # --- reading the layer ----------------------------------------------------------------------
     def _layer_meta(self):

@@ -49,8 +49,8 @@ from .layers import atoms_from_layer, label_colours, reconstruction_from_layer, 
 from ..model import AtomModel, InputError
 from ..review import PLANES, class_average_slices, orthogonal_slices
 from ..undo import UndoStack, history_of, keep_history
-from ._base import (LayerSelector, follows_study, is_atoms, is_volume, layer_type, of_another_time_point,
-                    scrolled_layout, study_layer_name, study_tag)
+from ._base import (LayerSelector, follows_study, is_atoms, is_volume, layer_type, scrolled_layout,
+                    study_layer_name, study_tag)
 from .classify import class_boundaries
 from .key_help import KeyHelp
 from ._plots import PlotCanvas
@@ -182,9 +182,7 @@ class EditWidget(QWidget):
     def _on_study(self, what):
         """When another time point became current (or a study was opened), watch its atoms."""
         if what == "study":
-            own = study_layer_name(self.viewer, self.session, "atoms")
-            self.atoms_input.refresh(select=own, clear=own is None and of_another_time_point(self.atoms_input.layer(),
-                                                                                             self.session))
+            self.atoms_input.select_study_result(study_layer_name(self.viewer, self.session, "atoms"), self.session)
             self.watch()
 
     def watch(self, event=None):
